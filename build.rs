@@ -28,13 +28,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = compiler.file_descriptor_set();
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out_dir.join("descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    fs::write(
+        out_dir.join("descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
 
+    let mut prost_config = prost_build::Config::new();
+    // `prost::Name` gives every message its full name, which `Any::pack` and `Any::unpack` need.
+    prost_config.enable_type_names();
     tonic_prost_build::configure()
         // Generating the well-known types here (instead of using prost-types) lets `bytes` reach
         // `google.protobuf.Any.value`, so event bodies move between NATS and gRPC without a copy.
         .compile_well_known_types(true)
         .bytes(".")
-        .compile_fds(descriptors)?;
+        .compile_fds_with_config(descriptors, prost_config)?;
     Ok(())
 }

@@ -1,0 +1,216 @@
+//! The API package: Rust types and tonic services generated from `proto/` by the top-level `build.rs`,
+//! plus the encoded descriptor set that gRPC reflection serves.
+//!
+//! The `windshift.*` packages are wire-identical to upstream Windshift. The well-known types are
+//! generated here too (see `build.rs`), so this module also carries the small conversions between
+//! them and `std::time` that prost-types would otherwise provide.
+
+/// `google.protobuf`: the well-known types used by the API.
+pub mod google {
+    /// `google.protobuf` messages.
+    #[allow(clippy::all, missing_docs)]
+    pub mod protobuf {
+        include!(concat!(env!("OUT_DIR"), "/google.protobuf.rs"));
+    }
+}
+
+/// The frozen Windshift packages.
+pub mod windshift {
+    /// `windshift.events.v1alpha1`: streams, consumers, publishing and the Events stream.
+    pub mod events {
+        /// Version `v1alpha1`, as upstream.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1alpha1 {
+            include!(concat!(env!("OUT_DIR"), "/windshift.events.v1alpha1.rs"));
+        }
+    }
+    /// `windshift.test.v1`: payload messages for tests and load tools.
+    pub mod test {
+        /// Version `v1`.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/windshift.test.v1.rs"));
+        }
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every file under `proto/`, with imports, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// The prefix that Windshift puts before a message's full name to make an `Any` type URL.
+pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
+
+use google::protobuf::{Any, Duration, Timestamp};
+
+/// Why a protobuf `Duration` or `Timestamp` has no `std::time` equivalent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeConversionError {
+    /// The value is below zero (durations) or before the Unix epoch (timestamps).
+    Negative,
+    /// `nanos` is outside `0..1_000_000_000`, or has a different sign than `seconds`.
+    InvalidNanos,
+}
+
+impl std::fmt::Display for TimeConversionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Negative => f.write_str("must not be negative"),
+            Self::InvalidNanos => f.write_str("has nanos outside 0..999999999"),
+        }
+    }
+}
+
+impl std::error::Error for TimeConversionError {}
+
+impl TryFrom<&Duration> for std::time::Duration {
+    type Error = TimeConversionError;
+
+    fn try_from(value: &Duration) -> Result<Self, Self::Error> {
+        let seconds = u64::try_from(value.seconds).map_err(|_| TimeConversionError::Negative)?;
+        let nanos = u32::try_from(value.nanos).map_err(|_| TimeConversionError::Negative)?;
+        if nanos >= 1_000_000_000 {
+            return Err(TimeConversionError::InvalidNanos);
+        }
+        Ok(std::time::Duration::new(seconds, nanos))
+    }
+}
+
+impl From<std::time::Duration> for Duration {
+    fn from(value: std::time::Duration) -> Self {
+        Duration {
+            // Durations beyond i64 seconds (292 billion years) saturate.
+            seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
+            nanos: value.subsec_nanos() as i32,
+        }
+    }
+}
+
+impl TryFrom<&Timestamp> for std::time::SystemTime {
+    type Error = TimeConversionError;
+
+    fn try_from(value: &Timestamp) -> Result<Self, Self::Error> {
+        let since_epoch = std::time::Duration::try_from(&Duration {
+            seconds: value.seconds,
+            nanos: value.nanos,
+        })?;
+        Ok(std::time::UNIX_EPOCH + since_epoch)
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    fn from(value: std::time::SystemTime) -> Self {
+        match value.duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => {
+                let d = Duration::from(since);
+                Timestamp {
+                    seconds: d.seconds,
+                    nanos: d.nanos,
+                }
+            }
+            Err(before) => {
+                // Timestamps before 1970 count seconds down and nanos up, as protobuf defines them.
+                let before = before.duration();
+                let mut seconds = -i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
+                let mut nanos = before.subsec_nanos() as i32;
+                if nanos > 0 {
+                    seconds -= 1;
+                    nanos = 1_000_000_000 - nanos;
+                }
+                Timestamp { seconds, nanos }
+            }
+        }
+    }
+}
+
+impl Any {
+    /// Packs a message into an `Any` with the `type.googleapis.com/` prefix, as Windshift does.
+    pub fn pack<M: prost::Name>(message: &M) -> Any {
+        Any {
+            type_url: format!("{TYPE_URL_PREFIX}{}", M::full_name()),
+            value: message.encode_to_vec().into(),
+        }
+    }
+
+    /// Decodes the message inside, if the type URL names `M`.
+    pub fn unpack<M: prost::Name + Default>(&self) -> Option<Result<M, prost::DecodeError>> {
+        (self.message_name() == M::full_name()).then(|| M::decode(self.value.clone()))
+    }
+
+    /// The message's full name: the part of the type URL after the last `/`.
+    pub fn message_name(&self) -> &str {
+        self.type_url.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn durations_convert_both_ways_and_reject_bad_values() {
+        let d = Duration {
+            seconds: 3,
+            nanos: 5,
+        };
+        assert_eq!(StdDuration::try_from(&d), Ok(StdDuration::new(3, 5)));
+        assert_eq!(Duration::from(StdDuration::new(3, 5)), d);
+        let negative = Duration {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert_eq!(
+            StdDuration::try_from(&negative),
+            Err(TimeConversionError::Negative)
+        );
+        let bad_nanos = Duration {
+            seconds: 0,
+            nanos: 1_000_000_000,
+        };
+        assert_eq!(
+            StdDuration::try_from(&bad_nanos),
+            Err(TimeConversionError::InvalidNanos)
+        );
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        let t = UNIX_EPOCH + StdDuration::new(1_700_000_000, 123);
+        let ts = Timestamp::from(t);
+        assert_eq!(
+            ts,
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123
+            }
+        );
+        assert_eq!(SystemTime::try_from(&ts), Ok(t));
+        let before = Timestamp::from(UNIX_EPOCH - StdDuration::new(1, 250_000_000));
+        assert_eq!(
+            before,
+            Timestamp {
+                seconds: -2,
+                nanos: 750_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn any_packs_with_the_windshift_prefix() {
+        let value = windshift::test::v1::StringValue {
+            value: "abc".into(),
+        };
+        let any = Any::pack(&value);
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/windshift.test.v1.StringValue"
+        );
+        assert_eq!(any.message_name(), "windshift.test.v1.StringValue");
+        assert_eq!(
+            any.unpack::<windshift::test::v1::StringValue>()
+                .unwrap()
+                .unwrap(),
+            value
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Jetway's domain logic over NATS JetStream, free of any transport: validation of names, the
+//! mapping of stream and consumer declarations onto JetStream, publishing in the Windshift on-stream
+//! format, and the delivery engine behind an Events subscription.
+//!
+//! Every operation has its own error enum; the server maps them to gRPC statuses in one place.
+
+pub mod connection;
+pub mod consumers;
+pub mod delivery;
+pub mod error;
+pub mod format;
+pub mod names;
+pub mod publish;
+pub mod streams;
+
+pub use connection::{ConnectSettings, Nats};
+pub use error::{Invalid, NatsError};

@@ -1,0 +1,130 @@
+//! The NATS connection every operation shares: it reconnects forever, publishes its state on a watch
+//! channel (readiness and the delivery engine follow it), and answers "is JetStream usable now?".
+
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, jetstream};
+use tokio::sync::watch;
+
+use crate::error::{Classify, NatsError};
+
+/// How long a readiness probe waits for JetStream to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings for [`Nats::connect`].
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    /// The NATS server URL(s), comma-separated.
+    pub url: String,
+    /// The client name NATS shows in its monitoring.
+    pub name: String,
+    /// Most JetStream publish acks awaited at once; more publishes wait for a slot.
+    pub publish_max_pending: usize,
+}
+
+/// Why [`Nats::connect`] failed. Only a malformed URL fails: an unreachable server is retried.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {reason}")]
+pub struct ConnectError {
+    url: String,
+    reason: String,
+}
+
+/// A shared handle on the NATS connection and its JetStream context. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Nats {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    connected: watch::Receiver<bool>,
+}
+
+impl Nats {
+    /// Connects to NATS. Returns at once, even when the server is down: the client keeps retrying in
+    /// the background, forever, and [`Nats::connected`] follows the connection state.
+    pub async fn connect(settings: &ConnectSettings) -> Result<Nats, ConnectError> {
+        let (state_tx, connected) = watch::channel(false);
+        let options = ConnectOptions::new()
+            .name(&settings.name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let state_tx = state_tx.clone();
+                async move {
+                    match &event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            state_tx.send_replace(true);
+                        }
+                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                            tracing::warn!(%event, "lost the NATS connection; reconnecting");
+                            state_tx.send_replace(false);
+                        }
+                        async_nats::Event::SlowConsumer(_) => tracing::warn!(%event, "NATS"),
+                        _ => tracing::info!(%event, "NATS"),
+                    }
+                }
+            });
+        let client = options
+            .connect(settings.url.as_str())
+            .await
+            .map_err(|err| ConnectError {
+                url: settings.url.clone(),
+                reason: err.to_string(),
+            })?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .max_ack_inflight(settings.publish_max_pending.max(1))
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Nats {
+            client,
+            jetstream,
+            connected,
+        })
+    }
+
+    /// The core NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// A receiver that changes whenever the connection goes up or down.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Checks that NATS is connected and JetStream answers an account-info request.
+    pub async fn check_ready(&self) -> Result<(), NatsError> {
+        if !self.is_connected() {
+            return Err(NatsError::Unavailable("not connected to NATS".into()));
+        }
+        match tokio::time::timeout(READY_TIMEOUT, self.jetstream.query_account()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.classify()),
+            Err(_) => Err(NatsError::Unavailable(
+                "JetStream did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// Flushes what is buffered and closes the connection after in-flight requests finish.
+    pub async fn drain(&self) {
+        if let Err(err) = self.client.drain().await {
+            tracing::warn!(%err, "draining the NATS connection failed");
+        }
+    }
+
+    /// The largest message the server accepts, headers included.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+}

@@ -1,0 +1,279 @@
+//! EnsureConsumer and DeleteConsumer: durable consumers (named) and ephemeral ones (a generated UUID
+//! name that JetStream removes after an hour without a subscriber), all pull-based with explicit acks.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    ErrorCode,
+    consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull},
+};
+
+use crate::{
+    Nats,
+    error::{Classify, Invalid, NatsError},
+    names::{validate_filter, validate_name},
+    streams::StreamPointer,
+};
+
+/// The processing timeout when none is given.
+pub const DEFAULT_PROCESSING_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long JetStream keeps an ephemeral consumer without a subscriber.
+pub const EPHEMERAL_INACTIVE_THRESHOLD: Duration = Duration::from_secs(60 * 60);
+/// How long JetStream keeps a durable consumer without a subscriber (30 days).
+pub const DURABLE_INACTIVE_THRESHOLD: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A consumer declaration, as EnsureConsumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// The stream to read.
+    pub stream: String,
+    /// The durable name; `None` or empty creates an ephemeral consumer.
+    pub name: Option<String>,
+    /// Subject filters (at least one; wildcards allowed).
+    pub subjects: Vec<String>,
+    /// Where a new consumer starts; `None` means new events only.
+    pub from: Option<StreamPointer>,
+    /// How long a delivered event may stay unsettled. `None` keeps the current value on update, and
+    /// means 30 s on create.
+    pub processing_timeout: Option<Duration>,
+}
+
+/// Why EnsureConsumer or DeleteConsumer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The request is invalid.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The stream does not exist.
+    #[error("stream {0} not found")]
+    StreamNotFound(String),
+    /// The consumer does not exist.
+    #[error("consumer {consumer} not found on stream {stream}")]
+    ConsumerNotFound {
+        /// The stream.
+        stream: String,
+        /// The consumer name.
+        consumer: String,
+    },
+    /// JetStream refused the consumer configuration (e.g. a filter outside the stream's subjects).
+    #[error("{0}")]
+    Rejected(String),
+    /// NATS failed.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+impl ConsumerError {
+    /// Maps a NATS failure on `stream`/`consumer`, turning "not found" codes into their variants.
+    pub(crate) fn from_nats(err: NatsError, stream: &str, consumer: &str) -> Self {
+        match err.api_code() {
+            Some(ErrorCode::STREAM_NOT_FOUND) => ConsumerError::StreamNotFound(stream.to_owned()),
+            Some(ErrorCode::CONSUMER_NOT_FOUND) => ConsumerError::ConsumerNotFound {
+                stream: stream.to_owned(),
+                consumer: consumer.to_owned(),
+            },
+            Some(_) => ConsumerError::Rejected(err.to_string()),
+            None => ConsumerError::Nats(err),
+        }
+    }
+}
+
+/// Creates or updates a consumer and returns its name. Updating a durable keeps its position and every
+/// setting this request does not manage.
+pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String, ConsumerError> {
+    validate_name("stream", &spec.stream)?;
+    if spec.subjects.is_empty() {
+        return Err(Invalid::new("subjects", "one or more subjects must be specified").into());
+    }
+    for (i, subject) in spec.subjects.iter().enumerate() {
+        validate_filter(&format!("subjects[{i}]"), subject)?;
+    }
+    let durable = spec.name.as_deref().filter(|name| !name.is_empty());
+    if let Some(name) = durable {
+        validate_name("name", name)?;
+    }
+    if spec.processing_timeout.is_some_and(|t| t.is_zero()) {
+        return Err(Invalid::new(
+            "processing_timeout",
+            "must be greater than zero; omit it for the default of 30s",
+        )
+        .into());
+    }
+
+    let js = nats.jetstream();
+    let (name, config) = match durable {
+        None => {
+            let name = uuid::Uuid::new_v4().to_string();
+            let config = pull::Config {
+                name: Some(name.clone()),
+                deliver_policy: deliver_policy(spec.from),
+                inactive_threshold: EPHEMERAL_INACTIVE_THRESHOLD,
+                ..managed(spec, None)
+            };
+            (name, config)
+        }
+        Some(name) => {
+            let existing = match js
+                .get_consumer_from_stream::<consumer::Config, _, _>(name, &spec.stream)
+                .await
+            {
+                Ok(consumer) => Some(consumer.cached_info().config.clone()),
+                Err(err) => match err.classify().api_code() {
+                    Some(ErrorCode::CONSUMER_NOT_FOUND) => None,
+                    _ => return Err(ConsumerError::from_nats(err.classify(), &spec.stream, name)),
+                },
+            };
+            let config = match existing {
+                Some(existing) => {
+                    let existing = pull::Config::try_from_consumer_config(existing).map_err(|_| {
+                        ConsumerError::Rejected(format!(
+                            "consumer {name} on stream {} is a push consumer; Jetway only serves pull consumers",
+                            spec.stream
+                        ))
+                    })?;
+                    managed(spec, Some(existing))
+                }
+                None => pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    name: Some(name.to_owned()),
+                    deliver_policy: deliver_policy(spec.from),
+                    inactive_threshold: DURABLE_INACTIVE_THRESHOLD,
+                    ..managed(spec, None)
+                },
+            };
+            (name.to_owned(), config)
+        }
+    };
+    js.create_consumer_on_stream(config, &spec.stream)
+        .await
+        .map_err(|err| ConsumerError::from_nats(err.classify(), &spec.stream, &name))?;
+    tracing::info!(stream = %spec.stream, consumer = %name, durable = durable.is_some(), "consumer ensured");
+    Ok(name)
+}
+
+/// Deletes a consumer.
+pub async fn delete_consumer(
+    nats: &Nats,
+    stream: &str,
+    consumer: &str,
+) -> Result<(), ConsumerError> {
+    validate_name("stream", stream)?;
+    validate_name("id", consumer)?;
+    nats.jetstream()
+        .delete_consumer_from_stream(consumer, stream)
+        .await
+        .map_err(|err| ConsumerError::from_nats(err.classify(), stream, consumer))?;
+    tracing::info!(%stream, %consumer, "consumer deleted");
+    Ok(())
+}
+
+/// The settings EnsureConsumer manages, over `base` (the existing config on update). A single filter
+/// goes in `filter_subject` and several in `filter_subjects`, and the other field is always cleared:
+/// JetStream refuses a consumer with both.
+fn managed(spec: &ConsumerSpec, base: Option<pull::Config>) -> pull::Config {
+    let updating = base.is_some();
+    let mut config = base.unwrap_or_default();
+    config.ack_policy = AckPolicy::Explicit;
+    match spec.subjects.as_slice() {
+        [one] => {
+            config.filter_subject = one.clone();
+            config.filter_subjects = Vec::new();
+        }
+        many => {
+            config.filter_subject = String::new();
+            config.filter_subjects = many.to_vec();
+        }
+    }
+    config.ack_wait = match spec.processing_timeout {
+        Some(timeout) => timeout,
+        None if updating => config.ack_wait,
+        None => DEFAULT_PROCESSING_TIMEOUT,
+    };
+    config
+}
+
+fn deliver_policy(from: Option<StreamPointer>) -> DeliverPolicy {
+    match from {
+        Some(StreamPointer::Time(time)) => DeliverPolicy::ByStartTime {
+            start_time: time.into(),
+        },
+        Some(StreamPointer::Offset(seq)) if seq > 0 => DeliverPolicy::ByStartSequence {
+            start_sequence: seq,
+        },
+        Some(StreamPointer::Start) => DeliverPolicy::All,
+        _ => DeliverPolicy::New,
+    }
+}
+
+/// The processing timeout of an existing consumer, as Subscribe reports it.
+pub(crate) fn processing_timeout(info: &consumer::Info) -> Duration {
+    if info.config.ack_wait.is_zero() {
+        DEFAULT_PROCESSING_TIMEOUT
+    } else {
+        info.config.ack_wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(subjects: &[&str]) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: "s".into(),
+            name: Some("d".into()),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            from: None,
+            processing_timeout: None,
+        }
+    }
+
+    #[test]
+    fn one_filter_and_several_filters_never_coexist() {
+        let several = managed(&spec(&["a", "b"]), None);
+        assert_eq!(
+            (
+                several.filter_subject.as_str(),
+                several.filter_subjects.len()
+            ),
+            ("", 2)
+        );
+        let one = managed(&spec(&["c"]), Some(several));
+        assert_eq!(one.filter_subject, "c");
+        assert!(one.filter_subjects.is_empty());
+    }
+
+    #[test]
+    fn update_without_timeout_keeps_the_current_one() {
+        let base = pull::Config {
+            ack_wait: Duration::from_secs(7),
+            ..Default::default()
+        };
+        assert_eq!(
+            managed(&spec(&["a"]), Some(base)).ack_wait,
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            managed(&spec(&["a"]), None).ack_wait,
+            DEFAULT_PROCESSING_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn start_pointers_map_to_deliver_policies() {
+        assert_eq!(deliver_policy(None), DeliverPolicy::New);
+        assert_eq!(deliver_policy(Some(StreamPointer::End)), DeliverPolicy::New);
+        assert_eq!(
+            deliver_policy(Some(StreamPointer::Offset(0))),
+            DeliverPolicy::New
+        );
+        assert_eq!(
+            deliver_policy(Some(StreamPointer::Start)),
+            DeliverPolicy::All
+        );
+        assert_eq!(
+            deliver_policy(Some(StreamPointer::Offset(3))),
+            DeliverPolicy::ByStartSequence { start_sequence: 3 }
+        );
+    }
+}

@@ -1,0 +1,485 @@
+//! The delivery engine behind one Events stream: a subscription to a pull consumer that hands out
+//! events, remembers what is in flight, and settles events by id (ack, reject, ping).
+//!
+//! Flow control is exact. The engine requests from JetStream only as many messages as it has free
+//! slots (`max_processing_events` minus in flight minus already requested), so no event waits in a
+//! buffer while its processing timeout runs. The in-flight table maps the stream sequence (the event
+//! id) to the message's ack subject and a deadline; at the deadline the entry is dropped, because
+//! JetStream redelivers the event by itself then. Closing the subscription naks whatever is still in
+//! flight, so it is redelivered at once rather than after the timeout.
+//!
+//! Delivery is at-least-once: an event is settled only by an explicit ack or a permanent reject.
+//!
+//! A [`Subscription`] is owned by one task; nothing in it is shared, so the hot path takes no lock.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::poll_fn,
+    time::{Duration, SystemTime},
+};
+
+use async_nats::{
+    StatusCode, Subject, Subscriber,
+    jetstream::{
+        self, AckKind, ErrorCode,
+        consumer::{
+            FromConsumer, PullConsumer,
+            pull::{self, BatchConfig},
+        },
+    },
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::{sync::watch, time::Instant};
+use tokio_util::time::{DelayQueue, delay_queue::Key};
+
+use crate::{
+    Nats,
+    consumers::{ConsumerError, processing_timeout},
+    error::{Classify, Invalid, NatsError},
+    format,
+    names::validate_name,
+};
+
+/// In-flight events per subscription when the client sets no limit.
+pub const DEFAULT_MAX_PROCESSING_EVENTS: u64 = 50;
+/// The largest `max_processing_events` accepted; it bounds the memory one subscription can hold.
+pub const MAX_PROCESSING_EVENTS_LIMIT: u64 = 10_000;
+/// How long one pull request waits on the server for messages. Idle subscriptions re-pull this often.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// After this much longer than `PULL_EXPIRES` without an answer, a pull request is taken as lost
+/// (e.g. NATS restarted and forgot it) and its slots are requested again.
+const PULL_GRACE: Duration = Duration::from_secs(2);
+/// Wait before pulling again after JetStream did not answer a pull at all.
+const PULL_RETRY: Duration = Duration::from_secs(1);
+
+/// Which consumer to subscribe to, and how many events to hold at once.
+#[derive(Debug, Clone)]
+pub struct SubscribeSpec {
+    /// The stream.
+    pub stream: String,
+    /// The consumer's name (durable, or an ephemeral id from EnsureConsumer).
+    pub consumer: String,
+    /// Most events handed out and not yet settled; `None` or 0 means 50.
+    pub max_processing_events: Option<u64>,
+}
+
+/// One delivered event.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The stream sequence: the id to settle it with.
+    pub id: u64,
+    /// The subject it was published on.
+    pub subject: String,
+    /// The message type (`WS-Data-Type`), possibly empty.
+    pub data_type: String,
+    /// The serialized message.
+    pub body: Bytes,
+    /// When the event happened (`WS-Published-Time`), or when it was stored.
+    pub timestamp: SystemTime,
+    /// The idempotency key it was published with.
+    pub idempotency_key: Option<String>,
+    /// The publisher's W3C trace context.
+    pub trace_parent: Option<String>,
+    /// See `trace_parent`.
+    pub trace_state: Option<String>,
+    /// 1 on the first delivery, 2 on the first redelivery, and so on.
+    pub delivery_attempt: u64,
+}
+
+/// How to settle events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Processed; never deliver again.
+    Ack,
+    /// Give back for redelivery, after the delay if there is one.
+    Reject(Option<Duration>),
+    /// Drop for good without processing.
+    RejectPermanently,
+    /// Still working: restart the processing timeout.
+    Ping,
+}
+
+/// The outcome of settling a list of ids. Every requested id is in exactly one list, in request order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Settled.
+    pub ids: Vec<u64>,
+    /// Not in flight on this subscription: never delivered, already settled, expired, or repeated.
+    pub invalid_ids: Vec<u64>,
+    /// NATS could not take the settlement now; the event is still in flight and may be retried.
+    pub temporary_failed_ids: Vec<u64>,
+}
+
+/// Why a subscription stopped delivering.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The consumer (or its stream) was deleted while subscribed.
+    #[error("consumer {consumer} on stream {stream} was deleted")]
+    ConsumerDeleted {
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        consumer: String,
+    },
+    /// NATS failed in a way the subscription cannot recover from.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+struct InFlight {
+    reply: Subject,
+    deadline: Key,
+}
+
+/// A live subscription to a pull consumer. See the module docs.
+pub struct Subscription {
+    nats: Nats,
+    consumer: PullConsumer,
+    stream: String,
+    name: String,
+    inbox: Subject,
+    messages: Subscriber,
+    connected: watch::Receiver<bool>,
+    /// False once the connection watch has no sender left; it is then not polled again.
+    watching_connection: bool,
+    max: usize,
+    processing_timeout: Duration,
+    in_flight: HashMap<u64, InFlight>,
+    deadlines: DelayQueue<u64>,
+    /// Messages requested from JetStream and not yet received or given up.
+    requested: usize,
+    /// When every pull request sent so far has expired on the server.
+    pulls_expire_at: Instant,
+    /// No pull before this instant (after JetStream failed to answer one).
+    pull_not_before: Instant,
+}
+
+impl Subscription {
+    /// Subscribes to an existing pull consumer.
+    pub async fn open(nats: &Nats, spec: &SubscribeSpec) -> Result<Subscription, ConsumerError> {
+        validate_name("stream", &spec.stream)?;
+        validate_name("consumer", &spec.consumer)?;
+        let max = match spec.max_processing_events {
+            None | Some(0) => DEFAULT_MAX_PROCESSING_EVENTS,
+            Some(n) if n > MAX_PROCESSING_EVENTS_LIMIT => {
+                return Err(Invalid::new(
+                    "max_processing_events",
+                    format!("must be at most {MAX_PROCESSING_EVENTS_LIMIT}"),
+                )
+                .into());
+            }
+            Some(n) => n,
+        } as usize;
+        let js = nats.jetstream();
+        let lookup = |err: NatsError| ConsumerError::from_nats(err, &spec.stream, &spec.consumer);
+        let stream = js
+            .get_stream_no_info(&spec.stream)
+            .await
+            .map_err(|e| lookup(e.classify()))?;
+        let info = stream
+            .consumer_info(&spec.consumer)
+            .await
+            .map_err(|e| lookup(e.classify()))?;
+        if info.config.deliver_subject.is_some() {
+            return Err(ConsumerError::Rejected(format!(
+                "consumer {} on stream {} is a push consumer; Events needs a pull consumer",
+                spec.consumer, spec.stream
+            )));
+        }
+        let processing_timeout = processing_timeout(&info);
+        let config = pull::Config::try_from_consumer_config(info.config.clone())
+            .map_err(|err| NatsError::Other(err.to_string()))?;
+        let consumer = PullConsumer::new(config, info, js.clone());
+        let client = nats.client();
+        let inbox = Subject::from(client.new_inbox());
+        let messages = client.subscribe(inbox.clone()).await.map_err(|err| {
+            NatsError::Unavailable(format!("subscribing to the pull inbox: {err}"))
+        })?;
+        let now = Instant::now();
+        tracing::debug!(stream = %spec.stream, consumer = %spec.consumer, max, "subscribed");
+        Ok(Subscription {
+            nats: nats.clone(),
+            consumer,
+            stream: spec.stream.clone(),
+            name: spec.consumer.clone(),
+            inbox,
+            messages,
+            connected: nats.connected(),
+            watching_connection: true,
+            max,
+            processing_timeout,
+            in_flight: HashMap::with_capacity(max.min(1024)),
+            deadlines: DelayQueue::with_capacity(max.min(1024)),
+            requested: 0,
+            pulls_expire_at: now,
+            pull_not_before: now,
+        })
+    }
+
+    /// The consumer's processing timeout: how long a delivered event may stay unsettled.
+    pub fn processing_timeout(&self) -> Duration {
+        self.processing_timeout
+    }
+
+    /// The most events this subscription holds in flight.
+    pub fn max_processing_events(&self) -> usize {
+        self.max
+    }
+
+    /// How many events are in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Waits for the next event and records it as in flight. Cancel-safe: a cancelled call loses
+    /// nothing, and the next call carries on.
+    pub async fn next(&mut self) -> Result<Delivery, DeliveryError> {
+        loop {
+            self.pull_if_needed().await?;
+            let wake_at = if self.requested > 0 {
+                Some(self.pulls_expire_at)
+            } else if self.free_slots() > 0 {
+                Some(self.pull_not_before)
+            } else {
+                None
+            };
+            tokio::select! {
+                biased;
+                Some(expired) = poll_fn(|cx| self.deadlines.poll_expired(cx)), if !self.deadlines.is_empty() => {
+                    // The processing timeout passed: JetStream redelivers the event on its own.
+                    self.in_flight.remove(expired.get_ref());
+                }
+                message = self.messages.next() => match message {
+                    Some(message) => {
+                        if let Some(delivery) = self.receive(message).await? {
+                            return Ok(delivery);
+                        }
+                    }
+                    None => return Err(NatsError::Other("the pull inbox subscription closed".into()).into()),
+                },
+                changed = self.connected.changed(), if self.watching_connection => match changed {
+                    // Pull requests do not survive a reconnect; request the slots again.
+                    Ok(()) if *self.connected.borrow_and_update() => self.requested = 0,
+                    Ok(()) => {}
+                    Err(_) => self.watching_connection = false,
+                },
+                () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
+                    if self.requested > 0 && Instant::now() >= self.pulls_expire_at {
+                        self.requested = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    fn free_slots(&self) -> usize {
+        self.max
+            .saturating_sub(self.in_flight.len() + self.requested)
+    }
+
+    /// Requests as many messages as there are free slots. Small top-ups wait until half the window
+    /// is free, so a busy subscription sends few, large pull requests.
+    async fn pull_if_needed(&mut self) -> Result<(), DeliveryError> {
+        let free = self.free_slots();
+        let worth_it = self.requested == 0 || free >= self.max.div_ceil(2);
+        if free == 0 || !worth_it || Instant::now() < self.pull_not_before {
+            return Ok(());
+        }
+        let batch = BatchConfig {
+            batch: free,
+            expires: Some(PULL_EXPIRES),
+            ..Default::default()
+        };
+        self.consumer
+            .request_batch(batch, self.inbox.clone())
+            .await
+            .map_err(|err| NatsError::Unavailable(format!("sending a pull request: {err}")))?;
+        self.requested += free;
+        self.pulls_expire_at = Instant::now() + PULL_EXPIRES + PULL_GRACE;
+        Ok(())
+    }
+
+    /// Handles one message on the pull inbox: an event, or a status about our pull requests.
+    async fn receive(
+        &mut self,
+        message: async_nats::Message,
+    ) -> Result<Option<Delivery>, DeliveryError> {
+        match message.status {
+            None | Some(StatusCode::OK) => {
+                self.requested = self.requested.saturating_sub(1);
+                Ok(self.deliver(message).await)
+            }
+            Some(StatusCode::TIMEOUT) | Some(StatusCode::REQUEST_TERMINATED) => {
+                match message.description.as_deref() {
+                    Some("Consumer Deleted") => return Err(self.deleted()),
+                    Some("Consumer is push based") => {
+                        return Err(
+                            NatsError::Other("the consumer became a push consumer".into()).into(),
+                        );
+                    }
+                    _ => {}
+                }
+                // The request ended; the server says how many of its messages it did not send.
+                let unsent = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Pending-Messages"))
+                    .and_then(|v| v.as_str().parse::<usize>().ok());
+                self.requested = match unsent {
+                    Some(unsent) => self.requested.saturating_sub(unsent),
+                    None => 0,
+                };
+                Ok(None)
+            }
+            Some(StatusCode::NO_RESPONDERS) => {
+                // Nobody serves the consumer's pull subject: it is gone, or JetStream is not up yet.
+                self.requested = 0;
+                self.pull_not_before = Instant::now() + PULL_RETRY;
+                match self.consumer.get_info().await {
+                    Err(err)
+                        if matches!(
+                            err.classify().api_code(),
+                            Some(ErrorCode::CONSUMER_NOT_FOUND | ErrorCode::STREAM_NOT_FOUND)
+                        ) =>
+                    {
+                        Err(self.deleted())
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Some(StatusCode::IDLE_HEARTBEAT) => Ok(None),
+            Some(status) => {
+                tracing::warn!(%status, description = ?message.description, stream = %self.stream,
+                    consumer = %self.name, "unexpected status on the pull inbox");
+                Ok(None)
+            }
+        }
+    }
+
+    fn deleted(&self) -> DeliveryError {
+        DeliveryError::ConsumerDeleted {
+            stream: self.stream.clone(),
+            consumer: self.name.clone(),
+        }
+    }
+
+    /// Turns a JetStream message into a [`Delivery`] and records it as in flight.
+    async fn deliver(&mut self, message: async_nats::Message) -> Option<Delivery> {
+        let message = jetstream::Message {
+            message,
+            context: self.nats.jetstream().clone(),
+        };
+        let (id, attempt, stored) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                info.delivered.max(1) as u64,
+                SystemTime::from(info.published),
+            ),
+            Err(err) => {
+                // Without metadata there is no id to settle it by; JetStream redelivers it later.
+                tracing::warn!(%err, subject = %message.subject, "dropping a message without JetStream metadata");
+                return None;
+            }
+        };
+        let message = message.message;
+        // `info()` succeeded, so the message has its ack subject.
+        let reply = message.reply.clone()?;
+        if let Some(previous) = self.in_flight.remove(&id) {
+            // A redelivery of an event this subscription still holds: the newest delivery wins.
+            self.deadlines.remove(&previous.deadline);
+        } else if self.in_flight.len() >= self.max {
+            // Over the limit (a pull request that outlived a reconnect): hand it straight back.
+            self.send_ack(&reply, AckKind::Nak(None)).await.ok();
+            return None;
+        }
+        let deadline = self.deadlines.insert(id, self.processing_timeout);
+        self.in_flight.insert(id, InFlight { reply, deadline });
+
+        let headers = message.headers.as_ref();
+        let header = |name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let timestamp = header(format::PUBLISHED_TIME)
+            .and_then(|t| format::parse_time(&t))
+            .unwrap_or(stored);
+        Some(Delivery {
+            id,
+            subject: message.subject.to_string(),
+            data_type: header(format::DATA_TYPE).unwrap_or_default(),
+            timestamp,
+            idempotency_key: header(format::MESSAGE_ID),
+            trace_parent: header(format::TRACE_PARENT),
+            trace_state: header(format::TRACE_STATE),
+            delivery_attempt: attempt,
+            body: message.payload,
+        })
+    }
+
+    /// Settles events by id. Each id is answered in exactly one list of the result.
+    pub async fn settle(&mut self, ids: &[u64], how: Settle) -> Settled {
+        let kind = match how {
+            Settle::Ack => AckKind::Ack,
+            Settle::Reject(Some(delay)) if !delay.is_zero() => AckKind::Nak(Some(delay)),
+            Settle::Reject(_) => AckKind::Nak(None),
+            Settle::RejectPermanently => AckKind::Term,
+            Settle::Ping => AckKind::Progress,
+        };
+        let mut settled = Settled::default();
+        // Pings keep their entries, so a repeated id would be found twice; remember what was seen.
+        let mut seen = HashSet::new();
+        for &id in ids {
+            let Some(entry) = self.in_flight.get(&id) else {
+                settled.invalid_ids.push(id);
+                continue;
+            };
+            if how == Settle::Ping && !seen.insert(id) {
+                settled.invalid_ids.push(id);
+                continue;
+            }
+            let reply = entry.reply.clone();
+            match self.send_ack(&reply, kind.clone()).await {
+                Ok(()) => {
+                    settled.ids.push(id);
+                    if how == Settle::Ping {
+                        let entry = &self.in_flight[&id];
+                        self.deadlines
+                            .reset(&entry.deadline, self.processing_timeout);
+                    } else if let Some(entry) = self.in_flight.remove(&id) {
+                        self.deadlines.remove(&entry.deadline);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, id, "could not settle an event");
+                    settled.temporary_failed_ids.push(id);
+                }
+            }
+        }
+        settled
+    }
+
+    async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), NatsError> {
+        self.nats
+            .client()
+            .publish(reply.clone(), kind.into())
+            .await
+            .map_err(|err| NatsError::Unavailable(err.to_string()))
+    }
+
+    /// Naks every event still in flight, so JetStream redelivers them at once, and ends the
+    /// subscription.
+    pub async fn close(mut self) {
+        let ids: Vec<u64> = self.in_flight.keys().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let settled = self.settle(&ids, Settle::Reject(None)).await;
+        if let Err(err) = self.nats.client().flush().await {
+            tracing::warn!(%err, "flushing naks on close failed; those events are redelivered after their timeout");
+        }
+        tracing::debug!(naked = settled.ids.len(), stream = %self.stream, consumer = %self.name, "subscription closed");
+    }
+}

@@ -1,0 +1,142 @@
+//! Errors shared by every operation: a client input that fails validation, and a NATS failure sorted
+//! into what a caller can act on. Each operation has its own error enum built from these.
+
+use async_nats::jetstream::ErrorCode;
+
+/// A client input that is not acceptable, naming the field (by its Windshift API name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Invalid {
+    /// The field path, e.g. `retention_policy.max_age` or `subjects[1]`.
+    pub field: String,
+    /// Why the value is rejected.
+    pub reason: String,
+}
+
+impl Invalid {
+    /// A validation failure of `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A failure talking to NATS or JetStream that no more specific error variant covers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NatsError {
+    /// NATS is not connected, JetStream does not answer, or the request timed out.
+    #[error("NATS is unavailable: {0}")]
+    Unavailable(String),
+    /// JetStream answered with an API error.
+    #[error("JetStream error {code}: {description}")]
+    Api {
+        /// The JetStream `err_code`.
+        code: u64,
+        /// JetStream's own description.
+        description: String,
+    },
+    /// Anything else; a bug or an unexpected server answer.
+    #[error("unexpected NATS failure: {0}")]
+    Other(String),
+}
+
+impl NatsError {
+    /// The JetStream API error code, if this is an API error.
+    pub fn api_code(&self) -> Option<ErrorCode> {
+        match self {
+            NatsError::Api { code, .. } => Some(ErrorCode(*code)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn api(err: &async_nats::jetstream::Error) -> Self {
+        // The Display form is "<description> (code N, error code M)"; the codes are kept apart.
+        let text = err.to_string();
+        let description = text.split(" (code ").next().unwrap_or_default().to_owned();
+        NatsError::Api {
+            code: err.error_code().0,
+            description,
+        }
+    }
+
+    pub(crate) fn unavailable(err: impl std::fmt::Display) -> Self {
+        NatsError::Unavailable(err.to_string())
+    }
+
+    pub(crate) fn other(err: impl std::fmt::Display) -> Self {
+        NatsError::Other(err.to_string())
+    }
+}
+
+/// Sorts the error of one async-nats JetStream call into a [`NatsError`]. async-nats gives each
+/// call its own error kind enum, so this is implemented once per kind used here.
+pub(crate) trait Classify {
+    fn classify(&self) -> NatsError;
+}
+
+use async_nats::jetstream::{context, stream};
+
+impl Classify for context::GetStreamError {
+    fn classify(&self) -> NatsError {
+        match self.kind() {
+            context::GetStreamErrorKind::JetStream(err) => NatsError::api(&err),
+            context::GetStreamErrorKind::Request => NatsError::unavailable(self),
+            _ => NatsError::other(self),
+        }
+    }
+}
+
+impl Classify for context::CreateStreamError {
+    fn classify(&self) -> NatsError {
+        use context::CreateStreamErrorKind as K;
+        match self.kind() {
+            K::JetStream(err) => NatsError::api(&err),
+            K::JetStreamUnavailable | K::TimedOut => NatsError::unavailable(self),
+            K::NotFound => api_code(ErrorCode::STREAM_NOT_FOUND, self),
+            _ => NatsError::other(self),
+        }
+    }
+}
+
+impl Classify for stream::ConsumerError {
+    fn classify(&self) -> NatsError {
+        use stream::ConsumerErrorKind as K;
+        match self.kind() {
+            K::JetStream(err) => NatsError::api(&err),
+            K::TimedOut | K::Request => NatsError::unavailable(self),
+            _ => NatsError::other(self),
+        }
+    }
+}
+
+impl Classify for context::ConsumerInfoError {
+    fn classify(&self) -> NatsError {
+        use context::ConsumerInfoErrorKind as K;
+        match self.kind() {
+            K::JetStream(err) => NatsError::api(&err),
+            K::NotFound => api_code(ErrorCode::CONSUMER_NOT_FOUND, self),
+            K::StreamNotFound => api_code(ErrorCode::STREAM_NOT_FOUND, self),
+            K::TimedOut | K::NoResponders | K::Request | K::Offline => NatsError::unavailable(self),
+            K::InvalidName => NatsError::other(self),
+        }
+    }
+}
+
+impl Classify for context::AccountError {
+    fn classify(&self) -> NatsError {
+        use context::AccountErrorKind as K;
+        match self.kind() {
+            K::JetStream(err) => NatsError::api(&err),
+            K::TimedOut | K::JetStreamUnavailable | K::Other => NatsError::unavailable(self),
+        }
+    }
+}
+
+fn api_code(code: ErrorCode, err: impl std::fmt::Display) -> NatsError {
+    NatsError::Api {
+        code: code.0,
+        description: err.to_string(),
+    }
+}

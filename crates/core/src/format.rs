@@ -1,0 +1,71 @@
+//! The Windshift on-stream message format (spec section B.4), shared with windshift-go users of the
+//! same streams: the body is the event's inner message bytes, and headers carry its type, time,
+//! idempotency key and trace context.
+
+use std::time::SystemTime;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The event's message type: the full protobuf name, e.g. `windshift.test.v1.StringValue`.
+pub const DATA_TYPE: &str = "WS-Data-Type";
+/// When the event happened, in RFC 3339.
+pub const PUBLISHED_TIME: &str = "WS-Published-Time";
+/// The publisher's W3C `traceparent`.
+pub const TRACE_PARENT: &str = "WS-Trace-Parent";
+/// The publisher's W3C `tracestate`.
+pub const TRACE_STATE: &str = "WS-Trace-State";
+/// The idempotency key, which JetStream uses for deduplication.
+pub const MESSAGE_ID: &str = "Nats-Msg-Id";
+
+/// Formats a time as RFC 3339 in UTC with a `Z` and no trailing zeros in the fraction, the way Go's
+/// `RFC3339Nano` writes it (e.g. `2024-07-12T10:11:12.1234Z`).
+pub fn format_time(time: SystemTime) -> String {
+    let utc = OffsetDateTime::from(time);
+    // The well-known RFC 3339 format already trims trailing zeros and writes `Z` for UTC.
+    utc.format(&Rfc3339).unwrap_or_else(|_| {
+        // Only years outside 0..=9999 cannot be written; clamp rather than fail the publish.
+        OffsetDateTime::UNIX_EPOCH
+            .format(&Rfc3339)
+            .expect("the epoch formats")
+    })
+}
+
+/// Parses an RFC 3339 time with any fraction length and offset.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn formats_like_go_rfc3339_nano() {
+        let t = UNIX_EPOCH + Duration::new(1_720_779_072, 123_400_000);
+        assert_eq!(format_time(t), "2024-07-12T10:11:12.1234Z");
+        let whole = UNIX_EPOCH + Duration::from_secs(1_720_779_072);
+        assert_eq!(format_time(whole), "2024-07-12T10:11:12Z");
+        let nanos = UNIX_EPOCH + Duration::new(1_720_779_072, 1);
+        assert_eq!(format_time(nanos), "2024-07-12T10:11:12.000000001Z");
+    }
+
+    #[test]
+    fn parses_any_fraction_and_offset() {
+        let t = UNIX_EPOCH + Duration::new(1_720_779_072, 123_400_000);
+        assert_eq!(parse_time("2024-07-12T10:11:12.1234Z"), Some(t));
+        assert_eq!(parse_time("2024-07-12T12:11:12.123400000+02:00"), Some(t));
+        assert_eq!(
+            parse_time("2024-07-12T10:11:12Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_720_779_072))
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(
+            format_time(parse_time("2024-07-12T10:11:12.5-01:00").unwrap()),
+            "2024-07-12T11:11:12.5Z"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Validation of the names a client gives: streams, consumers, stores, subjects and filters.
+//!
+//! The rules are Windshift's (section B.3.1 of the spec) with its bugs fixed: filters may start with a
+//! wildcard (`*.created`, `>`), and a wildcard must be a whole token (`a.*b` is rejected).
+
+use crate::error::Invalid;
+
+/// Longest name or subject accepted. JetStream allows names up to 255 bytes in file paths.
+const MAX_NAME_LEN: usize = 255;
+/// Longest subject accepted; NATS has no hard limit, but a bound keeps headers and logs sane.
+const MAX_SUBJECT_LEN: usize = 1024;
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Checks a stream, consumer or store name: non-empty, only `a-z A-Z 0-9 _ -`.
+pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !is_name_char(*c)) {
+        return Err(Invalid::new(
+            field,
+            format!("{name:?} contains {c:?}; only letters, digits, '_' and '-' are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a concrete subject (publishing, KV keys): dot-separated tokens of `a-z A-Z 0-9 _ -`.
+pub fn validate_subject(field: &str, subject: &str) -> Result<(), Invalid> {
+    check_subject(field, subject, false)
+}
+
+/// Checks a subject filter: like [`validate_subject`], but a token may also be `*` (one token) or,
+/// as the last token, `>` (one or more tokens).
+pub fn validate_filter(field: &str, filter: &str) -> Result<(), Invalid> {
+    check_subject(field, filter, true)
+}
+
+fn check_subject(field: &str, subject: &str, wildcards: bool) -> Result<(), Invalid> {
+    if subject.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MAX_SUBJECT_LEN} characters"),
+        ));
+    }
+    let invalid =
+        |why: &str| Invalid::new(field, format!("{subject:?} is not a valid subject: {why}"));
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        let last = tokens.peek().is_none();
+        match token {
+            "" => {
+                return Err(invalid(
+                    "it has an empty token (a leading, trailing or double '.')",
+                ));
+            }
+            "*" | ">" if !wildcards => {
+                return Err(invalid("wildcards are not allowed here"));
+            }
+            "*" => {}
+            ">" if last => {}
+            ">" => return Err(invalid("'>' must be the last token")),
+            _ => {
+                if let Some(c) = token.chars().find(|c| !is_name_char(*c)) {
+                    return Err(invalid(&match c {
+                        '*' | '>' if wildcards => format!("{c:?} must be a whole token"),
+                        '*' | '>' => "wildcards are not allowed here".to_owned(),
+                        _ => format!("{c:?} is not allowed; use letters, digits, '_', '-' and '.'"),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_without_wildcards() {
+        for bad in [
+            "", "%", "a/b", ".", "a..b", "a.b.c.", ".a", "a.b.*", "a.b.>", "a b", "a.*b",
+        ] {
+            assert!(
+                validate_subject("subject", bad).is_err(),
+                "{bad:?} should be invalid"
+            );
+        }
+        for good in [
+            "a",
+            "A",
+            "0",
+            "_",
+            "-",
+            "a.b",
+            "a.b.c",
+            "events.user-1.created_2",
+        ] {
+            assert!(
+                validate_subject("subject", good).is_ok(),
+                "{good:?} should be valid"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_allow_whole_token_wildcards_anywhere() {
+        for bad in [
+            "", "a.b.>.d", "a.b*", "a.b>", "a.*b", "*a", ">.a", "a..*", "a.%",
+        ] {
+            assert!(
+                validate_filter("subjects", bad).is_err(),
+                "{bad:?} should be invalid"
+            );
+        }
+        for good in [
+            "a.b.*",
+            "a.b.>",
+            "a.b.c.d",
+            "a.b.*.d",
+            "*",
+            ">",
+            "*.created",
+            "*.*.>",
+            "a",
+        ] {
+            assert!(
+                validate_filter("subjects", good).is_ok(),
+                "{good:?} should be valid"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        for bad in [
+            "",
+            ".",
+            "a.b",
+            "a..b",
+            "a.b.c",
+            "a.b.c.",
+            "a.b.*",
+            "a.b.>",
+            "invalid name",
+        ] {
+            assert!(
+                validate_name("name", bad).is_err(),
+                "{bad:?} should be invalid"
+            );
+        }
+        for good in ["a", "A", "0", "_", "-", "orders-v2_eu"] {
+            assert!(
+                validate_name("name", good).is_ok(),
+                "{good:?} should be valid"
+            );
+        }
+        assert!(validate_name("name", &"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = validate_name("consumer", "a b").unwrap_err();
+        assert_eq!(err.field, "consumer");
+        assert!(err.to_string().starts_with("consumer: "), "{err}");
+    }
+}

@@ -1,0 +1,307 @@
+//! PublishEvent: builds the on-stream message (body and `WS-*` headers, `Nats-Msg-Id` for the
+//! idempotency key, the expected last subject sequence for optimistic concurrency), publishes it to
+//! JetStream, and maps the ack to the event id (the stream sequence).
+
+use std::time::SystemTime;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        ErrorCode,
+        context::{PublishError as JsPublishError, PublishErrorKind},
+        message::PublishMessage,
+    },
+};
+use bytes::Bytes;
+
+use crate::{
+    Nats,
+    error::{Invalid, NatsError},
+    format,
+    names::validate_subject,
+};
+
+/// Longest idempotency key accepted. JetStream keeps every key of the dedupe window in memory.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 1024;
+
+/// One event to publish.
+#[derive(Debug, Clone, Default)]
+pub struct Publication {
+    /// The subject; a stream must capture it.
+    pub subject: String,
+    /// The full protobuf name of the body's message type (`WS-Data-Type`); may be empty.
+    pub data_type: String,
+    /// The serialized message.
+    pub body: Bytes,
+    /// When the event happened; `None` means now.
+    pub timestamp: Option<SystemTime>,
+    /// JetStream deduplicates events with the same key within the stream's window.
+    pub idempotency_key: Option<String>,
+    /// The sequence of the last event on this subject (0 for none), or the publish fails.
+    pub expected_last_id: Option<u64>,
+    /// The publisher's W3C trace context, stored as `WS-Trace-Parent` / `WS-Trace-State`.
+    pub trace_parent: Option<String>,
+    /// See `trace_parent`.
+    pub trace_state: Option<String>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Its stream sequence: the event id.
+    pub id: u64,
+    /// The idempotency key was seen before, and `id` is the original event's.
+    pub duplicate: bool,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The request is invalid.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// No stream captures the subject.
+    #[error("no stream is bound to subject {0}")]
+    NoStream(String),
+    /// `expected_last_id` did not match the last event on the subject.
+    #[error("expected_last_id {expected} does not match the last event on subject {subject}")]
+    WrongLastId {
+        /// The subject.
+        subject: String,
+        /// What the client expected.
+        expected: u64,
+    },
+    /// The event is larger than the stream or NATS accepts.
+    #[error("the event is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// The size of the message, headers included.
+        size: usize,
+        /// The limit that applies.
+        limit: usize,
+    },
+    /// JetStream did not acknowledge in time; the event may or may not be stored.
+    #[error("publish timed out waiting for JetStream")]
+    TimedOut,
+    /// NATS failed.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// Publishes one event and waits for JetStream to store it.
+pub async fn publish(nats: &Nats, event: Publication) -> Result<Published, PublishError> {
+    let subject = event.subject.clone();
+    let expected = event.expected_last_id;
+    let (message, size) = build(event)?;
+    if !nats.is_connected() {
+        return Err(NatsError::Unavailable("not connected to NATS".into()).into());
+    }
+    let js = nats.jetstream();
+    let result = match js.send_publish(subject.clone(), message).await {
+        Ok(ack) => ack.await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(ack) => Ok(Published {
+            id: ack.sequence,
+            duplicate: ack.duplicate,
+        }),
+        Err(err) => Err(classify(nats, err, &subject, expected, size).await),
+    }
+}
+
+/// Builds the message, and returns it with its size (body and headers) for error reports.
+fn build(event: Publication) -> Result<(PublishMessage, usize), Invalid> {
+    validate_subject("subject", &event.subject)?;
+    if !is_header_safe(&event.data_type) {
+        return Err(Invalid::new(
+            "data.type_url",
+            "must be printable ASCII without spaces",
+        ));
+    }
+    let mut headers = HeaderMap::new();
+    // Each header line is `Name: value\r\n`.
+    let mut size = event.body.len();
+    let mut insert = |name: &'static str, value: &str| {
+        size += name.len() + value.len() + 4;
+        headers.insert(name, value);
+    };
+    insert(format::DATA_TYPE, &event.data_type);
+    let time = event.timestamp.unwrap_or_else(SystemTime::now);
+    insert(format::PUBLISHED_TIME, &format::format_time(time));
+    if let Some(parent) = event
+        .trace_parent
+        .as_deref()
+        .filter(|v| is_header_safe(v) && !v.is_empty())
+    {
+        insert(format::TRACE_PARENT, parent);
+        if let Some(state) = event
+            .trace_state
+            .as_deref()
+            .filter(|v| is_header_value(v) && !v.is_empty())
+        {
+            insert(format::TRACE_STATE, state);
+        }
+    }
+    if let Some(key) = event
+        .idempotency_key
+        .as_deref()
+        .filter(|key| !key.is_empty())
+    {
+        size += format::MESSAGE_ID.len() + key.len() + 4;
+    }
+    // `headers()` replaces the whole map, so the message id and expectations come after it.
+    let mut message = PublishMessage::build().payload(event.body).headers(headers);
+    if let Some(key) = event.idempotency_key.filter(|key| !key.is_empty()) {
+        if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(Invalid::new(
+                "idempotency_key",
+                format!("must be at most {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+            ));
+        }
+        if !is_header_value(&key) {
+            return Err(Invalid::new(
+                "idempotency_key",
+                "must not contain control characters",
+            ));
+        }
+        message = message.message_id(key);
+    }
+    if let Some(expected) = event.expected_last_id {
+        message = message.expected_last_subject_sequence(expected);
+    }
+    Ok((message, size))
+}
+
+/// Header values must not break the NATS header block: no control characters (CR, LF, ...).
+fn is_header_value(value: &str) -> bool {
+    !value.chars().any(char::is_control)
+}
+
+/// Like [`is_header_value`], and also no whitespace: type names and trace parents have none.
+fn is_header_safe(value: &str) -> bool {
+    value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+async fn classify(
+    nats: &Nats,
+    err: JsPublishError,
+    subject: &str,
+    expected: Option<u64>,
+    size: usize,
+) -> PublishError {
+    match err.kind() {
+        PublishErrorKind::WrongLastSequence => PublishError::WrongLastId {
+            subject: subject.to_owned(),
+            expected: expected.unwrap_or_default(),
+        },
+        PublishErrorKind::StreamNotFound => no_stream(nats, subject).await,
+        PublishErrorKind::TimedOut if nats.is_connected() => PublishError::TimedOut,
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+            NatsError::Unavailable(format!("publishing to {subject}: {err}")).into()
+        }
+        PublishErrorKind::MaxPayloadExceeded => PublishError::TooLarge {
+            size,
+            limit: nats.max_payload(),
+        },
+        _ => match api_error(&err) {
+            Some(api) if api.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => {
+                let limit = stream_max_message_size(nats, subject).await;
+                PublishError::TooLarge {
+                    size,
+                    limit: limit.unwrap_or(0),
+                }
+            }
+            Some(api) => NatsError::api(api).into(),
+            None => NatsError::other(&err).into(),
+        },
+    }
+}
+
+fn api_error(err: &JsPublishError) -> Option<&async_nats::jetstream::Error> {
+    std::error::Error::source(err)?.downcast_ref()
+}
+
+/// "No responders" means no stream captures the subject, unless JetStream itself is not answering
+/// (e.g. just after a NATS restart); asking for the stream by subject tells the two apart.
+async fn no_stream(nats: &Nats, subject: &str) -> PublishError {
+    use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
+    match nats.jetstream().stream_by_subject(subject).await {
+        Err(err) if err.kind() == K::NotFound => PublishError::NoStream(subject.to_owned()),
+        Ok(stream) => {
+            NatsError::Unavailable(format!("stream {stream} did not answer the publish")).into()
+        }
+        Err(err) => {
+            NatsError::Unavailable(format!("looking up the stream of {subject}: {err}")).into()
+        }
+    }
+}
+
+async fn stream_max_message_size(nats: &Nats, subject: &str) -> Option<usize> {
+    let js = nats.jetstream();
+    let name = js.stream_by_subject(subject).await.ok()?;
+    let stream = js.get_stream(name).await.ok()?;
+    usize::try_from(stream.cached_info().config.max_message_size).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Publication {
+        Publication {
+            subject: "orders.created".into(),
+            data_type: "windshift.test.v1.StringValue".into(),
+            body: Bytes::from_static(b"\x0a\x03abc"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn builds_the_windshift_headers() {
+        let mut e = event();
+        e.timestamp =
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_720_779_072_100));
+        e.idempotency_key = Some("k-1".into());
+        e.expected_last_id = Some(0);
+        e.trace_parent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        let (m, size) = build(e).unwrap();
+        assert!(size > 5);
+        let m = m.outbound_message("orders.created");
+        let h = m.headers.as_ref().unwrap();
+        assert_eq!(
+            h.get(format::DATA_TYPE).unwrap().as_str(),
+            "windshift.test.v1.StringValue"
+        );
+        assert_eq!(
+            h.get(format::PUBLISHED_TIME).unwrap().as_str(),
+            "2024-07-12T10:11:12.1Z"
+        );
+        assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), "k-1");
+        assert_eq!(
+            h.get("Nats-Expected-Last-Subject-Sequence")
+                .unwrap()
+                .as_str(),
+            "0"
+        );
+        assert!(h.get(format::TRACE_PARENT).is_some());
+        assert!(h.get(format::TRACE_STATE).is_none());
+        assert_eq!(m.payload, Bytes::from_static(b"\x0a\x03abc"));
+    }
+
+    #[test]
+    fn rejects_bad_fields_by_name() {
+        let field = |e: Publication| build(e).map(drop).unwrap_err().field;
+        let mut e = event();
+        e.subject = "orders.*".into();
+        assert_eq!(field(e), "subject");
+        let mut e = event();
+        e.idempotency_key = Some("a\r\nb".into());
+        assert_eq!(field(e), "idempotency_key");
+        let mut e = event();
+        e.idempotency_key = Some("k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1));
+        assert_eq!(field(e), "idempotency_key");
+        let mut e = event();
+        e.data_type = "bad type".into();
+        assert_eq!(field(e), "data.type_url");
+    }
+}

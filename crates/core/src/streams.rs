@@ -1,0 +1,484 @@
+//! EnsureStream: validates a stream declaration and creates the JetStream stream, or updates it in
+//! place. Windshift-managed settings are written in full on every call (an omitted limit is removed),
+//! and settings Windshift does not manage are kept as they are.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{
+    ErrorCode,
+    stream::{self, DiscardPolicy, StorageType},
+};
+
+use crate::{
+    Nats,
+    error::{Classify, Invalid, NatsError},
+    names::{validate_filter, validate_name},
+};
+
+/// The deduplication window when none is given (and max_age is not shorter).
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+
+/// A position in a stream, used as the start of a consumer or a stream source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPointer {
+    /// The first event in the stream.
+    Start,
+    /// Only events stored from now on.
+    End,
+    /// The first event stored at or after this time.
+    Time(SystemTime),
+    /// The event with this stream sequence, and those after it. 0 means the same as `End`.
+    Offset(u64),
+}
+
+/// What happens when a retention limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Discard {
+    /// Remove the oldest events.
+    #[default]
+    Old,
+    /// Refuse new events.
+    New,
+}
+
+/// Where a stream stores its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// On disk.
+    #[default]
+    File,
+    /// In memory only.
+    Memory,
+}
+
+/// Retention limits of a stream. `None` means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Events older than this are removed.
+    pub max_age: Option<Duration>,
+    /// Most events kept.
+    pub max_events: Option<u64>,
+    /// Most events kept per subject.
+    pub max_events_per_subject: Option<u64>,
+    /// Most bytes kept.
+    pub max_bytes: Option<u64>,
+    /// What to do at a limit.
+    pub discard: Discard,
+    /// Apply `Discard::New` per subject.
+    pub discard_new_per_subject: bool,
+}
+
+/// Another stream to copy events from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// The source stream's name.
+    pub name: String,
+    /// Where to start copying; `None` means from the beginning.
+    pub from: Option<StreamPointer>,
+    /// Copy only events on this subject (at most one is supported).
+    pub filter_subjects: Vec<String>,
+}
+
+/// Where a stream's events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    /// Events published on these subjects. Empty means the stream's own name.
+    Subjects(Vec<String>),
+    /// An exact copy of another stream.
+    Mirror(SourceSpec),
+    /// The events of several other streams.
+    Aggregate(Vec<SourceSpec>),
+}
+
+/// A stream declaration, as EnsureStream receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// The stream name.
+    pub name: String,
+    /// Where events come from; exactly one kind is required.
+    pub source: Option<StreamSource>,
+    /// Retention limits.
+    pub retention: Retention,
+    /// File (default) or memory.
+    pub storage: Option<Storage>,
+    /// Replicas in a cluster; defaults to 1.
+    pub replicas: Option<u32>,
+    /// How long idempotency keys are remembered.
+    pub dedupe_window: Option<Duration>,
+    /// Largest event body accepted; `None` leaves the NATS max payload as the only limit.
+    pub max_event_size: Option<u32>,
+}
+
+/// Why EnsureStream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureStreamError {
+    /// The declaration is invalid.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The stream exists and cannot be changed this way (e.g. its storage type), or it conflicts with
+    /// another stream (overlapping subjects).
+    #[error("{0}")]
+    Conflict(String),
+    /// NATS failed.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// Creates the stream, or updates it in place.
+pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+    validate(spec)?;
+    let js = nats.jetstream();
+    // A concurrent EnsureStream may create the stream between our lookup and our create; then the
+    // second round updates it instead.
+    let mut retried = false;
+    loop {
+        let existing = match js.get_stream(&spec.name).await {
+            Ok(stream) => Some(stream.cached_info().config.clone()),
+            Err(err) => match err.classify() {
+                e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => None,
+                e => return Err(e.into()),
+            },
+        };
+        let config = to_config(spec, existing.as_ref(), SystemTime::now())?;
+        let created = existing.is_none();
+        let result = if created {
+            js.create_stream(config).await.map(drop)
+        } else {
+            js.update_stream(config).await.map(drop)
+        };
+        match result.map_err(|err| err.classify()) {
+            Ok(()) => {
+                tracing::info!(stream = %spec.name, created, "stream ensured");
+                return Ok(());
+            }
+            Err(e) if created && !retried && e.api_code() == Some(ErrorCode::STREAM_NAME_EXIST) => {
+                retried = true;
+            }
+            Err(NatsError::Api { code, description })
+                if code == ErrorCode::STREAM_INVALID_CONFIG.0 =>
+            {
+                return Err(Invalid::new(
+                    "stream",
+                    format!("JetStream rejected the configuration: {description}"),
+                )
+                .into());
+            }
+            Err(NatsError::Api { description, .. }) => {
+                return Err(EnsureStreamError::Conflict(format!(
+                    "JetStream rejected the stream {}: {description}",
+                    spec.name
+                )));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+}
+
+fn validate(spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+    validate_name("name", &spec.name)?;
+    match &spec.source {
+        None => {
+            return Err(
+                Invalid::new("source", "one of subjects, mirror or aggregate must be set").into(),
+            );
+        }
+        Some(StreamSource::Subjects(subjects)) => {
+            for (i, subject) in subjects.iter().enumerate() {
+                validate_filter(&format!("subjects.subjects[{i}]"), subject)?;
+            }
+        }
+        Some(StreamSource::Mirror(source)) => validate_source("mirror", source)?,
+        Some(StreamSource::Aggregate(sources)) => {
+            if sources.is_empty() {
+                return Err(
+                    Invalid::new("aggregate.sources", "must list at least one stream").into(),
+                );
+            }
+            for (i, source) in sources.iter().enumerate() {
+                validate_source(&format!("aggregate.sources[{i}]"), source)?;
+            }
+        }
+    }
+    let retention = &spec.retention;
+    positive(
+        "retention_policy.max_age",
+        retention.max_age,
+        "omit it for no age limit",
+    )?;
+    positive(
+        "deduplication_window",
+        spec.dedupe_window,
+        "omit it for the default",
+    )?;
+    for (field, value) in [
+        ("retention_policy.max_events", retention.max_events),
+        (
+            "retention_policy.max_events_per_subject",
+            retention.max_events_per_subject,
+        ),
+        ("retention_policy.max_bytes", retention.max_bytes),
+    ] {
+        if value.is_some_and(|v| v > i64::MAX as u64) {
+            return Err(Invalid::new(field, format!("must be at most {}", i64::MAX)).into());
+        }
+    }
+    if retention.discard_new_per_subject
+        && (retention.discard != Discard::New || retention.max_events_per_subject.unwrap_or(0) == 0)
+    {
+        return Err(Invalid::new(
+            "retention_policy.discard_new_per_subject",
+            "needs discard_policy DISCARD_POLICY_NEW and a max_events_per_subject",
+        )
+        .into());
+    }
+    if let (Some(window), Some(max_age)) = (spec.dedupe_window, retention.max_age)
+        && window > max_age
+    {
+        return Err(Invalid::new(
+            "deduplication_window",
+            "must not be longer than retention_policy.max_age",
+        )
+        .into());
+    }
+    if spec.replicas == Some(0) {
+        return Err(Invalid::new("storage.replicas", "must be greater than 0").into());
+    }
+    if spec
+        .max_event_size
+        .is_some_and(|size| size > i32::MAX as u32)
+    {
+        return Err(Invalid::new("max_event_size", format!("must be at most {}", i32::MAX)).into());
+    }
+    Ok(())
+}
+
+fn validate_source(field: &str, source: &SourceSpec) -> Result<(), Invalid> {
+    validate_name(&format!("{field}.name"), &source.name)?;
+    match source.filter_subjects.as_slice() {
+        [] => Ok(()),
+        [filter] => validate_filter(&format!("{field}.filter_subjects[0]"), filter),
+        _ => Err(Invalid::new(
+            format!("{field}.filter_subjects"),
+            "at most one filter subject is supported",
+        )),
+    }
+}
+
+/// A duration that is given must be positive: zero has no useful meaning for these fields.
+fn positive(field: &str, value: Option<Duration>, hint: &str) -> Result<(), Invalid> {
+    match value {
+        Some(d) if d.is_zero() => Err(Invalid::new(
+            field,
+            format!("must be greater than zero; {hint}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Builds the JetStream configuration: from the existing one when updating, so settings Windshift
+/// does not manage survive, with every Windshift-managed setting written in full.
+fn to_config(
+    spec: &StreamSpec,
+    existing: Option<&stream::Config>,
+    now: SystemTime,
+) -> Result<stream::Config, EnsureStreamError> {
+    let storage = match spec.storage.unwrap_or_default() {
+        Storage::File => StorageType::File,
+        Storage::Memory => StorageType::Memory,
+    };
+    if let Some(existing) = existing
+        && existing.storage != storage
+    {
+        return Err(EnsureStreamError::Conflict(format!(
+            "storage.type: stream {} is stored in {:?} and its storage type cannot change",
+            spec.name, existing.storage
+        )));
+    }
+    let mut config = existing.cloned().unwrap_or_else(|| stream::Config {
+        max_consumers: -1,
+        ..Default::default()
+    });
+    let retention = &spec.retention;
+    let limit = |value: Option<u64>| match value {
+        Some(v) if v > 0 => v as i64,
+        _ => -1,
+    };
+    config.name = spec.name.clone();
+    config.max_age = retention.max_age.unwrap_or_default();
+    config.max_messages = limit(retention.max_events);
+    config.max_messages_per_subject = limit(retention.max_events_per_subject);
+    config.max_bytes = limit(retention.max_bytes);
+    config.discard = match retention.discard {
+        Discard::Old => DiscardPolicy::Old,
+        Discard::New => DiscardPolicy::New,
+    };
+    config.discard_new_per_subject = retention.discard_new_per_subject;
+    config.storage = storage;
+    config.num_replicas = spec.replicas.unwrap_or(1) as usize;
+    config.duplicate_window = spec.dedupe_window.unwrap_or(match retention.max_age {
+        Some(max_age) => max_age.min(DEFAULT_DEDUPE_WINDOW),
+        None => DEFAULT_DEDUPE_WINDOW,
+    });
+    config.max_message_size = spec
+        .max_event_size
+        .filter(|size| *size > 0)
+        .map_or(-1, |size| size as i32);
+    config.subjects = Vec::new();
+    config.mirror = None;
+    config.sources = None;
+    match spec.source.as_ref().expect("validated") {
+        StreamSource::Subjects(subjects) => config.subjects = subjects.clone(),
+        StreamSource::Mirror(source) => {
+            let previous = existing.and_then(|e| e.mirror.as_ref());
+            config.mirror = Some(to_source(source, previous, now));
+        }
+        StreamSource::Aggregate(sources) => {
+            let previous = existing
+                .and_then(|e| e.sources.as_deref())
+                .unwrap_or_default();
+            config.sources = Some(
+                sources
+                    .iter()
+                    .map(|source| {
+                        let same = previous.iter().find(|p| p.name == source.name);
+                        to_source(source, same, now)
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(config)
+}
+
+/// Maps one source. A source that already exists keeps its start position: the pointer only decides
+/// where a new source starts, and re-resolving `End` to a new "now" would make every re-ensure a
+/// change (which JetStream refuses for mirrors).
+fn to_source(
+    spec: &SourceSpec,
+    previous: Option<&stream::Source>,
+    now: SystemTime,
+) -> stream::Source {
+    let filter_subject = spec.filter_subjects.first().cloned();
+    if let Some(previous) = previous
+        && previous.name == spec.name
+    {
+        return stream::Source {
+            filter_subject,
+            ..previous.clone()
+        };
+    }
+    let (start_sequence, start_time) = match spec.from.unwrap_or(StreamPointer::Start) {
+        StreamPointer::Start => (None, None),
+        StreamPointer::Offset(seq) if seq > 0 => (Some(seq), None),
+        StreamPointer::Time(time) => (None, Some(time.into())),
+        StreamPointer::End | StreamPointer::Offset(_) => (None, Some(now.into())),
+    };
+    stream::Source {
+        name: spec.name.clone(),
+        start_sequence,
+        start_time,
+        filter_subject,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(source: StreamSource) -> StreamSpec {
+        StreamSpec {
+            name: "orders".into(),
+            source: Some(source),
+            retention: Retention::default(),
+            storage: None,
+            replicas: None,
+            dedupe_window: None,
+            max_event_size: None,
+        }
+    }
+
+    #[test]
+    fn defaults_match_windshift() {
+        let config = to_config(
+            &spec(StreamSource::Subjects(vec!["orders.>".into()])),
+            None,
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(config.duplicate_window, DEFAULT_DEDUPE_WINDOW);
+        assert_eq!(config.num_replicas, 1);
+        assert_eq!(config.storage, StorageType::File);
+        assert_eq!(config.discard, DiscardPolicy::Old);
+        assert_eq!(
+            (
+                config.max_messages,
+                config.max_bytes,
+                config.max_message_size
+            ),
+            (-1, -1, -1)
+        );
+        assert_eq!(config.max_consumers, -1);
+    }
+
+    #[test]
+    fn short_max_age_shortens_the_dedupe_window() {
+        let mut s = spec(StreamSource::Subjects(vec![]));
+        s.retention.max_age = Some(Duration::from_secs(30));
+        let config = to_config(&s, None, SystemTime::now()).unwrap();
+        assert_eq!(config.duplicate_window, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn mirror_without_from_starts_at_the_beginning_and_keeps_its_start_on_update() {
+        let now = SystemTime::now();
+        let mut s = spec(StreamSource::Mirror(SourceSpec {
+            name: "a".into(),
+            from: None,
+            filter_subjects: vec![],
+        }));
+        let created = to_config(&s, None, now).unwrap();
+        let mirror = created.mirror.clone().unwrap();
+        assert_eq!((mirror.start_sequence, mirror.start_time), (None, None));
+
+        s.source = Some(StreamSource::Mirror(SourceSpec {
+            name: "a".into(),
+            from: Some(StreamPointer::End),
+            filter_subjects: vec![],
+        }));
+        let first = to_config(&s, None, now).unwrap();
+        let again = to_config(&s, Some(&first), now + Duration::from_secs(5)).unwrap();
+        assert_eq!(first.mirror, again.mirror);
+    }
+
+    #[test]
+    fn invalid_declarations_name_the_field() {
+        let field = |s: StreamSpec| match validate(&s) {
+            Err(EnsureStreamError::Invalid(invalid)) => invalid.field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let mut s = spec(StreamSource::Subjects(vec![
+            "ok".into(),
+            "bad subject".into(),
+        ]));
+        assert_eq!(field(s.clone()), "subjects.subjects[1]");
+        s.source = None;
+        assert_eq!(field(s.clone()), "source");
+        s.source = Some(StreamSource::Subjects(vec![]));
+        s.replicas = Some(0);
+        assert_eq!(field(s.clone()), "storage.replicas");
+        s.replicas = None;
+        s.retention.max_age = Some(Duration::ZERO);
+        assert_eq!(field(s.clone()), "retention_policy.max_age");
+        s.retention.max_age = None;
+        s.retention.discard_new_per_subject = true;
+        assert_eq!(field(s.clone()), "retention_policy.discard_new_per_subject");
+        s.retention.discard_new_per_subject = false;
+        s.source = Some(StreamSource::Aggregate(vec![SourceSpec {
+            name: "x".into(),
+            from: None,
+            filter_subjects: vec!["a".into(), "b".into()],
+        }]));
+        assert_eq!(field(s), "aggregate.sources[0].filter_subjects");
+    }
+}
