@@ -55,8 +55,12 @@ impl Nats {
                             tracing::info!("connected to NATS");
                             state_tx.send_replace(true);
                         }
-                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                            tracing::warn!(%event, "lost the NATS connection; reconnecting");
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("lost the NATS connection; reconnecting");
+                            state_tx.send_replace(false);
+                        }
+                        async_nats::Event::Closed => {
+                            tracing::info!("NATS connection closed");
                             state_tx.send_replace(false);
                         }
                         async_nats::Event::SlowConsumer(_) => tracing::warn!(%event, "NATS"),

@@ -1,0 +1,11 @@
+//! Jetway's gRPC server: configuration, the local nats-server supervisor, logging, health, and the
+//! tonic services over `jetway-core`.
+
+pub mod app;
+pub mod config;
+pub mod convert;
+pub mod events;
+pub mod health;
+pub mod logging;
+pub mod status;
+pub mod supervisor;

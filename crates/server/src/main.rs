@@ -1,1 +1,85 @@
-fn main() {}
+//! `jetway-server`: loads the configuration, starts the local nats-server when `NATS_URL` is unset,
+//! connects to NATS, serves until SIGTERM or SIGINT, and shuts down gracefully.
+
+use std::process::ExitCode;
+
+use jetway_core::{ConnectSettings, Nats};
+use jetway_server::{
+    app::{self, Listeners},
+    config::Config,
+    logging,
+    supervisor::{LocalNats, LocalNatsSettings},
+};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("jetway-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = logging::init(config.development, &config.log_filter) {
+        eprintln!("jetway-server: {err}");
+        return ExitCode::from(2);
+    }
+    config.log_summary();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let (url, local) = match &config.nats_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let local = LocalNats::start(LocalNatsSettings::from_config(&config)).await?;
+            (local.url().to_owned(), Some(local))
+        }
+    };
+    let result = serve(&config, url).await;
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    result
+}
+
+async fn serve(config: &Config, url: String) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = ConnectSettings {
+        url,
+        name: "jetway-server".into(),
+        publish_max_pending: config.nats_publish_async_max_pending,
+    };
+    let nats = Nats::connect(&settings).await?;
+    tracing::info!(url = %settings.url, "NATS client started");
+    let listeners = Listeners::bind(config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app::serve(nats, listeners, shutdown).await?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::error!(%err, "cannot listen for signals; stop the server with SIGKILL");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,149 @@
+//! Wiring and lifecycle: binds the listeners, serves gRPC (events, health, reflection) and HTTP
+//! health, and shuts down in order when asked.
+//!
+//! Shutdown: readiness turns false, every Events session naks its in-flight events and ends, the
+//! listeners stop accepting while in-flight calls (publishes) finish, and the NATS connection is
+//! drained so no ack or publish is left in a buffer. All of it is bounded by [`SHUTDOWN_GRACE`].
+
+use std::{net::SocketAddr, time::Duration};
+
+use jetway_api::windshift::events::v1alpha1::events_service_server::EventsServiceServer;
+use jetway_core::Nats;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Server, server::TcpIncoming};
+
+use crate::{config::Config, events::Events, health};
+
+/// The most time shutdown takes before the process gives up waiting and exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// The two bound listeners.
+pub struct Listeners {
+    /// gRPC (events, health, reflection).
+    pub grpc: TcpListener,
+    /// HTTP health.
+    pub health: TcpListener,
+}
+
+impl Listeners {
+    /// Binds GRPC_PORT and HEALTH_PORT on LISTEN_HOST.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let grpc = bind(
+            SocketAddr::new(config.listen_host, config.grpc_port),
+            "GRPC_PORT",
+        )
+        .await?;
+        let health = bind(
+            SocketAddr::new(config.listen_host, config.health_port),
+            "HEALTH_PORT",
+        )
+        .await?;
+        Ok(Listeners { grpc, health })
+    }
+}
+
+async fn bind(addr: SocketAddr, variable: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!("cannot listen on {addr} ({variable}): {err}"),
+        )
+    })
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP health server failed.
+    #[error("health server: {0}")]
+    Health(#[from] std::io::Error),
+    /// The reflection service could not load the descriptors (a build problem).
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs).
+pub async fn serve(
+    nats: Nats,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let health_addr = listeners.health.local_addr()?;
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(health::track(nats.clone(), reporter, shutdown.clone()));
+    let descriptors = [
+        jetway_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ];
+    let mut reflection_v1 = tonic_reflection::server::Builder::configure();
+    let mut reflection_v1alpha = tonic_reflection::server::Builder::configure();
+    for set in descriptors {
+        reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(set);
+        reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
+    }
+
+    // The events service gets its own token, cancelled first, so sessions end before the listener
+    // stops waiting for them.
+    let sessions = CancellationToken::new();
+    let events = EventsServiceServer::new(Events::new(nats.clone(), sessions.clone()));
+    let grpc = Server::builder()
+        .http2_adaptive_window(Some(true))
+        .add_service(health_service)
+        .add_service(reflection_v1.build_v1()?)
+        .add_service(reflection_v1alpha.build_v1alpha()?)
+        .add_service(events)
+        .serve_with_incoming_shutdown(
+            // `tcp_nodelay` on the builder does not reach a pre-bound listener; set it here.
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            shutdown.clone().cancelled_owned(),
+        );
+    let http = axum::serve(
+        listeners.health,
+        health::router(nats.clone(), shutdown.clone()),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tracing::info!(%grpc_addr, %health_addr, "serving");
+
+    let grpc = tokio::spawn(grpc);
+    let http = tokio::spawn(async move { http.await });
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    sessions.cancel();
+
+    let drain = async {
+        let grpc_result = grpc.await;
+        let http_result = http.await;
+        health_task.await.ok();
+        nats.drain().await;
+        (grpc_result, http_result)
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, drain).await {
+        Ok((grpc_result, http_result)) => {
+            flatten(grpc_result)?;
+            flatten(http_result)?;
+            tracing::info!("shutdown complete");
+        }
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown did not finish in time; exiting anyway")
+        }
+    }
+    Ok(())
+}
+
+fn flatten<E: Into<ServeError>>(
+    result: Result<Result<(), E>, tokio::task::JoinError>,
+) -> Result<(), ServeError> {
+    match result {
+        Ok(inner) => inner.map_err(Into::into),
+        Err(join) => {
+            tracing::error!(%join, "a server task failed");
+            Ok(())
+        }
+    }
+}

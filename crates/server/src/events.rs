@@ -1,0 +1,273 @@
+//! `windshift.events.v1alpha1.EventsService`: thin handlers that decode, call core, and map the
+//! result; and the Events session, one task per bidirectional stream.
+//!
+//! The session task owns the inbound stream and the core [`Subscription`]. Responses go through a
+//! bounded channel that tonic drains; when the channel is closed the client has gone, and the task
+//! naks what it still holds so those events are redelivered at once.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use jetway_api::windshift::events::v1alpha1::{
+    DeleteConsumerRequest, DeleteConsumerResponse, EnsureConsumerRequest, EnsureConsumerResponse,
+    EnsureStreamRequest, EnsureStreamResponse, EventsRequest, EventsResponse, PublishEventRequest,
+    PublishEventResponse,
+    events_request::{self, Request as Req},
+    events_response::{Response as Resp, Subscribed},
+    events_service_server::EventsService,
+};
+use jetway_core::{
+    Nats,
+    delivery::{Settle, SubscribeSpec, Subscription},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+
+use crate::{convert, status::ToStatus};
+
+/// Responses buffered per Events stream before the session waits for the client to read.
+const RESPONSE_BUFFER: usize = 64;
+
+/// The Windshift events service.
+#[derive(Clone)]
+pub struct Events {
+    nats: Nats,
+    shutdown: CancellationToken,
+}
+
+impl Events {
+    /// A service over `nats`. Cancelling `shutdown` ends every Events stream (with UNAVAILABLE) after
+    /// naking its in-flight events.
+    pub fn new(nats: Nats, shutdown: CancellationToken) -> Self {
+        Events { nats, shutdown }
+    }
+}
+
+fn metadata_value(metadata: &MetadataMap, key: &str) -> Option<String> {
+    metadata
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[tonic::async_trait]
+impl EventsService for Events {
+    async fn ensure_stream(
+        &self,
+        request: Request<EnsureStreamRequest>,
+    ) -> Result<Response<EnsureStreamResponse>, Status> {
+        let spec = convert::stream_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        jetway_core::streams::ensure_stream(&self.nats, &spec)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(EnsureStreamResponse {}))
+    }
+
+    async fn ensure_consumer(
+        &self,
+        request: Request<EnsureConsumerRequest>,
+    ) -> Result<Response<EnsureConsumerResponse>, Status> {
+        let spec = convert::consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        let id = jetway_core::consumers::ensure_consumer(&self.nats, &spec)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(EnsureConsumerResponse { id }))
+    }
+
+    async fn delete_consumer(
+        &self,
+        request: Request<DeleteConsumerRequest>,
+    ) -> Result<Response<DeleteConsumerResponse>, Status> {
+        let request = request.into_inner();
+        jetway_core::consumers::delete_consumer(&self.nats, &request.stream, &request.id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(DeleteConsumerResponse {}))
+    }
+
+    async fn publish_event(
+        &self,
+        request: Request<PublishEventRequest>,
+    ) -> Result<Response<PublishEventResponse>, Status> {
+        let trace_parent = metadata_value(request.metadata(), "traceparent");
+        let trace_state = metadata_value(request.metadata(), "tracestate");
+        let publication = convert::publication(request.into_inner(), trace_parent, trace_state)
+            .map_err(|e| e.to_status())?;
+        let published = jetway_core::publish::publish(&self.nats, publication)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(PublishEventResponse { id: published.id }))
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<EventsResponse, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        request: Request<Streaming<EventsRequest>>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let session = Session {
+            nats: self.nats.clone(),
+            tx,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(session.run(request.into_inner()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One Events stream.
+struct Session {
+    nats: Nats,
+    tx: mpsc::Sender<Result<EventsResponse, Status>>,
+    shutdown: CancellationToken,
+}
+
+/// Why a session loop stopped.
+enum End {
+    /// The client went away; nothing more can be sent.
+    ClientGone,
+    /// End the stream with this status.
+    Status(Status),
+}
+
+impl Session {
+    async fn run(self, mut inbound: Streaming<EventsRequest>) {
+        let first = tokio::select! {
+            first = inbound.message() => first,
+            () = self.tx.closed() => return,
+            () = self.shutdown.cancelled() => return self.finish(End::Status(shutting_down())).await,
+        };
+        let subscribe = match first {
+            Ok(Some(EventsRequest {
+                request: Some(Req::Subscribe(subscribe)),
+            })) => subscribe,
+            Ok(Some(_)) => {
+                let status =
+                    Status::invalid_argument("request: the first message must be a subscribe");
+                return self.finish(End::Status(status)).await;
+            }
+            Ok(None) => {
+                let status =
+                    Status::invalid_argument("request: the stream ended before a subscribe");
+                return self.finish(End::Status(status)).await;
+            }
+            // The client broke the stream or cancelled; there is nobody to answer.
+            Err(_) => return,
+        };
+        let spec = SubscribeSpec {
+            stream: subscribe.stream,
+            consumer: subscribe.consumer,
+            max_processing_events: subscribe.max_processing_events,
+        };
+        let mut subscription = match Subscription::open(&self.nats, &spec).await {
+            Ok(subscription) => subscription,
+            Err(err) => return self.finish(End::Status(err.to_status())).await,
+        };
+        let subscribed = Subscribed {
+            processing_timeout: Some(subscription.processing_timeout().into()),
+        };
+        let end = match self.send(Resp::Subscribed(subscribed)).await {
+            Ok(()) => self.serve(&mut inbound, &mut subscription).await,
+            Err(end) => end,
+        };
+        subscription.close().await;
+        self.finish(end).await;
+    }
+
+    /// Delivers events and answers requests until the client goes, something fails, or the server
+    /// shuts down.
+    async fn serve(
+        &self,
+        inbound: &mut Streaming<EventsRequest>,
+        subscription: &mut Subscription,
+    ) -> End {
+        // After a half-close the client sends nothing more, but still receives events.
+        let mut reading = true;
+        loop {
+            let response = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return End::Status(shutting_down()),
+                () = self.tx.closed() => return End::ClientGone,
+                message = inbound.message(), if reading => match message {
+                    Ok(Some(request)) => match handle(subscription, request).await {
+                        Ok(response) => response,
+                        Err(status) => return End::Status(status),
+                    },
+                    Ok(None) => {
+                        reading = false;
+                        continue;
+                    }
+                    Err(_) => return End::ClientGone,
+                },
+                delivery = subscription.next() => match delivery {
+                    Ok(delivery) => Resp::Event(convert::event(delivery)),
+                    Err(err) => return End::Status(err.to_status()),
+                },
+            };
+            if let Err(end) = self.send(response).await {
+                return end;
+            }
+        }
+    }
+
+    /// Sends one response, waiting while the client is slow to read, but not past a shutdown.
+    async fn send(&self, response: Resp) -> Result<(), End> {
+        let message = EventsResponse {
+            response: Some(response),
+        };
+        tokio::select! {
+            sent = self.tx.send(Ok(message)) => sent.map_err(|_| End::ClientGone),
+            () = self.shutdown.cancelled() => Err(End::Status(shutting_down())),
+        }
+    }
+
+    async fn finish(self, end: End) {
+        if let End::Status(status) = end {
+            // The stream ends after this; if the client already left, there is no one to tell.
+            self.tx.send(Err(status)).await.ok();
+        }
+    }
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the server is shutting down; subscribe again to continue")
+}
+
+/// Answers one request after the subscribe with exactly one confirmation.
+async fn handle(subscription: &mut Subscription, request: EventsRequest) -> Result<Resp, Status> {
+    match request.request {
+        Some(Req::Ack(ack)) => Ok(Resp::AckConfirmation(convert::ack_confirmation(
+            subscription.settle(&ack.ids, Settle::Ack).await,
+        ))),
+        Some(Req::Reject(reject)) => {
+            let how = reject_kind(&reject)?;
+            Ok(Resp::RejectConfirmation(convert::reject_confirmation(
+                subscription.settle(&reject.ids, how).await,
+            )))
+        }
+        Some(Req::Ping(ping)) => Ok(Resp::PingConfirmation(convert::ping_confirmation(
+            subscription.settle(&ping.ids, Settle::Ping).await,
+        ))),
+        Some(Req::Subscribe(_)) => Err(Status::failed_precondition(
+            "request.subscribe: this stream is already subscribed; open a new Events stream to subscribe again",
+        )),
+        None => Err(Status::invalid_argument(
+            "request: one of subscribe, ack, reject or ping must be set",
+        )),
+    }
+}
+
+fn reject_kind(reject: &events_request::Reject) -> Result<Settle, Status> {
+    if reject.permanently == Some(true) {
+        return Ok(Settle::RejectPermanently);
+    }
+    let delay = reject
+        .delay
+        .as_ref()
+        .map(|d| convert::duration("reject.delay", d))
+        .transpose();
+    delay.map(Settle::Reject).map_err(|e| e.to_status())
+}

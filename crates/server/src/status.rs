@@ -1,0 +1,136 @@
+//! The one place where core errors become gRPC statuses. Expected failures get a precise code and a
+//! message naming the field or resource; anything unexpected becomes INTERNAL with a fixed message,
+//! and its cause goes to the log.
+
+use async_nats::jetstream::ErrorCode;
+use jetway_core::{
+    Invalid, NatsError, consumers::ConsumerError, delivery::DeliveryError, publish::PublishError,
+    streams::EnsureStreamError,
+};
+use tonic::Status;
+
+/// The message of every INTERNAL status: the cause is logged, never sent.
+pub const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
+
+/// Maps a core error to a status.
+pub trait ToStatus {
+    /// The gRPC status for this error.
+    fn to_status(&self) -> Status;
+}
+
+impl ToStatus for Invalid {
+    fn to_status(&self) -> Status {
+        Status::invalid_argument(self.to_string())
+    }
+}
+
+impl ToStatus for NatsError {
+    fn to_status(&self) -> Status {
+        match self {
+            NatsError::Unavailable(_) => Status::unavailable(self.to_string()),
+            NatsError::Api { description, .. } => match self.api_code() {
+                Some(
+                    ErrorCode::INSUFFICIENT_RESOURCES
+                    | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+                    | ErrorCode::MEMORY_RESOURCES_EXCEEDED
+                    | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+                    | ErrorCode::MAXIMUM_STREAMS_LIMIT
+                    | ErrorCode::MAXIMUM_CONSUMERS_LIMIT,
+                ) => Status::resource_exhausted(format!("JetStream: {description}")),
+                Some(
+                    ErrorCode::CLUSTER_NOT_AVAILABLE
+                    | ErrorCode::CLUSTER_NOT_ACTIVE
+                    | ErrorCode::CLUSTER_NO_PEERS
+                    | ErrorCode::JETSTREAM_NOT_ENABLED
+                    | ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
+                ) => Status::unavailable(format!("JetStream: {description}")),
+                _ => internal(self),
+            },
+            NatsError::Other(_) => internal(self),
+        }
+    }
+}
+
+fn internal(cause: &dyn std::fmt::Display) -> Status {
+    tracing::error!(%cause, "internal error");
+    Status::internal(INTERNAL_MESSAGE)
+}
+
+impl ToStatus for EnsureStreamError {
+    fn to_status(&self) -> Status {
+        match self {
+            EnsureStreamError::Invalid(invalid) => invalid.to_status(),
+            EnsureStreamError::Conflict(message) => Status::failed_precondition(message.clone()),
+            EnsureStreamError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for ConsumerError {
+    fn to_status(&self) -> Status {
+        match self {
+            ConsumerError::Invalid(invalid) => invalid.to_status(),
+            ConsumerError::StreamNotFound(_) | ConsumerError::ConsumerNotFound { .. } => {
+                Status::not_found(self.to_string())
+            }
+            ConsumerError::Rejected(message) => Status::failed_precondition(message.clone()),
+            ConsumerError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for PublishError {
+    fn to_status(&self) -> Status {
+        match self {
+            PublishError::Invalid(invalid) => invalid.to_status(),
+            PublishError::NoStream(_) => Status::not_found(self.to_string()),
+            PublishError::WrongLastId { .. } => Status::failed_precondition(self.to_string()),
+            PublishError::TooLarge { .. } => Status::invalid_argument(format!("data: {self}")),
+            PublishError::TimedOut => Status::deadline_exceeded(self.to_string()),
+            PublishError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for DeliveryError {
+    fn to_status(&self) -> Status {
+        match self {
+            DeliveryError::ConsumerDeleted { .. } => Status::not_found(self.to_string()),
+            DeliveryError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn codes() {
+        let code = |e: &dyn ToStatus| e.to_status().code();
+        assert_eq!(code(&PublishError::NoStream("a".into())), Code::NotFound);
+        assert_eq!(
+            code(&PublishError::WrongLastId {
+                subject: "a".into(),
+                expected: 1
+            }),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(&PublishError::TooLarge { size: 2, limit: 1 }),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(&NatsError::Unavailable("down".into())),
+            Code::Unavailable
+        );
+        let internal = NatsError::Other("secret detail".into()).to_status();
+        assert_eq!(internal.code(), Code::Internal);
+        assert_eq!(internal.message(), INTERNAL_MESSAGE);
+        assert_eq!(
+            code(&ConsumerError::StreamNotFound("s".into())),
+            Code::NotFound
+        );
+    }
+}
