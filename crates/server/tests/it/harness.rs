@@ -1,0 +1,400 @@
+//! The test environment: a real nats-server (from jetway-testkit), a Jetway server served in-process
+//! on loopback ports, a gRPC client, and a direct JetStream context for checking what was stored.
+//!
+//! Each test gets its own environment: tests then share nothing, and every nats-server is killed when
+//! its test ends (a process-wide server would outlive the test binary).
+
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use async_nats::jetstream;
+use jetway_api::{
+    google::protobuf::{Any, Duration as PbDuration},
+    windshift::{
+        events::v1alpha1::{
+            EnsureConsumerRequest, EnsureStreamRequest, EventsRequest, EventsResponse,
+            PublishEventRequest, StreamPointer, ensure_stream_request, events_request,
+            events_response::Response as Resp, events_service_client::EventsServiceClient,
+            stream_pointer::Pointer,
+        },
+        test::v1::StringValue,
+    },
+};
+use jetway_core::{ConnectSettings, Nats};
+use jetway_server::app::{self, Listeners};
+use jetway_testkit::{NatsServer, eventually};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// How long a test waits for one expected message before it fails (a hang guard, not a timing check).
+pub const RECV_GUARD: Duration = Duration::from_secs(10);
+
+/// A running Jetway server in this process.
+pub struct Jetway {
+    pub grpc_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), app::ServeError>>,
+}
+
+impl Jetway {
+    /// Serves on loopback ports against `nats_url`.
+    pub async fn start(nats_url: &str) -> Jetway {
+        let settings = ConnectSettings {
+            url: nats_url.to_owned(),
+            name: "jetway-test".into(),
+            publish_max_pending: 256,
+        };
+        let nats = Nats::connect(&settings).await.expect("connect to nats");
+        let listeners = Listeners {
+            grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let grpc_addr = listeners.grpc.local_addr().unwrap();
+        let health_addr = listeners.health.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app::serve(nats, listeners, shutdown.clone()));
+        let jetway = Jetway {
+            grpc_addr,
+            health_addr,
+            shutdown,
+            task,
+        };
+        jetway.wait_serving().await;
+        jetway
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to jetway")
+    }
+
+    /// Waits until `grpc.health.v1` says SERVING: a bound listener alone does not mean ready.
+    pub async fn wait_serving(&self) {
+        let channel = self.channel().await;
+        eventually("jetway reports SERVING", || {
+            let mut health = HealthClient::new(channel.clone());
+            async move { (grpc_health(&mut health).await == Some(ServingStatus::Serving)).then_some(()) }
+        })
+        .await;
+    }
+}
+
+impl Drop for Jetway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The overall `grpc.health.v1` status, or `None` if the call failed.
+pub async fn grpc_health(health: &mut HealthClient<Channel>) -> Option<ServingStatus> {
+    let response = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+/// GETs a path from the HTTP health server and returns the status code.
+pub async fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to health port");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line")
+}
+
+/// Everything a test needs.
+pub struct Env {
+    pub nats: NatsServer,
+    pub jetway: Jetway,
+    pub client: EventsServiceClient<Channel>,
+    /// Direct JetStream access, to check what Jetway stored.
+    pub js: jetstream::Context,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let nats = NatsServer::start();
+        let jetway = Jetway::start(&nats.url()).await;
+        let client = EventsServiceClient::new(jetway.channel().await);
+        let direct = async_nats::connect(nats.url())
+            .await
+            .expect("direct nats connection");
+        Env {
+            nats,
+            jetway,
+            client,
+            js: jetstream::new(direct),
+        }
+    }
+
+    /// Ensures a stream capturing `subjects`.
+    pub async fn stream(&mut self, name: &str, subjects: &[&str]) {
+        self.client
+            .ensure_stream(stream_request(name, subjects))
+            .await
+            .expect("ensure stream");
+    }
+
+    /// Ensures a consumer and returns its id; `name` None makes it ephemeral.
+    pub async fn consumer(
+        &mut self,
+        stream: &str,
+        name: Option<&str>,
+        subjects: &[&str],
+        from: Option<Pointer>,
+        timeout: Option<Duration>,
+    ) -> String {
+        let request = EnsureConsumerRequest {
+            stream: stream.into(),
+            name: name.map(str::to_owned),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            from: from.map(|p| StreamPointer { pointer: Some(p) }),
+            processing_timeout: timeout.map(PbDuration::from),
+        };
+        self.client
+            .ensure_consumer(request)
+            .await
+            .expect("ensure consumer")
+            .into_inner()
+            .id
+    }
+
+    /// Publishes a StringValue and returns the event id.
+    pub async fn publish(&mut self, subject: &str, value: &str) -> u64 {
+        self.client
+            .publish_event(publish_request(subject, value))
+            .await
+            .expect("publish")
+            .into_inner()
+            .id
+    }
+
+    /// Opens an Events stream and subscribes; returns the session after its `Subscribed`.
+    pub async fn subscribe(&mut self, stream: &str, consumer: &str, max: Option<u64>) -> Session {
+        let mut session = self.open_events().await;
+        session.send(subscribe(stream, consumer, max)).await;
+        match session.next().await {
+            Resp::Subscribed(_) => session,
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+
+    /// Opens an Events stream without sending anything.
+    pub async fn open_events(&mut self) -> Session {
+        let (tx, rx) = mpsc::channel(64);
+        let responses = self
+            .client
+            .events(ReceiverStream::new(rx))
+            .await
+            .expect("open events")
+            .into_inner();
+        Session {
+            tx: Some(tx),
+            responses,
+        }
+    }
+
+    /// Stream info read directly from JetStream.
+    pub async fn stream_info(&self, name: &str) -> jetstream::stream::Info {
+        self.js
+            .get_stream(name)
+            .await
+            .expect("stream exists")
+            .cached_info()
+            .clone()
+    }
+
+    /// Consumer info read directly from JetStream.
+    pub async fn consumer_info(&self, stream: &str, consumer: &str) -> jetstream::consumer::Info {
+        let stream = self.js.get_stream(stream).await.expect("stream exists");
+        stream
+            .consumer_info(consumer)
+            .await
+            .expect("consumer exists")
+    }
+}
+
+/// One Events stream seen from the client.
+pub struct Session {
+    pub tx: Option<mpsc::Sender<EventsRequest>>,
+    pub responses: Streaming<EventsResponse>,
+}
+
+impl Session {
+    pub async fn send(&mut self, request: events_request::Request) {
+        let tx = self.tx.as_ref().expect("the client half is still open");
+        tx.send(EventsRequest {
+            request: Some(request),
+        })
+        .await
+        .expect("send on events stream");
+    }
+
+    /// Half-closes: the client sends nothing more.
+    pub fn close_send(&mut self) {
+        self.tx = None;
+    }
+
+    /// The next response; panics if the stream ends or fails, or nothing comes within the guard.
+    pub async fn next(&mut self) -> Resp {
+        match self.try_next().await {
+            Ok(Some(response)) => response,
+            Ok(None) => panic!("the events stream ended"),
+            Err(status) => panic!("the events stream failed: {status:?}"),
+        }
+    }
+
+    /// The next response, the end of the stream (`Ok(None)`), or its error status.
+    pub async fn try_next(&mut self) -> Result<Option<Resp>, Status> {
+        let message = tokio::time::timeout(RECV_GUARD, self.responses.message())
+            .await
+            .expect("a response within the guard time")?;
+        Ok(message.map(|m| m.response.expect("a response is set")))
+    }
+
+    /// Reads responses until the stream ends with an error, and returns that status.
+    pub async fn expect_error(&mut self) -> Status {
+        loop {
+            match self.try_next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the events stream ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    }
+
+    /// The next event, skipping nothing: panics if the next response is not an event.
+    pub async fn event(&mut self) -> jetway_api::windshift::events::v1alpha1::Event {
+        match self.next().await {
+            Resp::Event(event) => event,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    pub async fn ack(
+        &mut self,
+        ids: &[u64],
+    ) -> jetway_api::windshift::events::v1alpha1::events_response::AckConfirmation {
+        self.send(events_request::Request::Ack(events_request::Ack {
+            ids: ids.to_vec(),
+        }))
+        .await;
+        match self.next().await {
+            Resp::AckConfirmation(c) => c,
+            other => panic!("expected an AckConfirmation, got {other:?}"),
+        }
+    }
+
+    pub async fn reject(
+        &mut self,
+        ids: &[u64],
+        permanently: Option<bool>,
+        delay: Option<Duration>,
+    ) -> jetway_api::windshift::events::v1alpha1::events_response::RejectConfirmation {
+        let reject = events_request::Reject {
+            ids: ids.to_vec(),
+            permanently,
+            delay: delay.map(PbDuration::from),
+        };
+        self.send(events_request::Request::Reject(reject)).await;
+        match self.next().await {
+            Resp::RejectConfirmation(c) => c,
+            other => panic!("expected a RejectConfirmation, got {other:?}"),
+        }
+    }
+
+    pub async fn ping(
+        &mut self,
+        ids: &[u64],
+    ) -> jetway_api::windshift::events::v1alpha1::events_response::PingConfirmation {
+        self.send(events_request::Request::Ping(events_request::Ping {
+            ids: ids.to_vec(),
+        }))
+        .await;
+        match self.next().await {
+            Resp::PingConfirmation(c) => c,
+            other => panic!("expected a PingConfirmation, got {other:?}"),
+        }
+    }
+}
+
+pub fn subscribe(stream: &str, consumer: &str, max: Option<u64>) -> events_request::Request {
+    events_request::Request::Subscribe(events_request::Subscribe {
+        stream: stream.into(),
+        consumer: consumer.into(),
+        max_processing_events: max,
+    })
+}
+
+pub fn stream_request(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
+    EnsureStreamRequest {
+        name: name.into(),
+        source: Some(ensure_stream_request::Source::Subjects(
+            ensure_stream_request::Subjects {
+                subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+pub fn publish_request(subject: &str, value: &str) -> PublishEventRequest {
+    PublishEventRequest {
+        subject: subject.into(),
+        data: Some(Any::pack(&StringValue {
+            value: value.into(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// The StringValue inside an event.
+pub fn value_of(event: &jetway_api::windshift::events::v1alpha1::Event) -> String {
+    event
+        .data
+        .as_ref()
+        .expect("event data")
+        .unpack::<StringValue>()
+        .expect("a StringValue")
+        .expect("decodes")
+        .value
+}
+
+/// Asserts that a call failed with `code` and a message mentioning `needle` (e.g. the field name).
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
+    match result {
+        Ok(value) => panic!("expected {code:?} mentioning {needle:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "status: {status:?}");
+            assert!(
+                status.message().contains(needle),
+                "message {:?} should mention {needle:?}",
+                status.message()
+            );
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of jetway-server against a real nats-server: one test binary, a module per area.
+//! Every test starts its own nats-server and an in-process Jetway server (see `harness`).
+
+mod harness;
+mod smoke;
