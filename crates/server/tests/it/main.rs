@@ -2,4 +2,5 @@
 //! Every test starts its own nats-server and an in-process Jetway server (see `harness`).
 
 mod harness;
+mod operability;
 mod smoke;

@@ -1,0 +1,240 @@
+//! Operability: health and readiness, NATS restarts, reflection, graceful shutdown, and the
+//! `jetway-server` binary itself (the local default, bad configuration, SIGTERM).
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use jetway_api::windshift::events::v1alpha1::stream_pointer::Pointer;
+use jetway_testkit::eventually;
+use tonic::Code;
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+use crate::harness::{
+    Env, Jetway, RECV_GUARD, grpc_health, http_status, publish_request, value_of,
+};
+
+#[tokio::test]
+async fn readiness_follows_nats_and_everything_resumes_after_a_restart() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut health = HealthClient::new(env.jetway.channel().await);
+    let addr = env.jetway.health_addr;
+    assert_eq!(http_status(addr, "/healthz").await, 200);
+    assert_eq!(http_status(addr, "/readyz").await, 200);
+    assert_eq!(grpc_health(&mut health).await, Some(ServingStatus::Serving));
+
+    env.nats.stop();
+    eventually("/readyz turns 503", || async {
+        (http_status(addr, "/readyz").await == 503).then_some(())
+    })
+    .await;
+    eventually("gRPC health turns NOT_SERVING", || {
+        let mut health = health.clone();
+        async move { (grpc_health(&mut health).await == Some(ServingStatus::NotServing)).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        http_status(addr, "/healthz").await,
+        200,
+        "liveness does not depend on NATS"
+    );
+    let down = env
+        .client
+        .publish_event(publish_request("orders.created", "lost"))
+        .await;
+    assert_eq!(down.unwrap_err().code(), Code::Unavailable);
+
+    env.nats.restart();
+    eventually("/readyz turns 200 again", || async {
+        (http_status(addr, "/readyz").await == 200).then_some(())
+    })
+    .await;
+    let id = eventually("publishing resumes", || {
+        let mut client = env.client.clone();
+        async move {
+            client
+                .publish_event(publish_request("orders.created", "after"))
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner()
+    .id;
+    // The subscription opened before the restart resumes pulling on its own.
+    let event = session.event().await;
+    assert_eq!((event.id, value_of(&event).as_str()), (id, "after"));
+    assert_eq!(session.ack(&[id]).await.ids, vec![id]);
+}
+
+#[tokio::test]
+async fn shutdown_naks_what_subscribers_hold_and_ends_their_streams() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    // A 30 s timeout: a redelivery within the test can only come from the nak at shutdown.
+    let timeout = Some(Duration::from_secs(30));
+    env.consumer(
+        "orders",
+        Some("worker"),
+        &["orders.>"],
+        Some(Pointer::Start(true)),
+        timeout,
+    )
+    .await;
+    let id = env.publish("orders.created", "held").await;
+    let mut session = env.subscribe("orders", "worker", None).await;
+    assert_eq!(session.event().await.id, id);
+
+    env.jetway.shutdown.cancel();
+    let status = session.expect_error().await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let task = &mut env.jetway.task;
+    let result = tokio::time::timeout(RECV_GUARD, task)
+        .await
+        .expect("the server stops")
+        .expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+
+    env.jetway = Jetway::start(&env.nats.url()).await;
+    env.client =
+        jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient::new(
+            env.jetway.channel().await,
+        );
+    let mut session = env.subscribe("orders", "worker", None).await;
+    // Within the receive guard (10 s), well before the 30 s timeout: the shutdown nak'ed it.
+    let event = session.event().await;
+    assert_eq!((event.id, event.delivery_attempt), (id, 2));
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    let env = Env::start().await;
+    let mut reflection = ServerReflectionClient::new(env.jetway.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "windshift.events.v1alpha1.EventsService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
+
+/// Runs the real binary with the given environment (and nothing inherited but PATH).
+fn jetway_server(vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jetway-server"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn bad_configuration_is_one_line_naming_every_bad_variable() {
+    let output = jetway_server(&[("GRPC_PORT", "http"), ("NATS_SYNC_INTERVAL", "sometimes")])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("GRPC_PORT") && stderr.contains("NATS_SYNC_INTERVAL"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_runs_a_local_nats_server_and_stops_it_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("nats");
+    let nats_bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bin/nats-server");
+    let mut child = jetway_server(&[
+        ("GRPC_PORT", "0"),
+        ("HEALTH_PORT", "0"),
+        ("LISTEN_HOST", "127.0.0.1"),
+        ("NATS_LOCAL_PORT", "0"),
+        ("NATS_DATA_DIR", data_dir.to_str().unwrap()),
+        ("NATS_SERVER_BIN", nats_bin),
+    ])
+    .spawn()
+    .unwrap();
+    let server_pid = child.id();
+
+    // Read the JSON log until the server says where it listens and which nats-server it runs.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut health_addr, mut nats_pid) = (None, None);
+    while health_addr.is_none() || nats_pid.is_none() {
+        let line = tokio::time::timeout(RECV_GUARD, lines.recv())
+            .await
+            .expect("log lines")
+            .expect("server running");
+        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        match log["message"].as_str() {
+            Some("serving") => health_addr = log["health_addr"].as_str().map(str::to_owned),
+            Some("local nats-server started") => nats_pid = log["pid"].as_u64(),
+            _ => {}
+        }
+    }
+    let health_addr = health_addr.unwrap().parse().unwrap();
+    let nats_pid = nats_pid.unwrap() as i32;
+    eventually("the local default becomes ready", || async {
+        (http_status(health_addr, "/readyz").await == 200).then_some(())
+    })
+    .await;
+    assert!(
+        data_dir.join("jetstream").is_dir(),
+        "JetStream stores under NATS_DATA_DIR"
+    );
+
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    assert_eq!(unsafe { libc::kill(server_pid as i32, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // SAFETY: signal 0 only checks whether the process exists.
+    let alive = || unsafe { libc::kill(nats_pid, 0) } == 0;
+    eventually("the supervised nats-server is gone", || async {
+        (!alive()).then_some(())
+    })
+    .await;
+}
