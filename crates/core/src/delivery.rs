@@ -441,7 +441,7 @@ impl Subscription {
                 continue;
             }
             let reply = entry.reply.clone();
-            match self.send_ack(&reply, kind.clone()).await {
+            match self.send_ack(&reply, kind).await {
                 Ok(()) => {
                     settled.ids.push(id);
                     if how == Settle::Ping {

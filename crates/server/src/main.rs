@@ -57,7 +57,7 @@ async fn serve(config: &Config, url: String) -> Result<(), Box<dyn std::error::E
         publish_max_pending: config.nats_publish_async_max_pending,
     };
     let nats = Nats::connect(&settings).await?;
-    tracing::info!(url = %settings.url, "NATS client started");
+    tracing::info!("NATS client started");
     let listeners = Listeners::bind(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

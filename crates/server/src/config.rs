@@ -1,0 +1,797 @@
+//! Jetway's runtime configuration: every environment variable the server reads, their defaults, and
+//! their validation.
+//!
+//! [`Config`] is the single typed view of the environment. Loading reports *every* bad variable in
+//! one [`ConfigError`], so an operator fixes a deployment in one round trip instead of one variable
+//! per restart. An empty variable counts as unset (container tooling often renders `NAME=` for
+//! "not configured"). Variables for the local nats-server are validated even when `NATS_URL` is
+//! set, because a malformed value is a mistake either way.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+const DEFAULT_GRPC_PORT: u16 = 8080;
+const DEFAULT_HEALTH_PORT: u16 = 8088;
+const DEFAULT_LISTEN_HOST: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+const DEFAULT_LOG_FILTER: &str = "info";
+const DEFAULT_PUBLISH_ASYNC_MAX_PENDING: usize = 256;
+const DEFAULT_NATS_LOCAL_PORT: u16 = 4222;
+const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
+
+/// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
+/// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
+const VARIABLES: [&str; 12] = [
+    "NATS_URL",
+    "GRPC_PORT",
+    "HEALTH_PORT",
+    "HEALTH_SERVER_PORT",
+    "LISTEN_HOST",
+    "DEVELOPMENT",
+    "RUST_LOG",
+    "NATS_PUBLISH_ASYNC_MAX_PENDING",
+    "NATS_SERVER_BIN",
+    "NATS_LOCAL_PORT",
+    "NATS_DATA_DIR",
+    "NATS_SYNC_INTERVAL",
+];
+
+const PORT_EXPECTED: &str = "is not a port number (0-65535)";
+const SYNC_INTERVAL_EXPECTED: &str = r#"is not "always" or a duration like "2m""#;
+
+/// Jetway's effective configuration, loaded from the environment by [`Config::from_env`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `NATS_URL`: the NATS server(s) to connect to, in any form async-nats accepts (for example
+    /// `nats://user:pass@host:4222`, or a comma-separated list). Default: unset, which makes Jetway
+    /// run and supervise a local nats-server (see the `NATS_*` local settings below).
+    pub nats_url: Option<String>,
+    /// `GRPC_PORT`: TCP port of the gRPC listener. Default: 8080.
+    pub grpc_port: u16,
+    /// `HEALTH_PORT` (alias `HEALTH_SERVER_PORT`, upstream Windshift's name): TCP port of the HTTP
+    /// health listener. Setting both to different ports is an error. Default: 8088.
+    pub health_port: u16,
+    /// `LISTEN_HOST`: IP address both listeners bind to. Default: `0.0.0.0` (all IPv4 interfaces).
+    pub listen_host: IpAddr,
+    /// `DEVELOPMENT`: `true`/`false`/`1`/`0` (any case); true switches logs from JSON lines to
+    /// human-readable output. Default: false.
+    pub development: bool,
+    /// `RUST_LOG`: log filter in tracing's `EnvFilter` syntax (for example
+    /// `info,jetway_core=debug`), checked to parse. Default: `info`.
+    pub log_filter: String,
+    /// `NATS_PUBLISH_ASYNC_MAX_PENDING`: the most JetStream publish acknowledgements in flight at
+    /// once; must be at least 1. Default: 256.
+    pub nats_publish_async_max_pending: usize,
+    /// `NATS_SERVER_BIN` (local nats-server only): path of the nats-server binary. Default: unset,
+    /// which searches `tools/bin/nats-server` (from the working directory, then from the
+    /// executable's directory upwards) and then `PATH`.
+    pub nats_server_bin: Option<PathBuf>,
+    /// `NATS_LOCAL_PORT` (local nats-server only): client port on 127.0.0.1; 0 picks a free port
+    /// (kept across restarts). Default: 4222.
+    pub nats_local_port: u16,
+    /// `NATS_DATA_DIR` (local nats-server only): directory for JetStream storage, the generated
+    /// config file, the server log and the ports file. Default: `./data/nats`.
+    pub nats_data_dir: PathBuf,
+    /// `NATS_SYNC_INTERVAL` (local nats-server only): JetStream `sync_interval`, either `always`
+    /// (fsync every write) or a Go duration such as `100ms`, `30s`, `2m`, `1h`. Default: `always`.
+    pub nats_sync_interval: SyncInterval,
+}
+
+impl Default for Config {
+    /// The configuration of an empty environment; equal to `Config::from_iter([])`.
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            grpc_port: DEFAULT_GRPC_PORT,
+            health_port: DEFAULT_HEALTH_PORT,
+            listen_host: DEFAULT_LISTEN_HOST,
+            development: false,
+            log_filter: DEFAULT_LOG_FILTER.to_owned(),
+            nats_publish_async_max_pending: DEFAULT_PUBLISH_ASYNC_MAX_PENDING,
+            nats_server_bin: None,
+            nats_local_port: DEFAULT_NATS_LOCAL_PORT,
+            nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
+            nats_sync_interval: SyncInterval::default(),
+        }
+    }
+}
+
+/// Every variable as raw text, exactly as envy finds it. Typed parsing happens afterwards, field
+/// by field, because envy stops at the first bad value and we want to report all of them.
+#[derive(Deserialize)]
+struct RawVars {
+    nats_url: Option<String>,
+    grpc_port: Option<String>,
+    health_port: Option<String>,
+    health_server_port: Option<String>,
+    listen_host: Option<String>,
+    development: Option<String>,
+    rust_log: Option<String>,
+    nats_publish_async_max_pending: Option<String>,
+    nats_server_bin: Option<String>,
+    nats_local_port: Option<String>,
+    nats_data_dir: Option<String>,
+    nats_sync_interval: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration from the process environment.
+    ///
+    /// Unlike `std::env::vars()`, this does not panic on non-UTF-8 variables: unrelated ones are
+    /// ignored and one of Jetway's is reported as a [`ConfigProblem::NotUnicode`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars = Vec::new();
+        let mut problems = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(variable) = key.to_str().and_then(known_variable) else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => vars.push((variable.to_owned(), value)),
+                Err(_) => problems.push(ConfigProblem::NotUnicode { variable }),
+            }
+        }
+        Self::load(vars, problems)
+    }
+
+    /// Loads the configuration from the given `(name, value)` pairs instead of the process
+    /// environment, so tests can inject values. Names other than Jetway's are ignored; when a name
+    /// repeats, the last value wins.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "loading can fail, which `FromIterator` cannot express; mirrors `envy::from_iter`"
+    )]
+    pub fn from_iter<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Self, ConfigError> {
+        Self::load(vars, Vec::new())
+    }
+
+    fn load<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+        mut problems: Vec<ConfigProblem>,
+    ) -> Result<Self, ConfigError> {
+        // The map drops unrelated names and deduplicates: envy would reject a repeated field.
+        let ours: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(name, value)| known_variable(name).is_some() && !value.is_empty())
+            .collect();
+        let raw: RawVars = match envy::from_iter(ours) {
+            Ok(raw) => raw,
+            Err(error) => {
+                problems.push(ConfigProblem::Unreadable {
+                    reason: error.to_string(),
+                });
+                return Err(ConfigError { problems });
+            }
+        };
+
+        let defaults = Self::default();
+        let mut check = Checker { problems };
+        let grpc_port = check.field("GRPC_PORT", raw.grpc_port, defaults.grpc_port, parse_port);
+        let health_port = check.health_port(
+            raw.health_port,
+            raw.health_server_port,
+            defaults.health_port,
+        );
+        let listen_host = check.field("LISTEN_HOST", raw.listen_host, defaults.listen_host, |v| {
+            v.parse()
+                .map_err(|_| "is not an IP address (like 0.0.0.0 or ::1)".to_owned())
+        });
+        let development = check.field(
+            "DEVELOPMENT",
+            raw.development,
+            defaults.development,
+            parse_bool,
+        );
+        let log_filter = check.field("RUST_LOG", raw.rust_log, defaults.log_filter, |v| {
+            EnvFilter::builder()
+                .parse(v)
+                .map(|_| v.to_owned())
+                .map_err(|e| format!("is not a valid log filter ({e})"))
+        });
+        let nats_publish_async_max_pending = check.field(
+            "NATS_PUBLISH_ASYNC_MAX_PENDING",
+            raw.nats_publish_async_max_pending,
+            defaults.nats_publish_async_max_pending,
+            |v| match v.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err("is not a whole number of at least 1".to_owned()),
+            },
+        );
+        let nats_local_port = check.field(
+            "NATS_LOCAL_PORT",
+            raw.nats_local_port,
+            defaults.nats_local_port,
+            parse_port,
+        );
+        let nats_sync_interval = check.field(
+            "NATS_SYNC_INTERVAL",
+            raw.nats_sync_interval,
+            defaults.nats_sync_interval,
+            |v| v.parse::<SyncInterval>().map_err(|e| e.reason.to_owned()),
+        );
+
+        if !check.problems.is_empty() {
+            return Err(ConfigError {
+                problems: check.problems,
+            });
+        }
+        Ok(Self {
+            nats_url: raw.nats_url,
+            grpc_port,
+            health_port,
+            listen_host,
+            development,
+            log_filter,
+            nats_publish_async_max_pending,
+            nats_server_bin: raw.nats_server_bin.map(PathBuf::from),
+            nats_local_port,
+            nats_data_dir: raw
+                .nats_data_dir
+                .map_or(defaults.nats_data_dir, PathBuf::from),
+            nats_sync_interval,
+        })
+    }
+
+    /// Logs every effective value (one `info` event) so an operator can see what the server runs
+    /// with. Credentials in `NATS_URL` are masked.
+    pub fn log_summary(&self) {
+        let nats = match &self.nats_url {
+            Some(url) => redact_url_credentials(url),
+            None => "unset: running a local nats-server".to_owned(),
+        };
+        tracing::info!(
+            nats_url = %nats,
+            grpc_port = self.grpc_port,
+            health_port = self.health_port,
+            listen_host = %self.listen_host,
+            development = self.development,
+            log_filter = %self.log_filter,
+            nats_publish_async_max_pending = self.nats_publish_async_max_pending,
+            nats_server_bin = %self
+                .nats_server_bin
+                .as_ref()
+                .map_or_else(|| "search tools/bin and PATH".to_owned(), |p| p.display().to_string()),
+            nats_local_port = self.nats_local_port,
+            nats_data_dir = %self.nats_data_dir.display(),
+            nats_sync_interval = %self.nats_sync_interval,
+            "configuration"
+        );
+    }
+}
+
+/// Collects problems while parsing fields, so one bad field does not hide the next.
+struct Checker {
+    problems: Vec<ConfigProblem>,
+}
+
+impl Checker {
+    /// Parses one variable, recording a problem and yielding the default when its value is bad
+    /// (the default is never used: any problem fails the whole load).
+    fn field<T>(
+        &mut self,
+        variable: &'static str,
+        value: Option<String>,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        let Some(value) = value else {
+            return default;
+        };
+        parse(&value).unwrap_or_else(|reason| {
+            self.problems.push(ConfigProblem::Invalid {
+                variable,
+                value,
+                reason,
+            });
+            default
+        })
+    }
+
+    /// `HEALTH_PORT` and its alias `HEALTH_SERVER_PORT`: either may be set, both only if they
+    /// agree.
+    fn health_port(&mut self, primary: Option<String>, alias: Option<String>, default: u16) -> u16 {
+        let before = self.problems.len();
+        let primary_port = self.field("HEALTH_PORT", primary.clone(), None, |v| {
+            parse_port(v).map(Some)
+        });
+        let alias_port = self.field("HEALTH_SERVER_PORT", alias.clone(), None, |v| {
+            parse_port(v).map(Some)
+        });
+        if self.problems.len() > before {
+            return default;
+        }
+        match (primary_port, alias_port) {
+            (Some(p), Some(a)) if p != a => {
+                self.problems.push(ConfigProblem::Conflict {
+                    variable: "HEALTH_PORT",
+                    value: primary.unwrap_or_default(),
+                    alias: "HEALTH_SERVER_PORT",
+                    alias_value: alias.unwrap_or_default(),
+                });
+                default
+            }
+            (Some(port), _) | (None, Some(port)) => port,
+            (None, None) => default,
+        }
+    }
+}
+
+fn known_variable(name: &str) -> Option<&'static str> {
+    VARIABLES.iter().copied().find(|known| *known == name)
+}
+
+fn parse_port(value: &str) -> Result<u16, String> {
+    value.parse().map_err(|_| PORT_EXPECTED.to_owned())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("is not a boolean (true, false, 1 or 0)".to_owned()),
+    }
+}
+
+/// Masks the user-info part (`user:pass@`, `token@`) of each URL in a comma-separated NATS URL
+/// list, because the startup summary ends up in log storage.
+fn redact_url_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let authority_start = url.find("://").map_or(0, |i| i + 3);
+            let authority_end = url[authority_start..]
+                .find('/')
+                .map_or(url.len(), |i| authority_start + i);
+            match url[authority_start..authority_end].rfind('@') {
+                Some(at) => format!(
+                    "{}***{}",
+                    &url[..authority_start],
+                    &url[authority_start + at..]
+                ),
+                None => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// JetStream's `sync_interval`: how often the local nats-server fsyncs its stores.
+///
+/// Either `always` (fsync every write) or a positive Go duration such as `100ms`, `30s`, `2m`,
+/// `1h30m`. `always` is the default because the Jepsen analysis of NATS 2.12.1 showed that lazy
+/// fsync loses acknowledged writes when a node crashes. Parsing validates the text, so it can be
+/// written into nats-server's configuration as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncInterval(String);
+
+impl SyncInterval {
+    /// The value as nats-server expects it: `always` or the duration as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True for `always`: every write is fsynced before it is acknowledged.
+    pub fn is_always(&self) -> bool {
+        self.0 == "always"
+    }
+}
+
+impl Default for SyncInterval {
+    /// `always`, the crash-safe setting.
+    fn default() -> Self {
+        Self("always".to_owned())
+    }
+}
+
+impl fmt::Display for SyncInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SyncInterval {
+    type Err = InvalidSyncInterval;
+
+    /// Accepts `always` (any case) or a positive Go duration: one or more `<number><unit>` groups,
+    /// the number optionally fractional, the unit one of `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.eq_ignore_ascii_case("always") {
+            return Ok(Self::default());
+        }
+        match go_duration_nanos(value) {
+            Some(nanos) if nanos > 0.0 => Ok(Self(value.to_owned())),
+            Some(_) => Err(InvalidSyncInterval {
+                value: value.to_owned(),
+                reason: r#"is a zero duration: use "always" or a positive duration like "2m""#,
+            }),
+            None => Err(InvalidSyncInterval {
+                value: value.to_owned(),
+                reason: SYNC_INTERVAL_EXPECTED,
+            }),
+        }
+    }
+}
+
+/// A string that is neither `always` nor a positive Go duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sync interval {value:?} {reason}")]
+pub struct InvalidSyncInterval {
+    value: String,
+    reason: &'static str,
+}
+
+/// Parses a Go `time.ParseDuration` string without sign into nanoseconds; `None` if malformed or
+/// beyond Go's limit (`i64::MAX` nanoseconds), since nats-server would reject either.
+fn go_duration_nanos(text: &str) -> Option<f64> {
+    const UNITS: [(&str, f64); 8] = [
+        ("ns", 1.0),
+        ("us", 1e3),
+        ("\u{b5}s", 1e3),
+        ("\u{3bc}s", 1e3),
+        ("ms", 1e6),
+        ("s", 1e9),
+        ("m", 60e9),
+        ("h", 3600e9),
+    ];
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        // `f64` parsing rejects a trailing dot that Go accepts ("1.s"), so pad it.
+        let value: f64 = format!("{number}0").parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let (_, scale) = UNITS.iter().find(|(unit, _)| *unit == &rest[..unit_len])?;
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    (total <= i64::MAX as f64).then_some(total)
+}
+
+/// One problem with one variable (or a pair of them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    /// A value that does not parse or is out of range.
+    #[error("{variable}={value:?} {reason}")]
+    Invalid {
+        /// The variable's name.
+        variable: &'static str,
+        /// The value as found.
+        value: String,
+        /// What is wrong and what is expected, e.g. `is not a port number (0-65535)`.
+        reason: String,
+    },
+    /// A variable and its alias set to different values.
+    #[error(
+        "{variable}={value:?} and {alias}={alias_value:?} disagree ({alias} is an alias of {variable}): set only one"
+    )]
+    Conflict {
+        /// The variable's own name.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// The alias's name.
+        alias: &'static str,
+        /// The alias's value.
+        alias_value: String,
+    },
+    /// A variable whose value is not valid UTF-8.
+    #[error("{variable} is not valid UTF-8")]
+    NotUnicode {
+        /// The variable's name.
+        variable: &'static str,
+    },
+    /// envy could not read the variables at all.
+    #[error("the environment could not be read: {reason}")]
+    Unreadable {
+        /// envy's explanation.
+        reason: String,
+    },
+}
+
+/// Every problem found while loading the configuration. Displays as one line:
+/// `invalid configuration: GRPC_PORT="abc" is not a port number (0-65535); ...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {}", join_problems(.problems))]
+pub struct ConfigError {
+    problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    /// The individual problems, in variable order.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+}
+
+fn join_problems(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_iter(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+    }
+
+    fn error_message(vars: &[(&str, &str)]) -> String {
+        load(vars)
+            .expect_err("configuration should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn empty_environment_gives_defaults() {
+        let config = Config::from_iter([]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.nats_url, None);
+        assert_eq!(config.grpc_port, 8080);
+        assert_eq!(config.health_port, 8088);
+        assert_eq!(config.listen_host, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert!(!config.development);
+        assert_eq!(config.log_filter, "info");
+        assert_eq!(config.nats_publish_async_max_pending, 256);
+        assert_eq!(config.nats_server_bin, None);
+        assert_eq!(config.nats_local_port, 4222);
+        assert_eq!(config.nats_data_dir, PathBuf::from("./data/nats"));
+        assert_eq!(config.nats_sync_interval.as_str(), "always");
+        assert!(config.nats_sync_interval.is_always());
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let vars: Vec<(&str, &str)> = VARIABLES.iter().map(|v| (*v, "")).collect();
+        assert_eq!(load(&vars).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_variable_is_parsed() {
+        let config = load(&[
+            ("NATS_URL", "nats://nats.example:4223"),
+            ("GRPC_PORT", "9090"),
+            ("HEALTH_PORT", "9091"),
+            ("LISTEN_HOST", "::1"),
+            ("DEVELOPMENT", "TRUE"),
+            ("RUST_LOG", "warn,jetway_core=debug"),
+            ("NATS_PUBLISH_ASYNC_MAX_PENDING", "1"),
+            ("NATS_SERVER_BIN", "/opt/nats/nats-server"),
+            ("NATS_LOCAL_PORT", "0"),
+            ("NATS_DATA_DIR", "/var/lib/jetway"),
+            ("NATS_SYNC_INTERVAL", "1h30m"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config,
+            Config {
+                nats_url: Some("nats://nats.example:4223".to_owned()),
+                grpc_port: 9090,
+                health_port: 9091,
+                listen_host: "::1".parse().unwrap(),
+                development: true,
+                log_filter: "warn,jetway_core=debug".to_owned(),
+                nats_publish_async_max_pending: 1,
+                nats_server_bin: Some(PathBuf::from("/opt/nats/nats-server")),
+                nats_local_port: 0,
+                nats_data_dir: PathBuf::from("/var/lib/jetway"),
+                nats_sync_interval: "1h30m".parse().unwrap(),
+            }
+        );
+    }
+
+    #[test]
+    fn unrelated_and_differently_cased_names_are_ignored() {
+        let config = load(&[("grpc_port", "abc"), ("PATH", "/bin"), ("GRPC_PORT", "1")]).unwrap();
+        assert_eq!(config.grpc_port, 1);
+    }
+
+    #[test]
+    fn booleans_accept_words_and_digits_in_any_case() {
+        for (text, expected) in [("true", true), ("False", false), ("1", true), ("0", false)] {
+            assert_eq!(
+                load(&[("DEVELOPMENT", text)]).unwrap().development,
+                expected,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn sync_interval_accepts_always_and_go_durations() {
+        for text in [
+            "always", "ALWAYS", "100ms", "30s", "2m", "1h", "1.5s", "1h30m", "250us", "1.s", ".5h",
+        ] {
+            assert!(
+                text.parse::<SyncInterval>().is_ok(),
+                "{text} should be accepted"
+            );
+        }
+        assert_eq!("Always".parse::<SyncInterval>().unwrap().as_str(), "always");
+        assert_eq!("30s".parse::<SyncInterval>().unwrap().to_string(), "30s");
+    }
+
+    #[test]
+    fn sync_interval_rejects_other_text() {
+        for text in [
+            "2x", "2", "m", "-1s", "+1s", "1..5s", ".s", "1 s", "never", "3000000h", "1d",
+        ] {
+            assert!(
+                text.parse::<SyncInterval>().is_err(),
+                "{text} should be rejected"
+            );
+        }
+        let zero = "0s".parse::<SyncInterval>().unwrap_err();
+        assert!(zero.to_string().contains("zero duration"), "{zero}");
+    }
+
+    #[test]
+    fn each_kind_of_bad_value_is_explained() {
+        let cases = [
+            (
+                "GRPC_PORT",
+                "abc",
+                r#"GRPC_PORT="abc" is not a port number (0-65535)"#,
+            ),
+            (
+                "GRPC_PORT",
+                "65536",
+                r#"GRPC_PORT="65536" is not a port number (0-65535)"#,
+            ),
+            (
+                "HEALTH_PORT",
+                "-1",
+                r#"HEALTH_PORT="-1" is not a port number (0-65535)"#,
+            ),
+            (
+                "HEALTH_SERVER_PORT",
+                "x",
+                r#"HEALTH_SERVER_PORT="x" is not a port number (0-65535)"#,
+            ),
+            (
+                "NATS_LOCAL_PORT",
+                "4222a",
+                r#"NATS_LOCAL_PORT="4222a" is not a port number (0-65535)"#,
+            ),
+            (
+                "LISTEN_HOST",
+                "localhost",
+                r#"LISTEN_HOST="localhost" is not an IP address"#,
+            ),
+            (
+                "DEVELOPMENT",
+                "yes",
+                r#"DEVELOPMENT="yes" is not a boolean (true, false, 1 or 0)"#,
+            ),
+            (
+                "RUST_LOG",
+                "info,foo=loud",
+                r#"RUST_LOG="info,foo=loud" is not a valid log filter ("#,
+            ),
+            (
+                "NATS_PUBLISH_ASYNC_MAX_PENDING",
+                "0",
+                r#"NATS_PUBLISH_ASYNC_MAX_PENDING="0" is not a whole number"#,
+            ),
+            (
+                "NATS_PUBLISH_ASYNC_MAX_PENDING",
+                "many",
+                r#"NATS_PUBLISH_ASYNC_MAX_PENDING="many" is not a whole"#,
+            ),
+            (
+                "NATS_SYNC_INTERVAL",
+                "2x",
+                r#"NATS_SYNC_INTERVAL="2x" is not "always" or a duration like "2m""#,
+            ),
+            (
+                "NATS_SYNC_INTERVAL",
+                "0s",
+                r#"NATS_SYNC_INTERVAL="0s" is a zero duration"#,
+            ),
+        ];
+        for (variable, value, expected) in cases {
+            let message = error_message(&[(variable, value)]);
+            assert!(
+                message.starts_with(&format!("invalid configuration: {expected}")),
+                "{variable}={value}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_bad_values_are_reported_together_on_one_line() {
+        let error = load(&[
+            ("GRPC_PORT", "abc"),
+            ("HEALTH_PORT", "99999"),
+            ("DEVELOPMENT", "maybe"),
+            ("NATS_SYNC_INTERVAL", "2x"),
+            ("LISTEN_HOST", "0.0.0.0"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.problems().len(), 4);
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: GRPC_PORT=\"abc\" is not a port number (0-65535); \
+             HEALTH_PORT=\"99999\" is not a port number (0-65535); \
+             DEVELOPMENT=\"maybe\" is not a boolean (true, false, 1 or 0); \
+             NATS_SYNC_INTERVAL=\"2x\" is not \"always\" or a duration like \"2m\""
+        );
+    }
+
+    #[test]
+    fn values_with_line_breaks_stay_on_one_line() {
+        assert!(!error_message(&[("GRPC_PORT", "80\n80")]).contains('\n'));
+    }
+
+    #[test]
+    fn health_server_port_is_an_alias_of_health_port() {
+        assert_eq!(
+            load(&[("HEALTH_SERVER_PORT", "9000")]).unwrap().health_port,
+            9000
+        );
+        assert_eq!(
+            load(&[("HEALTH_PORT", "9000"), ("HEALTH_SERVER_PORT", "9000")])
+                .unwrap()
+                .health_port,
+            9000
+        );
+        // Same port, different spelling: they agree.
+        assert_eq!(
+            load(&[("HEALTH_PORT", "9000"), ("HEALTH_SERVER_PORT", "09000")])
+                .unwrap()
+                .health_port,
+            9000
+        );
+    }
+
+    #[test]
+    fn conflicting_health_ports_are_rejected_naming_both() {
+        let message = error_message(&[("HEALTH_PORT", "9000"), ("HEALTH_SERVER_PORT", "9001")]);
+        assert_eq!(
+            message,
+            "invalid configuration: HEALTH_PORT=\"9000\" and HEALTH_SERVER_PORT=\"9001\" disagree \
+             (HEALTH_SERVER_PORT is an alias of HEALTH_PORT): set only one"
+        );
+    }
+
+    #[test]
+    fn url_credentials_are_masked_in_the_summary() {
+        assert_eq!(
+            redact_url_credentials("nats://user:secret@a:4222,tls://token@b:4223,nats://c:4224"),
+            "nats://***@a:4222,tls://***@b:4223,nats://c:4224"
+        );
+        assert_eq!(redact_url_credentials("u:p@host:4222"), "***@host:4222");
+        assert_eq!(
+            redact_url_credentials("nats://host/path@x"),
+            "nats://host/path@x"
+        );
+    }
+
+    #[test]
+    fn log_summary_does_not_panic_without_a_subscriber() {
+        load(&[("NATS_URL", "nats://u:p@h:1")])
+            .unwrap()
+            .log_summary();
+    }
+}
