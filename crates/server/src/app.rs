@@ -16,7 +16,7 @@ use tonic::transport::{Server, server::TcpIncoming};
 use crate::{config::Config, events::Events, health};
 
 /// The most time shutdown takes before the process gives up waiting and exits.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// The two bound listeners.
 pub struct Listeners {
