@@ -101,9 +101,14 @@ impl Nats {
         *self.connected.borrow()
     }
 
-    /// A receiver that changes whenever the connection goes up or down.
+    /// A receiver that changes whenever the connection goes up or down from now on. The current
+    /// state counts as seen: a clone of the kept receiver would otherwise report the first
+    /// `Connected` (sent after this handle was made, and never seen by it) as a fresh change, and
+    /// the delivery engine would take it for a reconnect and pull a second window.
     pub fn connected(&self) -> watch::Receiver<bool> {
-        self.connected.clone()
+        let mut connected = self.connected.clone();
+        connected.mark_unchanged();
+        connected
     }
 
     /// Checks that NATS is connected and JetStream answers an account-info request.

@@ -472,14 +472,32 @@ impl Subscription {
     /// Naks every event still in flight, so JetStream redelivers them at once, and ends the
     /// subscription.
     pub async fn close(mut self) {
+        // Unsubscribe the pull inbox first. Our pull requests may still be open on the server, and
+        // JetStream would hand a nak'ed event straight back to one of them: into this inbox, just
+        // before it goes away, so the event would return only after its processing timeout. The
+        // unsubscribe is written on the connection before the naks, so the server has no interest
+        // in those requests any more when it redelivers.
+        if let Err(err) = self.messages.unsubscribe().await {
+            tracing::warn!(%err, "unsubscribing the pull inbox on close failed");
+        }
         let ids: Vec<u64> = self.in_flight.keys().copied().collect();
-        if ids.is_empty() {
+        let settled = self.settle(&ids, Settle::Reject(None)).await;
+        // Deliveries already buffered in the inbox were never handed out; give them back too.
+        // The inbox is closed, so this reads only what is buffered and then ends.
+        let mut returned = 0;
+        while let Some(message) = self.messages.next().await {
+            if let (None | Some(StatusCode::OK), Some(reply)) = (message.status, &message.reply)
+                && self.send_ack(reply, AckKind::Nak(None)).await.is_ok()
+            {
+                returned += 1;
+            }
+        }
+        if ids.is_empty() && returned == 0 {
             return;
         }
-        let settled = self.settle(&ids, Settle::Reject(None)).await;
         if let Err(err) = self.nats.client().flush().await {
             tracing::warn!(%err, "flushing naks on close failed; those events are redelivered after their timeout");
         }
-        tracing::debug!(naked = settled.ids.len(), stream = %self.stream, consumer = %self.name, "subscription closed");
+        tracing::debug!(naked = settled.ids.len(), returned, stream = %self.stream, consumer = %self.name, "subscription closed");
     }
 }

@@ -21,14 +21,24 @@ pub const MESSAGE_ID: &str = "Nats-Msg-Id";
 /// Formats a time as RFC 3339 in UTC with a `Z` and no trailing zeros in the fraction, the way Go's
 /// `RFC3339Nano` writes it (e.g. `2024-07-12T10:11:12.1234Z`).
 pub fn format_time(time: SystemTime) -> String {
-    let utc = OffsetDateTime::from(time);
     // The well-known RFC 3339 format already trims trailing zeros and writes `Z` for UTC.
-    utc.format(&Rfc3339).unwrap_or_else(|_| {
-        // Only years outside 0..=9999 cannot be written; clamp rather than fail the publish.
-        OffsetDateTime::UNIX_EPOCH
-            .format(&Rfc3339)
-            .expect("the epoch formats")
-    })
+    to_utc(time)
+        .and_then(|utc| utc.format(&Rfc3339).ok())
+        .unwrap_or_else(|| {
+            // Only years outside 0..=9999 cannot be written; clamp rather than fail the publish.
+            OffsetDateTime::UNIX_EPOCH
+                .format(&Rfc3339)
+                .expect("the epoch formats")
+        })
+}
+
+/// Converts without `OffsetDateTime::from`, which panics for times beyond the years `time` supports.
+fn to_utc(time: SystemTime) -> Option<OffsetDateTime> {
+    let epoch = OffsetDateTime::UNIX_EPOCH;
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => epoch.checked_add(after.try_into().ok()?),
+        Err(before) => epoch.checked_sub(before.duration().try_into().ok()?),
+    }
 }
 
 /// Parses an RFC 3339 time with any fraction length and offset.
@@ -51,6 +61,12 @@ mod tests {
         assert_eq!(format_time(whole), "2024-07-12T10:11:12Z");
         let nanos = UNIX_EPOCH + Duration::new(1_720_779_072, 1);
         assert_eq!(format_time(nanos), "2024-07-12T10:11:12.000000001Z");
+    }
+
+    #[test]
+    fn times_beyond_year_9999_clamp_to_the_epoch_instead_of_panicking() {
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(format_time(far), "1970-01-01T00:00:00Z");
     }
 
     #[test]

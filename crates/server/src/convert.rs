@@ -28,8 +28,20 @@ pub fn duration(field: &str, value: &PbDuration) -> Result<Duration, Invalid> {
     Duration::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))
 }
 
+/// The last second protobuf allows in a `Timestamp`: 9999-12-31T23:59:59Z.
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
 /// A protobuf timestamp as a `SystemTime`.
+///
+/// Timestamps after year 9999 are rejected here, as protobuf defines them invalid: the RFC 3339
+/// header and JetStream's start times cannot hold them, and converting one to a date panics.
 pub fn timestamp(field: &str, value: &Timestamp) -> Result<SystemTime, Invalid> {
+    if value.seconds > MAX_TIMESTAMP_SECONDS {
+        return Err(Invalid::new(
+            field,
+            "must not be after 9999-12-31T23:59:59Z",
+        ));
+    }
     SystemTime::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))
 }
 
@@ -244,6 +256,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(publication(publish, None, None).unwrap_err().field, "data");
+    }
+
+    #[test]
+    fn timestamps_after_year_9999_are_invalid() {
+        let last = Timestamp {
+            seconds: MAX_TIMESTAMP_SECONDS,
+            nanos: 999_999_999,
+        };
+        assert!(timestamp("timestamp", &last).is_ok());
+        let after = Timestamp {
+            seconds: MAX_TIMESTAMP_SECONDS + 1,
+            nanos: 0,
+        };
+        assert_eq!(
+            timestamp("timestamp", &after).unwrap_err().field,
+            "timestamp"
+        );
     }
 
     #[test]

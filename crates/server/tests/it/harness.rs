@@ -398,3 +398,43 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, 
         }
     }
 }
+
+impl Env {
+    /// Polls JetStream's view of a consumer until `check` holds, and returns that view. The way to
+    /// wait for an ack, nak or pull to reach JetStream (settlements are fire-and-forget publishes).
+    pub async fn consumer_info_until(
+        &self,
+        stream: &str,
+        consumer: &str,
+        what: &str,
+        check: impl Fn(&jetstream::consumer::Info) -> bool,
+    ) -> jetstream::consumer::Info {
+        let check = &check;
+        eventually(what, move || async move {
+            let info = self.consumer_info(stream, consumer).await;
+            check(&info).then_some(info)
+        })
+        .await
+    }
+
+    /// Opens an Events stream, sends a Subscribe, and returns the session with the first response.
+    pub async fn subscribe_raw(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        max: Option<u64>,
+    ) -> (Session, Result<Option<Resp>, Status>) {
+        let mut session = self.open_events().await;
+        session.send(subscribe(stream, consumer, max)).await;
+        let first = session.try_next().await;
+        (session, first)
+    }
+}
+
+impl Session {
+    /// Sends a request exactly as given, e.g. one with no oneof case set.
+    pub async fn send_raw(&mut self, request: EventsRequest) {
+        let tx = self.tx.as_ref().expect("the client half is still open");
+        tx.send(request).await.expect("send on events stream");
+    }
+}

@@ -1,0 +1,463 @@
+//! EnsureConsumer and DeleteConsumer over gRPC, checked in JetStream: ephemeral and durable defaults,
+//! filters, start positions, updates that keep a durable's position, and validation.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use futures::StreamExt;
+use jetway_api::{
+    google::protobuf::{Duration as PbDuration, Timestamp},
+    windshift::events::v1alpha1::{
+        DeleteConsumerRequest, EnsureConsumerRequest, StreamPointer, stream_pointer::Pointer,
+    },
+};
+use tonic::{Code, Status};
+
+use crate::harness::{Env, RECV_GUARD, assert_status, value_of};
+
+const HOUR: Duration = Duration::from_secs(60 * 60);
+
+fn request(stream: &str, name: Option<&str>, subjects: &[&str]) -> EnsureConsumerRequest {
+    EnsureConsumerRequest {
+        stream: stream.into(),
+        name: name.map(str::to_owned),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        from: None,
+        processing_timeout: None,
+    }
+}
+
+async fn try_ensure(env: &mut Env, request: EnsureConsumerRequest) -> Result<String, Status> {
+    env.client
+        .ensure_consumer(request)
+        .await
+        .map(|r| r.into_inner().id)
+}
+
+/// An ephemeral consumer starting after year 9999.
+async fn try_ensure_far_future(env: &mut Env) -> Result<String, Status> {
+    let far = Timestamp {
+        seconds: 300_000_000_000,
+        nanos: 0,
+    };
+    try_ensure(
+        env,
+        EnsureConsumerRequest {
+            from: Some(StreamPointer {
+                pointer: Some(Pointer::Time(far)),
+            }),
+            ..request("orders", None, &["orders.>"])
+        },
+    )
+    .await
+}
+
+fn delete(stream: &str, id: &str) -> DeleteConsumerRequest {
+    DeleteConsumerRequest {
+        stream: stream.into(),
+        id: id.into(),
+    }
+}
+
+/// A UUID in its canonical form, version 4, as Windshift names ephemeral consumers.
+fn is_uuid_v4(id: &str) -> bool {
+    let groups: Vec<_> = id.split('-').collect();
+    let lengths: Vec<_> = groups.iter().map(|g| g.len()).collect();
+    lengths == [8, 4, 4, 4, 12]
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+        && groups[2].starts_with('4')
+}
+
+#[tokio::test]
+async fn ephemeral_and_durable_consumers_get_the_windshift_defaults() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>", "audit.>"]).await;
+
+    let ephemeral = env
+        .consumer("orders", None, &["orders.>"], None, None)
+        .await;
+    assert!(is_uuid_v4(&ephemeral), "{ephemeral:?} is not a UUID v4");
+    let info = env.consumer_info("orders", &ephemeral).await;
+    assert_eq!(info.name, ephemeral);
+    assert_eq!(info.config.durable_name, None);
+    assert_eq!(info.config.inactive_threshold, HOUR);
+    assert_eq!(info.config.ack_policy, AckPolicy::Explicit);
+    assert_eq!(info.config.ack_wait, Duration::from_secs(30));
+    assert_eq!(info.config.deliver_policy, DeliverPolicy::New);
+    assert_eq!(info.config.filter_subject, "orders.>");
+    assert!(info.config.filter_subjects.is_empty());
+
+    // An empty name is ephemeral too, and every call makes a new consumer.
+    let again = env
+        .consumer("orders", Some(""), &["orders.>"], None, None)
+        .await;
+    assert!(is_uuid_v4(&again), "{again:?} is not a UUID v4");
+    assert_ne!(again, ephemeral);
+    assert_eq!(
+        env.consumer_info("orders", &again)
+            .await
+            .config
+            .inactive_threshold,
+        HOUR
+    );
+
+    let durable = env
+        .consumer(
+            "orders",
+            Some("worker"),
+            &["orders.>", "audit.>"],
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(durable, "worker");
+    let info = env.consumer_info("orders", "worker").await;
+    assert_eq!(info.config.durable_name.as_deref(), Some("worker"));
+    assert_eq!(info.config.inactive_threshold, 30 * 24 * HOUR);
+    assert_eq!(info.config.ack_wait, Duration::from_secs(30));
+    assert_eq!(info.config.deliver_policy, DeliverPolicy::New);
+    assert_eq!(info.config.filter_subject, "");
+    assert_eq!(info.config.filter_subjects, ["orders.>", "audit.>"]);
+}
+
+#[tokio::test]
+async fn durable_updates_switch_filters_and_keep_the_timeout() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let filters = |info: &async_nats::jetstream::consumer::Info| {
+        (
+            info.config.filter_subject.clone(),
+            info.config.filter_subjects.clone(),
+        )
+    };
+
+    env.consumer(
+        "orders",
+        Some("worker"),
+        &["orders.a"],
+        None,
+        Some(Duration::from_secs(5)),
+    )
+    .await;
+    let info = env.consumer_info("orders", "worker").await;
+    assert_eq!(filters(&info), ("orders.a".into(), vec![]));
+    assert_eq!(info.config.ack_wait, Duration::from_secs(5));
+
+    // One subject to another.
+    env.consumer("orders", Some("worker"), &["orders.b"], None, None)
+        .await;
+    let info = env.consumer_info("orders", "worker").await;
+    assert_eq!(filters(&info), ("orders.b".into(), vec![]));
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(5),
+        "an update without processing_timeout keeps the current one"
+    );
+
+    // One to two.
+    env.consumer(
+        "orders",
+        Some("worker"),
+        &["orders.a", "orders.b"],
+        None,
+        None,
+    )
+    .await;
+    let info = env.consumer_info("orders", "worker").await;
+    assert_eq!(
+        filters(&info),
+        (String::new(), vec!["orders.a".into(), "orders.b".into()])
+    );
+
+    // Part A #5: two back to one (upstream left both fields set and NATS refused).
+    env.consumer(
+        "orders",
+        Some("worker"),
+        &["orders.c"],
+        None,
+        Some(Duration::from_secs(7)),
+    )
+    .await;
+    let info = env.consumer_info("orders", "worker").await;
+    assert_eq!(filters(&info), ("orders.c".into(), vec![]));
+    assert_eq!(info.config.ack_wait, Duration::from_secs(7));
+    assert_eq!(info.config.inactive_threshold, 30 * 24 * HOUR);
+}
+
+#[tokio::test]
+async fn start_positions_map_to_deliver_policies() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut policy = async |name: &str, from: Option<Pointer>| {
+        env.consumer("orders", Some(name), &["orders.>"], from, None)
+            .await;
+        env.consumer_info("orders", name)
+            .await
+            .config
+            .deliver_policy
+    };
+
+    assert_eq!(policy("default", None).await, DeliverPolicy::New);
+    assert_eq!(
+        policy("end", Some(Pointer::End(true))).await,
+        DeliverPolicy::New
+    );
+    assert_eq!(
+        policy("zero", Some(Pointer::Offset(0))).await,
+        DeliverPolicy::New
+    );
+    assert_eq!(
+        policy("start", Some(Pointer::Start(true))).await,
+        DeliverPolicy::All
+    );
+    assert_eq!(
+        policy("offset", Some(Pointer::Offset(1))).await,
+        DeliverPolicy::ByStartSequence { start_sequence: 1 }
+    );
+    let at = UNIX_EPOCH + Duration::from_millis(1_720_779_072_123);
+    match policy("time", Some(Pointer::Time(Timestamp::from(at)))).await {
+        DeliverPolicy::ByStartTime { start_time } => assert_eq!(
+            start_time.unix_timestamp_nanos(),
+            1_720_779_072_123_000_000,
+            "the start time is stored as given"
+        ),
+        other => panic!("expected ByStartTime, got {other:?}"),
+    }
+    // A start position only applies on creation; an update keeps the consumer where it is.
+    assert_eq!(
+        policy("default", Some(Pointer::Start(true))).await,
+        DeliverPolicy::New
+    );
+    // A recent time is accepted too (the ephemeral path).
+    let id = env
+        .client
+        .ensure_consumer(EnsureConsumerRequest {
+            from: Some(StreamPointer {
+                pointer: Some(Pointer::Time(SystemTime::now().into())),
+            }),
+            ..request("orders", None, &["orders.>"])
+        })
+        .await
+        .expect("ephemeral from a time")
+        .into_inner()
+        .id;
+    assert!(matches!(
+        env.consumer_info("orders", &id).await.config.deliver_policy,
+        DeliverPolicy::ByStartTime { .. }
+    ));
+}
+
+#[tokio::test]
+async fn updating_a_durable_keeps_its_position() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    for value in ["one", "two", "three"] {
+        env.publish("orders.created", value).await;
+    }
+    env.consumer(
+        "orders",
+        Some("worker"),
+        &["orders.>"],
+        Some(Pointer::Start(true)),
+        None,
+    )
+    .await;
+
+    // Process the first two events directly over JetStream.
+    let consumer: PullConsumer = env
+        .js
+        .get_stream("orders")
+        .await
+        .expect("stream")
+        .get_consumer("worker")
+        .await
+        .expect("consumer");
+    let mut batch = consumer
+        .batch()
+        .max_messages(2)
+        .expires(RECV_GUARD)
+        .messages()
+        .await
+        .expect("pull");
+    let mut sequences = Vec::new();
+    while let Some(message) = batch.next().await {
+        let message = message.expect("a message");
+        sequences.push(message.info().expect("metadata").stream_sequence);
+        message.double_ack().await.expect("ack");
+    }
+    assert_eq!(sequences, [1, 2]);
+
+    // Re-ensure with another timeout and other filters: the position must survive.
+    env.consumer(
+        "orders",
+        Some("worker"),
+        &["orders.created", "orders.updated"],
+        None,
+        Some(Duration::from_secs(45)),
+    )
+    .await;
+    let info = env.consumer_info("orders", "worker").await;
+    assert_eq!(info.config.ack_wait, Duration::from_secs(45));
+    assert_eq!(info.ack_floor.stream_sequence, 2);
+    assert_eq!(info.delivered.stream_sequence, 2);
+    assert_eq!(info.num_pending, 1);
+
+    let mut session = env.subscribe("orders", "worker", None).await;
+    let event = session.event().await;
+    assert_eq!((event.id, value_of(&event)), (3, "three".to_owned()));
+    assert_eq!(event.delivery_attempt, 1);
+}
+
+#[tokio::test]
+async fn invalid_consumer_requests_are_rejected_by_field() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+
+    assert_status(
+        try_ensure(
+            &mut env,
+            EnsureConsumerRequest {
+                processing_timeout: Some(PbDuration {
+                    seconds: 0,
+                    nanos: 0,
+                }),
+                ..request("orders", Some("worker"), &["orders.>"])
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+        "processing_timeout",
+    );
+    assert_status(
+        try_ensure(&mut env, request("orders", Some("worker"), &[])).await,
+        Code::InvalidArgument,
+        "subjects",
+    );
+    for bad in ["a b", "a.*b", "orders..x", "orders.>.x"] {
+        assert_status(
+            try_ensure(&mut env, request("orders", None, &[bad])).await,
+            Code::InvalidArgument,
+            "subjects[0]",
+        );
+    }
+    assert_status(
+        try_ensure(&mut env, request("orders", None, &["orders.a", "a b"])).await,
+        Code::InvalidArgument,
+        "subjects[1]",
+    );
+    for bad in ["", "a.b", "a b"] {
+        assert_status(
+            try_ensure(&mut env, request(bad, Some("worker"), &["orders.>"])).await,
+            Code::InvalidArgument,
+            "stream",
+        );
+    }
+    for bad in ["a.b", "a b", "a*"] {
+        assert_status(
+            try_ensure(&mut env, request("orders", Some(bad), &["orders.>"])).await,
+            Code::InvalidArgument,
+            "name",
+        );
+    }
+    assert_status(
+        try_ensure(&mut env, request("missing", Some("worker"), &["orders.>"])).await,
+        Code::NotFound,
+        "missing",
+    );
+    assert_status(
+        try_ensure(&mut env, request("missing", None, &["orders.>"])).await,
+        Code::NotFound,
+        "missing",
+    );
+
+    // A start time after year 9999 used to panic the handler.
+    assert_status(
+        try_ensure_far_future(&mut env).await,
+        Code::InvalidArgument,
+        "from.time",
+    );
+
+    // Part A #17: filters may start with a wildcard.
+    for filter in ["*.created", ">"] {
+        let id = try_ensure(&mut env, request("orders", None, &[filter]))
+            .await
+            .unwrap_or_else(|status| panic!("filter {filter:?}: {status:?}"));
+        assert_eq!(
+            env.consumer_info("orders", &id).await.config.filter_subject,
+            filter
+        );
+    }
+
+    // Nothing invalid was created, and the server still works after the errors.
+    let stream = env.js.get_stream("orders").await.expect("stream");
+    assert!(stream.consumer_info("worker").await.is_err());
+    let id = env
+        .consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+    assert_eq!(id, "worker");
+}
+
+#[tokio::test]
+async fn delete_consumer_removes_it_once() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+    let ephemeral = env
+        .consumer("orders", None, &["orders.>"], None, None)
+        .await;
+    let stream = env.js.get_stream("orders").await.expect("stream");
+
+    env.client
+        .delete_consumer(delete("orders", "worker"))
+        .await
+        .expect("delete durable");
+    assert!(stream.consumer_info("worker").await.is_err());
+    env.client
+        .delete_consumer(delete("orders", &ephemeral))
+        .await
+        .expect("delete ephemeral");
+    assert!(stream.consumer_info(&ephemeral).await.is_err());
+
+    assert_status(
+        env.client.delete_consumer(delete("orders", "worker")).await,
+        Code::NotFound,
+        "worker",
+    );
+    assert_status(
+        env.client
+            .delete_consumer(delete("missing", "worker"))
+            .await,
+        Code::NotFound,
+        "missing",
+    );
+    assert_status(
+        env.client.delete_consumer(delete("a.b", "worker")).await,
+        Code::InvalidArgument,
+        "stream",
+    );
+    assert_status(
+        env.client.delete_consumer(delete("orders", "a b")).await,
+        Code::InvalidArgument,
+        "id",
+    );
+    assert_status(
+        env.client.delete_consumer(delete("orders", "")).await,
+        Code::InvalidArgument,
+        "id",
+    );
+
+    // A deleted durable can be declared again, and starts afresh.
+    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+    assert_eq!(
+        env.consumer_info("orders", "worker")
+            .await
+            .config
+            .durable_name
+            .as_deref(),
+        Some("worker")
+    );
+}
