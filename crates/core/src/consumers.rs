@@ -11,6 +11,7 @@ use async_nats::jetstream::{
 use crate::{
     Nats,
     error::{Classify, Invalid, NatsError},
+    format,
     names::{validate_filter, validate_name},
     streams::StreamPointer,
 };
@@ -91,6 +92,9 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
     let durable = spec.name.as_deref().filter(|name| !name.is_empty());
     if let Some(name) = durable {
         validate_name("name", name)?;
+    }
+    if let Some(StreamPointer::Time(time)) = spec.from {
+        format::validate_time("from.time", time)?;
     }
     if spec.processing_timeout.is_some_and(|t| t.is_zero()) {
         return Err(Invalid::new(
@@ -194,8 +198,10 @@ fn managed(spec: &ConsumerSpec, base: Option<pull::Config>) -> pull::Config {
 
 fn deliver_policy(from: Option<StreamPointer>) -> DeliverPolicy {
     match from {
-        Some(StreamPointer::Time(time)) => DeliverPolicy::ByStartTime {
-            start_time: time.into(),
+        // The time was validated, so the conversion cannot fail.
+        Some(StreamPointer::Time(time)) => match format::to_utc(time) {
+            Some(start_time) => DeliverPolicy::ByStartTime { start_time },
+            None => DeliverPolicy::New,
         },
         Some(StreamPointer::Offset(seq)) if seq > 0 => DeliverPolicy::ByStartSequence {
             start_sequence: seq,

@@ -33,11 +33,19 @@ pub fn format_time(time: SystemTime) -> String {
 }
 
 /// Converts without `OffsetDateTime::from`, which panics for times beyond the years `time` supports.
-fn to_utc(time: SystemTime) -> Option<OffsetDateTime> {
+pub(crate) fn to_utc(time: SystemTime) -> Option<OffsetDateTime> {
     let epoch = OffsetDateTime::UNIX_EPOCH;
     match time.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(after) => epoch.checked_add(after.try_into().ok()?),
         Err(before) => epoch.checked_sub(before.duration().try_into().ok()?),
+    }
+}
+
+/// Checks that a start time given by a client can be represented (years 0 to 9999 in practice).
+pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), crate::Invalid> {
+    match to_utc(time).filter(|t| t.year() <= 9999) {
+        Some(_) => Ok(()),
+        None => Err(crate::Invalid::new(field, "is outside the years 0 to 9999")),
     }
 }
 
@@ -67,6 +75,13 @@ mod tests {
     fn times_beyond_year_9999_clamp_to_the_epoch_instead_of_panicking() {
         let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
         assert_eq!(format_time(far), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn start_times_beyond_year_9999_are_invalid() {
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(validate_time("from.time", far).unwrap_err().field, "from.time");
+        assert!(validate_time("from.time", UNIX_EPOCH + Duration::from_secs(1)).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use async_nats::jetstream::{
 use crate::{
     Nats,
     error::{Classify, Invalid, NatsError},
+    format,
     names::{validate_filter, validate_name},
 };
 
@@ -254,6 +255,9 @@ fn validate(spec: &StreamSpec) -> Result<(), EnsureStreamError> {
 
 fn validate_source(field: &str, source: &SourceSpec) -> Result<(), Invalid> {
     validate_name(&format!("{field}.name"), &source.name)?;
+    if let Some(StreamPointer::Time(time)) = source.from {
+        format::validate_time(&format!("{field}.from.time"), time)?;
+    }
     match source.filter_subjects.as_slice() {
         [] => Ok(()),
         [filter] => validate_filter(&format!("{field}.filter_subjects[0]"), filter),
@@ -370,8 +374,9 @@ fn to_source(
     let (start_sequence, start_time) = match spec.from.unwrap_or(StreamPointer::Start) {
         StreamPointer::Start => (None, None),
         StreamPointer::Offset(seq) if seq > 0 => (Some(seq), None),
-        StreamPointer::Time(time) => (None, Some(time.into())),
-        StreamPointer::End | StreamPointer::Offset(_) => (None, Some(now.into())),
+        // Both times were validated (or are now), so the conversion cannot fail.
+        StreamPointer::Time(time) => (None, format::to_utc(time)),
+        StreamPointer::End | StreamPointer::Offset(_) => (None, format::to_utc(now)),
     };
     stream::Source {
         name: spec.name.clone(),
