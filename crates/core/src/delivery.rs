@@ -140,6 +140,10 @@ pub struct Subscription {
     name: String,
     inbox: Subject,
     messages: Subscriber,
+    /// JetStream's advisories that the consumer or its stream was deleted: a pull request waiting
+    /// on the server is dropped silently then, so without them the session would only notice at
+    /// its next pull.
+    deletions: futures::stream::Select<Subscriber, Subscriber>,
     connected: watch::Receiver<bool>,
     /// False once the connection watch has no sender left; it is then not polled again.
     watching_connection: bool,
@@ -171,6 +175,20 @@ impl Subscription {
             }
             Some(n) => n,
         } as usize;
+        // Subscribed before the lookup, so a deletion right after it is not missed.
+        let client = nats.client();
+        let advisory = |subject: String| async move {
+            client.subscribe(subject).await.map_err(|err| {
+                NatsError::Unavailable(format!("subscribing to deletion advisories: {err}"))
+            })
+        };
+        let consumer_deleted = advisory(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.DELETED.{}.{}",
+            spec.stream, spec.consumer
+        ))
+        .await?;
+        let stream_deleted =
+            advisory(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{}", spec.stream)).await?;
         let js = nats.jetstream();
         let lookup = |err: NatsError| ConsumerError::from_nats(err, &spec.stream, &spec.consumer);
         let stream = js
@@ -191,7 +209,6 @@ impl Subscription {
         let config = pull::Config::try_from_consumer_config(info.config.clone())
             .map_err(|err| NatsError::Other(err.to_string()))?;
         let consumer = PullConsumer::new(config, info, js.clone());
-        let client = nats.client();
         let inbox = Subject::from(client.new_inbox());
         let messages = client.subscribe(inbox.clone()).await.map_err(|err| {
             NatsError::Unavailable(format!("subscribing to the pull inbox: {err}"))
@@ -205,6 +222,7 @@ impl Subscription {
             name: spec.consumer.clone(),
             inbox,
             messages,
+            deletions: futures::stream::select(consumer_deleted, stream_deleted),
             connected: nats.connected(),
             watching_connection: true,
             max,
@@ -258,6 +276,7 @@ impl Subscription {
                     }
                     None => return Err(NatsError::Other("the pull inbox subscription closed".into()).into()),
                 },
+                Some(_) = self.deletions.next() => return Err(self.deleted()),
                 changed = self.connected.changed(), if self.watching_connection => match changed {
                     // Pull requests do not survive a reconnect; request the slots again.
                     Ok(()) if *self.connected.borrow_and_update() => self.requested = 0,

@@ -10,23 +10,10 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
-use jetway_api::windshift::events::v1alpha1::{
-    DeleteConsumerRequest, events_request, stream_pointer::Pointer,
-};
+use jetway_api::windshift::events::v1alpha1::{DeleteConsumerRequest, stream_pointer::Pointer};
 use tonic::Code;
 
 use crate::harness::{Env, value_of};
-
-/// Waits until a session's pull request is registered on the consumer.
-async fn wait_for_pull(env: &Env, stream: &str, consumer: &str) {
-    env.consumer_info_until(
-        stream,
-        consumer,
-        "the session's pull request is open",
-        |info| info.num_waiting > 0,
-    )
-    .await;
-}
 
 #[tokio::test]
 async fn an_unsettled_event_comes_again_after_the_processing_timeout_under_the_same_id() {
@@ -371,11 +358,10 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     env.consumer("audit", Some("auditor"), &["audit.>"], None, None)
         .await;
 
-    // An idle session, consumer deleted through the API. Wait for its pull request to be open:
-    // a request still queued in JetStream when the consumer goes is dropped without an answer,
-    // and the session would notice only when it re-pulls (after 12 s).
+    // An idle session, consumer deleted through the API right after subscribing. A pull request
+    // still queued in JetStream then is dropped without an answer; the deletion advisory is what
+    // ends the session promptly.
     let mut idle = env.subscribe("orders", "idle", None).await;
-    wait_for_pull(&env, "orders", "idle").await;
     env.client
         .delete_consumer(DeleteConsumerRequest {
             stream: "orders".into(),
@@ -388,7 +374,6 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
 
     // A consumer deleted straight in JetStream, behind Jetway's back.
     let mut direct = env.subscribe("orders", "direct", None).await;
-    wait_for_pull(&env, "orders", "direct").await;
     env.js
         .delete_consumer_from_stream("direct", "orders")
         .await
@@ -396,7 +381,7 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     let status = direct.expect_error().await;
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
-    // A session whose only slot is taken has no pull open; it notices once it pulls again.
+    // A session whose only slot is taken has no pull open, and still notices at once.
     let mut busy = env.subscribe("orders", "busy", Some(1)).await;
     let id = env.publish("orders.created", "held").await;
     assert_eq!(busy.event().await.id, id);
@@ -404,16 +389,11 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
         .delete_consumer_from_stream("busy", "orders")
         .await
         .expect("delete busy");
-    busy.send(events_request::Request::Ack(events_request::Ack {
-        ids: vec![id],
-    }))
-    .await;
     let status = busy.expect_error().await;
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     // The whole stream deleted.
     let mut auditor = env.subscribe("audit", "auditor", None).await;
-    wait_for_pull(&env, "audit", "auditor").await;
     env.js.delete_stream("audit").await.expect("delete stream");
     let status = auditor.expect_error().await;
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
