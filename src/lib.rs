@@ -1,9 +1,10 @@
 //! The API package: Rust types and tonic services generated from `proto/` by the top-level `build.rs`,
 //! plus the encoded descriptor set that gRPC reflection serves.
 //!
-//! The `windshift.*` packages are wire-identical to upstream Windshift. The well-known types are
-//! generated here too (see `build.rs`), so this module also carries the small conversions between
-//! them and `std::time` that prost-types would otherwise provide.
+//! The `windshift.*` packages are wire-identical to upstream Windshift; `jetway.*` holds Jetway's own
+//! additions. The well-known types are generated here too (see `build.rs`), so this module also
+//! carries the small conversions between them and `std::time` that prost-types would otherwise
+//! provide.
 
 /// `google.protobuf`: the well-known types used by the API.
 pub mod google {
@@ -24,12 +25,32 @@ pub mod windshift {
             include!(concat!(env!("OUT_DIR"), "/windshift.events.v1alpha1.rs"));
         }
     }
+    /// `windshift.state.v1alpha1`: key-value stores.
+    pub mod state {
+        /// Version `v1alpha1`, as upstream.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1alpha1 {
+            include!(concat!(env!("OUT_DIR"), "/windshift.state.v1alpha1.rs"));
+        }
+    }
     /// `windshift.test.v1`: payload messages for tests and load tools.
     pub mod test {
         /// Version `v1`.
         #[allow(clippy::all, missing_docs)]
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/windshift.test.v1.rs"));
+        }
+    }
+}
+
+/// Jetway's own packages: additions that never change a Windshift message.
+pub mod jetway {
+    /// `jetway.state.v1`: store options, watching, listing keys and history.
+    pub mod state {
+        /// Version `v1`.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/jetway.state.v1.rs"));
         }
     }
 }

@@ -76,7 +76,7 @@ pub(crate) trait Classify {
     fn classify(&self) -> NatsError;
 }
 
-use async_nats::jetstream::{context, stream};
+use async_nats::jetstream::{context, kv, stream};
 
 impl Classify for context::GetStreamError {
     fn classify(&self) -> NatsError {
@@ -132,6 +132,63 @@ impl Classify for context::AccountError {
             K::TimedOut | K::JetStreamUnavailable | K::Other => NatsError::unavailable(self),
         }
     }
+}
+
+impl Classify for stream::LastRawMessageError {
+    fn classify(&self) -> NatsError {
+        use stream::LastRawMessageErrorKind as K;
+        match self.kind() {
+            K::JetStream(err) => NatsError::api(&err),
+            K::Other if is_unanswered(self) => NatsError::unavailable(self),
+            K::Other | K::NoMessageFound | K::InvalidSubject => NatsError::other(self),
+        }
+    }
+}
+
+impl Classify for kv::WatchError {
+    fn classify(&self) -> NatsError {
+        use kv::WatchErrorKind as K;
+        match self.kind() {
+            K::TimedOut => NatsError::unavailable(self),
+            // Creating the ordered consumer failed; its own error says why (e.g. no such stream).
+            K::Other | K::ConsumerCreate => match source::<stream::ConsumerError>(self) {
+                Some(err) => err.classify(),
+                None => NatsError::other(self),
+            },
+            K::InvalidKey => NatsError::other(self),
+        }
+    }
+}
+
+impl Classify for kv::WatcherError {
+    fn classify(&self) -> NatsError {
+        match self.kind() {
+            // The ordered consumer behind a watch, key listing or history failed.
+            kv::WatcherErrorKind::Consumer => NatsError::unavailable(self),
+            kv::WatcherErrorKind::Other => NatsError::other(self),
+        }
+    }
+}
+
+impl Classify for context::KeyValueError {
+    fn classify(&self) -> NatsError {
+        match source::<context::GetStreamError>(self) {
+            Some(err) => err.classify(),
+            None => NatsError::other(self),
+        }
+    }
+}
+
+/// The error this one wraps, if it is an `E`. async-nats wraps the error of an inner call this way.
+fn source<E: std::error::Error + 'static>(err: &dyn std::error::Error) -> Option<&E> {
+    err.source()?.downcast_ref()
+}
+
+/// Whether a request got no answer: nobody listens (JetStream is down) or it timed out.
+fn is_unanswered(err: &dyn std::error::Error) -> bool {
+    use context::RequestErrorKind as K;
+    source::<context::RequestError>(err)
+        .is_some_and(|request| matches!(request.kind(), K::NoResponders | K::TimedOut))
 }
 
 fn api_code(code: ErrorCode, err: impl std::fmt::Display) -> NatsError {

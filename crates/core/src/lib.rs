@@ -1,6 +1,6 @@
 //! Jetway's domain logic over NATS JetStream, free of any transport: validation of names, the
 //! mapping of stream and consumer declarations onto JetStream, publishing in the Windshift on-stream
-//! format, and the delivery engine behind an Events subscription.
+//! format, the delivery engine behind an Events subscription, and key-value stores.
 //!
 //! Every operation has its own error enum; the server maps them to gRPC statuses in one place.
 
@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 pub mod names;
 pub mod publish;
+pub mod state;
 pub mod streams;
 
 pub use connection::{ConnectSettings, Nats};

@@ -1,7 +1,10 @@
-//! Validation of the names a client gives: streams, consumers, stores, subjects and filters.
+//! Validation of the names a client gives: streams, consumers, stores, subjects, filters and
+//! key-value keys.
 //!
 //! The rules are Windshift's (section B.3.1 of the spec) with its bugs fixed: filters may start with a
-//! wildcard (`*.created`, `>`), and a wildcard must be a whole token (`a.*b` is rejected).
+//! wildcard (`*.created`, `>`), and a wildcard must be a whole token (`a.*b` is rejected). Keys follow
+//! JetStream's key-value rules rather than Windshift's stricter subject rule, so keys written by other
+//! NATS clients (which may contain `/` and `=`) can be read through Jetway.
 
 use crate::error::Invalid;
 
@@ -13,6 +16,31 @@ const MAX_SUBJECT_LEN: usize = 1024;
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
+
+fn is_key_char(c: char) -> bool {
+    is_name_char(c) || c == '/' || c == '='
+}
+
+/// What kind of dot-separated name is checked: the characters its tokens may hold, and how error
+/// messages call it and describe those characters.
+#[derive(Clone, Copy)]
+struct Charset {
+    noun: &'static str,
+    allowed: fn(char) -> bool,
+    described: &'static str,
+}
+
+const SUBJECT_CHARS: Charset = Charset {
+    noun: "subject",
+    allowed: is_name_char,
+    described: "letters, digits, '_', '-' and '.'",
+};
+
+const KEY_CHARS: Charset = Charset {
+    noun: "key",
+    allowed: is_key_char,
+    described: "letters, digits, '_', '-', '/', '=' and '.'",
+};
 
 /// Checks a stream, consumer or store name: non-empty, only `a-z A-Z 0-9 _ -`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
@@ -34,18 +62,35 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Checks a concrete subject (publishing, KV keys): dot-separated tokens of `a-z A-Z 0-9 _ -`.
+/// Checks a concrete subject (publishing): dot-separated tokens of `a-z A-Z 0-9 _ -`.
 pub fn validate_subject(field: &str, subject: &str) -> Result<(), Invalid> {
-    check_subject(field, subject, false)
+    check_subject(field, subject, false, SUBJECT_CHARS)
 }
 
 /// Checks a subject filter: like [`validate_subject`], but a token may also be `*` (one token) or,
 /// as the last token, `>` (one or more tokens).
 pub fn validate_filter(field: &str, filter: &str) -> Result<(), Invalid> {
-    check_subject(field, filter, true)
+    check_subject(field, filter, true, SUBJECT_CHARS)
 }
 
-fn check_subject(field: &str, subject: &str, wildcards: bool) -> Result<(), Invalid> {
+/// Checks a key-value key, by JetStream's rules: dot-separated tokens of `a-z A-Z 0-9 _ - / =`, so no
+/// leading, trailing or double `.`.
+pub fn validate_key(field: &str, key: &str) -> Result<(), Invalid> {
+    check_subject(field, key, false, KEY_CHARS)
+}
+
+/// Checks a key pattern: like [`validate_key`], but a token may also be `*` (one token) or, as the
+/// last token, `>` (one or more tokens).
+pub fn validate_key_filter(field: &str, filter: &str) -> Result<(), Invalid> {
+    check_subject(field, filter, true, KEY_CHARS)
+}
+
+fn check_subject(
+    field: &str,
+    subject: &str,
+    wildcards: bool,
+    charset: Charset,
+) -> Result<(), Invalid> {
     if subject.is_empty() {
         return Err(Invalid::new(field, "must not be empty"));
     }
@@ -55,8 +100,9 @@ fn check_subject(field: &str, subject: &str, wildcards: bool) -> Result<(), Inva
             format!("must be at most {MAX_SUBJECT_LEN} characters"),
         ));
     }
+    let noun = charset.noun;
     let invalid =
-        |why: &str| Invalid::new(field, format!("{subject:?} is not a valid subject: {why}"));
+        |why: &str| Invalid::new(field, format!("{subject:?} is not a valid {noun}: {why}"));
     let mut tokens = subject.split('.').peekable();
     while let Some(token) = tokens.next() {
         let last = tokens.peek().is_none();
@@ -73,11 +119,11 @@ fn check_subject(field: &str, subject: &str, wildcards: bool) -> Result<(), Inva
             ">" if last => {}
             ">" => return Err(invalid("'>' must be the last token")),
             _ => {
-                if let Some(c) = token.chars().find(|c| !is_name_char(*c)) {
+                if let Some(c) = token.chars().find(|c| !(charset.allowed)(*c)) {
                     return Err(invalid(&match c {
                         '*' | '>' if wildcards => format!("{c:?} must be a whole token"),
                         '*' | '>' => "wildcards are not allowed here".to_owned(),
-                        _ => format!("{c:?} is not allowed; use letters, digits, '_', '-' and '.'"),
+                        _ => format!("{c:?} is not allowed; use {}", charset.described),
                     }));
                 }
             }
@@ -170,6 +216,38 @@ mod tests {
             );
         }
         assert!(validate_name("name", &"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn keys_follow_the_jetstream_key_value_rules() {
+        for bad in [
+            "", ".a", "a.", "a..b", "a b", "a*", "a.*", "a.>", "ä", "a:b",
+        ] {
+            assert!(
+                validate_key("key", bad).is_err(),
+                "{bad:?} should be invalid"
+            );
+        }
+        for good in ["a", "a.b", "user/42=x", "-_.x", "A.b-c_d/e=f"] {
+            assert!(
+                validate_key("key", good).is_ok(),
+                "{good:?} should be valid"
+            );
+        }
+        for good in ["*", ">", "users.*", "users.>", "a/b.*.c"] {
+            assert!(
+                validate_key_filter("key", good).is_ok(),
+                "{good:?} should be a valid filter"
+            );
+        }
+        for bad in ["", "a.>.b", "a*", "a.b>", ".a"] {
+            assert!(
+                validate_key_filter("key", bad).is_err(),
+                "{bad:?} should be an invalid filter"
+            );
+        }
+        let err = validate_key("key", "a:b").unwrap_err();
+        assert!(err.reason.contains("'/', '='"), "{err}");
     }
 
     #[test]

@@ -1,26 +1,38 @@
-//! Wiring and lifecycle: binds the listeners, serves gRPC (events, health, reflection) and HTTP
+//! Wiring and lifecycle: binds the listeners, serves gRPC (events, state, health, reflection) and HTTP
 //! health, and shuts down in order when asked.
 //!
-//! Shutdown: readiness turns false, every Events session naks its in-flight events and ends, the
-//! listeners stop accepting while in-flight calls (publishes) finish, and the NATS connection is
-//! drained so no ack or publish is left in a buffer. All of it is bounded by [`SHUTDOWN_GRACE`].
+//! Shutdown: readiness turns false, every Events session naks its in-flight events and ends (and so
+//! do Watch, Keys and History streams), the listeners stop accepting while in-flight calls
+//! (publishes) finish, and the NATS connection is drained so no ack or publish is left in a buffer.
+//! All of it is bounded by [`SHUTDOWN_GRACE`].
 
 use std::{net::SocketAddr, time::Duration};
 
-use jetway_api::windshift::events::v1alpha1::events_service_server::EventsServiceServer;
+use jetway_api::{
+    jetway::state::v1::state_service_server::StateServiceServer as ExtStateServiceServer,
+    windshift::{
+        events::v1alpha1::events_service_server::EventsServiceServer,
+        state::v1alpha1::state_service_server::StateServiceServer,
+    },
+};
 use jetway_core::Nats;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, server::TcpIncoming};
 
-use crate::{config::Config, events::Events, health};
+use crate::{
+    config::Config,
+    events::Events,
+    health,
+    state::{State, StateExt},
+};
 
 /// The most time shutdown takes before the process gives up waiting and exits.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// The two bound listeners.
 pub struct Listeners {
-    /// gRPC (events, health, reflection).
+    /// gRPC (events, state, health, reflection).
     pub grpc: TcpListener,
     /// HTTP health.
     pub health: TcpListener,
@@ -88,16 +100,20 @@ pub async fn serve(
         reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
     }
 
-    // The events service gets its own token, cancelled first, so sessions end before the listener
-    // stops waiting for them.
+    // The streaming services get their own token, cancelled first, so sessions and streams end
+    // before the listener stops waiting for them.
     let sessions = CancellationToken::new();
     let events = EventsServiceServer::new(Events::new(nats.clone(), sessions.clone()));
+    let state = StateServiceServer::new(State::new(nats.clone()));
+    let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
     let grpc = Server::builder()
         .http2_adaptive_window(Some(true))
         .add_service(health_service)
         .add_service(reflection_v1.build_v1()?)
         .add_service(reflection_v1alpha.build_v1alpha()?)
         .add_service(events)
+        .add_service(state)
+        .add_service(state_ext)
         .serve_with_incoming_shutdown(
             // `tcp_nodelay` on the builder does not reach a pre-bound listener; set it here.
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),

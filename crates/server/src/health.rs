@@ -4,13 +4,22 @@
 use std::time::Duration;
 
 use axum::{Json, Router, http::StatusCode, routing::get};
-use jetway_api::windshift::events::v1alpha1::events_service_server::EventsServiceServer;
+use jetway_api::{
+    jetway::state::v1::state_service_server::StateServiceServer as ExtStateServiceServer,
+    windshift::{
+        events::v1alpha1::events_service_server::EventsServiceServer,
+        state::v1alpha1::state_service_server::StateServiceServer,
+    },
+};
 use jetway_core::Nats;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::events::Events;
+use crate::{
+    events::Events,
+    state::{State, StateExt},
+};
 
 /// How often the gRPC health status is re-checked when the connection state does not change.
 const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -48,7 +57,7 @@ async fn readiness(nats: &Nats, shutdown: &CancellationToken) -> Result<(), Stri
     nats.check_ready().await.map_err(|err| err.to_string())
 }
 
-/// Keeps the `grpc.health.v1` status (overall and for the events service) in step with readiness:
+/// Keeps the `grpc.health.v1` status (overall and for each service) in step with readiness:
 /// re-checked whenever the connection goes up or down, and every few seconds. Returns at shutdown,
 /// after setting NOT_SERVING.
 pub async fn track(nats: Nats, reporter: HealthReporter, shutdown: CancellationToken) {
@@ -76,12 +85,16 @@ pub async fn track(nats: Nats, reporter: HealthReporter, shutdown: CancellationT
     set(&reporter, ServingStatus::NotServing).await;
 }
 
+/// Every service that depends on NATS, by its full name.
+const SERVICES: [&str; 3] = [
+    <EventsServiceServer<Events> as tonic::server::NamedService>::NAME,
+    <StateServiceServer<State> as tonic::server::NamedService>::NAME,
+    <ExtStateServiceServer<StateExt> as tonic::server::NamedService>::NAME,
+];
+
 async fn set(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
-    reporter
-        .set_service_status(
-            <EventsServiceServer<Events> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
+    for service in SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
 }

@@ -1,5 +1,5 @@
 //! Jetway's gRPC server: configuration, the local nats-server supervisor, logging, health, and the
-//! tonic services over `jetway-core`.
+//! tonic services (events and state) over `jetway-core`.
 
 pub mod app;
 pub mod config;
@@ -7,5 +7,6 @@ pub mod convert;
 pub mod events;
 pub mod health;
 pub mod logging;
+pub mod state;
 pub mod status;
 pub mod supervisor;

@@ -4,10 +4,16 @@
 
 use async_nats::jetstream::ErrorCode;
 use jetway_core::{
-    Invalid, NatsError, consumers::ConsumerError, delivery::DeliveryError, publish::PublishError,
+    Invalid, NatsError,
+    consumers::ConsumerError,
+    delivery::DeliveryError,
+    publish::PublishError,
+    state::{EnsureStoreError, ReadError, WriteError},
     streams::EnsureStreamError,
 };
 use tonic::Status;
+
+use crate::state::{ShuttingDown, UndecodableValue};
 
 /// The message of every INTERNAL status: the cause is logged, never sent.
 pub const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
@@ -101,6 +107,55 @@ impl ToStatus for DeliveryError {
     }
 }
 
+impl ToStatus for EnsureStoreError {
+    fn to_status(&self) -> Status {
+        match self {
+            EnsureStoreError::Invalid(invalid) => invalid.to_status(),
+            EnsureStoreError::Conflict(message) => Status::failed_precondition(message.clone()),
+            EnsureStoreError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for ReadError {
+    fn to_status(&self) -> Status {
+        match self {
+            ReadError::Invalid(invalid) => invalid.to_status(),
+            ReadError::StoreNotFound(_) | ReadError::KeyNotFound { .. } => {
+                Status::not_found(self.to_string())
+            }
+            ReadError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for WriteError {
+    fn to_status(&self) -> Status {
+        match self {
+            WriteError::Invalid(invalid) => invalid.to_status(),
+            WriteError::StoreNotFound(_) => Status::not_found(self.to_string()),
+            WriteError::KeyExists { .. } => Status::already_exists(self.to_string()),
+            WriteError::WrongRevision { .. } => Status::failed_precondition(self.to_string()),
+            WriteError::TooLarge { .. } => Status::invalid_argument(format!("value: {self}")),
+            WriteError::TimedOut => Status::deadline_exceeded(self.to_string()),
+            WriteError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for UndecodableValue {
+    fn to_status(&self) -> Status {
+        // The stored data is not what the API promises; the client cannot fix it by retrying.
+        Status::data_loss(self.to_string())
+    }
+}
+
+impl ToStatus for ShuttingDown {
+    fn to_status(&self) -> Status {
+        Status::unavailable(self.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +187,46 @@ mod tests {
             code(&ConsumerError::StreamNotFound("s".into())),
             Code::NotFound
         );
+    }
+
+    #[test]
+    fn state_codes() {
+        let code = |e: &dyn ToStatus| e.to_status().code();
+        assert_eq!(code(&ReadError::StoreNotFound("s".into())), Code::NotFound);
+        assert_eq!(
+            code(&ReadError::KeyNotFound {
+                store: "s".into(),
+                key: "k".into()
+            }),
+            Code::NotFound
+        );
+        assert_eq!(code(&WriteError::StoreNotFound("s".into())), Code::NotFound);
+        assert_eq!(
+            code(&WriteError::KeyExists {
+                store: "s".into(),
+                key: "k".into()
+            }),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            code(&WriteError::WrongRevision {
+                key: "k".into(),
+                expected: 1
+            }),
+            Code::FailedPrecondition
+        );
+        let too_large = WriteError::TooLarge { size: 2, limit: 1 }.to_status();
+        assert_eq!(too_large.code(), Code::InvalidArgument);
+        assert!(too_large.message().starts_with("value: "), "{too_large:?}");
+        assert!(
+            too_large.message().contains("limit of 1 bytes"),
+            "{too_large:?}"
+        );
+        assert_eq!(code(&WriteError::TimedOut), Code::DeadlineExceeded);
+        assert_eq!(
+            code(&EnsureStoreError::Conflict("storage".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(&ShuttingDown), Code::Unavailable);
     }
 }

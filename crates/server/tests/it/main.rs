@@ -8,4 +8,5 @@ mod harness;
 mod operability;
 mod publish;
 mod smoke;
+mod state;
 mod streams;
