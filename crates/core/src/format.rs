@@ -80,7 +80,10 @@ mod tests {
     #[test]
     fn start_times_beyond_year_9999_are_invalid() {
         let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
-        assert_eq!(validate_time("from.time", far).unwrap_err().field, "from.time");
+        assert_eq!(
+            validate_time("from.time", far).unwrap_err().field,
+            "from.time"
+        );
         assert!(validate_time("from.time", UNIX_EPOCH + Duration::from_secs(1)).is_ok());
     }
 

@@ -108,6 +108,7 @@ pub async fn serve(
     let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
     let grpc = Server::builder()
         .http2_adaptive_window(Some(true))
+        .layer(crate::panic::CatchPanicLayer)
         .add_service(health_service)
         .add_service(reflection_v1.build_v1()?)
         .add_service(reflection_v1alpha.build_v1alpha()?)

@@ -5,9 +5,9 @@
 //! bounded channel that tonic drains; when the channel is closed the client has gone, and the task
 //! naks what it still holds so those events are redelivered at once.
 
-use std::pin::Pin;
+use std::{panic::AssertUnwindSafe, pin::Pin};
 
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use jetway_api::windshift::events::v1alpha1::{
     DeleteConsumerRequest, DeleteConsumerResponse, EnsureConsumerRequest, EnsureConsumerResponse,
     EnsureStreamRequest, EnsureStreamResponse, EventsRequest, EventsResponse, PublishEventRequest,
@@ -110,10 +110,17 @@ impl EventsService for Events {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let session = Session {
             nats: self.nats.clone(),
-            tx,
+            tx: tx.clone(),
             shutdown: self.shutdown.clone(),
         };
-        tokio::spawn(session.run(request.into_inner()));
+        let inbound = request.into_inner();
+        tokio::spawn(async move {
+            // A panic ends the session without its cleanup; the client still gets INTERNAL, and
+            // the events it held come back after their processing timeout.
+            if let Err(panic) = AssertUnwindSafe(session.run(inbound)).catch_unwind().await {
+                tx.send(Err(crate::panic::log_panic(panic))).await.ok();
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

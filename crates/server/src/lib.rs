@@ -7,6 +7,7 @@ pub mod convert;
 pub mod events;
 pub mod health;
 pub mod logging;
+pub mod panic;
 pub mod state;
 pub mod status;
 pub mod supervisor;
