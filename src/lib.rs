@@ -45,6 +45,23 @@ pub mod windshift {
 
 /// Jetway's own packages: additions that never change a Windshift message.
 pub mod jetway {
+    /// `jetway.admin.v1`: stream and consumer administration, and dead letters.
+    pub mod admin {
+        /// Version `v1`.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/jetway.admin.v1.rs"));
+        }
+    }
+    /// `jetway.events.v1`: delivery policies, raw payloads and headers, reads, live subscriptions
+    /// and unary fetching.
+    pub mod events {
+        /// Version `v1`.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/jetway.events.v1.rs"));
+        }
+    }
     /// `jetway.state.v1`: store options, watching, listing keys and history.
     pub mod state {
         /// Version `v1`.

@@ -7,6 +7,7 @@ use async_nats::{ConnectOptions, jetstream};
 use tokio::sync::watch;
 
 use crate::error::{Classify, NatsError};
+use crate::telemetry::metrics::NATS_CONNECTED;
 
 /// How long a readiness probe waits for JetStream to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,14 +54,17 @@ impl Nats {
                     match &event {
                         async_nats::Event::Connected => {
                             tracing::info!("connected to NATS");
+                            metrics::gauge!(NATS_CONNECTED).set(1.0);
                             state_tx.send_replace(true);
                         }
                         async_nats::Event::Disconnected => {
                             tracing::warn!("lost the NATS connection; reconnecting");
+                            metrics::gauge!(NATS_CONNECTED).set(0.0);
                             state_tx.send_replace(false);
                         }
                         async_nats::Event::Closed => {
                             tracing::info!("NATS connection closed");
+                            metrics::gauge!(NATS_CONNECTED).set(0.0);
                             state_tx.send_replace(false);
                         }
                         async_nats::Event::SlowConsumer(_) => tracing::warn!(%event, "NATS"),

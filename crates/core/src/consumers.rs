@@ -1,5 +1,9 @@
 //! EnsureConsumer and DeleteConsumer: durable consumers (named) and ephemeral ones (a generated UUID
 //! name that JetStream removes after an hour without a subscriber), all pull-based with explicit acks.
+//!
+//! Jetway's EnsureConsumer adds a delivery policy: JetStream's `max_deliver` and `backoff`, and a
+//! dead-letter stream, kept in the consumer's metadata (see [`crate::dead_letters`]). Windshift's
+//! EnsureConsumer leaves a policy as it is.
 
 use std::time::Duration;
 
@@ -9,7 +13,7 @@ use async_nats::jetstream::{
 };
 
 use crate::{
-    Nats,
+    Nats, dead_letters,
     error::{Classify, Invalid, NatsError},
     format,
     names::{validate_filter, validate_name},
@@ -37,7 +41,24 @@ pub struct ConsumerSpec {
     /// How long a delivered event may stay unsettled. `None` keeps the current value on update, and
     /// means 30 s on create.
     pub processing_timeout: Option<Duration>,
+    /// The delivery policy, written in full; `None` keeps the current one (Windshift's
+    /// EnsureConsumer has none).
+    pub delivery: Option<DeliveryPolicy>,
 }
+
+/// How often and how patiently a consumer delivers an event, and where the events it gives up on go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// The most deliveries of one event; `None` is no limit.
+    pub max_deliveries: Option<u32>,
+    /// Processing timeouts per delivery (the last one repeats); replaces the processing timeout.
+    pub backoff: Vec<Duration>,
+    /// The dead-letter stream for events that run out of deliveries or are rejected permanently.
+    pub dead_letter_stream: Option<String>,
+}
+
+/// The most entries a backoff schedule may have.
+pub const MAX_BACKOFF_ENTRIES: usize = 100;
 
 /// Why EnsureConsumer or DeleteConsumer failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +124,13 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
         )
         .into());
     }
+    if let Some(policy) = &spec.delivery {
+        validate_policy(spec, policy)?;
+        if let Some(dead_letters) = &policy.dead_letter_stream {
+            // Before the consumer exists, so no event it gives up on finds the way unprepared.
+            dead_letters::prepare(nats, dead_letters).await?;
+        }
+    }
 
     let js = nats.jetstream();
     let (name, config) = match durable {
@@ -155,6 +183,54 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
     Ok(name)
 }
 
+fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), Invalid> {
+    if policy.max_deliveries == Some(0) {
+        return Err(Invalid::new(
+            "max_deliveries",
+            "must be at least 1; omit it for no limit",
+        ));
+    }
+    if policy.backoff.len() > MAX_BACKOFF_ENTRIES {
+        return Err(Invalid::new(
+            "backoff",
+            format!("must have at most {MAX_BACKOFF_ENTRIES} entries"),
+        ));
+    }
+    if let Some(i) = policy.backoff.iter().position(Duration::is_zero) {
+        return Err(Invalid::new(
+            format!("backoff[{i}]"),
+            "must be greater than zero",
+        ));
+    }
+    if !policy.backoff.is_empty() && spec.processing_timeout.is_some() {
+        return Err(Invalid::new(
+            "processing_timeout",
+            "cannot be combined with backoff, whose first entry is the processing timeout",
+        ));
+    }
+    if let Some(max) = policy.max_deliveries
+        && policy.backoff.len() > max as usize
+    {
+        return Err(Invalid::new(
+            "backoff",
+            format!(
+                "has {} entries, more than max_deliveries ({max})",
+                policy.backoff.len()
+            ),
+        ));
+    }
+    if let Some(dead_letters) = &policy.dead_letter_stream {
+        validate_name("dead_letter_stream", dead_letters)?;
+        if *dead_letters == spec.stream {
+            return Err(Invalid::new(
+                "dead_letter_stream",
+                "must be another stream than the consumer's",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Deletes a consumer.
 pub async fn delete_consumer(
     nats: &Nats,
@@ -193,6 +269,24 @@ fn managed(spec: &ConsumerSpec, base: Option<pull::Config>) -> pull::Config {
         None if updating => config.ack_wait,
         None => DEFAULT_PROCESSING_TIMEOUT,
     };
+    if let Some(policy) = &spec.delivery {
+        config.max_deliver = policy.max_deliveries.map_or(-1, i64::from);
+        config.backoff = policy.backoff.clone();
+        // JetStream takes the first backoff entry as the processing timeout anyway.
+        if let Some(first) = policy.backoff.first() {
+            config.ack_wait = *first;
+        }
+        match &policy.dead_letter_stream {
+            Some(stream) => {
+                config
+                    .metadata
+                    .insert(dead_letters::METADATA_KEY.to_owned(), stream.clone());
+            }
+            None => {
+                config.metadata.remove(dead_letters::METADATA_KEY);
+            }
+        }
+    }
     config
 }
 
@@ -212,11 +306,22 @@ fn deliver_policy(from: Option<StreamPointer>) -> DeliverPolicy {
 }
 
 /// The processing timeout of an existing consumer, as Subscribe reports it.
-pub(crate) fn processing_timeout(info: &consumer::Info) -> Duration {
+pub fn processing_timeout(info: &consumer::Info) -> Duration {
     if info.config.ack_wait.is_zero() {
         DEFAULT_PROCESSING_TIMEOUT
     } else {
         info.config.ack_wait
+    }
+}
+
+/// How long JetStream waits for the settlement of an event's `attempt`-th delivery: its backoff
+/// entry (the last one repeats), or else the processing timeout.
+pub(crate) fn attempt_timeout(config: &consumer::Config, attempt: u64) -> Duration {
+    let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+    match config.backoff.get(index).or(config.backoff.last()) {
+        Some(timeout) => *timeout,
+        None if config.ack_wait.is_zero() => DEFAULT_PROCESSING_TIMEOUT,
+        None => config.ack_wait,
     }
 }
 
@@ -231,6 +336,7 @@ mod tests {
             subjects: subjects.iter().map(|s| s.to_string()).collect(),
             from: None,
             processing_timeout: None,
+            delivery: None,
         }
     }
 
@@ -262,6 +368,87 @@ mod tests {
         assert_eq!(
             managed(&spec(&["a"]), None).ack_wait,
             DEFAULT_PROCESSING_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn a_delivery_policy_is_written_in_full_and_none_keeps_the_current_one() {
+        let policy = DeliveryPolicy {
+            max_deliveries: Some(3),
+            backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
+            dead_letter_stream: Some("dead".into()),
+        };
+        let with_policy = ConsumerSpec {
+            delivery: Some(policy),
+            ..spec(&["a"])
+        };
+        let config = managed(&with_policy, None);
+        assert_eq!(config.max_deliver, 3);
+        assert_eq!(config.ack_wait, Duration::from_secs(1));
+        assert_eq!(config.metadata[dead_letters::METADATA_KEY], "dead");
+        let kept = managed(&spec(&["a"]), Some(config.clone()));
+        assert_eq!((kept.max_deliver, kept.backoff.len()), (3, 2));
+        let cleared = managed(
+            &ConsumerSpec {
+                delivery: Some(DeliveryPolicy::default()),
+                ..spec(&["a"])
+            },
+            Some(config),
+        );
+        assert_eq!(cleared.max_deliver, -1);
+        assert!(cleared.backoff.is_empty() && cleared.metadata.is_empty());
+    }
+
+    #[test]
+    fn attempts_take_their_backoff_entry_and_the_last_one_repeats() {
+        let mut config = consumer::Config {
+            ack_wait: Duration::from_secs(7),
+            ..Default::default()
+        };
+        assert_eq!(attempt_timeout(&config, 3), Duration::from_secs(7));
+        config.backoff = vec![Duration::from_secs(1), Duration::from_secs(2)];
+        let timeouts: Vec<_> = (1..=4)
+            .map(|n| attempt_timeout(&config, n).as_secs())
+            .collect();
+        assert_eq!(timeouts, [1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn bad_delivery_policies_name_their_field() {
+        let field = |policy: DeliveryPolicy, timeout: Option<Duration>| {
+            let spec = ConsumerSpec {
+                processing_timeout: timeout,
+                ..spec(&["a"])
+            };
+            validate_policy(&spec, &policy).unwrap_err().field
+        };
+        let second = Duration::from_secs(1);
+        let policy =
+            |max: Option<u32>, backoff: Vec<Duration>, dead: Option<&str>| DeliveryPolicy {
+                max_deliveries: max,
+                backoff,
+                dead_letter_stream: dead.map(str::to_owned),
+            };
+        assert_eq!(field(policy(Some(0), vec![], None), None), "max_deliveries");
+        assert_eq!(
+            field(policy(None, vec![second, Duration::ZERO], None), None),
+            "backoff[1]"
+        );
+        assert_eq!(
+            field(policy(Some(1), vec![second, second], None), None),
+            "backoff"
+        );
+        assert_eq!(
+            field(policy(None, vec![second], None), Some(second)),
+            "processing_timeout"
+        );
+        assert_eq!(
+            field(policy(None, vec![], Some("a.b")), None),
+            "dead_letter_stream"
+        );
+        assert_eq!(
+            field(policy(None, vec![], Some("s")), None),
+            "dead_letter_stream"
         );
     }
 

@@ -35,10 +35,11 @@ use tokio_util::time::{DelayQueue, delay_queue::Key};
 
 use crate::{
     Nats,
-    consumers::{ConsumerError, processing_timeout},
+    consumers::{ConsumerError, attempt_timeout, processing_timeout},
     error::{Classify, Invalid, NatsError},
     format,
     names::validate_name,
+    telemetry::{self, TraceContext},
 };
 
 /// In-flight events per subscription when the client sets no limit.
@@ -100,6 +101,19 @@ pub enum Settle {
     Ping,
 }
 
+impl Settle {
+    /// What JetStream is told.
+    pub(crate) fn ack_kind(self) -> AckKind {
+        match self {
+            Settle::Ack => AckKind::Ack,
+            Settle::Reject(Some(delay)) if !delay.is_zero() => AckKind::Nak(Some(delay)),
+            Settle::Reject(_) => AckKind::Nak(None),
+            Settle::RejectPermanently => AckKind::Term,
+            Settle::Ping => AckKind::Progress,
+        }
+    }
+}
+
 /// The outcome of settling a list of ids. Every requested id is in exactly one list, in request order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settled {
@@ -130,6 +144,11 @@ pub enum DeliveryError {
 struct InFlight {
     reply: Subject,
     deadline: Key,
+    /// How long JetStream waits for this delivery's settlement: its backoff entry, or the
+    /// processing timeout. A ping restarts the same wait.
+    timeout: Duration,
+    /// The `<subject> receive` span; it ends when the entry goes.
+    span: tracing::Span,
 }
 
 /// A live subscription to a pull consumer. See the module docs.
@@ -157,6 +176,14 @@ pub struct Subscription {
     pulls_expire_at: Instant,
     /// No pull before this instant (after JetStream failed to answer one).
     pull_not_before: Instant,
+    meters: telemetry::metrics::Delivery,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.meters.subscriptions.decrement(1.0);
+        self.meters.in_flight.decrement(self.in_flight.len() as f64);
+    }
 }
 
 impl Subscription {
@@ -214,6 +241,8 @@ impl Subscription {
             NatsError::Unavailable(format!("subscribing to the pull inbox: {err}"))
         })?;
         let now = Instant::now();
+        let meters = telemetry::metrics::Delivery::new();
+        meters.subscriptions.increment(1.0);
         tracing::debug!(stream = %spec.stream, consumer = %spec.consumer, max, "subscribed");
         Ok(Subscription {
             nats: nats.clone(),
@@ -232,6 +261,7 @@ impl Subscription {
             requested: 0,
             pulls_expire_at: now,
             pull_not_before: now,
+            meters,
         })
     }
 
@@ -266,7 +296,10 @@ impl Subscription {
                 biased;
                 Some(expired) = poll_fn(|cx| self.deadlines.poll_expired(cx)), if !self.deadlines.is_empty() => {
                     // The processing timeout passed: JetStream redelivers the event on its own.
-                    self.in_flight.remove(expired.get_ref());
+                    if let Some(entry) = self.in_flight.remove(expired.get_ref()) {
+                        telemetry::error(&entry.span, "processing timeout");
+                        self.meters.in_flight.decrement(1.0);
+                    }
                 }
                 message = self.messages.next() => match message {
                     Some(message) => {
@@ -407,13 +440,12 @@ impl Subscription {
         if let Some(previous) = self.in_flight.remove(&id) {
             // A redelivery of an event this subscription still holds: the newest delivery wins.
             self.deadlines.remove(&previous.deadline);
+            self.meters.in_flight.decrement(1.0);
         } else if self.in_flight.len() >= self.max {
             // Over the limit (a pull request that outlived a reconnect): hand it straight back.
             self.send_ack(&reply, AckKind::Nak(None)).await.ok();
             return None;
         }
-        let deadline = self.deadlines.insert(id, self.processing_timeout);
-        self.in_flight.insert(id, InFlight { reply, deadline });
 
         let headers = message.headers.as_ref();
         let header = |name: &str| {
@@ -422,17 +454,42 @@ impl Subscription {
                 .map(|v| v.as_str().to_owned())
                 .filter(|v| !v.is_empty())
         };
+        // Windshift's headers first; a message published straight to NATS may carry the W3C ones.
+        let publisher = TraceContext {
+            parent: header(format::TRACE_PARENT).or_else(|| header("traceparent")),
+            state: header(format::TRACE_STATE).or_else(|| header("tracestate")),
+        };
+        let subject = message.subject.to_string();
+        let span = telemetry::receive_span(&subject, id, &self.name, &publisher);
+        let trace = publisher.forward(&span);
+        let timeout = attempt_timeout(&self.consumer.cached_info().config, attempt);
+        let deadline = self.deadlines.insert(id, timeout);
+        self.in_flight.insert(
+            id,
+            InFlight {
+                reply,
+                deadline,
+                timeout,
+                span,
+            },
+        );
+        self.meters.in_flight.increment(1.0);
+        self.meters.delivered.increment(1);
+        if attempt > 1 {
+            self.meters.redelivered.increment(1);
+        }
+
         let timestamp = header(format::PUBLISHED_TIME)
             .and_then(|t| format::parse_time(&t))
             .unwrap_or(stored);
         Some(Delivery {
             id,
-            subject: message.subject.to_string(),
+            subject,
             data_type: header(format::DATA_TYPE).unwrap_or_default(),
             timestamp,
             idempotency_key: header(format::MESSAGE_ID),
-            trace_parent: header(format::TRACE_PARENT),
-            trace_state: header(format::TRACE_STATE),
+            trace_parent: trace.parent,
+            trace_state: trace.state,
             delivery_attempt: attempt,
             body: message.payload,
         })
@@ -440,13 +497,7 @@ impl Subscription {
 
     /// Settles events by id. Each id is answered in exactly one list of the result.
     pub async fn settle(&mut self, ids: &[u64], how: Settle) -> Settled {
-        let kind = match how {
-            Settle::Ack => AckKind::Ack,
-            Settle::Reject(Some(delay)) if !delay.is_zero() => AckKind::Nak(Some(delay)),
-            Settle::Reject(_) => AckKind::Nak(None),
-            Settle::RejectPermanently => AckKind::Term,
-            Settle::Ping => AckKind::Progress,
-        };
+        let kind = how.ack_kind();
         let mut settled = Settled::default();
         // Pings keep their entries, so a repeated id would be found twice; remember what was seen.
         let mut seen = HashSet::new();
@@ -465,10 +516,12 @@ impl Subscription {
                     settled.ids.push(id);
                     if how == Settle::Ping {
                         let entry = &self.in_flight[&id];
-                        self.deadlines
-                            .reset(&entry.deadline, self.processing_timeout);
+                        self.deadlines.reset(&entry.deadline, entry.timeout);
+                        tracing::info!(target: telemetry::SPAN_TARGET, parent: &entry.span, "pinged");
                     } else if let Some(entry) = self.in_flight.remove(&id) {
                         self.deadlines.remove(&entry.deadline);
+                        self.meters.in_flight.decrement(1.0);
+                        self.record_settled(&entry.span, how);
                     }
                 }
                 Err(err) => {
@@ -478,6 +531,25 @@ impl Subscription {
             }
         }
         settled
+    }
+
+    /// Ends an event's span with the outcome, and counts it.
+    fn record_settled(&self, span: &tracing::Span, how: Settle) {
+        match how {
+            Settle::Ack => {
+                telemetry::ok(span);
+                self.meters.acked.increment(1);
+            }
+            Settle::Reject(_) => {
+                telemetry::error(span, "event rejected");
+                self.meters.rejected.increment(1);
+            }
+            Settle::RejectPermanently => {
+                telemetry::error(span, "event permanently rejected");
+                self.meters.terminated.increment(1);
+            }
+            Settle::Ping => {}
+        }
     }
 
     async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), NatsError> {

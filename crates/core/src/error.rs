@@ -179,6 +179,59 @@ impl Classify for context::KeyValueError {
     }
 }
 
+impl Classify for context::RequestError {
+    fn classify(&self) -> NatsError {
+        use context::RequestErrorKind as K;
+        match self.kind() {
+            K::NoResponders | K::TimedOut => NatsError::unavailable(self),
+            // An API error answer arrives wrapped in a request error.
+            K::Other | K::InvalidSubject => match source::<async_nats::jetstream::Error>(self) {
+                Some(err) => NatsError::api(err),
+                None => NatsError::other(self),
+            },
+        }
+    }
+}
+
+impl Classify for stream::PurgeError {
+    fn classify(&self) -> NatsError {
+        use stream::PurgeErrorKind as K;
+        match self.kind() {
+            K::JetStream(err) => NatsError::api(&err),
+            K::Request | K::TimedOut => NatsError::unavailable(self),
+        }
+    }
+}
+
+impl Classify for stream::DeleteMessageError {
+    fn classify(&self) -> NatsError {
+        use stream::DeleteMessageErrorKind as K;
+        match self.kind() {
+            K::JetStream(err) => NatsError::api(&err),
+            K::Request | K::TimedOut => NatsError::unavailable(self),
+        }
+    }
+}
+
+/// Sends a JetStream API request (`subject` after `$JS.API.`) for the calls async-nats does not
+/// offer in the shape needed (paged listings, stream names by subject), and returns the answer.
+pub(crate) async fn api_request(
+    nats: &crate::Nats,
+    subject: String,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, NatsError> {
+    use async_nats::jetstream::response::Response;
+    match nats
+        .jetstream()
+        .request::<_, _, Response<serde_json::Value>>(subject, &payload)
+        .await
+    {
+        Ok(Response::Ok(value)) => Ok(value),
+        Ok(Response::Err { error }) => Err(NatsError::api(&error)),
+        Err(err) => Err(err.classify()),
+    }
+}
+
 /// The error this one wraps, if it is an `E`. async-nats wraps the error of an inner call this way.
 fn source<E: std::error::Error + 'static>(err: &dyn std::error::Error) -> Option<&E> {
     err.source()?.downcast_ref()

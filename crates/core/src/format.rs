@@ -1,11 +1,21 @@
 //! The Windshift on-stream message format (spec section B.4), shared with windshift-go users of the
 //! same streams: the body is the event's inner message bytes, and headers carry its type, time,
 //! idempotency key and trace context.
+//!
+//! Jetway extends it without changing it. A raw payload (bytes that are not a protobuf message) has
+//! no `WS-Data-Type` header; its media type, if any, is the `Content-Type` header. Custom headers are
+//! stored as NATS headers under their own names. Names that JetStream, Windshift or Jetway give a
+//! meaning (`Nats-*`, `WS-*`, `JW-*` and `Content-Type`, in any case) are reserved, so a custom
+//! header can never change how an event is stored or read.
 
 use std::time::SystemTime;
 
+use async_nats::HeaderMap;
+use bytes::Bytes;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::error::Invalid;
 
 /// The event's message type: the full protobuf name, e.g. `windshift.test.v1.StringValue`.
 pub const DATA_TYPE: &str = "WS-Data-Type";
@@ -17,6 +27,155 @@ pub const TRACE_PARENT: &str = "WS-Trace-Parent";
 pub const TRACE_STATE: &str = "WS-Trace-State";
 /// The idempotency key, which JetStream uses for deduplication.
 pub const MESSAGE_ID: &str = "Nats-Msg-Id";
+/// The media type of a raw payload.
+pub const CONTENT_TYPE: &str = "Content-Type";
+
+/// Header name prefixes reserved for JetStream, Windshift and Jetway, compared without case.
+const RESERVED_PREFIXES: [&str; 3] = ["nats-", "ws-", "jw-"];
+/// Most custom headers on one event.
+pub const MAX_HEADERS: usize = 64;
+/// Longest header name or content type accepted.
+const MAX_HEADER_NAME_LEN: usize = 256;
+
+/// A stored event, decoded from its message: the body and what the headers say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The stream sequence: the event id.
+    pub id: u64,
+    /// The subject it was published on.
+    pub subject: String,
+    /// The message type (`WS-Data-Type`); empty for a raw payload.
+    pub data_type: String,
+    /// The media type of a raw payload (`Content-Type`).
+    pub content_type: Option<String>,
+    /// The body: the serialized message, or the raw bytes.
+    pub body: Bytes,
+    /// When the event happened (`WS-Published-Time`), or when it was stored.
+    pub timestamp: SystemTime,
+    /// The idempotency key it was published with.
+    pub idempotency_key: Option<String>,
+    /// The publisher's W3C trace context.
+    pub trace_parent: Option<String>,
+    /// See `trace_parent`.
+    pub trace_state: Option<String>,
+    /// The custom headers, in stored order (the first value of each).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Decodes a stored message. `stored` is JetStream's time for it, used when the publisher gave none
+/// or an unparsable one.
+pub fn decode(
+    id: u64,
+    subject: String,
+    headers: Option<&HeaderMap>,
+    body: Bytes,
+    stored: SystemTime,
+) -> Event {
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let custom = headers
+        .map(|h| {
+            h.iter()
+                .filter_map(|(name, values)| {
+                    let name: &str = name.as_ref();
+                    let value = values.first()?;
+                    (!is_reserved(name)).then(|| (name.to_owned(), value.as_str().to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Event {
+        id,
+        subject,
+        data_type: header(DATA_TYPE).unwrap_or_default(),
+        content_type: header(CONTENT_TYPE),
+        body,
+        timestamp: header(PUBLISHED_TIME)
+            .and_then(|t| parse_time(&t))
+            .unwrap_or(stored),
+        idempotency_key: header(MESSAGE_ID),
+        trace_parent: header(TRACE_PARENT),
+        trace_state: header(TRACE_STATE),
+        headers: custom,
+    }
+}
+
+/// Whether a header name is reserved: JetStream, Windshift or Jetway give it a meaning.
+pub fn is_reserved(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "content-type" || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
+
+/// Checks the custom headers of a publish: at most [`MAX_HEADERS`], names NATS accepts and nobody
+/// reserved, values without line breaks or other control characters.
+pub fn validate_headers(field: &str, headers: &[(String, String)]) -> Result<(), Invalid> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Invalid::new(
+            field,
+            format!("at most {MAX_HEADERS} headers are allowed"),
+        ));
+    }
+    for (name, value) in headers {
+        let invalid = |why: &str| Invalid::new(format!("{field}[{name:?}]"), why);
+        if name.is_empty() || name.len() > MAX_HEADER_NAME_LEN {
+            return Err(invalid(&format!(
+                "a header name must be 1 to {MAX_HEADER_NAME_LEN} characters"
+            )));
+        }
+        if !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(invalid(
+                "a header name must be printable ASCII without spaces or ':'",
+            ));
+        }
+        if is_reserved(name) {
+            return Err(invalid(
+                "the name is reserved: Nats-*, WS-*, JW-* and Content-Type are set by JetStream, Windshift or Jetway",
+            ));
+        }
+        if !is_header_value(value) {
+            return Err(invalid("the value must not contain control characters"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a raw payload's content type: a header value of sane length.
+pub fn validate_content_type(field: &str, content_type: &str) -> Result<(), Invalid> {
+    if content_type.len() > MAX_HEADER_NAME_LEN || !is_header_value(content_type) {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MAX_HEADER_NAME_LEN} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Header values must not break the NATS header block: no control characters (CR, LF, ...).
+pub(crate) fn is_header_value(value: &str) -> bool {
+    !value.chars().any(char::is_control)
+}
+
+/// The size NATS counts for a header block: `NATS/1.0\r\n`, a `Name: value\r\n` line per value, and
+/// a closing `\r\n`; nothing when there are no headers.
+pub(crate) fn header_size(headers: &HeaderMap) -> usize {
+    if headers.is_empty() {
+        return 0;
+    }
+    let lines: usize = headers
+        .iter()
+        .flat_map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(move |value| name.len() + value.as_str().len() + 4)
+        })
+        .sum();
+    "NATS/1.0\r\n".len() + lines + 2
+}
 
 /// Formats a time as RFC 3339 in UTC with a `Z` and no trailing zeros in the fraction, the way Go's
 /// `RFC3339Nano` writes it (e.g. `2024-07-12T10:11:12.1234Z`).
@@ -42,10 +201,10 @@ pub(crate) fn to_utc(time: SystemTime) -> Option<OffsetDateTime> {
 }
 
 /// Checks that a start time given by a client can be represented (years 0 to 9999 in practice).
-pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), crate::Invalid> {
+pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), Invalid> {
     match to_utc(time).filter(|t| t.year() <= 9999) {
         Some(_) => Ok(()),
-        None => Err(crate::Invalid::new(field, "is outside the years 0 to 9999")),
+        None => Err(Invalid::new(field, "is outside the years 0 to 9999")),
     }
 }
 
@@ -100,6 +259,78 @@ mod tests {
         assert_eq!(
             format_time(parse_time("2024-07-12T10:11:12.5-01:00").unwrap()),
             "2024-07-12T11:11:12.5Z"
+        );
+    }
+
+    #[test]
+    fn decodes_windshift_headers_and_keeps_only_custom_ones_as_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(DATA_TYPE, "windshift.test.v1.StringValue");
+        headers.insert(PUBLISHED_TIME, "2024-07-12T10:11:12.1234Z");
+        headers.insert(MESSAGE_ID, "k-1");
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        headers.insert("published-by", "billing");
+        let stored = UNIX_EPOCH + Duration::from_secs(5);
+        let event = decode(
+            7,
+            "orders.created".into(),
+            Some(&headers),
+            Bytes::from_static(b"x"),
+            stored,
+        );
+        assert_eq!(event.data_type, "windshift.test.v1.StringValue");
+        assert_eq!(event.content_type, None);
+        assert_eq!(
+            event.timestamp,
+            UNIX_EPOCH + Duration::new(1_720_779_072, 123_400_000)
+        );
+        assert_eq!(event.idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!(
+            event.headers,
+            vec![("published-by".to_owned(), "billing".to_owned())]
+        );
+
+        let bare = decode(8, "a".into(), None, Bytes::new(), stored);
+        assert_eq!((bare.data_type.as_str(), bare.timestamp), ("", stored));
+        assert!(bare.headers.is_empty());
+    }
+
+    #[test]
+    fn header_size_counts_the_whole_block() {
+        assert_eq!(header_size(&HeaderMap::new()), 0);
+        let mut headers = HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        // "NATS/1.0\r\n" + "KV-Operation: DEL\r\n" + "\r\n"
+        assert_eq!(header_size(&headers), 10 + 19 + 2);
+    }
+
+    #[test]
+    fn reserved_and_malformed_header_names_are_rejected_by_name() {
+        for reserved in [
+            "Nats-Msg-Id",
+            "nats-anything",
+            "WS-Data-Type",
+            "ws-x",
+            "JW-DLQ-Reason",
+            "content-type",
+        ] {
+            assert!(is_reserved(reserved), "{reserved}");
+            let err = validate_headers("headers", &[(reserved.into(), "v".into())]).unwrap_err();
+            assert_eq!(err.field, format!("headers[{reserved:?}]"));
+        }
+        for bad in ["", "a b", "a:b", "ä"] {
+            assert!(
+                validate_headers("headers", &[(bad.into(), "v".into())]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_headers("headers", &[("ok".into(), "a\r\nb".into())]).is_err());
+        let many: Vec<_> = (0..=MAX_HEADERS)
+            .map(|i| (format!("h{i}"), String::new()))
+            .collect();
+        assert!(validate_headers("headers", &many).is_err());
+        assert!(
+            validate_headers("headers", &[("published-by".into(), "billing team".into())]).is_ok()
         );
     }
 }

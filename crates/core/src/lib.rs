@@ -1,18 +1,24 @@
 //! Jetway's domain logic over NATS JetStream, free of any transport: validation of names, the
 //! mapping of stream and consumer declarations onto JetStream, publishing in the Windshift on-stream
-//! format, the delivery engine behind an Events subscription, and key-value stores.
+//! format, the delivery engine behind an Events subscription, unary fetching, reads without a
+//! consumer, dead letters, stream administration, and key-value stores.
 //!
 //! Every operation has its own error enum; the server maps them to gRPC statuses in one place.
 
+pub mod admin;
 pub mod connection;
 pub mod consumers;
+pub mod dead_letters;
 pub mod delivery;
 pub mod error;
+pub mod fetch;
 pub mod format;
 pub mod names;
 pub mod publish;
+pub mod reads;
 pub mod state;
 pub mod streams;
+pub mod telemetry;
 
 pub use connection::{ConnectSettings, Nats};
 pub use error::{Invalid, NatsError};

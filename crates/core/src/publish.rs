@@ -14,11 +14,14 @@ use async_nats::{
 };
 use bytes::Bytes;
 
+use tracing::Instrument;
+
 use crate::{
     Nats,
     error::{Invalid, NatsError},
     format,
     names::validate_subject,
+    telemetry::{self, TraceContext},
 };
 
 /// Longest idempotency key accepted. JetStream keeps every key of the dedupe window in memory.
@@ -31,8 +34,13 @@ pub struct Publication {
     pub subject: String,
     /// The full protobuf name of the body's message type (`WS-Data-Type`); may be empty.
     pub data_type: String,
-    /// The serialized message.
+    /// Set for a raw payload: no `WS-Data-Type` is written, and a non-empty value is stored as
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// The serialized message, or the raw bytes.
     pub body: Bytes,
+    /// Custom headers, stored under their own names (see [`format::validate_headers`]).
+    pub headers: Vec<(String, String)>,
     /// When the event happened; `None` means now.
     pub timestamp: Option<SystemTime>,
     /// JetStream deduplicates events with the same key within the stream's window.
@@ -87,8 +95,43 @@ pub enum PublishError {
     Nats(#[from] NatsError),
 }
 
-/// Publishes one event and waits for JetStream to store it.
-pub async fn publish(nats: &Nats, event: Publication) -> Result<Published, PublishError> {
+/// Publishes one event and waits for JetStream to store it, inside a `<subject> publish` span.
+pub async fn publish(nats: &Nats, mut event: Publication) -> Result<Published, PublishError> {
+    let span = telemetry::publish_span(&event.subject);
+    let started = std::time::Instant::now();
+    // The stored trace context is the producer span's, or the caller's when spans are off.
+    let trace = TraceContext {
+        parent: event.trace_parent.take(),
+        state: event.trace_state.take(),
+    }
+    .forward(&span);
+    (event.trace_parent, event.trace_state) = (trace.parent, trace.state);
+    let result = store(nats, event).instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(published) => {
+            span.record("messaging.message.id", published.id);
+            telemetry::ok(&span);
+            if published.duplicate {
+                "duplicate"
+            } else {
+                "ok"
+            }
+        }
+        Err(err) => {
+            telemetry::error(&span, &err.to_string());
+            if matches!(err, PublishError::WrongLastId { .. }) {
+                "conflict"
+            } else {
+                "error"
+            }
+        }
+    };
+    metrics::counter!(telemetry::metrics::PUBLISHES, "result" => outcome).increment(1);
+    metrics::histogram!(telemetry::metrics::PUBLISH_DURATION).record(started.elapsed());
+    result
+}
+
+async fn store(nats: &Nats, event: Publication) -> Result<Published, PublishError> {
     let subject = event.subject.clone();
     let expected = event.expected_last_id;
     let (message, size) = build(event)?;
@@ -118,14 +161,26 @@ fn build(event: Publication) -> Result<(PublishMessage, usize), Invalid> {
             "must be printable ASCII without spaces",
         ));
     }
+    format::validate_headers("headers", &event.headers)?;
     let mut headers = HeaderMap::new();
     // Each header line is `Name: value\r\n`.
     let mut size = event.body.len();
-    let mut insert = |name: &'static str, value: &str| {
+    let mut insert = |name: &str, value: &str| {
         size += name.len() + value.len() + 4;
         headers.insert(name, value);
     };
-    insert(format::DATA_TYPE, &event.data_type);
+    match event.content_type.as_deref() {
+        None => insert(format::DATA_TYPE, &event.data_type),
+        Some(content_type) => {
+            format::validate_content_type("raw.content_type", content_type)?;
+            if !content_type.is_empty() {
+                insert(format::CONTENT_TYPE, content_type);
+            }
+        }
+    }
+    for (name, value) in &event.headers {
+        insert(name, value);
+    }
     let time = event.timestamp.unwrap_or_else(SystemTime::now);
     insert(format::PUBLISHED_TIME, &format::format_time(time));
     if let Some(parent) = event
@@ -137,7 +192,7 @@ fn build(event: Publication) -> Result<(PublishMessage, usize), Invalid> {
         if let Some(state) = event
             .trace_state
             .as_deref()
-            .filter(|v| is_header_value(v) && !v.is_empty())
+            .filter(|v| format::is_header_value(v) && !v.is_empty())
         {
             insert(format::TRACE_STATE, state);
         }
@@ -158,7 +213,7 @@ fn build(event: Publication) -> Result<(PublishMessage, usize), Invalid> {
                 format!("must be at most {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
             ));
         }
-        if !is_header_value(&key) {
+        if !format::is_header_value(&key) {
             return Err(Invalid::new(
                 "idempotency_key",
                 "must not contain control characters",
@@ -172,17 +227,13 @@ fn build(event: Publication) -> Result<(PublishMessage, usize), Invalid> {
     Ok((message, size))
 }
 
-/// Header values must not break the NATS header block: no control characters (CR, LF, ...).
-fn is_header_value(value: &str) -> bool {
-    !value.chars().any(char::is_control)
-}
-
-/// Like [`is_header_value`], and also no whitespace: type names and trace parents have none.
+/// Like [`format::is_header_value`], and also no whitespace: type names and trace parents have none.
 fn is_header_safe(value: &str) -> bool {
     value.bytes().all(|b| b.is_ascii_graphic())
 }
 
-async fn classify(
+/// Sorts a failed JetStream publish to `subject` (`expected` and `size` as the message had them).
+pub(crate) async fn classify(
     nats: &Nats,
     err: JsPublishError,
     subject: &str,
@@ -303,5 +354,38 @@ mod tests {
         let mut e = event();
         e.data_type = "bad type".into();
         assert_eq!(field(e), "data.type_url");
+        let mut e = event();
+        e.headers = vec![("WS-Data-Type".into(), "x".into())];
+        assert_eq!(field(e), "headers[\"WS-Data-Type\"]");
+        let mut e = event();
+        e.content_type = Some("text/plain\n".into());
+        assert_eq!(field(e), "raw.content_type");
+    }
+
+    #[test]
+    fn raw_payloads_carry_a_content_type_and_custom_headers_instead_of_a_data_type() {
+        let e = Publication {
+            data_type: String::new(),
+            content_type: Some("application/json".into()),
+            body: Bytes::from_static(b"{}"),
+            headers: vec![("published-by".into(), "billing".into())],
+            ..event()
+        };
+        let (m, _) = build(e).unwrap();
+        let m = m.outbound_message("orders.created");
+        let h = m.headers.as_ref().unwrap();
+        assert!(h.get(format::DATA_TYPE).is_none());
+        assert_eq!(
+            h.get(format::CONTENT_TYPE).unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(h.get("published-by").unwrap().as_str(), "billing");
+        let untyped = Publication {
+            content_type: Some(String::new()),
+            ..event()
+        };
+        let (m, _) = build(untyped).unwrap();
+        let h = m.outbound_message("orders.created").headers.unwrap();
+        assert!(h.get(format::CONTENT_TYPE).is_none() && h.get(format::DATA_TYPE).is_none());
     }
 }

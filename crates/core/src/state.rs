@@ -31,6 +31,7 @@ use futures::{StreamExt, stream::BoxStream};
 use crate::{
     Nats,
     error::{Classify, Invalid, NatsError},
+    format,
     names::{validate_key, validate_key_filter, validate_name},
     streams::{DEFAULT_DEDUPE_WINDOW, Storage},
 };
@@ -572,7 +573,7 @@ async fn publish(
     if let Some(revision) = expected {
         headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, revision.to_string());
     }
-    let size = value.len() + header_size(&headers);
+    let size = value.len() + format::header_size(&headers);
     if !nats.is_connected() {
         return Err(NatsError::Unavailable("not connected to NATS".into()).into());
     }
@@ -586,24 +587,6 @@ async fn publish(
         Ok(ack) => Ok(ack.sequence),
         Err(err) => Err(classify_write(nats, err, store, key, expected, size).await),
     }
-}
-
-/// The size NATS counts for a header block: `NATS/1.0\r\n`, a `Name: value\r\n` line per value, and
-/// a closing `\r\n`; nothing when there are no headers.
-fn header_size(headers: &HeaderMap) -> usize {
-    if headers.is_empty() {
-        return 0;
-    }
-    let lines: usize = headers
-        .iter()
-        .flat_map(|(name, values)| {
-            let name: &str = name.as_ref();
-            values
-                .iter()
-                .map(move |value| name.len() + value.as_str().len() + 4)
-        })
-        .sum();
-    "NATS/1.0\r\n".len() + lines + 2
 }
 
 async fn classify_write(
@@ -999,14 +982,5 @@ mod tests {
         let mut marker = HeaderMap::new();
         marker.insert(NATS_MARKER_REASON, "MaxAge");
         assert_eq!(operation(&marker), Operation::Purge);
-    }
-
-    #[test]
-    fn header_size_counts_the_whole_block() {
-        assert_eq!(header_size(&HeaderMap::new()), 0);
-        let mut headers = HeaderMap::new();
-        headers.insert(OPERATION_HEADER, DELETE_MARKER);
-        // "NATS/1.0\r\n" + "KV-Operation: DEL\r\n" + "\r\n"
-        assert_eq!(header_size(&headers), 10 + 19 + 2);
     }
 }

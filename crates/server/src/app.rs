@@ -84,6 +84,8 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    // Installed before anything records, so no early metric is lost.
+    crate::telemetry::metrics_handle();
     let grpc_addr = listeners.grpc.local_addr()?;
     let health_addr = listeners.health.local_addr()?;
 
@@ -109,12 +111,18 @@ pub async fn serve(
     let grpc = Server::builder()
         .http2_adaptive_window(Some(true))
         .layer(crate::panic::CatchPanicLayer)
+        .trace_fn(crate::telemetry::grpc_span)
         .add_service(health_service)
         .add_service(reflection_v1.build_v1()?)
         .add_service(reflection_v1alpha.build_v1alpha()?)
         .add_service(events)
         .add_service(state)
         .add_service(state_ext)
+        .add_service(crate::events_ext::EventsExt::service(
+            nats.clone(),
+            sessions.clone(),
+        ))
+        .add_service(crate::admin::Admin::service(nats.clone(), sessions.clone()))
         .serve_with_incoming_shutdown(
             // `tcp_nodelay` on the builder does not reach a pre-bound listener; set it here.
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
@@ -129,6 +137,11 @@ pub async fn serve(
 
     let grpc = tokio::spawn(grpc);
     let http = tokio::spawn(async move { http.await });
+    // Turns advisories into dead letters; stops with the sessions (see `jetway_core::dead_letters`).
+    let dead_letters = tokio::spawn(jetway_core::dead_letters::run(
+        nats.clone(),
+        sessions.clone(),
+    ));
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     sessions.cancel();
@@ -137,6 +150,7 @@ pub async fn serve(
         let grpc_result = grpc.await;
         let http_result = http.await;
         health_task.await.ok();
+        dead_letters.await.ok();
         nats.drain().await;
         (grpc_result, http_result)
     };

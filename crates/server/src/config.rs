@@ -27,7 +27,7 @@ const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 12] = [
+const VARIABLES: [&str; 19] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -40,13 +40,24 @@ const VARIABLES: [&str; 12] = [
     "NATS_LOCAL_PORT",
     "NATS_DATA_DIR",
     "NATS_SYNC_INTERVAL",
+    "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_RESOURCE_ATTRIBUTES",
 ];
+
+/// Every variable the server reads, for checks such as "does the compose file only set variables
+/// that exist".
+pub const KNOWN_VARIABLES: &[&str] = &VARIABLES;
 
 const PORT_EXPECTED: &str = "is not a port number (0-65535)";
 const SYNC_INTERVAL_EXPECTED: &str = r#"is not "always" or a duration like "2m""#;
 
 /// Jetway's effective configuration, loaded from the environment by [`Config::from_env`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `NATS_URL`: the NATS server(s) to connect to, in any form async-nats accepts (for example
     /// `nats://user:pass@host:4222`, or a comma-separated list). Default: unset, which makes Jetway
@@ -81,6 +92,68 @@ pub struct Config {
     /// `NATS_SYNC_INTERVAL` (local nats-server only): JetStream `sync_interval`, either `always`
     /// (fsync every write) or a Go duration such as `100ms`, `30s`, `2m`, `1h`. Default: `always`.
     pub nats_sync_interval: SyncInterval,
+    /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
+    pub telemetry: TelemetryConfig,
+}
+
+/// OpenTelemetry settings. Export is on only when an OTLP endpoint is set and the SDK is not
+/// disabled; without it the server records no spans at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// `OTEL_SDK_DISABLED`: `true` turns tracing off even with an endpoint. Default: false.
+    pub disabled: bool,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`: the OTLP/gRPC
+    /// collector, e.g. `http://jaeger:4317`. Default: unset (no export).
+    pub endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`. Default: `jetway-server`.
+    pub service_name: String,
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`. Default: `parentbased_always_on`.
+    pub sampler: Sampler,
+    /// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs, comma-separated, added to every span's
+    /// resource. Default: none.
+    pub resource_attributes: Vec<(String, String)>,
+}
+
+impl TelemetryConfig {
+    /// The collector endpoint, if traces are to be exported.
+    pub fn export_endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref().filter(|_| !self.disabled)
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            disabled: false,
+            endpoint: None,
+            service_name: "jetway-server".to_owned(),
+            sampler: Sampler {
+                parent_based: true,
+                root: RootSampler::AlwaysOn,
+            },
+            resource_attributes: Vec::new(),
+        }
+    }
+}
+
+/// Which traces are recorded, as the OpenTelemetry sampler variables describe it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// Follow the caller's sampling decision when there is a parent span (`parentbased_*`).
+    pub parent_based: bool,
+    /// The decision for traces that start here.
+    pub root: RootSampler,
+}
+
+/// The sampling decision for a new trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RootSampler {
+    /// Record every trace.
+    AlwaysOn,
+    /// Record none.
+    AlwaysOff,
+    /// Record this fraction of traces (0.0 to 1.0).
+    Ratio(f64),
 }
 
 impl Default for Config {
@@ -98,6 +171,7 @@ impl Default for Config {
             nats_local_port: DEFAULT_NATS_LOCAL_PORT,
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
             nats_sync_interval: SyncInterval::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -118,6 +192,13 @@ struct RawVars {
     nats_local_port: Option<String>,
     nats_data_dir: Option<String>,
     nats_sync_interval: Option<String>,
+    otel_sdk_disabled: Option<String>,
+    otel_exporter_otlp_endpoint: Option<String>,
+    otel_exporter_otlp_traces_endpoint: Option<String>,
+    otel_service_name: Option<String>,
+    otel_traces_sampler: Option<String>,
+    otel_traces_sampler_arg: Option<String>,
+    otel_resource_attributes: Option<String>,
 }
 
 impl Config {
@@ -174,6 +255,7 @@ impl Config {
 
         let defaults = Self::default();
         let mut check = Checker { problems };
+        let telemetry = check.telemetry(&raw, defaults.telemetry.clone());
         let grpc_port = check.field("GRPC_PORT", raw.grpc_port, defaults.grpc_port, parse_port);
         let health_port = check.health_port(
             raw.health_port,
@@ -217,7 +299,6 @@ impl Config {
             defaults.nats_sync_interval,
             |v| v.parse::<SyncInterval>().map_err(|e| e.reason.to_owned()),
         );
-
         if !check.problems.is_empty() {
             return Err(ConfigError {
                 problems: check.problems,
@@ -237,6 +318,7 @@ impl Config {
                 .nats_data_dir
                 .map_or(defaults.nats_data_dir, PathBuf::from),
             nats_sync_interval,
+            telemetry,
         })
     }
 
@@ -262,6 +344,8 @@ impl Config {
             nats_local_port = self.nats_local_port,
             nats_data_dir = %self.nats_data_dir.display(),
             nats_sync_interval = %self.nats_sync_interval,
+            otel_endpoint = self.telemetry.export_endpoint().unwrap_or("unset: no trace export"),
+            otel_service_name = %self.telemetry.service_name,
             "configuration"
         );
     }
@@ -320,6 +404,87 @@ impl Checker {
             }
             (Some(port), _) | (None, Some(port)) => port,
             (None, None) => default,
+        }
+    }
+}
+
+impl Checker {
+    /// The `OTEL_*` variables. Only what Jetway itself acts on is read here; the OTLP exporter also
+    /// honours its own `OTEL_EXPORTER_OTLP_*` settings (headers, timeout, compression).
+    fn telemetry(&mut self, raw: &RawVars, default: TelemetryConfig) -> TelemetryConfig {
+        let disabled = self.field(
+            "OTEL_SDK_DISABLED",
+            raw.otel_sdk_disabled.clone(),
+            default.disabled,
+            parse_bool,
+        );
+        let endpoint_variable = if raw.otel_exporter_otlp_traces_endpoint.is_some() {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        } else {
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        };
+        let endpoint_value = raw
+            .otel_exporter_otlp_traces_endpoint
+            .clone()
+            .or_else(|| raw.otel_exporter_otlp_endpoint.clone());
+        let endpoint = self.field(endpoint_variable, endpoint_value, None, |v| {
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(Some(v.to_owned()))
+            } else {
+                Err("is not an http:// or https:// URL of an OTLP/gRPC collector".to_owned())
+            }
+        });
+        let ratio = self.field(
+            "OTEL_TRACES_SAMPLER_ARG",
+            raw.otel_traces_sampler_arg.clone(),
+            1.0,
+            |v| match v.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err("is not a sampling ratio between 0 and 1".to_owned()),
+            },
+        );
+        let sampler = self.field("OTEL_TRACES_SAMPLER", raw.otel_traces_sampler.clone(), default.sampler, |v| {
+            let (parent_based, root) = match v.strip_prefix("parentbased_") {
+                Some(root) => (true, root),
+                None => (false, v),
+            };
+            let root = match root {
+                "always_on" => RootSampler::AlwaysOn,
+                "always_off" => RootSampler::AlwaysOff,
+                "traceidratio" => RootSampler::Ratio(ratio),
+                _ => {
+                    return Err("is not one of always_on, always_off, traceidratio, parentbased_always_on, \
+                                parentbased_always_off, parentbased_traceidratio"
+                        .to_owned());
+                }
+            };
+            Ok(Sampler { parent_based, root })
+        });
+        let resource_attributes = self.field(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            raw.otel_resource_attributes.clone(),
+            default.resource_attributes,
+            |v| {
+                v.split(',')
+                    .filter(|pair| !pair.trim().is_empty())
+                    .map(|pair| match pair.split_once('=') {
+                        Some((key, value)) if !key.trim().is_empty() => {
+                            Ok((key.trim().to_owned(), value.trim().to_owned()))
+                        }
+                        _ => Err("is not a comma-separated list of key=value pairs".to_owned()),
+                    })
+                    .collect()
+            },
+        );
+        TelemetryConfig {
+            disabled,
+            endpoint,
+            service_name: raw
+                .otel_service_name
+                .clone()
+                .unwrap_or(default.service_name),
+            sampler,
+            resource_attributes,
         }
     }
 }
@@ -582,6 +747,16 @@ mod tests {
             ("NATS_LOCAL_PORT", "0"),
             ("NATS_DATA_DIR", "/var/lib/jetway"),
             ("NATS_SYNC_INTERVAL", "1h30m"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces:4317"),
+            ("OTEL_SERVICE_NAME", "orders"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=dev, team = shop",
+            ),
+            ("OTEL_SDK_DISABLED", "false"),
         ])
         .unwrap();
         assert_eq!(
@@ -598,8 +773,64 @@ mod tests {
                 nats_local_port: 0,
                 nats_data_dir: PathBuf::from("/var/lib/jetway"),
                 nats_sync_interval: "1h30m".parse().unwrap(),
+                telemetry: TelemetryConfig {
+                    disabled: false,
+                    endpoint: Some("https://traces:4317".to_owned()),
+                    service_name: "orders".to_owned(),
+                    sampler: Sampler {
+                        parent_based: true,
+                        root: RootSampler::Ratio(0.25)
+                    },
+                    resource_attributes: vec![
+                        ("deployment.environment".to_owned(), "dev".to_owned()),
+                        ("team".to_owned(), "shop".to_owned()),
+                    ],
+                },
             }
         );
+    }
+
+    #[test]
+    fn telemetry_is_off_without_an_endpoint_or_when_disabled() {
+        assert_eq!(
+            Config::from_iter([]).unwrap().telemetry.export_endpoint(),
+            None
+        );
+        let disabled = load(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]);
+        assert_eq!(disabled.unwrap().telemetry.export_endpoint(), None);
+        let on = load(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]).unwrap();
+        assert_eq!(on.telemetry.export_endpoint(), Some("http://c:4317"));
+        assert_eq!(
+            on.telemetry.sampler,
+            Sampler {
+                parent_based: true,
+                root: RootSampler::AlwaysOn
+            }
+        );
+    }
+
+    #[test]
+    fn bad_telemetry_variables_are_reported_together() {
+        let message = error_message(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+        ]);
+        for variable in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_TRACES_SAMPLER=",
+            "OTEL_TRACES_SAMPLER_ARG",
+            "OTEL_RESOURCE_ATTRIBUTES",
+        ] {
+            assert!(
+                message.contains(variable),
+                "{variable} missing from {message}"
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use jetway_api::{
 use jetway_core::{
     Invalid,
     consumers::ConsumerSpec,
-    delivery::{Delivery, Settled},
+    delivery::{Delivery, Settle, Settled},
     publish::Publication,
     streams::{self, Discard, Retention, SourceSpec, StreamSource, StreamSpec},
 };
@@ -45,7 +45,11 @@ pub fn timestamp(field: &str, value: &Timestamp) -> Result<SystemTime, Invalid> 
     SystemTime::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))
 }
 
-fn optional_duration(field: &str, value: Option<&PbDuration>) -> Result<Option<Duration>, Invalid> {
+/// An optional protobuf duration as a `std` one.
+pub fn optional_duration(
+    field: &str,
+    value: Option<&PbDuration>,
+) -> Result<Option<Duration>, Invalid> {
     value.map(|v| duration(field, v)).transpose()
 }
 
@@ -141,6 +145,8 @@ pub fn consumer_spec(request: EnsureConsumerRequest) -> Result<ConsumerSpec, Inv
         stream: request.stream,
         name: request.name,
         subjects: request.subjects,
+        // Windshift has no delivery policy, so an existing one is kept.
+        delivery: None,
     })
 }
 
@@ -166,7 +172,20 @@ pub fn publication(
         expected_last_id: request.expected_last_id,
         trace_parent,
         trace_state,
+        ..Default::default()
     })
+}
+
+/// Decodes a reject: for good, or for redelivery after `delay` (`delay_field` names it).
+pub fn reject(
+    permanently: bool,
+    delay: Option<&PbDuration>,
+    delay_field: &str,
+) -> Result<Settle, Invalid> {
+    if permanently {
+        return Ok(Settle::RejectPermanently);
+    }
+    optional_duration(delay_field, delay).map(Settle::Reject)
 }
 
 /// Encodes a delivered event. The body moves into the `Any` without a copy.

@@ -45,7 +45,8 @@ impl Events {
     }
 }
 
-fn metadata_value(metadata: &MetadataMap, key: &str) -> Option<String> {
+/// A metadata value that is valid text, e.g. the caller's `traceparent`.
+pub(crate) fn metadata_value(metadata: &MetadataMap, key: &str) -> Option<String> {
     metadata
         .get(key)
         .and_then(|v| v.to_str().ok())
@@ -268,13 +269,10 @@ async fn handle(subscription: &mut Subscription, request: EventsRequest) -> Resu
 }
 
 fn reject_kind(reject: &events_request::Reject) -> Result<Settle, Status> {
-    if reject.permanently == Some(true) {
-        return Ok(Settle::RejectPermanently);
-    }
-    let delay = reject
-        .delay
-        .as_ref()
-        .map(|d| convert::duration("reject.delay", d))
-        .transpose();
-    delay.map(Settle::Reject).map_err(|e| e.to_status())
+    convert::reject(
+        reject.permanently == Some(true),
+        reject.delay.as_ref(),
+        "reject.delay",
+    )
+    .map_err(|e| e.to_status())
 }

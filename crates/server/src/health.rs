@@ -1,5 +1,6 @@
-//! Health: HTTP `/healthz` (the process is alive) and `/readyz` (NATS is connected and JetStream
-//! answers) on HEALTH_PORT, and the `grpc.health.v1` status, which follows the same readiness check.
+//! Health: HTTP `/healthz` (the process is alive), `/readyz` (NATS is connected and JetStream
+//! answers) and `/metrics` (Prometheus) on HEALTH_PORT, and the `grpc.health.v1` status, which
+//! follows the same readiness check.
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// The HTTP health routes. Readiness turns false for good once `shutdown` is cancelled.
 pub fn router(nats: Nats, shutdown: CancellationToken) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "up" })) }),
@@ -47,6 +49,14 @@ pub fn router(nats: Nats, shutdown: CancellationToken) -> Router {
                 }
             }),
         )
+}
+
+/// The Prometheus text exposition of every metric.
+async fn metrics() -> String {
+    let handle = crate::telemetry::metrics_handle();
+    // Upkeep keeps histogram storage bounded; a scrape is a fine moment for it.
+    handle.run_upkeep();
+    handle.render()
 }
 
 /// Ready means: not shutting down, connected to NATS, and JetStream answering.
@@ -86,10 +96,12 @@ pub async fn track(nats: Nats, reporter: HealthReporter, shutdown: CancellationT
 }
 
 /// Every service that depends on NATS, by its full name.
-const SERVICES: [&str; 3] = [
+const SERVICES: [&str; 5] = [
     <EventsServiceServer<Events> as tonic::server::NamedService>::NAME,
     <StateServiceServer<State> as tonic::server::NamedService>::NAME,
     <ExtStateServiceServer<StateExt> as tonic::server::NamedService>::NAME,
+    jetway_api::jetway::events::v1::events_service_server::SERVICE_NAME,
+    jetway_api::jetway::admin::v1::admin_service_server::SERVICE_NAME,
 ];
 
 async fn set(reporter: &HealthReporter, status: ServingStatus) {

@@ -7,8 +7,8 @@ use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
     app::{self, Listeners},
     config::Config,
-    logging,
     supervisor::{LocalNats, LocalNatsSettings},
+    telemetry::Telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -21,12 +21,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = logging::init(config.development, &config.log_filter) {
-        eprintln!("jetway-server: {err}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match Telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("jetway-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
     config.log_summary();
-    match run(config).await {
+    let result = run(config).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");

@@ -3,14 +3,10 @@
 //! thin handlers over `jetway_core::state`.
 //!
 //! A stored value is the whole serialized `google.protobuf.Any`: Set encodes it and every read
-//! decodes it. Each streaming call gets a task that reads from core and sends through a bounded
-//! channel that tonic drains. When a send fails or the channel closes, the client has gone: the task
-//! ends and drops the JetStream consumer behind the stream. Server shutdown ends the streams with
-//! UNAVAILABLE.
+//! decodes it. The streaming calls go through [`crate::streaming::forward`]; server shutdown ends
+//! them with UNAVAILABLE.
 
-use std::pin::Pin;
-
-use futures::{Stream, StreamExt, stream::BoxStream};
+use futures::StreamExt;
 use jetway_api::{
     google::protobuf::Any,
     jetway::state::v1::{
@@ -22,19 +18,19 @@ use jetway_api::{
 };
 use jetway_core::{
     Invalid, Nats,
-    state::{self as core, Entry, Operation, ReadError, StoreSpec, WatchFrom, WatchSpec, Write},
+    state::{self as core, Entry, Operation, StoreSpec, WatchFrom, WatchSpec, Write},
     streams::Storage,
 };
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::{convert, status::ToStatus};
+use crate::{
+    convert,
+    status::ToStatus,
+    streaming::{Responses, forward},
+};
 
-/// Responses buffered per stream before the task waits for the client to read.
-const STREAM_BUFFER: usize = 64;
 /// Most keys in one Keys response. Keys are at most 1 KiB, so a response stays well under gRPC's
 /// default 4 MiB message limit.
 const KEYS_PER_RESPONSE: usize = 256;
@@ -156,9 +152,6 @@ impl StateExt {
     }
 }
 
-/// The response stream of a streaming call.
-type Responses<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl ExtStateService for StateExt {
     async fn ensure_store(
@@ -191,6 +184,7 @@ impl ExtStateService for StateExt {
                 })
             },
             self.shutdown.clone(),
+            shutting_down,
         )))
     }
 
@@ -214,6 +208,7 @@ impl ExtStateService for StateExt {
             batches,
             |keys| Ok(ext::KeysResponse { keys }),
             self.shutdown.clone(),
+            shutting_down,
         )))
     }
 
@@ -236,69 +231,13 @@ impl ExtStateService for StateExt {
                 })
             },
             self.shutdown.clone(),
+            shutting_down,
         )))
     }
 }
 
-/// Spawns the task that sends `items`, encoded, to the client until they end or fail, the client
-/// leaves, or the server shuts down; returns the stream tonic sends from.
-fn forward<T, R>(
-    mut items: BoxStream<'static, Result<T, ReadError>>,
-    encode: impl Fn(T) -> Result<R, Status> + Send + 'static,
-    shutdown: CancellationToken,
-) -> Responses<R>
-where
-    T: Send + 'static,
-    R: Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
-        let end = loop {
-            let next = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break Some(ShuttingDown.to_status()),
-                () = tx.closed() => break None,
-                next = items.next() => next,
-            };
-            let response = match next {
-                None => break None,
-                Some(Ok(item)) => encode(item),
-                Some(Err(err)) => Err(err.to_status()),
-            };
-            let response = match response {
-                Ok(response) => response,
-                Err(status) => break Some(status),
-            };
-            tokio::select! {
-                sent = tx.send(Ok(response)) => if sent.is_err() {
-                    break None;
-                },
-                () = shutdown.cancelled() => break Some(ShuttingDown.to_status()),
-            }
-        };
-        if let Some(status) = end {
-            finish(&tx, status, &shutdown).await;
-        }
-    });
-    Box::pin(ReceiverStream::new(rx))
-}
-
-/// Ends a stream with `status`: waits while the client is slow to read, except at shutdown, when the
-/// status goes only if the buffer has room (the stream ends either way).
-async fn finish<R>(
-    tx: &mpsc::Sender<Result<R, Status>>,
-    status: Status,
-    shutdown: &CancellationToken,
-) {
-    if shutdown.is_cancelled() {
-        tx.try_send(Err(status)).ok();
-        return;
-    }
-    tokio::select! {
-        // If the client already left, there is no one to tell.
-        _ = tx.send(Err(status)) => {}
-        () = shutdown.cancelled() => {}
-    }
+fn shutting_down() -> Status {
+    ShuttingDown.to_status()
 }
 
 /// The value of a stored entry.

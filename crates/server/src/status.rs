@@ -5,9 +5,13 @@
 use async_nats::jetstream::ErrorCode;
 use jetway_core::{
     Invalid, NatsError,
+    admin::AdminError,
     consumers::ConsumerError,
+    dead_letters::DeadLetterError,
     delivery::DeliveryError,
+    fetch::FetchError,
     publish::PublishError,
+    reads::EventReadError,
     state::{EnsureStoreError, ReadError, WriteError},
     streams::EnsureStreamError,
 };
@@ -143,6 +147,55 @@ impl ToStatus for WriteError {
     }
 }
 
+impl ToStatus for EventReadError {
+    fn to_status(&self) -> Status {
+        match self {
+            EventReadError::Invalid(invalid) => invalid.to_status(),
+            EventReadError::StreamNotFound(_)
+            | EventReadError::NoStream(_)
+            | EventReadError::EventNotFound { .. } => Status::not_found(self.to_string()),
+            EventReadError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for FetchError {
+    fn to_status(&self) -> Status {
+        match self {
+            FetchError::Invalid(invalid) => invalid.to_status(),
+            FetchError::Consumer(err) => err.to_status(),
+            FetchError::TooManyInFlight => Status::resource_exhausted(self.to_string()),
+            FetchError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for AdminError {
+    fn to_status(&self) -> Status {
+        match self {
+            AdminError::Invalid(invalid) => invalid.to_status(),
+            AdminError::StreamNotFound(_) | AdminError::ConsumerNotFound { .. } => {
+                Status::not_found(self.to_string())
+            }
+            AdminError::Rejected(message) => Status::failed_precondition(message.clone()),
+            AdminError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
+impl ToStatus for DeadLetterError {
+    fn to_status(&self) -> Status {
+        match self {
+            DeadLetterError::Invalid(invalid) => invalid.to_status(),
+            DeadLetterError::StreamNotFound(_) => Status::not_found(self.to_string()),
+            DeadLetterError::NotDeadLetterStream(_) => {
+                Status::failed_precondition(format!("dead_letter_stream: {self}"))
+            }
+            DeadLetterError::Nats(err) => err.to_status(),
+        }
+    }
+}
+
 impl ToStatus for UndecodableValue {
     fn to_status(&self) -> Status {
         // The stored data is not what the API promises; the client cannot fix it by retrying.
@@ -228,5 +281,37 @@ mod tests {
             Code::FailedPrecondition
         );
         assert_eq!(code(&ShuttingDown), Code::Unavailable);
+    }
+
+    #[test]
+    fn event_admin_and_dead_letter_codes() {
+        let code = |e: &dyn ToStatus| e.to_status().code();
+        assert_eq!(
+            code(&EventReadError::EventNotFound {
+                stream: "s".into(),
+                id: 1
+            }),
+            Code::NotFound
+        );
+        assert_eq!(code(&EventReadError::NoStream("a".into())), Code::NotFound);
+        assert_eq!(code(&FetchError::TooManyInFlight), Code::ResourceExhausted);
+        assert_eq!(
+            code(&FetchError::Consumer(ConsumerError::StreamNotFound(
+                "s".into()
+            ))),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(&AdminError::StreamNotFound("s".into())),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(&AdminError::Rejected("deny purge".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(&DeadLetterError::NotDeadLetterStream("s".into())),
+            Code::FailedPrecondition
+        );
     }
 }

@@ -108,6 +108,11 @@ pub async fn grpc_health(health: &mut HealthClient<Channel>) -> Option<ServingSt
 
 /// GETs a path from the HTTP health server and returns the status code.
 pub async fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    http_get(addr, path).await.0
+}
+
+/// GETs a path from the HTTP health server and returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -118,11 +123,13 @@ pub async fn http_status(addr: SocketAddr, path: &str) -> u16 {
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    response
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .expect("an HTTP status line")
+        .expect("an HTTP status line");
+    (status, body.to_owned())
 }
 
 /// Everything a test needs.

@@ -17,7 +17,7 @@ use tonic_reflection::pb::v1::{
 };
 
 use crate::harness::{
-    Env, Jetway, RECV_GUARD, grpc_health, http_status, publish_request, value_of,
+    Env, Jetway, RECV_GUARD, grpc_health, http_get, http_status, publish_request, value_of,
 };
 
 #[tokio::test]
@@ -237,4 +237,78 @@ async fn the_binary_runs_a_local_nats_server_and_stops_it_on_sigterm() {
         (!alive()).then_some(())
     })
     .await;
+}
+
+/// The value of one series in a Prometheus text exposition.
+fn series(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_publishes_and_deliveries() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.consumer(
+        "orders",
+        Some("worker"),
+        &["orders.>"],
+        Some(Pointer::Start(true)),
+        None,
+    )
+    .await;
+    let mut keyed = publish_request("orders.created", "once");
+    keyed.idempotency_key = Some("k".into());
+    let id = env
+        .client
+        .publish_event(keyed.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    env.client.publish_event(keyed).await.unwrap();
+    let mut conflicting = publish_request("orders.created", "late");
+    conflicting.expected_last_id = Some(id + 10);
+    assert_eq!(
+        env.client
+            .publish_event(conflicting)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    let mut session = env.subscribe("orders", "worker", None).await;
+    let event = session.event().await;
+    assert_eq!(session.ack(&[event.id]).await.ids, vec![id]);
+
+    // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
+    let (status, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for (name, at_least) in [
+        ("jetway_publishes_total{result=\"ok\"}", 1.0),
+        ("jetway_publishes_total{result=\"duplicate\"}", 1.0),
+        ("jetway_publishes_total{result=\"conflict\"}", 1.0),
+        ("jetway_publish_duration_seconds_count", 3.0),
+        ("jetway_events_delivered_total", 1.0),
+        ("jetway_events_acked_total", 1.0),
+    ] {
+        let value =
+            series(&metrics, name).unwrap_or_else(|| panic!("{name} missing from\n{metrics}"));
+        assert!(value >= at_least, "{name} is {value}");
+    }
+    for gauge in [
+        "jetway_subscriptions_active",
+        "jetway_events_in_flight",
+        "jetway_nats_connected",
+    ] {
+        assert!(
+            series(&metrics, gauge).is_some(),
+            "{gauge} missing from\n{metrics}"
+        );
+    }
 }

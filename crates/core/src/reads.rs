@@ -1,0 +1,397 @@
+//! Reading events without a consumer of one's own: GetEvent (one event by id), ReadEvents (a range
+//! that ends once caught up) and Subscribe (a live feed of new events).
+//!
+//! ReadEvents and Subscribe each read through their own ordered consumer: ephemeral, in memory, no
+//! acknowledgements. JetStream sends every matching event once and in order, and the consumer is
+//! recreated from the last event seen if it loses track (a gap, a NATS restart), so a reader never
+//! skips or repeats an event. One consumer per call is what makes Subscribe fan out: every
+//! subscriber gets every event. When the call ends, or the client goes away, the consumer is
+//! deleted; one that outlives Jetway (a crash) is removed by JetStream 30 s after its last pull.
+//!
+//! A range read ends at the last event the stream had when the read started, so a busy stream does
+//! not keep it going forever.
+
+use std::time::SystemTime;
+
+use async_nats::{
+    Subscriber,
+    jetstream::{
+        ErrorCode,
+        consumer::{DeliverPolicy, pull},
+        message::StreamMessage,
+        stream::LastRawMessageErrorKind,
+    },
+};
+use futures::{StreamExt, stream::BoxStream};
+
+use crate::{
+    Nats,
+    error::{Classify, Invalid, NatsError, api_request},
+    format::{self, Event},
+    names::{validate_filter, validate_name},
+    streams::StreamPointer,
+};
+
+/// A stream of events (ReadEvents, Subscribe), ending at the first error.
+pub type Events = BoxStream<'static, Result<Event, EventReadError>>;
+
+/// A range read, as ReadEvents receives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadSpec {
+    /// The stream.
+    pub stream: String,
+    /// Where to start; `None` is the first event.
+    pub from: Option<StreamPointer>,
+    /// Only events on subjects matching this filter; empty is all.
+    pub subject: String,
+    /// The most events read; `None` reads until caught up.
+    pub limit: Option<u64>,
+}
+
+/// A live subscription, as Subscribe receives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveSpec {
+    /// A subject or a filter.
+    pub subject: String,
+    /// The stream; empty means the one stream whose subjects overlap `subject`.
+    pub stream: String,
+}
+
+/// Why GetEvent, ReadEvents or Subscribe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventReadError {
+    /// The request is invalid.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The stream does not exist, or was deleted during the call.
+    #[error("stream {0} not found")]
+    StreamNotFound(String),
+    /// No stream captures the subject.
+    #[error("no stream captures subject {0}")]
+    NoStream(String),
+    /// The stream has no event with this id.
+    #[error("stream {stream} has no event with id {id}")]
+    EventNotFound {
+        /// The stream.
+        stream: String,
+        /// The id asked for.
+        id: u64,
+    },
+    /// NATS failed.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+impl EventReadError {
+    fn from_nats(err: NatsError, stream: &str) -> Self {
+        match err.api_code() {
+            Some(ErrorCode::STREAM_NOT_FOUND) => EventReadError::StreamNotFound(stream.to_owned()),
+            _ => EventReadError::Nats(err),
+        }
+    }
+}
+
+/// GetEvent: the event with this id.
+pub async fn get_event(nats: &Nats, stream: &str, id: u64) -> Result<Event, EventReadError> {
+    validate_name("stream", stream)?;
+    if id == 0 {
+        return Err(Invalid::new("id", "must be at least 1").into());
+    }
+    let handle = nats
+        .jetstream()
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|err| EventReadError::from_nats(err.classify(), stream))?;
+    match handle.get_raw_message(id).await {
+        Ok(message) => Ok(event_of(message)),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
+            Err(EventReadError::EventNotFound {
+                stream: stream.to_owned(),
+                id,
+            })
+        }
+        Err(err) => Err(EventReadError::from_nats(err.classify(), stream)),
+    }
+}
+
+/// Decodes a stored message into an event.
+pub(crate) fn event_of(message: StreamMessage) -> Event {
+    format::decode(
+        message.sequence,
+        message.subject.to_string(),
+        Some(&message.headers),
+        message.payload,
+        SystemTime::from(message.time),
+    )
+}
+
+/// ReadEvents: the stored events from `spec.from`, up to the last one stored now.
+pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, EventReadError> {
+    validate_name("stream", &spec.stream)?;
+    if !spec.subject.is_empty() {
+        validate_filter("subject", &spec.subject)?;
+    }
+    let from = deliver_policy("from", spec.from)?;
+    let reader = Reader::open(
+        nats,
+        &spec.stream,
+        from,
+        &spec.subject,
+        Bound::CaughtUp(spec.limit),
+    )
+    .await?;
+    Ok(reader.events())
+}
+
+/// Subscribe: every event stored from now on, until the stream is deleted or the caller stops.
+pub async fn subscribe(nats: &Nats, spec: &LiveSpec) -> Result<Events, EventReadError> {
+    validate_filter("subject", &spec.subject)?;
+    let stream = if spec.stream.is_empty() {
+        stream_of(nats, &spec.subject).await?
+    } else {
+        validate_name("stream", &spec.stream)?;
+        spec.stream.clone()
+    };
+    let reader = Reader::open(
+        nats,
+        &stream,
+        DeliverPolicy::New,
+        &spec.subject,
+        Bound::Live,
+    )
+    .await?;
+    Ok(reader.events())
+}
+
+/// The one stream whose subjects overlap `subject`.
+async fn stream_of(nats: &Nats, subject: &str) -> Result<String, EventReadError> {
+    let answer = api_request(
+        nats,
+        "STREAM.NAMES".into(),
+        serde_json::json!({ "subject": subject }),
+    )
+    .await?;
+    let mut names: Vec<String> = answer["streams"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|name| name.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    match names.len() {
+        0 => Err(EventReadError::NoStream(subject.to_owned())),
+        1 => Ok(names.remove(0)),
+        _ => {
+            names.sort();
+            Err(Invalid::new(
+                "stream",
+                format!(
+                    "subject {subject} overlaps the streams {}; name one",
+                    names.join(", ")
+                ),
+            )
+            .into())
+        }
+    }
+}
+
+/// Where a read starts, as a deliver policy: the first event when unset. A start time must be
+/// representable.
+fn deliver_policy(field: &str, from: Option<StreamPointer>) -> Result<DeliverPolicy, Invalid> {
+    Ok(match from {
+        None | Some(StreamPointer::Start) => DeliverPolicy::All,
+        Some(StreamPointer::End | StreamPointer::Offset(0)) => DeliverPolicy::New,
+        Some(StreamPointer::Offset(start_sequence)) => {
+            DeliverPolicy::ByStartSequence { start_sequence }
+        }
+        Some(StreamPointer::Time(time)) => {
+            format::validate_time(&format!("{field}.time"), time)?;
+            match format::to_utc(time) {
+                Some(start_time) => DeliverPolicy::ByStartTime { start_time },
+                None => DeliverPolicy::All,
+            }
+        }
+    })
+}
+
+/// When a reader ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bound {
+    /// At the last event stored when it opened, or after this many events.
+    CaughtUp(Option<u64>),
+    /// Never: a live feed.
+    Live,
+}
+
+/// One read through an ordered consumer; see the module docs.
+pub(crate) struct Reader {
+    nats: Nats,
+    stream: String,
+    /// The consumer's first name, once it is created. A recreated consumer gets `<name>_<n>`.
+    consumer: Option<String>,
+    messages: Option<pull::Ordered>,
+    /// JetStream's advisory that the stream was deleted: the ordered consumer would otherwise try
+    /// to recreate itself forever.
+    deleted: Subscriber,
+    /// The last stream sequence to read, for a range read.
+    last: Option<u64>,
+    /// How many more events may be read.
+    remaining: Option<u64>,
+}
+
+impl Reader {
+    /// Opens a read of `stream` from `from`, filtered by `filter` (empty: all).
+    pub(crate) async fn open(
+        nats: &Nats,
+        stream: &str,
+        from: DeliverPolicy,
+        filter: &str,
+        bound: Bound,
+    ) -> Result<Reader, EventReadError> {
+        // Subscribed before the lookup, so a deletion right after it is not missed.
+        let deleted = nats
+            .client()
+            .subscribe(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{stream}"))
+            .await
+            .map_err(|err| {
+                NatsError::Unavailable(format!("subscribing to deletion advisories: {err}"))
+            })?;
+        let js = nats.jetstream();
+        let handle = js
+            .get_stream(stream)
+            .await
+            .map_err(|err| EventReadError::from_nats(err.classify(), stream))?;
+        let (last, remaining) = match bound {
+            Bound::CaughtUp(limit) => (Some(handle.cached_info().state.last_sequence), limit),
+            Bound::Live => (None, None),
+        };
+        let name = uuid::Uuid::new_v4().to_string();
+        let mut reader = Reader {
+            nats: nats.clone(),
+            stream: stream.to_owned(),
+            consumer: None,
+            messages: None,
+            deleted,
+            last,
+            remaining,
+        };
+        let empty_range = last == Some(0)
+            || remaining == Some(0)
+            || matches!(from, DeliverPolicy::ByStartSequence { start_sequence }
+                if last.is_some_and(|last| start_sequence > last));
+        if empty_range {
+            return Ok(reader);
+        }
+        let config = pull::OrderedConfig {
+            name: Some(name.clone()),
+            deliver_policy: from,
+            filter_subject: filter.to_owned(),
+            ..Default::default()
+        };
+        // A filter outside the stream's subjects is accepted: a mirror or an aggregate has no
+        // subjects of its own, and its events keep theirs. It just matches nothing.
+        let consumer = handle
+            .create_consumer(config)
+            .await
+            .map_err(|err| EventReadError::from_nats(err.classify(), stream))?;
+        reader.consumer = Some(name);
+        if last.is_some() && consumer.cached_info().num_pending == 0 {
+            // Nothing to read; the consumer goes when the reader does.
+            return Ok(reader);
+        }
+        reader.messages =
+            Some(consumer.messages().await.map_err(|err| {
+                NatsError::Unavailable(format!("reading stream {stream}: {err}"))
+            })?);
+        Ok(reader)
+    }
+
+    /// The reader as a stream of events.
+    fn events(self) -> Events {
+        futures::stream::unfold(self, |mut reader| async move {
+            let item = reader.next().await?.map(event_of);
+            Some((item, reader))
+        })
+        .boxed()
+    }
+
+    /// The next stored message, `None` once the read is complete.
+    pub(crate) async fn next(&mut self) -> Option<Result<StreamMessage, EventReadError>> {
+        loop {
+            let messages = self.messages.as_mut()?;
+            let message = tokio::select! {
+                Some(_) = self.deleted.next() => {
+                    self.messages = None;
+                    return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
+                }
+                message = messages.next() => message,
+            };
+            let message = match message {
+                None => {
+                    self.messages = None;
+                    return None;
+                }
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    self.messages = None;
+                    return Some(Err(NatsError::Unavailable(format!(
+                        "reading stream {}: {err}",
+                        self.stream
+                    ))
+                    .into()));
+                }
+            };
+            let Ok(info) = message.info() else {
+                // The ordered consumer checks every message's metadata before handing it out.
+                continue;
+            };
+            let (sequence, pending, time) = (info.stream_sequence, info.pending, info.published);
+            if self.last.is_some_and(|last| sequence > last) {
+                self.messages = None;
+                return None;
+            }
+            // Done after this one: the last event of the range, the limit, or nothing left that
+            // matches (then nothing up to the last sequence is left either).
+            self.remaining = self.remaining.map(|n| n - 1);
+            if self
+                .last
+                .is_some_and(|last| sequence == last || pending == 0)
+                || self.remaining == Some(0)
+            {
+                self.messages = None;
+            }
+            let message = message.message;
+            return Some(Ok(StreamMessage {
+                subject: message.subject,
+                sequence,
+                headers: message.headers.unwrap_or_default(),
+                payload: message.payload,
+                time,
+            }));
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Stop pulling first, so the ordered consumer does not recreate what is deleted here.
+        self.messages = None;
+        let (Some(consumer), Ok(runtime)) =
+            (self.consumer.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let js = self.nats.jetstream().clone();
+        let stream = self.stream.clone();
+        runtime.spawn(async move {
+            // Best effort: a consumer that is left behind expires by itself.
+            if let Err(err) = js.delete_consumer_from_stream(&consumer, &stream).await
+                && err.classify().api_code() != Some(ErrorCode::CONSUMER_NOT_FOUND)
+            {
+                tracing::debug!(%err, %stream, %consumer, "could not delete a reader's consumer");
+            }
+        });
+    }
+}

@@ -1,0 +1,184 @@
+//! Messaging telemetry: the OpenTelemetry spans of publishing and receiving events, W3C trace
+//! context carried in NATS headers, and the counters behind `/metrics`.
+//!
+//! Spans are `tracing` spans with the target [`SPAN_TARGET`]; the server turns them into
+//! OpenTelemetry spans when an exporter is configured. Without one, no subscriber is interested in
+//! that target, so the spans cost next to nothing, and trace context is passed through unchanged:
+//! a publisher's `traceparent` reaches the consumer as it was.
+//!
+//! Span names and attributes follow the OpenTelemetry messaging conventions, with Windshift's span
+//! names (`<subject> publish`, `<subject> receive`).
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector},
+    trace::TraceContextExt,
+};
+use tracing::{Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The `tracing` target of every messaging span, so the log output can leave them out.
+pub const SPAN_TARGET: &str = "jetway_otel";
+
+/// A W3C trace context as its two header values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceContext {
+    /// `traceparent`.
+    pub parent: Option<String>,
+    /// `tracestate`.
+    pub state: Option<String>,
+}
+
+impl TraceContext {
+    /// The context as OpenTelemetry sees it, through the global propagator.
+    fn extract(&self) -> Context {
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(self))
+    }
+
+    /// The context of `span`, if it has a valid one (that is, if spans are being recorded).
+    fn of(span: &Span) -> Option<TraceContext> {
+        let context = span.context();
+        if !context.span().span_context().is_valid() {
+            return None;
+        }
+        let mut carrier = TraceContext::default();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut carrier)
+        });
+        carrier.parent.is_some().then_some(carrier)
+    }
+
+    /// The context to send on: `span`'s when spans are recorded, else `self`, passed through.
+    pub(crate) fn forward(self, span: &Span) -> TraceContext {
+        TraceContext::of(span).unwrap_or(self)
+    }
+}
+
+impl Extractor for TraceContext {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.parent.as_deref(),
+            "tracestate" => self.state.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+impl Injector for TraceContext {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            "traceparent" => self.parent = Some(value),
+            "tracestate" => self.state = Some(value).filter(|v| !v.is_empty()),
+            _ => {}
+        }
+    }
+}
+
+/// The PRODUCER span of one publish, a child of the current span (the RPC).
+pub(crate) fn publish_span(subject: &str) -> Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        "publish",
+        otel.name = format!("{subject} publish"),
+        otel.kind = "producer",
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "publish",
+        messaging.operation = "publish",
+        messaging.destination.name = subject,
+        messaging.message.id = Empty,
+    )
+}
+
+/// The CONSUMER span of one delivered event, whose parent is the publisher's context.
+pub(crate) fn receive_span(
+    subject: &str,
+    id: u64,
+    consumer: &str,
+    publisher: &TraceContext,
+) -> Span {
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "receive",
+        otel.name = format!("{subject} receive"),
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "receive",
+        messaging.operation = "receive",
+        messaging.destination.name = subject,
+        messaging.consumer.group.name = consumer,
+        messaging.message.id = id,
+    );
+    if publisher.parent.is_some() {
+        // Fails only when no OpenTelemetry layer is installed, and then there is nothing to link.
+        span.set_parent(publisher.extract()).ok();
+    }
+    span
+}
+
+/// Marks a span as succeeded.
+pub(crate) fn ok(span: &Span) {
+    span.record("otel.status_code", "ok");
+}
+
+/// Marks a span as failed, with a reason.
+pub(crate) fn error(span: &Span, message: &str) {
+    span.record("otel.status_code", "error");
+    span.record("otel.status_message", message);
+}
+
+/// Metric names and the handles one subscription updates.
+pub mod metrics {
+    /// Publishes, labelled `result` = `ok`, `duplicate`, `conflict` or `error`.
+    pub const PUBLISHES: &str = "jetway_publishes_total";
+    /// Publish latency, from the call until JetStream's ack.
+    pub const PUBLISH_DURATION: &str = "jetway_publish_duration_seconds";
+    /// Events handed to subscribers.
+    pub const DELIVERED: &str = "jetway_events_delivered_total";
+    /// Deliveries with an attempt above 1.
+    pub const REDELIVERED: &str = "jetway_events_redelivered_total";
+    /// Events acked.
+    pub const ACKED: &str = "jetway_events_acked_total";
+    /// Events rejected, labelled `permanently` = `true` or `false`.
+    pub const REJECTED: &str = "jetway_events_rejected_total";
+    /// Events held by subscribers now.
+    pub const IN_FLIGHT: &str = "jetway_events_in_flight";
+    /// Open Events subscriptions.
+    pub const SUBSCRIPTIONS: &str = "jetway_subscriptions_active";
+    /// 1 while connected to NATS, else 0.
+    pub const NATS_CONNECTED: &str = "jetway_nats_connected";
+
+    /// Handles resolved once per subscription, so the hot path does no registry lookup.
+    #[derive(Clone)]
+    pub(crate) struct Delivery {
+        pub delivered: ::metrics::Counter,
+        pub redelivered: ::metrics::Counter,
+        pub acked: ::metrics::Counter,
+        pub rejected: ::metrics::Counter,
+        pub terminated: ::metrics::Counter,
+        pub in_flight: ::metrics::Gauge,
+        pub subscriptions: ::metrics::Gauge,
+    }
+
+    impl Delivery {
+        pub(crate) fn new() -> Self {
+            Delivery {
+                delivered: ::metrics::counter!(DELIVERED),
+                redelivered: ::metrics::counter!(REDELIVERED),
+                acked: ::metrics::counter!(ACKED),
+                rejected: ::metrics::counter!(REJECTED, "permanently" => "false"),
+                terminated: ::metrics::counter!(REJECTED, "permanently" => "true"),
+                in_flight: ::metrics::gauge!(IN_FLIGHT),
+                subscriptions: ::metrics::gauge!(SUBSCRIPTIONS),
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Server-streaming responses fed by a core stream: a task per call reads items, encodes them, and
+//! sends them through a bounded channel that tonic drains. When a send fails or the channel closes,
+//! the client has gone: the task ends and drops the core stream (and the JetStream consumer behind
+//! it). Server shutdown ends the stream with the status the caller chose.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt, stream::BoxStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::status::ToStatus;
+
+/// Responses buffered per stream before the task waits for the client to read.
+const STREAM_BUFFER: usize = 64;
+
+/// The response stream of a streaming call.
+pub type Responses<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Spawns the task that sends `items`, encoded, to the client until they end or fail, the client
+/// leaves, or `shutdown` is cancelled (then the stream ends with `shutting_down()`); returns the
+/// stream tonic sends from.
+pub fn forward<T, E, R>(
+    mut items: BoxStream<'static, Result<T, E>>,
+    encode: impl Fn(T) -> Result<R, Status> + Send + 'static,
+    shutdown: CancellationToken,
+    shutting_down: fn() -> Status,
+) -> Responses<R>
+where
+    T: Send + 'static,
+    E: ToStatus + Send + 'static,
+    R: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Some(shutting_down()),
+                () = tx.closed() => break None,
+                next = items.next() => next,
+            };
+            let response = match next {
+                None => break None,
+                Some(Ok(item)) => encode(item),
+                Some(Err(err)) => Err(err.to_status()),
+            };
+            let response = match response {
+                Ok(response) => response,
+                Err(status) => break Some(status),
+            };
+            tokio::select! {
+                sent = tx.send(Ok(response)) => if sent.is_err() {
+                    break None;
+                },
+                () = shutdown.cancelled() => break Some(shutting_down()),
+            }
+        };
+        // The core stream goes first, so its cleanup does not wait for a slow client.
+        drop(items);
+        if let Some(status) = end {
+            finish(&tx, status, &shutdown).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Ends a stream with `status`: waits while the client is slow to read, except at shutdown, when the
+/// status goes only if the buffer has room (the stream ends either way).
+async fn finish<R>(
+    tx: &mpsc::Sender<Result<R, Status>>,
+    status: Status,
+    shutdown: &CancellationToken,
+) {
+    if shutdown.is_cancelled() {
+        tx.try_send(Err(status)).ok();
+        return;
+    }
+    tokio::select! {
+        // If the client already left, there is no one to tell.
+        _ = tx.send(Err(status)) => {}
+        () = shutdown.cancelled() => {}
+    }
+}

@@ -1,0 +1,520 @@
+//! Publishing raw payloads and custom headers, and reading without a consumer of one's own:
+//! GetEvent, ReadEvents (ranges that end once caught up) and Subscribe (a live feed that fans out).
+
+use std::time::SystemTime;
+
+use jetway_api::{
+    google::protobuf::Timestamp,
+    jetway::events::v1::{
+        self as api, ReadEventsRequest, StreamPointer, SubscribeRequest, stream_pointer::Pointer,
+    },
+    windshift::events::v1alpha1::stream_pointer::Pointer as WindshiftPointer,
+};
+use jetway_testkit::eventually;
+use tonic::Code;
+
+use crate::{
+    clients::{self, collect, next, publish, raw, typed, value_of},
+    harness::{Env, assert_status, value_of as windshift_value_of},
+};
+
+fn read(stream: &str, from: Option<Pointer>, subject: &str, limit: u32) -> ReadEventsRequest {
+    ReadEventsRequest {
+        stream: stream.into(),
+        from: from.map(|p| StreamPointer { pointer: Some(p) }),
+        subject: subject.into(),
+        limit,
+    }
+}
+
+fn ids(responses: &[api::ReadEventsResponse]) -> Vec<u64> {
+    responses
+        .iter()
+        .map(|r| r.event.as_ref().expect("an event").id)
+        .collect()
+}
+
+#[tokio::test]
+async fn raw_payloads_and_custom_headers_are_stored_and_read_back() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+
+    let request = api::PublishEventRequest {
+        idempotency_key: Some("order-7".into()),
+        ..raw(
+            "orders.created",
+            r#"{"order":7}"#,
+            "application/json",
+            &[("published-by", "billing"), ("Tenant", "acme")],
+        )
+    };
+    let published = client
+        .publish_event(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!published.duplicate);
+    let again = client.publish_event(request).await.unwrap().into_inner();
+    assert_eq!((again.id, again.duplicate), (published.id, true));
+    let typed_id = publish(&mut client, typed("orders.paid", "paid 7")).await;
+
+    // Stored in the Windshift format plus a Content-Type and the headers under their own names.
+    let stored = env
+        .js
+        .get_stream("orders")
+        .await
+        .unwrap()
+        .get_raw_message(published.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.headers.get("Content-Type").unwrap().as_str(),
+        "application/json"
+    );
+    assert_eq!(
+        stored.headers.get("published-by").unwrap().as_str(),
+        "billing"
+    );
+    assert!(stored.headers.get("WS-Data-Type").is_none());
+    assert!(stored.headers.get("WS-Published-Time").is_some());
+
+    let event = client
+        .get_event(api::GetEventRequest {
+            stream: "orders".into(),
+            id: published.id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .unwrap();
+    assert_eq!(
+        (event.id, event.subject.as_str()),
+        (published.id, "orders.created")
+    );
+    assert_eq!(
+        event.payload,
+        Some(api::event::Payload::Raw(api::RawPayload {
+            data: br#"{"order":7}"#.to_vec().into(),
+            content_type: "application/json".into(),
+        }))
+    );
+    assert_eq!(
+        event.headers.len(),
+        2,
+        "only custom headers: {:?}",
+        event.headers
+    );
+    assert_eq!(event.headers["published-by"], "billing");
+    assert_eq!(event.headers["Tenant"], "acme");
+    assert_eq!(event.idempotency_key.as_deref(), Some("order-7"));
+    assert!(event.timestamp.is_some());
+    assert_eq!(event.delivery_attempt, 0);
+
+    let typed_event = client
+        .get_event(api::GetEventRequest {
+            stream: "orders".into(),
+            id: typed_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .unwrap();
+    assert_eq!(value_of(&typed_event), "paid 7");
+    assert!(typed_event.headers.is_empty());
+
+    // A Windshift subscriber of the same stream gets both; the raw body has no message type.
+    let start = WindshiftPointer::Start(true);
+    let consumer = env
+        .consumer("orders", None, &["orders.>"], Some(start), None)
+        .await;
+    let mut session = env.subscribe("orders", &consumer, None).await;
+    let first = session.event().await;
+    assert_eq!(
+        first.data.as_ref().unwrap().value,
+        br#"{"order":7}"#.to_vec()
+    );
+    assert_eq!(
+        first.data.as_ref().unwrap().type_url,
+        "type.googleapis.com/"
+    );
+    assert_eq!(windshift_value_of(&session.event().await), "paid 7");
+}
+
+#[tokio::test]
+async fn get_event_and_publish_reject_bad_input_and_unknown_events() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let get = |stream: &str, id: u64| api::GetEventRequest {
+        stream: stream.into(),
+        id,
+    };
+    assert_status(
+        client.get_event(get("orders", 1)).await,
+        Code::NotFound,
+        "id 1",
+    );
+    assert_status(
+        client.get_event(get("nope", 1)).await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_status(
+        client.get_event(get("orders", 0)).await,
+        Code::InvalidArgument,
+        "id",
+    );
+    assert_status(
+        client.get_event(get("a.b", 1)).await,
+        Code::InvalidArgument,
+        "stream",
+    );
+
+    let bad_header = raw("orders.a", "x", "text/plain", &[("Nats-Msg-Id", "forged")]);
+    assert_status(
+        client.publish_event(bad_header).await,
+        Code::InvalidArgument,
+        "headers[\"Nats-Msg-Id\"]",
+    );
+    for reserved in ["ws-data-type", "JW-DLQ-Reason", "content-type"] {
+        let request = raw("orders.a", "x", "", &[(reserved, "x")]);
+        assert_status(
+            client.publish_event(request).await,
+            Code::InvalidArgument,
+            reserved,
+        );
+    }
+    let spaced = raw("orders.a", "x", "", &[("has space", "x")]);
+    assert_status(
+        client.publish_event(spaced).await,
+        Code::InvalidArgument,
+        "headers",
+    );
+    let broken_value = raw("orders.a", "x", "", &[("ok", "a\r\nb")]);
+    assert_status(
+        client.publish_event(broken_value).await,
+        Code::InvalidArgument,
+        "headers",
+    );
+    let bad_type = raw("orders.a", "x", "text/plain\n", &[]);
+    assert_status(
+        client.publish_event(bad_type).await,
+        Code::InvalidArgument,
+        "raw.content_type",
+    );
+    let no_payload = api::PublishEventRequest {
+        subject: "orders.a".into(),
+        ..Default::default()
+    };
+    assert_status(
+        client.publish_event(no_payload).await,
+        Code::InvalidArgument,
+        "payload",
+    );
+    assert_status(
+        client.publish_event(typed("orders.*", "x")).await,
+        Code::InvalidArgument,
+        "subject",
+    );
+    assert_status(
+        client.publish_event(typed("elsewhere.a", "x")).await,
+        Code::NotFound,
+        "elsewhere.a",
+    );
+    let mut stale = typed("orders.a", "x");
+    stale.expected_last_id = Some(9);
+    assert_status(
+        client.publish_event(stale).await,
+        Code::FailedPrecondition,
+        "expected_last_id",
+    );
+    // An empty raw payload without a content type is fine.
+    publish(&mut client, raw("orders.a", "", "", &[])).await;
+}
+
+#[tokio::test]
+async fn read_events_replays_ranges_and_ends_once_caught_up() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let mut published = Vec::new();
+    for i in 0..6 {
+        let subject = if i % 2 == 0 {
+            "orders.created"
+        } else {
+            "orders.paid"
+        };
+        published.push(publish(&mut client, typed(subject, &format!("event {i}"))).await);
+    }
+    let between = SystemTime::now();
+    let late = publish(&mut client, typed("orders.created", "late")).await;
+    published.push(late);
+
+    let all = collect(
+        client
+            .read_events(read("orders", None, "", 0))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&all), published, "everything, in order, then the end");
+    assert_eq!(value_of(all[0].event.as_ref().unwrap()), "event 0");
+
+    let from_id = collect(
+        client
+            .read_events(read("orders", Some(Pointer::Id(published[4])), "", 0))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&from_id), published[4..]);
+
+    let filtered = collect(
+        client
+            .read_events(read("orders", Some(Pointer::Start(true)), "orders.paid", 2))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&filtered),
+        [published[1], published[3]],
+        "filter and limit"
+    );
+
+    let from_time = collect(
+        client
+            .read_events(read(
+                "orders",
+                Some(Pointer::Time(Timestamp::from(between))),
+                "",
+                0,
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&from_time), [late]);
+
+    // Past the end, from the end, and a filter nothing matches: no events, and the stream ends.
+    for request in [
+        read("orders", Some(Pointer::Id(late + 1)), "", 0),
+        read("orders", Some(Pointer::Id(1_000_000)), "", 0),
+        read("orders", Some(Pointer::End(true)), "", 0),
+        read("orders", None, "orders.refunded", 0),
+        read("orders", None, "billing.>", 0),
+    ] {
+        let events = collect(client.read_events(request).await.unwrap().into_inner())
+            .await
+            .unwrap();
+        assert!(events.is_empty(), "{events:?}");
+    }
+
+    // A read ends at the last event stored when it started, even if more come meanwhile.
+    let mut reading = client
+        .read_events(read("orders", None, "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut reading).await.event.unwrap().id, published[0]);
+    let after_start = publish(&mut client, typed("orders.created", "after the start")).await;
+    let rest = collect(reading).await.unwrap();
+    assert_eq!(ids(&rest), published[1..]);
+    assert!(!ids(&rest).contains(&after_start));
+
+    // Each read's consumer is gone once it ended.
+    eventually("the readers' consumers are deleted", || async {
+        (env.stream_info("orders").await.state.consumer_count == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_events_rejects_bad_input_and_unknown_streams() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    assert_status(
+        client.read_events(read("nope", None, "", 0)).await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_status(
+        client.read_events(read("a b", None, "", 0)).await,
+        Code::InvalidArgument,
+        "stream",
+    );
+    assert_status(
+        client
+            .read_events(read("orders", Some(Pointer::Id(0)), "", 0))
+            .await,
+        Code::InvalidArgument,
+        "from.id",
+    );
+    let no_position = ReadEventsRequest {
+        from: Some(StreamPointer { pointer: None }),
+        ..read("orders", None, "", 0)
+    };
+    assert_status(
+        client.read_events(no_position).await,
+        Code::InvalidArgument,
+        "from",
+    );
+    let bad_time = Pointer::Time(Timestamp {
+        seconds: 300_000_000_000,
+        nanos: 0,
+    });
+    assert_status(
+        client
+            .read_events(read("orders", Some(bad_time), "", 0))
+            .await,
+        Code::InvalidArgument,
+        "from.time",
+    );
+    assert_status(
+        client
+            .read_events(read("orders", None, "orders..a", 0))
+            .await,
+        Code::InvalidArgument,
+        "subject",
+    );
+}
+
+fn subscribe(subject: &str, stream: &str) -> SubscribeRequest {
+    SubscribeRequest {
+        subject: subject.into(),
+        stream: stream.into(),
+    }
+}
+
+#[tokio::test]
+async fn subscribe_fans_new_events_out_to_every_subscriber_and_cleans_up() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.stream("audit", &["audit.>"]).await;
+    let mut client = clients::events(&env).await;
+    let old = publish(&mut client, typed("orders.created", "before")).await;
+
+    // Once the call has returned, the subscription exists: later events all reach it.
+    let mut first = client
+        .subscribe(subscribe("orders.>", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut second = client
+        .subscribe(subscribe("orders.created", "orders"))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = publish(&mut client, typed("orders.created", "a")).await;
+    let b = publish(
+        &mut client,
+        raw(
+            "orders.created",
+            "b",
+            "text/plain",
+            &[("published-by", "test")],
+        ),
+    )
+    .await;
+    let paid = publish(&mut client, typed("orders.paid", "paid")).await;
+    publish(&mut client, typed("audit.login", "elsewhere")).await;
+
+    let got: Vec<u64> = [
+        next(&mut first).await,
+        next(&mut first).await,
+        next(&mut first).await,
+    ]
+    .into_iter()
+    .map(|r| r.event.unwrap().id)
+    .collect();
+    assert_eq!(got, [a, b, paid], "new events only, in order");
+    assert!(!got.contains(&old));
+    let a_again = next(&mut second).await.event.unwrap();
+    assert_eq!((a_again.id, value_of(&a_again).as_str()), (a, "a"));
+    let b_again = next(&mut second).await.event.unwrap();
+    assert_eq!(b_again.id, b);
+    assert_eq!(b_again.headers["published-by"], "test");
+    assert_eq!(b_again.delivery_attempt, 0);
+
+    // Nothing to acknowledge: the subscriptions hold nothing in flight, and each has its own
+    // ephemeral consumer, removed as soon as its client goes away.
+    assert_eq!(env.stream_info("orders").await.state.consumer_count, 2);
+    drop(first);
+    eventually("the first subscriber's consumer is deleted", || async {
+        (env.stream_info("orders").await.state.consumer_count == 1).then_some(())
+    })
+    .await;
+    let c = publish(&mut client, typed("orders.created", "c")).await;
+    assert_eq!(
+        next(&mut second).await.event.unwrap().id,
+        c,
+        "the other one carries on"
+    );
+
+    // Deleting the stream ends a subscription with NOT_FOUND.
+    env.js.delete_stream("orders").await.unwrap();
+    let status = tokio::time::timeout(crate::harness::RECV_GUARD, second.message())
+        .await
+        .expect("the subscription ends")
+        .expect_err("with an error");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
+#[tokio::test]
+async fn subscribe_needs_one_stream_for_its_subject() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.stream("audit", &["audit.>"]).await;
+    let mut client = clients::events(&env).await;
+    assert_status(
+        client.subscribe(subscribe("billing.>", "")).await,
+        Code::NotFound,
+        "billing.>",
+    );
+    // `*.created` overlaps both streams: which one is meant must be said.
+    assert_status(
+        client.subscribe(subscribe("*.created", "")).await,
+        Code::InvalidArgument,
+        "stream",
+    );
+    assert_status(
+        client.subscribe(subscribe("", "")).await,
+        Code::InvalidArgument,
+        "subject",
+    );
+    assert_status(
+        client.subscribe(subscribe("a..b", "")).await,
+        Code::InvalidArgument,
+        "subject",
+    );
+    assert_status(
+        client.subscribe(subscribe("orders.>", "a.b")).await,
+        Code::InvalidArgument,
+        "stream",
+    );
+    assert_status(
+        client.subscribe(subscribe("orders.>", "nope")).await,
+        Code::NotFound,
+        "nope",
+    );
+    // Naming the stream settles the overlap.
+    let mut feed = client
+        .subscribe(subscribe("*.created", "audit"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = publish(&mut client, typed("audit.created", "x")).await;
+    assert_eq!(next(&mut feed).await.event.unwrap().id, id);
+}

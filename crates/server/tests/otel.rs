@@ -1,0 +1,258 @@
+//! Tracing end to end, against an in-process OTLP receiver: one trace carries from the publishing
+//! client's `traceparent` through the server span and the producer span to the consumer span and the
+//! delivered event's headers. A separate test binary, because telemetry installs the process-wide
+//! tracing subscriber.
+
+#[path = "it/harness.rs"]
+mod harness;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use async_nats::HeaderMap;
+use harness::{Env, publish_request};
+use jetway_api::windshift::events::v1alpha1::stream_pointer::Pointer;
+use jetway_server::{config::Config, telemetry::Telemetry};
+use jetway_testkit::eventually;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    trace::v1::{Span, span::SpanKind, status::StatusCode},
+};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Spans received, with the resource's `service.name`.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .as_ref()
+                .and_then(|r| string_attribute(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                spans.extend(scope.spans.into_iter().map(|span| (service.clone(), span)));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, SocketAddr) {
+        let receiver = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(receiver.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        (receiver, addr)
+    }
+
+    fn find(&self, name: &str, trace_id: &[u8]) -> Option<(String, Span)> {
+        let spans = self.spans.lock().unwrap();
+        spans
+            .iter()
+            .find(|(_, s)| s.name == name && s.trace_id == trace_id)
+            .cloned()
+    }
+}
+
+fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match &kv.value {
+            Some(AnyValue {
+                value: Some(Value::StringValue(s)),
+            }) => Some(s.clone()),
+            Some(AnyValue {
+                value: Some(Value::IntValue(i)),
+            }) => Some(i.to_string()),
+            _ => None,
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_runs_from_the_publisher_to_the_consumer() {
+    let (receiver, addr) = Receiver::start().await;
+    let config = Config::from_iter([
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            format!("http://{addr}"),
+        ),
+        (
+            "OTEL_SERVICE_NAME".to_owned(),
+            "jetway-under-test".to_owned(),
+        ),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ])
+    .unwrap();
+    let telemetry = Telemetry::init(&config).unwrap();
+
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.consumer(
+        "orders",
+        Some("billing"),
+        &["orders.>"],
+        Some(Pointer::Start(true)),
+        None,
+    )
+    .await;
+
+    // The publishing client's own span.
+    let (trace_id, client_span_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut request = tonic::Request::new(publish_request("orders.created", "traced"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{client_span_id}-01")
+            .parse()
+            .unwrap(),
+    );
+    let id = env
+        .client
+        .publish_event(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+
+    // A message published straight to NATS with a W3C header is honoured the same way.
+    let (direct_trace, direct_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{direct_trace}-{direct_span}-01").as_str(),
+    );
+    env.js
+        .publish_with_headers("orders.direct", headers, "".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let mut session = env.subscribe("orders", "billing", None).await;
+    let event = session.event().await;
+    assert_eq!(event.id, id);
+    let delivered_parent = event
+        .headers
+        .as_ref()
+        .and_then(|h| h.trace_parent.clone())
+        .expect("trace_parent");
+    assert!(delivered_parent.contains(trace_id), "{delivered_parent}");
+    let direct = session.event().await;
+    let direct_parent = direct
+        .headers
+        .as_ref()
+        .and_then(|h| h.trace_parent.clone())
+        .expect("trace_parent");
+    assert!(direct_parent.contains(direct_trace), "{direct_parent}");
+    session.ack(&[event.id, direct.id]).await;
+
+    let trace = unhex(trace_id);
+    let find = |name: &'static str, trace: Vec<u8>| {
+        let receiver = receiver.clone();
+        move || {
+            let found = receiver.find(name, &trace);
+            async move { found }
+        }
+    };
+    let (service, server) = eventually(
+        "the server span",
+        find(
+            "windshift.events.v1alpha1.EventsService/PublishEvent",
+            trace.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(service, "jetway-under-test");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&server.parent_span_id), client_span_id);
+    assert_eq!(
+        string_attribute(&server.attributes, "rpc.system").as_deref(),
+        Some("grpc")
+    );
+
+    let (_, producer) = eventually(
+        "the producer span",
+        find("orders.created publish", trace.clone()),
+    )
+    .await;
+    assert_eq!(producer.kind, SpanKind::Producer as i32);
+    assert_eq!(producer.parent_span_id, server.span_id);
+    assert_eq!(
+        string_attribute(&producer.attributes, "messaging.system").as_deref(),
+        Some("nats")
+    );
+    assert_eq!(
+        string_attribute(&producer.attributes, "messaging.destination.name").as_deref(),
+        Some("orders.created")
+    );
+    assert_eq!(
+        string_attribute(&producer.attributes, "messaging.message.id"),
+        Some(id.to_string())
+    );
+
+    let (_, consumer) = eventually(
+        "the consumer span",
+        find("orders.created receive", trace.clone()),
+    )
+    .await;
+    assert_eq!(consumer.kind, SpanKind::Consumer as i32);
+    assert_eq!(
+        consumer.parent_span_id, producer.span_id,
+        "the receive span is the publish span's child"
+    );
+    assert_eq!(
+        string_attribute(&consumer.attributes, "messaging.operation").as_deref(),
+        Some("receive")
+    );
+    assert_eq!(
+        consumer.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Ok as i32),
+        "acked"
+    );
+    assert_eq!(
+        delivered_parent,
+        format!("00-{trace_id}-{}-01", hex(&consumer.span_id))
+    );
+
+    let (_, direct_consumer) = eventually(
+        "the direct message's consumer span",
+        find("orders.direct receive", unhex(direct_trace)),
+    )
+    .await;
+    assert_eq!(hex(&direct_consumer.parent_span_id), direct_span);
+
+    telemetry.shutdown().await;
+}
