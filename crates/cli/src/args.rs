@@ -1,0 +1,291 @@
+//! The command line, as clap parses it, and the parsers of its values (start positions and
+//! durations).
+
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jetway_client::{DEFAULT_URL, StartPosition};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// Talk to a Jetway server: declare streams, publish, consume, tail and use key-value stores.
+#[derive(Debug, Parser)]
+#[command(name = "jetway", version)]
+pub struct Cli {
+    /// The Jetway server's gRPC URL (https:// for TLS).
+    #[arg(long, env = "JETWAY_URL", default_value = DEFAULT_URL, global = true)]
+    pub server: String,
+
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Declare streams.
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// Publish a message, or each line of standard input, as windshift.test.v1.StringValue.
+    Publish(PublishArgs),
+    /// Read events with a durable consumer, printing and acking each; a known consumer name
+    /// resumes where it left off.
+    Consume(ConsumeArgs),
+    /// Print the events stored from now on, with a temporary consumer.
+    Tail(TailArgs),
+    /// Read and write key-value stores.
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+/// `jetway stream ...`
+#[derive(Debug, Subcommand)]
+pub enum StreamCommand {
+    /// Create a stream, or update it to exactly these options (an omitted limit is removed).
+    Ensure(StreamEnsureArgs),
+}
+
+/// Options of `jetway stream ensure`.
+#[derive(Debug, Args)]
+pub struct StreamEnsureArgs {
+    /// The stream's name (letters, digits, `_` and `-`).
+    pub name: String,
+    /// A subject the stream captures, wildcards allowed (repeatable).
+    #[arg(long = "subject", short = 't', required = true)]
+    pub subjects: Vec<String>,
+    /// Remove events older than this (e.g. 90s, 30m, 24h, 7d).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Keep at most this many events.
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Keep at most this many events per subject.
+    #[arg(long)]
+    pub max_events_per_subject: Option<u64>,
+    /// Keep at most this many bytes.
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+    /// The largest event accepted, in bytes.
+    #[arg(long)]
+    pub max_event_size: Option<u32>,
+    /// Where events are kept; it cannot change after creation.
+    #[arg(long, value_enum)]
+    pub storage: Option<Storage>,
+    /// How many NATS servers keep a copy.
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// How long an idempotency key is remembered (default 2m).
+    #[arg(long, value_parser = parse_duration)]
+    pub dedup_window: Option<Duration>,
+}
+
+/// `--storage`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Storage {
+    /// On disk.
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// Options of `jetway publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The subject to publish on.
+    #[arg(short = 't', long = "subject")]
+    pub subject: String,
+    /// The message; without it, each line of standard input is published.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Idempotency key; with standard input, line N gets `<key>-<N>`.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// With --create, the stream to create.
+    #[command(flatten)]
+    pub target: StreamTarget,
+}
+
+/// Options of `jetway consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The durable consumer's name: a new name starts at --from, a known one resumes.
+    #[arg(short = 'n', long = "name")]
+    pub consumer: String,
+    /// The subject to read, wildcards allowed.
+    #[arg(short = 't', long = "subject")]
+    pub subject: String,
+    /// Where a new consumer starts: start, end, seq:ID (an event id) or time:TIME (RFC 3339).
+    #[arg(long, default_value = "start", value_parser = parse_start)]
+    pub from: StartPosition,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// The stream to read.
+    #[command(flatten)]
+    pub target: StreamTarget,
+}
+
+/// Which stream holds a subject's events.
+#[derive(Debug, Args)]
+pub struct StreamTarget {
+    /// The stream that captures the subject (required to consume until the server can look it
+    /// up).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// If no stream captures the subject, create one named --stream, or after the subject's first
+    /// token, capturing `<token>` and `<token>.>`.
+    #[arg(long)]
+    pub create: bool,
+}
+
+/// Options of `jetway tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The stream to read.
+    pub stream: String,
+    /// Only events on subjects matching this.
+    #[arg(short = 't', long = "subject", default_value = ">")]
+    pub subject: String,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// `jetway kv ...`; values are windshift.test.v1.StringValue.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print the value of a key.
+    Get {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// Store a value (the store is created if it does not exist).
+    Set {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Only if the key has no value.
+        #[arg(long, conflicts_with = "revision")]
+        create_only: bool,
+        /// Only if this is the key's latest revision (compare-and-set; 0: never written).
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Delete a key.
+    Del {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+        /// Only if this is the key's latest revision.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Print changes as they happen, starting with the latest value of each matching key.
+    Watch {
+        /// The store.
+        store: String,
+        /// Keys to watch: `*` matches one token, a last `>` the rest; none means every key.
+        #[arg(default_value = "")]
+        pattern: String,
+        /// Start with every stored revision instead of the latest.
+        #[arg(long, conflicts_with = "after")]
+        history: bool,
+        /// Start after this revision (to resume).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Exit after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// Parses `--from`: `start`, `end`, `seq:<id>` or `time:<RFC 3339>`.
+pub fn parse_start(value: &str) -> Result<StartPosition, String> {
+    match value.split_once(':') {
+        None if value == "start" => Ok(StartPosition::Start),
+        None if value == "end" => Ok(StartPosition::End),
+        Some(("seq", id)) => id
+            .parse()
+            .map(StartPosition::Offset)
+            .map_err(|_| format!("seq:{id} needs an event id (a positive integer)")),
+        Some(("time", time)) => OffsetDateTime::parse(time, &Rfc3339)
+            .map(|time| StartPosition::Time(SystemTime::from(time)))
+            .map_err(|e| format!("time:{time} is not an RFC 3339 time: {e}")),
+        _ => Err(format!(
+            "{value:?} is not start, end, seq:<id> or time:<RFC 3339>"
+        )),
+    }
+}
+
+/// Parses a duration: a whole number and a unit, `ms`, `s`, `m`, `h` or `d` (e.g. `90s`, `7d`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{value:?} needs a unit: ms, s, m, h or d"))?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} does not start with a number"))?;
+    let seconds_per_unit = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{value:?} has unit {unit:?}; use ms, s, m, h or d")),
+    };
+    number
+        .checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{value:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!(parse_start("start"), Ok(StartPosition::Start));
+        assert_eq!(parse_start("end"), Ok(StartPosition::End));
+        assert_eq!(parse_start("seq:42"), Ok(StartPosition::Offset(42)));
+        assert_eq!(
+            parse_start("time:2024-07-12T10:11:12Z"),
+            Ok(StartPosition::Time(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_720_779_072)
+            ))
+        );
+        assert!(parse_start("seq:x").is_err());
+        assert!(parse_start("time:yesterday").is_err());
+        assert!(parse_start("middle").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("3w").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,109 @@
+//! `jetway consume` (a durable consumer that resumes where it left off) and `jetway tail` (a
+//! temporary consumer from the end): both print each event and ack it.
+
+use futures::StreamExt;
+use jetway_client::{
+    Client, ConsumerOptions, DEFAULT_MAX_PROCESSING_EVENTS, StartPosition, SubscribeOptions,
+    Subscription,
+};
+
+use crate::{
+    CliError,
+    args::{ConsumeArgs, TailArgs},
+    output::Output,
+    stream,
+};
+
+/// Runs `jetway consume`.
+pub async fn consume(client: &Client, args: ConsumeArgs, output: &Output) -> Result<(), CliError> {
+    let stream = match (&args.target.stream, args.target.create) {
+        (Some(name), _) => name.clone(),
+        (None, true) => stream::name_for(&args.subject, &args.target)?,
+        (None, false) => {
+            return Err(CliError::Usage(
+                "--stream is required: the server cannot look up the stream of a subject yet \
+                 (that needs the admin API); or pass --create to use a stream named after the \
+                 subject's first token"
+                    .into(),
+            ));
+        }
+    };
+    let options = ConsumerOptions::durable(&args.consumer)
+        .subject(&args.subject)
+        .from(args.from);
+    let id = match client.consumers().ensure(&stream, &options).await {
+        // NOT_FOUND from EnsureConsumer means the stream does not exist, so creating it
+        // overwrites nothing.
+        Err(error) if error.is_not_found() && args.target.create => {
+            stream::create(client, &stream, &args.subject).await?;
+            client.consumers().ensure(&stream, &options).await?
+        }
+        result => result?,
+    };
+    let events = subscribe(client, &stream, &id, args.count).await?;
+    eprintln!("consuming {} from {stream} as {id}", args.subject);
+    print_and_ack(events, args.count, output).await
+}
+
+/// Runs `jetway tail`.
+pub async fn tail(client: &Client, args: TailArgs, output: &Output) -> Result<(), CliError> {
+    let options = ConsumerOptions::ephemeral()
+        .subject(&args.subject)
+        .from(StartPosition::End);
+    let id = client.consumers().ensure(&args.stream, &options).await?;
+    let result = match subscribe(client, &args.stream, &id, args.count).await {
+        Ok(events) => {
+            eprintln!("tailing {} on {}", args.subject, args.stream);
+            print_and_ack(events, args.count, output).await
+        }
+        Err(error) => Err(error),
+    };
+    // The server would remove it after an hour without a subscriber; no need to wait for that.
+    client.consumers().delete(&args.stream, &id).await.ok();
+    result
+}
+
+/// Subscribes holding no more events than will be printed, so a `--count` run leaves the rest
+/// where they are instead of taking and giving them back.
+async fn subscribe(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+    count: Option<u64>,
+) -> Result<Subscription, CliError> {
+    let max = count.map_or(DEFAULT_MAX_PROCESSING_EVENTS, |count| {
+        count.clamp(1, DEFAULT_MAX_PROCESSING_EVENTS)
+    });
+    let options = SubscribeOptions::new().max_processing_events(max);
+    Ok(client.subscribe_with(stream, consumer, &options).await?)
+}
+
+/// Prints and acks events until `count` are done, the subscription ends, or Ctrl-C.
+async fn print_and_ack(
+    mut events: Subscription,
+    count: Option<u64>,
+    output: &Output,
+) -> Result<(), CliError> {
+    // One signal future for the whole run: a Ctrl-C between two events is not missed.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut done = 0u64;
+    while count.is_none_or(|count| done < count) {
+        let next = tokio::select! {
+            next = events.next() => next,
+            _ = &mut interrupted => return Ok(()),
+        };
+        let event = match next {
+            Some(Ok(event)) => event,
+            Some(Err(error)) => return Err(error.into()),
+            None => return Ok(()),
+        };
+        output.event(&event)?;
+        // A failed ack is not fatal: the event comes back and is printed again (at-least-once).
+        if let Err(error) = event.ack().await {
+            eprintln!("warning: {error}");
+        }
+        done += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `jetway`, the command line for a Jetway server: declare streams, publish, consume, tail, and
+//! read and write key-value stores.
+//!
+//! Exit codes: 0 success, 1 a usage error (bad arguments or input), 2 an error from the server or
+//! the connection. Every error is one line on standard error.
+
+mod args;
+mod consume;
+mod kv;
+mod output;
+mod publish;
+mod stream;
+
+use std::{io, process::ExitCode};
+
+use clap::{Parser, error::ErrorKind};
+use jetway_client::Client;
+
+use crate::{
+    args::{Cli, Command},
+    output::Output,
+};
+
+/// Why a command failed; [`CliError::exit_code`] maps it to the process's exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line or the input cannot be used.
+    #[error("{0}")]
+    Usage(String),
+    /// The server refused, or could not be reached.
+    #[error(transparent)]
+    Server(#[from] jetway_client::Error),
+    /// The server's state does not allow the command (e.g. a stream that exists but does not
+    /// capture the subject).
+    #[error("{0}")]
+    Conflict(String),
+    /// Reading standard input or writing standard output failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl CliError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) => ExitCode::from(1),
+            CliError::Server(_) | CliError::Conflict(_) | CliError::Io(_) => ExitCode::from(2),
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`jetway consume ... | head`): nothing is wrong.
+        Err(CliError::Io(error)) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error.to_string()));
+            error.exit_code()
+        }
+    }
+}
+
+/// Prints help or the version as clap does; any other clap error becomes one line and exit code 1
+/// (clap's own default is 2, which here means a server error).
+fn usage_error(error: clap::Error) -> ExitCode {
+    let message = match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        // clap renders the whole help for this one; a line is what the CLI promises.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "a subcommand is required".to_owned()
+        }
+        // clap's first paragraph is the message (a list of missing arguments continues on the
+        // next lines); usage and tips follow after a blank line.
+        _ => {
+            let rendered = error.to_string();
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .skip_while(|line| line.trim().is_empty())
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = paragraph.join(" ");
+            match message.strip_prefix("error: ") {
+                Some(rest) => rest.to_owned(),
+                None if message.is_empty() => "invalid arguments".to_owned(),
+                None => message,
+            }
+        }
+    };
+    eprintln!("error: {message} (see jetway --help)");
+    ExitCode::from(1)
+}
+
+/// Messages from the server can span lines; the CLI promises one.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let output = Output::new(cli.json);
+    let client = Client::connect(cli.server).await?;
+    match cli.command {
+        Command::Stream(command) => stream::run(&client, command, &output).await,
+        Command::Publish(args) => publish::run(&client, args, &output).await,
+        Command::Consume(args) => consume::consume(&client, args, &output).await,
+        Command::Tail(args) => consume::tail(&client, args, &output).await,
+        Command::Kv(command) => kv::run(&client, command, &output).await,
+    }
+}

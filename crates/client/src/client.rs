@@ -1,0 +1,289 @@
+//! The connection: [`Client`], how it is built ([`ClientBuilder`]), and what every call carries
+//! (metadata, an auth token, trace context and a deadline).
+
+use std::{sync::Arc, time::Duration};
+
+use jetway_api::{
+    jetway::state::v1::state_service_client::StateServiceClient as ExtStateClient,
+    windshift::{
+        events::v1alpha1::events_service_client::EventsServiceClient,
+        state::v1alpha1::state_service_client::StateServiceClient,
+    },
+};
+use tonic::{
+    metadata::{AsciiMetadataKey, AsciiMetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
+
+use crate::{Error, consumers::Consumers, state::Store, streams::Streams, trace};
+
+/// The URL the CLI and the examples use when none is given: a local server on the default port.
+pub const DEFAULT_URL: &str = "http://localhost:8080";
+
+/// How long connecting may take by default before it fails.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default deadline of a unary call (publish, ensure, get, set, ...). It bounds a call to a
+/// server that stopped answering; the Events and Watch streams are not bounded by it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2 keep-alive: a connection whose peer died without closing it (power loss, a partition) is
+/// noticed within interval + timeout, so a subscription reconnects instead of waiting forever.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A gRPC client stack with the client's interceptor in front of the channel.
+pub(crate) type Transport = InterceptedService<Channel, CallInterceptor>;
+
+/// A connection to a Jetway server.
+///
+/// Cheap to clone: clones share one HTTP/2 connection, which tonic re-establishes when it breaks.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), jetway_client::Error> {
+/// let client = jetway_client::Client::connect("http://localhost:8080").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) events: EventsServiceClient<Transport>,
+    pub(crate) state: StateServiceClient<Transport>,
+    pub(crate) state_ext: ExtStateClient<Transport>,
+    request_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the server at `url` (`http://host:port`, or `https://` for TLS with the system's
+    /// root certificates) with the default settings.
+    pub async fn connect(url: impl Into<String>) -> Result<Client, Error> {
+        ClientBuilder::new().connect(url).await
+    }
+
+    /// A builder for a client with a token, metadata, TLS settings or other timeouts.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// A client over a channel built by the caller, with the default settings: the way to bring
+    /// a transport this crate does not configure, such as TLS with a private CA and a client
+    /// certificate (see [`ClientBuilder::with_channel`] to add metadata too).
+    ///
+    /// ```no_run
+    /// use jetway_client::{Client, tonic::transport::{Certificate, Channel, ClientTlsConfig}};
+    /// # async fn run(ca_pem: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    /// let channel = Channel::from_static("https://jetway.internal:8080")
+    ///     .tls_config(tls)?
+    ///     .connect()
+    ///     .await?;
+    /// let client = Client::from_channel(channel);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_channel(channel: Channel) -> Client {
+        ClientBuilder::new().build(channel, Vec::new())
+    }
+
+    /// Declaring streams.
+    pub fn streams(&self) -> Streams<'_> {
+        Streams::new(self)
+    }
+
+    /// Declaring and deleting consumers.
+    pub fn consumers(&self) -> Consumers<'_> {
+        Consumers::new(self)
+    }
+
+    /// The key-value store `name`. Nothing is sent until a method is called; see
+    /// [`Store::ensure`] to create it.
+    pub fn store(&self, name: impl Into<String>) -> Store {
+        Store::new(self.clone(), name.into())
+    }
+
+    /// Wraps a unary request with the client's deadline.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(timeout) = self.request_timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    }
+
+    /// The deadline of unary calls, which also bounds the wait for a subscription's first answer.
+    pub(crate) fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout
+    }
+}
+
+/// Settings for a [`Client`]: timeouts, TLS, an auth token and metadata sent on every call.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// # async fn run() -> Result<(), jetway_client::Error> {
+/// let client = jetway_client::Client::builder()
+///     .auth_token("s3cret")
+///     .metadata("x-tenant", "acme")
+///     .connect_timeout(Duration::from_secs(3))
+///     .request_timeout(Duration::from_secs(5))
+///     .connect("http://localhost:8080")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    tls: Option<ClientTlsConfig>,
+    metadata: Vec<(String, String)>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder::new()
+    }
+}
+
+impl ClientBuilder {
+    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], TLS with the system's
+    /// roots for `https://` URLs, no metadata.
+    pub fn new() -> ClientBuilder {
+        ClientBuilder {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            tls: None,
+            metadata: Vec::new(),
+        }
+    }
+
+    /// How long establishing the connection may take (each time tonic reconnects, too).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The deadline of every unary call, sent to the server as `grpc-timeout` so it gives up too.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// TLS settings, e.g. a private CA or a client certificate. Without this, `https://` URLs use
+    /// the system's root certificates.
+    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sends `authorization: Bearer <token>` on every call.
+    pub fn auth_token(self, token: impl AsRef<str>) -> Self {
+        let value = format!("Bearer {}", token.as_ref());
+        self.metadata("authorization", value)
+    }
+
+    /// Sends the gRPC metadata `key: value` on every call. Keys are lowercase ASCII; both are
+    /// checked when connecting.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Connects to `url` and returns the client once the connection is up.
+    pub async fn connect(self, url: impl Into<String>) -> Result<Client, Error> {
+        let url = url.into();
+        let metadata = self.parsed_metadata()?;
+        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| Error::InvalidUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        endpoint = endpoint
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let tls = match (&self.tls, endpoint.uri().scheme_str()) {
+            (Some(tls), _) => Some(tls.clone()),
+            (None, Some("https")) => Some(ClientTlsConfig::new().with_native_roots()),
+            (None, _) => None,
+        };
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| Error::InvalidUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| Error::Connect { url, source })?;
+        Ok(self.build(channel, metadata))
+    }
+
+    /// A client over a channel built by the caller (see [`Client::from_channel`]), with this
+    /// builder's metadata and request timeout. The builder's TLS and connect settings do not
+    /// apply: the channel has its own.
+    pub fn with_channel(self, channel: Channel) -> Result<Client, Error> {
+        let metadata = self.parsed_metadata()?;
+        Ok(self.build(channel, metadata))
+    }
+
+    fn parsed_metadata(&self) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, Error> {
+        self.metadata
+            .iter()
+            .map(|(key, value)| {
+                let invalid = |reason: String| Error::InvalidMetadata {
+                    key: key.clone(),
+                    reason,
+                };
+                let parsed_key = AsciiMetadataKey::from_bytes(key.as_bytes())
+                    .map_err(|e| invalid(format!("bad key: {e}")))?;
+                let parsed_value = AsciiMetadataValue::try_from(value.as_str())
+                    .map_err(|e| invalid(format!("bad value: {e}")))?;
+                Ok((parsed_key, parsed_value))
+            })
+            .collect()
+    }
+
+    fn build(
+        self,
+        channel: Channel,
+        metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+    ) -> Client {
+        let interceptor = CallInterceptor {
+            metadata: metadata.into(),
+        };
+        Client {
+            events: EventsServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            state: StateServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            state_ext: ExtStateClient::with_interceptor(channel, interceptor),
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// Adds the configured metadata and the current trace context to every call.
+#[derive(Clone)]
+pub(crate) struct CallInterceptor {
+    metadata: Arc<[(AsciiMetadataKey, AsciiMetadataValue)]>,
+}
+
+impl Interceptor for CallInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let map = request.metadata_mut();
+        for (key, value) in self.metadata.iter() {
+            map.insert(key.clone(), value.clone());
+        }
+        trace::inject(map);
+        Ok(request)
+    }
+}

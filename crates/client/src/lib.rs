@@ -1,0 +1,78 @@
+//! An async Rust client for [Jetway](https://github.com/jetway-dev/jetway), the gRPC event framework
+//! in front of NATS JetStream.
+//!
+//! It wraps the generated `windshift.events.v1alpha1` and `windshift.state.v1alpha1` stubs in an
+//! API that does the protocol work for you:
+//!
+//! - [`Client::streams`] and [`Client::consumers`] declare streams and consumers at startup, with
+//!   typed options ([`StreamOptions`], [`ConsumerOptions`]) and the server's defaults;
+//! - [`Client::publish`] packs any protobuf message into an `Any`, with an optional idempotency
+//!   key, event time or expected last id ([`PublishOptions`]);
+//! - [`Client::subscribe`] is a [`Stream`](futures::Stream) of [`Event`] handles. Each is
+//!   settled with [`Event::ack`] or a reject; a handle held for long is pinged automatically, a
+//!   dropped one is rejected (so it is redelivered), flow control follows
+//!   [`SubscribeOptions::max_processing_events`], and the subscription reconnects by itself;
+//! - [`Client::store`] reads and writes key-value state, with compare-and-set ([`Store`]).
+//!
+//! Every call carries the auth token and metadata of the [`ClientBuilder`], and the W3C trace
+//! context of the current `tracing` span (when the application uses `tracing-opentelemetry`), so
+//! consumers see the publisher's trace in [`Event::trace_parent`].
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use jetway_api::windshift::test::v1::StringValue;
+//! use jetway_client::{Client, ConsumerOptions, PublishOptions, StartPosition, StreamOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect("http://localhost:8080").await?;
+//! client.streams().ensure(&StreamOptions::new("orders").subjects(["orders.>"])).await?;
+//! client
+//!     .consumers()
+//!     .ensure("orders", &ConsumerOptions::durable("billing").subject("orders.>").from(StartPosition::Start))
+//!     .await?;
+//!
+//! let order = StringValue { value: "order 42".into() };
+//! let options = PublishOptions::new().idempotency_key("order-42");
+//! client.publish_with("orders.created", &order, &options).await?;
+//!
+//! let mut events = client.subscribe("orders", "billing").await?;
+//! while let Some(event) = events.next().await {
+//!     let event = event?;
+//!     let order: StringValue = event.decode()?;
+//!     println!("#{} {}: {}", event.id(), event.subject(), order.value);
+//!     event.ack().await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Messages are any `prost` type that implements [`prost::Name`] (generate them with
+//! `enable_type_names()`); `jetway_api` has the test message `StringValue` used above.
+
+#![warn(missing_docs)]
+
+mod client;
+mod consumers;
+mod error;
+mod event;
+mod publish;
+mod state;
+mod streams;
+mod subscribe;
+mod trace;
+
+pub use client::{
+    Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_URL,
+};
+pub use consumers::{ConsumerOptions, Consumers};
+pub use error::{DecodeError, Error, SettleError, code_name};
+pub use event::Event;
+pub use publish::PublishOptions;
+pub use state::{Entry, Operation, Store, Watch, WatchEntry, WatchStart};
+pub use streams::{
+    DiscardPolicy, StartPosition, StorageType, StreamOptions, StreamSource, Streams,
+};
+pub use subscribe::{DEFAULT_MAX_PROCESSING_EVENTS, SubscribeOptions, Subscription};
+
+/// The tonic version this client is built on, for [`Client::from_channel`] and
+/// [`ClientBuilder::tls`] (`tonic::transport::{Channel, ClientTlsConfig, Certificate, Identity}`).
+pub use tonic;

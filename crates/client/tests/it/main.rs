@@ -1,0 +1,64 @@
+//! Integration tests of jetway-client against a real nats-server and an in-process Jetway server:
+//! one test binary, a module per area. Every test starts its own servers (see `server`).
+
+mod calls;
+mod delivery;
+mod server;
+mod state;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetway_api::windshift::test::v1::StringValue;
+use jetway_client::{Client, ConsumerOptions, Event, StartPosition, StreamOptions, Subscription};
+
+/// How long a test waits for one expected event before it fails (a hang guard, not a timing check).
+pub const RECV_GUARD: Duration = Duration::from_secs(10);
+
+/// A StringValue.
+pub fn text(value: &str) -> StringValue {
+    StringValue {
+        value: value.into(),
+    }
+}
+
+/// The next event of a subscription; panics if it ends, fails, or nothing comes within the guard.
+pub async fn next_event(subscription: &mut Subscription) -> Event {
+    match tokio::time::timeout(RECV_GUARD, subscription.next()).await {
+        Ok(Some(Ok(event))) => event,
+        Ok(Some(Err(error))) => panic!("the subscription failed: {error}"),
+        Ok(None) => panic!("the subscription ended"),
+        Err(_) => panic!("no event within {RECV_GUARD:?}"),
+    }
+}
+
+/// The StringValue inside an event.
+pub fn value_of(event: &Event) -> String {
+    event.decode::<StringValue>().expect("a StringValue").value
+}
+
+/// Ensures stream `stream` on `<stream>.>` and a durable consumer `consumer` on it from the start,
+/// with an optional processing timeout.
+pub async fn stream_and_consumer(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+    processing_timeout: Option<Duration>,
+) {
+    client
+        .streams()
+        .ensure(&StreamOptions::new(stream).subjects([format!("{stream}.>")]))
+        .await
+        .expect("ensure stream");
+    let mut options = ConsumerOptions::durable(consumer)
+        .subject(format!("{stream}.>"))
+        .from(StartPosition::Start);
+    if let Some(timeout) = processing_timeout {
+        options = options.processing_timeout(timeout);
+    }
+    client
+        .consumers()
+        .ensure(stream, &options)
+        .await
+        .expect("ensure consumer");
+}
