@@ -22,7 +22,7 @@ use async_nats::{
         context::{PublishError as JsPublishError, PublishErrorKind},
         kv,
         message::PublishMessage,
-        stream::{self, DiscardPolicy, StorageType},
+        stream::{self, DiscardPolicy},
     },
 };
 use bytes::Bytes;
@@ -33,7 +33,7 @@ use crate::{
     error::{Classify, Invalid, NatsError},
     format,
     names::{validate_key, validate_key_filter, validate_name},
-    streams::{DEFAULT_DEDUPE_WINDOW, Storage},
+    streams::{ApplyError, DEFAULT_DEDUPE_WINDOW, Storage, apply_config, starting_config},
 };
 
 /// Revisions kept per key unless the store is configured otherwise (Windshift's default).
@@ -262,36 +262,17 @@ pub async fn ensure_store(nats: &Nats, store: &str) -> Result<(), EnsureStoreErr
 /// set by another client) are kept. Returns whether the store was created.
 pub async fn configure_store(nats: &Nats, spec: &StoreSpec) -> Result<bool, EnsureStoreError> {
     validate_spec(spec)?;
-    let js = nats.jetstream();
-    let name = stream_name(&spec.store);
-    // A concurrent EnsureStore may create the store between our lookup and our create; then the
-    // second round updates it instead.
-    let mut retried = false;
-    loop {
-        let existing = match js.get_stream(&name).await {
-            Ok(stream) => Some(stream.cached_info().config.clone()),
-            Err(err) => match err.classify() {
-                e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => None,
-                e => return Err(e.into()),
-            },
-        };
-        let config = stream_config(spec, existing.as_ref())?;
-        let created = existing.is_none();
-        let result = if created {
-            js.create_stream(config).await.map(drop)
-        } else {
-            js.update_stream(config).await.map(drop)
-        };
-        match result.map_err(|err| err.classify()) {
-            Ok(()) => {
-                tracing::info!(store = %spec.store, created, "store configured");
-                return Ok(created);
-            }
-            Err(e) if created && !retried && e.api_code() == Some(ErrorCode::STREAM_NAME_EXIST) => {
-                retried = true;
-            }
-            Err(e) => return Err(rejected(&spec.store, e)),
+    let applied = apply_config(nats, &stream_name(&spec.store), |existing| {
+        stream_config(spec, existing)
+    })
+    .await;
+    match applied {
+        Ok(created) => {
+            tracing::info!(store = %spec.store, created, "store configured");
+            Ok(created)
         }
+        Err(ApplyError::Build(err)) => Err(err),
+        Err(ApplyError::Refused(err)) => Err(rejected(&spec.store, err)),
     }
 }
 
@@ -380,24 +361,18 @@ fn stream_config(
     spec: &StoreSpec,
     existing: Option<&stream::Config>,
 ) -> Result<stream::Config, EnsureStoreError> {
-    let storage = match spec.storage.unwrap_or_default() {
-        Storage::File => StorageType::File,
-        Storage::Memory => StorageType::Memory,
-    };
-    if let Some(existing) = existing
-        && existing.storage != storage
-    {
-        return Err(EnsureStoreError::Conflict(format!(
-            "storage: store {} is stored in {:?} and its storage type cannot change",
-            spec.store, existing.storage
-        )));
-    }
-    let mut config = existing.cloned().unwrap_or_else(|| stream::Config {
+    let mut config = starting_config(existing, spec.storage, || stream::Config {
         max_messages: -1,
         max_bytes: -1,
         max_consumers: -1,
         ..Default::default()
-    });
+    })
+    .map_err(|stored| {
+        EnsureStoreError::Conflict(format!(
+            "storage: store {} is stored in {stored:?} and its storage type cannot change",
+            spec.store
+        ))
+    })?;
     let ttl = spec.ttl.unwrap_or_default();
     config.name = stream_name(&spec.store);
     config.subjects = vec![subject(&spec.store, ">")];
@@ -410,7 +385,6 @@ fn stream_config(
         ttl.min(DEFAULT_DEDUPE_WINDOW)
     };
     config.max_message_size = spec.max_value_size.map_or(-1, |size| size as i32);
-    config.storage = storage;
     config.num_replicas = spec.replicas.unwrap_or(1) as usize;
     // What makes a stream a key-value bucket: a purge rolls a key up to one marker, entries are
     // removed only through markers, reads may go to any replica, and a full bucket refuses writes
@@ -821,6 +795,7 @@ pub async fn history(nats: &Nats, store: &str, key: &str) -> Result<Entries, Rea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_nats::jetstream::stream::StorageType;
 
     #[test]
     fn default_store_matches_the_key_value_defaults() {

@@ -128,19 +128,64 @@ pub enum EnsureStreamError {
 /// Creates the stream, or updates it in place.
 pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
     validate(spec)?;
+    let applied = apply_config(nats, &spec.name, |existing| {
+        to_config(spec, existing, SystemTime::now())
+    })
+    .await;
+    match applied {
+        Ok(created) => {
+            tracing::info!(stream = %spec.name, created, "stream ensured");
+            Ok(())
+        }
+        Err(ApplyError::Build(err)) => Err(err),
+        Err(ApplyError::Refused(NatsError::Api { code, description }))
+            if code == ErrorCode::STREAM_INVALID_CONFIG.0 =>
+        {
+            Err(Invalid::new(
+                "stream",
+                format!("JetStream rejected the configuration: {description}"),
+            )
+            .into())
+        }
+        Err(ApplyError::Refused(NatsError::Api { description, .. })) => {
+            Err(EnsureStreamError::Conflict(format!(
+                "JetStream rejected the stream {}: {description}",
+                spec.name
+            )))
+        }
+        Err(ApplyError::Refused(err)) => Err(err.into()),
+    }
+}
+
+/// How applying a stream configuration failed.
+pub(crate) enum ApplyError<E> {
+    /// The caller's `build` refused.
+    Build(E),
+    /// JetStream refused (an API error says why) or NATS failed.
+    Refused(NatsError),
+}
+
+/// Creates the stream `name`, or updates it in place, with the configuration `build` makes from the
+/// existing one (`None` when creating), and says whether it was created. Streams and key-value
+/// stores are both ensured this way.
+pub(crate) async fn apply_config<E>(
+    nats: &Nats,
+    name: &str,
+    build: impl Fn(Option<&stream::Config>) -> Result<stream::Config, E>,
+) -> Result<bool, ApplyError<E>> {
     let js = nats.jetstream();
-    // A concurrent EnsureStream may create the stream between our lookup and our create; then the
-    // second round updates it instead.
+    // A concurrent ensure may create the stream between our lookup and our create; then the second
+    // round updates it instead.
     let mut retried = false;
     loop {
-        let existing = match js.get_stream(&spec.name).await {
+        let existing = match js.get_stream(name).await {
             Ok(stream) => Some(stream.cached_info().config.clone()),
             Err(err) => match err.classify() {
                 e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => None,
-                e => return Err(e.into()),
+                e => return Err(ApplyError::Refused(e)),
             },
         };
-        let config = to_config(spec, existing.as_ref(), SystemTime::now())?;
+        let config = build(existing.as_ref()).map_err(ApplyError::Build)?;
         let created = existing.is_none();
         let result = if created {
             js.create_stream(config).await.map(drop)
@@ -148,31 +193,35 @@ pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureS
             js.update_stream(config).await.map(drop)
         };
         match result.map_err(|err| err.classify()) {
-            Ok(()) => {
-                tracing::info!(stream = %spec.name, created, "stream ensured");
-                return Ok(());
-            }
+            Ok(()) => return Ok(created),
             Err(e) if created && !retried && e.api_code() == Some(ErrorCode::STREAM_NAME_EXIST) => {
                 retried = true;
             }
-            Err(NatsError::Api { code, description })
-                if code == ErrorCode::STREAM_INVALID_CONFIG.0 =>
-            {
-                return Err(Invalid::new(
-                    "stream",
-                    format!("JetStream rejected the configuration: {description}"),
-                )
-                .into());
-            }
-            Err(NatsError::Api { description, .. }) => {
-                return Err(EnsureStreamError::Conflict(format!(
-                    "JetStream rejected the stream {}: {description}",
-                    spec.name
-                )));
-            }
-            Err(other) => return Err(other.into()),
+            Err(err) => return Err(ApplyError::Refused(err)),
         }
     }
+}
+
+/// The configuration an ensure starts from: the existing one, so settings Jetway does not manage
+/// survive, or `fresh()` for a new stream; with `storage` set. Fails with the existing storage type
+/// when it differs, because JetStream cannot change it.
+pub(crate) fn starting_config(
+    existing: Option<&stream::Config>,
+    storage: Option<Storage>,
+    fresh: impl FnOnce() -> stream::Config,
+) -> Result<stream::Config, StorageType> {
+    let storage = match storage.unwrap_or_default() {
+        Storage::File => StorageType::File,
+        Storage::Memory => StorageType::Memory,
+    };
+    if let Some(existing) = existing
+        && existing.storage != storage
+    {
+        return Err(existing.storage);
+    }
+    let mut config = existing.cloned().unwrap_or_else(fresh);
+    config.storage = storage;
+    Ok(config)
 }
 
 fn validate(spec: &StreamSpec) -> Result<(), EnsureStreamError> {
@@ -286,22 +335,16 @@ fn to_config(
     existing: Option<&stream::Config>,
     now: SystemTime,
 ) -> Result<stream::Config, EnsureStreamError> {
-    let storage = match spec.storage.unwrap_or_default() {
-        Storage::File => StorageType::File,
-        Storage::Memory => StorageType::Memory,
-    };
-    if let Some(existing) = existing
-        && existing.storage != storage
-    {
-        return Err(EnsureStreamError::Conflict(format!(
-            "storage.type: stream {} is stored in {:?} and its storage type cannot change",
-            spec.name, existing.storage
-        )));
-    }
-    let mut config = existing.cloned().unwrap_or_else(|| stream::Config {
+    let mut config = starting_config(existing, spec.storage, || stream::Config {
         max_consumers: -1,
         ..Default::default()
-    });
+    })
+    .map_err(|stored| {
+        EnsureStreamError::Conflict(format!(
+            "storage.type: stream {} is stored in {stored:?} and its storage type cannot change",
+            spec.name
+        ))
+    })?;
     let retention = &spec.retention;
     let limit = |value: Option<u64>| match value {
         Some(v) if v > 0 => v as i64,
@@ -317,7 +360,6 @@ fn to_config(
         Discard::New => DiscardPolicy::New,
     };
     config.discard_new_per_subject = retention.discard_new_per_subject;
-    config.storage = storage;
     config.num_replicas = spec.replicas.unwrap_or(1) as usize;
     config.duplicate_window = spec.dedupe_window.unwrap_or(match retention.max_age {
         Some(max_age) => max_age.min(DEFAULT_DEDUPE_WINDOW),
