@@ -121,9 +121,12 @@ fn offset(page_token: &str) -> Result<u64, Invalid> {
     if page_token.is_empty() {
         return Ok(0);
     }
+    // JetStream reads the offset as a signed 64-bit number.
     page_token
-        .parse()
-        .map_err(|_| Invalid::new("page_token", "is not a token from a previous page"))
+        .parse::<u64>()
+        .ok()
+        .filter(|offset| i64::try_from(*offset).is_ok())
+        .ok_or_else(|| Invalid::new("page_token", "is not a token from a previous page"))
 }
 
 /// Reads one page of a JetStream listing answer: `total`, and the items under `key`, each read by
@@ -276,5 +279,9 @@ mod tests {
         assert_eq!(offset("").unwrap(), 0);
         assert_eq!(offset("7").unwrap(), 7);
         assert_eq!(offset("x").unwrap_err().field, "page_token");
+        assert_eq!(
+            offset("9223372036854775808").unwrap_err().field,
+            "page_token"
+        );
     }
 }

@@ -57,6 +57,11 @@ pub struct DeliveryPolicy {
     pub dead_letter_stream: Option<String>,
 }
 
+/// The longest processing timeout or backoff entry accepted. Jetway tracks each delivery until its
+/// timeout, and a week is past any sensible unit of work (the tracking timer also tops out at about
+/// two years).
+pub const MAX_PROCESSING_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 /// The most entries a backoff schedule may have.
 pub const MAX_BACKOFF_ENTRIES: usize = 100;
 
@@ -123,6 +128,12 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
             "must be greater than zero; omit it for the default of 30s",
         )
         .into());
+    }
+    if spec
+        .processing_timeout
+        .is_some_and(|t| t > MAX_PROCESSING_TIMEOUT)
+    {
+        return Err(Invalid::new("processing_timeout", "must be at most 7 days (168h)").into());
     }
     if let Some(policy) = &spec.delivery {
         validate_policy(spec, policy)?;
@@ -200,6 +211,16 @@ fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), I
         return Err(Invalid::new(
             format!("backoff[{i}]"),
             "must be greater than zero",
+        ));
+    }
+    if let Some(i) = policy
+        .backoff
+        .iter()
+        .position(|d| *d > MAX_PROCESSING_TIMEOUT)
+    {
+        return Err(Invalid::new(
+            format!("backoff[{i}]"),
+            "must be at most 7 days (168h)",
         ));
     }
     if !policy.backoff.is_empty() && spec.processing_timeout.is_some() {
@@ -315,14 +336,18 @@ pub fn processing_timeout(info: &consumer::Info) -> Duration {
 }
 
 /// How long JetStream waits for the settlement of an event's `attempt`-th delivery: its backoff
-/// entry (the last one repeats), or else the processing timeout.
+/// entry (the last one repeats), or else the processing timeout. Capped at
+/// [`MAX_PROCESSING_TIMEOUT`] for consumers made by other tools with a longer one: Jetway then
+/// forgets the delivery earlier (a later settlement is invalid), and JetStream still redelivers it
+/// on its own timer.
 pub(crate) fn attempt_timeout(config: &consumer::Config, attempt: u64) -> Duration {
     let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-    match config.backoff.get(index).or(config.backoff.last()) {
+    let timeout = match config.backoff.get(index).or(config.backoff.last()) {
         Some(timeout) => *timeout,
         None if config.ack_wait.is_zero() => DEFAULT_PROCESSING_TIMEOUT,
         None => config.ack_wait,
-    }
+    };
+    timeout.min(MAX_PROCESSING_TIMEOUT)
 }
 
 #[cfg(test)]
@@ -397,6 +422,15 @@ mod tests {
         );
         assert_eq!(cleared.max_deliver, -1);
         assert!(cleared.backoff.is_empty() && cleared.metadata.is_empty());
+    }
+
+    #[test]
+    fn tracking_never_outlasts_the_longest_processing_timeout() {
+        let config = consumer::Config {
+            ack_wait: Duration::from_secs(3 * 365 * 24 * 3600),
+            ..Default::default()
+        };
+        assert_eq!(attempt_timeout(&config, 1), MAX_PROCESSING_TIMEOUT);
     }
 
     #[test]

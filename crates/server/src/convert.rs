@@ -23,23 +23,33 @@ use jetway_core::{
     streams::{self, Discard, Retention, SourceSpec, StreamSource, StreamSpec},
 };
 
+/// The longest duration accepted anywhere: JetStream carries durations as signed 64-bit nanoseconds,
+/// so a longer one would wrap around into a different value (about 292 years).
+const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
 /// A protobuf duration as a `std` one.
 pub fn duration(field: &str, value: &PbDuration) -> Result<Duration, Invalid> {
-    Duration::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))
+    let duration = Duration::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))?;
+    if duration > MAX_DURATION {
+        return Err(Invalid::new(field, "must be shorter than 292 years"));
+    }
+    Ok(duration)
 }
 
+/// The first second protobuf allows in a `Timestamp`: 0001-01-01T00:00:00Z.
+const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 /// The last second protobuf allows in a `Timestamp`: 9999-12-31T23:59:59Z.
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 
 /// A protobuf timestamp as a `SystemTime`.
 ///
-/// Timestamps after year 9999 are rejected here, as protobuf defines them invalid: the RFC 3339
-/// header and JetStream's start times cannot hold them, and converting one to a date panics.
+/// Timestamps outside the years 1 to 9999 are rejected here, as protobuf defines them invalid: the
+/// RFC 3339 header and JetStream's start times cannot hold them.
 pub fn timestamp(field: &str, value: &Timestamp) -> Result<SystemTime, Invalid> {
-    if value.seconds > MAX_TIMESTAMP_SECONDS {
+    if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&value.seconds) {
         return Err(Invalid::new(
             field,
-            "must not be after 9999-12-31T23:59:59Z",
+            "must be within 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
         ));
     }
     SystemTime::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))
@@ -278,7 +288,29 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_after_year_9999_are_invalid() {
+    fn durations_that_would_wrap_in_nanoseconds_are_invalid() {
+        let longest = PbDuration {
+            seconds: 9_223_372_036,
+            nanos: 0,
+        };
+        assert!(duration("wait", &longest).is_ok());
+        let longer = PbDuration {
+            seconds: 9_223_372_037,
+            nanos: 0,
+        };
+        assert_eq!(duration("wait", &longer).unwrap_err().field, "wait");
+    }
+
+    #[test]
+    fn timestamps_outside_years_1_to_9999_are_invalid() {
+        let before = Timestamp {
+            seconds: MIN_TIMESTAMP_SECONDS - 1,
+            nanos: 0,
+        };
+        assert_eq!(
+            timestamp("timestamp", &before).unwrap_err().field,
+            "timestamp"
+        );
         let last = Timestamp {
             seconds: MAX_TIMESTAMP_SECONDS,
             nanos: 999_999_999,

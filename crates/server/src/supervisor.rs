@@ -29,8 +29,8 @@ const READY_POLL: Duration = Duration::from_millis(25);
 /// How long `nats-server --version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SIGTERM gets (JetStream flushes its stores) before SIGKILL; with the server's own shutdown
-/// grace (3 s) it keeps the whole shutdown under 5 s.
-const STOP_GRACE: Duration = Duration::from_millis(1500);
+/// graces (`app::SHUTDOWN_GRACE`, `app::DRAIN_GRACE`) it keeps the whole shutdown under 5 s.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// First delay before a restart; doubles on each quick crash up to [`RESTART_BACKOFF_MAX`].
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between restarts, so a crash loop neither spins nor leaves NATS down for long.
@@ -227,7 +227,7 @@ impl LocalNats {
     }
 
     /// Stops supervising and shuts nats-server down: SIGTERM so JetStream can flush, SIGKILL after
-    /// 1.5 s if it is still running. Returns once the process has exited.
+    /// 1 s if it is still running. Returns once the process has exited.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(supervisor) = self.supervisor.take()
@@ -436,7 +436,7 @@ async fn terminate(child: &mut Child, log_file: &Path) {
         Ok(Err(error)) => tracing::warn!(%error, pid, "could not wait for nats-server to stop"),
         Err(_) => {
             let log_file = log_file.display();
-            tracing::warn!(pid, %log_file, "nats-server ignored SIGTERM for 1.5 s; killing it");
+            tracing::warn!(pid, %log_file, "nats-server ignored SIGTERM for 1 s; killing it");
             if let Err(error) = child.kill().await {
                 tracing::warn!(%error, pid, "could not kill nats-server");
             }

@@ -42,7 +42,7 @@ use jetway_core::telemetry::{SPAN_TARGET, metrics as names};
 /// Most finished spans waiting for export; beyond this they are dropped rather than slow anything.
 const EXPORT_QUEUE: usize = 4096;
 /// How long shutdown waits for the last spans to reach the collector.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+const FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 /// Publish latency buckets, in seconds: 100 µs to 2.5 s.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
@@ -133,7 +133,7 @@ impl Telemetry {
         Ok(Telemetry { provider })
     }
 
-    /// Exports the spans still queued, waiting at most a second.
+    /// Exports the spans still queued, waiting at most half a second.
     pub async fn shutdown(self) {
         let Some(provider) = self.provider else {
             return;

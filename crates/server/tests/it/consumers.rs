@@ -330,6 +330,19 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
         Code::InvalidArgument,
         "processing_timeout",
     );
+    // Three years: longer than Jetway tracks a delivery.
+    let too_long = EnsureConsumerRequest {
+        processing_timeout: Some(PbDuration {
+            seconds: 100_000_000,
+            nanos: 0,
+        }),
+        ..request("orders", Some("worker"), &["orders.>"])
+    };
+    assert_status(
+        try_ensure(&mut env, too_long).await,
+        Code::InvalidArgument,
+        "processing_timeout",
+    );
     assert_status(
         try_ensure(&mut env, request("orders", Some("worker"), &[])).await,
         Code::InvalidArgument,
