@@ -19,6 +19,7 @@ use std::{
 use async_nats::{
     Subject,
     jetstream::{
+        AckKind,
         consumer::{AckPolicy, PullConsumer},
         stream::ConsumerErrorKind,
     },
@@ -41,6 +42,33 @@ pub const DEFAULT_MAX_EVENTS: u32 = 10;
 pub const MAX_EVENTS: u32 = 1000;
 /// The longest a fetch waits for its first event.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How much longer than `wait` a fetch waits for JetStream's answer before it gives up on it.
+const FETCH_MARGIN: Duration = Duration::from_secs(5);
+/// How long a settlement waits for its acks to be written out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Naks the deliveries of a fetch that did not complete, from a task: `Drop` cannot wait.
+struct NakOnDrop {
+    nats: Nats,
+    replies: Vec<Subject>,
+}
+
+impl Drop for NakOnDrop {
+    fn drop(&mut self) {
+        if self.replies.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.replies);
+        let client = self.nats.client().clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for reply in replies {
+                    client.publish(reply, AckKind::Nak(None).into()).await.ok();
+                }
+            });
+        }
+    }
+}
 /// The most bytes one fetch returns (as JetStream counts them), so a response stays under gRPC's
 /// default 4 MiB message limit.
 pub const MAX_FETCH_BYTES: usize = 3 << 20;
@@ -198,8 +226,17 @@ impl Fetcher {
         let mut batch = fetch.messages().await.map_err(|err| {
             NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
         })?;
+        // Until the events are handed over, a cancelled call (the client gave up) gives back what
+        // it took, so nothing waits out its processing timeout unseen.
+        let mut taken = NakOnDrop {
+            nats: self.nats.clone(),
+            replies: Vec::new(),
+        };
         let mut events = Vec::new();
-        while let Some(message) = batch.next().await {
+        let mut entries = Vec::new();
+        // The pull request expires on the server after `wait`; the margin covers a lost answer.
+        let deadline = Instant::now() + spec.wait.unwrap_or_default() + FETCH_MARGIN;
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, batch.next()).await {
             let message = message.map_err(|err| {
                 NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
             })?;
@@ -219,14 +256,12 @@ impl Fetcher {
                 continue;
             };
             let expires = Instant::now() + attempt_timeout(&config, attempt);
-            self.table
-                .lock()
-                .expect("the table lock is never poisoned")
-                .insert(
-                    (spec.stream.clone(), spec.consumer.clone(), id),
-                    reply,
-                    expires,
-                );
+            taken.replies.push(reply.clone());
+            entries.push((
+                (spec.stream.clone(), spec.consumer.clone(), id),
+                reply,
+                expires,
+            ));
             let event = format::decode(
                 id,
                 message.subject.to_string(),
@@ -239,6 +274,13 @@ impl Fetcher {
                 delivery_attempt: attempt,
             });
         }
+        // One lock for the whole batch, taken only once the call can no longer be cancelled.
+        let mut table = self.table.lock().expect("the table lock is never poisoned");
+        for (key, reply, expires) in entries {
+            table.insert(key, reply, expires);
+        }
+        drop(table);
+        taken.replies.clear();
         Ok(FetchedEvents {
             events,
             processing_timeout: processing_timeout(consumer.cached_info()),
@@ -325,10 +367,15 @@ impl Fetcher {
                 );
             }
         }
+        // Bounded: while NATS reconnects the flush would wait for it, and the settlements are
+        // buffered and sent on reconnect anyway.
         if !settled.ids.is_empty()
-            && let Err(err) = client.flush().await
+            && !matches!(
+                tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await,
+                Ok(Ok(()))
+            )
         {
-            tracing::warn!(%err, "flushing settlements failed; unsettled events are redelivered after their timeout");
+            tracing::warn!("settlements not flushed yet; they go out when NATS is reachable");
         }
         Ok(settled)
     }

@@ -61,6 +61,19 @@ where
     }
 }
 
+/// Spawns the task behind a streaming response. If it panics, the client gets INTERNAL through `tx`
+/// instead of a stream that just ends, which would read as complete.
+pub fn spawn_guarded<R: Send + 'static>(
+    tx: tokio::sync::mpsc::Sender<Result<R, Status>>,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+            tx.send(Err(log_panic(panic))).await.ok();
+        }
+    });
+}
+
 /// Logs a caught panic and returns the INTERNAL status for it.
 pub fn log_panic(panic: Box<dyn Any + Send>) -> Status {
     let message = panic
@@ -100,5 +113,14 @@ mod tests {
         let status = Status::from_header_map(response.headers()).expect("a grpc-status header");
         assert_eq!(status.code(), tonic::Code::Internal);
         assert_eq!(status.message(), INTERNAL_MESSAGE);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_stream_task_ends_its_stream_with_internal() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(), Status>>(1);
+        spawn_guarded(tx, async { panic!("boom") });
+        let status = rx.recv().await.expect("a status").expect_err("an error");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(rx.recv().await.is_none(), "then the stream ends");
     }
 }

@@ -34,7 +34,7 @@ where
     R: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
+    crate::panic::spawn_guarded(tx.clone(), async move {
         let end = loop {
             let next = tokio::select! {
                 biased;
