@@ -1,13 +1,14 @@
-//! The command line, as clap parses it, and the parsers of its values (start positions and
-//! durations).
+//! The command line, as clap parses it, and the parsers of its values (start positions,
+//! durations and headers).
 
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jetway_client::{DEFAULT_URL, StartPosition};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-/// Talk to a Jetway server: declare streams, publish, consume, tail and use key-value stores.
+/// Talk to a Jetway server: manage streams, publish, consume, read, tail, handle dead letters and
+/// use key-value stores.
 #[derive(Debug, Parser)]
 #[command(name = "jetway", version)]
 pub struct Cli {
@@ -27,16 +28,23 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Declare streams.
+    /// Declare, list, inspect, purge and delete streams.
     #[command(subcommand)]
     Stream(StreamCommand),
-    /// Publish a message, or each line of standard input, as windshift.test.v1.StringValue.
+    /// Publish a message, or each line of standard input, as windshift.test.v1.StringValue (or as
+    /// raw bytes with --raw).
     Publish(PublishArgs),
     /// Read events with a durable consumer, printing and acking each; a known consumer name
     /// resumes where it left off.
     Consume(ConsumeArgs),
+    /// Print a stream's stored events, oldest first, and exit once caught up (no consumer, no
+    /// acks).
+    Read(ReadArgs),
     /// Print the events stored from now on, with a temporary consumer.
     Tail(TailArgs),
+    /// List and redrive dead letters: the events consumers gave up on.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Read and write key-value stores.
     #[command(subcommand)]
     Kv(KvCommand),
@@ -47,6 +55,32 @@ pub enum Command {
 pub enum StreamCommand {
     /// Create a stream, or update it to exactly these options (an omitted limit is removed).
     Ensure(StreamEnsureArgs),
+    /// List every stream: events, bytes, consumers and subjects.
+    Ls,
+    /// Show a stream's configuration, state and event count per subject.
+    Info {
+        /// The stream.
+        name: String,
+        /// Count only the subjects matching this filter.
+        #[arg(short = 't', long = "subject")]
+        subject: Option<String>,
+    },
+    /// Delete a stream with its events and consumers.
+    Rm {
+        /// The stream.
+        name: String,
+    },
+    /// Remove events from a stream: all, those on some subjects, or all but the newest few.
+    Purge {
+        /// The stream.
+        name: String,
+        /// Only events on subjects matching this filter.
+        #[arg(short = 't', long = "subject")]
+        subject: Option<String>,
+        /// Keep this many of the newest (matching) events.
+        #[arg(long)]
+        keep: Option<u64>,
+    },
 }
 
 /// Options of `jetway stream ensure`.
@@ -104,6 +138,15 @@ pub struct PublishArgs {
     /// Idempotency key; with standard input, line N gets `<key>-<N>`.
     #[arg(long)]
     pub key: Option<String>,
+    /// Publish the bytes as they are (not as a StringValue), with --content-type.
+    #[arg(long)]
+    pub raw: bool,
+    /// With --raw, the media type of the bytes, e.g. application/json.
+    #[arg(long, requires = "raw")]
+    pub content_type: Option<String>,
+    /// A custom header NAME=VALUE, stored with the event (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
     /// With --create, the stream to create.
     #[command(flatten)]
     pub target: StreamTarget,
@@ -121,9 +164,18 @@ pub struct ConsumeArgs {
     /// Where a new consumer starts: start, end, seq:ID (an event id) or time:TIME (RFC 3339).
     #[arg(long, default_value = "start", value_parser = parse_start)]
     pub from: StartPosition,
-    /// Exit after this many events.
+    /// Exit after this many events (0: only create or update the consumer).
     #[arg(long)]
     pub count: Option<u64>,
+    /// Delivery policy: deliver an event at most this many times.
+    #[arg(long)]
+    pub max_deliveries: Option<u32>,
+    /// Delivery policy: processing timeouts per delivery, e.g. 1s,5s,30s (the last repeats).
+    #[arg(long, value_delimiter = ',', value_parser = parse_duration)]
+    pub backoff: Vec<Duration>,
+    /// Delivery policy: the stream for events given up on (made if missing).
+    #[arg(long = "dead-letter", value_name = "STREAM")]
+    pub dead_letter: Option<String>,
     /// The stream to read.
     #[command(flatten)]
     pub target: StreamTarget,
@@ -132,14 +184,80 @@ pub struct ConsumeArgs {
 /// Which stream holds a subject's events.
 #[derive(Debug, Args)]
 pub struct StreamTarget {
-    /// The stream that captures the subject (required to consume until the server can look it
-    /// up).
+    /// The stream that captures the subject (default: the stream whose subjects match it).
     #[arg(long)]
     pub stream: Option<String>,
     /// If no stream captures the subject, create one named --stream, or after the subject's first
     /// token, capturing `<token>` and `<token>.>`.
     #[arg(long)]
     pub create: bool,
+}
+
+/// Options of `jetway read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The stream to read.
+    pub stream: String,
+    /// Where to start: start, end, seq:ID (an event id) or time:TIME (RFC 3339).
+    #[arg(long, default_value = "start", value_parser = parse_start)]
+    pub from: StartPosition,
+    /// Only events on subjects matching this.
+    #[arg(short = 't', long = "subject")]
+    pub subject: Option<String>,
+    /// Print at most this many events.
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+/// `jetway dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    Ls(DlqLsArgs),
+    /// Publish dead letters again on their original subjects, and remove them.
+    Redrive(DlqRedriveArgs),
+}
+
+/// Options of `jetway dlq ls`.
+#[derive(Debug, Args)]
+pub struct DlqLsArgs {
+    /// The dead-letter stream (default: every dead-letter stream).
+    #[arg(long)]
+    pub dlq: Option<String>,
+    /// Only dead letters of events from this stream.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only dead letters from this consumer.
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// At most this many per dead-letter stream.
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+/// Options of `jetway dlq redrive`: ids or `--all`, one of them.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").args(["ids", "all"]).required(true)))]
+pub struct DlqRedriveArgs {
+    /// The dead letters, by id (as `jetway dlq ls` shows them).
+    pub ids: Vec<u64>,
+    /// Every dead letter (narrowed by --stream and --consumer).
+    #[arg(long)]
+    pub all: bool,
+    /// The dead-letter stream (default: the only one; with --all, every one).
+    #[arg(long)]
+    pub dlq: Option<String>,
+    // These narrow --all; ids are exact already. (`requires = "all"` would not do: a flag's
+    // implicit `false` satisfies it.)
+    /// With --all, only dead letters of events from this stream.
+    #[arg(long, conflicts_with = "ids")]
+    pub stream: Option<String>,
+    /// With --all, only dead letters from this consumer.
+    #[arg(long, conflicts_with = "ids")]
+    pub consumer: Option<String>,
+    /// With --all, at most this many per dead-letter stream.
+    #[arg(long, conflicts_with = "ids")]
+    pub limit: Option<u32>,
 }
 
 /// Options of `jetway tail`.
@@ -250,6 +368,14 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{value:?} is too long"))
 }
 
+/// Parses `--header`: `NAME=VALUE`, split at the first `=`. The server checks the name.
+pub fn parse_header(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{value:?} is not NAME=VALUE")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +407,18 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("3w").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn headers_parse_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_header("published-by=checkout"),
+            Ok(("published-by".into(), "checkout".into()))
+        );
+        assert_eq!(parse_header("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_header("empty="), Ok(("empty".into(), String::new())));
+        assert!(parse_header("=value").is_err());
+        assert!(parse_header("no-value").is_err());
     }
 
     #[test]

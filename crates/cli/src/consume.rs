@@ -16,30 +16,34 @@ use crate::{
 
 /// Runs `jetway consume`.
 pub async fn consume(client: &Client, args: ConsumeArgs, output: &Output) -> Result<(), CliError> {
-    let stream = match (&args.target.stream, args.target.create) {
-        (Some(name), _) => name.clone(),
-        (None, true) => stream::name_for(&args.subject, &args.target)?,
-        (None, false) => {
-            return Err(CliError::Usage(
-                "--stream is required: the server cannot look up the stream of a subject yet \
-                 (that needs the admin API); or pass --create to use a stream named after the \
-                 subject's first token"
-                    .into(),
-            ));
-        }
-    };
-    let options = ConsumerOptions::durable(&args.consumer)
+    let stream = stream::resolve(client, &args.subject, &args.target).await?;
+    let mut options = ConsumerOptions::durable(&args.consumer)
         .subject(&args.subject)
         .from(args.from);
+    // Only what was given: without any of these an existing consumer keeps its policy, with any
+    // of them the policy is written in full.
+    if let Some(max) = args.max_deliveries {
+        options = options.max_deliveries(max);
+    }
+    if !args.backoff.is_empty() {
+        options = options.backoff(args.backoff.iter().copied());
+    }
+    if let Some(dead_letters) = &args.dead_letter {
+        options = options.dead_letter_stream(dead_letters);
+    }
     let id = match client.consumers().ensure(&stream, &options).await {
-        // NOT_FOUND from EnsureConsumer means the stream does not exist, so creating it
-        // overwrites nothing.
+        // NOT_FOUND from EnsureConsumer means the stream given with --stream does not exist, so
+        // creating it overwrites nothing.
         Err(error) if error.is_not_found() && args.target.create => {
             stream::create(client, &stream, &args.subject).await?;
             client.consumers().ensure(&stream, &options).await?
         }
         result => result?,
     };
+    if args.count == Some(0) {
+        eprintln!("consumer {id} on {stream} is ready for {}", args.subject);
+        return Ok(());
+    }
     let events = subscribe(client, &stream, &id, args.count).await?;
     eprintln!("consuming {} from {stream} as {id}", args.subject);
     print_and_ack(events, args.count, output).await

@@ -1,14 +1,16 @@
-//! `jetway`, the command line for a Jetway server: declare streams, publish, consume, tail, and
-//! read and write key-value stores.
+//! `jetway`, the command line for a Jetway server: manage streams, publish, consume, read, tail,
+//! list and redrive dead letters, and read and write key-value stores.
 //!
 //! Exit codes: 0 success, 1 a usage error (bad arguments or input), 2 an error from the server or
 //! the connection. Every error is one line on standard error.
 
 mod args;
 mod consume;
+mod dlq;
 mod kv;
 mod output;
 mod publish;
+mod read;
 mod stream;
 
 use std::{io, process::ExitCode};
@@ -30,8 +32,8 @@ pub enum CliError {
     /// The server refused, or could not be reached.
     #[error(transparent)]
     Server(#[from] jetway_client::Error),
-    /// The server's state does not allow the command (e.g. a stream that exists but does not
-    /// capture the subject).
+    /// The server's state does not allow the command (e.g. no stream captures the subject, or a
+    /// stream exists but does not capture it).
     #[error("{0}")]
     Conflict(String),
     /// Reading standard input or writing standard output failed.
@@ -111,7 +113,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stream(command) => stream::run(&client, command, &output).await,
         Command::Publish(args) => publish::run(&client, args, &output).await,
         Command::Consume(args) => consume::consume(&client, args, &output).await,
+        Command::Read(args) => read::run(&client, args, &output).await,
         Command::Tail(args) => consume::tail(&client, args, &output).await,
+        Command::Dlq(command) => dlq::run(&client, command, &output).await,
         Command::Kv(command) => kv::run(&client, command, &output).await,
     }
 }

@@ -1,15 +1,18 @@
 //! How results are printed: one line each, as text or (with `--json`) as a JSON object.
 //!
 //! Payloads are shown as text when they are a `windshift.test.v1.StringValue`, the type this CLI
-//! publishes; any other type is shown by name and size, since the CLI has no schema for it.
+//! publishes, or raw bytes that are UTF-8; any other type is shown by name and size, and other
+//! bytes by size, since the CLI has no schema for them.
 
 use std::{
     io::{self, Write},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
-use jetway_api::{google::protobuf::Any, windshift::test::v1::StringValue};
-use jetway_client::{Entry, Event, Operation, WatchEntry};
+use jetway_api::{TYPE_URL_PREFIX, google::protobuf::Any, windshift::test::v1::StringValue};
+use jetway_client::{
+    DeadLetter, DeadLetterReason, Entry, Event, Operation, Payload, StoredEvent, WatchEntry,
+};
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -75,6 +78,58 @@ impl Output {
         )
     }
 
+    /// A stored event, from `read`: id, subject, timestamp and data, and in JSON its headers too.
+    pub fn stored_event(&self, event: &StoredEvent) -> io::Result<()> {
+        let (text, _) = stored_payload(event.payload());
+        self.line(
+            || {
+                format!(
+                    "#{} {} {} {text}",
+                    event.id(),
+                    event.subject(),
+                    timestamp(event.timestamp())
+                )
+            },
+            || stored_event_json(event),
+        )
+    }
+
+    /// A dead letter, from `dlq ls`: where it is, where it came from, why, and the event.
+    pub fn dead_letter(&self, dead_letter_stream: &str, letter: &DeadLetter) -> io::Result<()> {
+        let reason = match letter.reason {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::MaxDeliveries => "max_deliveries",
+        };
+        let event = &letter.event;
+        self.line(
+            || {
+                let (text, _) = stored_payload(event.payload());
+                format!(
+                    "{dead_letter_stream} {} {}/{} {reason} after {}: #{} {} {} {text}",
+                    letter.id,
+                    letter.stream,
+                    letter.consumer,
+                    count(letter.attempts, "delivery", "deliveries"),
+                    event.id(),
+                    event.subject(),
+                    timestamp(event.timestamp()),
+                )
+            },
+            || {
+                json!({
+                    "dead_letter_stream": dead_letter_stream,
+                    "id": letter.id,
+                    "stream": letter.stream,
+                    "consumer": letter.consumer,
+                    "reason": reason,
+                    "attempts": letter.attempts,
+                    "time": letter.time.map(rfc3339),
+                    "event": stored_event_json(event),
+                })
+            },
+        )
+    }
+
     /// A key's value, from `kv get`.
     pub fn entry(&self, key: &str, entry: &Entry) -> io::Result<()> {
         let (text, data) = payload(entry.value());
@@ -123,7 +178,12 @@ impl Output {
 }
 
 /// A payload as text and as a JSON value: the string of a StringValue, else its type and size.
+/// Windshift's Events stream delivers raw bytes with a bare type URL prefix; they are shown as
+/// raw bytes.
 fn payload(any: &Any) -> (String, Value) {
+    if any.type_url == TYPE_URL_PREFIX {
+        return raw(&any.value);
+    }
     match any.unpack::<StringValue>() {
         Some(Ok(value)) => (value.value.clone(), Value::String(value.value)),
         _ => (
@@ -133,7 +193,66 @@ fn payload(any: &Any) -> (String, Value) {
     }
 }
 
-fn timestamp(time: Option<SystemTime>) -> String {
+/// Raw bytes as text and as a JSON value: the text if they are UTF-8, else their size.
+fn raw(data: &[u8]) -> (String, Value) {
+    match std::str::from_utf8(data) {
+        Ok(text) => (text.to_owned(), Value::String(text.to_owned())),
+        Err(_) => (
+            format!("<{} bytes>", data.len()),
+            json!({ "size": data.len() }),
+        ),
+    }
+}
+
+fn stored_payload(body: &Payload) -> (String, Value) {
+    match body {
+        Payload::Message(any) => payload(any),
+        Payload::Raw { data, .. } => raw(data),
+    }
+}
+
+/// A stored event as JSON: what `consume --json` prints, plus the content type of raw bytes, the
+/// custom headers and the idempotency key.
+fn stored_event_json(event: &StoredEvent) -> Value {
+    let (_, data) = stored_payload(event.payload());
+    let mut object = json!({
+        "id": event.id(),
+        "subject": event.subject(),
+        "timestamp": event.timestamp().map(rfc3339),
+        "data": data,
+        "headers": event.headers(),
+        "idempotency_key": event.idempotency_key(),
+    });
+    match event.payload() {
+        Payload::Message(any) => object["type"] = json!(any.message_name()),
+        Payload::Raw { content_type, .. } => object["content_type"] = json!(content_type),
+    }
+    object
+}
+
+/// `1 delivery`, `2 deliveries`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A duration the way the CLI takes it: the largest whole unit of d, h, m, s or ms (`7d`, `90s`).
+pub fn duration(value: Duration) -> String {
+    let millis = value.as_millis();
+    if !millis.is_multiple_of(1000) || millis == 0 {
+        return format!("{millis}ms");
+    }
+    let seconds = millis / 1000;
+    [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(unit, _)| seconds.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{seconds}s"),
+            |(unit, name)| format!("{}{name}", seconds / unit),
+        )
+}
+
+/// A time for text output, `-` when there is none.
+pub fn timestamp(time: Option<SystemTime>) -> String {
     time.map_or_else(|| "-".to_owned(), rfc3339)
 }
 
@@ -166,6 +285,26 @@ mod tests {
                 json!({"type": "google.protobuf.Duration", "size": 2})
             )
         );
+    }
+
+    #[test]
+    fn raw_bytes_show_as_text_when_they_are_utf8() {
+        let windshift_raw = Any {
+            type_url: TYPE_URL_PREFIX.into(),
+            value: b"{}".to_vec().into(),
+        };
+        assert_eq!(payload(&windshift_raw), ("{}".into(), json!("{}")));
+        assert_eq!(raw(&[0xff, 0]), ("<2 bytes>".into(), json!({"size": 2})));
+    }
+
+    #[test]
+    fn durations_print_in_their_largest_whole_unit() {
+        assert_eq!(duration(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(duration(Duration::from_secs(120)), "2m");
+        assert_eq!(duration(Duration::from_secs(90)), "90s");
+        assert_eq!(duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(duration(Duration::ZERO), "0ms");
     }
 
     #[test]

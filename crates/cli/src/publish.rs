@@ -1,5 +1,6 @@
 //! `jetway publish`: one message from `-m`, or one per line of standard input, with progress on
-//! standard error.
+//! standard error. A message is a windshift.test.v1.StringValue, or with `--raw` the bytes as
+//! they are, with `--content-type`; `--header` adds custom headers to every event.
 
 use std::{
     io::{IsTerminal, Write},
@@ -23,14 +24,24 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs `jetway publish`.
 pub async fn run(client: &Client, args: PublishArgs, output: &Output) -> Result<(), CliError> {
+    let mut base = PublishOptions::new();
+    for (name, value) in &args.headers {
+        base = base.header(name, value);
+    }
     let mut publisher = Publisher {
         client,
         args: &args,
+        base,
         created: false,
     };
     match &args.message {
         Some(message) => {
-            let id = publisher.publish(message, args.key.clone()).await?;
+            let body = if args.raw {
+                Body::Raw(message.clone().into_bytes())
+            } else {
+                Body::Text(message.clone())
+            };
+            let id = publisher.publish(body, args.key.clone()).await?;
             output.line(
                 || format!("published {} #{id}", args.subject),
                 || json!({ "id": id, "subject": args.subject }),
@@ -41,42 +52,73 @@ pub async fn run(client: &Client, args: PublishArgs, output: &Output) -> Result<
     Ok(())
 }
 
+/// One event's body.
+enum Body {
+    /// Published as a StringValue.
+    Text(String),
+    /// Published as raw bytes (`--raw`).
+    Raw(Vec<u8>),
+}
+
 struct Publisher<'a> {
     client: &'a Client,
     args: &'a PublishArgs,
+    /// The options every event gets: the `--header`s.
+    base: PublishOptions,
     /// Whether `--create` already made the stream, so it is tried once.
     created: bool,
 }
 
 impl Publisher<'_> {
-    /// Publishes one StringValue; with `--create`, first makes the stream if no stream captures
-    /// the subject.
-    async fn publish(&mut self, value: &str, key: Option<String>) -> Result<u64, CliError> {
+    /// Publishes one event; with `--create`, first makes the stream if no stream captures the
+    /// subject.
+    async fn publish(&mut self, body: Body, key: Option<String>) -> Result<u64, CliError> {
         let subject = &self.args.subject;
-        let message = StringValue {
-            value: value.to_owned(),
-        };
         let options = match key {
-            Some(key) => PublishOptions::new().idempotency_key(key),
-            None => PublishOptions::new(),
+            Some(key) => self.base.clone().idempotency_key(key),
+            None => self.base.clone(),
         };
-        match self.client.publish_with(subject, &message, &options).await {
+        match self.send(&body, &options).await {
             Err(error) if error.is_not_found() && self.args.target.create && !self.created => {
                 let name = stream::name_for(subject, &self.args.target)?;
                 stream::create_missing(self.client, &name, subject).await?;
                 self.created = true;
-                Ok(self
-                    .client
-                    .publish_with(subject, &message, &options)
-                    .await?)
+                Ok(self.send(&body, &options).await?)
             }
+            // For a publish, NOT_FOUND means that no stream captures the subject.
+            Err(error) if error.is_not_found() && !self.args.target.create => Err(
+                CliError::Conflict(format!("{error}; pass --create to make a stream for it")),
+            ),
             result => Ok(result?),
+        }
+    }
+
+    async fn send(
+        &self,
+        body: &Body,
+        options: &PublishOptions,
+    ) -> Result<u64, jetway_client::Error> {
+        let subject = &self.args.subject;
+        match body {
+            Body::Text(value) => {
+                let message = StringValue {
+                    value: value.clone(),
+                };
+                self.client.publish_with(subject, &message, options).await
+            }
+            Body::Raw(data) => {
+                let content_type = self.args.content_type.as_deref().unwrap_or_default();
+                self.client
+                    .publish_bytes(subject, data.clone(), content_type, options)
+                    .await
+            }
         }
     }
 }
 
-/// Publishes each non-empty line of standard input, in order. Line N's key is `<key>-<N>`, so
-/// publishing the same input again stores nothing twice.
+/// Publishes each non-empty line of standard input, in order (with `--raw`, as bytes, which need
+/// not be UTF-8). Line N's key is `<key>-<N>`, so publishing the same input again stores nothing
+/// twice.
 async fn publish_lines(publisher: &mut Publisher<'_>, output: &Output) -> Result<(), CliError> {
     let mut input = BufReader::new(tokio::io::stdin());
     let mut progress = Progress::new();
@@ -97,20 +139,28 @@ async fn publish_lines(publisher: &mut Publisher<'_>, output: &Output) -> Result
                 "line {number} of standard input is longer than {MAX_LINE} bytes"
             )));
         }
-        let text = String::from_utf8(std::mem::take(&mut line)).map_err(|_| {
-            CliError::Usage(format!("line {number} of standard input is not UTF-8"))
-        })?;
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        let text = text.strip_suffix('\r').unwrap_or(text);
-        if text.is_empty() {
+        let mut bytes = std::mem::take(&mut line);
+        for end in [b'\n', b'\r'] {
+            if bytes.last() == Some(&end) {
+                bytes.pop();
+            }
+        }
+        if bytes.is_empty() {
             continue;
         }
+        let body = if publisher.args.raw {
+            Body::Raw(bytes)
+        } else {
+            Body::Text(String::from_utf8(bytes).map_err(|_| {
+                CliError::Usage(format!("line {number} of standard input is not UTF-8"))
+            })?)
+        };
         let key = publisher
             .args
             .key
             .as_ref()
             .map(|key| format!("{key}-{number}"));
-        let id = publisher.publish(text, key).await?;
+        let id = publisher.publish(body, key).await?;
         if output.is_json() {
             output.line(
                 String::new,

@@ -1,21 +1,264 @@
-//! `jetway stream ensure`, and the streams that `--create` makes for a new subject, Kafka-style:
-//! a subject's first token names a stream capturing `<token>` and `<token>.>`.
+//! `jetway stream ensure|ls|info|rm|purge`; how the stream behind a subject is found (`--stream`,
+//! else the stream whose subjects match it); and the streams that `--create` makes for a new
+//! subject, Kafka-style: a subject's first token names a stream capturing `<token>` and
+//! `<token>.>`.
 
 use jetway_client::{
-    Client, ConsumerOptions, StartPosition, StorageType, StreamOptions, tonic::Code,
+    Client, DiscardPolicy, PurgeOptions, Retention, StorageType, StreamConfig, StreamDetails,
+    StreamInfo, StreamOptions,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     CliError,
     args::{Storage, StreamCommand, StreamEnsureArgs, StreamTarget},
-    output::Output,
+    output::{self, Output, rfc3339, timestamp},
 };
 
 /// Runs a `jetway stream` subcommand.
 pub async fn run(client: &Client, command: StreamCommand, output: &Output) -> Result<(), CliError> {
     match command {
         StreamCommand::Ensure(args) => ensure(client, args, output).await,
+        StreamCommand::Ls => {
+            for stream in client.streams().list().await? {
+                output.line(|| summary(&stream), || info_json(&stream))?;
+            }
+            Ok(())
+        }
+        StreamCommand::Info { name, subject } => {
+            let details = match subject {
+                Some(filter) => client.streams().info_filtered(&name, &filter).await?,
+                None => client.streams().info(&name).await?,
+            };
+            output.line(|| details_text(&details), || details_json(&details))?;
+            Ok(())
+        }
+        StreamCommand::Rm { name } => {
+            client.streams().delete(&name).await?;
+            output.line(
+                || format!("stream {name} deleted"),
+                || json!({ "stream": name, "deleted": true }),
+            )?;
+            Ok(())
+        }
+        StreamCommand::Purge {
+            name,
+            subject,
+            keep,
+        } => {
+            let mut options = PurgeOptions::new();
+            if let Some(subject) = &subject {
+                options = options.subject(subject);
+            }
+            if let Some(keep) = keep {
+                options = options.keep(keep);
+            }
+            let purged = client.streams().purge_with(&name, &options).await?;
+            output.line(
+                || {
+                    format!(
+                        "purged {} from {name}",
+                        output::count(purged, "event", "events")
+                    )
+                },
+                || json!({ "stream": name, "purged": purged }),
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// Where a stream's events come from, for a human: its subjects, or what it copies.
+fn sources(config: &StreamConfig) -> String {
+    match &config.mirror {
+        Some(mirror) => format!("mirror of {mirror}"),
+        None if !config.sources.is_empty() => format!("aggregate of {}", config.sources.join(", ")),
+        None => config.subjects.join(", "),
+    }
+}
+
+/// One line of `stream ls`.
+fn summary(stream: &StreamInfo) -> String {
+    format!(
+        "{}: {}, {} bytes, {} ({})",
+        stream.name,
+        output::count(stream.state.events, "event", "events"),
+        stream.state.bytes,
+        output::count(stream.state.consumer_count.into(), "consumer", "consumers"),
+        sources(&stream.config)
+    )
+}
+
+/// `stream info` for a human: a few indented lines under the name.
+fn details_text(details: &StreamDetails) -> String {
+    let StreamInfo {
+        name,
+        config,
+        state,
+        created,
+        ..
+    } = &details.info;
+    let limits: Vec<String> = [
+        config
+            .max_age
+            .map(|age| format!("max age {}", output::duration(age))),
+        config.max_events.map(|n| format!("max events {n}")),
+        config
+            .max_events_per_subject
+            .map(|n| format!("max events per subject {n}")),
+        config.max_bytes.map(|n| format!("max bytes {n}")),
+        config.max_event_size.map(|n| format!("max event size {n}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let counts: Vec<String> = details
+        .subject_counts
+        .iter()
+        .map(|(subject, count)| format!("{subject} {count}"))
+        .collect();
+    let mut lines = vec![
+        format!("stream {name} ({})", sources(config)),
+        format!(
+            "  storage: {}, {}, {} retention, discard {}, dedup window {}",
+            storage_name(config.storage),
+            output::count(config.replicas.into(), "replica", "replicas"),
+            retention_name(config.retention),
+            discard_name(config.discard),
+            output::duration(config.deduplication_window)
+        ),
+        format!(
+            "  limits: {}",
+            if limits.is_empty() {
+                "none".to_owned()
+            } else {
+                limits.join(", ")
+            }
+        ),
+        format!(
+            "  events: {} ({} bytes), ids {} to {}, {} deleted",
+            state.events, state.bytes, state.first_id, state.last_id, state.deleted_count
+        ),
+        format!(
+            "  first: {}, last: {}",
+            timestamp(state.first_time),
+            timestamp(state.last_time)
+        ),
+        format!("  consumers: {}", state.consumer_count),
+        format!(
+            "  subjects: {}{}",
+            if counts.is_empty() {
+                "none".to_owned()
+            } else {
+                counts.join(", ")
+            },
+            if details.subjects_truncated {
+                ", ..."
+            } else {
+                ""
+            }
+        ),
+        format!("  created: {}", timestamp(*created)),
+    ];
+    if !config.description.is_empty() {
+        lines.push(format!("  description: {}", config.description));
+    }
+    lines.join("\n")
+}
+
+fn storage_name(storage: StorageType) -> &'static str {
+    match storage {
+        StorageType::File => "file",
+        StorageType::Memory => "memory",
+    }
+}
+
+fn retention_name(retention: Retention) -> &'static str {
+    match retention {
+        Retention::Limits => "limits",
+        Retention::Interest => "interest",
+        Retention::WorkQueue => "work_queue",
+    }
+}
+
+fn discard_name(discard: DiscardPolicy) -> &'static str {
+    match discard {
+        DiscardPolicy::Old => "old",
+        DiscardPolicy::New => "new",
+    }
+}
+
+/// A stream as JSON, durations as the CLI takes them (`7d`) and times in RFC 3339.
+fn info_json(stream: &StreamInfo) -> Value {
+    let StreamInfo {
+        name,
+        config,
+        state,
+        created,
+        ..
+    } = stream;
+    json!({
+        "name": name,
+        "subjects": config.subjects,
+        "mirror": config.mirror,
+        "sources": config.sources,
+        "retention": retention_name(config.retention),
+        "max_age": config.max_age.map(output::duration),
+        "max_events": config.max_events,
+        "max_events_per_subject": config.max_events_per_subject,
+        "max_bytes": config.max_bytes,
+        "max_event_size": config.max_event_size,
+        "discard": discard_name(config.discard),
+        "storage": storage_name(config.storage),
+        "replicas": config.replicas,
+        "dedup_window": output::duration(config.deduplication_window),
+        "description": config.description,
+        "created": created.map(rfc3339),
+        "events": state.events,
+        "bytes": state.bytes,
+        "first_id": state.first_id,
+        "first_time": state.first_time.map(rfc3339),
+        "last_id": state.last_id,
+        "last_time": state.last_time.map(rfc3339),
+        "consumers": state.consumer_count,
+        "subject_count": state.subject_count,
+        "deleted": state.deleted_count,
+    })
+}
+
+fn details_json(details: &StreamDetails) -> Value {
+    let mut object = info_json(&details.info);
+    object["subject_counts"] = json!(details.subject_counts);
+    object["subjects_truncated"] = json!(details.subjects_truncated);
+    object
+}
+
+/// The stream that holds `subject`'s events: `--stream`, else the one stream whose subjects
+/// overlap it. When none does, `--create` makes one (see [`create_missing`]); without it the
+/// error says how to go on.
+pub async fn resolve(
+    client: &Client,
+    subject: &str,
+    target: &StreamTarget,
+) -> Result<String, CliError> {
+    if let Some(name) = &target.stream {
+        return Ok(name.clone());
+    }
+    let mut found = client.streams().for_subject(subject).await?;
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 if target.create => {
+            let name = name_for(subject, target)?;
+            create_missing(client, &name, subject).await?;
+            Ok(name)
+        }
+        0 => Err(CliError::Conflict(format!(
+            "no stream captures {subject}; pass --create to make one, or --stream"
+        ))),
+        _ => Err(CliError::Usage(format!(
+            "{subject} matches the subjects of several streams ({}); pass --stream",
+            found.join(", ")
+        ))),
     }
 }
 
@@ -101,33 +344,12 @@ pub async fn create(client: &Client, name: &str, subject: &str) -> Result<(), Cl
 
 /// For a subject no stream captures: creates stream `name` for it if no stream of that name
 /// exists; if one does, it is left alone and the error says so.
-///
-/// Whether it exists is learnt by declaring a throwaway consumer on it, since the server cannot
-/// list streams yet: NOT_FOUND means there is no such stream.
 pub async fn create_missing(client: &Client, name: &str, subject: &str) -> Result<(), CliError> {
-    let probe = ConsumerOptions::ephemeral()
-        .subject(subject)
-        .from(StartPosition::End);
-    let exists = |detail: String| {
-        CliError::Conflict(format!(
-            "stream {name} exists but does not capture {subject}{detail}; add the subject with `jetway stream ensure`"
-        ))
-    };
-    match client.consumers().ensure(name, &probe).await {
+    match client.streams().info(name).await {
         Err(error) if error.is_not_found() => create(client, name, subject).await,
-        Ok(id) => {
-            // Best effort: an ephemeral consumer removes itself after an hour anyway.
-            client.consumers().delete(name, &id).await.ok();
-            Err(exists(String::new()))
-        }
-        Err(error)
-            if matches!(
-                error.code(),
-                Some(Code::InvalidArgument | Code::FailedPrecondition)
-            ) =>
-        {
-            Err(exists(format!(" ({error})")))
-        }
+        Ok(_) => Err(CliError::Conflict(format!(
+            "stream {name} exists but does not capture {subject}; add the subject with `jetway stream ensure`"
+        ))),
         Err(error) => Err(error.into()),
     }
 }

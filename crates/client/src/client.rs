@@ -4,7 +4,11 @@
 use std::{sync::Arc, time::Duration};
 
 use jetway_api::{
-    jetway::state::v1::state_service_client::StateServiceClient as ExtStateClient,
+    jetway::{
+        admin::v1::admin_service_client::AdminServiceClient,
+        events::v1::events_service_client::EventsServiceClient as ExtEventsClient,
+        state::v1::state_service_client::StateServiceClient as ExtStateClient,
+    },
     windshift::{
         events::v1alpha1::events_service_client::EventsServiceClient,
         state::v1alpha1::state_service_client::StateServiceClient,
@@ -16,7 +20,10 @@ use tonic::{
     transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
-use crate::{Error, consumers::Consumers, state::Store, streams::Streams, trace};
+use crate::{
+    Error, consumers::Consumers, dead_letters::DeadLetters, fetch::Fetcher, state::Store,
+    streams::Streams, trace,
+};
 
 /// The URL the CLI and the examples use when none is given: a local server on the default port.
 pub const DEFAULT_URL: &str = "http://localhost:8080";
@@ -48,6 +55,8 @@ pub(crate) type Transport = InterceptedService<Channel, CallInterceptor>;
 #[derive(Clone)]
 pub struct Client {
     pub(crate) events: EventsServiceClient<Transport>,
+    pub(crate) events_ext: ExtEventsClient<Transport>,
+    pub(crate) admin: AdminServiceClient<Transport>,
     pub(crate) state: StateServiceClient<Transport>,
     pub(crate) state_ext: ExtStateClient<Transport>,
     request_timeout: Option<Duration>,
@@ -92,14 +101,44 @@ impl Client {
         ClientBuilder::new().build(channel, Vec::new())
     }
 
-    /// Declaring streams.
+    /// Declaring, inspecting, purging and deleting streams.
     pub fn streams(&self) -> Streams<'_> {
         Streams::new(self)
     }
 
-    /// Declaring and deleting consumers.
+    /// Declaring, inspecting and deleting consumers.
     pub fn consumers(&self) -> Consumers<'_> {
         Consumers::new(self)
+    }
+
+    /// Unary access to consumer `consumer` of `stream`: fetch events, then ack or reject them by
+    /// id, for code that cannot hold a [`Subscription`](crate::Subscription) open. Nothing is
+    /// sent until a method is called.
+    ///
+    /// ```no_run
+    /// # async fn run(client: jetway_client::Client) -> Result<(), jetway_client::Error> {
+    /// let fetcher = client.fetcher("orders", "billing");
+    /// for event in fetcher.fetch().await?.events {
+    ///     fetcher.ack(&[event.id()]).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn fetcher(&self, stream: impl Into<String>, consumer: impl Into<String>) -> Fetcher {
+        Fetcher::new(self.clone(), stream.into(), consumer.into())
+    }
+
+    /// The dead-letter stream `name`: list its dead letters and redrive them. Nothing is sent
+    /// until a method is called.
+    ///
+    /// ```no_run
+    /// use jetway_client::RedriveOptions;
+    /// # async fn run(client: jetway_client::Client) -> Result<(), jetway_client::Error> {
+    /// let outcome = client.dead_letters("orders-dead").redrive_all(&RedriveOptions::new()).await?;
+    /// println!("{} events published again", outcome.redriven.len());
+    /// # Ok(()) }
+    /// ```
+    pub fn dead_letters(&self, name: impl Into<String>) -> DeadLetters {
+        DeadLetters::new(self.clone(), name.into())
     }
 
     /// The key-value store `name`. Nothing is sent until a method is called; see
@@ -261,6 +300,8 @@ impl ClientBuilder {
         };
         Client {
             events: EventsServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            events_ext: ExtEventsClient::with_interceptor(channel.clone(), interceptor.clone()),
+            admin: AdminServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             state: StateServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             state_ext: ExtStateClient::with_interceptor(channel, interceptor),
             request_timeout: self.request_timeout,

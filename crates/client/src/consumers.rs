@@ -1,16 +1,21 @@
-//! Declaring consumers: [`ConsumerOptions`] describes a durable or ephemeral consumer,
-//! [`Consumers::ensure`] creates or updates it and returns the id to subscribe with.
+//! Declaring consumers: [`ConsumerOptions`] describes a durable or ephemeral consumer, with an
+//! optional delivery policy (max deliveries, backoff, a dead-letter stream), and
+//! [`Consumers::ensure`] creates or updates it and returns the id to subscribe with. (Listing and
+//! inspecting consumers is in `admin`.)
 
 use std::time::Duration;
 
-use jetway_api::windshift::events::v1alpha1::{DeleteConsumerRequest, EnsureConsumerRequest};
+use jetway_api::{
+    jetway::events::v1::EnsureConsumerRequest as PolicyRequest,
+    windshift::events::v1alpha1::{DeleteConsumerRequest, EnsureConsumerRequest},
+};
 
 use crate::{Client, Error, StartPosition};
 
-/// Consumer declarations, from [`Client::consumers`].
+/// Consumer declarations and administration, from [`Client::consumers`].
 #[derive(Debug, Clone, Copy)]
 pub struct Consumers<'a> {
-    client: &'a Client,
+    pub(crate) client: &'a Client,
 }
 
 impl<'a> Consumers<'a> {
@@ -24,6 +29,11 @@ impl<'a> Consumers<'a> {
     ///
     /// Re-ensuring a durable consumer keeps its position (its start position only applies on
     /// creation), and an update without a processing timeout keeps the current one.
+    ///
+    /// Without a delivery policy (see [`ConsumerOptions::max_deliveries`],
+    /// [`ConsumerOptions::backoff`] and [`ConsumerOptions::dead_letter_stream`]) an existing
+    /// consumer keeps the policy it has. With any part of one, the whole policy is written: the
+    /// parts not set are removed.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -43,16 +53,37 @@ impl<'a> Consumers<'a> {
     /// # Ok(()) }
     /// ```
     pub async fn ensure(&self, stream: &str, options: &ConsumerOptions) -> Result<String, Error> {
-        let request = EnsureConsumerRequest {
+        if !options.has_policy() {
+            // Windshift's EnsureConsumer leaves an existing policy alone, which is what a
+            // declaration without one means.
+            let request = EnsureConsumerRequest {
+                stream: stream.to_owned(),
+                name: options.name.clone(),
+                subjects: options.subjects.clone(),
+                from: options.from.map(StartPosition::to_pointer),
+                processing_timeout: options.processing_timeout.map(Into::into),
+            };
+            let response = self
+                .client
+                .events
+                .clone()
+                .ensure_consumer(self.client.request(request))
+                .await?;
+            return Ok(response.into_inner().id);
+        }
+        let request = PolicyRequest {
             stream: stream.to_owned(),
             name: options.name.clone(),
             subjects: options.subjects.clone(),
-            from: options.from.map(StartPosition::to_pointer),
+            from: options.from.map(StartPosition::to_ext_pointer),
             processing_timeout: options.processing_timeout.map(Into::into),
+            max_deliveries: options.max_deliveries,
+            backoff: options.backoff.iter().copied().map(Into::into).collect(),
+            dead_letter_stream: options.dead_letter_stream.clone(),
         };
         let response = self
             .client
-            .events
+            .events_ext
             .clone()
             .ensure_consumer(self.client.request(request))
             .await?;
@@ -84,6 +115,13 @@ impl<'a> Consumers<'a> {
 /// let ephemeral = ConsumerOptions::ephemeral().subjects(["orders.created", "orders.paid"]);
 /// assert_eq!(durable.name(), Some("billing"));
 /// assert_eq!(ephemeral.name(), None);
+///
+/// // At most 3 deliveries, each settled within 1 s, 10 s, then 60 s; then off to orders-dead.
+/// let retrying = ConsumerOptions::durable("retry")
+///     .subject("orders.>")
+///     .max_deliveries(3)
+///     .backoff([Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(60)])
+///     .dead_letter_stream("orders-dead");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerOptions {
@@ -91,6 +129,9 @@ pub struct ConsumerOptions {
     subjects: Vec<String>,
     from: Option<StartPosition>,
     processing_timeout: Option<Duration>,
+    max_deliveries: Option<u32>,
+    backoff: Vec<Duration>,
+    dead_letter_stream: Option<String>,
 }
 
 impl ConsumerOptions {
@@ -111,6 +152,9 @@ impl ConsumerOptions {
             subjects: Vec::new(),
             from: None,
             processing_timeout: None,
+            max_deliveries: None,
+            backoff: Vec::new(),
+            dead_letter_stream: None,
         }
     }
 
@@ -148,5 +192,40 @@ impl ConsumerOptions {
     pub fn processing_timeout(mut self, timeout: Duration) -> Self {
         self.processing_timeout = Some(timeout);
         self
+    }
+
+    /// Delivery policy: deliver an event at most this many times. After the last delivery's
+    /// processing timeout it is not delivered again, and goes to the
+    /// [dead-letter stream](ConsumerOptions::dead_letter_stream) if there is one. Default: no
+    /// limit.
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = Some(deliveries);
+        self
+    }
+
+    /// Delivery policy: processing timeouts per delivery (JetStream's BackOff). The n-th delivery
+    /// of an event must be settled within the n-th entry (the last one repeats), else it is
+    /// redelivered. It replaces [`ConsumerOptions::processing_timeout`] (setting both is
+    /// INVALID_ARGUMENT), and may not have more entries than
+    /// [`ConsumerOptions::max_deliveries`]. A reject without a delay is still redelivered at once.
+    /// Default: none.
+    pub fn backoff(mut self, timeouts: impl IntoIterator<Item = Duration>) -> Self {
+        self.backoff = timeouts.into_iter().collect();
+        self
+    }
+
+    /// Delivery policy: where the events this consumer gives up on go, those that run out of
+    /// deliveries and those rejected permanently (see [`DeadLetters`](crate::DeadLetters)). The
+    /// server creates the stream if it does not exist. Default: such events are dropped.
+    pub fn dead_letter_stream(mut self, stream: impl Into<String>) -> Self {
+        self.dead_letter_stream = Some(stream.into());
+        self
+    }
+
+    /// Whether any part of a delivery policy is set.
+    fn has_policy(&self) -> bool {
+        self.max_deliveries.is_some()
+            || !self.backoff.is_empty()
+            || self.dead_letter_stream.is_some()
     }
 }

@@ -172,6 +172,12 @@ pub enum DecodeError {
         #[source]
         source: prost::DecodeError,
     },
+    /// The event holds raw bytes (published with a content type), not a protobuf message.
+    #[error("the event holds raw bytes, not a {expected}")]
+    Raw {
+        /// The full name of the type asked for.
+        expected: String,
+    },
 }
 
 /// Decodes `any` as `M`, checking its type URL first.

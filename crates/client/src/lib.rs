@@ -1,17 +1,25 @@
 //! An async Rust client for [Jetway](https://github.com/jetway-dev/jetway), the gRPC event framework
 //! in front of NATS JetStream.
 //!
-//! It wraps the generated `windshift.events.v1alpha1` and `windshift.state.v1alpha1` stubs in an
-//! API that does the protocol work for you:
+//! It wraps the generated stubs (the Windshift services and Jetway's `jetway.events.v1`,
+//! `jetway.admin.v1` and `jetway.state.v1`) in an API that does the protocol work for you:
 //!
 //! - [`Client::streams`] and [`Client::consumers`] declare streams and consumers at startup, with
-//!   typed options ([`StreamOptions`], [`ConsumerOptions`]) and the server's defaults;
-//! - [`Client::publish`] packs any protobuf message into an `Any`, with an optional idempotency
-//!   key, event time or expected last id ([`PublishOptions`]);
+//!   typed options ([`StreamOptions`], [`ConsumerOptions`], delivery policies with max
+//!   deliveries, backoff and a dead-letter stream) and the server's defaults; they also list,
+//!   inspect, purge and delete them, and find the stream behind a subject
+//!   ([`Streams::for_subject`]);
+//! - [`Client::publish`] packs any protobuf message into an `Any`, and [`Client::publish_bytes`]
+//!   sends raw bytes with a content type, with optional custom headers, idempotency key, event
+//!   time or expected last id ([`PublishOptions`]);
 //! - [`Client::subscribe`] is a [`Stream`](futures::Stream) of [`Event`] handles. Each is
 //!   settled with [`Event::ack`] or a reject; a handle held for long is pinged automatically, a
 //!   dropped one is rejected (so it is redelivered), flow control follows
 //!   [`SubscribeOptions::max_processing_events`], and the subscription reconnects by itself;
+//! - [`Client::fetcher`] consumes without a stream open: fetch, then ack or reject by id;
+//! - [`Client::get_event`], [`Client::read`] (a range that ends once caught up) and
+//!   [`Client::subscribe_live`] (new events, no acks) read [`StoredEvent`]s without a consumer;
+//! - [`Client::dead_letters`] lists and redrives the events consumers gave up on;
 //! - [`Client::store`] reads and writes key-value state, with compare-and-set ([`Store`]).
 //!
 //! Every call carries the auth token and metadata of the [`ClientBuilder`], and the W3C trace
@@ -50,23 +58,37 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod client;
 mod consumers;
+mod dead_letters;
 mod error;
 mod event;
+mod fetch;
 mod publish;
+mod reads;
 mod state;
 mod streams;
+mod subject;
 mod subscribe;
 mod trace;
 
+pub use admin::{
+    ConsumerInfo, PurgeOptions, Retention, StreamConfig, StreamDetails, StreamInfo, StreamState,
+};
 pub use client::{
     Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_URL,
 };
 pub use consumers::{ConsumerOptions, Consumers};
+pub use dead_letters::{
+    DeadLetter, DeadLetterListOptions, DeadLetterReason, DeadLetterStream, DeadLetters,
+    RedriveOptions, RedriveOutcome, Redriven,
+};
 pub use error::{DecodeError, Error, SettleError, code_name};
 pub use event::Event;
+pub use fetch::{FetchOptions, Fetched, Fetcher, Settled};
 pub use publish::PublishOptions;
+pub use reads::{EventStream, Payload, ReadOptions, StoredEvent};
 pub use state::{Entry, Operation, Store, Watch, WatchEntry, WatchStart};
 pub use streams::{
     DiscardPolicy, StartPosition, StorageType, StreamOptions, StreamSource, Streams,

@@ -1,10 +1,17 @@
 //! Publishing: [`Client::publish`] packs a protobuf message into an `Any`, [`Client::publish_raw`]
-//! sends bytes that are already encoded, and [`PublishOptions`] adds an idempotency key, an event
-//! time or an optimistic-concurrency check.
+//! sends a message that is already encoded, [`Client::publish_bytes`] sends bytes that are not a
+//! protobuf message (JSON, text, ...) with their content type, and [`PublishOptions`] adds custom
+//! headers, an idempotency key, an event time or an optimistic-concurrency check.
+//!
+//! Every publish goes through `jetway.events.v1.PublishEvent`, which stores a message exactly as
+//! Windshift's PublishEvent does and also takes headers and raw bytes.
 
-use std::time::SystemTime;
+use std::{collections::BTreeMap, time::SystemTime};
 
-use jetway_api::{google::protobuf::Any, windshift::events::v1alpha1::PublishEventRequest};
+use jetway_api::{
+    google::protobuf::Any,
+    jetway::events::v1::{PublishEventRequest, RawPayload, publish_event_request::Payload},
+};
 use prost::bytes::Bytes;
 
 use crate::{Client, Error};
@@ -14,19 +21,33 @@ use crate::{Client, Error};
 /// ```
 /// use jetway_client::PublishOptions;
 ///
-/// let options = PublishOptions::new().idempotency_key("order-42").expected_last_id(7);
+/// let options = PublishOptions::new()
+///     .idempotency_key("order-42")
+///     .expected_last_id(7)
+///     .header("published-by", "checkout");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishOptions {
     idempotency_key: Option<String>,
     timestamp: Option<SystemTime>,
     expected_last_id: Option<u64>,
+    headers: BTreeMap<String, String>,
 }
 
 impl PublishOptions {
-    /// No key, the server's clock as the event time, no concurrency check.
+    /// No key, the server's clock as the event time, no concurrency check, no headers.
     pub fn new() -> Self {
         PublishOptions::default()
+    }
+
+    /// A custom header, stored with the event and given back by reads, live subscriptions, Fetch
+    /// and dead letters ([`StoredEvent::headers`](crate::StoredEvent::headers)). Names are
+    /// printable ASCII without spaces or `:`; `Nats-*`, `WS-*`, `JW-*` and `Content-Type` are
+    /// reserved (the server refuses them with INVALID_ARGUMENT), and an event has at most 64. The
+    /// same name again replaces the value.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
     }
 
     /// Within the stream's deduplication window, a second publish with the same key stores nothing
@@ -87,11 +108,13 @@ impl Client {
         message: &M,
         options: &PublishOptions,
     ) -> Result<u64, Error> {
-        self.publish_any(subject, Any::pack(message), options).await
+        self.send(subject, Payload::Data(Any::pack(message)), options)
+            .await
     }
 
     /// Publishes bytes that are already an encoded message of type `type_name` (its full protobuf
-    /// name, e.g. `shop.v1.Order`), without decoding them.
+    /// name, e.g. `shop.v1.Order`), without decoding them. For bytes that are not a protobuf
+    /// message, see [`Client::publish_bytes`].
     pub async fn publish_raw(
         &self,
         subject: &str,
@@ -103,24 +126,57 @@ impl Client {
             type_url: format!("{}{type_name}", jetway_api::TYPE_URL_PREFIX),
             value: data.into(),
         };
-        self.publish_any(subject, any, options).await
+        self.send(subject, Payload::Data(any), options).await
     }
 
-    async fn publish_any(
+    /// Publishes bytes that are not a protobuf message (JSON, text, an image, ...), stored as
+    /// they are with `content_type` (e.g. `application/json`; empty: none), and returns the
+    /// event's id. Readers get them back as [`Payload::Raw`](crate::Payload::Raw); Windshift's
+    /// Events stream delivers them with the type URL `type.googleapis.com/`.
+    ///
+    /// ```no_run
+    /// use jetway_client::PublishOptions;
+    /// # async fn run(client: jetway_client::Client) -> Result<(), jetway_client::Error> {
+    /// let options = PublishOptions::new().header("published-by", "checkout");
+    /// let id = client
+    ///     .publish_bytes("orders.created", r#"{"order":42}"#, "application/json", &options)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_bytes(
         &self,
         subject: &str,
-        data: Any,
+        data: impl Into<Bytes>,
+        content_type: &str,
+        options: &PublishOptions,
+    ) -> Result<u64, Error> {
+        let raw = RawPayload {
+            data: data.into(),
+            content_type: content_type.to_owned(),
+        };
+        self.send(subject, Payload::Raw(raw), options).await
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        payload: Payload,
         options: &PublishOptions,
     ) -> Result<u64, Error> {
         let request = PublishEventRequest {
             subject: subject.to_owned(),
-            data: Some(data),
+            payload: Some(payload),
+            headers: options
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
             timestamp: options.timestamp.map(Into::into),
             idempotency_key: options.idempotency_key.clone(),
             expected_last_id: options.expected_last_id,
         };
         let response = self
-            .events
+            .events_ext
             .clone()
             .publish_event(self.request(request))
             .await?;

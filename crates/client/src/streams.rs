@@ -1,22 +1,26 @@
 //! Declaring streams: [`StreamOptions`] describes a stream, [`Streams::ensure`] creates it or
 //! updates it in place. Every option left unset gets the server's default, listed on its setter.
+//! (Listing, inspecting, purging and deleting streams is in `admin`.)
 
 use std::time::{Duration, SystemTime};
 
-use jetway_api::windshift::events::v1alpha1::{
-    EnsureStreamRequest, StreamPointer,
-    ensure_stream_request::{
-        self, DiscardPolicy as PbDiscard, RetentionPolicy, Storage, StorageType as PbStorage,
+use jetway_api::{
+    jetway::events::v1::{StreamPointer as ExtPointer, stream_pointer as ext_pointer},
+    windshift::events::v1alpha1::{
+        EnsureStreamRequest, StreamPointer,
+        ensure_stream_request::{
+            self, DiscardPolicy as PbDiscard, RetentionPolicy, Storage, StorageType as PbStorage,
+        },
+        stream_pointer::Pointer,
     },
-    stream_pointer::Pointer,
 };
 
 use crate::{Client, Error};
 
-/// Stream declarations, from [`Client::streams`].
+/// Stream declarations and administration, from [`Client::streams`].
 #[derive(Debug, Clone, Copy)]
 pub struct Streams<'a> {
-    client: &'a Client,
+    pub(crate) client: &'a Client,
 }
 
 impl<'a> Streams<'a> {
@@ -59,7 +63,7 @@ pub enum StartPosition {
 }
 
 impl StartPosition {
-    /// The wire form.
+    /// The Windshift wire form.
     pub(crate) fn to_pointer(self) -> StreamPointer {
         let pointer = match self {
             StartPosition::Start => Pointer::Start(true),
@@ -68,6 +72,19 @@ impl StartPosition {
             StartPosition::Offset(id) => Pointer::Offset(id),
         };
         StreamPointer {
+            pointer: Some(pointer),
+        }
+    }
+
+    /// The `jetway.events.v1` wire form, where an offset is called an id.
+    pub(crate) fn to_ext_pointer(self) -> ExtPointer {
+        let pointer = match self {
+            StartPosition::Start => ext_pointer::Pointer::Start(true),
+            StartPosition::End => ext_pointer::Pointer::End(true),
+            StartPosition::Time(time) => ext_pointer::Pointer::Time(time.into()),
+            StartPosition::Offset(id) => ext_pointer::Pointer::Id(id),
+        };
+        ExtPointer {
             pointer: Some(pointer),
         }
     }

@@ -5,6 +5,10 @@
 #[path = "../../../client/tests/it/server.rs"]
 mod server;
 
+mod dead_letters;
+mod reads;
+mod streams;
+
 use std::{process::Stdio, time::Duration};
 
 use serde_json::Value;
@@ -285,9 +289,7 @@ async fn create_makes_a_stream_for_a_new_topic_and_never_touches_an_existing_one
         "{created:?}"
     );
 
-    run(&server, &["consume", "-n", "c", "-t", "topic.a"])
-        .await
-        .fails(1, "--stream is required");
+    // The stream exists now: --create finds it and leaves it as it is.
     let consumed = run(
         &server,
         &[
@@ -296,6 +298,7 @@ async fn create_makes_a_stream_for_a_new_topic_and_never_touches_an_existing_one
     )
     .await;
     assert_eq!(consumed.json()[0]["data"], "hi");
+    assert!(!consumed.stderr.contains("created stream"), "{consumed:?}");
 
     // consume --create on a new topic creates its stream too.
     let args = [

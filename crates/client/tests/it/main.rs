@@ -1,8 +1,11 @@
 //! Integration tests of jetway-client against a real nats-server and an in-process Jetway server:
 //! one test binary, a module per area. Every test starts its own servers (see `server`).
 
+mod admin;
 mod calls;
+mod dead_letters;
 mod delivery;
+mod reads;
 mod server;
 mod state;
 

@@ -1,0 +1,33 @@
+//! `jetway read`: a stream's stored events from a position, printed oldest first, ending once
+//! caught up with the last event stored when it started. No consumer is made and nothing is
+//! acknowledged, so reading never changes what consumers get.
+
+use futures::StreamExt;
+use jetway_client::{Client, ReadOptions};
+
+use crate::{CliError, args::ReadArgs, output::Output};
+
+/// Runs `jetway read`.
+pub async fn run(client: &Client, args: ReadArgs, output: &Output) -> Result<(), CliError> {
+    let mut options = ReadOptions::new().from(args.from);
+    if let Some(subject) = &args.subject {
+        options = options.subject(subject);
+    }
+    if let Some(limit) = args.limit {
+        options = options.limit(limit);
+    }
+    let mut events = client.read_with(&args.stream, &options).await?;
+    // A read ends by itself; Ctrl-C still stops a long one between two events.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            _ = &mut interrupted => return Ok(()),
+        };
+        match next {
+            Some(event) => output.stored_event(&event?)?,
+            None => return Ok(()),
+        }
+    }
+}
