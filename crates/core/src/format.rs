@@ -5,8 +5,9 @@
 //! Jetway extends it without changing it. A raw payload (bytes that are not a protobuf message) has
 //! no `WS-Data-Type` header; its media type, if any, is the `Content-Type` header. Custom headers are
 //! stored as NATS headers under their own names. Names that JetStream, Windshift or Jetway give a
-//! meaning (`Nats-*`, `WS-*`, `JW-*` and `Content-Type`, in any case) are reserved, so a custom
-//! header can never change how an event is stored or read.
+//! meaning (`Nats-*`, `WS-*`, `JW-*`, `Content-Type`, and the W3C `traceparent` and `tracestate`
+//! that a message published straight to NATS may carry, in any case) are reserved, so a custom header
+//! can never change how an event is stored or read.
 
 use std::time::SystemTime;
 
@@ -30,6 +31,9 @@ pub const MESSAGE_ID: &str = "Nats-Msg-Id";
 /// The media type of a raw payload.
 pub const CONTENT_TYPE: &str = "Content-Type";
 
+/// Header names reserved whole, compared without case: a raw payload's media type, and the W3C
+/// trace context the delivery side honours on messages published straight to NATS.
+const RESERVED_NAMES: [&str; 3] = ["content-type", "traceparent", "tracestate"];
 /// Header name prefixes reserved for JetStream, Windshift and Jetway, compared without case.
 const RESERVED_PREFIXES: [&str; 3] = ["nats-", "ws-", "jw-"];
 /// Most custom headers on one event.
@@ -107,7 +111,8 @@ pub fn decode(
 /// Whether a header name is reserved: JetStream, Windshift or Jetway give it a meaning.
 pub fn is_reserved(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower == "content-type" || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+    RESERVED_NAMES.contains(&lower.as_str())
+        || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
 }
 
 /// Checks the custom headers of a publish: at most [`MAX_HEADERS`], names NATS accepts and nobody
@@ -133,7 +138,7 @@ pub fn validate_headers(field: &str, headers: &[(String, String)]) -> Result<(),
         }
         if is_reserved(name) {
             return Err(invalid(
-                "the name is reserved: Nats-*, WS-*, JW-* and Content-Type are set by JetStream, Windshift or Jetway",
+                "the name is reserved: Nats-*, WS-*, JW-*, Content-Type, traceparent and tracestate are set by JetStream, Windshift or Jetway",
             ));
         }
         if !is_header_value(value) {
@@ -313,6 +318,8 @@ mod tests {
             "ws-x",
             "JW-DLQ-Reason",
             "content-type",
+            "traceparent",
+            "TraceState",
         ] {
             assert!(is_reserved(reserved), "{reserved}");
             let err = validate_headers("headers", &[(reserved.into(), "v".into())]).unwrap_err();
