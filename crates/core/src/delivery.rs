@@ -29,7 +29,7 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::time::{DelayQueue, delay_queue::Key};
 
@@ -51,6 +51,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// After this much longer than `PULL_EXPIRES` without an answer, a pull request is taken as lost
 /// (e.g. NATS restarted and forgot it) and its slots are requested again.
 const PULL_GRACE: Duration = Duration::from_secs(2);
+/// How long closing waits for its naks to be written out.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait before pulling again after JetStream did not answer a pull at all.
 const PULL_RETRY: Duration = Duration::from_secs(1);
 
@@ -270,16 +272,6 @@ impl Subscription {
         self.processing_timeout
     }
 
-    /// The most events this subscription holds in flight.
-    pub fn max_processing_events(&self) -> usize {
-        self.max
-    }
-
-    /// How many events are in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
     /// Waits for the next event and records it as in flight. Cancel-safe: a cancelled call loses
     /// nothing, and the next call carries on.
     pub async fn next(&mut self) -> Result<Delivery, DeliveryError> {
@@ -338,17 +330,27 @@ impl Subscription {
         if free == 0 || !worth_it || Instant::now() < self.pull_not_before {
             return Ok(());
         }
-        let batch = BatchConfig {
-            batch: free,
-            expires: Some(PULL_EXPIRES),
+        // Within the consumer's own request limits, which JetStream enforces by refusing the pull.
+        let config = &self.consumer.cached_info().config;
+        let batch = match usize::try_from(config.max_batch) {
+            Ok(limit) if limit > 0 => free.min(limit),
+            _ => free,
+        };
+        let expires = match config.max_expires {
+            limit if !limit.is_zero() => PULL_EXPIRES.min(limit),
+            _ => PULL_EXPIRES,
+        };
+        let request = BatchConfig {
+            batch,
+            expires: Some(expires),
             ..Default::default()
         };
         self.consumer
-            .request_batch(batch, self.inbox.clone())
+            .request_batch(request, self.inbox.clone())
             .await
             .map_err(|err| NatsError::Unavailable(format!("sending a pull request: {err}")))?;
-        self.requested += free;
-        self.pulls_expire_at = Instant::now() + PULL_EXPIRES + PULL_GRACE;
+        self.requested += batch;
+        self.pulls_expire_at = Instant::now() + expires + PULL_GRACE;
         Ok(())
     }
 
@@ -380,7 +382,14 @@ impl Subscription {
                     .and_then(|v| v.as_str().parse::<usize>().ok());
                 self.requested = match unsent {
                     Some(unsent) => self.requested.saturating_sub(unsent),
-                    None => 0,
+                    None => {
+                        // A refusal rather than an ending ("Exceeded MaxWaiting", ...): asking
+                        // again at once would be refused again, in a loop.
+                        tracing::warn!(description = ?message.description, stream = %self.stream,
+                            consumer = %self.name, "JetStream refused a pull request; retrying shortly");
+                        self.pull_not_before = Instant::now() + PULL_RETRY;
+                        0
+                    }
                 };
                 Ok(None)
             }
@@ -573,10 +582,11 @@ impl Subscription {
         }
         let ids: Vec<u64> = self.in_flight.keys().copied().collect();
         let settled = self.settle(&ids, Settle::Reject(None)).await;
-        // Deliveries already buffered in the inbox were never handed out; give them back too.
-        // The inbox is closed, so this reads only what is buffered and then ends.
+        // Deliveries already buffered in the inbox were never handed out; give them back too. Only
+        // what is there now: while NATS reconnects, the unsubscribe is not processed and waiting for
+        // the end of the inbox would wait for NATS.
         let mut returned = 0;
-        while let Some(message) = self.messages.next().await {
+        while let Some(Some(message)) = self.messages.next().now_or_never() {
             if let (None | Some(StatusCode::OK), Some(reply)) = (message.status, &message.reply)
                 && self.send_ack(reply, AckKind::Nak(None)).await.is_ok()
             {
@@ -586,8 +596,13 @@ impl Subscription {
         if ids.is_empty() && returned == 0 {
             return;
         }
-        if let Err(err) = self.nats.client().flush().await {
-            tracing::warn!(%err, "flushing naks on close failed; those events are redelivered after their timeout");
+        // Bounded for the same reason; unflushed naks go out on reconnect, or the events come back
+        // after their processing timeout.
+        if !matches!(
+            tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.nats.client().flush()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!("naks on close not flushed yet; they go out when NATS is reachable");
         }
         tracing::debug!(naked = settled.ids.len(), returned, stream = %self.stream, consumer = %self.name, "subscription closed");
     }

@@ -406,3 +406,36 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     assert_eq!(fresh.event().await.id, id);
     assert_eq!(fresh.ack(&[id]).await.ids, vec![id]);
 }
+
+#[tokio::test]
+async fn pulls_stay_within_the_consumers_request_limits() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    // A consumer made by another tool with a small max batch and max expiry: JetStream refuses any
+    // pull request over them, so the session must size its requests to fit.
+    env.js
+        .get_stream("orders")
+        .await
+        .expect("stream")
+        .create_consumer(pull::Config {
+            durable_name: Some("limited".into()),
+            ack_policy: AckPolicy::Explicit,
+            max_batch: 2,
+            max_expires: Duration::from_secs(1),
+            filter_subject: "orders.>".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create consumer");
+    let mut session = env.subscribe("orders", "limited", None).await;
+    let mut published = Vec::new();
+    for n in 0..5 {
+        published.push(env.publish("orders.created", &format!("e{n}")).await);
+    }
+    let mut received = Vec::new();
+    while received.len() < published.len() {
+        received.push(session.event().await.id);
+    }
+    assert_eq!(received, published);
+    assert_eq!(session.ack(&received).await.ids, received);
+}
