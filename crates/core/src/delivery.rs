@@ -258,8 +258,9 @@ impl Subscription {
             watching_connection: true,
             max,
             processing_timeout,
-            in_flight: HashMap::with_capacity(max.min(1024)),
-            deadlines: DelayQueue::with_capacity(max.min(1024)),
+            // Grown on demand: reserving `max` up front cost an idle subscription hundreds of KiB.
+            in_flight: HashMap::new(),
+            deadlines: DelayQueue::new(),
             requested: 0,
             pulls_expire_at: now,
             pull_not_before: now,

@@ -1,19 +1,25 @@
-//! PublishEvent: builds the on-stream message (body and `WS-*` headers, `Nats-Msg-Id` for the
+//! Publishing: builds the on-stream message (body and `WS-*` headers, `Nats-Msg-Id` for the
 //! idempotency key, the expected last subject sequence for optimistic concurrency), publishes it to
 //! JetStream, and maps the ack to the event id (the stream sequence).
 
-use std::time::SystemTime;
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Instant, SystemTime},
+};
 
 use async_nats::{
-    HeaderMap,
+    HeaderMap, Subject,
     jetstream::{
         ErrorCode,
-        context::{PublishError as JsPublishError, PublishErrorKind},
+        context::{PublishAckFuture, PublishError as JsPublishError, PublishErrorKind},
         message::PublishMessage,
     },
 };
 use bytes::Bytes;
-
+use futures::future::BoxFuture;
+use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use crate::{
@@ -95,66 +101,168 @@ pub enum PublishError {
     Nats(#[from] NatsError),
 }
 
-/// Publishes one event and waits for JetStream to store it, inside a `<subject> publish` span.
-pub async fn publish(nats: &Nats, mut event: Publication) -> Result<Published, PublishError> {
-    let span = telemetry::publish_span(&event.subject);
-    let started = std::time::Instant::now();
-    // The stored trace context is the producer span's, or the caller's when spans are off.
-    let trace = TraceContext {
-        parent: event.trace_parent.take(),
-        state: event.trace_state.take(),
-    }
-    .forward(&span);
-    (event.trace_parent, event.trace_state) = (trace.parent, trace.state);
-    let result = store(nats, event).instrument(span.clone()).await;
-    let outcome = match &result {
-        Ok(published) => {
-            span.record("messaging.message.id", published.id);
-            telemetry::ok(&span);
-            if published.duplicate {
-                "duplicate"
-            } else {
-                "ok"
-            }
-        }
-        Err(err) => {
-            telemetry::error(&span, &err.to_string());
-            if matches!(err, PublishError::WrongLastId { .. }) {
-                "conflict"
-            } else {
-                "error"
-            }
-        }
-    };
-    metrics::counter!(telemetry::metrics::PUBLISHES, "result" => outcome).increment(1);
-    metrics::histogram!(telemetry::metrics::PUBLISH_DURATION).record(started.elapsed());
-    result
+/// Publishes events: the one path behind PublishEvent, PublishStream and PublishBatch, so all of
+/// them validate, store and report errors alike. Cheap to clone; the metric handles are resolved
+/// once here, so the hot path does no registry lookup.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
 }
 
-async fn store(nats: &Nats, event: Publication) -> Result<Published, PublishError> {
-    let subject = event.subject.clone();
+struct PublisherInner {
+    nats: Nats,
+    ok: Counter,
+    duplicate: Counter,
+    conflict: Counter,
+    error: Counter,
+    duration: Histogram,
+}
+
+impl Publisher {
+    /// A publisher over `nats`.
+    pub fn new(nats: Nats) -> Publisher {
+        let outcome = |result: &'static str| metrics::counter!(telemetry::metrics::PUBLISHES, "result" => result);
+        Publisher {
+            inner: Arc::new(PublisherInner {
+                nats,
+                ok: outcome("ok"),
+                duplicate: outcome("duplicate"),
+                conflict: outcome("conflict"),
+                error: outcome("error"),
+                duration: metrics::histogram!(telemetry::metrics::PUBLISH_DURATION),
+            }),
+        }
+    }
+
+    /// Publishes one event and waits for JetStream to store it.
+    pub async fn publish(&self, event: Publication) -> Result<Published, PublishError> {
+        self.send(event).await.await
+    }
+
+    /// Validates `event` and hands it to NATS, without waiting for JetStream: the returned [`Ack`]
+    /// resolves once JetStream answers. Waits while the connection's ack window
+    /// ([`crate::ConnectSettings::publish_max_pending`]) is full. Events sent one after the other
+    /// reach JetStream in that order. Each publish runs inside a `<subject> publish` span.
+    // Yielding a future is the point: the outer one hands the event to NATS, the `Ack` it yields is
+    // awaited later, so many acks can be in flight.
+    #[allow(clippy::async_yields_async)]
+    pub fn send(&self, mut event: Publication) -> impl Future<Output = Ack> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let span = telemetry::publish_span(&event.subject);
+            let started = Instant::now();
+            // The stored trace context is the producer span's, or the caller's when spans are off.
+            let trace = TraceContext {
+                parent: event.trace_parent.take(),
+                state: event.trace_state.take(),
+            }
+            .forward(&span);
+            (event.trace_parent, event.trace_state) = (trace.parent, trace.state);
+            let sent = start(&inner.nats, event).instrument(span.clone()).await;
+            Ack(Box::pin(async move {
+                let result = match sent {
+                    Ok(sent) => sent.finish(&inner.nats).instrument(span.clone()).await,
+                    Err(err) => Err(err),
+                };
+                inner.record(&span, started, &result);
+                result
+            }))
+        }
+    }
+}
+
+impl PublisherInner {
+    /// Ends the span with the outcome, and counts it.
+    fn record(
+        &self,
+        span: &tracing::Span,
+        started: Instant,
+        result: &Result<Published, PublishError>,
+    ) {
+        let counter = match result {
+            Ok(published) => {
+                span.record("messaging.message.id", published.id);
+                telemetry::ok(span);
+                if published.duplicate {
+                    &self.duplicate
+                } else {
+                    &self.ok
+                }
+            }
+            Err(err) => {
+                telemetry::error(span, &err.to_string());
+                if matches!(err, PublishError::WrongLastId { .. }) {
+                    &self.conflict
+                } else {
+                    &self.error
+                }
+            }
+        };
+        counter.increment(1);
+        self.duration.record(started.elapsed());
+    }
+}
+
+/// The outcome of a publish handed to NATS: resolves once JetStream stored the event or refused it.
+/// Dropping it does not cancel the publish.
+#[must_use = "an Ack does nothing unless awaited; the publish happens anyway"]
+pub struct Ack(BoxFuture<'static, Result<Published, PublishError>>);
+
+impl Future for Ack {
+    type Output = Result<Published, PublishError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+/// A message JetStream has, waiting for its ack, with what an error report needs.
+struct Sent {
+    ack: PublishAckFuture,
+    subject: Subject,
+    expected: Option<u64>,
+    size: usize,
+}
+
+impl Sent {
+    async fn finish(self, nats: &Nats) -> Result<Published, PublishError> {
+        match self.ack.await {
+            Ok(ack) => Ok(Published {
+                id: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err(err) => Err(classify(nats, err, &self.subject, self.expected, self.size).await),
+        }
+    }
+}
+
+/// Validates, builds and sends the message; what fails here fails before JetStream saw anything.
+async fn start(nats: &Nats, event: Publication) -> Result<Sent, PublishError> {
     let expected = event.expected_last_id;
-    let (message, size) = build(event)?;
+    let (subject, message, size) = build(event)?;
     if !nats.is_connected() {
         return Err(NatsError::Unavailable("not connected to NATS".into()).into());
     }
-    let js = nats.jetstream();
-    let result = match js.send_publish(subject.clone(), message).await {
-        Ok(ack) => ack.await,
-        Err(err) => Err(err),
-    };
-    match result {
-        Ok(ack) => Ok(Published {
-            id: ack.sequence,
-            duplicate: ack.duplicate,
+    match nats
+        .jetstream()
+        .send_publish(subject.clone(), message)
+        .await
+    {
+        Ok(ack) => Ok(Sent {
+            ack,
+            subject,
+            expected,
+            size,
         }),
         Err(err) => Err(classify(nats, err, &subject, expected, size).await),
     }
 }
 
-/// Builds the message, and returns it with its size (body and headers) for error reports.
-fn build(event: Publication) -> Result<(PublishMessage, usize), Invalid> {
+/// Builds the message, and returns it with its subject and its size (body and headers) for error
+/// reports.
+fn build(mut event: Publication) -> Result<(Subject, PublishMessage, usize), Invalid> {
     validate_subject("subject", &event.subject)?;
+    let subject = Subject::from(std::mem::take(&mut event.subject));
     if !is_header_safe(&event.data_type) {
         return Err(Invalid::new(
             "data.type_url",
@@ -224,7 +332,7 @@ fn build(event: Publication) -> Result<(PublishMessage, usize), Invalid> {
     if let Some(expected) = event.expected_last_id {
         message = message.expected_last_subject_sequence(expected);
     }
-    Ok((message, size))
+    Ok((subject, message, size))
 }
 
 /// Like [`format::is_header_value`], and also no whitespace: type names and trace parents have none.
@@ -315,7 +423,7 @@ mod tests {
         e.idempotency_key = Some("k-1".into());
         e.expected_last_id = Some(0);
         e.trace_parent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
-        let (m, size) = build(e).unwrap();
+        let (_, m, size) = build(e).unwrap();
         assert!(size > 5);
         let m = m.outbound_message("orders.created");
         let h = m.headers.as_ref().unwrap();
@@ -371,7 +479,7 @@ mod tests {
             headers: vec![("published-by".into(), "billing".into())],
             ..event()
         };
-        let (m, _) = build(e).unwrap();
+        let (_, m, _) = build(e).unwrap();
         let m = m.outbound_message("orders.created");
         let h = m.headers.as_ref().unwrap();
         assert!(h.get(format::DATA_TYPE).is_none());
@@ -384,7 +492,7 @@ mod tests {
             content_type: Some(String::new()),
             ..event()
         };
-        let (m, _) = build(untyped).unwrap();
+        let (_, m, _) = build(untyped).unwrap();
         let h = m.outbound_message("orders.created").headers.unwrap();
         assert!(h.get(format::CONTENT_TYPE).is_none() && h.get(format::DATA_TYPE).is_none());
     }

@@ -19,6 +19,7 @@ use jetway_api::windshift::events::v1alpha1::{
 use jetway_core::{
     Nats,
     delivery::{Settle, SubscribeSpec, Subscription},
+    publish::Publisher,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,6 +35,7 @@ const RESPONSE_BUFFER: usize = 64;
 #[derive(Clone)]
 pub struct Events {
     nats: Nats,
+    publisher: Publisher,
     shutdown: CancellationToken,
 }
 
@@ -41,7 +43,11 @@ impl Events {
     /// A service over `nats`. Cancelling `shutdown` ends every Events stream (with UNAVAILABLE) after
     /// naking its in-flight events.
     pub fn new(nats: Nats, shutdown: CancellationToken) -> Self {
-        Events { nats, shutdown }
+        Events {
+            publisher: Publisher::new(nats.clone()),
+            nats,
+            shutdown,
+        }
     }
 }
 
@@ -96,7 +102,9 @@ impl EventsService for Events {
         let trace_state = metadata_value(request.metadata(), "tracestate");
         let publication = convert::publication(request.into_inner(), trace_parent, trace_state)
             .map_err(|e| e.to_status())?;
-        let published = jetway_core::publish::publish(&self.nats, publication)
+        let published = self
+            .publisher
+            .publish(publication)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(PublishEventResponse { id: published.id }))
@@ -194,11 +202,16 @@ impl Session {
     ) -> End {
         // After a half-close the client sends nothing more, but still receives events.
         let mut reading = true;
+        // Made once: each of these futures registers a waiter when polled, so a fresh one per
+        // loop turn would take two locks for every event.
+        let cancelled = self.shutdown.cancelled();
+        let closed = self.tx.closed();
+        tokio::pin!(cancelled, closed);
         loop {
             let response = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return End::Status(shutting_down()),
-                () = self.tx.closed() => return End::ClientGone,
+                () = &mut cancelled => return End::Status(shutting_down()),
+                () = &mut closed => return End::ClientGone,
                 message = inbound.message(), if reading => match message {
                     Ok(Some(request)) => match handle(subscription, request).await {
                         Ok(response) => response,

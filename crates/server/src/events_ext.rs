@@ -1,8 +1,10 @@
 //! `jetway.events.v1.EventsService`: thin handlers over `jetway_core` for consumers with a delivery
-//! policy, publishing raw payloads and custom headers, reads without a consumer (GetEvent,
-//! ReadEvents), live subscriptions, and unary Fetch, Ack and Reject.
+//! policy, publishing raw payloads and custom headers (one event, a stream of them, or a batch),
+//! reads without a consumer (GetEvent, ReadEvents), live subscriptions, and unary Fetch, Ack and
+//! Reject.
 //!
-//! The streaming calls go through [`crate::streaming::forward`]. Fetched events are held in flight
+//! PublishStream runs in [`crate::publish_stream`]; the read streams go through
+//! [`crate::streaming::forward`]. Fetched events are held in flight
 //! by one [`Fetcher`] per server, so Ack and Reject must reach the server that did the Fetch.
 
 use std::sync::Arc;
@@ -23,7 +25,8 @@ use jetway_core::{
     delivery::{Settle, Settled},
     fetch::{FetchSpec, Fetcher},
     format::Event,
-    publish::{self, Publication},
+    pipeline::{self, Outcome},
+    publish::{Publication, Publisher},
     reads::{self, LiveSpec, ReadSpec},
     streams::StreamPointer,
 };
@@ -33,6 +36,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     convert,
     events::metadata_value,
+    publish_stream::{self, Trace},
     status::ToStatus,
     streaming::{Responses, forward},
 };
@@ -41,15 +45,17 @@ use crate::{
 #[derive(Clone)]
 pub struct EventsExt {
     nats: Nats,
+    publisher: Publisher,
     fetcher: Arc<Fetcher>,
     shutdown: CancellationToken,
 }
 
 impl EventsExt {
     /// A service over `nats`. Cancelling `shutdown` ends every ReadEvents and Subscribe stream with
-    /// UNAVAILABLE.
+    /// UNAVAILABLE, and every PublishStream once it answered what it read.
     pub fn new(nats: Nats, shutdown: CancellationToken) -> Self {
         EventsExt {
+            publisher: Publisher::new(nats.clone()),
             fetcher: Arc::new(Fetcher::new(nats.clone())),
             nats,
             shutdown,
@@ -79,16 +85,51 @@ impl EventsService for EventsExt {
         &self,
         request: Request<api::PublishEventRequest>,
     ) -> Result<Response<api::PublishEventResponse>, Status> {
-        let trace_parent = metadata_value(request.metadata(), "traceparent");
-        let trace_state = metadata_value(request.metadata(), "tracestate");
-        let publication = publication(request.into_inner(), trace_parent, trace_state)
+        let trace = trace(request.metadata());
+        let publication = publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
-        let published = publish::publish(&self.nats, publication)
+        let published = self
+            .publisher
+            .publish(publication)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(api::PublishEventResponse {
             id: published.id,
             duplicate: published.duplicate,
+        }))
+    }
+
+    type PublishStreamStream = Responses<api::PublishStreamResponse>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<api::PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let trace = trace(request.metadata());
+        Ok(Response::new(publish_stream::spawn(
+            self.publisher.clone(),
+            request.into_inner(),
+            trace,
+            self.shutdown.clone(),
+        )))
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<api::PublishBatchRequest>,
+    ) -> Result<Response<api::PublishBatchResponse>, Status> {
+        let trace = trace(request.metadata());
+        let events = request
+            .into_inner()
+            .events
+            .into_iter()
+            .map(|event| publication(event, trace.parent.clone(), trace.state.clone()))
+            .collect();
+        let outcomes = pipeline::publish_batch(&self.publisher, events)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::PublishBatchResponse {
+            results: outcomes.into_iter().map(publish_result).collect(),
         }))
     }
 
@@ -281,8 +322,38 @@ fn consumer_spec(request: api::EnsureConsumerRequest) -> Result<ConsumerSpec, In
     })
 }
 
+/// The caller's W3C trace context, from the call's metadata.
+fn trace(metadata: &tonic::metadata::MetadataMap) -> Trace {
+    Trace {
+        parent: metadata_value(metadata, "traceparent"),
+        state: metadata_value(metadata, "tracestate"),
+    }
+}
+
+/// Encodes the outcome of one publish of a stream or batch: the id, or the status PublishEvent
+/// would have failed with.
+pub(crate) fn publish_result(outcome: Outcome) -> api::PublishResult {
+    use api::publish_result::Result as R;
+    let result = match outcome {
+        Ok(published) => R::Published(api::PublishEventResponse {
+            id: published.id,
+            duplicate: published.duplicate,
+        }),
+        Err(err) => {
+            let status = err.to_status();
+            R::Error(api::ItemError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            })
+        }
+    };
+    api::PublishResult {
+        result: Some(result),
+    }
+}
+
 /// Decodes PublishEvent, with the trace context taken from the request metadata.
-fn publication(
+pub(crate) fn publication(
     request: api::PublishEventRequest,
     trace_parent: Option<String>,
     trace_state: Option<String>,

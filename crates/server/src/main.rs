@@ -12,6 +12,10 @@ use jetway_server::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// See the mimalloc entry in Cargo.toml: the event path allocates on one thread and frees on another.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match Config::from_env() {

@@ -123,10 +123,14 @@ impl Telemetry {
             // Without export nothing is recorded, and trace context passes through untouched.
             opentelemetry::global::set_text_map_propagator(NoopTextMapPropagator::new());
         }
-        tracing_subscriber::registry()
-            .with(logs.with_filter(log_filter))
-            .with(traces)
-            .try_init()?;
+        let registry = tracing_subscriber::registry().with(logs.with_filter(log_filter));
+        // Without export the trace layer is left out rather than added as `None`: an absent
+        // `Option` layer declares interest in every span, so each event's messaging span would
+        // be built and entered only to be thrown away.
+        match traces {
+            Some(traces) => registry.with(traces).try_init()?,
+            None => registry.try_init()?,
+        }
         if let Some(endpoint) = config.telemetry.export_endpoint() {
             tracing::info!(%endpoint, service = %config.telemetry.service_name, "exporting traces over OTLP");
         }

@@ -76,6 +76,17 @@ impl NatsServer {
         self.port
     }
 
+    /// The process id of the running server, e.g. to read its CPU time from `/proc`; `None` while
+    /// stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The nats-server binary this server runs.
+    pub fn binary(&self) -> &Path {
+        &self.files.bin
+    }
+
     /// The JetStream store directory (`-sd`); JetStream keeps its data in `jetstream/` under it.
     pub fn store_dir(&self) -> &Path {
         &self.files.store

@@ -12,6 +12,7 @@ mod fetch;
 mod harness;
 mod operability;
 mod publish;
+mod publish_stream;
 mod reads;
 mod smoke;
 mod state;

@@ -1,0 +1,590 @@
+//! `jetway-bench`: measures Jetway against async-nats talking directly to the same nats-server, in
+//! one run, and prints both side by side with their ratio (higher is better) and the goals.
+//!
+//! It starts its own nats-server and jetway-server (the one built next to it), or uses the servers
+//! given with `--nats-url` and `--jetway-url`. Each scenario runs four rounds in the order direct,
+//! Jetway, Jetway, direct, so drift on a noisy machine hits both sides alike, and the two rounds of
+//! each side are combined. Progress goes to stderr; the table (or `--json`) to stdout.
+//! `--scaling` measures throughput against the in-flight window and the event size instead, and
+//! draws them into a PNG. See docs/benchmarks.md for the method.
+
+mod plot;
+mod report;
+mod scenarios;
+mod setup;
+mod stats;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use async_nats::jetstream::stream::StorageType;
+use clap::{Parser, ValueEnum};
+use serde_json::{Map, Value, json};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{
+    report::Scenario,
+    scenarios::{Amount, Bench, KvOp, Path},
+    setup::Servers,
+    stats::{Round, Side},
+};
+
+/// Errors end the run with a message; there is nothing to recover.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The most requests Jetway's PublishStream reads ahead of its answers.
+const SERVER_WINDOW: usize = 1024;
+/// The order of the rounds of a scenario.
+const ORDER: [Path; 4] = [Path::Direct, Path::Jetway, Path::Jetway, Path::Direct];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jetway-bench",
+    about = "Measures Jetway against direct JetStream (async-nats) on the same nats-server"
+)]
+struct Args {
+    /// Event (and key-value value) size in bytes, at least 16.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Events or round trips per round, instead of --duration.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Seconds per round.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Concurrent callers of P2 and of the key-value throughput rounds.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Publishes in flight in P1, and events in flight per consumer in C1, E1 and M1/M2 (1 to 1024).
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Storage of the benchmark stream and store.
+    #[arg(long, value_enum, default_value_t = Storage::File)]
+    storage: Storage,
+    /// Every scenario in a few seconds: proves the bench works, measures little.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Measure throughput against in-flight window and event size, and write a PNG plot.
+    #[arg(long)]
+    scaling: bool,
+    /// Where --scaling writes its plot.
+    #[arg(long, default_value = "jetway-scaling.png")]
+    plot: PathBuf,
+    /// Only these scenarios, comma-separated (e.g. P1,P3; K1 selects every K1 measure).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Use this NATS server instead of starting one.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Use this Jetway server (connected to --nats-url) instead of starting one; server CPU and
+    /// memory are then not measured.
+    #[arg(long, requires = "nats_url")]
+    jetway_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Storage {
+    File,
+    Memory,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    // On Ctrl-C or SIGTERM the run is dropped, and with it the servers it started.
+    let result = tokio::select! {
+        result = run(args) => result,
+        () = interrupted() => Err("interrupted".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("jetway-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        // Without signal handlers the default applies: the process ends at once.
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.size < 16 {
+        return Err("--size must be at least 16 (E1 stamps the send time into the body)".into());
+    }
+    if !(1..=SERVER_WINDOW).contains(&args.window) {
+        return Err(format!("--window must be 1 to {SERVER_WINDOW}").into());
+    }
+    if args.concurrency == 0 || args.duration.is_nan() || args.duration <= 0.0 {
+        return Err("--concurrency and --duration must be above 0".into());
+    }
+    // Jetway gets the ack window the direct side has, so both keep the same number in flight.
+    let max_pending = SERVER_WINDOW.max(args.concurrency);
+    let (nats_url, jetway_url) = (args.nats_url.clone(), args.jetway_url.clone());
+    eprintln!("starting the servers");
+    let servers =
+        tokio::task::spawn_blocking(move || Servers::start(nats_url, jetway_url, max_pending))
+            .await??;
+    let nats = async_nats::connect(&servers.nats_url).await?;
+    let channel = scenarios::connect(&servers.jetway_url).await?;
+    wait_serving(&channel).await?;
+    let bench = Bench {
+        nats: nats.clone(),
+        channel,
+        storage: match args.storage {
+            Storage::File => StorageType::File,
+            Storage::Memory => StorageType::Memory,
+        },
+        size: args.size,
+        jetway_pid: servers.jetway_pid,
+        nats_pid: servers.nats_pid,
+        warmup: if args.quick { 20 } else { 200 },
+        jetway_url: servers.jetway_url.clone(),
+    };
+    let mut header = Map::new();
+    header.insert("machine".into(), setup::machine());
+    header.insert(
+        "nats_server_version".into(),
+        json!(nats.server_info().version),
+    );
+    header.insert("git_sha".into(), json!(setup::git_sha()));
+    header.insert(
+        "params".into(),
+        json!({
+            "size": args.size,
+            "count": args.count,
+            "duration_s": round_duration(&args).as_secs_f64(),
+            "concurrency": args.concurrency,
+            "window": args.window,
+            "storage": format!("{:?}", args.storage).to_lowercase(),
+            "quick": args.quick,
+            "rounds": "direct, jetway, jetway, direct",
+        }),
+    );
+    if args.scaling {
+        scaling(&bench, &args, header).await
+    } else {
+        full(&bench, &args, header).await
+    }
+}
+
+/// Waits until Jetway answers its health check with SERVING.
+async fn wait_serving(channel: &tonic::transport::Channel) -> Result<()> {
+    let mut health = HealthClient::new(channel.clone());
+    for _ in 0..100 {
+        if let Ok(response) = health.check(HealthCheckRequest::default()).await
+            && response.into_inner().status == 1
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("Jetway did not report SERVING within 10 s".into())
+}
+
+/// How long one round runs.
+fn round_duration(args: &Args) -> Duration {
+    if args.quick {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs_f64(args.duration)
+    }
+}
+
+/// How much one round does: --count, else the round duration.
+fn amount(args: &Args) -> Amount {
+    match args.count {
+        Some(n) => Amount::Count(if args.quick { n.min(2_000) } else { n }),
+        None => Amount::For(round_duration(args)),
+    }
+}
+
+fn selected(args: &Args, id: &str) -> bool {
+    args.only.is_empty()
+        || args
+            .only
+            .iter()
+            .any(|only| id == only || id.starts_with(&format!("{only}-")))
+}
+
+/// Runs `round` in the order direct, Jetway, Jetway, direct, and combines each side.
+async fn alternate<F, Fut>(id: &str, mut round: F) -> Result<(Side, Side)>
+where
+    F: FnMut(Path) -> Fut,
+    Fut: Future<Output = Result<Round>>,
+{
+    let (mut direct, mut jetway) = (Vec::new(), Vec::new());
+    for (i, path) in ORDER.into_iter().enumerate() {
+        eprint!("[{id}] round {}/4 {path} ... ", i + 1);
+        let result = round(path).await?;
+        eprintln!("{}", describe(&result));
+        match path {
+            Path::Direct => direct.push(result),
+            Path::Jetway => jetway.push(result),
+        }
+    }
+    Ok((Side::combine(&direct), Side::combine(&jetway)))
+}
+
+/// One round's headline, for progress.
+fn describe(round: &Round) -> String {
+    match &round.measure {
+        stats::Measure::Throughput { events, elapsed } => format!(
+            "{events} in {:.2} s: {:.0} msgs/s",
+            elapsed.as_secs_f64(),
+            *events as f64 / elapsed.as_secs_f64()
+        ),
+        stats::Measure::Latency(h) => format!(
+            "{} samples, p50 {:.1} us, p99 {:.1} us",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0
+        ),
+    }
+}
+
+async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<()> {
+    let amount = amount(args);
+    let window = args.window;
+    let mut results = Vec::new();
+
+    // First, while the server's memory is fresh: the cost of idle subscriptions.
+    if selected(args, "M1") && bench.jetway_pid.is_some() {
+        let count = if args.quick { 100 } else { 1000 };
+        eprintln!("[M1] {count} idle Events subscriptions");
+        let mut m1 = Scenario::new(
+            "M1",
+            format!("jetway-server RSS, {count} idle Events subscriptions"),
+            None,
+            None,
+        );
+        m1.extra = as_map(bench.idle_subscriptions(count, window).await?);
+        results.push(m1);
+    }
+    if selected(args, "H0") {
+        let rounds = [
+            bench.health_latency(amount).await?,
+            bench.health_latency(amount).await?,
+        ];
+        eprintln!("[H0] {}", describe(&rounds[0]));
+        results.push(Scenario::new(
+            "H0",
+            "gRPC hop floor: grpc.health.v1 Check, 1 in flight".into(),
+            None,
+            Some(Side::combine(&rounds)),
+        ));
+    }
+    if selected(args, "P3") {
+        let (d, j) = alternate("P3", |path| bench.publish_latency(path, amount)).await?;
+        results.push(Scenario::new(
+            "P3",
+            "publish latency, 1 in flight".into(),
+            Some(d),
+            Some(j),
+        ));
+    }
+    let mut direct_rate = None;
+    if selected(args, "P1") {
+        let (d, j) = alternate("P1", |path| {
+            bench.stream_publish(path, window, args.size, amount)
+        })
+        .await?;
+        direct_rate = d.msgs_per_s;
+        results.push(Scenario::new(
+            "P1",
+            format!("streaming publish, {window} in flight"),
+            Some(d),
+            Some(j),
+        ));
+    }
+    if selected(args, "P2") {
+        let c = args.concurrency;
+        let (d, j) = alternate("P2", |path| bench.unary_publish(path, c, amount)).await?;
+        results.push(Scenario::new(
+            "P2",
+            format!("unary publish, {c} concurrent callers"),
+            Some(d),
+            Some(j),
+        ));
+    }
+    let seconds = round_duration(args).as_secs_f64();
+    if selected(args, "C1") {
+        let count = match args.count {
+            Some(n) => n,
+            None => (direct_rate.unwrap_or(100_000.0) * seconds) as u64,
+        }
+        .max(1_000);
+        let (d, j) = alternate("C1", |path| bench.consume(path, window, count)).await?;
+        let mut c1 = Scenario::new(
+            "C1",
+            format!("consume + ack, {window} in flight"),
+            Some(d),
+            Some(j),
+        );
+        c1.extra.insert("events_per_round".into(), json!(count));
+        results.push(c1);
+    }
+    if selected(args, "E1") {
+        // The direct path's own end-to-end maximum: publishing as fast as it goes while one
+        // consumer receives and acks, until every event is delivered.
+        eprint!("[E1] measuring the direct end-to-end maximum rate ... ");
+        let started = std::time::Instant::now();
+        let probe = bench
+            .end_to_end(Path::Direct, window, f64::INFINITY, round_duration(args))
+            .await?;
+        let max = probe.events as f64 / started.elapsed().as_secs_f64();
+        eprintln!("{max:.0} msgs/s");
+        let rate = (max / 2.0).round();
+        let duration = amount.as_duration(rate);
+        let (d, j) = alternate("E1", |path| bench.end_to_end(path, window, rate, duration)).await?;
+        let mut e1 = Scenario::new(
+            "E1",
+            "publish-to-delivery latency, open loop".into(),
+            Some(d),
+            Some(j),
+        );
+        e1.extra
+            .insert("direct_max_msgs_per_s".into(), json!(max.round()));
+        e1.extra.insert("rate_msgs_per_s".into(), json!(rate));
+        results.push(e1);
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o.starts_with("K1")) {
+        bench.prepare_store().await?;
+        for (op, name) in [(KvOp::Set, "set"), (KvOp::Get, "get")] {
+            let id = format!("K1-{name}-lat");
+            if selected(args, &id) {
+                let (d, j) = alternate(&id, |path| bench.kv(path, op, 1, amount)).await?;
+                results.push(Scenario::new(
+                    &id,
+                    format!("key-value {name} latency, 1 in flight"),
+                    Some(d),
+                    Some(j),
+                ));
+            }
+            let id = format!("K1-{name}-tput");
+            if selected(args, &id) {
+                let c = args.concurrency;
+                let (d, j) = alternate(&id, |path| bench.kv(path, op, c, amount)).await?;
+                results.push(Scenario::new(
+                    &id,
+                    format!("key-value {name} throughput, {c} concurrent"),
+                    Some(d),
+                    Some(j),
+                ));
+            }
+        }
+    }
+    if selected(args, "M2") && bench.jetway_pid.is_some() {
+        let events = match args.count {
+            Some(n) => n,
+            None if args.quick => 5_000,
+            None => 100_000,
+        };
+        eprintln!("[M2] {events} events published at full speed, one slow consumer");
+        let mut m2 = Scenario::new(
+            "M2",
+            "jetway-server RSS while a slow consumer's backlog builds".into(),
+            None,
+            None,
+        );
+        m2.extra = as_map(bench.slow_consumer(window, events).await?);
+        results.push(m2);
+    }
+    // The server's CPU per event across publish (P1) and deliver + ack (C1).
+    let server_cpu = |id: &str| {
+        results
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.jetway.as_ref()?.cpu_us_per_event)
+            .map(|cpu| cpu[1])
+    };
+    if let (Some(publish), Some(deliver)) = (server_cpu("P1"), server_cpu("C1")) {
+        let mut cpu = Scenario::new("CPU", "jetway-server CPU per event".into(), None, None);
+        cpu.extra
+            .insert("publish_us".into(), json!(stats::round2(publish)));
+        cpu.extra
+            .insert("deliver_ack_us".into(), json!(stats::round2(deliver)));
+        cpu.extra
+            .insert("total_us".into(), json!(stats::round2(publish + deliver)));
+        results.push(cpu);
+    }
+    report::evaluate(&mut results);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::json(header, &results))?
+        );
+    } else {
+        print!("{}", report::table(&results));
+    }
+    Ok(())
+}
+
+fn as_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => Map::from_iter([("value".to_owned(), other)]),
+    }
+}
+
+/// Throughput of streaming publishes against the in-flight window and the event size.
+async fn scaling(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<()> {
+    const WINDOWS: [usize; 5] = [1, 8, 64, 256, 1024];
+    const SIZES: [usize; 4] = [128, 1024, 16 * 1024, 256 * 1024];
+    let amount = amount(args);
+    let mut by_window = Vec::new();
+    for window in WINDOWS {
+        let id = format!("window {window}");
+        let (d, j) = alternate(&id, |path| {
+            bench.stream_publish(path, window, args.size, amount)
+        })
+        .await?;
+        by_window.push((window, d, j));
+    }
+    let mut by_size = Vec::new();
+    for size in SIZES {
+        let id = format!("size {}", size_label(size));
+        let window = size_window(args.window, size);
+        let (d, j) =
+            alternate(&id, |path| bench.stream_publish(path, window, size, amount)).await?;
+        by_size.push((size, d, j));
+    }
+    let rate = |side: &Side| side.msgs_per_s.unwrap_or(0.0);
+    let mib = |side: &Side, size: usize| rate(side) * size as f64 / (1024.0 * 1024.0);
+    let panels = [
+        plot::Panel {
+            title: format!("STREAMING PUBLISH, {} EVENTS", size_label(args.size)),
+            x_labels: WINDOWS.iter().map(|w| w.to_string()).collect(),
+            x_title: "PUBLISHES IN FLIGHT".into(),
+            y_title: "MSGS/S".into(),
+            series: vec![
+                plot::Series {
+                    name: "DIRECT (ASYNC-NATS)".into(),
+                    values: by_window.iter().map(|(_, d, _)| rate(d)).collect(),
+                },
+                plot::Series {
+                    name: "JETWAY (PUBLISHSTREAM)".into(),
+                    values: by_window.iter().map(|(_, _, j)| rate(j)).collect(),
+                },
+            ],
+        },
+        plot::Panel {
+            title: format!(
+                "STREAMING PUBLISH, {} IN FLIGHT (AT MOST 32 MIB)",
+                args.window
+            ),
+            x_labels: SIZES.iter().map(|&s| size_label(s)).collect(),
+            x_title: "EVENT SIZE".into(),
+            y_title: "MIB/S".into(),
+            series: vec![
+                plot::Series {
+                    name: "DIRECT (ASYNC-NATS)".into(),
+                    values: by_size.iter().map(|(s, d, _)| mib(d, *s)).collect(),
+                },
+                plot::Series {
+                    name: "JETWAY (PUBLISHSTREAM)".into(),
+                    values: by_size.iter().map(|(s, _, j)| mib(j, *s)).collect(),
+                },
+            ],
+        },
+    ];
+    plot::write(&args.plot, &panels)?;
+    eprintln!("wrote {}", args.plot.display());
+    let point = |label: (&str, Value), d: &Side, j: &Side, size: usize| {
+        json!({
+            label.0: label.1,
+            "direct": {"msgs_per_s": rate(d).round(), "mib_per_s": stats::round1(mib(d, size))},
+            "jetway": {"msgs_per_s": rate(j).round(), "mib_per_s": stats::round1(mib(j, size))},
+            "ratio": stats::round2(rate(j) / rate(d).max(1.0)),
+        })
+    };
+    let windows: Vec<Value> = by_window
+        .iter()
+        .map(|(w, d, j)| point(("window", json!(w)), d, j, args.size))
+        .collect();
+    let sizes: Vec<Value> = by_size
+        .iter()
+        .map(|(s, d, j)| point(("size", json!(s)), d, j, *s))
+        .collect();
+    if args.json {
+        let mut out = header;
+        out.insert(
+            "scaling".into(),
+            json!({"by_window": windows, "by_size": sizes}),
+        );
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+        return Ok(());
+    }
+    println!(
+        "throughput against publishes in flight ({} events)",
+        size_label(args.size)
+    );
+    println!(
+        "{:>8} {:>12} {:>12} {:>6}",
+        "window", "direct/s", "jetway/s", "ratio"
+    );
+    for (w, d, j) in &by_window {
+        println!(
+            "{w:>8} {:>12.0} {:>12.0} {:>6.2}",
+            rate(d),
+            rate(j),
+            rate(j) / rate(d).max(1.0)
+        );
+    }
+    println!(
+        "\nthroughput against event size ({} in flight, at most 32 MiB)",
+        args.window
+    );
+    println!(
+        "{:>8} {:>12} {:>12} {:>10} {:>10} {:>6}",
+        "size", "direct/s", "jetway/s", "direct MiB/s", "jetway MiB/s", "ratio"
+    );
+    for (s, d, j) in &by_size {
+        println!(
+            "{:>8} {:>12.0} {:>12.0} {:>10.1} {:>10.1} {:>6.2}",
+            size_label(*s),
+            rate(d),
+            rate(j),
+            mib(d, *s),
+            mib(j, *s),
+            rate(j) / rate(d).max(1.0)
+        );
+    }
+    Ok(())
+}
+
+/// Most bytes in flight in the size curve: nats-server refuses publishes with "too many requests"
+/// (429) when a stream has much more than this waiting to be stored.
+const MAX_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
+
+/// The in-flight window for events of `size`: `window`, or less to stay within
+/// [`MAX_BYTES_IN_FLIGHT`].
+fn size_window(window: usize, size: usize) -> usize {
+    window.min(MAX_BYTES_IN_FLIGHT / size).max(1)
+}
+
+/// 128 B, 1 KiB, 16 KiB, 256 KiB.
+fn size_label(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KIB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}

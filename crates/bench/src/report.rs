@@ -1,0 +1,307 @@
+//! The results: each scenario with its two sides, the ratio, and the issue's goal for it (checked
+//! against this run's own numbers, e.g. H0 for the latency bounds); printed as a table or as one
+//! JSON object.
+
+use serde_json::{Map, Value, json};
+
+use crate::stats::{PERCENTILES, Side, ratio, round2};
+
+/// One scenario's results.
+pub struct Scenario {
+    /// Its id, e.g. `P1`.
+    pub id: String,
+    /// What it measures.
+    pub title: String,
+    /// The async-nats side; `None` for Jetway-only measures.
+    pub direct: Option<Side>,
+    /// The Jetway side; `None` for measures that are only numbers in `extra`.
+    pub jetway: Option<Side>,
+    /// Further numbers, e.g. the rate E1 ran at, or memory readings.
+    pub extra: Map<String, Value>,
+    /// The goal and whether this run met it.
+    pub goal: Option<Goal>,
+}
+
+/// A goal of the issue, as checked in this run.
+pub struct Goal {
+    /// The bound, with this run's numbers filled in.
+    pub target: String,
+    /// Whether it was met.
+    pub met: bool,
+}
+
+impl Scenario {
+    /// A scenario with both sides, or only Jetway's.
+    pub fn new(id: &str, title: String, direct: Option<Side>, jetway: Option<Side>) -> Scenario {
+        Scenario {
+            id: id.into(),
+            title,
+            direct,
+            jetway,
+            extra: Map::new(),
+            goal: None,
+        }
+    }
+
+    /// Jetway/direct for throughput, direct/Jetway for latency.
+    pub fn ratio(&self) -> Option<f64> {
+        ratio(self.direct.as_ref()?, self.jetway.as_ref()?)
+    }
+
+    fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("id".into(), json!(self.id));
+        out.insert("title".into(), json!(self.title));
+        if let Some(direct) = &self.direct {
+            out.insert("direct".into(), direct.to_json());
+        }
+        if let Some(jetway) = &self.jetway {
+            out.insert("jetway".into(), jetway.to_json());
+        }
+        if let Some(ratio) = self.ratio() {
+            out.insert("ratio".into(), json!(round2(ratio)));
+        }
+        for (key, value) in &self.extra {
+            out.insert(key.clone(), value.clone());
+        }
+        if let Some(goal) = &self.goal {
+            out.insert(
+                "goal".into(),
+                json!({"target": goal.target, "met": goal.met}),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+/// Checks the issue's goals against this run, where the run has what a goal needs.
+pub fn evaluate(scenarios: &mut [Scenario]) {
+    let find = |id: &str| scenarios.iter().find(|s| s.id == id);
+    let floor = |q: f64| find("H0")?.jetway.as_ref()?.percentile_us(q);
+    let (h0_p50, h0_p99) = (floor(0.5), floor(0.99));
+    let cpu_total = ["P1", "C1"]
+        .iter()
+        .map(|id| Some(find(id)?.jetway.as_ref()?.cpu_us_per_event?[1]))
+        .sum::<Option<f64>>();
+    for scenario in scenarios.iter_mut() {
+        let ratio_goal = |min: f64| {
+            scenario.ratio().map(|r| Goal {
+                target: format!("ratio >= {min:.2}"),
+                met: r >= min,
+            })
+        };
+        let goal = match scenario.id.as_str() {
+            "P1" => ratio_goal(0.90),
+            "P2" => ratio_goal(0.50),
+            "C1" => ratio_goal(0.85),
+            "P3" => latency_goal(scenario, &[(0.5, h0_p50, 30.0), (0.99, h0_p99, 150.0)]),
+            "E1" => latency_goal(scenario, &[(0.99, h0_p99, 250.0)]),
+            "CPU" => cpu_total.map(|total| Goal {
+                target: "jetway-server CPU <= 10 us per event (publish + deliver + ack)".into(),
+                met: total <= 10.0,
+            }),
+            "M1" => number(scenario, "rss_after_mib").map(|rss| Goal {
+                target: "RSS < 150 MiB".into(),
+                met: rss < 150.0,
+            }),
+            "M2" => number(scenario, "rss_start_mib")
+                .zip(number(scenario, "rss_peak_mib"))
+                .map(|(start, peak)| Goal {
+                    target: "flat RSS: peak <= start + 16 MiB".into(),
+                    met: peak <= start + 16.0,
+                }),
+            _ => None,
+        };
+        scenario.goal = goal;
+    }
+}
+
+/// Jetway's latency at each quantile must stay within direct + H0 + slack.
+fn latency_goal(scenario: &Scenario, bounds: &[(f64, Option<f64>, f64)]) -> Option<Goal> {
+    let (direct, jetway) = (scenario.direct.as_ref()?, scenario.jetway.as_ref()?);
+    let mut targets = Vec::new();
+    let mut met = true;
+    for &(q, floor, slack) in bounds {
+        let (d, j, h) = (direct.percentile_us(q)?, jetway.percentile_us(q)?, floor?);
+        let bound = d + h + slack;
+        targets.push(format!(
+            "p{} <= {:.0}+{:.0}+{slack:.0} = {bound:.0} us",
+            quantile_name(q),
+            d,
+            h
+        ));
+        met &= j <= bound;
+    }
+    Some(Goal {
+        target: targets.join("; "),
+        met,
+    })
+}
+
+fn number(scenario: &Scenario, key: &str) -> Option<f64> {
+    scenario.extra.get(key)?.as_f64()
+}
+
+fn quantile_name(q: f64) -> String {
+    let text = format!("{}", q * 100.0);
+    text.replace('.', "")
+}
+
+/// The whole run as one JSON object.
+pub fn json(header: Map<String, Value>, scenarios: &[Scenario]) -> Value {
+    let mut out = header;
+    out.insert(
+        "scenarios".into(),
+        Value::from(scenarios.iter().map(Scenario::to_json).collect::<Vec<_>>()),
+    );
+    Value::Object(out)
+}
+
+/// The human table: per scenario a title line with the goal, then a line per measure with both
+/// sides and the ratio.
+pub fn table(scenarios: &[Scenario]) -> String {
+    let mut out = format!(
+        "{:<26} {:>12} {:>12} {:>7}\n",
+        "measure", "direct", "jetway", "ratio"
+    );
+    for s in scenarios {
+        let goal = s
+            .goal
+            .as_ref()
+            .map(|g| {
+                format!(
+                    "  [{}: {}]",
+                    if g.met { "goal met" } else { "goal NOT met" },
+                    g.target
+                )
+            })
+            .unwrap_or_default();
+        out.push_str(&format!("\n{} {}{goal}\n", s.id, s.title));
+        let side = |side: &Option<Side>, value: Option<f64>, digits: usize| match (side, value) {
+            (Some(_), Some(v)) => group(v, digits),
+            _ => "-".into(),
+        };
+        let mut row = |measure: &str, direct: String, jetway: String, ratio: String| {
+            out.push_str(&format!(
+                "  {measure:<24} {direct:>12} {jetway:>12} {ratio:>7}\n"
+            ));
+        };
+        let rate = |x: &Option<Side>| x.as_ref().and_then(|x| x.msgs_per_s);
+        if rate(&s.direct).is_some() || rate(&s.jetway).is_some() {
+            row(
+                "msgs/s",
+                side(&s.direct, rate(&s.direct), 0),
+                side(&s.jetway, rate(&s.jetway), 0),
+                s.ratio().map(|r| format!("{r:.2}")).unwrap_or_default(),
+            );
+        }
+        let percentile = |x: &Option<Side>, q: f64| x.as_ref().and_then(|x| x.percentile_us(q));
+        if percentile(&s.direct, 0.5).is_some() || percentile(&s.jetway, 0.5).is_some() {
+            for (name, q) in PERCENTILES {
+                let (d, j) = (percentile(&s.direct, q), percentile(&s.jetway, q));
+                row(
+                    &format!(
+                        "{} us",
+                        name.trim_end_matches("_us").replace("p999", "p99.9")
+                    ),
+                    side(&s.direct, d, 1),
+                    side(&s.jetway, j, 1),
+                    d.zip(j)
+                        .map(|(d, j)| format!("{:.2}", d / j))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        for (key, value) in &s.extra {
+            row(key, String::new(), value.to_string(), String::new());
+        }
+    }
+    let cpu: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| {
+            [&s.direct, &s.jetway]
+                .iter()
+                .any(|x| x.as_ref().is_some_and(|x| x.cpu_us_per_event.is_some()))
+        })
+        .collect();
+    if !cpu.is_empty() {
+        out.push_str(
+            "\nCPU per event (us), by process: the bench (clients), jetway-server, nats-server\n",
+        );
+        out.push_str(&format!(
+            "{:<12} {:<7} {:>8} {:>8} {:>8}\n",
+            "scenario", "path", "bench", "jetway", "nats"
+        ));
+        for s in cpu {
+            for (name, side) in [("direct", &s.direct), ("jetway", &s.jetway)] {
+                if let Some([client, jetway, nats]) = side.as_ref().and_then(|x| x.cpu_us_per_event)
+                {
+                    out.push_str(&format!(
+                        "{:<12} {:<7} {:>8.2} {:>8.2} {:>8.2}\n",
+                        s.id, name, client, jetway, nats
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A number with thousands separators and `digits` decimals.
+fn group(value: f64, digits: usize) -> String {
+    let text = format!("{value:.digits$}");
+    let (whole, fraction) = text
+        .split_once('.')
+        .map_or((text.as_str(), None), |(w, f)| (w, Some(f)));
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    match fraction {
+        Some(f) => format!("{grouped}.{f}"),
+        None => grouped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Measure, Round};
+    use std::time::Duration;
+
+    fn rate(events: u64) -> Side {
+        Side::combine(&[Round {
+            measure: Measure::Throughput {
+                events,
+                elapsed: Duration::from_secs(1),
+            },
+            events,
+            cpu: None,
+        }])
+    }
+
+    #[test]
+    fn goals_and_json_follow_the_issue_shape() {
+        let mut scenarios = vec![Scenario::new(
+            "P1",
+            "streaming publish".into(),
+            Some(rate(1000)),
+            Some(rate(930)),
+        )];
+        evaluate(&mut scenarios);
+        let goal = scenarios[0].goal.as_ref().unwrap();
+        assert!(goal.met, "0.93 >= 0.90");
+        let mut header = Map::new();
+        header.insert("git_sha".into(), json!("abc"));
+        let out = json(header, &scenarios);
+        assert_eq!(out["scenarios"][0]["id"], "P1");
+        assert_eq!(out["scenarios"][0]["ratio"], 0.93);
+        assert_eq!(out["scenarios"][0]["direct"]["msgs_per_s"], 1000.0);
+        assert!(table(&scenarios).contains("goal met: ratio >= 0.90"));
+        assert_eq!(group(1234567.0, 0), "1,234,567");
+        assert_eq!(group(166.04, 1), "166.0");
+    }
+}

@@ -1,0 +1,255 @@
+//! What the bench runs against: its own nats-server (jetway-testkit's) and its own jetway-server as a
+//! child process, or servers given by URL; and what it reads about processes and the machine from
+//! `/proc` (CPU time, resident memory, CPU model).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use jetway_testkit::NatsServer;
+
+use crate::Result;
+
+/// How long jetway-server gets to log that it is serving.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The servers under test, stopped when dropped.
+pub struct Servers {
+    /// The NATS URL both paths use.
+    pub nats_url: String,
+    /// The Jetway URL (`http://host:port`).
+    pub jetway_url: String,
+    /// nats-server's process id, when the bench started it.
+    pub nats_pid: Option<u32>,
+    /// jetway-server's process id, when the bench started it.
+    pub jetway_pid: Option<u32>,
+    // Held for their Drop, which stops the processes; the Jetway child goes first.
+    _jetway: Option<JetwayProcess>,
+    _nats: Option<NatsServer>,
+}
+
+impl Servers {
+    /// Starts what is not given: a nats-server on a free port with a temporary store, and a
+    /// jetway-server next to this executable (so it comes from the same build), configured through
+    /// its environment. `max_pending` is the server's JetStream ack window.
+    pub fn start(
+        nats_url: Option<String>,
+        jetway_url: Option<String>,
+        max_pending: usize,
+    ) -> Result<Servers> {
+        let nats = match nats_url {
+            Some(_) => None,
+            None => Some(NatsServer::start()),
+        };
+        let nats_url = nats_url.unwrap_or_else(|| nats.as_ref().expect("started").url());
+        let nats_pid = nats.as_ref().and_then(NatsServer::pid);
+        let (jetway, jetway_url) = match jetway_url {
+            Some(url) => (None, url),
+            None => {
+                let process = JetwayProcess::start(&nats_url, max_pending)?;
+                let url = format!("http://{}", process.grpc_addr);
+                (Some(process), url)
+            }
+        };
+        Ok(Servers {
+            nats_url,
+            jetway_url,
+            nats_pid,
+            jetway_pid: jetway.as_ref().map(|j| j.child.id()),
+            _jetway: jetway,
+            _nats: nats,
+        })
+    }
+}
+
+/// jetway-server as a child process, so its CPU time and memory can be read on their own.
+struct JetwayProcess {
+    child: Child,
+    grpc_addr: String,
+}
+
+impl JetwayProcess {
+    fn start(nats_url: &str, max_pending: usize) -> Result<JetwayProcess> {
+        let binary = server_binary()?;
+        let mut child = Command::new(&binary)
+            .env("NATS_URL", nats_url)
+            .env("GRPC_PORT", "0")
+            .env("HEALTH_PORT", "0")
+            .env("LISTEN_HOST", "127.0.0.1")
+            .env("DEVELOPMENT", "false")
+            .env("RUST_LOG", "info,async_nats=warn")
+            .env("NATS_PUBLISH_ASYNC_MAX_PENDING", max_pending.to_string())
+            // Traces are off, as on a server without a collector; nothing tries to reach one.
+            .env("OTEL_SDK_DISABLED", "true")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("cannot run {}: {err}", binary.display()))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        // Reads the log for the listening address, then keeps draining it so the server never
+        // blocks on a full pipe; what it logs later is dropped.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut lines = Vec::new();
+            for line in BufReader::new(stderr)
+                .lines()
+                .map_while(std::io::Result::ok)
+            {
+                let Some(sender) = &tx else { continue };
+                match serving_address(&line) {
+                    Some(addr) => {
+                        sender.send(Ok(addr)).ok();
+                        tx = None;
+                    }
+                    None => lines.push(line),
+                }
+            }
+            if let Some(sender) = tx {
+                sender.send(Err(lines.join("\n"))).ok();
+            }
+        });
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(grpc_addr)) => Ok(JetwayProcess { child, grpc_addr }),
+            Ok(Err(log)) => {
+                child.wait().ok();
+                Err(format!("jetway-server exited before serving:\n{log}").into())
+            }
+            Err(_) => {
+                child.kill().ok();
+                child.wait().ok();
+                Err(
+                    format!("jetway-server did not start serving within {STARTUP_TIMEOUT:?}")
+                        .into(),
+                )
+            }
+        }
+    }
+}
+
+impl Drop for JetwayProcess {
+    fn drop(&mut self) {
+        // SIGTERM, so the server shuts down as in production; it exits within its 5 s bound.
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait().ok();
+    }
+}
+
+/// The jetway-server binary of the same build as this bench (the same target directory).
+fn server_binary() -> Result<PathBuf> {
+    let binary = std::env::current_exe()?.with_file_name("jetway-server");
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "{} not found: build it first (cargo build --release --locked -p jetway-server -p jetway-bench), \
+             or pass --nats-url and --jetway-url",
+            binary.display()
+        )
+        .into())
+    }
+}
+
+/// The gRPC address of the server's JSON `serving` log line.
+fn serving_address(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if value.get("message")?.as_str()? != "serving" {
+        return None;
+    }
+    Some(value.get("grpc_addr")?.as_str()?.to_owned())
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; the fields after it are plain. utime and stime are
+    // fields 14 and 15 of the whole line, so 11 and 12 after the name.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What the numbers were measured on.
+pub fn machine() -> serde_json::Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, model)| model.trim().to_owned())
+        .unwrap_or_default();
+    let memory_kib: u64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    serde_json::json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu_model,
+        "memory_mib": memory_kib / 1024,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// The checked-out commit, with `-dirty` when the work tree has changes; `unknown` outside git.
+pub fn git_sha() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(sha) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if !changes.is_empty() => format!("{sha}-dirty"),
+            _ => sha,
+        },
+        None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_serving_line() {
+        let line = r#"{"timestamp":"t","level":"INFO","message":"serving","grpc_addr":"127.0.0.1:4100","health_addr":"127.0.0.1:4101","target":"jetway_server::app"}"#;
+        assert_eq!(serving_address(line).as_deref(), Some("127.0.0.1:4100"));
+        assert_eq!(
+            serving_address(r#"{"message":"NATS client started"}"#),
+            None
+        );
+        assert_eq!(serving_address("not json"), None);
+    }
+
+    #[test]
+    fn reads_its_own_process() {
+        let pid = std::process::id();
+        assert!(cpu_time(pid).is_some());
+        assert!(rss_bytes(pid).unwrap() > 0);
+    }
+}
