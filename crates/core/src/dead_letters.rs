@@ -770,7 +770,9 @@ async fn redrive_one(
         Ok(ack) => ack.sequence,
         Err(err) => {
             return match publish::classify(nats, err, &subject, None, size).await {
-                err @ (PublishError::NoStream(_) | PublishError::TooLarge { .. }) => {
+                err @ (PublishError::NoStream(_)
+                | PublishError::TooLarge { .. }
+                | PublishError::StreamFull(_)) => {
                     tracing::warn!(%err, id, %dead_letters, "cannot redrive a dead letter");
                     result.temporary_failed_ids.push(id);
                     Ok(())

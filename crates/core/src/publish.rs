@@ -93,6 +93,9 @@ pub enum PublishError {
         /// The limit that applies.
         limit: usize,
     },
+    /// The stream is at a limit and refuses new events (discard policy `new`).
+    #[error("the stream refuses new events: {0}")]
+    StreamFull(String),
     /// JetStream did not acknowledge in time; the event may or may not be stored.
     #[error("publish timed out waiting for JetStream")]
     TimedOut,
@@ -369,6 +372,13 @@ pub(crate) async fn classify(
                     size,
                     limit: limit.unwrap_or(0),
                 }
+            }
+            // A stream with discard policy `new` at one of its limits ("maximum messages exceeded").
+            Some(api)
+                if api.error_code() == ErrorCode::STREAM_STORE_FAILED
+                    && api.to_string().contains("maximum") =>
+            {
+                PublishError::StreamFull(NatsError::api(api).to_string())
             }
             Some(api) => NatsError::api(api).into(),
             None => NatsError::other(&err).into(),

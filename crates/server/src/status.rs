@@ -96,6 +96,7 @@ impl ToStatus for PublishError {
             PublishError::NoStream(_) => Status::not_found(self.to_string()),
             PublishError::WrongLastId { .. } => Status::failed_precondition(self.to_string()),
             PublishError::TooLarge { .. } => Status::invalid_argument(format!("data: {self}")),
+            PublishError::StreamFull(_) => Status::resource_exhausted(self.to_string()),
             PublishError::TimedOut => Status::deadline_exceeded(self.to_string()),
             PublishError::Nats(err) => err.to_status(),
         }

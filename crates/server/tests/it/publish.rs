@@ -298,3 +298,32 @@ async fn oversized_events_are_rejected_with_the_limit() {
     let id = env.publish("big.x", &"x".repeat(max_payload / 2)).await;
     assert_eq!(id, 1);
 }
+
+#[tokio::test]
+async fn a_full_stream_that_discards_new_events_is_resource_exhausted() {
+    use jetway_api::windshift::events::v1alpha1::ensure_stream_request::{
+        DiscardPolicy, RetentionPolicy,
+    };
+    let mut env = Env::start().await;
+    let mut request = stream_request("bounded", &["bounded.>"]);
+    request.retention_policy = Some(RetentionPolicy {
+        max_events: Some(1),
+        discard_policy: Some(DiscardPolicy::New as i32),
+        ..Default::default()
+    });
+    env.client
+        .ensure_stream(request)
+        .await
+        .expect("ensure stream");
+    let first = env.publish("bounded.a", "fits").await;
+    let full = env
+        .client
+        .publish_event(publish_request("bounded.a", "refused"))
+        .await;
+    assert_status(full, Code::ResourceExhausted, "maximum messages");
+    assert_eq!(
+        env.stream_info("bounded").await.state.last_sequence,
+        first,
+        "nothing more stored"
+    );
+}
