@@ -229,7 +229,8 @@ pub(crate) enum Bound {
 pub(crate) struct Reader {
     nats: Nats,
     stream: String,
-    /// The consumer's first name, once it is created. A recreated consumer gets `<name>_<n>`.
+    /// The consumer's first name, once it is created. A recreated consumer gets `<name>_<n>`; only
+    /// the first name is deleted on drop, and recreated ones expire by their inactive threshold.
     consumer: Option<String>,
     messages: Option<pull::Ordered>,
     /// JetStream's advisory that the stream was deleted: the ordered consumer would otherwise try
