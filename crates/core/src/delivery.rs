@@ -21,7 +21,7 @@ use std::{
 use async_nats::{
     StatusCode, Subject, Subscriber,
     jetstream::{
-        self, AckKind, ErrorCode,
+        AckKind, ErrorCode,
         consumer::{
             FromConsumer, PullConsumer,
             pull::{self, BatchConfig},
@@ -37,7 +37,7 @@ use crate::{
     Nats,
     consumers::{ConsumerError, attempt_timeout, processing_timeout},
     error::{Classify, Invalid, NatsError},
-    format,
+    format::KnownHeaders,
     names::validate_name,
     telemetry::{self, TraceContext},
 };
@@ -151,6 +151,54 @@ struct InFlight {
     timeout: Duration,
     /// The `<subject> receive` span; it ends when the entry goes.
     span: tracing::Span,
+}
+
+/// What JetStream says about a delivery in its ack subject. Events streams and Fetch read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckMetadata {
+    /// The event id.
+    pub stream_sequence: u64,
+    /// The delivery attempt, from 1.
+    pub delivered: u64,
+    /// When JetStream stored the event.
+    pub stored: SystemTime,
+}
+
+impl AckMetadata {
+    /// Reads a JetStream ack subject (ADR-15): `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    /// seq>.<consumer seq>.<timestamp ns>.<pending>`, or the newer form with `<domain>.<account
+    /// hash>.` before the stream and possibly more tokens after `<pending>`.
+    ///
+    /// Parsed here rather than through `jetstream::Message::info`, which needs a JetStream context
+    /// cloned into every message and converts the timestamp to a calendar date.
+    /// The ack subject of a delivered message and what it says, if it is one.
+    pub(crate) fn of(message: &async_nats::Message) -> Option<(Subject, AckMetadata)> {
+        let reply = message.reply.as_ref()?;
+        Some((reply.clone(), AckMetadata::parse(reply)?))
+    }
+
+    fn parse(reply: &str) -> Option<AckMetadata> {
+        let tokens = reply.strip_prefix("$JS.ACK.")?.split('.');
+        let mut fields = [""; 9];
+        let mut count = 0;
+        for token in tokens.take(fields.len()) {
+            fields[count] = token;
+            count += 1;
+        }
+        // The old form has exactly 7 tokens after the prefix; the new one at least 9, of which the
+        // first two are the domain and the account hash.
+        let fields = match count {
+            7 => &fields[2..7],
+            9 => &fields[4..9],
+            _ => return None,
+        };
+        let number = |token: &str| token.parse::<u64>().ok();
+        Some(AckMetadata {
+            delivered: number(fields[0])?.max(1),
+            stream_sequence: number(fields[1])?,
+            stored: SystemTime::UNIX_EPOCH + Duration::from_nanos(number(fields[3])?),
+        })
+    }
 }
 
 /// A live subscription to a pull consumer. See the module docs.
@@ -428,25 +476,19 @@ impl Subscription {
 
     /// Turns a JetStream message into a [`Delivery`] and records it as in flight.
     async fn deliver(&mut self, message: async_nats::Message) -> Option<Delivery> {
-        let message = jetstream::Message {
-            message,
-            context: self.nats.jetstream().clone(),
+        let Some((
+            reply,
+            AckMetadata {
+                stream_sequence: id,
+                delivered: attempt,
+                stored,
+            },
+        )) = AckMetadata::of(&message)
+        else {
+            // Without metadata there is no id to settle it by; JetStream redelivers it later.
+            tracing::warn!(subject = %message.subject, reply = ?message.reply, "dropping a message without JetStream metadata");
+            return None;
         };
-        let (id, attempt, stored) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                info.delivered.max(1) as u64,
-                SystemTime::from(info.published),
-            ),
-            Err(err) => {
-                // Without metadata there is no id to settle it by; JetStream redelivers it later.
-                tracing::warn!(%err, subject = %message.subject, "dropping a message without JetStream metadata");
-                return None;
-            }
-        };
-        let message = message.message;
-        // `info()` succeeded, so the message has its ack subject.
-        let reply = message.reply.clone()?;
         if let Some(previous) = self.in_flight.remove(&id) {
             // A redelivery of an event this subscription still holds: the newest delivery wins.
             self.deadlines.remove(&previous.deadline);
@@ -457,19 +499,19 @@ impl Subscription {
             return None;
         }
 
-        let headers = message.headers.as_ref();
-        let header = |name: &str| {
-            headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let headers = KnownHeaders::find(message.headers.as_ref());
         // Windshift's headers first; a message published straight to NATS may carry the W3C ones.
         let publisher = TraceContext {
-            parent: header(format::TRACE_PARENT).or_else(|| header("traceparent")),
-            state: header(format::TRACE_STATE).or_else(|| header("tracestate")),
+            parent: headers
+                .trace_parent
+                .or(headers.w3c_trace_parent)
+                .map(str::to_owned),
+            state: headers
+                .trace_state
+                .or(headers.w3c_trace_state)
+                .map(str::to_owned),
         };
-        let subject = message.subject.to_string();
+        let subject = message.subject.as_str().to_owned();
         let span = telemetry::receive_span(&subject, id, &self.name, &publisher);
         let trace = publisher.forward(&span);
         let timeout = attempt_timeout(&self.consumer.cached_info().config, attempt);
@@ -489,15 +531,12 @@ impl Subscription {
             self.meters.redelivered.increment(1);
         }
 
-        let timestamp = header(format::PUBLISHED_TIME)
-            .and_then(|t| format::parse_time(&t))
-            .unwrap_or(stored);
         Some(Delivery {
             id,
             subject,
-            data_type: header(format::DATA_TYPE).unwrap_or_default(),
-            timestamp,
-            idempotency_key: header(format::MESSAGE_ID),
+            data_type: headers.data_type.unwrap_or_default().to_owned(),
+            timestamp: headers.timestamp(stored),
+            idempotency_key: headers.message_id.map(str::to_owned),
             trace_parent: trace.parent,
             trace_state: trace.state,
             delivery_attempt: attempt,
@@ -507,7 +546,53 @@ impl Subscription {
 
     /// Settles events by id. Each id is answered in exactly one list of the result.
     pub async fn settle(&mut self, ids: &[u64], how: Settle) -> Settled {
+        if how == Settle::Ping {
+            return self.ping(ids).await;
+        }
         let kind = how.ack_kind();
+        let mut settled = Settled {
+            ids: Vec::with_capacity(ids.len()),
+            ..Settled::default()
+        };
+        for &id in ids {
+            // Taken out while its settlement is sent, and put back if that fails; the deadline
+            // stays queued until then.
+            let Some(entry) = self.in_flight.remove(&id) else {
+                settled.invalid_ids.push(id);
+                continue;
+            };
+            match self.send_ack(&entry.reply, kind).await {
+                Ok(()) => {
+                    settled.ids.push(id);
+                    self.deadlines.remove(&entry.deadline);
+                    match how {
+                        Settle::Ack => telemetry::ok(&entry.span),
+                        Settle::Reject(_) => telemetry::error(&entry.span, "event rejected"),
+                        _ => telemetry::error(&entry.span, "event permanently rejected"),
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, id, "could not settle an event");
+                    settled.temporary_failed_ids.push(id);
+                    self.in_flight.insert(id, entry);
+                }
+            }
+        }
+        // Counted once per call rather than per event: each update is an atomic on shared metrics.
+        let done = settled.ids.len() as u64;
+        if done > 0 {
+            self.meters.in_flight.decrement(done as f64);
+            match how {
+                Settle::Ack => self.meters.acked.increment(done),
+                Settle::Reject(_) => self.meters.rejected.increment(done),
+                _ => self.meters.terminated.increment(done),
+            }
+        }
+        settled
+    }
+
+    /// Restarts the processing timeout of events still in flight.
+    async fn ping(&mut self, ids: &[u64]) -> Settled {
         let mut settled = Settled::default();
         // Pings keep their entries, so a repeated id would be found twice; remember what was seen.
         let mut seen = HashSet::new();
@@ -516,23 +601,15 @@ impl Subscription {
                 settled.invalid_ids.push(id);
                 continue;
             };
-            if how == Settle::Ping && !seen.insert(id) {
+            if !seen.insert(id) {
                 settled.invalid_ids.push(id);
                 continue;
             }
-            let reply = entry.reply.clone();
-            match self.send_ack(&reply, kind).await {
+            match self.send_ack(&entry.reply, AckKind::Progress).await {
                 Ok(()) => {
                     settled.ids.push(id);
-                    if how == Settle::Ping {
-                        let entry = &self.in_flight[&id];
-                        self.deadlines.reset(&entry.deadline, entry.timeout);
-                        tracing::info!(target: telemetry::SPAN_TARGET, parent: &entry.span, "pinged");
-                    } else if let Some(entry) = self.in_flight.remove(&id) {
-                        self.deadlines.remove(&entry.deadline);
-                        self.meters.in_flight.decrement(1.0);
-                        self.record_settled(&entry.span, how);
-                    }
+                    self.deadlines.reset(&entry.deadline, entry.timeout);
+                    tracing::info!(target: telemetry::SPAN_TARGET, parent: &entry.span, "pinged");
                 }
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle an event");
@@ -541,25 +618,6 @@ impl Subscription {
             }
         }
         settled
-    }
-
-    /// Ends an event's span with the outcome, and counts it.
-    fn record_settled(&self, span: &tracing::Span, how: Settle) {
-        match how {
-            Settle::Ack => {
-                telemetry::ok(span);
-                self.meters.acked.increment(1);
-            }
-            Settle::Reject(_) => {
-                telemetry::error(span, "event rejected");
-                self.meters.rejected.increment(1);
-            }
-            Settle::RejectPermanently => {
-                telemetry::error(span, "event permanently rejected");
-                self.meters.terminated.increment(1);
-            }
-            Settle::Ping => {}
-        }
     }
 
     async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), NatsError> {
@@ -606,5 +664,44 @@ impl Subscription {
             tracing::warn!("naks on close not flushed yet; they go out when NATS is reachable");
         }
         tracing::debug!(naked = settled.ids.len(), returned, stream = %self.stream, consumer = %self.name, "subscription closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_forms_of_the_ack_subject() {
+        let expected = AckMetadata {
+            stream_sequence: 42,
+            delivered: 3,
+            stored: SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
+        };
+        assert_eq!(
+            AckMetadata::parse("$JS.ACK.orders.billing.3.42.7.1700000000123456789.0"),
+            Some(expected)
+        );
+        assert_eq!(
+            AckMetadata::parse(
+                "$JS.ACK.hub.ACCHASH.orders.billing.3.42.7.1700000000123456789.0.rnd"
+            ),
+            Some(expected)
+        );
+    }
+
+    #[test]
+    fn a_first_delivery_counts_as_attempt_one_and_garbage_is_refused() {
+        let first = AckMetadata::parse("$JS.ACK.s.c.0.1.1.0.0").map(|m| m.delivered);
+        assert_eq!(first, Some(1));
+        for bad in [
+            "",
+            "_INBOX.abc",
+            "$JS.ACK.s.c.1.2.3.4",
+            "$JS.ACK.s.c.1.x.3.4.0",
+            "$JS.ACK.d.h.s.c.1.2.3.-4.0",
+        ] {
+            assert_eq!(AckMetadata::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::{
     Nats,
     consumers::{ConsumerError, attempt_timeout, processing_timeout},
-    delivery::{Settle, Settled},
+    delivery::{AckMetadata, Settle, Settled},
     error::{Classify, Invalid, NatsError},
     format::{self, Event},
     names::validate_name,
@@ -240,19 +240,18 @@ impl Fetcher {
             let message = message.map_err(|err| {
                 NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
             })?;
-            let Ok(info) = message.info() else {
+            let message = message.message;
+            let Some((
+                reply,
+                AckMetadata {
+                    stream_sequence: id,
+                    delivered: attempt,
+                    stored,
+                },
+            )) = AckMetadata::of(&message)
+            else {
                 // Without metadata there is no id to settle it by; JetStream redelivers it later.
                 tracing::warn!(subject = %message.subject, "dropping a fetched message without JetStream metadata");
-                continue;
-            };
-            let (id, attempt, stored) = (
-                info.stream_sequence,
-                info.delivered.max(1) as u64,
-                std::time::SystemTime::from(info.published),
-            );
-            let message = message.message;
-            // `info()` succeeded, so the message has its ack subject.
-            let Some(reply) = message.reply.clone() else {
                 continue;
             };
             let expires = Instant::now() + attempt_timeout(&config, attempt);

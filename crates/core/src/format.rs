@@ -11,7 +11,7 @@
 
 use std::time::SystemTime;
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -66,6 +66,55 @@ pub struct Event {
     pub headers: Vec<(String, String)>,
 }
 
+/// The headers of a stored message that Windshift and Jetway give a meaning to, each the first
+/// non-empty value under exactly that name, found in one pass over the headers.
+///
+/// A pass beats a lookup per name: `HeaderMap::get` builds a `HeaderName` from the `&str` (checking
+/// and copying it) and hashes it, for every name asked, on every delivered event.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KnownHeaders<'a> {
+    pub data_type: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub published_time: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+    pub trace_parent: Option<&'a str>,
+    pub trace_state: Option<&'a str>,
+    /// The W3C `traceparent` of a message published straight to NATS.
+    pub w3c_trace_parent: Option<&'a str>,
+    /// The W3C `tracestate` of a message published straight to NATS.
+    pub w3c_trace_state: Option<&'a str>,
+}
+
+impl<'a> KnownHeaders<'a> {
+    /// Finds the known headers in `headers`.
+    pub(crate) fn find(headers: Option<&'a HeaderMap>) -> KnownHeaders<'a> {
+        let mut known = KnownHeaders::default();
+        for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+            let slot = match AsRef::<str>::as_ref(name) {
+                DATA_TYPE => &mut known.data_type,
+                CONTENT_TYPE => &mut known.content_type,
+                PUBLISHED_TIME => &mut known.published_time,
+                MESSAGE_ID => &mut known.message_id,
+                TRACE_PARENT => &mut known.trace_parent,
+                TRACE_STATE => &mut known.trace_state,
+                "traceparent" => &mut known.w3c_trace_parent,
+                "tracestate" => &mut known.w3c_trace_state,
+                _ => continue,
+            };
+            *slot = values
+                .first()
+                .map(HeaderValue::as_str)
+                .filter(|v| !v.is_empty());
+        }
+        known
+    }
+
+    /// When the event happened: `WS-Published-Time`, else `stored` (JetStream's time for it).
+    pub(crate) fn timestamp(&self, stored: SystemTime) -> SystemTime {
+        self.published_time.and_then(parse_time).unwrap_or(stored)
+    }
+}
+
 /// Decodes a stored message. `stored` is JetStream's time for it, used when the publisher gave none
 /// or an unparsable one.
 pub fn decode(
@@ -75,12 +124,7 @@ pub fn decode(
     body: Bytes,
     stored: SystemTime,
 ) -> Event {
-    let header = |name: &str| {
-        headers
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-            .filter(|v| !v.is_empty())
-    };
+    let known = KnownHeaders::find(headers);
     let custom = headers
         .map(|h| {
             h.iter()
@@ -95,24 +139,27 @@ pub fn decode(
     Event {
         id,
         subject,
-        data_type: header(DATA_TYPE).unwrap_or_default(),
-        content_type: header(CONTENT_TYPE),
+        data_type: known.data_type.unwrap_or_default().to_owned(),
+        content_type: known.content_type.map(str::to_owned),
         body,
-        timestamp: header(PUBLISHED_TIME)
-            .and_then(|t| parse_time(&t))
-            .unwrap_or(stored),
-        idempotency_key: header(MESSAGE_ID),
-        trace_parent: header(TRACE_PARENT),
-        trace_state: header(TRACE_STATE),
+        timestamp: known.timestamp(stored),
+        idempotency_key: known.message_id.map(str::to_owned),
+        trace_parent: known.trace_parent.map(str::to_owned),
+        trace_state: known.trace_state.map(str::to_owned),
         headers: custom,
     }
 }
 
 /// Whether a header name is reserved: JetStream, Windshift or Jetway give it a meaning.
 pub fn is_reserved(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    RESERVED_NAMES.contains(&lower.as_str())
-        || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+    // Compared in place: lowercasing a copy would allocate for every header of every event.
+    RESERVED_NAMES
+        .iter()
+        .any(|reserved| name.eq_ignore_ascii_case(reserved))
+        || RESERVED_PREFIXES.iter().any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        })
 }
 
 /// Checks the custom headers of a publish: at most [`MAX_HEADERS`], names NATS accepts and nobody
