@@ -27,7 +27,7 @@ const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 19] = [
+const VARIABLES: [&str; 20] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -36,6 +36,7 @@ const VARIABLES: [&str; 19] = [
     "DEVELOPMENT",
     "RUST_LOG",
     "NATS_PUBLISH_ASYNC_MAX_PENDING",
+    "WORKER_THREADS",
     "NATS_SERVER_BIN",
     "NATS_LOCAL_PORT",
     "NATS_DATA_DIR",
@@ -79,6 +80,9 @@ pub struct Config {
     /// `NATS_PUBLISH_ASYNC_MAX_PENDING`: the most JetStream publish acknowledgements in flight at
     /// once; must be at least 1. Default: 256.
     pub nats_publish_async_max_pending: usize,
+    /// `WORKER_THREADS`: threads that run gRPC calls and NATS I/O; at least 1. Default: unset, which
+    /// means half the CPUs, rounded up (see [`Config::worker_threads`]).
+    pub worker_threads: Option<usize>,
     /// `NATS_SERVER_BIN` (local nats-server only): path of the nats-server binary. Default: unset,
     /// which searches `tools/bin/nats-server` (from the working directory, then from the
     /// executable's directory upwards) and then `PATH`.
@@ -167,6 +171,7 @@ impl Default for Config {
             development: false,
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             nats_publish_async_max_pending: DEFAULT_PUBLISH_ASYNC_MAX_PENDING,
+            worker_threads: None,
             nats_server_bin: None,
             nats_local_port: DEFAULT_NATS_LOCAL_PORT,
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
@@ -188,6 +193,7 @@ struct RawVars {
     development: Option<String>,
     rust_log: Option<String>,
     nats_publish_async_max_pending: Option<String>,
+    worker_threads: Option<String>,
     nats_server_bin: Option<String>,
     nats_local_port: Option<String>,
     nats_data_dir: Option<String>,
@@ -287,6 +293,16 @@ impl Config {
                 _ => Err("is not a whole number of at least 1".to_owned()),
             },
         );
+        let worker_threads =
+            check.field(
+                "WORKER_THREADS",
+                raw.worker_threads,
+                None,
+                |v| match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => Ok(Some(n)),
+                    _ => Err("is not a whole number of at least 1".to_owned()),
+                },
+            );
         let nats_local_port = check.field(
             "NATS_LOCAL_PORT",
             raw.nats_local_port,
@@ -312,6 +328,7 @@ impl Config {
             development,
             log_filter,
             nats_publish_async_max_pending,
+            worker_threads,
             nats_server_bin: raw.nats_server_bin.map(PathBuf::from),
             nats_local_port,
             nats_data_dir: raw
@@ -319,6 +336,19 @@ impl Config {
                 .map_or(defaults.nats_data_dir, PathBuf::from),
             nats_sync_interval,
             telemetry,
+        })
+    }
+
+    /// The runtime's worker threads: `WORKER_THREADS`, else half the CPUs, rounded up.
+    ///
+    /// Not all of them by default: Jetway shares its machine with nats-server (its own, when
+    /// `NATS_URL` is unset), and each event crosses several tasks (the HTTP/2 connection, the call,
+    /// the NATS connection); on fewer threads those hand-offs wake no other thread. On 2 CPUs, one
+    /// worker cut the server's CPU per published event by about a quarter (docs/benchmarks.md). A
+    /// machine of its own with many busy clients may want one per CPU.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |cpus| cpus.get().div_ceil(2))
         })
     }
 
@@ -337,6 +367,7 @@ impl Config {
             development = self.development,
             log_filter = %self.log_filter,
             nats_publish_async_max_pending = self.nats_publish_async_max_pending,
+            worker_threads = self.worker_threads(),
             nats_server_bin = %self
                 .nats_server_bin
                 .as_ref()
@@ -720,6 +751,8 @@ mod tests {
         assert!(!config.development);
         assert_eq!(config.log_filter, DEFAULT_LOG_FILTER);
         assert_eq!(config.nats_publish_async_max_pending, 256);
+        assert_eq!(config.worker_threads, None);
+        assert!(config.worker_threads() >= 1);
         assert_eq!(config.nats_server_bin, None);
         assert_eq!(config.nats_local_port, 4222);
         assert_eq!(config.nats_data_dir, PathBuf::from("./data/nats"));
@@ -743,6 +776,7 @@ mod tests {
             ("DEVELOPMENT", "TRUE"),
             ("RUST_LOG", "warn,jetway_core=debug"),
             ("NATS_PUBLISH_ASYNC_MAX_PENDING", "1"),
+            ("WORKER_THREADS", "3"),
             ("NATS_SERVER_BIN", "/opt/nats/nats-server"),
             ("NATS_LOCAL_PORT", "0"),
             ("NATS_DATA_DIR", "/var/lib/jetway"),
@@ -769,6 +803,7 @@ mod tests {
                 development: true,
                 log_filter: "warn,jetway_core=debug".to_owned(),
                 nats_publish_async_max_pending: 1,
+                worker_threads: Some(3),
                 nats_server_bin: Some(PathBuf::from("/opt/nats/nats-server")),
                 nats_local_port: 0,
                 nats_data_dir: PathBuf::from("/var/lib/jetway"),
@@ -930,6 +965,11 @@ mod tests {
                 "NATS_PUBLISH_ASYNC_MAX_PENDING",
                 "many",
                 r#"NATS_PUBLISH_ASYNC_MAX_PENDING="many" is not a whole"#,
+            ),
+            (
+                "WORKER_THREADS",
+                "0",
+                r#"WORKER_THREADS="0" is not a whole number of at least 1"#,
             ),
             (
                 "NATS_SYNC_INTERVAL",

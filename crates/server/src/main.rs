@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
@@ -25,6 +24,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Built by hand rather than with `#[tokio::main]`, so the configuration sets the thread count.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(start(config)),
+        Err(err) => {
+            eprintln!("jetway-server: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> ExitCode {
     let telemetry = match Telemetry::init(&config) {
         Ok(telemetry) => telemetry,
         Err(err) => {
