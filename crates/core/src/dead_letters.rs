@@ -182,6 +182,10 @@ pub enum DeadLetterError {
     /// The stream exists but is not a dead-letter stream.
     #[error("stream {0} is not a dead-letter stream")]
     NotDeadLetterStream(String),
+    /// JetStream did not acknowledge a redriven event in time; it may have been stored. Redriving
+    /// again is safe: each dead letter is published under the same message id every time.
+    #[error("JetStream did not acknowledge the redriven event {0} in time; redrive again")]
+    TimedOut(u64),
     /// NATS failed.
     #[error(transparent)]
     Nats(#[from] NatsError),
@@ -777,10 +781,7 @@ async fn redrive_one(
                     result.temporary_failed_ids.push(id);
                     Ok(())
                 }
-                PublishError::TimedOut => Err(NatsError::Unavailable(
-                    "JetStream did not acknowledge in time".into(),
-                )
-                .into()),
+                PublishError::TimedOut => Err(DeadLetterError::TimedOut(id)),
                 PublishError::Nats(err) => Err(err.into()),
                 other => Err(NatsError::Other(other.to_string()).into()),
             };

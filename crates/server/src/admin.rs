@@ -150,11 +150,7 @@ impl AdminService for Admin {
                 })
             },
             self.shutdown.clone(),
-            || {
-                Status::unavailable(
-                    "the server is shutting down; list again from the id after the last one received",
-                )
-            },
+            "list again from the id after the last one received",
         )))
     }
 

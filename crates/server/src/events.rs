@@ -5,9 +5,9 @@
 //! bounded channel that tonic drains; when the channel is closed the client has gone, and the task
 //! naks what it still holds so those events are redelivered at once.
 
-use std::{panic::AssertUnwindSafe, pin::Pin};
+use std::pin::Pin;
 
-use futures::{FutureExt, Stream};
+use futures::Stream;
 use jetway_api::windshift::events::v1alpha1::{
     DeleteConsumerRequest, DeleteConsumerResponse, EnsureConsumerRequest, EnsureConsumerResponse,
     EnsureStreamRequest, EnsureStreamResponse, EventsRequest, EventsResponse, PublishEventRequest,
@@ -26,7 +26,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
-use crate::{convert, status::ToStatus};
+use crate::{
+    convert,
+    status::{self, ToStatus},
+    streaming,
+};
 
 /// Responses buffered per Events stream before the session waits for the client to read.
 const RESPONSE_BUFFER: usize = 64;
@@ -122,14 +126,9 @@ impl EventsService for Events {
             tx: tx.clone(),
             shutdown: self.shutdown.clone(),
         };
-        let inbound = request.into_inner();
-        tokio::spawn(async move {
-            // A panic ends the session without its cleanup; the client still gets INTERNAL, and
-            // the events it held come back after their processing timeout.
-            if let Err(panic) = AssertUnwindSafe(session.run(inbound)).catch_unwind().await {
-                tx.send(Err(crate::panic::log_panic(panic))).await.ok();
-            }
-        });
+        // A panic ends the session without its cleanup; the client still gets INTERNAL, and the
+        // events it held come back after their processing timeout.
+        crate::panic::spawn_guarded(tx, session.run(request.into_inner()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -247,14 +246,13 @@ impl Session {
 
     async fn finish(self, end: End) {
         if let End::Status(status) = end {
-            // The stream ends after this; if the client already left, there is no one to tell.
-            self.tx.send(Err(status)).await.ok();
+            streaming::finish(&self.tx, status, &self.shutdown).await;
         }
     }
 }
 
 fn shutting_down() -> Status {
-    Status::unavailable("the server is shutting down; subscribe again to continue")
+    status::shutting_down("subscribe again to continue")
 }
 
 /// Answers one request after the subscribe with exactly one confirmation.

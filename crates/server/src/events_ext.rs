@@ -170,11 +170,7 @@ impl EventsService for EventsExt {
                 })
             },
             self.shutdown.clone(),
-            || {
-                Status::unavailable(
-                    "the server is shutting down; read again from the id after the last one received",
-                )
-            },
+            "read again from the id after the last one received",
         )))
     }
 
@@ -202,7 +198,7 @@ impl EventsService for EventsExt {
                 })
             },
             self.shutdown.clone(),
-            || Status::unavailable("the server is shutting down; subscribe again"),
+            "subscribe again",
         )))
     }
 

@@ -9,9 +9,6 @@
 //! The stream ends with OK once the client half-closed and every request read has been answered. At
 //! server shutdown the task stops reading, answers what it read, and ends with UNAVAILABLE.
 
-use std::panic::AssertUnwindSafe;
-
-use futures::FutureExt;
 use jetway_api::jetway::events::v1::{PublishStreamRequest, PublishStreamResponse};
 use jetway_core::{
     Invalid,
@@ -25,7 +22,8 @@ use tonic::{Status, Streaming};
 
 use crate::{
     events_ext::{publication, publish_result},
-    streaming::Responses,
+    status,
+    streaming::{self, Responses},
 };
 
 /// Most requests read and not yet answered, per stream.
@@ -52,13 +50,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> Responses<PublishStreamResponse> {
     let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-    let task_tx = tx.clone();
-    tokio::spawn(async move {
-        let run = run(publisher, inbound, trace, &task_tx, shutdown);
-        if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
-            tx.send(Err(crate::panic::log_panic(panic))).await.ok();
-        }
-    });
+    crate::panic::spawn_guarded(tx.clone(), run(publisher, inbound, trace, tx, shutdown));
     Box::pin(ReceiverStream::new(rx))
 }
 
@@ -66,7 +58,7 @@ async fn run(
     publisher: Publisher,
     mut inbound: Streaming<PublishStreamRequest>,
     trace: Trace,
-    tx: &mpsc::Sender<Result<PublishStreamResponse, Status>>,
+    tx: mpsc::Sender<Result<PublishStreamResponse, Status>>,
     shutdown: CancellationToken,
 ) {
     let mut pipeline = Pipeline::new(publisher, WINDOW);
@@ -95,8 +87,8 @@ async fn run(
             () = &mut closed => return,
             () = &mut cancelled, if reading => {
                 reading = false;
-                end = Err(Status::unavailable(
-                    "the server is shutting down; requests without an answer were not published, send them again",
+                end = Err(status::shutting_down(
+                    "requests without an answer were not published, send them again",
                 ));
             }
             message = inbound.message(), if reading && pipeline.has_room() => match message {
@@ -108,7 +100,7 @@ async fn run(
         }
     }
     if let Err(status) = end {
-        tx.send(Err(status)).await.ok();
+        streaming::finish(&tx, status, &shutdown).await;
     }
 }
 

@@ -51,13 +51,6 @@ pub struct UndecodableValue {
     pub reason: String,
 }
 
-/// A stream ended because the server is shutting down.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the server is shutting down; call again to continue (a Watch with after_revision set to the last revision received)"
-)]
-pub struct ShuttingDown;
-
 /// The Windshift state service.
 #[derive(Clone)]
 pub struct State {
@@ -184,7 +177,7 @@ impl ExtStateService for StateExt {
                 })
             },
             self.shutdown.clone(),
-            shutting_down,
+            ON_SHUTDOWN,
         )))
     }
 
@@ -208,7 +201,7 @@ impl ExtStateService for StateExt {
             batches,
             |keys| Ok(ext::KeysResponse { keys }),
             self.shutdown.clone(),
-            shutting_down,
+            ON_SHUTDOWN,
         )))
     }
 
@@ -231,14 +224,14 @@ impl ExtStateService for StateExt {
                 })
             },
             self.shutdown.clone(),
-            shutting_down,
+            ON_SHUTDOWN,
         )))
     }
 }
 
-fn shutting_down() -> Status {
-    ShuttingDown.to_status()
-}
+/// What a stream that server shutdown ends tells the client.
+const ON_SHUTDOWN: &str =
+    "call again to continue (a Watch with after_revision set to the last revision received)";
 
 /// The value of a stored entry.
 fn decode(store: &str, entry: &Entry) -> Result<Any, UndecodableValue> {

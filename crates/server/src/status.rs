@@ -17,7 +17,7 @@ use jetway_core::{
 };
 use tonic::Status;
 
-use crate::state::{ShuttingDown, UndecodableValue};
+use crate::state::UndecodableValue;
 
 /// The message of every INTERNAL status: the cause is logged, never sent.
 pub const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
@@ -192,6 +192,7 @@ impl ToStatus for DeadLetterError {
             DeadLetterError::NotDeadLetterStream(_) => {
                 Status::failed_precondition(format!("dead_letter_stream: {self}"))
             }
+            DeadLetterError::TimedOut(_) => Status::deadline_exceeded(self.to_string()),
             DeadLetterError::Nats(err) => err.to_status(),
         }
     }
@@ -204,10 +205,9 @@ impl ToStatus for UndecodableValue {
     }
 }
 
-impl ToStatus for ShuttingDown {
-    fn to_status(&self) -> Status {
-        Status::unavailable(self.to_string())
-    }
+/// UNAVAILABLE for a call that server shutdown ends; `next` tells the client how to carry on.
+pub fn shutting_down(next: &str) -> Status {
+    Status::unavailable(format!("the server is shutting down; {next}"))
 }
 
 #[cfg(test)]
@@ -281,7 +281,7 @@ mod tests {
             code(&EnsureStoreError::Conflict("storage".into())),
             Code::FailedPrecondition
         );
-        assert_eq!(code(&ShuttingDown), Code::Unavailable);
+        assert_eq!(shutting_down("call again").code(), Code::Unavailable);
     }
 
     #[test]
@@ -314,5 +314,6 @@ mod tests {
             code(&DeadLetterError::NotDeadLetterStream("s".into())),
             Code::FailedPrecondition
         );
+        assert_eq!(code(&DeadLetterError::TimedOut(7)), Code::DeadlineExceeded);
     }
 }

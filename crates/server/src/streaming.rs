@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::status::ToStatus;
+use crate::status::{self, ToStatus};
 
 /// Responses buffered per stream before the task waits for the client to read.
 const STREAM_BUFFER: usize = 64;
@@ -20,13 +20,13 @@ const STREAM_BUFFER: usize = 64;
 pub type Responses<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Spawns the task that sends `items`, encoded, to the client until they end or fail, the client
-/// leaves, or `shutdown` is cancelled (then the stream ends with `shutting_down()`); returns the
-/// stream tonic sends from.
+/// leaves, or `shutdown` is cancelled (then the stream ends with UNAVAILABLE, telling the client
+/// `on_shutdown`: how to carry on); returns the stream tonic sends from.
 pub fn forward<T, E, R>(
     mut items: BoxStream<'static, Result<T, E>>,
     encode: impl Fn(T) -> Result<R, Status> + Send + 'static,
     shutdown: CancellationToken,
-    shutting_down: fn() -> Status,
+    on_shutdown: &'static str,
 ) -> Responses<R>
 where
     T: Send + 'static,
@@ -35,6 +35,7 @@ where
 {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     crate::panic::spawn_guarded(tx.clone(), async move {
+        let shutting_down = || status::shutting_down(on_shutdown);
         let end = loop {
             let next = tokio::select! {
                 biased;
@@ -69,7 +70,7 @@ where
 
 /// Ends a stream with `status`: waits while the client is slow to read, except at shutdown, when the
 /// status goes only if the buffer has room (the stream ends either way).
-async fn finish<R>(
+pub async fn finish<R>(
     tx: &mpsc::Sender<Result<R, Status>>,
     status: Status,
     shutdown: &CancellationToken,
