@@ -5,8 +5,9 @@
 //! out as every NATS key-value client lays it out, so stores are shared with direct NATS users. Values
 //! are opaque bytes here; the server puts the whole serialized `google.protobuf.Any` in them.
 //!
-//! Get, Set and Delete speak the key-value protocol directly: a last-message-by-subject get, and a
-//! publish with the `KV-Operation` and `Nats-Expected-Last-Subject-Sequence` headers. A bucket handle
+//! Get, Set and Delete speak the key-value protocol directly: a direct get of the last message on the
+//! key's subject (as NATS key-value clients read), and a publish with the `KV-Operation` and
+//! `Nats-Expected-Last-Subject-Sequence` headers. A bucket handle
 //! would cost a stream-info round trip on every call, and building the message here gives the exact
 //! size for an over-the-limit error. Watch, Keys and History are long-lived and use async-nats's
 //! bucket handle and its ordered consumers, which resume by themselves after a NATS reconnect.
@@ -401,7 +402,7 @@ fn stream_config(
 pub async fn get(nats: &Nats, store: &str, key: &str) -> Result<Entry, ReadError> {
     validate_store(store)?;
     validate_key("key", key)?;
-    match latest(nats, store, key)
+    match latest(nats, store, key, ReadFrom::AnyReplica)
         .await
         .map_err(|e| ReadError::from_nats(e, store))?
     {
@@ -413,25 +414,54 @@ pub async fn get(nats: &Nats, store: &str, key: &str) -> Result<Entry, ReadError
     }
 }
 
-/// The key's latest entry, markers included, read from the stream leader so a write that was just
-/// acknowledged is seen. `None` if the key has no entries.
-async fn latest(nats: &Nats, store: &str, key: &str) -> Result<Option<Entry>, NatsError> {
+/// Which servers may answer a read of a key's latest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFrom {
+    /// Any server that holds the store (JetStream direct get), as NATS key-value clients and Windshift
+    /// read: cheap for nats-server (no JSON, no base64), but on a cluster a replica may not have a
+    /// write that was just acknowledged yet.
+    AnyReplica,
+    /// The stream leader, through the JetStream API: sees every acknowledged write. Writes that
+    /// decide on the latest entry read this way.
+    Leader,
+}
+
+/// The key's latest entry, markers included. `None` if the key has no entries.
+async fn latest(
+    nats: &Nats,
+    store: &str,
+    key: &str,
+    from: ReadFrom,
+) -> Result<Option<Entry>, NatsError> {
     let stream = nats
         .jetstream()
         .get_stream_no_info(stream_name(store))
         .await
         .map_err(|err| err.classify())?;
-    match stream
-        .get_last_raw_message_by_subject(&subject(store, key))
-        .await
-    {
-        Ok(message) => Ok(Some(Entry {
-            key: key.to_owned(),
-            revision: message.sequence,
-            operation: operation(&message.headers),
-            time: message.time.into(),
-            value: message.payload,
-        })),
+    let subject = subject(store, key);
+    let entry = |message: async_nats::jetstream::message::StreamMessage| Entry {
+        key: key.to_owned(),
+        revision: message.sequence,
+        operation: operation(&message.headers),
+        time: message.time.into(),
+        value: message.payload,
+    };
+    if from == ReadFrom::AnyReplica {
+        use stream::DirectGetErrorKind as K;
+        match stream.direct_get_last_for_subject(subject.clone()).await {
+            Ok(message) => return Ok(Some(entry(message))),
+            Err(err) if matches!(err.kind(), K::NotFound) => return Ok(None),
+            // Nobody answers direct gets for this stream: it does not exist, or does not allow
+            // direct gets. The leader read below tells which, or reads it.
+            Err(err) if matches!(err.kind(), K::ErrorResponse(..)) => {}
+            Err(err) if matches!(err.kind(), K::TimedOut) => {
+                return Err(NatsError::unavailable(&err));
+            }
+            Err(err) => return Err(NatsError::other(&err)),
+        }
+    }
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => Ok(Some(entry(message))),
         Err(err) if matches!(err.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
             Ok(None)
         }
@@ -489,7 +519,7 @@ async fn create(nats: &Nats, write: Write) -> Result<u64, WriteError> {
         done => return done,
     }
     // The key has entries. It may be created again only if the latest is a delete or purge marker.
-    let latest = latest(nats, &store, &key)
+    let latest = latest(nats, &store, &key, ReadFrom::Leader)
         .await
         .map_err(|e| WriteError::from_nats(e, &store))?;
     let expected = match latest {

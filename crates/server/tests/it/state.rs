@@ -307,6 +307,33 @@ async fn values_are_the_whole_serialized_any_shared_with_nats_clients() {
 }
 
 #[tokio::test]
+async fn a_bucket_without_direct_gets_is_read_from_its_leader() {
+    let mut kv = Kv::start().await;
+    // Made by another NATS client with direct gets off: nobody answers a direct get for it.
+    kv.env
+        .js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "KV_legacy".into(),
+            subjects: vec!["$KV.legacy.>".into()],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!kv.bucket_config("legacy").await.allow_direct);
+    let revision = kv.set("legacy", "k", "v1").await;
+    assert_eq!(kv.get("legacy", "k").await, ("v1".into(), revision));
+    assert_status(
+        kv.try_get("legacy", "missing").await,
+        Code::NotFound,
+        "missing",
+    );
+}
+
+#[tokio::test]
 async fn last_revision_is_compare_and_set() {
     let mut kv = Kv::start().await;
     kv.store("s").await;
