@@ -14,7 +14,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    future::poll_fn,
+    pin::Pin,
     time::{Duration, SystemTime},
 };
 
@@ -30,13 +30,16 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use tokio::{sync::watch, time::Instant};
-use tokio_util::time::{DelayQueue, delay_queue::Key};
+use tokio::{
+    sync::watch,
+    time::{Instant, Sleep},
+};
 
 use crate::{
     Nats,
     consumers::{ConsumerError, attempt_timeout, processing_timeout},
     error::{Classify, Invalid, NatsError},
+    expiry::{Deadline, Expiries},
     format::KnownHeaders,
     names::validate_name,
     telemetry::{self, TraceContext},
@@ -145,7 +148,7 @@ pub enum DeliveryError {
 
 struct InFlight {
     reply: Subject,
-    deadline: Key,
+    deadline: Deadline,
     /// How long JetStream waits for this delivery's settlement: its backoff entry, or the
     /// processing timeout. A ping restarts the same wait.
     timeout: Duration,
@@ -219,7 +222,13 @@ pub struct Subscription {
     max: usize,
     processing_timeout: Duration,
     in_flight: HashMap<u64, InFlight>,
-    deadlines: DelayQueue<u64>,
+    /// The in-flight events by processing deadline.
+    deadlines: Expiries<u64>,
+    /// Fires at `timer_at`, a deadline no later than the earliest in `deadlines`. It is moved only
+    /// to an earlier deadline: settling the earliest event leaves it in place, and an early wake-up
+    /// just sets it again, which costs less than moving it after every Ack.
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
     /// Messages requested from JetStream and not yet received or given up.
     requested: usize,
     /// When every pull request sent so far has expired on the server.
@@ -308,7 +317,9 @@ impl Subscription {
             processing_timeout,
             // Grown on demand: reserving `max` up front cost an idle subscription hundreds of KiB.
             in_flight: HashMap::new(),
-            deadlines: DelayQueue::new(),
+            deadlines: Expiries::default(),
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            timer_at: None,
             requested: 0,
             pulls_expire_at: now,
             pull_not_before: now,
@@ -335,13 +346,7 @@ impl Subscription {
             };
             tokio::select! {
                 biased;
-                Some(expired) = poll_fn(|cx| self.deadlines.poll_expired(cx)), if !self.deadlines.is_empty() => {
-                    // The processing timeout passed: JetStream redelivers the event on its own.
-                    if let Some(entry) = self.in_flight.remove(expired.get_ref()) {
-                        telemetry::error(&entry.span, "processing timeout");
-                        self.meters.in_flight.decrement(1.0);
-                    }
-                }
+                () = &mut self.timer, if self.timer_at.is_some() => self.expire(),
                 message = self.messages.next() => match message {
                     Some(message) => {
                         if let Some(delivery) = self.receive(message).await? {
@@ -515,7 +520,7 @@ impl Subscription {
         let span = telemetry::receive_span(&subject, id, &self.name, &publisher);
         let trace = publisher.forward(&span);
         let timeout = attempt_timeout(&self.consumer.cached_info().config, attempt);
-        let deadline = self.deadlines.insert(id, timeout);
+        let deadline = self.add_deadline(id, timeout);
         self.in_flight.insert(
             id,
             InFlight {
@@ -608,7 +613,11 @@ impl Subscription {
             match self.send_ack(&entry.reply, AckKind::Progress).await {
                 Ok(()) => {
                     settled.ids.push(id);
-                    self.deadlines.reset(&entry.deadline, entry.timeout);
+                    let (old, timeout) = (entry.deadline, entry.timeout);
+                    self.deadlines.remove(&old);
+                    let deadline = self.add_deadline(id, timeout);
+                    let entry = self.in_flight.get_mut(&id).expect("looked up above");
+                    entry.deadline = deadline;
                     tracing::info!(target: telemetry::SPAN_TARGET, parent: &entry.span, "pinged");
                 }
                 Err(err) => {
@@ -618,6 +627,32 @@ impl Subscription {
             }
         }
         settled
+    }
+
+    /// Records that event `id` expires `timeout` from now, and makes sure the timer fires by then.
+    fn add_deadline(&mut self, id: u64, timeout: Duration) -> Deadline {
+        let deadline = self.deadlines.insert(Instant::now() + timeout, id);
+        if self.timer_at.is_none_or(|at| deadline.at < at) {
+            self.timer.as_mut().reset(deadline.at);
+            self.timer_at = Some(deadline.at);
+        }
+        deadline
+    }
+
+    /// Drops the events whose processing timeout passed (JetStream redelivers them on its own), and
+    /// sets the timer for the next deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(id) = self.deadlines.pop_expired(now) {
+            if let Some(entry) = self.in_flight.remove(&id) {
+                telemetry::error(&entry.span, "processing timeout");
+                self.meters.in_flight.decrement(1.0);
+            }
+        }
+        self.timer_at = self.deadlines.next();
+        if let Some(at) = self.timer_at {
+            self.timer.as_mut().reset(at);
+        }
     }
 
     async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), NatsError> {

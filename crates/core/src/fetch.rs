@@ -11,7 +11,7 @@
 //! (so concurrent fetches overshoot [`MAX_IN_FLIGHT`] by at most their own sizes).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::Mutex,
     time::Duration,
 };
@@ -32,6 +32,7 @@ use crate::{
     consumers::{ConsumerError, attempt_timeout, processing_timeout},
     delivery::{AckMetadata, Settle, Settled},
     error::{Classify, Invalid, NatsError},
+    expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_name,
 };
@@ -129,50 +130,35 @@ type Key = (String, String, u64);
 
 struct Entry {
     reply: Subject,
-    expires: Instant,
-    /// Tells this entry's expiry from that of an earlier delivery of the same event.
-    serial: u64,
+    /// Its place among the expiries; a later delivery of the same event gets another one.
+    deadline: Deadline,
 }
 
 #[derive(Default)]
 struct Table {
     entries: HashMap<Key, Entry>,
     /// Every entry by expiry, so the expired ones are found without a scan.
-    expiries: BTreeMap<(Instant, u64), Key>,
-    serial: u64,
+    expiries: Expiries<Key>,
 }
 
 impl Table {
     /// Drops the entries whose processing timeout has passed: JetStream redelivers those.
     fn expire(&mut self, now: Instant) {
-        while let Some(entry) = self.expiries.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let key = entry.remove();
+        while let Some(key) = self.expiries.pop_expired(now) {
             self.entries.remove(&key);
         }
     }
 
     fn insert(&mut self, key: Key, reply: Subject, expires: Instant) {
-        self.serial += 1;
-        let serial = self.serial;
-        if let Some(previous) = self.entries.insert(
-            key.clone(),
-            Entry {
-                reply,
-                expires,
-                serial,
-            },
-        ) {
-            self.expiries.remove(&(previous.expires, previous.serial));
+        let deadline = self.expiries.insert(expires, key.clone());
+        if let Some(previous) = self.entries.insert(key, Entry { reply, deadline }) {
+            self.expiries.remove(&previous.deadline);
         }
-        self.expiries.insert((expires, serial), key);
     }
 
     fn remove(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
-        self.expiries.remove(&(entry.expires, entry.serial));
+        self.expiries.remove(&entry.deadline);
         Some(entry)
     }
 }
@@ -362,7 +348,7 @@ impl Fetcher {
                 table.insert(
                     (stream.to_owned(), consumer.to_owned(), id),
                     entry.reply,
-                    entry.expires,
+                    entry.deadline.at,
                 );
             }
         }

@@ -12,6 +12,7 @@ pub mod consumers;
 pub mod dead_letters;
 pub mod delivery;
 pub mod error;
+mod expiry;
 pub mod fetch;
 pub mod format;
 pub mod names;
