@@ -39,6 +39,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// noticed within interval + timeout, so a subscription reconnects instead of waiting forever.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest HTTP/2 frame the client accepts. HTTP/2 sends one frame per write, and the default
+/// 16 KiB splits a busy Events stream into many small writes; with 1 MiB, whatever the server has
+/// ready goes out in one.
+const MAX_FRAME_SIZE: u32 = 1 << 20;
 
 /// A gRPC client stack with the client's interceptor in front of the channel.
 pub(crate) type Transport = InterceptedService<Channel, CallInterceptor>;
@@ -246,7 +250,8 @@ impl ClientBuilder {
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            .max_frame_size(MAX_FRAME_SIZE);
         let tls = match (&self.tls, endpoint.uri().scheme_str()) {
             (Some(tls), _) => Some(tls.clone()),
             (None, Some("https")) => Some(ClientTlsConfig::new().with_native_roots()),

@@ -114,6 +114,9 @@ pub async fn serve(
     let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
     let grpc = Server::builder()
         .http2_adaptive_window(Some(true))
+        // HTTP/2 sends one frame per write: larger frames let a client's busy PublishStream go out
+        // in fewer, larger writes (frames of the default 16 KiB split it).
+        .max_frame_size(Some(1 << 20))
         .layer(crate::panic::CatchPanicLayer)
         .trace_fn(crate::telemetry::grpc_span)
         .add_service(health_service)
