@@ -168,18 +168,18 @@ pub(crate) struct AckMetadata {
 }
 
 impl AckMetadata {
-    /// Reads a JetStream ack subject (ADR-15): `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
-    /// seq>.<consumer seq>.<timestamp ns>.<pending>`, or the newer form with `<domain>.<account
-    /// hash>.` before the stream and possibly more tokens after `<pending>`.
-    ///
-    /// Parsed here rather than through `jetstream::Message::info`, which needs a JetStream context
-    /// cloned into every message and converts the timestamp to a calendar date.
     /// The ack subject of a delivered message and what it says, if it is one.
     pub(crate) fn of(message: &async_nats::Message) -> Option<(Subject, AckMetadata)> {
         let reply = message.reply.as_ref()?;
         Some((reply.clone(), AckMetadata::parse(reply)?))
     }
 
+    /// Reads a JetStream ack subject (ADR-15): `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    /// seq>.<consumer seq>.<timestamp ns>.<pending>`, or the newer form with `<domain>.<account
+    /// hash>.` before the stream and possibly more tokens after `<pending>`.
+    ///
+    /// Parsed here rather than through `jetstream::Message::info`, which needs a JetStream context
+    /// cloned into every message and converts the timestamp to a calendar date.
     fn parse(reply: &str) -> Option<AckMetadata> {
         let tokens = reply.strip_prefix("$JS.ACK.")?.split('.');
         let mut fields = [""; 9];
