@@ -168,10 +168,17 @@ pub(crate) struct AckMetadata {
 }
 
 impl AckMetadata {
-    /// The ack subject of a delivered message and what it says, if it is one.
-    pub(crate) fn of(message: &async_nats::Message) -> Option<(Subject, AckMetadata)> {
-        let reply = message.reply.as_ref()?;
-        Some((reply.clone(), AckMetadata::parse(reply)?))
+    /// The ack subject of a delivered message and what it says. `None`, with a warning, for a
+    /// message without one: there is no id to settle it by, and JetStream redelivers it later.
+    pub(crate) fn read(message: &async_nats::Message) -> Option<(Subject, AckMetadata)> {
+        let found = message
+            .reply
+            .as_ref()
+            .and_then(|reply| Some((reply.clone(), AckMetadata::parse(reply)?)));
+        if found.is_none() {
+            tracing::warn!(subject = %message.subject, reply = ?message.reply, "dropping a message without JetStream metadata");
+        }
+        found
     }
 
     /// Reads a JetStream ack subject (ADR-15): `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
@@ -481,19 +488,14 @@ impl Subscription {
 
     /// Turns a JetStream message into a [`Delivery`] and records it as in flight.
     async fn deliver(&mut self, message: async_nats::Message) -> Option<Delivery> {
-        let Some((
+        let (
             reply,
             AckMetadata {
                 stream_sequence: id,
                 delivered: attempt,
                 stored,
             },
-        )) = AckMetadata::of(&message)
-        else {
-            // Without metadata there is no id to settle it by; JetStream redelivers it later.
-            tracing::warn!(subject = %message.subject, reply = ?message.reply, "dropping a message without JetStream metadata");
-            return None;
-        };
+        ) = AckMetadata::read(&message)?;
         if let Some(previous) = self.in_flight.remove(&id) {
             // A redelivery of an event this subscription still holds: the newest delivery wins.
             self.deadlines.remove(&previous.deadline);

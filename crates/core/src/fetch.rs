@@ -227,19 +227,14 @@ impl Fetcher {
                 NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
             })?;
             let message = message.message;
-            let Some((
-                reply,
-                AckMetadata {
-                    stream_sequence: id,
-                    delivered: attempt,
-                    stored,
-                },
-            )) = AckMetadata::of(&message)
-            else {
-                // Without metadata there is no id to settle it by; JetStream redelivers it later.
-                tracing::warn!(subject = %message.subject, "dropping a fetched message without JetStream metadata");
+            let Some((reply, metadata)) = AckMetadata::read(&message) else {
                 continue;
             };
+            let (id, attempt, stored) = (
+                metadata.stream_sequence,
+                metadata.delivered,
+                metadata.stored,
+            );
             let expires = Instant::now() + attempt_timeout(&config, attempt);
             taken.replies.push(reply.clone());
             entries.push((
