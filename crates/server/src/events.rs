@@ -246,7 +246,7 @@ impl Session {
 
     async fn finish(self, end: End) {
         if let End::Status(status) = end {
-            streaming::finish(&self.tx, status, &self.shutdown).await;
+            streaming::finish(&self.tx, status).await;
         }
     }
 }

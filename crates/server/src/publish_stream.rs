@@ -100,7 +100,7 @@ async fn run(
         }
     }
     if let Err(status) = end {
-        streaming::finish(&tx, status, &shutdown).await;
+        streaming::finish(&tx, status).await;
     }
 }
 

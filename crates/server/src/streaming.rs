@@ -62,26 +62,16 @@ where
         // The core stream goes first, so its cleanup does not wait for a slow client.
         drop(items);
         if let Some(status) = end {
-            finish(&tx, status, &shutdown).await;
+            finish(&tx, status).await;
         }
     });
     Box::pin(ReceiverStream::new(rx))
 }
 
-/// Ends a stream with `status`: waits while the client is slow to read, except at shutdown, when the
-/// status goes only if the buffer has room (the stream ends either way).
-pub async fn finish<R>(
-    tx: &mpsc::Sender<Result<R, Status>>,
-    status: Status,
-    shutdown: &CancellationToken,
-) {
-    if shutdown.is_cancelled() {
-        tx.try_send(Err(status)).ok();
-        return;
-    }
-    tokio::select! {
-        // If the client already left, there is no one to tell.
-        _ = tx.send(Err(status)) => {}
-        () = shutdown.cancelled() => {}
-    }
+/// Ends a stream with `status`, waiting while the client is slow to read, even at shutdown: a stream
+/// that ended without it would end OK once the client read what was buffered, which tells it that
+/// the call completed. The wait is bounded all the same: the client reads, leaves, or has its
+/// connection cut at the end of the shutdown grace, and then there is no one to tell.
+pub async fn finish<R>(tx: &mpsc::Sender<Result<R, Status>>, status: Status) {
+    tx.send(Err(status)).await.ok();
 }

@@ -518,3 +518,31 @@ async fn subscribe_needs_one_stream_for_its_subject() {
     let id = publish(&mut client, typed("audit.created", "x")).await;
     assert_eq!(next(&mut feed).await.event.unwrap().id, id);
 }
+
+#[tokio::test]
+async fn a_read_cut_by_shutdown_ends_unavailable_even_when_the_client_lags() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    // 4 MiB: more than the server's response buffer and the client's HTTP/2 window hold together,
+    // so the read cannot have finished when the shutdown comes, and the server may be waiting for
+    // the client to read (then its last status has to wait for room too).
+    let body = "x".repeat(4096);
+    let batch = api::PublishBatchRequest {
+        events: (0..1000)
+            .map(|_| raw("orders.created", &body, "text/plain", &[]))
+            .collect(),
+    };
+    client.publish_batch(batch).await.unwrap();
+    let mut reading = client
+        .read_events(read("orders", None, "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut reading).await.event.expect("the first event");
+
+    env.jetway.shutdown.cancel();
+    // Ending OK would tell the client it read the whole range.
+    let status = collect(reading).await.expect_err("the read is cut short");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
