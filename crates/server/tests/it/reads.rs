@@ -524,10 +524,10 @@ async fn a_read_cut_by_shutdown_ends_unavailable_even_when_the_client_lags() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let mut client = clients::events(&env).await;
-    // 4 MiB: more than the server's response buffer and the client's HTTP/2 window hold together,
+    // 3 MiB: more than the server's response buffer and the client's HTTP/2 window hold together,
     // so the read cannot have finished when the shutdown comes, and the server may be waiting for
     // the client to read (then its last status has to wait for room too).
-    let body = "x".repeat(4096);
+    let body = "x".repeat(3072);
     let batch = api::PublishBatchRequest {
         events: (0..1000)
             .map(|_| raw("orders.created", &body, "text/plain", &[]))
