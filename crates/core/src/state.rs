@@ -7,10 +7,10 @@
 //!
 //! Get, Set and Delete speak the key-value protocol directly: a direct get of the last message on the
 //! key's subject (as NATS key-value clients read), and a publish with the `KV-Operation` and
-//! `Nats-Expected-Last-Subject-Sequence` headers. A bucket handle
-//! would cost a stream-info round trip on every call, and building the message here gives the exact
-//! size for an over-the-limit error. Watch, Keys and History are long-lived and use async-nats's
-//! bucket handle and its ordered consumers, which resume by themselves after a NATS reconnect.
+//! `Nats-Expected-Last-Subject-Sequence` headers. A bucket handle would cost a stream-info round trip
+//! on every call, and building the message here gives the exact size for an over-the-limit error.
+//! Watch, Keys and History are long-lived and use async-nats's bucket handle and its ordered
+//! consumers, which resume by themselves after a NATS reconnect.
 
 use std::time::{Duration, SystemTime};
 
