@@ -24,10 +24,11 @@ use jetway_core::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     convert,
+    publish_stream::Trace,
     status::{self, ToStatus},
     streaming,
 };
@@ -53,14 +54,6 @@ impl Events {
             shutdown,
         }
     }
-}
-
-/// A metadata value that is valid text, e.g. the caller's `traceparent`.
-pub(crate) fn metadata_value(metadata: &MetadataMap, key: &str) -> Option<String> {
-    metadata
-        .get(key)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 #[tonic::async_trait]
@@ -102,9 +95,8 @@ impl EventsService for Events {
         &self,
         request: Request<PublishEventRequest>,
     ) -> Result<Response<PublishEventResponse>, Status> {
-        let trace_parent = metadata_value(request.metadata(), "traceparent");
-        let trace_state = metadata_value(request.metadata(), "tracestate");
-        let publication = convert::publication(request.into_inner(), trace_parent, trace_state)
+        let trace = Trace::of(request.metadata());
+        let publication = convert::publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
         let published = self
             .publisher

@@ -35,7 +35,6 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     convert,
-    events::metadata_value,
     publish_stream::{self, Trace},
     status::ToStatus,
     streaming::{Responses, forward},
@@ -85,7 +84,7 @@ impl EventsService for EventsExt {
         &self,
         request: Request<api::PublishEventRequest>,
     ) -> Result<Response<api::PublishEventResponse>, Status> {
-        let trace = trace(request.metadata());
+        let trace = Trace::of(request.metadata());
         let publication = publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
         let published = self
@@ -105,7 +104,7 @@ impl EventsService for EventsExt {
         &self,
         request: Request<tonic::Streaming<api::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let trace = trace(request.metadata());
+        let trace = Trace::of(request.metadata());
         Ok(Response::new(publish_stream::spawn(
             self.publisher.clone(),
             request.into_inner(),
@@ -118,7 +117,7 @@ impl EventsService for EventsExt {
         &self,
         request: Request<api::PublishBatchRequest>,
     ) -> Result<Response<api::PublishBatchResponse>, Status> {
-        let trace = trace(request.metadata());
+        let trace = Trace::of(request.metadata());
         let events = request
             .into_inner()
             .events
@@ -316,14 +315,6 @@ fn consumer_spec(request: api::EnsureConsumerRequest) -> Result<ConsumerSpec, In
         name: request.name,
         subjects: request.subjects,
     })
-}
-
-/// The caller's W3C trace context, from the call's metadata.
-fn trace(metadata: &tonic::metadata::MetadataMap) -> Trace {
-    Trace {
-        parent: metadata_value(metadata, "traceparent"),
-        state: metadata_value(metadata, "tracestate"),
-    }
 }
 
 /// Encodes the outcome of one publish of a stream or batch: the id, or the status PublishEvent

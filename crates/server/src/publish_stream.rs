@@ -18,7 +18,7 @@ use jetway_core::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::{Status, Streaming, metadata::MetadataMap};
 
 use crate::{
     events_ext::{publication, publish_result},
@@ -40,6 +40,22 @@ pub struct Trace {
     pub parent: Option<String>,
     /// `tracestate`.
     pub state: Option<String>,
+}
+
+impl Trace {
+    /// The trace context in a call's metadata; a value that is not valid text counts as absent.
+    pub fn of(metadata: &MetadataMap) -> Trace {
+        let value = |key| {
+            metadata
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Trace {
+            parent: value("traceparent"),
+            state: value("tracestate"),
+        }
+    }
 }
 
 /// Spawns the task of one PublishStream call and returns the stream tonic sends from.
