@@ -145,6 +145,18 @@ impl Classify for stream::LastRawMessageError {
     }
 }
 
+impl Classify for stream::DirectGetError {
+    fn classify(&self) -> NatsError {
+        use stream::DirectGetErrorKind as K;
+        match self.kind() {
+            K::TimedOut => NatsError::unavailable(self),
+            K::NotFound | K::InvalidSubject | K::Request | K::ErrorResponse(..) | K::Other => {
+                NatsError::other(self)
+            }
+        }
+    }
+}
+
 impl Classify for kv::WatchError {
     fn classify(&self) -> NatsError {
         use kv::WatchErrorKind as K;

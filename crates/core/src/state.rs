@@ -454,10 +454,7 @@ async fn latest(
             // Nobody answers direct gets for this stream: it does not exist, or does not allow
             // direct gets. The leader read below tells which, or reads it.
             Err(err) if matches!(err.kind(), K::ErrorResponse(..)) => {}
-            Err(err) if matches!(err.kind(), K::TimedOut) => {
-                return Err(NatsError::unavailable(&err));
-            }
-            Err(err) => return Err(NatsError::other(&err)),
+            Err(err) => return Err(err.classify()),
         }
     }
     match stream.get_last_raw_message_by_subject(&subject).await {
