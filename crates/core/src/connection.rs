@@ -1,16 +1,19 @@
 //! The NATS connection every operation shares: it reconnects forever, publishes its state on a watch
 //! channel (readiness and the delivery engine follow it), and answers "is JetStream usable now?".
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_nats::{ConnectOptions, jetstream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Classify, NatsError};
 use crate::telemetry::metrics::NATS_CONNECTED;
 
 /// How long a readiness probe waits for JetStream to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a publish waits for JetStream's ack before it counts as timed out.
+pub(crate) const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings for [`Nats::connect`].
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ pub struct Nats {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     connected: watch::Receiver<bool>,
+    /// One permit per publish ack awaited; see [`ConnectSettings::publish_max_pending`].
+    publish_window: Arc<Semaphore>,
 }
 
 impl Nats {
@@ -79,14 +84,20 @@ impl Nats {
                 url: settings.url.clone(),
                 reason: err.to_string(),
             })?;
+        let window = settings.publish_max_pending.max(1);
+        // Event publishes hold a permit of `publish_window`, which they share with the pipelines'
+        // publishes that bypass the context; the context's own window bounds the rest (KV writes,
+        // dead letters).
         let jetstream = jetstream::ContextBuilder::new()
-            .max_ack_inflight(settings.publish_max_pending.max(1))
+            .max_ack_inflight(window)
             .backpressure_on_inflight(true)
+            .timeout(PUBLISH_ACK_TIMEOUT)
             .build(client.clone());
         Ok(Nats {
             client,
             jetstream,
             connected,
+            publish_window: Arc::new(Semaphore::new(window)),
         })
     }
 
@@ -98,6 +109,11 @@ impl Nats {
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    /// The window of event publishes awaiting their JetStream ack, shared by every publish path.
+    pub(crate) fn publish_window(&self) -> &Arc<Semaphore> {
+        &self.publish_window
     }
 
     /// Whether the client is connected right now.

@@ -2,11 +2,17 @@
 //! one after the other, in the order they are pushed, and their JetStream acks are awaited together,
 //! so throughput is bound by how fast JetStream stores events rather than by one round trip each.
 //!
-//! A [`Pipeline`] holds at most `window` unanswered publishes. They go to NATS one at a time, in
-//! order, while [`Pipeline::next`] is polled: the connection's ack window
-//! ([`crate::ConnectSettings::publish_max_pending`]) may make a publish wait, and it waits *inside*
-//! the pipeline, polled together with the acks. An ack releases its slot in the connection's window
-//! only once awaited, so waiting for a slot without awaiting the acks would deadlock.
+//! A [`Pipeline`] holds at most `window` unanswered publishes. It publishes each event as a plain
+//! NATS message whose reply subject is one of its own (`<inbox>.<token>`), and reads JetStream's
+//! acks from one subscription on `<inbox>.*`. This is what a JetStream publish is on the wire; doing
+//! it here rather than through `jetstream::Context::send_publish` spares each event a channel, a
+//! timer and a shared table entry, and the task that owns the pipeline reads its own acks. The
+//! tokens are consecutive, so the table of waiting publishes is a queue in send order, and one
+//! timer on its oldest entry times them all out ([`PUBLISH_ACK_TIMEOUT`]).
+//!
+//! Publishes also hold a permit of the connection's ack window
+//! ([`crate::ConnectSettings::publish_max_pending`]) until answered. A publish that has to wait
+//! for one waits *inside* the pipeline, polled together with the acks that free permits.
 //!
 //! Answers come as JetStream's acks arrive. Acks of one stream arrive in publish order, but an
 //! item that fails before reaching JetStream (invalid, or NATS down) is answered at once, ahead of
@@ -16,15 +22,39 @@ use std::{
     collections::VecDeque,
     future::poll_fn,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
-use futures::{Stream, future::BoxFuture, stream::FuturesUnordered};
+use async_nats::{
+    Client, Message, StatusCode, Subject, Subscriber,
+    client::PublishErrorKind as SendErrorKind,
+    jetstream::{
+        self, ErrorCode,
+        context::{PublishError as JsPublishError, PublishErrorKind},
+    },
+    message::OutboundMessage,
+};
+use futures::{Sink, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use tokio::{
+    sync::OwnedSemaphorePermit,
+    time::{Instant, Sleep},
+};
+use tokio_util::sync::PollSemaphore;
+use tracing::Instrument;
 
 use crate::{
     Invalid,
-    publish::{Ack, Publication, PublishError, Published, Publisher},
+    connection::PUBLISH_ACK_TIMEOUT,
+    error::NatsError,
+    publish::{Facts, Prepared, Publication, PublishError, Published, Publisher, Report},
 };
+
+/// How far, in publishes, the newest one sent may be ahead of the oldest one waiting, as a multiple
+/// of the window. Acks of different streams come back independently; one stuck ack (a stream
+/// electing a leader) would otherwise let the table of waiting publishes grow with every later
+/// publish until the stuck one times out.
+const SPAN_PER_WINDOW: usize = 4;
 
 /// The outcome of one publish of a pipeline.
 pub type Outcome = Result<Published, PublishError>;
@@ -32,24 +62,69 @@ pub type Outcome = Result<Published, PublishError>;
 /// Publishes with their acks in flight together; see the module docs. Owned by one task.
 pub struct Pipeline<T> {
     publisher: Publisher,
+    /// This pipeline's handle on the connection, used as a `Sink` of messages.
+    client: Client,
     window: usize,
+    /// The connection's ack window, and a permit taken from it for the next publish.
+    permits: PollSemaphore,
+    permit: Option<OwnedSemaphorePermit>,
+    /// JetStream's acks, on `<inbox>.*`.
+    replies: Subscriber,
+    /// `<inbox>.`: a reply subject is this and the token.
+    reply_prefix: String,
     /// Pushed, not yet handed to NATS, in push order.
     queued: VecDeque<(T, Publication)>,
-    /// The publish being handed to NATS now, with its tag.
-    sending: Option<(T, BoxFuture<'static, Ack>)>,
-    in_flight: FuturesUnordered<Tagged<T>>,
+    /// The next publish, built and waiting for a permit and room in the client's channel.
+    next: Option<(T, Report, Prepared)>,
+    /// Handed to NATS, in send order: entry `i` has token `first + i`, and is `None` once answered.
+    /// The front entry, when there is one, is waiting.
+    waiting: VecDeque<Option<Waiting<T>>>,
+    first: u64,
+    /// The entries of `waiting` that are not `None`.
+    live: usize,
+    /// Fires at or before the deadline of the oldest waiting publish; `None` when disarmed.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Failures being answered; sorting an error may ask NATS (which stream has that subject?).
+    failing: FuturesUnordered<BoxFuture<'static, (T, Outcome)>>,
+}
+
+/// A publish handed to NATS, waiting for JetStream.
+struct Waiting<T> {
+    tag: T,
+    report: Report,
+    facts: Facts,
+    deadline: Instant,
+    /// Returned to the connection's ack window when the publish is answered.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl<T: Send + 'static> Pipeline<T> {
-    /// A pipeline that holds at most `window` (at least 1) unanswered publishes.
-    pub fn new(publisher: Publisher, window: usize) -> Pipeline<T> {
-        Pipeline {
+    /// Opens a pipeline that holds at most `window` (at least 1) unanswered publishes: subscribes to
+    /// its acks. Fails only when the NATS client is closed.
+    pub async fn open(publisher: Publisher, window: usize) -> Result<Pipeline<T>, PublishError> {
+        let nats = publisher.nats();
+        let client = nats.client().clone();
+        let inbox = client.new_inbox();
+        let replies = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|err| NatsError::Unavailable(format!("subscribing to publish acks: {err}")))?;
+        Ok(Pipeline {
+            permits: PollSemaphore::new(Arc::clone(nats.publish_window())),
             publisher,
+            client,
             window: window.max(1),
+            permit: None,
+            replies,
+            reply_prefix: format!("{inbox}."),
             queued: VecDeque::new(),
-            sending: None,
-            in_flight: FuturesUnordered::new(),
-        }
+            next: None,
+            waiting: VecDeque::new(),
+            first: 0,
+            live: 0,
+            timer: None,
+            failing: FuturesUnordered::new(),
+        })
     }
 
     /// Whether [`Pipeline::push`] may be called: fewer than `window` publishes are unanswered.
@@ -59,7 +134,7 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Unanswered publishes.
     pub fn len(&self) -> usize {
-        self.queued.len() + usize::from(self.sending.is_some()) + self.in_flight.len()
+        self.queued.len() + usize::from(self.next.is_some()) + self.live + self.failing.len()
     }
 
     /// Whether every publish pushed so far has been answered.
@@ -78,10 +153,9 @@ impl<T: Send + 'static> Pipeline<T> {
         assert!(self.has_room(), "Pipeline::push without room");
         match event {
             Ok(event) => self.queued.push_back((tag, event)),
-            Err(invalid) => self.in_flight.push(Tagged {
-                tag: Some(tag),
-                outcome: Pending::Failed(Some(invalid.into())),
-            }),
+            Err(invalid) => self
+                .failing
+                .push(Box::pin(std::future::ready((tag, Err(invalid.into()))))),
         }
     }
 
@@ -92,28 +166,164 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Option<(T, Outcome)>> {
-        // Hands queued publishes to NATS, in order, until one has to wait.
-        loop {
-            if self.sending.is_none() {
-                let Some((tag, event)) = self.queued.pop_front() else {
-                    break;
-                };
-                self.sending = Some((tag, Box::pin(self.publisher.send(event))));
+        self.send_queued(cx);
+        while let Poll::Ready(Some(reply)) = self.replies.poll_next_unpin(cx) {
+            if let Some(answer) = self.settle(&reply) {
+                return Poll::Ready(Some(answer));
             }
-            let (_, send) = self.sending.as_mut().expect("set above");
-            let Poll::Ready(ack) = send.as_mut().poll(cx) else {
-                break;
+        }
+        self.poll_deadlines(cx);
+        match self.failing.poll_next_unpin(cx) {
+            Poll::Ready(Some(answer)) => Poll::Ready(Some(answer)),
+            _ if self.is_empty() => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Hands queued publishes to NATS, in order, until one has to wait for a permit or for room in
+    /// the client's command channel, or for the oldest waiting publish (see [`SPAN_PER_WINDOW`]).
+    /// Only a publish ready to go holds a permit or room, so an idle pipeline holds neither.
+    fn send_queued(&mut self, cx: &mut Context<'_>) {
+        // Only answering the oldest waiting publish shrinks the span. That happens in `poll_answer`,
+        // which then returns an answer or is woken by one, and comes back here.
+        while self.waiting.len() < self.window * SPAN_PER_WINDOW {
+            if self.next.is_none() {
+                let Some((tag, event)) = self.queued.pop_front() else {
+                    return;
+                };
+                match self.publisher.prepare(event) {
+                    (report, Ok(prepared)) => self.next = Some((tag, report, prepared)),
+                    (report, Err(err)) => {
+                        self.answer_failed(tag, report, err);
+                        continue;
+                    }
+                }
+            }
+            if self.permit.is_none() {
+                match self.permits.poll_acquire(cx) {
+                    Poll::Ready(Some(permit)) => self.permit = Some(permit),
+                    // The window is never closed.
+                    Poll::Ready(None) | Poll::Pending => return,
+                }
+            }
+            let Poll::Ready(ready) = Pin::new(&mut self.client).poll_ready(cx) else {
+                return;
             };
-            let (tag, _) = self.sending.take().expect("set above");
-            self.in_flight.push(Tagged {
-                tag: Some(tag),
-                outcome: Pending::Ack(ack),
+            let (tag, report, prepared) = self.next.take().expect("staged above");
+            if ready.is_err() {
+                let closed = NatsError::Unavailable("the NATS client is closed".into());
+                self.answer_failed(tag, report, closed.into());
+                continue;
+            }
+            let token = self.first + self.waiting.len() as u64;
+            let reply = Subject::from(format!("{}{token}", self.reply_prefix));
+            let message = prepared.message.outbound_message(prepared.subject);
+            let sent = Pin::new(&mut self.client).start_send(OutboundMessage {
+                subject: message.subject,
+                reply: Some(reply),
+                payload: message.payload,
+                headers: message.headers,
             });
+            match sent {
+                Ok(()) => {
+                    self.waiting.push_back(Some(Waiting {
+                        tag,
+                        report,
+                        facts: prepared.facts,
+                        deadline: Instant::now() + PUBLISH_ACK_TIMEOUT,
+                        _permit: self.permit.take().expect("acquired above"),
+                    }));
+                    self.live += 1;
+                }
+                Err(err) => self.fail_sorted(tag, report, prepared.facts, sort_send_error(&err)),
+            }
         }
-        match Pin::new(&mut self.in_flight).poll_next(cx) {
-            Poll::Ready(None) if self.sending.is_some() => Poll::Pending,
-            other => other,
+    }
+
+    /// Answers the publish `reply` is for, unless its answer needs sorting first (then it goes to
+    /// `failing`). Replies for unknown or timed-out tokens are dropped.
+    fn settle(&mut self, reply: &Message) -> Option<(T, Outcome)> {
+        let token = reply
+            .subject
+            .strip_prefix(self.reply_prefix.as_str())?
+            .parse::<u64>()
+            .ok()?;
+        let index = usize::try_from(token.checked_sub(self.first)?).ok()?;
+        let waiting = self.waiting.get_mut(index)?.take()?;
+        self.live -= 1;
+        self.drop_answered();
+        match read_ack(reply) {
+            Ok(published) => {
+                let outcome = Ok(published);
+                self.publisher.finish(waiting.report, &outcome);
+                Some((waiting.tag, outcome))
+            }
+            Err(err) => {
+                self.fail_sorted(waiting.tag, waiting.report, waiting.facts, err);
+                None
+            }
         }
+    }
+
+    /// Times out the publishes past their deadline, and keeps the timer on the oldest one left.
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) {
+        loop {
+            let Some(Some(oldest)) = self.waiting.front() else {
+                self.timer = None;
+                return;
+            };
+            let deadline = oldest.deadline;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            // The timer may have been armed for an older publish that was answered since; it then
+            // fires early, and is moved on to the oldest one now.
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            if Instant::now() < deadline {
+                timer.as_mut().reset(deadline);
+                continue;
+            }
+            let Some(Some(expired)) = self.waiting.pop_front() else {
+                unreachable!("the front entry was checked above");
+            };
+            self.first += 1;
+            self.live -= 1;
+            self.drop_answered();
+            let err = JsPublishError::new(PublishErrorKind::TimedOut);
+            self.fail_sorted(expired.tag, expired.report, expired.facts, err);
+        }
+    }
+
+    /// Pops answered entries off the front of `waiting`, so its front is the oldest waiting one.
+    fn drop_answered(&mut self) {
+        while let Some(None) = self.waiting.front() {
+            self.waiting.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// Answers a publish that failed with an error already sorted.
+    fn answer_failed(&mut self, tag: T, report: Report, err: PublishError) {
+        let outcome = Err(err);
+        self.publisher.finish(report, &outcome);
+        self.failing
+            .push(Box::pin(std::future::ready((tag, outcome))));
+    }
+
+    /// Answers a publish whose error is still to be sorted.
+    fn fail_sorted(&mut self, tag: T, report: Report, facts: Facts, err: JsPublishError) {
+        let publisher = self.publisher.clone();
+        self.failing.push(Box::pin(async move {
+            let err = facts
+                .classify(publisher.nats(), err)
+                .instrument(report.span.clone())
+                .await;
+            let outcome = Err(err);
+            publisher.finish(report, &outcome);
+            (tag, outcome)
+        }));
     }
 }
 
@@ -121,23 +331,25 @@ impl<T: Send + 'static> Pipeline<T> {
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
 /// Publishes `events` (1 to [`MAX_BATCH_EVENTS`]) together, and answers one outcome per event, in
-/// the same order. Each `Err` is an event the caller could not decode, answered as it is.
+/// the same order. Each `Err` is an event the caller could not decode, answered as it is. The batch
+/// as a whole fails only when it is invalid, or the NATS client is closed.
 pub async fn publish_batch(
     publisher: &Publisher,
     events: Vec<Result<Publication, Invalid>>,
-) -> Result<Vec<Outcome>, Invalid> {
+) -> Result<Vec<Outcome>, PublishError> {
     if events.is_empty() {
-        return Err(Invalid::new("events", "at least one event is required"));
+        return Err(Invalid::new("events", "at least one event is required").into());
     }
     if events.len() > MAX_BATCH_EVENTS {
         return Err(Invalid::new(
             "events",
             format!("at most {MAX_BATCH_EVENTS} events are allowed in one batch"),
-        ));
+        )
+        .into());
     }
     let mut outcomes: Vec<Option<Outcome>> = Vec::new();
     outcomes.resize_with(events.len(), || None);
-    let mut pipeline = Pipeline::new(publisher.clone(), events.len());
+    let mut pipeline = Pipeline::open(publisher.clone(), events.len()).await?;
     for (index, event) in events.into_iter().enumerate() {
         pipeline.push(index, event);
     }
@@ -150,31 +362,50 @@ pub async fn publish_batch(
         .collect())
 }
 
-/// A publish that is waiting for its answer, with its tag.
-struct Tagged<T> {
-    tag: Option<T>,
-    outcome: Pending,
+/// What JetStream's reply to a publish says: the stored event, or why not.
+fn read_ack(reply: &Message) -> Result<Published, JsPublishError> {
+    /// A publish ack (`{"stream":…,"seq":…,"duplicate":…}`) or an API error; fields not needed
+    /// here are skipped without being copied.
+    #[derive(serde::Deserialize)]
+    struct Ack {
+        seq: Option<u64>,
+        #[serde(default)]
+        duplicate: bool,
+        error: Option<jetstream::Error>,
+    }
+    // No stream captures the subject, or JetStream is not answering yet.
+    if reply.status == Some(StatusCode::NO_RESPONDERS) {
+        return Err(JsPublishError::new(PublishErrorKind::StreamNotFound));
+    }
+    let ack: Ack = serde_json::from_slice(&reply.payload)
+        .map_err(|err| JsPublishError::with_source(PublishErrorKind::Other, err))?;
+    match (ack.error, ack.seq) {
+        (Some(error), _) => {
+            let kind = match error.error_code() {
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE => PublishErrorKind::WrongLastSequence,
+                ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID => PublishErrorKind::WrongLastMessageId,
+                _ => PublishErrorKind::Other,
+            };
+            Err(JsPublishError::with_source(kind, error))
+        }
+        (None, Some(id)) => Ok(Published {
+            id,
+            duplicate: ack.duplicate,
+        }),
+        (None, None) => Err(JsPublishError::with_source(
+            PublishErrorKind::Other,
+            "JetStream's publish ack has no sequence",
+        )),
+    }
 }
 
-enum Pending {
-    Ack(Ack),
-    /// Failed before it was sent; answered when first polled.
-    Failed(Option<PublishError>),
-}
-
-// Nothing is structurally pinned: the tag is moved out by value, and `Ack` is a boxed future.
-impl<T> Unpin for Tagged<T> {}
-
-impl<T> Future for Tagged<T> {
-    type Output = (T, Outcome);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let outcome = match &mut this.outcome {
-            Pending::Ack(ack) => std::task::ready!(Pin::new(ack).poll(cx)),
-            Pending::Failed(err) => Err(err.take().expect("a failure is answered once")),
-        };
-        Poll::Ready((this.tag.take().expect("answered once"), outcome))
+/// The JetStream view of a message the client would not send.
+fn sort_send_error(err: &async_nats::client::PublishError) -> JsPublishError {
+    match err.kind() {
+        SendErrorKind::MaxPayloadExceeded => {
+            JsPublishError::new(PublishErrorKind::MaxPayloadExceeded)
+        }
+        _ => JsPublishError::new(PublishErrorKind::BrokenPipe),
     }
 }
 
@@ -194,15 +425,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_larger_than_the_connection_ack_window_completes_in_order() {
-        let server = NatsServer::start();
-        // Two acks in flight on the connection, a hundred in the batch: the batch only completes
-        // if the acks are awaited while later events wait for a slot.
+    /// Connects with `window` acks in flight at most, and makes stream `s` on `s.>`.
+    async fn connect(server: &NatsServer, window: usize) -> Nats {
         let settings = ConnectSettings {
             url: server.url(),
             name: "pipeline-test".into(),
-            publish_max_pending: 2,
+            publish_max_pending: window,
         };
         let nats = Nats::connect(&settings).await.unwrap();
         eventually("connected", || async { nats.is_connected().then_some(()) }).await;
@@ -214,8 +442,15 @@ mod tests {
             })
             .await
             .unwrap();
+        nats
+    }
 
-        let publisher = Publisher::new(nats);
+    #[tokio::test]
+    async fn a_batch_larger_than_the_connection_ack_window_completes_in_order() {
+        let server = NatsServer::start();
+        // Two acks in flight on the connection, a hundred in the batch: the batch only completes
+        // if the acks are awaited while later events wait for a slot.
+        let publisher = Publisher::new(connect(&server, 2).await);
         let mut events: Vec<_> = (0..100).map(|_| Ok(event("s.a"))).collect();
         events[50] = Err(Invalid::new("payload", "set data or raw"));
         events[70] = Ok(event("s.*"));
@@ -233,5 +468,81 @@ mod tests {
         );
         assert!(matches!(&outcomes[50], Err(PublishError::Invalid(i)) if i.field == "payload"));
         assert!(matches!(&outcomes[70], Err(PublishError::Invalid(i)) if i.field == "subject"));
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_publish_times_out_and_gives_its_slot_back() {
+        let server = NatsServer::start();
+        // One ack in flight on the connection. No stream captures `quiet.a`, but a plain subscriber
+        // does, so NATS reports no "no responders" and nobody ever acks: only the timeout answers.
+        let nats = connect(&server, 1).await;
+        let _listener = nats.client().subscribe("quiet.>").await.unwrap();
+        nats.client().flush().await.unwrap();
+        let publisher = Publisher::new(nats);
+        let outcomes = publish_batch(&publisher, vec![Ok(event("quiet.a")), Ok(event("s.a"))])
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcomes[0], Err(PublishError::TimedOut)),
+            "{:?}",
+            outcomes[0]
+        );
+        assert!(
+            matches!(outcomes[1], Ok(Published { id: 1, .. })),
+            "the second publish got the slot the first one timed out on: {:?}",
+            outcomes[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_over_the_nats_payload_limit_fails_alone() {
+        let server = NatsServer::start();
+        let publisher = Publisher::new(connect(&server, 8).await);
+        let mut big = event("s.a");
+        big.body = Bytes::from(vec![b'x'; 2 * 1024 * 1024]);
+        let outcomes = publish_batch(&publisher, vec![Ok(big), Ok(event("s.a"))])
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcomes[0], Err(PublishError::TooLarge { limit, .. }) if limit == 1024 * 1024),
+            "{:?}",
+            outcomes[0]
+        );
+        assert!(
+            matches!(outcomes[1], Ok(Published { id: 1, .. })),
+            "{:?}",
+            outcomes[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stuck_publish_holds_back_only_so_many_later_ones() {
+        let server = NatsServer::start();
+        let nats = connect(&server, 256).await;
+        let _listener = nats.client().subscribe("quiet.>").await.unwrap();
+        nats.client().flush().await.unwrap();
+        let mut pipeline = Pipeline::open(Publisher::new(nats), 2).await.unwrap();
+        pipeline.push(0, Ok(event("quiet.a")));
+        let (mut pushed, mut outcomes) = (1, Vec::new());
+        while outcomes.len() < 20 {
+            while pushed < 20 && pipeline.has_room() {
+                pipeline.push(pushed, Ok(event("s.a")));
+                pushed += 1;
+            }
+            outcomes.push(pipeline.next().await.expect("publishes are unanswered"));
+            assert!(
+                pipeline.waiting.len() <= 2 * SPAN_PER_WINDOW,
+                "{} publishes span the waiting table",
+                pipeline.waiting.len()
+            );
+        }
+        let stored = outcomes.iter().filter(|(_, o)| o.is_ok()).count();
+        assert_eq!(stored, 19);
+        assert!(
+            outcomes
+                .iter()
+                .any(|(tag, o)| *tag == 0 && matches!(o, Err(PublishError::TimedOut)))
+        );
+        assert!(pipeline.next().await.is_none());
     }
 }

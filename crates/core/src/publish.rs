@@ -3,9 +3,7 @@
 //! JetStream, and maps the ack to the event id (the stream sequence).
 
 use std::{
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Instant, SystemTime},
 };
 
@@ -13,12 +11,11 @@ use async_nats::{
     HeaderMap, Subject,
     jetstream::{
         ErrorCode,
-        context::{PublishAckFuture, PublishError as JsPublishError, PublishErrorKind},
+        context::{PublishError as JsPublishError, PublishErrorKind},
         message::PublishMessage,
     },
 };
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
@@ -137,127 +134,137 @@ impl Publisher {
         }
     }
 
-    /// Publishes one event and waits for JetStream to store it.
+    /// Publishes one event and waits for JetStream to store it. The publish runs inside a
+    /// `<subject> publish` span, and waits while the connection's ack window
+    /// ([`crate::ConnectSettings::publish_max_pending`]) is full.
     pub async fn publish(&self, event: Publication) -> Result<Published, PublishError> {
-        self.send(event).await.await
+        let (report, prepared) = self.prepare(event);
+        let result = match prepared {
+            Ok(message) => self.store(message).instrument(report.span.clone()).await,
+            Err(err) => Err(err),
+        };
+        self.finish(report, &result);
+        result
     }
 
-    /// Validates `event` and hands it to NATS, without waiting for JetStream: the returned [`Ack`]
-    /// resolves once JetStream answers. Waits while the connection's ack window
-    /// ([`crate::ConnectSettings::publish_max_pending`]) is full. Events sent one after the other
-    /// reach JetStream in that order. Each publish runs inside a `<subject> publish` span.
-    // Yielding a future is the point: the outer one hands the event to NATS, the `Ack` it yields is
-    // awaited later, so many acks can be in flight.
-    #[allow(clippy::async_yields_async)]
-    pub fn send(&self, mut event: Publication) -> impl Future<Output = Ack> + Send + 'static {
-        let inner = Arc::clone(&self.inner);
-        async move {
-            let span = telemetry::publish_span(&event.subject);
-            let started = Instant::now();
-            // The stored trace context is the producer span's, or the caller's when spans are off.
-            let trace = TraceContext {
-                parent: event.trace_parent.take(),
-                state: event.trace_state.take(),
-            }
-            .forward(&span);
-            (event.trace_parent, event.trace_state) = (trace.parent, trace.state);
-            let sent = start(&inner.nats, event).instrument(span.clone()).await;
-            Ack(Box::pin(async move {
-                let result = match sent {
-                    Ok(sent) => sent.finish(&inner.nats).instrument(span.clone()).await,
-                    Err(err) => Err(err),
-                };
-                inner.record(&span, started, &result);
-                result
-            }))
+    async fn store(&self, message: Prepared) -> Result<Published, PublishError> {
+        let nats = &self.inner.nats;
+        // Held until JetStream answers, so the window counts acks in flight. The window is never
+        // closed, so acquiring cannot fail.
+        let _permit = nats.publish_window().acquire().await.ok();
+        let ack = match nats
+            .jetstream()
+            .send_publish(message.subject, message.message)
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        match ack {
+            Ok(ack) => Ok(Published {
+                id: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err(err) => Err(message.facts.classify(nats, err).await),
         }
     }
-}
 
-impl PublisherInner {
-    /// Ends the span with the outcome, and counts it.
-    fn record(
+    /// The connection events are published on.
+    pub(crate) fn nats(&self) -> &Nats {
+        &self.inner.nats
+    }
+
+    /// Starts the publish of `event`: opens its span, with the trace context it stores, and builds
+    /// its message, or says why it cannot be sent. Every publish path starts here and ends in
+    /// [`Publisher::finish`].
+    pub(crate) fn prepare(
         &self,
-        span: &tracing::Span,
-        started: Instant,
-        result: &Result<Published, PublishError>,
-    ) {
+        mut event: Publication,
+    ) -> (Report, Result<Prepared, PublishError>) {
+        let span = telemetry::publish_span(&event.subject);
+        let started = Instant::now();
+        // The stored trace context is the producer span's, or the caller's when spans are off.
+        let trace = TraceContext {
+            parent: event.trace_parent.take(),
+            state: event.trace_state.take(),
+        }
+        .forward(&span);
+        (event.trace_parent, event.trace_state) = (trace.parent, trace.state);
+        let expected = event.expected_last_id;
+        let prepared = match build(event) {
+            Err(invalid) => Err(invalid.into()),
+            Ok(_) if !self.inner.nats.is_connected() => {
+                Err(NatsError::Unavailable("not connected to NATS".into()).into())
+            }
+            Ok((subject, message, size)) => Ok(Prepared {
+                facts: Facts {
+                    subject: subject.clone(),
+                    expected,
+                    size,
+                },
+                subject,
+                message,
+            }),
+        };
+        (Report { span, started }, prepared)
+    }
+
+    /// Ends a publish: records the outcome on its span and in the metrics.
+    pub(crate) fn finish(&self, report: Report, result: &Result<Published, PublishError>) {
+        let inner = &self.inner;
+        let Report { span, started } = report;
         let counter = match result {
             Ok(published) => {
                 span.record("messaging.message.id", published.id);
-                telemetry::ok(span);
+                telemetry::ok(&span);
                 if published.duplicate {
-                    &self.duplicate
+                    &inner.duplicate
                 } else {
-                    &self.ok
+                    &inner.ok
                 }
             }
             Err(err) => {
-                telemetry::error(span, &err.to_string());
+                telemetry::error(&span, &err.to_string());
                 if matches!(err, PublishError::WrongLastId { .. }) {
-                    &self.conflict
+                    &inner.conflict
                 } else {
-                    &self.error
+                    &inner.error
                 }
             }
         };
         counter.increment(1);
-        self.duration.record(started.elapsed());
+        inner.duration.record(started.elapsed());
     }
 }
 
-/// The outcome of a publish handed to NATS: resolves once JetStream stored the event or refused it.
-/// Dropping it does not cancel the publish.
-#[must_use = "an Ack does nothing unless awaited; the publish happens anyway"]
-pub struct Ack(BoxFuture<'static, Result<Published, PublishError>>);
-
-impl Future for Ack {
-    type Output = Result<Published, PublishError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
-    }
+/// A publish under way: its span, and when it started.
+pub(crate) struct Report {
+    /// The `<subject> publish` span; the publish's work runs inside it.
+    pub(crate) span: tracing::Span,
+    started: Instant,
 }
 
-/// A message JetStream has, waiting for its ack, with what an error report needs.
-struct Sent {
-    ack: PublishAckFuture,
+/// A validated event, ready to send.
+pub(crate) struct Prepared {
+    /// Where it goes.
+    pub(crate) subject: Subject,
+    /// Its body and headers.
+    pub(crate) message: PublishMessage,
+    /// What an error report needs.
+    pub(crate) facts: Facts,
+}
+
+/// What a failed publish's error report needs to know about the message.
+pub(crate) struct Facts {
     subject: Subject,
     expected: Option<u64>,
     size: usize,
 }
 
-impl Sent {
-    async fn finish(self, nats: &Nats) -> Result<Published, PublishError> {
-        match self.ack.await {
-            Ok(ack) => Ok(Published {
-                id: ack.sequence,
-                duplicate: ack.duplicate,
-            }),
-            Err(err) => Err(classify(nats, err, &self.subject, self.expected, self.size).await),
-        }
-    }
-}
-
-/// Validates, builds and sends the message; what fails here fails before JetStream saw anything.
-async fn start(nats: &Nats, event: Publication) -> Result<Sent, PublishError> {
-    let expected = event.expected_last_id;
-    let (subject, message, size) = build(event)?;
-    if !nats.is_connected() {
-        return Err(NatsError::Unavailable("not connected to NATS".into()).into());
-    }
-    match nats
-        .jetstream()
-        .send_publish(subject.clone(), message)
-        .await
-    {
-        Ok(ack) => Ok(Sent {
-            ack,
-            subject,
-            expected,
-            size,
-        }),
-        Err(err) => Err(classify(nats, err, &subject, expected, size).await),
+impl Facts {
+    /// Sorts `err`, a failed publish of this message (see [`classify`]).
+    pub(crate) async fn classify(&self, nats: &Nats, err: JsPublishError) -> PublishError {
+        classify(nats, err, &self.subject, self.expected, self.size).await
     }
 }
 

@@ -22,7 +22,7 @@ use tonic::{Status, Streaming, metadata::MetadataMap};
 
 use crate::{
     events_ext::{publication, publish_result},
-    status,
+    status::{self, ToStatus},
     streaming::{self, Responses},
 };
 
@@ -77,7 +77,10 @@ async fn run(
     tx: mpsc::Sender<Result<PublishStreamResponse, Status>>,
     shutdown: CancellationToken,
 ) {
-    let mut pipeline = Pipeline::new(publisher, WINDOW);
+    let mut pipeline = match Pipeline::open(publisher, WINDOW).await {
+        Ok(pipeline) => pipeline,
+        Err(err) => return streaming::finish(&tx, err.to_status()).await,
+    };
     // False once the client half-closed, or the server shuts down: only answers are left to send.
     let mut reading = true;
     let mut end = Ok(());
