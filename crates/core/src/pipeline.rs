@@ -216,7 +216,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 continue;
             }
             let token = self.first + self.waiting.len() as u64;
-            let reply = Subject::from(format!("{}{token}", self.reply_prefix));
+            let reply = reply_subject(&self.reply_prefix, token);
             let message = prepared.message.outbound_message(prepared.subject);
             let sent = Pin::new(&mut self.client).start_send(OutboundMessage {
                 subject: message.subject,
@@ -360,6 +360,16 @@ pub async fn publish_batch(
         .into_iter()
         .map(|outcome| outcome.expect("the pipeline answers every event"))
         .collect())
+}
+
+/// `<prefix><token>`, built without the formatting machinery: one is made per event.
+fn reply_subject(prefix: &str, token: u64) -> Subject {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(token);
+    let mut subject = String::with_capacity(prefix.len() + digits.len());
+    subject.push_str(prefix);
+    subject.push_str(digits);
+    Subject::from(subject)
 }
 
 /// What JetStream's reply to a publish says: the stored event, or why not.
