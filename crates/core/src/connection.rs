@@ -22,7 +22,9 @@ pub struct ConnectSettings {
     pub url: String,
     /// The client name NATS shows in its monitoring.
     pub name: String,
-    /// Most JetStream publish acks awaited at once; more publishes wait for a slot.
+    /// Most event publishes awaiting their JetStream ack at once, across every publish call; more
+    /// wait for a slot. KV writes and dead-letter publishes have a window of the same size of their
+    /// own.
     pub publish_max_pending: usize,
 }
 

@@ -8,7 +8,7 @@
 //! it here rather than through `jetstream::Context::send_publish` spares each event a channel, a
 //! timer and a shared table entry, and the task that owns the pipeline reads its own acks. The
 //! tokens are consecutive, so the table of waiting publishes is a queue in send order, and one
-//! timer on its oldest entry times them all out ([`PUBLISH_ACK_TIMEOUT`]).
+//! timer on its oldest entry times them all out (after `PUBLISH_ACK_TIMEOUT`, 5 s).
 //!
 //! Publishes also hold a permit of the connection's ack window
 //! ([`crate::ConnectSettings::publish_max_pending`]) until answered. A publish that has to wait

@@ -77,8 +77,9 @@ pub struct Config {
     /// `RUST_LOG`: log filter in tracing's `EnvFilter` syntax (for example
     /// `info,jetway_core=debug`), checked to parse. Default: `info,async_nats=warn`.
     pub log_filter: String,
-    /// `NATS_PUBLISH_ASYNC_MAX_PENDING`: the most JetStream publish acknowledgements in flight at
-    /// once; must be at least 1. Default: 256.
+    /// `NATS_PUBLISH_ASYNC_MAX_PENDING`: the most event publishes awaiting their JetStream ack at
+    /// once (KV writes and dead letters have a window of this size of their own); must be at least 1.
+    /// Default: 256.
     pub nats_publish_async_max_pending: usize,
     /// `WORKER_THREADS`: threads that run gRPC calls and NATS I/O; at least 1. Default: unset, which
     /// means half the CPUs, rounded up (see [`Config::worker_threads`]).
