@@ -455,6 +455,14 @@ mod tests {
         nats
     }
 
+    /// Subscribes to `quiet.>` and keeps quiet. No stream captures those subjects, but NATS sees a
+    /// subscriber, so it reports no "no responders": only the ack timeout answers a publish there.
+    async fn silence(nats: &Nats) -> async_nats::Subscriber {
+        let listener = nats.client().subscribe("quiet.>").await.unwrap();
+        nats.client().flush().await.unwrap();
+        listener
+    }
+
     #[tokio::test]
     async fn a_batch_larger_than_the_connection_ack_window_completes_in_order() {
         let server = NatsServer::start();
@@ -483,11 +491,9 @@ mod tests {
     #[tokio::test]
     async fn an_unanswered_publish_times_out_and_gives_its_slot_back() {
         let server = NatsServer::start();
-        // One ack in flight on the connection. No stream captures `quiet.a`, but a plain subscriber
-        // does, so NATS reports no "no responders" and nobody ever acks: only the timeout answers.
+        // One ack in flight on the connection.
         let nats = connect(&server, 1).await;
-        let _listener = nats.client().subscribe("quiet.>").await.unwrap();
-        nats.client().flush().await.unwrap();
+        let _listener = silence(&nats).await;
         let publisher = Publisher::new(nats);
         let outcomes = publish_batch(&publisher, vec![Ok(event("quiet.a")), Ok(event("s.a"))])
             .await
@@ -529,8 +535,7 @@ mod tests {
     async fn a_stuck_publish_holds_back_only_so_many_later_ones() {
         let server = NatsServer::start();
         let nats = connect(&server, 256).await;
-        let _listener = nats.client().subscribe("quiet.>").await.unwrap();
-        nats.client().flush().await.unwrap();
+        let _listener = silence(&nats).await;
         let mut pipeline = Pipeline::open(Publisher::new(nats), 2).await.unwrap();
         pipeline.push(0, Ok(event("quiet.a")));
         let (mut pushed, mut outcomes) = (1, Vec::new());
