@@ -224,6 +224,11 @@ impl Env {
         }
     }
 
+    /// How many events `stream` holds, read directly from JetStream.
+    pub async fn event_count(&self, stream: &str) -> u64 {
+        self.stream_info(stream).await.state.messages
+    }
+
     /// Stream info read directly from JetStream.
     pub async fn stream_info(&self, name: &str) -> jetstream::stream::Info {
         self.js

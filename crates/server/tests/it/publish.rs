@@ -51,10 +51,6 @@ fn header<'a>(message: &'a StreamMessage, name: &str) -> Option<&'a str> {
     message.headers.get(name).map(|v| v.as_str())
 }
 
-async fn count(env: &Env, stream: &str) -> u64 {
-    env.stream_info(stream).await.state.messages
-}
-
 #[tokio::test]
 async fn events_are_stored_in_the_windshift_format() {
     let mut env = Env::start().await;
@@ -120,7 +116,7 @@ async fn events_are_stored_in_the_windshift_format() {
     let message = stored(&env, "events", 3).await;
     assert_eq!(header(&message, "WS-Trace-Parent"), Some(TRACE_PARENT));
     assert_eq!(header(&message, "WS-Trace-State"), Some("vendor=value"));
-    assert_eq!(count(&env, "events").await, 3);
+    assert_eq!(env.event_count("events").await, 3);
 }
 
 #[tokio::test]
@@ -139,7 +135,7 @@ async fn idempotency_keys_deduplicate_within_the_stream() {
         (1, 1),
         "a duplicate returns the original id"
     );
-    assert_eq!(count(&env, "events").await, 1);
+    assert_eq!(env.event_count("events").await, 1);
     let message = stored(&env, "events", 1).await;
     assert_eq!(header(&message, "Nats-Msg-Id"), Some("key-1"));
 
@@ -147,14 +143,14 @@ async fn idempotency_keys_deduplicate_within_the_stream() {
         .await
         .expect("other key");
     assert_eq!(other, 2);
-    assert_eq!(count(&env, "events").await, 2);
+    assert_eq!(env.event_count("events").await, 2);
 
     // Deduplication is per stream, whatever the subject.
     let elsewhere = try_publish(&mut env, with_key("events.b", "one", "key-1"))
         .await
         .expect("same key, other subject");
     assert_eq!(elsewhere, 1);
-    assert_eq!(count(&env, "events").await, 2);
+    assert_eq!(env.event_count("events").await, 2);
 }
 
 #[tokio::test]
@@ -167,7 +163,11 @@ async fn expected_last_id_is_checked_per_subject() {
         Code::FailedPrecondition,
         "expected_last_id",
     );
-    assert_eq!(count(&env, "events").await, 0, "a mismatch stores nothing");
+    assert_eq!(
+        env.event_count("events").await,
+        0,
+        "a mismatch stores nothing"
+    );
 
     let first = try_publish(&mut env, expecting("events.a", "a1", 0))
         .await
@@ -182,7 +182,7 @@ async fn expected_last_id_is_checked_per_subject() {
         .await
         .expect("expected = the last id");
     assert_eq!(second, 2);
-    assert_eq!(count(&env, "events").await, 2);
+    assert_eq!(env.event_count("events").await, 2);
 
     // Part A #6: the expectation is about the subject, not the stream.
     let other = try_publish(&mut env, expecting("events.b", "b1", 0))
@@ -198,7 +198,7 @@ async fn expected_last_id_is_checked_per_subject() {
         .await
         .expect("expected = the subject's last id");
     assert_eq!(next, 4);
-    assert_eq!(count(&env, "events").await, 4);
+    assert_eq!(env.event_count("events").await, 4);
 }
 
 #[tokio::test]
@@ -251,12 +251,12 @@ async fn invalid_publishes_are_rejected_by_field() {
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
         assert!(status.message().contains("timestamp"), "{what}: {status:?}");
     }
-    assert_eq!(count(&env, "events").await, 0);
+    assert_eq!(env.event_count("events").await, 0);
 
     // The server still works after the errors.
     let id = env.publish("events.test", "fine").await;
     assert_eq!(id, 1);
-    assert_eq!(count(&env, "events").await, 1);
+    assert_eq!(env.event_count("events").await, 1);
 }
 
 #[tokio::test]
@@ -277,7 +277,7 @@ async fn oversized_events_are_rejected_with_the_limit() {
         Code::InvalidArgument,
         "200 bytes",
     );
-    assert_eq!(count(&env, "small").await, 0);
+    assert_eq!(env.event_count("small").await, 0);
 
     // Without one, NATS's max payload (1 MiB by default) applies.
     let max_payload = 1024 * 1024;
@@ -290,7 +290,7 @@ async fn oversized_events_are_rejected_with_the_limit() {
         "{:?} should state the limit",
         status.message()
     );
-    assert_eq!(count(&env, "big").await, 0);
+    assert_eq!(env.event_count("big").await, 0);
 
     // Events under the limits still go through.
     let id = env.publish("small.x", "tiny").await;

@@ -88,10 +88,6 @@ fn assert_item_error(outcome: &Outcome, code: Code, needle: &str) {
     }
 }
 
-async fn count(env: &Env, stream: &str) -> u64 {
-    env.stream_info(stream).await.state.messages
-}
-
 #[tokio::test]
 async fn streamed_events_are_answered_by_correlation_id_and_stored_in_request_order() {
     let mut env = Env::start().await;
@@ -127,7 +123,7 @@ async fn streamed_events_are_answered_by_correlation_id_and_stored_in_request_or
             "events are stored in request order"
         );
     }
-    assert_eq!(count(&env, "orders").await, total);
+    assert_eq!(env.event_count("orders").await, total);
 
     // Stored exactly as PublishEvent stores them, with the call's trace context.
     let stream = env.js.get_stream("orders").await.unwrap();
@@ -198,7 +194,11 @@ async fn a_bad_item_fails_alone_and_the_stream_goes_on() {
     assert_item_error(&answers[&9], Code::InvalidArgument, "headers");
     assert_item_error(&answers[&10], Code::NotFound, "nowhere.a");
     assert_eq!(published(&answers[&11]).id, 4);
-    assert_eq!(count(&env, "orders").await, 4, "failed items store nothing");
+    assert_eq!(
+        env.event_count("orders").await,
+        4,
+        "failed items store nothing"
+    );
 }
 
 #[tokio::test]
@@ -350,7 +350,7 @@ async fn batches_are_bounded() {
         "1000",
     );
     assert_eq!(
-        count(&env, "orders").await,
+        env.event_count("orders").await,
         0,
         "a refused batch stores nothing"
     );
