@@ -198,6 +198,14 @@ pub fn reject(
     optional_duration(delay_field, delay).map(Settle::Reject)
 }
 
+/// The `Any` type URL of a message type. Built by hand: `format!` costs more per delivered event.
+pub fn type_url(data_type: &str) -> String {
+    let mut url = String::with_capacity(TYPE_URL_PREFIX.len() + data_type.len());
+    url.push_str(TYPE_URL_PREFIX);
+    url.push_str(data_type);
+    url
+}
+
 /// Encodes a delivered event. The body moves into the `Any` without a copy.
 pub fn event(delivery: Delivery) -> Event {
     Event {
@@ -210,7 +218,7 @@ pub fn event(delivery: Delivery) -> Event {
             trace_state: delivery.trace_state,
         }),
         data: Some(Any {
-            type_url: format!("{TYPE_URL_PREFIX}{}", delivery.data_type),
+            type_url: type_url(&delivery.data_type),
             value: delivery.body,
         }),
         delivery_attempt: delivery.delivery_attempt,

@@ -21,7 +21,7 @@ use jetway_core::{
     delivery::{Settle, SubscribeSpec, Subscription},
     publish::Publisher,
 };
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,9 +32,6 @@ use crate::{
     status::{self, ToStatus},
     streaming,
 };
-
-/// Responses buffered per Events stream before the session waits for the client to read.
-const RESPONSE_BUFFER: usize = 64;
 
 /// The Windshift events service.
 #[derive(Clone)]
@@ -112,7 +109,7 @@ impl EventsService for Events {
         &self,
         request: Request<Streaming<EventsRequest>>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let (tx, rx) = mpsc::channel(streaming::SESSION_BUFFER);
         let session = Session {
             nats: self.nats.clone(),
             tx: tx.clone(),
@@ -230,8 +227,15 @@ impl Session {
         let message = EventsResponse {
             response: Some(response),
         };
+        // Room in the buffer is the common case; only a full one needs a wait that a shutdown
+        // can cut short.
+        let message = match self.tx.try_send(Ok(message)) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(End::ClientGone),
+            Err(TrySendError::Full(message)) => message,
+        };
         tokio::select! {
-            sent = self.tx.send(Ok(message)) => sent.map_err(|_| End::ClientGone),
+            sent = self.tx.send(message) => sent.map_err(|_| End::ClientGone),
             () = self.shutdown.cancelled() => Err(End::Status(shutting_down())),
         }
     }

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use jetway_api::{
-    TYPE_URL_PREFIX,
     google::protobuf::Any,
     jetway::events::v1::{
         self as api,
@@ -385,7 +384,7 @@ pub(crate) fn encode_event(event: Event, delivery_attempt: u64) -> api::Event {
         })
     } else {
         api::event::Payload::Data(Any {
-            type_url: format!("{TYPE_URL_PREFIX}{}", event.data_type),
+            type_url: convert::type_url(&event.data_type),
             value: event.body,
         })
     };

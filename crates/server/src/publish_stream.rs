@@ -29,10 +29,6 @@ use crate::{
 /// Most requests read and not yet answered, per stream.
 pub const WINDOW: usize = 1024;
 
-/// Answers buffered per stream before the task waits for the client to read. Answers are small
-/// (about 20 bytes each); tonic packs those that are ready into one HTTP/2 frame.
-const RESPONSE_BUFFER: usize = 256;
-
 /// The caller's W3C trace context, from the call's metadata; it applies to every event.
 #[derive(Clone, Default)]
 pub struct Trace {
@@ -65,7 +61,7 @@ pub fn spawn(
     trace: Trace,
     shutdown: CancellationToken,
 ) -> Responses<PublishStreamResponse> {
-    let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+    let (tx, rx) = mpsc::channel(streaming::SESSION_BUFFER);
     crate::panic::spawn_guarded(tx.clone(), run(publisher, inbound, trace, tx, shutdown));
     Box::pin(ReceiverStream::new(rx))
 }

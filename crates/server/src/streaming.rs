@@ -13,8 +13,15 @@ use tonic::Status;
 
 use crate::status::{self, ToStatus};
 
-/// Responses buffered per stream before the task waits for the client to read.
+/// Responses buffered per stream before the task waits for the client to read. Nothing else bounds
+/// what these streams hold, so this stays small.
 const STREAM_BUFFER: usize = 64;
+
+/// Responses buffered per bidirectional session (Events, PublishStream), whose contents are already
+/// bounded by the session's own window (`maxProcessingEvents`, or the requests in flight). 256 lets
+/// tonic pack more responses into each HTTP/2 write than 64 did (Events: jetway-server's CPU per
+/// delivered event fell by about a tenth); 1,024 measured worse again.
+pub const SESSION_BUFFER: usize = 256;
 
 /// The response stream of a streaming call.
 pub type Responses<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
