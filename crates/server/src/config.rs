@@ -345,8 +345,9 @@ impl Config {
     /// Not all of them by default: Jetway shares its machine with nats-server (its own, when
     /// `NATS_URL` is unset), and each event crosses several tasks (the HTTP/2 connection, the call,
     /// the NATS connection); on fewer threads those hand-offs wake no other thread. On 2 CPUs, one
-    /// worker cut the server's CPU per published event by about a quarter (docs/benchmarks.md). A
-    /// machine of its own with many busy clients may want one per CPU.
+    /// worker cut the server's CPU per published event by about a quarter, and running that one
+    /// thread as Tokio's current-thread scheduler cut the CPU per delivered event again by about a
+    /// tenth (docs/benchmarks.md). A machine of its own with many busy clients may want one per CPU.
     pub fn worker_threads(&self) -> usize {
         self.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |cpus| cpus.get().div_ceil(2))

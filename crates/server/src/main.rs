@@ -25,10 +25,18 @@ fn main() -> ExitCode {
         }
     };
     // Built by hand rather than with `#[tokio::main]`, so the configuration sets the thread count.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads())
-        .enable_all()
-        .build();
+    // One thread means Tokio's current-thread scheduler: its run queue is a plain local queue, while
+    // a work-stealing one, with nobody to steal from, still pays for synchronisation on every wake.
+    let runtime = match config.worker_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    }
+    .enable_all()
+    .build();
     match runtime {
         Ok(runtime) => runtime.block_on(start(config)),
         Err(err) => {

@@ -102,7 +102,9 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a current-thread runtime, as jetway-server runs with one worker thread: the batch exporter's
+/// own thread must still get its spans out through a runtime it does not drive.
+#[tokio::test]
 async fn one_trace_runs_from_the_publisher_to_the_consumer() {
     let (receiver, addr) = Receiver::start().await;
     let config = Config::from_iter([
