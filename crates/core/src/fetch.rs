@@ -227,14 +227,17 @@ impl Fetcher {
                 NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
             })?;
             let message = message.message;
-            let Some((reply, metadata)) = AckMetadata::read(&message) else {
+            let Some((
+                reply,
+                AckMetadata {
+                    stream_sequence: id,
+                    delivered: attempt,
+                    stored,
+                },
+            )) = AckMetadata::read(&message)
+            else {
                 continue;
             };
-            let (id, attempt, stored) = (
-                metadata.stream_sequence,
-                metadata.delivered,
-                metadata.stored,
-            );
             let expires = Instant::now() + attempt_timeout(&config, attempt);
             taken.replies.push(reply.clone());
             entries.push((
