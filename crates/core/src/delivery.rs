@@ -168,17 +168,18 @@ pub(crate) struct AckMetadata {
 }
 
 impl AckMetadata {
-    /// The ack subject of a delivered message and what it says. `None`, with a warning, for a
-    /// message without one: there is no id to settle it by, and JetStream redelivers it later.
-    pub(crate) fn read(message: &async_nats::Message) -> Option<(Subject, AckMetadata)> {
-        let found = message
-            .reply
-            .as_ref()
-            .and_then(|reply| Some((reply.clone(), AckMetadata::parse(reply)?)));
-        if found.is_none() {
+    /// Takes the ack subject out of a delivered message, with what it says. `None`, with a
+    /// warning and the message left as it was, for a message without one: there is no id to settle
+    /// it by, and JetStream redelivers it later.
+    ///
+    /// The subject is moved rather than cloned: async-nats reads it into a buffer of its own, and
+    /// the first clone of such a buffer allocates.
+    pub(crate) fn take(message: &mut async_nats::Message) -> Option<(Subject, AckMetadata)> {
+        let Some(metadata) = message.reply.as_deref().and_then(AckMetadata::parse) else {
             tracing::warn!(subject = %message.subject, reply = ?message.reply, "dropping a message without JetStream metadata");
-        }
-        found
+            return None;
+        };
+        Some((message.reply.take()?, metadata))
     }
 
     /// Reads a JetStream ack subject (ADR-15): `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
@@ -250,7 +251,7 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.meters.subscriptions.decrement(1.0);
-        self.meters.in_flight.decrement(self.in_flight.len() as f64);
+        self.meters.in_flight.sub(self.in_flight.len());
     }
 }
 
@@ -489,7 +490,7 @@ impl Subscription {
     }
 
     /// Turns a JetStream message into a [`Delivery`] and records it as in flight.
-    async fn deliver(&mut self, message: async_nats::Message) -> Option<Delivery> {
+    async fn deliver(&mut self, mut message: async_nats::Message) -> Option<Delivery> {
         let (
             reply,
             AckMetadata {
@@ -497,11 +498,11 @@ impl Subscription {
                 delivered: attempt,
                 stored,
             },
-        ) = AckMetadata::read(&message)?;
+        ) = AckMetadata::take(&mut message)?;
         if let Some(previous) = self.in_flight.remove(&id) {
             // A redelivery of an event this subscription still holds: the newest delivery wins.
             self.deadlines.remove(&previous.deadline);
-            self.meters.in_flight.decrement(1.0);
+            self.meters.in_flight.sub(1);
         } else if self.in_flight.len() >= self.max {
             // Over the limit (a pull request that outlived a reconnect): hand it straight back.
             self.send_ack(&reply, AckKind::Nak(None)).await.ok();
@@ -534,7 +535,7 @@ impl Subscription {
                 span,
             },
         );
-        self.meters.in_flight.increment(1.0);
+        self.meters.in_flight.add(1);
         self.meters.delivered.increment(1);
         if attempt > 1 {
             self.meters.redelivered.increment(1);
@@ -590,7 +591,7 @@ impl Subscription {
         // Counted once per call rather than per event: each update is an atomic on shared metrics.
         let done = settled.ids.len() as u64;
         if done > 0 {
-            self.meters.in_flight.decrement(done as f64);
+            self.meters.in_flight.sub(settled.ids.len());
             match how {
                 Settle::Ack => self.meters.acked.increment(done),
                 Settle::Reject(_) => self.meters.rejected.increment(done),
@@ -650,7 +651,7 @@ impl Subscription {
         while let Some(id) = self.deadlines.pop_expired(now) {
             if let Some(entry) = self.in_flight.remove(&id) {
                 telemetry::error(&entry.span, "processing timeout");
-                self.meters.in_flight.decrement(1.0);
+                self.meters.in_flight.sub(1);
             }
         }
         self.timer_at = self.deadlines.next();

@@ -226,7 +226,7 @@ impl Fetcher {
             let message = message.map_err(|err| {
                 NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
             })?;
-            let message = message.message;
+            let mut message = message.message;
             let Some((
                 reply,
                 AckMetadata {
@@ -234,7 +234,7 @@ impl Fetcher {
                     delivered: attempt,
                     stored,
                 },
-            )) = AckMetadata::read(&message)
+            )) = AckMetadata::take(&mut message)
             else {
                 continue;
             };

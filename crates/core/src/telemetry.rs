@@ -137,6 +137,8 @@ pub(crate) fn error(span: &Span, message: &str) {
 
 /// Metric names and the handles one subscription updates.
 pub mod metrics {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     /// Publishes, labelled `result` = `ok`, `duplicate`, `conflict` or `error`.
     pub const PUBLISHES: &str = "jetway_publishes_total";
     /// Publish latency, from the call until JetStream's ack.
@@ -156,6 +158,33 @@ pub mod metrics {
     /// 1 while connected to NATS, else 0.
     pub const NATS_CONNECTED: &str = "jetway_nats_connected";
 
+    /// Events held by the subscriptions of this process. It changes with every delivery, so it is
+    /// a plain integer rather than a `metrics` gauge (whose update is a compare-and-swap loop on a
+    /// float plus a generation counter); [`refresh`] copies it into the [`IN_FLIGHT`] gauge.
+    static EVENTS_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+    /// Brings the gauges that are kept outside the `metrics` registry up to date. Call it before
+    /// rendering the registry.
+    pub fn refresh() {
+        ::metrics::gauge!(IN_FLIGHT).set(EVENTS_IN_FLIGHT.load(Ordering::Relaxed) as f64);
+    }
+
+    /// The count behind [`IN_FLIGHT`].
+    #[derive(Clone, Copy)]
+    pub(crate) struct InFlight;
+
+    impl InFlight {
+        /// Counts `n` more events held.
+        pub fn add(self, n: usize) {
+            EVENTS_IN_FLIGHT.fetch_add(n as i64, Ordering::Relaxed);
+        }
+
+        /// Counts `n` events no longer held.
+        pub fn sub(self, n: usize) {
+            EVENTS_IN_FLIGHT.fetch_sub(n as i64, Ordering::Relaxed);
+        }
+    }
+
     /// Handles resolved once per subscription, so the hot path does no registry lookup.
     #[derive(Clone)]
     pub(crate) struct Delivery {
@@ -164,7 +193,7 @@ pub mod metrics {
         pub acked: ::metrics::Counter,
         pub rejected: ::metrics::Counter,
         pub terminated: ::metrics::Counter,
-        pub in_flight: ::metrics::Gauge,
+        pub in_flight: InFlight,
         pub subscriptions: ::metrics::Gauge,
     }
 
@@ -176,7 +205,7 @@ pub mod metrics {
                 acked: ::metrics::counter!(ACKED),
                 rejected: ::metrics::counter!(REJECTED, "permanently" => "false"),
                 terminated: ::metrics::counter!(REJECTED, "permanently" => "true"),
-                in_flight: ::metrics::gauge!(IN_FLIGHT),
+                in_flight: InFlight,
                 subscriptions: ::metrics::gauge!(SUBSCRIPTIONS),
             }
         }

@@ -56,6 +56,7 @@ async fn metrics() -> String {
     let handle = crate::telemetry::metrics_handle();
     // Upkeep keeps histogram storage bounded; a scrape is a fine moment for it.
     handle.run_upkeep();
+    jetway_core::telemetry::metrics::refresh();
     handle.render()
 }
 

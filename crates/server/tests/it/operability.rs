@@ -284,9 +284,15 @@ async fn metrics_count_publishes_and_deliveries() {
     );
     let mut session = env.subscribe("orders", "worker", None).await;
     let event = session.event().await;
+    // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
+    let (_, held) = http_get(env.jetway.health_addr, "/metrics").await;
+    let in_flight = series(&held, "jetway_events_in_flight");
+    assert!(
+        in_flight >= Some(1.0),
+        "in flight while held: {in_flight:?}"
+    );
     assert_eq!(session.ack(&[event.id]).await.ids, vec![id]);
 
-    // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
     let (status, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
     assert_eq!(status, 200);
     for (name, at_least) in [
