@@ -63,6 +63,10 @@ struct Args {
     /// Every scenario in a few seconds: proves the bench works, measures little.
     #[arg(long)]
     quick: bool,
+    /// Run each scenario's four rounds (direct, Jetway, Jetway, direct) this many times, and
+    /// combine them: more rounds, a steadier ratio on a noisy machine.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -132,8 +136,8 @@ async fn run(args: Args) -> Result<()> {
     if !(1..=SERVER_WINDOW).contains(&args.window) {
         return Err(format!("--window must be 1 to {SERVER_WINDOW}").into());
     }
-    if args.concurrency == 0 || args.duration.is_nan() || args.duration <= 0.0 {
-        return Err("--concurrency and --duration must be above 0".into());
+    if args.concurrency == 0 || args.repeat == 0 || args.duration.is_nan() || args.duration <= 0.0 {
+        return Err("--concurrency, --repeat and --duration must be above 0".into());
     }
     // Jetway gets the ack window the direct side has, so both keep the same number in flight.
     let max_pending = SERVER_WINDOW.max(args.concurrency);
@@ -176,6 +180,7 @@ async fn run(args: Args) -> Result<()> {
             "storage": format!("{:?}", args.storage).to_lowercase(),
             "quick": args.quick,
             "rounds": "direct, jetway, jetway, direct",
+            "repeat": args.repeat,
         }),
     );
     if args.scaling {
@@ -224,15 +229,17 @@ fn selected(args: &Args, id: &str) -> bool {
             .any(|only| id == only || id.starts_with(&format!("{only}-")))
 }
 
-/// Runs `round` in the order direct, Jetway, Jetway, direct, and combines each side.
-async fn alternate<F, Fut>(id: &str, mut round: F) -> Result<(Side, Side)>
+/// Runs `round` in the order direct, Jetway, Jetway, direct, `repeat` times, and combines each
+/// side.
+async fn alternate<F, Fut>(id: &str, repeat: usize, mut round: F) -> Result<(Side, Side)>
 where
     F: FnMut(Path) -> Fut,
     Fut: Future<Output = Result<Round>>,
 {
     let (mut direct, mut jetway) = (Vec::new(), Vec::new());
-    for (i, path) in ORDER.into_iter().enumerate() {
-        eprint!("[{id}] round {}/4 {path} ... ", i + 1);
+    let rounds = ORDER.len() * repeat;
+    for (i, path) in ORDER.into_iter().cycle().take(rounds).enumerate() {
+        eprint!("[{id}] round {}/{rounds} {path} ... ", i + 1);
         let result = round(path).await?;
         eprintln!("{}", describe(&result));
         match path {
@@ -292,7 +299,10 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
         ));
     }
     if selected(args, "P3") {
-        let (d, j) = alternate("P3", |path| bench.publish_latency(path, amount)).await?;
+        let (d, j) = alternate("P3", args.repeat, |path| {
+            bench.publish_latency(path, amount)
+        })
+        .await?;
         results.push(Scenario::new(
             "P3",
             "publish latency, 1 in flight".into(),
@@ -302,7 +312,7 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
     }
     let mut direct_rate = None;
     if selected(args, "P1") {
-        let (d, j) = alternate("P1", |path| {
+        let (d, j) = alternate("P1", args.repeat, |path| {
             bench.stream_publish(path, window, args.size, amount)
         })
         .await?;
@@ -316,7 +326,10 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
     }
     if selected(args, "P2") {
         let c = args.concurrency;
-        let (d, j) = alternate("P2", |path| bench.unary_publish(path, c, amount)).await?;
+        let (d, j) = alternate("P2", args.repeat, |path| {
+            bench.unary_publish(path, c, amount)
+        })
+        .await?;
         results.push(Scenario::new(
             "P2",
             format!("unary publish, {c} concurrent callers"),
@@ -331,7 +344,8 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
             None => (direct_rate.unwrap_or(100_000.0) * seconds) as u64,
         }
         .max(1_000);
-        let (d, j) = alternate("C1", |path| bench.consume(path, window, count)).await?;
+        let (d, j) =
+            alternate("C1", args.repeat, |path| bench.consume(path, window, count)).await?;
         let mut c1 = Scenario::new(
             "C1",
             format!("consume + ack, {window} in flight"),
@@ -353,7 +367,10 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
         eprintln!("{max:.0} msgs/s");
         let rate = (max / 2.0).round();
         let duration = amount.as_duration(rate);
-        let (d, j) = alternate("E1", |path| bench.end_to_end(path, window, rate, duration)).await?;
+        let (d, j) = alternate("E1", args.repeat, |path| {
+            bench.end_to_end(path, window, rate, duration)
+        })
+        .await?;
         let mut e1 = Scenario::new(
             "E1",
             "publish-to-delivery latency, open loop".into(),
@@ -370,7 +387,8 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
         for (op, name) in [(KvOp::Set, "set"), (KvOp::Get, "get")] {
             let id = format!("K1-{name}-lat");
             if selected(args, &id) {
-                let (d, j) = alternate(&id, |path| bench.kv(path, op, 1, amount)).await?;
+                let (d, j) =
+                    alternate(&id, args.repeat, |path| bench.kv(path, op, 1, amount)).await?;
                 results.push(Scenario::new(
                     &id,
                     format!("key-value {name} latency, 1 in flight"),
@@ -381,7 +399,8 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
             let id = format!("K1-{name}-tput");
             if selected(args, &id) {
                 let c = args.concurrency;
-                let (d, j) = alternate(&id, |path| bench.kv(path, op, c, amount)).await?;
+                let (d, j) =
+                    alternate(&id, args.repeat, |path| bench.kv(path, op, c, amount)).await?;
                 results.push(Scenario::new(
                     &id,
                     format!("key-value {name} throughput, {c} concurrent"),
@@ -452,7 +471,7 @@ async fn scaling(bench: &Bench, args: &Args, header: Map<String, Value>) -> Resu
     let mut by_window = Vec::new();
     for window in WINDOWS {
         let id = format!("window {window}");
-        let (d, j) = alternate(&id, |path| {
+        let (d, j) = alternate(&id, args.repeat, |path| {
             bench.stream_publish(path, window, args.size, amount)
         })
         .await?;
@@ -462,8 +481,10 @@ async fn scaling(bench: &Bench, args: &Args, header: Map<String, Value>) -> Resu
     for size in SIZES {
         let id = format!("size {}", size_label(size));
         let window = size_window(args.window, size);
-        let (d, j) =
-            alternate(&id, |path| bench.stream_publish(path, window, size, amount)).await?;
+        let (d, j) = alternate(&id, args.repeat, |path| {
+            bench.stream_publish(path, window, size, amount)
+        })
+        .await?;
         by_size.push((size, d, j));
     }
     let rate = |side: &Side| side.msgs_per_s.unwrap_or(0.0);
