@@ -63,6 +63,10 @@ struct Args {
     /// Every scenario in a few seconds: proves the bench works, measures little.
     #[arg(long)]
     quick: bool,
+    /// E1's publish rate, as a fraction of the direct path's own end-to-end maximum (above 0, at
+    /// most 1). The goal is stated at 0.5.
+    #[arg(long, default_value_t = 0.5)]
+    e1_load: f64,
     /// Run each scenario's four rounds (direct, Jetway, Jetway, direct) this many times, and
     /// combine them: more rounds, a steadier ratio on a noisy machine.
     #[arg(long, default_value_t = 1)]
@@ -135,6 +139,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if !(1..=SERVER_WINDOW).contains(&args.window) {
         return Err(format!("--window must be 1 to {SERVER_WINDOW}").into());
+    }
+    if !(args.e1_load > 0.0 && args.e1_load <= 1.0) {
+        return Err("--e1-load must be above 0 and at most 1".into());
     }
     if args.concurrency == 0 || args.repeat == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err("--concurrency, --repeat and --duration must be above 0".into());
@@ -365,7 +372,7 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
             .await?;
         let max = probe.events as f64 / started.elapsed().as_secs_f64();
         eprintln!("{max:.0} msgs/s");
-        let rate = (max / 2.0).round();
+        let rate = (max * args.e1_load).round();
         let duration = amount.as_duration(rate);
         let (d, j) = alternate("E1", args.repeat, |path| {
             bench.end_to_end(path, window, rate, duration)
@@ -380,6 +387,7 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
         e1.extra
             .insert("direct_max_msgs_per_s".into(), json!(max.round()));
         e1.extra.insert("rate_msgs_per_s".into(), json!(rate));
+        e1.extra.insert("load".into(), json!(args.e1_load));
         results.push(e1);
     }
     if args.only.is_empty() || args.only.iter().any(|o| o.starts_with("K1")) {

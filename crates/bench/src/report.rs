@@ -95,7 +95,10 @@ pub fn evaluate(scenarios: &mut [Scenario]) {
             "P2" => ratio_goal(0.50),
             "C1" => ratio_goal(0.85),
             "P3" => latency_goal(scenario, &[(0.5, h0_p50, 30.0), (0.99, h0_p99, 150.0)]),
-            "E1" => latency_goal(scenario, &[(0.99, h0_p99, 250.0)]),
+            // The goal is stated at half the direct maximum rate; other loads are explored.
+            "E1" if number(scenario, "load") == Some(0.5) => {
+                latency_goal(scenario, &[(0.99, h0_p99, 250.0)])
+            }
             "CPU" => cpu_total.map(|total| Goal {
                 target: "jetway-server CPU <= 10 us per event (publish + deliver + ack)".into(),
                 met: total <= 10.0,
