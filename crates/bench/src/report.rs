@@ -286,6 +286,42 @@ mod tests {
         }])
     }
 
+    fn latency(us: u64) -> Side {
+        let mut histogram = crate::stats::histogram();
+        crate::stats::record(&mut histogram, Duration::from_micros(us));
+        Side::combine(&[Round {
+            measure: Measure::Latency(histogram),
+            events: 1,
+            cpu: None,
+        }])
+    }
+
+    #[test]
+    fn e1_is_judged_only_at_the_load_the_goal_names() {
+        let e1 = |load: f64, jetway_us: u64| {
+            let mut e1 = Scenario::new(
+                "E1",
+                "end to end".into(),
+                Some(latency(5_000)),
+                Some(latency(jetway_us)),
+            );
+            e1.extra.insert("load".into(), json!(load));
+            e1
+        };
+        let mut scenarios = vec![
+            Scenario::new("H0", "hop".into(), None, Some(latency(200))),
+            e1(0.5, 5_400),
+            e1(0.5, 5_500),
+            e1(0.3, 5_400),
+        ];
+        evaluate(&mut scenarios);
+        let judged = |i: usize| scenarios[i].goal.as_ref().map(|goal| goal.met);
+        // The bound is direct + H0 + 250 us = 5,450 us at p99.
+        assert_eq!(judged(1), Some(true));
+        assert_eq!(judged(2), Some(false));
+        assert_eq!(judged(3), None);
+    }
+
     #[test]
     fn goals_and_json_follow_the_issue_shape() {
         let mut scenarios = vec![Scenario::new(
