@@ -65,7 +65,7 @@ struct Args {
     quick: bool,
     /// E1's publish rate, as a fraction of the direct path's own end-to-end maximum (above 0, at
     /// most 1). The goal is stated at 0.5.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = report::E1_GOAL_LOAD)]
     e1_load: f64,
     /// Run each scenario's four rounds (direct, Jetway, Jetway, direct) this many times, and
     /// combine them: more rounds, a steadier ratio on a noisy machine.
