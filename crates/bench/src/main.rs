@@ -305,6 +305,20 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
             Some(Side::combine(&rounds)),
         ));
     }
+    if selected(args, "H1") {
+        let c = args.concurrency;
+        let rounds = [
+            bench.health_throughput(c, amount).await?,
+            bench.health_throughput(c, amount).await?,
+        ];
+        eprintln!("[H1] {}", describe(&rounds[0]));
+        results.push(Scenario::new(
+            "H1",
+            format!("gRPC unary ceiling: grpc.health.v1 Check, {c} concurrent callers"),
+            None,
+            Some(Side::combine(&rounds)),
+        ));
+    }
     if selected(args, "P3") {
         let (d, j) = alternate("P3", args.repeat, |path| {
             bench.publish_latency(path, amount)

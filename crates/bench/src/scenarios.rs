@@ -265,38 +265,27 @@ impl Bench {
     ) -> Result<Round> {
         self.reset_stream().await?;
         let body = payload(self.size);
-        let claimed = Arc::new(AtomicU64::new(0));
+        let js = Arc::new(self.js(concurrency));
+        let client = EventsServiceClient::new(self.channel.clone());
         let mark = self.mark();
-        let start = Instant::now();
-        let mut callers = Vec::new();
-        for _ in 0..concurrency {
-            let claimed = claimed.clone();
-            let body = body.clone();
-            let js = self.js(concurrency);
-            let client = EventsServiceClient::new(self.channel.clone());
-            callers.push(tokio::spawn(async move {
-                let mut done = 0u64;
-                while amount.more(claimed.fetch_add(1, Ordering::Relaxed), start) {
-                    match path {
-                        Path::Direct => {
-                            js.send_publish(SUBJECT, direct_message(&body))
-                                .await?
-                                .await?;
-                        }
-                        Path::Jetway => {
-                            client.clone().publish_event(jetway_event(&body)).await?;
-                        }
+        let (done, elapsed) = concurrent(concurrency, amount, move |_| {
+            let (js, mut client, body) = (js.clone(), client.clone(), body.clone());
+            async move {
+                match path {
+                    Path::Direct => {
+                        js.send_publish(SUBJECT, direct_message(&body))
+                            .await?
+                            .await?;
                     }
-                    done += 1;
+                    Path::Jetway => {
+                        client.publish_event(jetway_event(&body)).await?;
+                    }
                 }
-                Result::Ok(done)
-            }));
-        }
-        let mut done = 0;
-        for caller in callers {
-            done += caller.await??;
-        }
-        Ok(throughput(done, start.elapsed(), self.since(&mark, path)))
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(throughput(done, elapsed, self.since(&mark, path)))
     }
 
     /// P3: publish latency, one at a time.
@@ -339,6 +328,23 @@ impl Bench {
         })
         .await?;
         Ok(latency(histogram, done, self.since(&mark, Path::Jetway)))
+    }
+
+    /// H1: the most unary calls per second the channel carries: `concurrency` callers of
+    /// `grpc.health.v1.Health/Check`, which does no work and touches no NATS. A unary publish (P2)
+    /// does all of that and more, so it cannot go faster.
+    pub async fn health_throughput(&self, concurrency: usize, amount: Amount) -> Result<Round> {
+        let health = HealthClient::new(self.channel.clone());
+        let mark = self.mark();
+        let (done, elapsed) = concurrent(concurrency, amount, move |_| {
+            let mut health = health.clone();
+            async move {
+                health.check(HealthCheckRequest::default()).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(throughput(done, elapsed, self.since(&mark, Path::Jetway)))
     }
 
     /// C1: `count` stored events consumed and acked, `window` unacked at most.
@@ -591,29 +597,11 @@ impl Bench {
             .await?;
             return Ok(latency(histogram, done, self.since(&mark, path)));
         }
-        let claimed = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let mut callers = Vec::new();
-        for _ in 0..concurrency {
-            let (claimed, store, client, body) =
-                (claimed.clone(), store.clone(), client.clone(), body.clone());
-            callers.push(tokio::spawn(async move {
-                let mut done = 0u64;
-                loop {
-                    let i = claimed.fetch_add(1, Ordering::Relaxed);
-                    if !amount.more(i, start) {
-                        return Result::Ok(done);
-                    }
-                    operation(store.clone(), client.clone(), body.clone(), i).await?;
-                    done += 1;
-                }
-            }));
-        }
-        let mut done = 0;
-        for caller in callers {
-            done += caller.await??;
-        }
-        Ok(throughput(done, start.elapsed(), self.since(&mark, path)))
+        let (done, elapsed) = concurrent(concurrency, amount, move |i| {
+            operation(store.clone(), client.clone(), body.clone(), i)
+        })
+        .await?;
+        Ok(throughput(done, elapsed, self.since(&mark, path)))
     }
 
     /// M1: Jetway's resident memory before and after opening `count` idle Events subscriptions
@@ -794,6 +782,43 @@ fn latency(histogram: Histogram<u64>, events: u64, cpu: Option<Cpu>) -> Round {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Runs `concurrency` callers until `amount` is done; each starts its next operation (given the
+/// operation's number) when its last one has ended. Returns the operations done and the time taken.
+async fn concurrent<F, Fut>(
+    concurrency: usize,
+    amount: Amount,
+    operation: F,
+) -> Result<(u64, Duration)>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let operation = Arc::new(operation);
+    let claimed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let callers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (operation, claimed) = (operation.clone(), claimed.clone());
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                loop {
+                    let i = claimed.fetch_add(1, Ordering::Relaxed);
+                    if !amount.more(i, start) {
+                        return Result::Ok(done);
+                    }
+                    operation(i).await?;
+                    done += 1;
+                }
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for caller in callers {
+        done += caller.await??;
+    }
+    Ok((done, start.elapsed()))
 }
 
 /// Runs `operation` one at a time, `warmup` times unrecorded and then for `amount`, and returns
