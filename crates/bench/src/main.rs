@@ -51,7 +51,7 @@ struct Args {
     /// Seconds per round.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
-    /// Concurrent callers of P2 and of the key-value throughput rounds.
+    /// Concurrent callers of P2, of H1 and of the key-value throughput rounds.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Publishes in flight in P1, and events in flight per consumer in C1, E1 and M1/M2 (1 to 1024).
