@@ -319,14 +319,7 @@ impl Bench {
     pub async fn health_latency(&self, amount: Amount) -> Result<Round> {
         let health = HealthClient::new(self.channel.clone());
         let mark = self.mark();
-        let (histogram, done) = timed(amount, self.warmup, || {
-            let mut health = health.clone();
-            async move {
-                health.check(HealthCheckRequest::default()).await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let (histogram, done) = timed(amount, self.warmup, || check(health.clone())).await?;
         Ok(latency(histogram, done, self.since(&mark, Path::Jetway)))
     }
 
@@ -336,14 +329,8 @@ impl Bench {
     pub async fn health_throughput(&self, concurrency: usize, amount: Amount) -> Result<Round> {
         let health = HealthClient::new(self.channel.clone());
         let mark = self.mark();
-        let (done, elapsed) = concurrent(concurrency, amount, move |_| {
-            let mut health = health.clone();
-            async move {
-                health.check(HealthCheckRequest::default()).await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let (done, elapsed) =
+            concurrent(concurrency, amount, move |_| check(health.clone())).await?;
         Ok(throughput(done, elapsed, self.since(&mark, Path::Jetway)))
     }
 
@@ -782,6 +769,12 @@ fn latency(histogram: Histogram<u64>, events: u64, cpu: Option<Cpu>) -> Round {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// One `grpc.health.v1.Health/Check`: the cheapest call jetway-server answers.
+async fn check(mut health: HealthClient<Channel>) -> Result<()> {
+    health.check(HealthCheckRequest::default()).await?;
+    Ok(())
 }
 
 /// Runs `concurrency` callers until `amount` is done; each starts its next operation (given the
