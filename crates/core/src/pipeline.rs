@@ -74,6 +74,8 @@ pub struct Pipeline<T> {
     reply_prefix: String,
     /// Pushed, not yet handed to NATS, in push order.
     queued: VecDeque<(T, Publication)>,
+    /// The body bytes in `queued`.
+    queued_bytes: usize,
     /// The next publish, built and waiting for a permit and room in the client's channel.
     next: Option<(T, Report, Prepared)>,
     /// Handed to NATS, in send order: entry `i` has token `first + i`, and is `None` once answered.
@@ -118,6 +120,7 @@ impl<T: Send + 'static> Pipeline<T> {
             replies,
             reply_prefix: format!("{inbox}."),
             queued: VecDeque::new(),
+            queued_bytes: 0,
             next: None,
             waiting: VecDeque::new(),
             first: 0,
@@ -137,6 +140,12 @@ impl<T: Send + 'static> Pipeline<T> {
         self.queued.len() + usize::from(self.next.is_some()) + self.live + self.failing.len()
     }
 
+    /// The body bytes of the publishes pushed and not yet built into a NATS message: what the
+    /// pipeline holds beyond its count of publishes, for callers that bound memory as well.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// Whether every publish pushed so far has been answered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -152,7 +161,10 @@ impl<T: Send + 'static> Pipeline<T> {
     pub fn push(&mut self, tag: T, event: Result<Publication, Invalid>) {
         assert!(self.has_room(), "Pipeline::push without room");
         match event {
-            Ok(event) => self.queued.push_back((tag, event)),
+            Ok(event) => {
+                self.queued_bytes += event.body.len();
+                self.queued.push_back((tag, event));
+            }
             Err(invalid) => self
                 .failing
                 .push(Box::pin(std::future::ready((tag, Err(invalid.into()))))),
@@ -191,6 +203,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 let Some((tag, event)) = self.queued.pop_front() else {
                     return;
                 };
+                self.queued_bytes -= event.body.len();
                 match self.publisher.prepare(event) {
                     (report, Ok(prepared)) => self.next = Some((tag, report, prepared)),
                     (report, Err(err)) => {

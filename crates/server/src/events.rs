@@ -158,8 +158,9 @@ impl Session {
                     Status::invalid_argument("request: the stream ended before a subscribe");
                 return self.finish(End::Status(status)).await;
             }
-            // The client broke the stream or cancelled; there is nobody to answer.
-            Err(_) => return,
+            // A request tonic could not decode or accept; if the client is still there, it learns
+            // why (a cancel is not an error: tonic reports it as the end of requests).
+            Err(status) => return self.finish(End::Status(status)).await,
         };
         let spec = SubscribeSpec {
             stream: subscribe.stream,
@@ -209,7 +210,7 @@ impl Session {
                         reading = false;
                         continue;
                     }
-                    Err(_) => return End::ClientGone,
+                    Err(status) => return End::Status(status),
                 },
                 delivery = subscription.next() => match delivery {
                     Ok(delivery) => Resp::Event(convert::event(delivery)),

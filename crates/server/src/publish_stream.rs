@@ -1,13 +1,18 @@
 //! `jetway.events.v1.EventsService/PublishStream`: one task per stream reads publish requests, feeds
 //! them to a core [`Pipeline`], and answers each as its JetStream ack arrives.
 //!
-//! The task reads only while the pipeline has room ([`WINDOW`] unanswered requests), so a client
-//! that sends faster than JetStream stores is held back by HTTP/2 flow control, and the memory of
-//! one stream is bounded. Answers go through a bounded channel that tonic drains; when it closes, the
-//! client has gone and the task ends (publishes already handed to NATS still complete).
+//! The task reads only while fewer than [`WINDOW`] requests are unanswered and the events waiting
+//! for NATS hold less than [`QUEUED_BYTES`], so a client that sends faster than JetStream stores is
+//! held back by HTTP/2 flow control, and the memory of one stream is bounded. Answers go through a
+//! bounded channel that tonic drains; when it closes, the client has gone and the task ends
+//! (publishes already handed to NATS still complete). While that channel is full, answers wait in
+//! the task (they count as unanswered), and the pipeline goes on reading JetStream's acks: a client
+//! slow to read its answers holds no publish permits of the connection, which other calls share.
 //!
-//! The stream ends with OK once the client half-closed and every request read has been answered. At
-//! server shutdown the task stops reading, answers what it read, and ends with UNAVAILABLE.
+//! The stream ends with OK once the client half-closed and every request read has been answered. If
+//! the request stream breaks (a request tonic cannot decode, or too large), the task answers what it
+//! read and ends with tonic's status. At server shutdown the task stops reading, answers what it
+//! read, and ends with UNAVAILABLE.
 
 use jetway_api::jetway::events::v1::{PublishStreamRequest, PublishStreamResponse};
 use jetway_core::{
@@ -15,7 +20,9 @@ use jetway_core::{
     pipeline::Pipeline,
     publish::{Publication, Publisher},
 };
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, mpsc::error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming, metadata::MetadataMap};
@@ -28,6 +35,11 @@ use crate::{
 
 /// Most requests read and not yet answered, per stream.
 pub const WINDOW: usize = 1024;
+
+/// The task stops reading while the events it has read and not yet handed to NATS hold this many
+/// body bytes: a window of large events would otherwise hold up to [`WINDOW`] times the largest
+/// request tonic decodes.
+pub const QUEUED_BYTES: usize = 8 << 20;
 
 /// The caller's W3C trace context, from the call's metadata; it applies to every event.
 #[derive(Clone, Default)]
@@ -79,26 +91,42 @@ async fn run(
     };
     // False once the client half-closed, or the server shuts down: only answers are left to send.
     let mut reading = true;
+    // Answers that found the channel full, in order; they wait here so that the pipeline is still
+    // polled and its acks return their permits.
+    let mut answers = VecDeque::new();
     let mut end = Ok(());
     // Made once: each of these futures registers a waiter when polled, so a fresh one per loop
     // turn would take a lock for every event.
     let cancelled = shutdown.cancelled();
     let closed = tx.closed();
     tokio::pin!(cancelled, closed);
-    while reading || !pipeline.is_empty() {
+    while reading || !pipeline.is_empty() || !answers.is_empty() {
+        let room = pipeline.has_room()
+            && pipeline.len() + answers.len() < WINDOW
+            && pipeline.queued_bytes() < QUEUED_BYTES;
         tokio::select! {
             biased;
-            // Answers first: each one frees a slot of the window.
+            // Answers first: each one frees a permit.
             answer = pipeline.next(), if !pipeline.is_empty() => {
                 let Some((correlation_id, outcome)) = answer else { continue };
-                let response = PublishStreamResponse {
+                let response = Ok(PublishStreamResponse {
                     correlation_id,
                     result: Some(publish_result(outcome)),
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
+                });
+                if !answers.is_empty() {
+                    answers.push_back(response);
+                    continue;
+                }
+                match tx.try_send(response) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(response)) => answers.push_back(response),
+                    Err(TrySendError::Closed(_)) => return,
                 }
             }
+            permit = tx.reserve(), if !answers.is_empty() => match (permit, answers.pop_front()) {
+                (Ok(permit), Some(response)) => permit.send(response),
+                _ => return,
+            },
             () = &mut closed => return,
             () = &mut cancelled, if reading => {
                 reading = false;
@@ -106,11 +134,15 @@ async fn run(
                     "requests without an answer were not published, send them again",
                 ));
             }
-            message = inbound.message(), if reading && pipeline.has_room() => match message {
+            message = inbound.message(), if reading && room => match message {
                 Ok(Some(request)) => pipeline.push(request.correlation_id, decode(request, &trace)),
+                // Also a cancelled call: tonic reports the client's cancel as the end of requests.
                 Ok(None) => reading = false,
-                // The client broke the stream or cancelled; there is nobody to answer.
-                Err(_) => return,
+                // Nothing more can be read; if the client is still there, it learns why.
+                Err(status) => {
+                    reading = false;
+                    end = Err(status);
+                }
             },
         }
     }

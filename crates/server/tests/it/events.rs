@@ -422,3 +422,35 @@ async fn bad_requests_after_the_subscribe_end_the_stream_and_release_held_events
     assert_eq!(session.event().await.id, id);
     assert_still_usable(&mut env, "orders", "orders.other").await;
 }
+
+/// A request tonic cannot accept (here: above its 4 MiB limit) ends the session with tonic's status,
+/// before the subscribe as after it, instead of an OK that reads as a normal end; what the session
+/// held goes back to JetStream.
+#[tokio::test]
+async fn a_request_too_large_ends_the_session_with_its_status() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+
+    let mut session = env.open_events().await;
+    session
+        .send(subscribe("orders", &"w".repeat(5 << 20), None))
+        .await;
+    assert_ends_with(&mut session, Code::OutOfRange, "message length too large").await;
+
+    let mut session = env.subscribe("orders", "worker", None).await;
+    let id = env.publish("orders.created", "held").await;
+    assert_eq!(session.event().await.id, id);
+    session
+        .send(events_request::Request::Ack(events_request::Ack {
+            ids: vec![id; 5 << 20],
+        }))
+        .await;
+    assert_ends_with(&mut session, Code::OutOfRange, "message length too large").await;
+
+    let mut session = env.subscribe("orders", "worker", None).await;
+    let event = session.event().await;
+    assert_eq!((event.id, event.delivery_attempt), (id, 2), "not acked");
+    assert_eq!(session.ack(&[id]).await.ids, vec![id]);
+}

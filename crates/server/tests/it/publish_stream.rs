@@ -8,13 +8,14 @@ use jetway_api::jetway::events::v1::{
     self as api, PublishBatchRequest, PublishStreamRequest, PublishStreamResponse,
     events_service_client::EventsServiceClient, publish_result::Result as Outcome,
 };
+use jetway_testkit::eventually;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, transport::Channel};
 
 use crate::{
     clients::{self, collect, next, raw, typed},
-    harness::{Env, RECV_GUARD, assert_status},
+    harness::{Env, RECV_GUARD, assert_status, publish_request},
 };
 
 const TRACE_PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -367,4 +368,88 @@ async fn batches_are_bounded() {
         .map(|r| published(r.result.as_ref().expect("a result")).id)
         .collect();
     assert_eq!(ids, (1..=1000).collect::<Vec<_>>());
+}
+
+/// A client that reads none of its answers holds back only its own stream: the server goes on
+/// reading JetStream's acks, so the publish permits that all calls share stay free, and every
+/// answer still arrives once the client reads.
+#[tokio::test]
+async fn a_client_that_reads_no_answers_holds_up_no_other_publish() {
+    const EVENTS: u64 = 3_000;
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    // A 1 KiB receive window: the server can send only a few dozen answers before it must wait.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", env.jetway.grpc_addr))
+            .unwrap()
+            .initial_stream_window_size(Some(1024))
+            .connect()
+            .await
+            .unwrap();
+    let mut slow = EventsServiceClient::new(channel);
+    let requests = (1..=EVENTS).map(|i| item(i, typed("orders.slow", "v")));
+    let mut responses = slow
+        .publish_stream(tokio_stream::iter(requests))
+        .await
+        .expect("open")
+        .into_inner();
+
+    // More than a window of requests stored although hardly any answer was read: their acks were
+    // taken in while the answers waited.
+    eventually("a window of events stored", || {
+        let env = &env;
+        async move { (env.event_count("orders").await > 1024).then_some(()) }
+    })
+    .await;
+    let other = tokio::time::timeout(
+        RECV_GUARD,
+        env.client
+            .publish_event(publish_request("orders.other", "v")),
+    )
+    .await
+    .expect("another publish is not held up by the slow stream");
+    assert!(other.expect("published").into_inner().id > 1024);
+
+    let mut ids = Vec::new();
+    while let Some(answer) = responses.message().await.expect("OK") {
+        let outcome = answer.result.and_then(|r| r.result).expect("a result");
+        ids.push((answer.correlation_id, published(&outcome).id));
+    }
+    assert_eq!(ids.len() as u64, EVENTS, "every request is answered");
+    ids.sort_unstable();
+    ids.dedup_by_key(|(correlation_id, _)| *correlation_id);
+    assert_eq!(ids.len() as u64, EVENTS, "each request is answered once");
+}
+
+/// A request tonic cannot accept (here: above its 4 MiB limit) ends the stream with tonic's
+/// status, after the answers owed for the requests before it; the stream does not end with OK as
+/// if everything had been answered.
+#[tokio::test]
+async fn a_request_too_large_ends_the_stream_with_its_status_after_the_answers() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let huge = "x".repeat(5 << 20);
+    let requests = vec![
+        item(1, typed("orders.x", "v")),
+        item(2, raw("orders.x", &huge, "text/plain", &[])),
+        item(3, typed("orders.x", "v")),
+    ];
+    let mut responses = client
+        .publish_stream(tokio_stream::iter(requests))
+        .await
+        .expect("open")
+        .into_inner();
+    let answer: PublishStreamResponse = next(&mut responses).await;
+    assert_eq!(answer.correlation_id, 1);
+    published(&answer.result.and_then(|r| r.result).expect("a result"));
+    let end = tokio::time::timeout(RECV_GUARD, responses.message())
+        .await
+        .expect("the end within the guard time");
+    assert_status(end, Code::OutOfRange, "message length too large");
+    assert_eq!(
+        env.event_count("orders").await,
+        1,
+        "only the first is stored"
+    );
 }
