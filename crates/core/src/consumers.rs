@@ -105,6 +105,27 @@ impl ConsumerError {
     }
 }
 
+/// Checks that a consumer can hand events out one at a time, for `call` (Events, Fetch): a pull
+/// consumer with explicit acks. With no acks JetStream ignores every ack, reject and nak, so nothing
+/// is redelivered; with "ack all" one ack settles every earlier event, also those held elsewhere.
+pub(crate) fn require_explicit_acks(
+    config: &consumer::Config,
+    stream: &str,
+    name: &str,
+    call: &str,
+) -> Result<(), ConsumerError> {
+    let wrong = if config.deliver_subject.is_some() {
+        "is a push consumer; it needs a pull consumer"
+    } else if config.ack_policy != AckPolicy::Explicit {
+        "does not use explicit acks; it needs them"
+    } else {
+        return Ok(());
+    };
+    Err(ConsumerError::Rejected(format!(
+        "consumer {name} on stream {stream} {wrong} for {call}"
+    )))
+}
+
 /// Creates or updates a consumer and returns its name. Updating a durable keeps its position and every
 /// setting this request does not manage.
 pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String, ConsumerError> {

@@ -37,7 +37,7 @@ use tokio::{
 
 use crate::{
     Nats,
-    consumers::{ConsumerError, attempt_timeout, processing_timeout},
+    consumers::{ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks},
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
     format::KnownHeaders,
@@ -295,12 +295,7 @@ impl Subscription {
             .consumer_info(&spec.consumer)
             .await
             .map_err(|e| lookup(e.classify()))?;
-        if info.config.deliver_subject.is_some() {
-            return Err(ConsumerError::Rejected(format!(
-                "consumer {} on stream {} is a push consumer; Events needs a pull consumer",
-                spec.consumer, spec.stream
-            )));
-        }
+        require_explicit_acks(&info.config, &spec.stream, &spec.consumer, "Events")?;
         let processing_timeout = processing_timeout(&info);
         let config = pull::Config::try_from_consumer_config(info.config.clone())
             .map_err(|err| NatsError::Other(err.to_string()))?;

@@ -18,18 +18,14 @@ use std::{
 
 use async_nats::{
     Subject,
-    jetstream::{
-        AckKind,
-        consumer::{AckPolicy, PullConsumer},
-        stream::ConsumerErrorKind,
-    },
+    jetstream::{AckKind, consumer::PullConsumer, stream::ConsumerErrorKind},
 };
 use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::{
     Nats,
-    consumers::{ConsumerError, attempt_timeout, processing_timeout},
+    consumers::{ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks},
     delivery::{AckMetadata, Settle, Settled},
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
@@ -283,12 +279,7 @@ impl Fetcher {
                 )),
                 _ => ConsumerError::from_nats(err.classify(), stream, name),
             })?;
-        if consumer.cached_info().config.ack_policy != AckPolicy::Explicit {
-            return Err(ConsumerError::Rejected(format!(
-                "consumer {name} on stream {stream} does not use explicit acks; Fetch needs them"
-            ))
-            .into());
-        }
+        require_explicit_acks(&consumer.cached_info().config, stream, name, "Fetch")?;
         Ok(consumer)
     }
 

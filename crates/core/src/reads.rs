@@ -10,6 +10,9 @@
 //!
 //! A range read ends at the last event the stream had when the read started, so a busy stream does
 //! not keep it going forever.
+//!
+//! A reader holds at most one and a half pulls of [`READ_BATCH`] events that its caller has not
+//! taken yet, so a client slow to read costs the server little memory; the rest waits in JetStream.
 
 use std::time::SystemTime;
 
@@ -31,6 +34,10 @@ use crate::{
     names::{validate_filter, validate_name},
     streams::StreamPointer,
 };
+
+/// The most events one pull of a reader asks for (the ordered consumer's `max_batch`); a new pull
+/// goes out when half of them have been taken.
+pub const READ_BATCH: i64 = 32;
 
 /// A stream of events (ReadEvents, Subscribe), ending at the first error.
 pub type Events = BoxStream<'static, Result<Event, EventReadError>>;
@@ -289,6 +296,7 @@ impl Reader {
             name: Some(name.clone()),
             deliver_policy: from,
             filter_subject: filter.to_owned(),
+            max_batch: READ_BATCH,
             ..Default::default()
         };
         // A filter outside the stream's subjects is accepted: a mirror or an aggregate has no

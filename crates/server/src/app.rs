@@ -34,6 +34,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// flush, the whole shutdown stays under 5 s.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// An HTTP/2 connection that has sent nothing for this long gets a ping...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// ...and is closed when the answer takes longer than this: a client that vanished without closing
+/// its connection (a host gone, a cable pulled) would otherwise keep its streams, their consumers and
+/// the events they hold until the server restarts.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The most calls open at once on one client connection (Events sessions and reads included), so
+/// one client cannot make the server hold unbounded consumers and tasks through a single connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
+
 /// The two bound listeners.
 pub struct Listeners {
     /// gRPC (events, state, health, reflection).
@@ -114,6 +126,9 @@ pub async fn serve(
     let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
     let grpc = Server::builder()
         .http2_adaptive_window(Some(true))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         // HTTP/2 sends one frame per write: larger frames let a client's busy PublishStream go out
         // in fewer, larger writes (frames of the default 16 KiB split it).
         .max_frame_size(Some(1 << 20))

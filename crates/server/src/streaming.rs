@@ -13,8 +13,9 @@ use tonic::Status;
 
 use crate::status::{self, ToStatus};
 
-/// Responses buffered per stream before the task waits for the client to read. Nothing else bounds
-/// what these streams hold, so this stays small.
+/// Responses buffered per stream before the task waits for the client to read. With what the core
+/// stream behind it holds (a reader: at most a pull and a half, see `jetway_core::reads::READ_BATCH`),
+/// this is what one slow client costs the server, so it stays small.
 const STREAM_BUFFER: usize = 64;
 
 /// Responses buffered per bidirectional session (Events, PublishStream), whose contents are already

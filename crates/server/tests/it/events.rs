@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, push};
+use async_nats::jetstream::consumer::{AckPolicy, pull, push};
 use jetway_api::{
     google::protobuf::Duration as PbDuration,
     windshift::events::v1alpha1::{
@@ -354,6 +354,24 @@ async fn subscribe_checks_names_the_consumer_and_the_limit() {
         .expect("create push consumer");
     let (_session, first) = env.subscribe_raw("orders", "pushed", None).await;
     assert_status(first, Code::FailedPrecondition, "push");
+
+    // Nor a pull consumer without explicit acks: JetStream would ignore its rejects ("none"), or
+    // one ack would settle the events of other sessions ("all").
+    for (name, ack_policy) in [("unacked", AckPolicy::None), ("ack-all", AckPolicy::All)] {
+        env.js
+            .get_stream("orders")
+            .await
+            .expect("stream")
+            .create_consumer(pull::Config {
+                durable_name: Some(name.into()),
+                ack_policy,
+                ..Default::default()
+            })
+            .await
+            .expect("create pull consumer");
+        let (_session, first) = env.subscribe_raw("orders", name, None).await;
+        assert_status(first, Code::FailedPrecondition, "explicit acks");
+    }
 
     // The largest limit is accepted, and the subscription works.
     let mut session = env.subscribe("orders", "worker", Some(10_000)).await;

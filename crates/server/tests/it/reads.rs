@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use futures::StreamExt;
 use jetway_api::{
     google::protobuf::Timestamp,
     jetway::events::v1::{
@@ -10,6 +11,7 @@ use jetway_api::{
     },
     windshift::events::v1alpha1::stream_pointer::Pointer as WindshiftPointer,
 };
+use jetway_core::reads::READ_BATCH;
 use jetway_testkit::eventually;
 use tonic::Code;
 
@@ -451,6 +453,17 @@ async fn subscribe_fans_new_events_out_to_every_subscriber_and_cleans_up() {
     // Nothing to acknowledge: the subscriptions hold nothing in flight, and each has its own
     // ephemeral consumer, removed as soon as its client goes away.
     assert_eq!(env.stream_info("orders").await.state.consumer_count, 2);
+    // Each pulls at most READ_BATCH events at a time, so a subscriber slow to read holds little.
+    let batches: Vec<i64> = env
+        .js
+        .get_stream("orders")
+        .await
+        .unwrap()
+        .consumers()
+        .map(|info| info.expect("consumer info").config.max_batch)
+        .collect()
+        .await;
+    assert_eq!(batches, [READ_BATCH, READ_BATCH]);
     drop(first);
     eventually("the first subscriber's consumer is deleted", || async {
         (env.stream_info("orders").await.state.consumer_count == 1).then_some(())
