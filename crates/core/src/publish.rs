@@ -385,6 +385,14 @@ pub(crate) async fn classify(
                     limit: limit.unwrap_or(0),
                 }
             }
+            Some(api) if api.error_code() == ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => {
+                Invalid::new(
+                    "headers",
+                    "the event's headers (custom headers, the data type, idempotency key and trace \
+                     context together) exceed JetStream's limit of 64 KiB",
+                )
+                .into()
+            }
             // A stream with discard policy `new` at one of its limits ("maximum messages exceeded").
             Some(api)
                 if api.error_code() == ErrorCode::STREAM_STORE_FAILED

@@ -76,6 +76,12 @@ pub enum EventReadError {
     /// No stream captures the subject.
     #[error("no stream captures subject {0}")]
     NoStream(String),
+    /// JetStream refuses a reader on the stream: a work-queue stream allows only consumers with
+    /// acks, each with a subject of its own.
+    #[error(
+        "stream {0} is a work-queue stream, which JetStream lets only its own consumers (explicit acks, one per subject) read"
+    )]
+    WorkQueue(String),
     /// The stream has no event with this id.
     #[error("stream {stream} has no event with id {id}")]
     EventNotFound {
@@ -93,6 +99,13 @@ impl EventReadError {
     fn from_nats(err: NatsError, stream: &str) -> Self {
         match err.api_code() {
             Some(ErrorCode::STREAM_NOT_FOUND) => EventReadError::StreamNotFound(stream.to_owned()),
+            Some(
+                ErrorCode::CONSUMER_PULL_REQUIRES_ACK
+                | ErrorCode::CONSUMER_WQ_REQUIRES_EXPLICIT_ACK
+                | ErrorCode::CONSUMER_WQ_MULTIPLE_UNFILTERED
+                | ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE
+                | ErrorCode::CONSUMER_WQ_CONSUMER_NOT_DELIVER_ALL,
+            ) => EventReadError::WorkQueue(stream.to_owned()),
             _ => EventReadError::Nats(err),
         }
     }

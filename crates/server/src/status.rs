@@ -155,6 +155,7 @@ impl ToStatus for EventReadError {
             EventReadError::StreamNotFound(_)
             | EventReadError::NoStream(_)
             | EventReadError::EventNotFound { .. } => Status::not_found(self.to_string()),
+            EventReadError::WorkQueue(_) => Status::failed_precondition(self.to_string()),
             EventReadError::Nats(err) => err.to_status(),
         }
     }

@@ -292,6 +292,18 @@ async fn oversized_events_are_rejected_with_the_limit() {
     );
     assert_eq!(env.event_count("big").await, 0);
 
+    // JetStream's 64 KiB of headers, here taken up by the data's type URL (WS-Data-Type).
+    let mut request = publish_request("big.x", "x");
+    if let Some(data) = request.data.as_mut() {
+        data.type_url = format!("type.googleapis.com/{}", "t".repeat(70_000));
+    }
+    assert_status(
+        try_publish(&mut env, request).await,
+        Code::InvalidArgument,
+        "headers: the event's headers",
+    );
+    assert_eq!(env.event_count("big").await, 0);
+
     // Events under the limits still go through.
     let id = env.publish("small.x", "tiny").await;
     assert_eq!(id, 1);

@@ -177,11 +177,16 @@ async fn a_bad_item_fails_alone_and_the_stream_goes_on() {
         item(9, raw("orders.a", "x", "", &[("WS-Data-Type", "forged")])),
         item(10, typed("nowhere.a", "unbound")),
         item(11, typed("orders.c", "last")),
+        // Over JetStream's 64 KiB of headers, far under the size limit of the event.
+        item(
+            12,
+            raw("orders.a", "x", "", &[("big", &"h".repeat(70_000))]),
+        ),
     ];
     let answers = stream_all(&mut client, requests)
         .await
         .expect("item errors do not end the stream");
-    assert_eq!(answers.len(), 11);
+    assert_eq!(answers.len(), 12);
     assert_eq!(published(&answers[&1]).id, 1);
     let key = published(&answers[&2]);
     assert_eq!((key.id, key.duplicate), (2, false));
@@ -195,6 +200,7 @@ async fn a_bad_item_fails_alone_and_the_stream_goes_on() {
     assert_item_error(&answers[&9], Code::InvalidArgument, "headers");
     assert_item_error(&answers[&10], Code::NotFound, "nowhere.a");
     assert_eq!(published(&answers[&11]).id, 4);
+    assert_item_error(&answers[&12], Code::InvalidArgument, "limit of 64 KiB");
     assert_eq!(
         env.event_count("orders").await,
         4,

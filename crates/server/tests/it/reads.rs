@@ -391,6 +391,29 @@ async fn read_events_rejects_bad_input_and_unknown_streams() {
         Code::InvalidArgument,
         "subject",
     );
+
+    // A work-queue stream (one made by another NATS client, or Jetway's advisory stream) admits
+    // only consumers with acks: FAILED_PRECONDITION, not an internal error.
+    env.js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "jobs".into(),
+            subjects: vec!["jobs.>".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .expect("work-queue stream");
+    env.js
+        .publish("jobs.a", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_status(
+        client.read_events(read("jobs", None, "", 0)).await,
+        Code::FailedPrecondition,
+        "stream jobs is a work-queue stream",
+    );
 }
 
 fn subscribe(subject: &str, stream: &str) -> SubscribeRequest {
