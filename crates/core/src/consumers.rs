@@ -195,6 +195,19 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
                             spec.stream
                         ))
                     })?;
+                    // JetStream would keep the backoff and take its first entry over the new
+                    // timeout: the call would succeed and change nothing.
+                    if spec.delivery.is_none()
+                        && spec.processing_timeout.is_some()
+                        && !existing.backoff.is_empty()
+                    {
+                        return Err(ConsumerError::Rejected(format!(
+                            "processing_timeout: consumer {name} on stream {} has a backoff \
+                             schedule, whose first entry is its processing timeout; give it a \
+                             delivery policy without backoff first (jetway.events.v1 EnsureConsumer)",
+                            spec.stream
+                        )));
+                    }
                     managed(spec, Some(existing))
                 }
                 None => pull::Config {

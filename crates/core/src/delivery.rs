@@ -551,6 +551,12 @@ impl Subscription {
 
     /// Settles events by id. Each id is answered in exactly one list of the result.
     pub async fn settle(&mut self, ids: &[u64], how: Settle) -> Settled {
+        // Deadlines that passed while the timer was not polled (the session was busy, or the
+        // request came first) expire now: JetStream may already have handed such an event to
+        // another subscriber, and a late ack, nak or ping would act on that delivery instead.
+        if self.timer_at.is_some_and(|at| at <= Instant::now()) {
+            self.expire();
+        }
         if how == Settle::Ping {
             return self.ping(ids).await;
         }

@@ -383,6 +383,22 @@ async fn backoff_sets_the_processing_timeout_of_each_delivery() {
         .unwrap();
     let kept = info(&mut admin).await;
     assert_eq!((kept.max_deliveries, kept.backoff.len()), (Some(3), 2));
+    // A processing timeout cannot go beside the backoff (JetStream would ignore it), so Windshift's
+    // EnsureConsumer fails instead of answering OK for nothing.
+    assert_status(
+        env.client
+            .ensure_consumer(EnsureConsumerRequest {
+                stream: "orders".into(),
+                name: Some("worker".into()),
+                subjects: vec!["orders.>".into()],
+                processing_timeout: Some(seconds(60)),
+                ..Default::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+        "processing_timeout: consumer worker on stream orders has a backoff",
+    );
+    assert_eq!(info(&mut admin).await.processing_timeout, Some(seconds(1)));
     let cleared = api::EnsureConsumerRequest {
         dead_letter_stream: Some("orders-dead".into()),
         ..consumer("orders", "worker", &["orders.>"])
