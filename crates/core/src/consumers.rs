@@ -105,6 +105,30 @@ impl ConsumerError {
     }
 }
 
+/// A pull request within the consumer's own request limits (`max_batch`, `max_bytes`, `max_expires`;
+/// zero means none), which JetStream enforces by refusing the whole pull: at most `batch` events of
+/// at most `bytes` (0: any), waiting at most `expires` (`None`: no wait).
+pub(crate) fn within_request_limits(
+    config: &consumer::Config,
+    batch: usize,
+    bytes: usize,
+    expires: Option<Duration>,
+) -> (usize, usize, Option<Duration>) {
+    let cap = |value: usize, limit: i64| match usize::try_from(limit) {
+        Ok(limit) if limit > 0 && (value == 0 || value > limit) => limit,
+        _ => value,
+    };
+    let expires = match config.max_expires {
+        limit if !limit.is_zero() => expires.map(|expires| expires.min(limit)),
+        _ => expires,
+    };
+    (
+        cap(batch, config.max_batch),
+        cap(bytes, config.max_bytes),
+        expires,
+    )
+}
+
 /// Checks that a consumer can hand events out one at a time, for `call` (Events, Fetch): a pull
 /// consumer with explicit acks. With no acks JetStream ignores every ack, reject and nak, so nothing
 /// is redelivered; with "ack all" one ack settles every earlier event, also those held elsewhere.

@@ -37,7 +37,10 @@ use tokio::{
 
 use crate::{
     Nats,
-    consumers::{ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks},
+    consumers::{
+        ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks,
+        within_request_limits,
+    },
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
     format::KnownHeaders,
@@ -389,18 +392,16 @@ impl Subscription {
         if free == 0 || !worth_it || Instant::now() < self.pull_not_before {
             return Ok(());
         }
-        // Within the consumer's own request limits, which JetStream enforces by refusing the pull.
-        let config = &self.consumer.cached_info().config;
-        let batch = match usize::try_from(config.max_batch) {
-            Ok(limit) if limit > 0 => free.min(limit),
-            _ => free,
-        };
-        let expires = match config.max_expires {
-            limit if !limit.is_zero() => PULL_EXPIRES.min(limit),
-            _ => PULL_EXPIRES,
-        };
+        let (batch, max_bytes, expires) = within_request_limits(
+            &self.consumer.cached_info().config,
+            free,
+            0,
+            Some(PULL_EXPIRES),
+        );
+        let expires = expires.unwrap_or(PULL_EXPIRES);
         let request = BatchConfig {
             batch,
+            max_bytes,
             expires: Some(expires),
             ..Default::default()
         };

@@ -25,7 +25,10 @@ use tokio::time::Instant;
 
 use crate::{
     Nats,
-    consumers::{ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks},
+    consumers::{
+        ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks,
+        within_request_limits,
+    },
     delivery::{AckMetadata, Settle, Settled},
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
@@ -198,11 +201,11 @@ impl Fetcher {
         }
         let consumer = self.consumer(&spec.stream, &spec.consumer).await?;
         let config = consumer.cached_info().config.clone();
-        let mut fetch = consumer
-            .fetch()
-            .max_messages(max.min(room))
-            .max_bytes(MAX_FETCH_BYTES);
-        if let Some(wait) = spec.wait.filter(|wait| !wait.is_zero()) {
+        let wait = spec.wait.filter(|wait| !wait.is_zero());
+        let (max, max_bytes, wait) =
+            within_request_limits(&config, max.min(room), MAX_FETCH_BYTES, wait);
+        let mut fetch = consumer.fetch().max_messages(max).max_bytes(max_bytes);
+        if let Some(wait) = wait {
             fetch = fetch.expires(wait);
         }
         let mut batch = fetch.messages().await.map_err(|err| {
@@ -217,7 +220,7 @@ impl Fetcher {
         let mut events = Vec::new();
         let mut entries = Vec::new();
         // The pull request expires on the server after `wait`; the margin covers a lost answer.
-        let deadline = Instant::now() + spec.wait.unwrap_or_default() + FETCH_MARGIN;
+        let deadline = Instant::now() + wait.unwrap_or_default() + FETCH_MARGIN;
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, batch.next()).await {
             let message = message.map_err(|err| {
                 NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))

@@ -318,3 +318,52 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
         Some(settled(&[], &[1, 2]))
     );
 }
+
+/// A consumer made with request limits of its own (by another NATS client) is fetched from within
+/// them: JetStream would refuse a larger pull outright.
+#[tokio::test]
+async fn fetch_stays_within_the_consumers_request_limits() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    env.js
+        .get_stream("orders")
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("worker".into()),
+            ack_policy: AckPolicy::Explicit,
+            max_batch: 2,
+            max_bytes: 64 * 1024,
+            max_expires: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        publish(&mut client, typed("orders.created", &i.to_string())).await;
+    }
+    // The default of 10 events, a wait over the consumer's 1 s, and Jetway's 3 MiB of bytes.
+    let fetched = client
+        .fetch(fetch(0, Some(Duration::from_secs(5))))
+        .await
+        .expect("within the limits")
+        .into_inner();
+    let ids: Vec<u64> = fetched.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2], "at most max_batch");
+    let rest = client
+        .fetch(fetch(0, Some(Duration::from_secs(5))))
+        .await
+        .expect("within the limits")
+        .into_inner();
+    assert_eq!(rest.events.iter().map(|e| e.id).collect::<Vec<_>>(), [3]);
+    assert_eq!(
+        client
+            .ack(ack(&[1, 2, 3]))
+            .await
+            .unwrap()
+            .into_inner()
+            .settled,
+        Some(settled(&[1, 2, 3], &[]))
+    );
+}
