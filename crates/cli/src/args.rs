@@ -205,7 +205,7 @@ pub struct ReadArgs {
     #[arg(short = 't', long = "subject")]
     pub subject: Option<String>,
     /// Print at most this many events.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
 }
 
@@ -231,7 +231,7 @@ pub struct DlqLsArgs {
     #[arg(long)]
     pub consumer: Option<String>,
     /// At most this many per dead-letter stream.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
 }
 
@@ -256,7 +256,7 @@ pub struct DlqRedriveArgs {
     #[arg(long, conflicts_with = "ids")]
     pub consumer: Option<String>,
     /// With --all, at most this many per dead-letter stream.
-    #[arg(long, conflicts_with = "ids")]
+    #[arg(long, conflicts_with = "ids", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
 }
 

@@ -256,17 +256,42 @@ pub fn timestamp(time: Option<SystemTime>) -> String {
     time.map_or_else(|| "-".to_owned(), rfc3339)
 }
 
-/// RFC 3339 in UTC, e.g. `2024-07-12T10:11:12.5Z`.
+/// RFC 3339 in UTC, e.g. `2024-07-12T10:11:12.5Z`; `-` for a time RFC 3339 cannot show (past
+/// year 9999, which an event published straight to NATS may carry). Checked all the way:
+/// `OffsetDateTime::from` panics on such a time.
 pub fn rfc3339(time: SystemTime) -> String {
-    OffsetDateTime::from(time)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "-".to_owned())
+    let since_epoch = match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => time::Duration::try_from(after).ok(),
+        Err(before) => time::Duration::try_from(before.duration())
+            .ok()
+            .and_then(|d| d.checked_neg()),
+    };
+    since_epoch
+        .and_then(|d| OffsetDateTime::UNIX_EPOCH.checked_add(d))
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn times_rfc3339_cannot_show_print_as_a_dash() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            rfc3339(epoch + Duration::from_millis(1_720_779_072_500)),
+            "2024-07-12T10:11:12.5Z"
+        );
+        assert_eq!(
+            rfc3339(epoch - Duration::from_secs(86_400)),
+            "1969-12-31T00:00:00Z"
+        );
+        // 10000-01-01: valid in a `WS-Published-Time` header, past what RFC 3339 can show.
+        assert_eq!(rfc3339(epoch + Duration::from_secs(253_402_300_800)), "-");
+        assert_eq!(timestamp(Some(epoch + Duration::from_secs(1 << 50))), "-");
+    }
 
     #[test]
     fn payloads_show_strings_and_name_other_types() {

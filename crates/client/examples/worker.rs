@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use jetway_api::windshift::test::v1::StringValue;
 use jetway_client::{
-    Client, ConsumerOptions, DEFAULT_URL, StartPosition, StreamOptions, SubscribeOptions,
+    Client, ConsumerOptions, DEFAULT_URL, SettleError, StartPosition, StreamOptions,
+    SubscribeOptions,
 };
 
 #[tokio::main]
@@ -42,14 +43,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let Ok(order) = event.decode::<StringValue>() else {
             // Not an order and never will be: redelivering it would not help.
-            event.reject_permanently().await?;
+            warn(event.reject_permanently().await);
             continue;
         };
         // Work longer than half the processing timeout is fine: the subscription pings the event.
         tokio::time::sleep(Duration::from_millis(100)).await;
         if order.value.is_empty() {
             // Try again in a minute.
-            event.reject_after(Duration::from_secs(60)).await?;
+            warn(event.reject_after(Duration::from_secs(60)).await);
         } else {
             println!(
                 "billed {} (event {}, attempt {})",
@@ -57,8 +58,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 event.id(),
                 event.delivery_attempt()
             );
-            event.ack().await?;
+            warn(event.ack().await);
         }
     }
     Ok(())
+}
+
+/// A settle that failed is not fatal: the event comes back (at-least-once delivery), for instance
+/// after the subscription reconnected, so the worker says so and goes on.
+fn warn(settled: Result<(), SettleError>) {
+    if let Err(error) = settled {
+        eprintln!("warning: {error}");
+    }
 }

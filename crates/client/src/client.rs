@@ -333,3 +333,24 @@ impl Interceptor for CallInterceptor {
         Ok(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_carries_the_token_and_the_metadata() {
+        let builder = ClientBuilder::new()
+            .auth_token("s3cret")
+            .metadata("x-tenant", "acme");
+        let mut interceptor = CallInterceptor {
+            metadata: builder.parsed_metadata().expect("valid metadata").into(),
+        };
+        let request = interceptor
+            .call(tonic::Request::new(()))
+            .expect("the interceptor never refuses");
+        let metadata = request.metadata();
+        assert_eq!(metadata.get("authorization").unwrap(), "Bearer s3cret");
+        assert_eq!(metadata.get("x-tenant").unwrap(), "acme");
+    }
+}

@@ -477,6 +477,13 @@ async fn exit_codes_are_0_ok_1_usage_and_2_server_with_one_line_on_stderr() {
     )
     .await
     .fails(1, "middle");
+    // A limit of 0 would print nothing at all; it is a usage error rather than "no limit".
+    run(&server, &["read", "orders", "--limit", "0"])
+        .await
+        .fails(1, "--limit");
+    run(&server, &["dlq", "ls", "--limit", "0"])
+        .await
+        .fails(1, "--limit");
     run(&server, &["stream", "ensure", "bad name", "-t", "x"])
         .await
         .fails(2, "INVALID_ARGUMENT");

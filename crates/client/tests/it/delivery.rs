@@ -62,6 +62,22 @@ async fn ack_reject_delayed_reject_and_permanent_reject_do_what_they_say() {
         ("marker".into(), 1)
     );
     event.ack().await.unwrap();
+
+    // A delay past what JetStream can hold is shortened to it, not refused: the subscription goes on.
+    client.publish("jobs.run", &text("forever")).await.unwrap();
+    let event = next_event(&mut events).await;
+    assert_eq!(value_of(&event), "forever");
+    event
+        .reject_after(Duration::MAX)
+        .await
+        .expect("reject with the longest delay");
+    client.publish("jobs.run", &text("after")).await.unwrap();
+    let event = next_event(&mut events).await;
+    assert_eq!(
+        (value_of(&event), event.delivery_attempt()),
+        ("after".into(), 1)
+    );
+    event.ack().await.unwrap();
 }
 
 #[tokio::test]
