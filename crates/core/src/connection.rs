@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::{ConnectOptions, jetstream};
+use async_nats::{ConnectOptions, ServerAddr, jetstream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Classify, NatsError};
@@ -34,6 +34,45 @@ pub struct ConnectSettings {
 pub struct ConnectError {
     url: String,
     reason: String,
+}
+
+/// Masks the user-info part (`user:pass@`, `token@`) of each URL in a comma-separated NATS URL
+/// list, for whatever shows a URL: logs and error messages end up in log storage.
+pub fn redact_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let authority_start = url.find("://").map_or(0, |i| i + 3);
+            let authority_end = url[authority_start..]
+                .find('/')
+                .map_or(url.len(), |i| authority_start + i);
+            match url[authority_start..authority_end].rfind('@') {
+                Some(at) => format!(
+                    "{}***{}",
+                    &url[..authority_start],
+                    &url[authority_start + at..]
+                ),
+                None => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads a comma-separated NATS URL list, as [`Nats::connect`] does; a configuration can check one
+/// with it and report a bad one with its other problems. The reason never repeats the URL (it may
+/// hold credentials).
+pub fn server_addrs(urls: &str) -> Result<Vec<ServerAddr>, String> {
+    urls.split(',')
+        .enumerate()
+        .map(|(i, url)| {
+            url.trim().parse::<ServerAddr>().map_err(|err| {
+                format!(
+                    "is not a NATS URL list (like nats://host:4222,nats://other:4222): entry {}: {err}",
+                    i + 1
+                )
+            })
+        })
+        .collect()
 }
 
 /// A shared handle on the NATS connection and its JetStream context. Cheap to clone.
@@ -79,13 +118,15 @@ impl Nats {
                     }
                 }
             });
+        let failed = |reason: String| ConnectError {
+            url: redact_credentials(&settings.url),
+            reason,
+        };
+        let servers = server_addrs(&settings.url).map_err(failed)?;
         let client = options
-            .connect(settings.url.as_str())
+            .connect(servers)
             .await
-            .map_err(|err| ConnectError {
-                url: settings.url.clone(),
-                reason: err.to_string(),
-            })?;
+            .map_err(|err| failed(err.to_string()))?;
         let window = settings.publish_max_pending.max(1);
         // Event publishes hold a permit of `publish_window`, which they share with the pipelines'
         // publishes that bypass the context; the context's own window bounds the rest (KV writes,
@@ -157,5 +198,37 @@ impl Nats {
     /// The largest message the server accepts, headers included.
     pub(crate) fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_credentials_are_masked_in_the_summary() {
+        assert_eq!(
+            redact_credentials("nats://user:secret@a:4222,tls://token@b:4223,nats://c:4224"),
+            "nats://***@a:4222,tls://***@b:4223,nats://c:4224"
+        );
+        assert_eq!(redact_credentials("u:p@host:4222"), "***@host:4222");
+        assert_eq!(
+            redact_credentials("nats://host/path@x"),
+            "nats://host/path@x"
+        );
+    }
+
+    #[test]
+    fn url_lists_are_read_entry_by_entry_without_repeating_them() {
+        let servers = server_addrs("nats://a:4222, tls://u:p@b:4223,c").expect("a valid list");
+        assert_eq!(servers.len(), 3);
+        let reason = server_addrs("nats://app:s3cret@host:42220x").unwrap_err();
+        assert!(reason.contains("entry 1"), "{reason}");
+        assert!(!reason.contains("s3cret"), "{reason}");
+        assert!(
+            server_addrs("nats://a:4222,nats://b:x")
+                .unwrap_err()
+                .contains("entry 2")
+        );
     }
 }

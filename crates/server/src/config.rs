@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use jetway_core::connection::{redact_credentials, server_addrs};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -316,13 +317,24 @@ impl Config {
             defaults.nats_sync_interval,
             |v| v.parse::<SyncInterval>().map_err(|e| e.reason.to_owned()),
         );
+        let nats_url = raw.nats_url.filter(|url| match server_addrs(url) {
+            Ok(_) => true,
+            Err(reason) => {
+                check.problems.push(ConfigProblem::Invalid {
+                    variable: "NATS_URL",
+                    value: redact_credentials(url),
+                    reason,
+                });
+                false
+            }
+        });
         if !check.problems.is_empty() {
             return Err(ConfigError {
                 problems: check.problems,
             });
         }
         Ok(Self {
-            nats_url: raw.nats_url,
+            nats_url,
             grpc_port,
             health_port,
             listen_host,
@@ -358,7 +370,7 @@ impl Config {
     /// with. Credentials in `NATS_URL` are masked.
     pub fn log_summary(&self) {
         let nats = match &self.nats_url {
-            Some(url) => redact_url_credentials(url),
+            Some(url) => redact_credentials(url),
             None => "unset: running a local nats-server".to_owned(),
         };
         tracing::info!(
@@ -536,28 +548,6 @@ fn parse_bool(value: &str) -> Result<bool, String> {
         "false" | "0" => Ok(false),
         _ => Err("is not a boolean (true, false, 1 or 0)".to_owned()),
     }
-}
-
-/// Masks the user-info part (`user:pass@`, `token@`) of each URL in a comma-separated NATS URL
-/// list, because the startup summary ends up in log storage.
-fn redact_url_credentials(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| {
-            let authority_start = url.find("://").map_or(0, |i| i + 3);
-            let authority_end = url[authority_start..]
-                .find('/')
-                .map_or(url.len(), |i| authority_start + i);
-            match url[authority_start..authority_end].rfind('@') {
-                Some(at) => format!(
-                    "{}***{}",
-                    &url[..authority_start],
-                    &url[authority_start + at..]
-                ),
-                None => url.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// JetStream's `sync_interval`: how often the local nats-server fsyncs its stores.
@@ -1014,6 +1004,29 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_nats_url_is_reported_with_the_rest_and_its_credentials_masked() {
+        let error = load(&[
+            ("NATS_URL", "nats://app:s3cret@host:42220x"),
+            ("GRPC_PORT", "abc"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.problems().len(), 2);
+        let message = error.to_string();
+        assert!(message.contains("GRPC_PORT=\"abc\""), "{message}");
+        assert!(
+            message.contains("NATS_URL=\"nats://***@host:42220x\" is not a NATS URL list"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        // A list is read entry by entry, as the connection reads it.
+        let config = load(&[("NATS_URL", "nats://a:4222,nats://b:4222")]).unwrap();
+        assert_eq!(
+            config.nats_url.as_deref(),
+            Some("nats://a:4222,nats://b:4222")
+        );
+    }
+
+    #[test]
     fn values_with_line_breaks_stay_on_one_line() {
         assert!(!error_message(&[("GRPC_PORT", "80\n80")]).contains('\n'));
     }
@@ -1046,19 +1059,6 @@ mod tests {
             message,
             "invalid configuration: HEALTH_PORT=\"9000\" and HEALTH_SERVER_PORT=\"9001\" disagree \
              (HEALTH_SERVER_PORT is an alias of HEALTH_PORT): set only one"
-        );
-    }
-
-    #[test]
-    fn url_credentials_are_masked_in_the_summary() {
-        assert_eq!(
-            redact_url_credentials("nats://user:secret@a:4222,tls://token@b:4223,nats://c:4224"),
-            "nats://***@a:4222,tls://***@b:4223,nats://c:4224"
-        );
-        assert_eq!(redact_url_credentials("u:p@host:4222"), "***@host:4222");
-        assert_eq!(
-            redact_url_credentials("nats://host/path@x"),
-            "nats://host/path@x"
         );
     }
 }

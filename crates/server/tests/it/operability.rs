@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use jetway_api::windshift::events::v1alpha1::stream_pointer::Pointer;
+use jetway_api::windshift::events::v1alpha1::{
+    events_service_client::EventsServiceClient, stream_pointer::Pointer,
+};
 use jetway_testkit::eventually;
 use tonic::Code;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
@@ -17,8 +19,26 @@ use tonic_reflection::pb::v1::{
 };
 
 use crate::harness::{
-    Env, Jetway, RECV_GUARD, grpc_health, http_get, http_status, publish_request, value_of,
+    Env, Jetway, RECV_GUARD, grpc_health, http_get, http_status, publish_request, stream_request,
+    value_of,
 };
+
+/// `NATS_URL` may list several servers: Jetway connects through whichever answers.
+#[tokio::test]
+async fn a_nats_url_list_connects_through_the_server_that_answers() {
+    let nats = jetway_testkit::NatsServer::start();
+    let jetway = Jetway::start(&format!("nats://127.0.0.1:1, {}", nats.url())).await;
+    let mut client = EventsServiceClient::new(jetway.channel().await);
+    client
+        .ensure_stream(stream_request("orders", &["orders.>"]))
+        .await
+        .expect("JetStream answers");
+    let published = client
+        .publish_event(publish_request("orders.created", "v"))
+        .await
+        .expect("published");
+    assert_eq!(published.into_inner().id, 1);
+}
 
 #[tokio::test]
 async fn readiness_follows_nats_and_everything_resumes_after_a_restart() {
