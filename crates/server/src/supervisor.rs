@@ -22,8 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SyncInterval};
 
-/// How long a fresh nats-server may take to write its ports file.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long nats-server may take to write its ports file. A fresh one does in well under a second,
+/// but one that recovers a large JetStream store after a crash (kill -9, power loss) writes it only
+/// once the recovery is done, which can take minutes; stopping it earlier would only make the next
+/// start recover again.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// While waiting, how often to say so in the log.
+const READY_NOTICE: Duration = Duration::from_secs(10);
 /// How often to look for the ports file while waiting.
 const READY_POLL: Duration = Duration::from_millis(25);
 /// How long `nats-server --version` may take.
@@ -158,8 +163,8 @@ pub struct LocalNats {
 }
 
 impl LocalNats {
-    /// Finds the binary, writes the config, starts nats-server and waits (up to 10 s) until it
-    /// reports its address, then supervises it in a background task.
+    /// Finds the binary, writes the config, starts nats-server and waits (up to 5 minutes, logging
+    /// every 10 s) until it reports its address, then supervises it in a background task.
     ///
     /// Must be called inside a Tokio runtime.
     pub async fn start(settings: LocalNatsSettings) -> Result<Self, SupervisorError> {
@@ -317,7 +322,9 @@ impl Launch {
 
     /// Polls for the child's ports file and returns the port it listens on.
     async fn wait_until_ready(&self, child: &mut Child) -> Result<u16, SupervisorError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let start = Instant::now();
+        let deadline = start + READY_TIMEOUT;
+        let mut notice = start + READY_NOTICE;
         loop {
             let exited = child
                 .try_wait()
@@ -332,7 +339,17 @@ impl Launch {
             if let Some(port) = child.id().and_then(|pid| self.read_ports_file(pid)) {
                 return Ok(port);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= notice {
+                notice = now + READY_NOTICE;
+                tracing::info!(
+                    waited = ?now - start,
+                    log_file = %self.log_file.display(),
+                    last_log_line = %log_tail(&self.log_file).lines().last().unwrap_or_default(),
+                    "nats-server is still starting (recovering its JetStream store takes a while)"
+                );
+            }
+            if now >= deadline {
                 return Err(SupervisorError::NotReady {
                     timeout: READY_TIMEOUT,
                     log_file: self.log_file.clone(),
@@ -358,12 +375,9 @@ impl Launch {
         port.parse().ok()
     }
 
-    /// Kills a child that failed to start properly; its exit status no longer matters.
+    /// Stops a child that failed to start properly, SIGTERM first: it may be writing its store.
     async fn stop_quietly(&self, child: &mut Child) {
-        if let Err(error) = child.kill().await {
-            let log_file = self.log_file.display();
-            tracing::warn!(%error, %log_file, "could not kill nats-server");
-        }
+        terminate(child, &self.log_file).await;
     }
 }
 
