@@ -14,12 +14,12 @@
 //! A reader holds at most one and a half pulls of [`READ_BATCH`] events that its caller has not
 //! taken yet, so a client slow to read costs the server little memory; the rest waits in JetStream.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_nats::{
     Subscriber,
     jetstream::{
-        ErrorCode,
+        self, ErrorCode,
         consumer::{DeliverPolicy, pull},
         message::StreamMessage,
         stream::LastRawMessageErrorKind,
@@ -34,6 +34,10 @@ use crate::{
     names::{validate_filter, validate_name},
     streams::StreamPointer,
 };
+
+/// How long a range read waits for its next event before it asks the stream whether any of the
+/// range is left: a purge or `max_age` can remove the rest, and then no event would ever come.
+const RANGE_IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// The most events one pull of a reader asks for (the ordered consumer's `max_batch`); a new pull
 /// goes out when half of them have been taken.
@@ -343,12 +347,21 @@ impl Reader {
     pub(crate) async fn next(&mut self) -> Option<Result<StreamMessage, EventReadError>> {
         loop {
             let messages = self.messages.as_mut()?;
+            let idle = tokio::time::sleep(RANGE_IDLE_CHECK);
             let message = tokio::select! {
                 Some(_) = self.deleted.next() => {
                     self.messages = None;
                     return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
                 }
                 message = messages.next() => message,
+                () = idle, if self.last.is_some() => {
+                    let (js, stream) = (self.nats.jetstream().clone(), self.stream.clone());
+                    if range_removed(js, stream, self.last.unwrap_or_default()).await {
+                        self.messages = None;
+                        return None;
+                    }
+                    continue;
+                }
             };
             let message = match message {
                 None => {
@@ -393,6 +406,19 @@ impl Reader {
                 time,
             }));
         }
+    }
+}
+
+/// Whether the rest of a range read that ends at `last` is gone from `stream`: emptied, or its first
+/// event is past the range (a purge, `max_age`). Events deleted one by one inside the range are not
+/// seen here; a new event on the stream ends such a read. When unsure (NATS down), the read goes on.
+async fn range_removed(js: jetstream::Context, stream: String, last: u64) -> bool {
+    match js.get_stream(&stream).await {
+        Ok(stream) => {
+            let state = &stream.cached_info().state;
+            state.messages == 0 || state.first_sequence > last
+        }
+        Err(_) => false,
     }
 }
 

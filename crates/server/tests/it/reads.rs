@@ -582,3 +582,60 @@ async fn a_read_cut_by_shutdown_ends_unavailable_even_when_the_client_lags() {
     let status = collect(reading).await.expect_err("the read is cut short");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
+
+/// A range read whose remaining events are removed while it runs (here by a purge) ends once it
+/// has sent what it had taken, instead of waiting for events that will never come.
+#[tokio::test]
+async fn a_range_read_ends_when_the_rest_of_its_range_is_purged() {
+    const EVENTS: u64 = 1_000;
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let batch = api::PublishBatchRequest {
+        events: (0..EVENTS)
+            .map(|i| typed("orders.created", &i.to_string()))
+            .collect(),
+    };
+    client.publish_batch(batch).await.expect("published");
+    // A 1 KiB receive window: the server can send only a few events ahead of the client.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", env.jetway.grpc_addr))
+            .unwrap()
+            .initial_stream_window_size(Some(1024))
+            .connect()
+            .await
+            .unwrap();
+    let mut slow = api::events_service_client::EventsServiceClient::new(channel);
+    let mut responses = slow
+        .read_events(read("orders", None, "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut responses).await.event.unwrap().id, 1);
+
+    env.js
+        .get_stream("orders")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .expect("purged");
+    let mut last = 1;
+    loop {
+        let message = tokio::time::timeout(crate::harness::RECV_GUARD, responses.message())
+            .await
+            .expect("the read ends once its range is gone");
+        match message.expect("ends with OK") {
+            Some(response) => {
+                let id = response.event.unwrap().id;
+                assert_eq!(id, last + 1, "in order, nothing skipped before the purge");
+                last = id;
+            }
+            None => break,
+        }
+    }
+    assert!(
+        last < EVENTS,
+        "the purge removed the end of the range (read up to {last})"
+    );
+}
