@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::{ConnectOptions, ServerAddr, jetstream};
+use async_nats::{
+    ConnectOptions, ServerAddr, Subject,
+    jetstream::{self, AckKind},
+};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Classify, NatsError};
@@ -157,6 +160,20 @@ impl Nats {
     /// The window of event publishes awaiting their JetStream ack, shared by every publish path.
     pub(crate) fn publish_window(&self) -> &Arc<Semaphore> {
         &self.publish_window
+    }
+
+    /// Sends one acknowledgement (ack, nak, progress, term) of a delivery to JetStream. Refused at
+    /// once while the connection is down: async-nats queues commands until it reconnects, and once
+    /// its queue is full a publish waits for NATS, holding up the caller (a session, and with it
+    /// its shutdown). Callers report a refusal as a temporary failure; the event stays in flight.
+    pub(crate) async fn send_ack(&self, reply: Subject, kind: AckKind) -> Result<(), NatsError> {
+        if !self.is_connected() {
+            return Err(NatsError::Unavailable("NATS is not connected".into()));
+        }
+        self.client
+            .publish(reply, kind.into())
+            .await
+            .map_err(|err| NatsError::Unavailable(err.to_string()))
     }
 
     /// Whether the client is connected right now.

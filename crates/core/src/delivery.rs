@@ -663,11 +663,7 @@ impl Subscription {
     }
 
     async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), NatsError> {
-        self.nats
-            .client()
-            .publish(reply.clone(), kind.into())
-            .await
-            .map_err(|err| NatsError::Unavailable(err.to_string()))
+        self.nats.send_ack(reply.clone(), kind).await
     }
 
     /// Naks every event still in flight, so JetStream redelivers them at once, and ends the

@@ -324,7 +324,7 @@ impl Fetcher {
                 settled.invalid_ids.push(id);
                 continue;
             };
-            match client.publish(entry.reply.clone(), kind.into()).await {
+            match self.nats.send_ack(entry.reply.clone(), kind).await {
                 Ok(()) => settled.ids.push(id),
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle a fetched event");

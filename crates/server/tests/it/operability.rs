@@ -40,6 +40,42 @@ async fn a_nats_url_list_connects_through_the_server_that_answers() {
     assert_eq!(published.into_inner().id, 1);
 }
 
+/// While NATS is away, an ack is answered at once as a temporary failure (the event stays held),
+/// instead of waiting for NATS; once it is back, the same ack goes through.
+#[tokio::test]
+async fn acks_during_a_nats_outage_fail_for_now_and_succeed_after_it() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+    let mut session = env.subscribe("orders", "worker", None).await;
+    let id = env.publish("orders.created", "held").await;
+    assert_eq!(session.event().await.id, id);
+
+    env.nats.stop();
+    let addr = env.jetway.health_addr;
+    eventually("/readyz turns 503", || async {
+        (http_status(addr, "/readyz").await == 503).then_some(())
+    })
+    .await;
+    let during = session.ack(&[id]).await;
+    assert_eq!(
+        (
+            during.ids.as_slice(),
+            during.temporary_failed_ids.as_slice()
+        ),
+        (&[][..], &[id][..]),
+        "not settled, still held"
+    );
+
+    env.nats.restart();
+    eventually("/readyz turns 200 again", || async {
+        (http_status(addr, "/readyz").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(session.ack(&[id]).await.ids, [id]);
+}
+
 #[tokio::test]
 async fn readiness_follows_nats_and_everything_resumes_after_a_restart() {
     let mut env = Env::start().await;
