@@ -1,10 +1,13 @@
 //! `jetway consume` (a durable consumer that resumes where it left off) and `jetway tail` (a
-//! temporary consumer from the end): both print each event and ack it.
+//! temporary consumer from the end): both print each event and ack it. `consume --count N` fetches
+//! instead of subscribing, so it takes exactly N events.
+
+use std::time::Duration;
 
 use futures::StreamExt;
 use jetway_client::{
-    Client, ConsumerOptions, DEFAULT_MAX_PROCESSING_EVENTS, StartPosition, SubscribeOptions,
-    Subscription,
+    Client, ConsumerOptions, DEFAULT_MAX_PROCESSING_EVENTS, FetchOptions, Fetcher, StartPosition,
+    SubscribeOptions, Subscription,
 };
 
 use crate::{
@@ -44,9 +47,58 @@ pub async fn consume(client: &Client, args: ConsumeArgs, output: &Output) -> Res
         eprintln!("consumer {id} on {stream} is ready for {}", args.subject);
         return Ok(());
     }
-    let events = subscribe(client, &stream, &id, args.count).await?;
-    eprintln!("consuming {} from {stream} as {id}", args.subject);
-    print_and_ack(events, args.count, output).await
+    let message = format!("consuming {} from {stream} as {id}", args.subject);
+    match args.count {
+        Some(count) => {
+            eprintln!("{message}");
+            fetch_and_ack(&client.fetcher(&stream, &id), count, output).await
+        }
+        None => {
+            let events = subscribe(client, &stream, &id, None).await?;
+            eprintln!("{message}");
+            print_and_ack(events, None, output).await
+        }
+    }
+}
+
+/// The most events one Fetch returns.
+const FETCH_MAX: u64 = 1000;
+/// How long one Fetch waits for an event; the next one waits again.
+const FETCH_WAIT: Duration = Duration::from_secs(30);
+
+/// Fetches, prints and acks `count` events, or fewer on Ctrl-C. A fetch takes no more than it asks
+/// for, so the events after the last one stay in the consumer, undelivered; a subscription would
+/// pull the next one as soon as an ack freed a slot, and give it back at exit, which JetStream
+/// counts as a delivery.
+async fn fetch_and_ack(fetcher: &Fetcher, count: u64, output: &Output) -> Result<(), CliError> {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut done = 0u64;
+    while done < count {
+        // At most FETCH_MAX, so the conversion cannot fail.
+        let max = u32::try_from((count - done).min(FETCH_MAX)).unwrap_or(u32::MAX);
+        let options = FetchOptions::new().max_events(max).wait(FETCH_WAIT);
+        let fetched = tokio::select! {
+            fetched = fetcher.fetch_with(&options) => fetched?,
+            // The server gives back what a cancelled fetch took.
+            _ = &mut interrupted => return Ok(()),
+        };
+        for event in fetched.events {
+            output.fetched(&event)?;
+            // A failed ack is not fatal: the event comes back and is printed again (at-least-once).
+            match fetcher.ack(&[event.id()]).await {
+                Ok(settled) if settled.ids.is_empty() => eprintln!(
+                    "warning: event {} was not acked (its processing timeout passed, or NATS is \
+                     away); it comes back",
+                    event.id()
+                ),
+                Ok(_) => {}
+                Err(error) => eprintln!("warning: {error}"),
+            }
+            done += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `jetway tail`.
@@ -67,8 +119,7 @@ pub async fn tail(client: &Client, args: TailArgs, output: &Output) -> Result<()
     result
 }
 
-/// Subscribes holding no more events than will be printed, so a `--count` run leaves the rest
-/// where they are instead of taking and giving them back.
+/// Subscribes holding no more events than will be printed (a `tail --count` run).
 async fn subscribe(
     client: &Client,
     stream: &str,

@@ -55,24 +55,47 @@ impl Output {
 
     /// One received event: id, subject, timestamp and data.
     pub fn event(&self, event: &Event) -> io::Result<()> {
-        let (text, data) = payload(event.data());
+        let data = event.data();
+        self.delivered(
+            (event.id(), event.subject(), event.timestamp()),
+            payload(data),
+            data.message_name(),
+            event.delivery_attempt(),
+        )
+    }
+
+    /// One fetched event, printed as [`Output::event`] prints a received one (a raw payload has
+    /// an empty type, as the Events stream delivers it).
+    pub fn fetched(&self, event: &StoredEvent) -> io::Result<()> {
+        let type_name = match event.payload() {
+            Payload::Message(any) => any.message_name(),
+            Payload::Raw { .. } => "",
+        };
+        self.delivered(
+            (event.id(), event.subject(), event.timestamp()),
+            stored_payload(event.payload()),
+            type_name,
+            event.delivery_attempt(),
+        )
+    }
+
+    fn delivered(
+        &self,
+        (id, subject, time): (u64, &str, Option<SystemTime>),
+        (text, data): (String, Value),
+        type_name: &str,
+        delivery_attempt: u64,
+    ) -> io::Result<()> {
         self.line(
-            || {
-                format!(
-                    "#{} {} {} {text}",
-                    event.id(),
-                    event.subject(),
-                    timestamp(event.timestamp())
-                )
-            },
+            || format!("#{id} {subject} {} {text}", timestamp(time)),
             || {
                 json!({
-                    "id": event.id(),
-                    "subject": event.subject(),
-                    "timestamp": event.timestamp().map(rfc3339),
-                    "type": event.data().message_name(),
+                    "id": id,
+                    "subject": subject,
+                    "timestamp": time.map(rfc3339),
+                    "type": type_name,
                     "data": data,
-                    "delivery_attempt": event.delivery_attempt(),
+                    "delivery_attempt": delivery_attempt,
                 })
             },
         )

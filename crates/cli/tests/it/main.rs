@@ -243,6 +243,54 @@ async fn a_named_consumer_resumes_after_a_restart_and_gets_only_what_it_missed()
     assert_eq!(consume(&server, "reader", 1).await, ["5"]);
 }
 
+/// `--count N` takes exactly N events: the next ones are not delivered and given back, which would
+/// use up their deliveries (here the only one each has).
+#[tokio::test]
+async fn a_count_takes_exactly_that_many_events() {
+    let server = server_with_orders().await;
+    publish(&server, &["1", "2", "3", "4"]).await;
+    let consume = |count: &'static str| {
+        let server = &server;
+        async move {
+            let args = [
+                "--json",
+                "consume",
+                "-n",
+                "once",
+                "-t",
+                "orders.>",
+                "--stream",
+                "orders",
+                "--max-deliveries",
+                "1",
+                "--count",
+                count,
+            ];
+            run(server, &args)
+                .await
+                .json()
+                .into_iter()
+                .map(|event| {
+                    let data = event["data"].as_str().expect("StringValue data").to_owned();
+                    (
+                        data,
+                        event["delivery_attempt"].as_u64().expect("an attempt"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(consume("1").await, [("1".to_owned(), 1)]);
+    assert_eq!(
+        consume("3").await,
+        [
+            ("2".to_owned(), 1),
+            ("3".to_owned(), 1),
+            ("4".to_owned(), 1)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn two_names_each_get_everything() {
     let server = server_with_orders().await;
