@@ -83,10 +83,12 @@ use google::protobuf::{Any, Duration, Timestamp};
 /// Why a protobuf `Duration` or `Timestamp` has no `std::time` equivalent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeConversionError {
-    /// The value is below zero (durations) or before the Unix epoch (timestamps).
+    /// A duration below zero.
     Negative,
-    /// `nanos` is outside `0..1_000_000_000`, or has a different sign than `seconds`.
+    /// `nanos` is outside `0..1_000_000_000`, or (durations) has a different sign than `seconds`.
     InvalidNanos,
+    /// A time this platform's clock cannot hold.
+    OutOfRange,
 }
 
 impl std::fmt::Display for TimeConversionError {
@@ -94,6 +96,7 @@ impl std::fmt::Display for TimeConversionError {
         match self {
             Self::Negative => f.write_str("must not be negative"),
             Self::InvalidNanos => f.write_str("has nanos outside 0..999999999"),
+            Self::OutOfRange => f.write_str("is out of range"),
         }
     }
 }
@@ -126,12 +129,21 @@ impl From<std::time::Duration> for Duration {
 impl TryFrom<&Timestamp> for std::time::SystemTime {
     type Error = TimeConversionError;
 
+    /// Times before 1970 count `seconds` down and `nanos` up, as protobuf defines them.
     fn try_from(value: &Timestamp) -> Result<Self, Self::Error> {
-        let since_epoch = std::time::Duration::try_from(&Duration {
-            seconds: value.seconds,
-            nanos: value.nanos,
-        })?;
-        Ok(std::time::UNIX_EPOCH + since_epoch)
+        let nanos = u32::try_from(value.nanos)
+            .ok()
+            .filter(|nanos| *nanos < 1_000_000_000)
+            .ok_or(TimeConversionError::InvalidNanos)?;
+        let whole = std::time::Duration::from_secs(value.seconds.unsigned_abs());
+        let second = if value.seconds >= 0 {
+            std::time::UNIX_EPOCH.checked_add(whole)
+        } else {
+            std::time::UNIX_EPOCH.checked_sub(whole)
+        };
+        second
+            .and_then(|second| second.checked_add(std::time::Duration::from_nanos(nanos.into())))
+            .ok_or(TimeConversionError::OutOfRange)
     }
 }
 
@@ -230,6 +242,18 @@ mod tests {
                 seconds: -2,
                 nanos: 750_000_000
             }
+        );
+        assert_eq!(
+            SystemTime::try_from(&before),
+            Ok(UNIX_EPOCH - StdDuration::new(1, 250_000_000))
+        );
+        let bad_nanos = Timestamp {
+            seconds: -1,
+            nanos: -1,
+        };
+        assert_eq!(
+            SystemTime::try_from(&bad_nanos),
+            Err(TimeConversionError::InvalidNanos)
         );
     }
 

@@ -116,7 +116,25 @@ async fn events_are_stored_in_the_windshift_format() {
     let message = stored(&env, "events", 3).await;
     assert_eq!(header(&message, "WS-Trace-Parent"), Some(TRACE_PARENT));
     assert_eq!(header(&message, "WS-Trace-State"), Some("vendor=value"));
-    assert_eq!(env.event_count("events").await, 3);
+
+    // Any valid protobuf timestamp, also before 1970 (seconds count down, nanos up).
+    let id = try_publish(
+        &mut env,
+        PublishEventRequest {
+            timestamp: Some(Timestamp {
+                seconds: -1,
+                nanos: 500_000_000,
+            }),
+            ..publish_request("events.test", "old")
+        },
+    )
+    .await
+    .expect("publish with a timestamp before 1970");
+    assert_eq!(
+        header(&stored(&env, "events", id).await, "WS-Published-Time"),
+        Some("1969-12-31T23:59:59.5Z")
+    );
+    assert_eq!(env.event_count("events").await, 4);
 }
 
 #[tokio::test]
@@ -238,7 +256,10 @@ async fn invalid_publishes_are_rejected_by_field() {
         );
     }
     // Timestamps outside what RFC 3339 and protobuf allow (a far-future one used to panic the handler).
-    for (seconds, what) in [(-1, "before 1970"), (300_000_000_000, "after year 9999")] {
+    for (seconds, what) in [
+        (-62_135_596_801, "before year 1"),
+        (300_000_000_000, "after year 9999"),
+    ] {
         let status = try_publish(
             &mut env,
             PublishEventRequest {
