@@ -11,7 +11,7 @@ use futures::StreamExt;
 use crate::{
     Nats,
     error::{Classify, Invalid, NatsError, api_request},
-    names::{validate_filter, validate_name},
+    names::{validate_existing_filter, validate_existing_name},
 };
 
 /// The most subjects GetStreamInfo counts.
@@ -99,7 +99,7 @@ pub async fn list_consumers(
     stream: &str,
     page_token: &str,
 ) -> Result<Page<consumer::Info>, AdminError> {
-    validate_name("stream", stream)?;
+    validate_existing_name("stream", stream)?;
     let offset = offset(page_token)?;
     let answer = api_request(
         nats,
@@ -162,11 +162,11 @@ pub async fn stream_info(
     stream: &str,
     subject_filter: &str,
 ) -> Result<StreamDetails, AdminError> {
-    validate_name("stream", stream)?;
+    validate_existing_name("stream", stream)?;
     let filter = match subject_filter {
         "" => ">",
         filter => {
-            validate_filter("subject_filter", filter)?;
+            validate_existing_filter("subject_filter", filter)?;
             filter
         }
     };
@@ -200,7 +200,7 @@ pub async fn stream_info(
 
 /// DeleteStream: deletes a stream with its events and consumers.
 pub async fn delete_stream(nats: &Nats, stream: &str) -> Result<(), AdminError> {
-    validate_name("stream", stream)?;
+    validate_existing_name("stream", stream)?;
     nats.jetstream()
         .delete_stream(stream)
         .await
@@ -217,9 +217,9 @@ pub async fn purge_stream(
     subject: &str,
     keep: u64,
 ) -> Result<u64, AdminError> {
-    validate_name("stream", stream)?;
+    validate_existing_name("stream", stream)?;
     if !subject.is_empty() {
-        validate_filter("subject", subject)?;
+        validate_existing_filter("subject", subject)?;
     }
     let lookup = |err: NatsError| match AdminError::from_nats(err, stream, "") {
         AdminError::Nats(NatsError::Api { description, .. }) => AdminError::Rejected(format!(
@@ -251,8 +251,8 @@ pub async fn consumer_info(
     stream: &str,
     consumer: &str,
 ) -> Result<consumer::Info, AdminError> {
-    validate_name("stream", stream)?;
-    validate_name("consumer", consumer)?;
+    validate_existing_name("stream", stream)?;
+    validate_existing_name("consumer", consumer)?;
     let lookup = |err: NatsError| AdminError::from_nats(err, stream, consumer);
     nats.jetstream()
         .get_stream_no_info(stream)

@@ -17,6 +17,17 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
+/// What JetStream itself accepts in a name or a subject token: anything but whitespace, control
+/// characters and the characters NATS gives a meaning (`.`, `*`, `>`), and in names also path
+/// separators (a stream name becomes a directory).
+fn is_nats_char(c: char) -> bool {
+    !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>')
+}
+
+fn is_nats_name_char(c: char) -> bool {
+    is_nats_char(c) && !matches!(c, '/' | '\\')
+}
+
 fn is_key_char(c: char) -> bool {
     is_name_char(c) || c == '/' || c == '='
 }
@@ -34,6 +45,12 @@ const SUBJECT_CHARS: Charset = Charset {
     noun: "subject",
     allowed: is_name_char,
     described: "letters, digits, '_', '-' and '.'",
+};
+
+const NATS_CHARS: Charset = Charset {
+    noun: "subject",
+    allowed: is_nats_char,
+    described: "anything but whitespace",
 };
 
 const KEY_CHARS: Charset = Charset {
@@ -60,6 +77,35 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
         ));
     }
     Ok(())
+}
+
+/// Checks the name of a stream or consumer that already exists (reads and administration) by
+/// JetStream's own rule, which is looser than [`validate_name`]'s for what Jetway creates: streams
+/// and consumers made by other NATS clients (`orders:v1`, `KV_config`) can be named too.
+pub fn validate_existing_name(field: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !is_nats_name_char(*c)) {
+        return Err(Invalid::new(
+            field,
+            format!("{name:?} contains {c:?}, which JetStream does not allow in a name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a subject filter over what is already stored (reads and administration) by JetStream's
+/// own rule, so subjects that other NATS clients or Jetway itself wrote (`$JW.DLQ.>`, `$KV.config.>`)
+/// can be named; a wildcard is still a whole token.
+pub fn validate_existing_filter(field: &str, filter: &str) -> Result<(), Invalid> {
+    check_subject(field, filter, true, NATS_CHARS)
 }
 
 /// Checks a concrete subject (publishing): dot-separated tokens of `a-z A-Z 0-9 _ -`.
@@ -135,6 +181,28 @@ fn check_subject(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn existing_names_and_filters_follow_jetstreams_rules() {
+        for name in ["orders", "orders:v1", "KV_config", "$weird"] {
+            assert!(validate_existing_name("stream", name).is_ok(), "{name}");
+        }
+        for name in ["", "a b", "a.b", "a*", "a>", "a/b", "a\\b", "a\tb"] {
+            assert!(validate_existing_name("stream", name).is_err(), "{name:?}");
+        }
+        for filter in ["$JW.DLQ.dead.orders.billing.>", "$KV.config.*", "a:b.c"] {
+            assert!(
+                validate_existing_filter("subject", filter).is_ok(),
+                "{filter}"
+            );
+        }
+        for filter in ["", "a..b", "a b", "a.*b", "a.>.b"] {
+            assert!(
+                validate_existing_filter("subject", filter).is_err(),
+                "{filter:?}"
+            );
+        }
+    }
 
     #[test]
     fn subjects_without_wildcards() {

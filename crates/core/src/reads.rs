@@ -31,7 +31,7 @@ use crate::{
     Nats,
     error::{Classify, Invalid, NatsError, api_request},
     format::{self, Event},
-    names::{validate_filter, validate_name},
+    names::{validate_existing_filter, validate_existing_name},
     streams::StreamPointer,
 };
 
@@ -117,7 +117,7 @@ impl EventReadError {
 
 /// GetEvent: the event with this id.
 pub async fn get_event(nats: &Nats, stream: &str, id: u64) -> Result<Event, EventReadError> {
-    validate_name("stream", stream)?;
+    validate_existing_name("stream", stream)?;
     if id == 0 {
         return Err(Invalid::new("id", "must be at least 1").into());
     }
@@ -151,9 +151,9 @@ pub(crate) fn event_of(message: StreamMessage) -> Event {
 
 /// ReadEvents: the stored events from `spec.from`, up to the last one stored now.
 pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, EventReadError> {
-    validate_name("stream", &spec.stream)?;
+    validate_existing_name("stream", &spec.stream)?;
     if !spec.subject.is_empty() {
-        validate_filter("subject", &spec.subject)?;
+        validate_existing_filter("subject", &spec.subject)?;
     }
     let from = deliver_policy("from", spec.from)?;
     let reader = Reader::open(
@@ -169,11 +169,11 @@ pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, EventRe
 
 /// Subscribe: every event stored from now on, until the stream is deleted or the caller stops.
 pub async fn subscribe(nats: &Nats, spec: &LiveSpec) -> Result<Events, EventReadError> {
-    validate_filter("subject", &spec.subject)?;
+    validate_existing_filter("subject", &spec.subject)?;
     let stream = if spec.stream.is_empty() {
         stream_of(nats, &spec.subject).await?
     } else {
-        validate_name("stream", &spec.stream)?;
+        validate_existing_name("stream", &spec.stream)?;
         spec.stream.clone()
     };
     let reader = Reader::open(

@@ -508,3 +508,72 @@ async fn admin_calls_reject_bad_input() {
         "orders",
     );
 }
+
+/// Streams and subjects that other NATS clients (or Jetway's own dead letters and stores) named by
+/// JetStream's looser rules can be inspected, read and purged.
+#[tokio::test]
+async fn streams_and_subjects_named_by_jetstreams_rules_can_be_administered() {
+    let mut env = Env::start().await;
+    let mut admin = clients::admin(&env).await;
+    let mut events = clients::events(&env).await;
+    env.js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "orders:v1".into(),
+            subjects: vec!["$legacy.orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("a stream made by another client");
+    for subject in ["$legacy.orders.a", "$legacy.orders.b", "$legacy.orders.b"] {
+        env.js
+            .publish(subject, "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let details = admin
+        .get_stream_info(info("orders:v1", "$legacy.orders.*"))
+        .await
+        .expect("inspected")
+        .into_inner();
+    assert_eq!(details.info.unwrap().state.unwrap().events, 3);
+    assert_eq!(details.subjects["$legacy.orders.b"], 2);
+    let read = clients::collect(
+        events
+            .read_events(api_read("orders:v1", "$legacy.orders.b"))
+            .await
+            .expect("read")
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read.len(), 2);
+    let purged = admin
+        .purge_stream(purge("orders:v1", "$legacy.orders.b", 0))
+        .await
+        .expect("purged")
+        .into_inner();
+    assert_eq!(purged.purged, 2);
+    // Whitespace and misplaced wildcards are still refused.
+    assert_status(
+        admin.get_stream_info(info("orders v1", "")).await,
+        Code::InvalidArgument,
+        "stream",
+    );
+    assert_status(
+        admin
+            .purge_stream(purge("orders:v1", "$legacy.o*", 0))
+            .await,
+        Code::InvalidArgument,
+        "subject",
+    );
+}
+
+fn api_read(stream: &str, subject: &str) -> jetway_api::jetway::events::v1::ReadEventsRequest {
+    jetway_api::jetway::events::v1::ReadEventsRequest {
+        stream: stream.into(),
+        subject: subject.into(),
+        ..Default::default()
+    }
+}
