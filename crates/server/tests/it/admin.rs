@@ -513,7 +513,7 @@ async fn admin_calls_reject_bad_input() {
 /// JetStream's looser rules can be inspected, read and purged.
 #[tokio::test]
 async fn streams_and_subjects_named_by_jetstreams_rules_can_be_administered() {
-    let mut env = Env::start().await;
+    let env = Env::start().await;
     let mut admin = clients::admin(&env).await;
     let mut events = clients::events(&env).await;
     env.js
