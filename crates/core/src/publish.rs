@@ -369,7 +369,11 @@ pub(crate) async fn classify(
             expected: expected.unwrap_or_default(),
         },
         PublishErrorKind::StreamNotFound => no_stream(nats, subject).await,
-        PublishErrorKind::TimedOut if nats.is_connected() => PublishError::TimedOut,
+        // Something other than JetStream may have taken the message (a core NATS subscriber on a
+        // subject no stream captures) and answered nothing, or not an ack.
+        PublishErrorKind::TimedOut if nats.is_connected() => {
+            unless_no_stream(nats, subject, PublishError::TimedOut).await
+        }
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
             NatsError::Unavailable(format!("publishing to {subject}: {err}")).into()
         }
@@ -401,7 +405,7 @@ pub(crate) async fn classify(
                 PublishError::StreamFull(NatsError::api(api).to_string())
             }
             Some(api) => NatsError::api(api).into(),
-            None => NatsError::other(&err).into(),
+            None => unless_no_stream(nats, subject, NatsError::other(&err).into()).await,
         },
     }
 }
@@ -413,21 +417,38 @@ fn api_error(err: &JsPublishError) -> Option<&async_nats::jetstream::Error> {
 /// "No responders" means no stream captures the subject, unless JetStream itself is not answering
 /// (e.g. just after a NATS restart); asking for the stream by subject tells the two apart.
 async fn no_stream(nats: &Nats, subject: &str) -> PublishError {
-    use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
-    match nats.jetstream().stream_by_subject(subject).await {
-        Err(err) if err.kind() == K::NotFound => PublishError::NoStream(subject.to_owned()),
-        Ok(stream) => {
+    match stream_capturing(nats, subject).await {
+        Ok(None) => PublishError::NoStream(subject.to_owned()),
+        Ok(Some(stream)) => {
             NatsError::Unavailable(format!("stream {stream} did not answer the publish")).into()
         }
-        Err(err) => {
-            NatsError::Unavailable(format!("looking up the stream of {subject}: {err}")).into()
-        }
+        Err(err) => err.into(),
+    }
+}
+
+/// `NoStream` when no stream captures `subject`, else `otherwise`.
+async fn unless_no_stream(nats: &Nats, subject: &str, otherwise: PublishError) -> PublishError {
+    match stream_capturing(nats, subject).await {
+        Ok(None) => PublishError::NoStream(subject.to_owned()),
+        _ => otherwise,
+    }
+}
+
+/// The stream that captures `subject`, `None` when none does.
+async fn stream_capturing(nats: &Nats, subject: &str) -> Result<Option<String>, NatsError> {
+    use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
+    match nats.jetstream().stream_by_subject(subject).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(err) if err.kind() == K::NotFound => Ok(None),
+        Err(err) => Err(NatsError::Unavailable(format!(
+            "looking up the stream of {subject}: {err}"
+        ))),
     }
 }
 
 async fn stream_max_message_size(nats: &Nats, subject: &str) -> Option<usize> {
     let js = nats.jetstream();
-    let name = js.stream_by_subject(subject).await.ok()?;
+    let name = stream_capturing(nats, subject).await.ok()??;
     let stream = js.get_stream(name).await.ok()?;
     usize::try_from(stream.cached_info().config.max_message_size).ok()
 }

@@ -229,6 +229,26 @@ async fn invalid_publishes_are_rejected_by_field() {
         Code::NotFound,
         "nowhere.test",
     );
+    // Also when something other than JetStream answers there (a core NATS service).
+    let nats = async_nats::connect(env.nats.url()).await.unwrap();
+    let mut service = nats.subscribe("service.>").await.unwrap();
+    nats.flush().await.unwrap();
+    let responder = tokio::spawn({
+        let nats = nats.clone();
+        async move {
+            while let Some(request) = futures::StreamExt::next(&mut service).await {
+                if let Some(reply) = request.reply {
+                    nats.publish(reply, "pong".into()).await.unwrap();
+                }
+            }
+        }
+    });
+    assert_status(
+        try_publish(&mut env, publish_request("service.ping", "x")).await,
+        Code::NotFound,
+        "no stream is bound to subject service.ping",
+    );
+    responder.abort();
     assert_status(
         try_publish(
             &mut env,
