@@ -61,8 +61,9 @@ pub async fn consume(client: &Client, args: ConsumeArgs, output: &Output) -> Res
     }
 }
 
-/// The most events one Fetch returns.
-const FETCH_MAX: u64 = 1000;
+/// The most events fetched at once: printed, then acked together, well within any processing
+/// timeout (a backoff's first entry may be 1 s).
+const FETCH_BATCH: u64 = 10;
 /// How long one Fetch waits for an event; the next one waits again.
 const FETCH_WAIT: Duration = Duration::from_secs(30);
 
@@ -75,27 +76,32 @@ async fn fetch_and_ack(fetcher: &Fetcher, count: u64, output: &Output) -> Result
     tokio::pin!(interrupted);
     let mut done = 0u64;
     while done < count {
-        // At most FETCH_MAX, so the conversion cannot fail.
-        let max = u32::try_from((count - done).min(FETCH_MAX)).unwrap_or(u32::MAX);
+        // At most FETCH_BATCH, so the conversion cannot fail.
+        let max = u32::try_from((count - done).min(FETCH_BATCH)).unwrap_or(u32::MAX);
         let options = FetchOptions::new().max_events(max).wait(FETCH_WAIT);
         let fetched = tokio::select! {
             fetched = fetcher.fetch_with(&options) => fetched?,
             // The server gives back what a cancelled fetch took.
             _ = &mut interrupted => return Ok(()),
         };
-        for event in fetched.events {
-            output.fetched(&event)?;
-            // A failed ack is not fatal: the event comes back and is printed again (at-least-once).
-            match fetcher.ack(&[event.id()]).await {
-                Ok(settled) if settled.ids.is_empty() => eprintln!(
-                    "warning: event {} was not acked (its processing timeout passed, or NATS is \
-                     away); it comes back",
-                    event.id()
-                ),
-                Ok(_) => {}
-                Err(error) => eprintln!("warning: {error}"),
-            }
-            done += 1;
+        if fetched.events.is_empty() {
+            continue;
+        }
+        for event in &fetched.events {
+            output.fetched(event)?;
+        }
+        done += fetched.events.len() as u64;
+        // A failed ack is not fatal: the event comes back and is printed again (at-least-once).
+        let ids: Vec<u64> = fetched.events.iter().map(|event| event.id()).collect();
+        match fetcher.ack(&ids).await {
+            Ok(settled) if settled.ids.len() < ids.len() => eprintln!(
+                "warning: {} of {} events were not acked (past their processing timeout, or NATS \
+                 is away); JetStream delivers them again",
+                ids.len() - settled.ids.len(),
+                ids.len()
+            ),
+            Ok(_) => {}
+            Err(error) => eprintln!("warning: {error}"),
         }
     }
     Ok(())

@@ -114,8 +114,10 @@ pub(crate) fn within_request_limits(
     bytes: usize,
     expires: Option<Duration>,
 ) -> (usize, usize, Option<Duration>) {
+    // A value of 0 (no byte limit) stays 0: JetStream checks only a limit that is asked for, and
+    // asking for the consumer's would refuse every event larger than it.
     let cap = |value: usize, limit: i64| match usize::try_from(limit) {
-        Ok(limit) if limit > 0 && (value == 0 || value > limit) => limit,
+        Ok(limit) if limit > 0 && value > limit => limit,
         _ => value,
     };
     let expires = match config.max_expires {
@@ -222,8 +224,9 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
                     // JetStream would keep the backoff and take its first entry over the new
                     // timeout: the call would succeed and change nothing.
                     if spec.delivery.is_none()
-                        && spec.processing_timeout.is_some()
-                        && !existing.backoff.is_empty()
+                        && spec
+                            .processing_timeout
+                            .is_some_and(|t| existing.backoff.first().is_some_and(|&b| b != t))
                     {
                         return Err(ConsumerError::Rejected(format!(
                             "processing_timeout: consumer {name} on stream {} has a backoff \

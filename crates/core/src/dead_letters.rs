@@ -44,7 +44,7 @@ use crate::{
     consumers::ConsumerError,
     error::{Classify, Invalid, NatsError},
     format::{self, Event},
-    names::validate_name,
+    names::{validate_existing_name, validate_name},
     publish::{self, PublishError},
     reads::{Bound, EventReadError, Reader},
     streams::DEFAULT_DEDUPE_WINDOW,
@@ -625,10 +625,10 @@ fn decode(message: StreamMessage) -> Option<DeadLetter> {
 
 fn validate_filters(stream: &str, consumer: &str) -> Result<(), Invalid> {
     if !stream.is_empty() {
-        validate_name("stream", stream)?;
+        validate_existing_name("stream", stream)?;
     }
     if !consumer.is_empty() {
-        validate_name("consumer", consumer)?;
+        validate_existing_name("consumer", consumer)?;
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ use crate::{
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
     format::{self, Event},
-    names::validate_name,
+    names::validate_existing_name,
 };
 
 /// Events per fetch when the client sets no limit.
@@ -179,8 +179,8 @@ impl Fetcher {
 
     /// Fetch: up to `max_events` events, waiting up to `wait` for the first one.
     pub async fn fetch(&self, spec: &FetchSpec) -> Result<FetchedEvents, FetchError> {
-        validate_name("stream", &spec.stream)?;
-        validate_name("consumer", &spec.consumer)?;
+        validate_existing_name("stream", &spec.stream)?;
+        validate_existing_name("consumer", &spec.consumer)?;
         if spec.max_events > MAX_EVENTS {
             return Err(Invalid::new("max_events", format!("must be at most {MAX_EVENTS}")).into());
         }
@@ -294,8 +294,8 @@ impl Fetcher {
         ids: &[u64],
         how: Settle,
     ) -> Result<Settled, FetchError> {
-        validate_name("stream", stream)?;
-        validate_name("consumer", consumer)?;
+        validate_existing_name("stream", stream)?;
+        validate_existing_name("consumer", consumer)?;
         if ids.is_empty() {
             return Err(Invalid::new("ids", "must list at least one id").into());
         }

@@ -1,10 +1,13 @@
 //! Validation of the names a client gives: streams, consumers, stores, subjects, filters and
 //! key-value keys.
 //!
-//! The rules are Windshift's (section B.3.1 of the spec) with its bugs fixed: filters may start with a
-//! wildcard (`*.created`, `>`), and a wildcard must be a whole token (`a.*b` is rejected). Keys follow
-//! JetStream's key-value rules rather than Windshift's stricter subject rule, so keys written by other
-//! NATS clients (which may contain `/` and `=`) can be read through Jetway.
+//! What Jetway creates or publishes follows Windshift's rules (section B.3.1 of the spec) with its
+//! bugs fixed: filters may start with a wildcard (`*.created`, `>`), and a wildcard must be a whole
+//! token (`a.*b` is rejected). What already exists and is only read, administered, fetched from or
+//! listed is named by JetStream's own, looser rules ([`validate_existing_name`],
+//! [`validate_existing_filter`]), so streams, consumers and subjects made by other NATS clients, or
+//! by Jetway itself (`$JW.DLQ.…`, `$KV.…`), can be named. Keys follow JetStream's key-value rules,
+//! so keys written by other NATS clients (which may contain `/` and `=`) can be read through Jetway.
 
 use crate::error::Invalid;
 

@@ -369,11 +369,9 @@ pub(crate) async fn classify(
             expected: expected.unwrap_or_default(),
         },
         PublishErrorKind::StreamNotFound => no_stream(nats, subject).await,
-        // Something other than JetStream may have taken the message (a core NATS subscriber on a
-        // subject no stream captures) and answered nothing, or not an ack.
-        PublishErrorKind::TimedOut if nats.is_connected() => {
-            unless_no_stream(nats, subject, PublishError::TimedOut).await
-        }
+        // Not looked up like an answer that is not an ack (below): when JetStream is slow, a whole
+        // window of publishes times out at once, and as many lookups would only add to its load.
+        PublishErrorKind::TimedOut if nats.is_connected() => PublishError::TimedOut,
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
             NatsError::Unavailable(format!("publishing to {subject}: {err}")).into()
         }
@@ -405,6 +403,8 @@ pub(crate) async fn classify(
                 PublishError::StreamFull(NatsError::api(api).to_string())
             }
             Some(api) => NatsError::api(api).into(),
+            // Something other than JetStream answered (a core NATS service on a subject no stream
+            // captures), with something that is not an ack.
             None => unless_no_stream(nats, subject, NatsError::other(&err).into()).await,
         },
     }

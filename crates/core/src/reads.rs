@@ -14,7 +14,10 @@
 //! A reader holds at most one and a half pulls of [`READ_BATCH`] events that its caller has not
 //! taken yet, so a client slow to read costs the server little memory; the rest waits in JetStream.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
 
 use async_nats::{
     Subscriber,
@@ -26,6 +29,7 @@ use async_nats::{
     },
 };
 use futures::{StreamExt, stream::BoxStream};
+use tokio::time::{Instant, Sleep};
 
 use crate::{
     Nats,
@@ -36,7 +40,7 @@ use crate::{
 };
 
 /// How long a range read waits for its next event before it asks the stream whether any of the
-/// range is left: a purge or `max_age` can remove the rest, and then no event would ever come.
+/// range is left: a purge, `max_age` or deletes can remove the rest, and then no event would come.
 const RANGE_IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// The most events one pull of a reader asks for (the ordered consumer's `max_batch`); a new pull
@@ -264,6 +268,15 @@ pub(crate) struct Reader {
     last: Option<u64>,
     /// How many more events may be read.
     remaining: Option<u64>,
+    /// The subject filter (empty: all), for asking what is left of a range.
+    filter: String,
+    /// The stream sequence of the last event read (0: none yet).
+    read_up_to: u64,
+    /// When the last event came (or the read began); a range read that stays quiet for
+    /// [`RANGE_IDLE_CHECK`] asks what is left of its range. One timer per reader, moved only
+    /// when it fires, so events cost no timer work.
+    progress: Instant,
+    idle: Pin<Box<Sleep>>,
 }
 
 impl Reader {
@@ -301,6 +314,15 @@ impl Reader {
             deleted,
             last,
             remaining,
+            filter: filter.to_owned(),
+            read_up_to: match from {
+                DeliverPolicy::ByStartSequence { start_sequence } => {
+                    start_sequence.saturating_sub(1)
+                }
+                _ => 0,
+            },
+            progress: Instant::now(),
+            idle: Box::pin(tokio::time::sleep(RANGE_IDLE_CHECK)),
         };
         let empty_range = last == Some(0)
             || remaining == Some(0)
@@ -347,16 +369,27 @@ impl Reader {
     pub(crate) async fn next(&mut self) -> Option<Result<StreamMessage, EventReadError>> {
         loop {
             let messages = self.messages.as_mut()?;
-            let idle = tokio::time::sleep(RANGE_IDLE_CHECK);
             let message = tokio::select! {
                 Some(_) = self.deleted.next() => {
                     self.messages = None;
                     return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
                 }
                 message = messages.next() => message,
-                () = idle, if self.last.is_some() => {
-                    let (js, stream) = (self.nats.jetstream().clone(), self.stream.clone());
-                    if range_removed(js, stream, self.last.unwrap_or_default()).await {
+                () = &mut self.idle, if self.last.is_some() => {
+                    let quiet_until = self.progress + RANGE_IDLE_CHECK;
+                    if Instant::now() < quiet_until {
+                        self.idle.as_mut().reset(quiet_until);
+                        continue;
+                    }
+                    self.idle.as_mut().reset(Instant::now() + RANGE_IDLE_CHECK);
+                    let left = RangeLeft {
+                        js: self.nats.jetstream().clone(),
+                        stream: self.stream.clone(),
+                        filter: self.filter.clone(),
+                        after: self.read_up_to,
+                        last: self.last.unwrap_or_default(),
+                    };
+                    if left.gone().await {
                         self.messages = None;
                         return None;
                     }
@@ -383,6 +416,10 @@ impl Reader {
                 continue;
             };
             let (sequence, pending, time) = (info.stream_sequence, info.pending, info.published);
+            self.read_up_to = sequence;
+            if self.last.is_some() {
+                self.progress = Instant::now();
+            }
             if self.last.is_some_and(|last| sequence > last) {
                 self.messages = None;
                 return None;
@@ -409,16 +446,37 @@ impl Reader {
     }
 }
 
-/// Whether the rest of a range read that ends at `last` is gone from `stream`: emptied, or its first
-/// event is past the range (a purge, `max_age`). Events deleted one by one inside the range are not
-/// seen here; a new event on the stream ends such a read. When unsure (NATS down), the read goes on.
-async fn range_removed(js: jetstream::Context, stream: String, last: u64) -> bool {
-    match js.get_stream(&stream).await {
-        Ok(stream) => {
-            let state = &stream.cached_info().state;
-            state.messages == 0 || state.first_sequence > last
+/// What a range read has left: events on `filter` after `after`, up to `last`.
+struct RangeLeft {
+    js: jetstream::Context,
+    stream: String,
+    filter: String,
+    after: u64,
+    last: u64,
+}
+
+impl RangeLeft {
+    /// Whether none is left in the stream (purged, expired or deleted), by asking JetStream for
+    /// the next event on the filter. When unsure (NATS down), the read goes on.
+    async fn gone(self) -> bool {
+        let Ok(stream) = self.js.get_stream_no_info(&self.stream).await else {
+            return false;
+        };
+        let filter = if self.filter.is_empty() {
+            ">"
+        } else {
+            &self.filter
+        };
+        match stream
+            .raw_message_builder()
+            .sequence(self.after + 1)
+            .next_by_subject(filter)
+            .send()
+            .await
+        {
+            Ok(next) => next.sequence > self.last,
+            Err(err) => err.kind() == LastRawMessageErrorKind::NoMessageFound,
         }
-        Err(_) => false,
     }
 }
 

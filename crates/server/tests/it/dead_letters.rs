@@ -399,6 +399,18 @@ async fn backoff_sets_the_processing_timeout_of_each_delivery() {
         "processing_timeout: consumer worker on stream orders has a backoff",
     );
     assert_eq!(info(&mut admin).await.processing_timeout, Some(seconds(1)));
+    // The timeout it already has changes nothing, so a service that ensures it at startup is fine.
+    env.client
+        .ensure_consumer(EnsureConsumerRequest {
+            stream: "orders".into(),
+            name: Some("worker".into()),
+            subjects: vec!["orders.>".into()],
+            processing_timeout: Some(seconds(1)),
+            ..Default::default()
+        })
+        .await
+        .expect("the same timeout as the backoff's first entry");
+    assert_eq!(info(&mut admin).await.backoff.len(), 2);
     let cleared = api::EnsureConsumerRequest {
         dead_letter_stream: Some("orders-dead".into()),
         ..consumer("orders", "worker", &["orders.>"])
