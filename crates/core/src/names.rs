@@ -64,28 +64,28 @@ const KEY_CHARS: Charset = Charset {
 
 /// Checks a stream, consumer or store name: non-empty, only `a-z A-Z 0-9 _ -`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
-    if name.is_empty() {
-        return Err(Invalid::new(field, "must not be empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(Invalid::new(
-            field,
-            format!("must be at most {MAX_NAME_LEN} characters"),
-        ));
-    }
-    if let Some(c) = name.chars().find(|c| !is_name_char(*c)) {
-        return Err(Invalid::new(
-            field,
-            format!("{name:?} contains {c:?}; only letters, digits, '_' and '-' are allowed"),
-        ));
-    }
-    Ok(())
+    check_name(field, name, is_name_char, |c| {
+        format!("{name:?} contains {c:?}; only letters, digits, '_' and '-' are allowed")
+    })
 }
 
 /// Checks the name of a stream or consumer that already exists (reads and administration) by
 /// JetStream's own rule, which is looser than [`validate_name`]'s for what Jetway creates: streams
 /// and consumers made by other NATS clients (`orders:v1`, `KV_config`) can be named too.
 pub fn validate_existing_name(field: &str, name: &str) -> Result<(), Invalid> {
+    check_name(field, name, is_nats_name_char, |c| {
+        format!("{name:?} contains {c:?}, which JetStream does not allow in a name")
+    })
+}
+
+/// A name: non-empty, at most [`MAX_NAME_LEN`], and only `allowed` characters (`why` tells about
+/// the first one that is not).
+fn check_name(
+    field: &str,
+    name: &str,
+    allowed: fn(char) -> bool,
+    why: impl FnOnce(char) -> String,
+) -> Result<(), Invalid> {
     if name.is_empty() {
         return Err(Invalid::new(field, "must not be empty"));
     }
@@ -95,13 +95,10 @@ pub fn validate_existing_name(field: &str, name: &str) -> Result<(), Invalid> {
             format!("must be at most {MAX_NAME_LEN} characters"),
         ));
     }
-    if let Some(c) = name.chars().find(|c| !is_nats_name_char(*c)) {
-        return Err(Invalid::new(
-            field,
-            format!("{name:?} contains {c:?}, which JetStream does not allow in a name"),
-        ));
+    match name.chars().find(|c| !allowed(*c)) {
+        Some(c) => Err(Invalid::new(field, why(c))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Checks a subject filter over what is already stored (reads and administration) by JetStream's

@@ -411,8 +411,9 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
 async fn pulls_stay_within_the_consumers_request_limits() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    // A consumer made by another tool with a small max batch and max expiry: JetStream refuses any
-    // pull request over them, so the session must size its requests to fit.
+    // A consumer made by another tool with a small max batch, max bytes and max expiry: JetStream
+    // refuses any pull request over them, so the session must size its requests to fit. It asks for
+    // no byte limit, so an event larger than max bytes still comes.
     env.js
         .get_stream("orders")
         .await
@@ -421,6 +422,7 @@ async fn pulls_stay_within_the_consumers_request_limits() {
             durable_name: Some("limited".into()),
             ack_policy: AckPolicy::Explicit,
             max_batch: 2,
+            max_bytes: 1024,
             max_expires: Duration::from_secs(1),
             filter_subject: "orders.>".into(),
             ..Default::default()
@@ -428,7 +430,7 @@ async fn pulls_stay_within_the_consumers_request_limits() {
         .await
         .expect("create consumer");
     let mut session = env.subscribe("orders", "limited", None).await;
-    let mut published = Vec::new();
+    let mut published = vec![env.publish("orders.created", &"x".repeat(4096)).await];
     for n in 0..5 {
         published.push(env.publish("orders.created", &format!("e{n}")).await);
     }

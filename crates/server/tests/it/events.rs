@@ -472,37 +472,3 @@ async fn a_request_too_large_ends_the_session_with_its_status() {
     assert_eq!((event.id, event.delivery_attempt), (id, 2), "not acked");
     assert_eq!(session.ack(&[id]).await.ids, vec![id]);
 }
-
-/// A consumer made with request limits of its own (by another NATS client) is served within them,
-/// and an event larger than its byte limit still arrives: the engine asks for no byte limit.
-#[tokio::test]
-async fn a_consumer_with_request_limits_is_served_within_them() {
-    let mut env = Env::start().await;
-    env.stream("orders", &["orders.>"]).await;
-    env.js
-        .get_stream("orders")
-        .await
-        .expect("stream")
-        .create_consumer(pull::Config {
-            durable_name: Some("limited".into()),
-            ack_policy: AckPolicy::Explicit,
-            max_batch: 2,
-            max_bytes: 1024,
-            max_expires: Duration::from_secs(1),
-            ..Default::default()
-        })
-        .await
-        .expect("create pull consumer");
-    let mut session = env.subscribe("orders", "limited", Some(10)).await;
-    let big = env.publish("orders.created", &"x".repeat(4096)).await;
-    let mut ids = vec![big];
-    for i in 0..4 {
-        ids.push(env.publish("orders.created", &i.to_string()).await);
-    }
-    let mut got = Vec::new();
-    for _ in 0..ids.len() {
-        got.push(session.event().await.id);
-    }
-    assert_eq!(got, ids);
-    assert_eq!(session.ack(&ids).await.ids, ids);
-}

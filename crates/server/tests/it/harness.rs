@@ -78,6 +78,17 @@ impl Jetway {
             .expect("connect to jetway")
     }
 
+    /// A channel whose streams have a 1 KiB receive window: the server can send only a few
+    /// responses ahead of a client that does not read them.
+    pub async fn slow_reader_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .initial_stream_window_size(Some(1024))
+            .connect()
+            .await
+            .expect("connect to jetway")
+    }
+
     /// Waits until `grpc.health.v1` says SERVING: a bound listener alone does not mean ready.
     pub async fn wait_serving(&self) {
         let channel = self.channel().await;

@@ -384,14 +384,7 @@ async fn a_client_that_reads_no_answers_holds_up_no_other_publish() {
     const EVENTS: u64 = 3_000;
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    // A 1 KiB receive window: the server can send only a few dozen answers before it must wait.
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", env.jetway.grpc_addr))
-            .unwrap()
-            .initial_stream_window_size(Some(1024))
-            .connect()
-            .await
-            .unwrap();
+    let channel = env.jetway.slow_reader_channel().await;
     let mut slow = EventsServiceClient::new(channel);
     let requests = (1..=EVENTS).map(|i| item(i, typed("orders.slow", "v")));
     let mut responses = slow

@@ -599,14 +599,7 @@ async fn a_range_read_ends_when_the_rest_of_its_range_is_purged() {
         .publish_batch(api::PublishBatchRequest { events })
         .await
         .expect("published");
-    // A 1 KiB receive window: the server can send only a few events ahead of the client.
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", env.jetway.grpc_addr))
-            .unwrap()
-            .initial_stream_window_size(Some(1024))
-            .connect()
-            .await
-            .unwrap();
+    let channel = env.jetway.slow_reader_channel().await;
     let mut slow = api::events_service_client::EventsServiceClient::new(channel);
     let mut responses = slow
         .read_events(read("orders", None, "orders.created", 0))
