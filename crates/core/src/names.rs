@@ -69,9 +69,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
     })
 }
 
-/// Checks the name of a stream or consumer that already exists (reads and administration) by
-/// JetStream's own rule, which is looser than [`validate_name`]'s for what Jetway creates: streams
-/// and consumers made by other NATS clients (`orders:v1`, `KV_config`) can be named too.
+/// Checks the name of a stream or consumer that already exists, for Jetway's own calls on it
+/// (reads, administration, Fetch, dead-letter filters), by JetStream's own rule, which is looser
+/// than [`validate_name`]'s: streams and consumers made by other NATS clients (`orders:v1`,
+/// `KV_config`) can be named too. Windshift's calls keep Windshift's rule.
 pub fn validate_existing_name(field: &str, name: &str) -> Result<(), Invalid> {
     check_name(field, name, is_nats_name_char, |c| {
         format!("{name:?} contains {c:?}, which JetStream does not allow in a name")

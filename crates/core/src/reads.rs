@@ -272,9 +272,9 @@ pub(crate) struct Reader {
     filter: String,
     /// The stream sequence of the last event read (0: none yet).
     read_up_to: u64,
-    /// When the last event came (or the read began); a range read that stays quiet for
-    /// [`RANGE_IDLE_CHECK`] asks what is left of its range. One timer per reader, moved only
-    /// when it fires, so events cost no timer work.
+    /// When the caller last asked for an event; a range read that waits [`RANGE_IDLE_CHECK`] for
+    /// one asks what is left of its range. One timer per reader, moved only when it fires, so
+    /// events cost no timer work.
     progress: Instant,
     idle: Pin<Box<Sleep>>,
 }
@@ -315,12 +315,7 @@ impl Reader {
             last,
             remaining,
             filter: filter.to_owned(),
-            read_up_to: match from {
-                DeliverPolicy::ByStartSequence { start_sequence } => {
-                    start_sequence.saturating_sub(1)
-                }
-                _ => 0,
-            },
+            read_up_to: 0,
             progress: Instant::now(),
             idle: Box::pin(tokio::time::sleep(RANGE_IDLE_CHECK)),
         };
@@ -345,6 +340,9 @@ impl Reader {
             .await
             .map_err(|err| EventReadError::from_nats(err.classify(), stream))?;
         reader.consumer = Some(name);
+        // Where the read starts, whatever the start position: JetStream reports the sequence before
+        // the first event it will deliver.
+        reader.read_up_to = consumer.cached_info().delivered.stream_sequence;
         if last.is_some() && consumer.cached_info().num_pending == 0 {
             // Nothing to read; the consumer goes when the reader does.
             return Ok(reader);
@@ -367,9 +365,16 @@ impl Reader {
 
     /// The next stored message, `None` once the read is complete.
     pub(crate) async fn next(&mut self) -> Option<Result<StreamMessage, EventReadError>> {
+        // A range read's quiet time counts from here: a caller slow to ask for the next event
+        // (its client reads slowly) is not a quiet range.
+        if self.last.is_some() {
+            self.progress = Instant::now();
+        }
         loop {
             let messages = self.messages.as_mut()?;
             let message = tokio::select! {
+                // What is already there goes first: an event taken is sent before any check.
+                biased;
                 Some(_) = self.deleted.next() => {
                     self.messages = None;
                     return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
@@ -377,22 +382,18 @@ impl Reader {
                 message = messages.next() => message,
                 () = &mut self.idle, if self.last.is_some() => {
                     let quiet_until = self.progress + RANGE_IDLE_CHECK;
-                    if Instant::now() < quiet_until {
-                        self.idle.as_mut().reset(quiet_until);
-                        continue;
-                    }
-                    self.idle.as_mut().reset(Instant::now() + RANGE_IDLE_CHECK);
-                    let left = RangeLeft {
-                        js: self.nats.jetstream().clone(),
-                        stream: self.stream.clone(),
-                        filter: self.filter.clone(),
-                        after: self.read_up_to,
-                        last: self.last.unwrap_or_default(),
+                    let next_check = if Instant::now() < quiet_until {
+                        quiet_until
+                    } else {
+                        // Not while NATS is away: the check would only queue up in async-nats.
+                        if self.nats.is_connected() && self.range_left().gone().await {
+                            self.messages = None;
+                            return None;
+                        }
+                        // From the check's end, which may have waited for JetStream.
+                        Instant::now() + RANGE_IDLE_CHECK
                     };
-                    if left.gone().await {
-                        self.messages = None;
-                        return None;
-                    }
+                    self.idle.as_mut().reset(next_check);
                     continue;
                 }
             };
@@ -417,9 +418,6 @@ impl Reader {
             };
             let (sequence, pending, time) = (info.stream_sequence, info.pending, info.published);
             self.read_up_to = sequence;
-            if self.last.is_some() {
-                self.progress = Instant::now();
-            }
             if self.last.is_some_and(|last| sequence > last) {
                 self.messages = None;
                 return None;
@@ -442,6 +440,19 @@ impl Reader {
                 payload: message.payload,
                 time,
             }));
+        }
+    }
+}
+
+impl Reader {
+    /// What is left of this range read, as an owned request (the reader itself is not `Sync`).
+    fn range_left(&self) -> RangeLeft {
+        RangeLeft {
+            js: self.nats.jetstream().clone(),
+            stream: self.stream.clone(),
+            filter: self.filter.clone(),
+            after: self.read_up_to,
+            last: self.last.unwrap_or_default(),
         }
     }
 }

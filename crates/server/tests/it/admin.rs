@@ -555,6 +555,39 @@ async fn streams_and_subjects_named_by_jetstreams_rules_can_be_administered() {
         .expect("purged")
         .into_inner();
     assert_eq!(purged.purged, 2);
+    // Fetch from, and ack to, a consumer named by the same rules.
+    env.js
+        .get_stream("orders:v1")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("billing:v1".into()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("a consumer made by another client");
+    let fetched = events
+        .fetch(jetway_api::jetway::events::v1::FetchRequest {
+            stream: "orders:v1".into(),
+            consumer: "billing:v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("fetched")
+        .into_inner();
+    let ids: Vec<u64> = fetched.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1]);
+    let acked = events
+        .ack(jetway_api::jetway::events::v1::AckRequest {
+            stream: "orders:v1".into(),
+            consumer: "billing:v1".into(),
+            ids: ids.clone(),
+        })
+        .await
+        .expect("acked")
+        .into_inner();
+    assert_eq!(acked.settled.unwrap().ids, ids);
     // Whitespace and misplaced wildcards are still refused.
     assert_status(
         admin.get_stream_info(info("orders v1", "")).await,

@@ -326,20 +326,20 @@ async fn fetch_stays_within_the_consumers_request_limits() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let mut client = clients::events(&env).await;
-    env.js
-        .get_stream("orders")
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            durable_name: Some("worker".into()),
-            ack_policy: AckPolicy::Explicit,
-            max_batch: 2,
-            max_bytes: 64 * 1024,
-            max_expires: Duration::from_secs(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let orders = env.js.get_stream("orders").await.unwrap();
+    for (name, max_batch, max_bytes) in [("worker", 2, 0), ("small", 0, 1024)] {
+        orders
+            .create_consumer(pull::Config {
+                durable_name: Some(name.into()),
+                ack_policy: AckPolicy::Explicit,
+                max_batch,
+                max_bytes,
+                max_expires: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
     for i in 0..3 {
         publish(&mut client, typed("orders.created", &i.to_string())).await;
     }
@@ -366,4 +366,19 @@ async fn fetch_stays_within_the_consumers_request_limits() {
             .settled,
         Some(settled(&[1, 2, 3], &[]))
     );
+
+    // Under a byte limit per pull, one event at a time, so one larger than the limit comes too.
+    publish(&mut client, typed("orders.created", &"x".repeat(4096))).await;
+    let mut ids = Vec::new();
+    while ids.len() < 4 {
+        let request = FetchRequest {
+            consumer: "small".into(),
+            ..fetch(0, Some(Duration::from_secs(5)))
+        };
+        let fetched = client.fetch(request).await.expect("within the limits");
+        let events = fetched.into_inner().events;
+        assert_eq!(events.len(), 1, "one at a time");
+        ids.push(events[0].id);
+    }
+    assert_eq!(ids, [1, 2, 3, 4]);
 }

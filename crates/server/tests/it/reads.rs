@@ -640,3 +640,32 @@ async fn a_range_read_ends_when_the_rest_of_its_range_is_purged() {
         "the purge removed the end of the range (read up to {last})"
     );
 }
+
+/// A client that pauses longer than the idle check still gets its whole range: a range read asks
+/// what is left only after waiting for events itself, and then finds them there.
+#[tokio::test]
+async fn a_range_read_paused_by_its_client_still_sends_the_whole_range() {
+    const EVENTS: u64 = 500;
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let events = (0..EVENTS)
+        .map(|i| typed("orders.created", &i.to_string()))
+        .collect();
+    client
+        .publish_batch(api::PublishBatchRequest { events })
+        .await
+        .expect("published");
+    let channel = env.jetway.slow_reader_channel().await;
+    let mut slow = api::events_service_client::EventsServiceClient::new(channel);
+    let mut responses = slow
+        .read_events(read("orders", None, "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut responses).await.event.unwrap().id, 1);
+    // The pause itself is what is tested: longer than the 2 s after which a waiting read checks.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let rest = collect(responses).await.expect("ends with OK");
+    assert_eq!(ids(&rest), (2..=EVENTS).collect::<Vec<_>>());
+}
