@@ -442,9 +442,7 @@ impl Reader {
             }));
         }
     }
-}
 
-impl Reader {
     /// What is left of this range read, as an owned request (the reader itself is not `Sync`).
     fn range_left(&self) -> RangeLeft {
         RangeLeft {
