@@ -1,11 +1,14 @@
 //! Test harness for Jetway: owns starting and stopping a real `nats-server` with JetStream for tests
-//! ([`NatsServer`]), and the one sanctioned way for a test to wait for a condition ([`eventually`]).
+//! ([`NatsServer`]), cutting connections to it without stopping it ([`TcpProxy`]), and the one
+//! sanctioned way for a test to wait for a condition ([`eventually`]).
 //!
 //! Tests talk to a real server rather than a mock because the behaviour under test (acks,
 //! redelivery, reconnects after a restart) lives in the server.
 
 mod eventually;
 mod nats;
+mod proxy;
 
 pub use eventually::eventually;
 pub use nats::NatsServer;
+pub use proxy::TcpProxy;
