@@ -3,7 +3,10 @@
 //!
 //! Flow control is exact. The engine requests from JetStream only as many messages as it has free
 //! slots (`max_processing_events` minus in flight minus already requested), so no event waits in a
-//! buffer while its processing timeout runs. The in-flight table maps the stream sequence (the event
+//! buffer while its processing timeout runs. The one exception: a pull request that outlived a
+//! reconnect of the NATS connection can bring more than the free slots; those events are held until
+//! a slot frees (their processing timeout counting from their arrival), because handing them back
+//! would count as a delivery in JetStream. The in-flight table maps the stream sequence (the event
 //! id) to the message's ack subject and a deadline; at the deadline the entry is dropped, because
 //! JetStream redelivers the event by itself then. Closing the subscription naks whatever is still in
 //! flight, so it is redelivered at once rather than after the timeout.
@@ -13,7 +16,7 @@
 //! A [`Subscription`] is owned by one task; nothing in it is shared, so the hot path takes no lock.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     pin::Pin,
     time::{Duration, SystemTime},
 };
@@ -244,6 +247,11 @@ pub struct Subscription {
     timer_at: Option<Instant>,
     /// Messages requested from JetStream and not yet received or given up.
     requested: usize,
+    /// Deliveries beyond `max`, with when they came, held until a slot frees. They come from pull
+    /// requests that outlived a reconnect: the server keeps them, and their late "request timeout"
+    /// makes `requested` undercount. Handing them back would count as a delivery in JetStream (with
+    /// one delivery allowed, the event would be gone unseen). At most `max` are held.
+    held: VecDeque<(Instant, async_nats::Message)>,
     /// When every pull request sent so far has expired on the server.
     pulls_expire_at: Instant,
     /// No pull before this instant (after JetStream failed to answer one).
@@ -329,6 +337,7 @@ impl Subscription {
             timer: Box::pin(tokio::time::sleep_until(now)),
             timer_at: None,
             requested: 0,
+            held: VecDeque::new(),
             pulls_expire_at: now,
             pull_not_before: now,
             meters,
@@ -344,6 +353,14 @@ impl Subscription {
     /// nothing, and the next call carries on.
     pub async fn next(&mut self) -> Result<Delivery, DeliveryError> {
         loop {
+            while self.in_flight.len() < self.max {
+                let Some((came, message)) = self.held.pop_front() else {
+                    break;
+                };
+                if let Some(delivery) = self.deliver(message, Some(came)).await {
+                    return Ok(delivery);
+                }
+            }
             self.pull_if_needed().await?;
             let wake_at = if self.requested > 0 {
                 Some(self.pulls_expire_at)
@@ -381,7 +398,7 @@ impl Subscription {
 
     fn free_slots(&self) -> usize {
         self.max
-            .saturating_sub(self.in_flight.len() + self.requested)
+            .saturating_sub(self.in_flight.len() + self.requested + self.held.len())
     }
 
     /// Requests as many messages as there are free slots. Small top-ups wait until half the window
@@ -422,7 +439,7 @@ impl Subscription {
         match message.status {
             None | Some(StatusCode::OK) => {
                 self.requested = self.requested.saturating_sub(1);
-                Ok(self.deliver(message).await)
+                Ok(self.deliver(message, None).await)
             }
             Some(StatusCode::TIMEOUT) | Some(StatusCode::REQUEST_TERMINATED) => {
                 match message.description.as_deref() {
@@ -485,8 +502,13 @@ impl Subscription {
         }
     }
 
-    /// Turns a JetStream message into a [`Delivery`] and records it as in flight.
-    async fn deliver(&mut self, mut message: async_nats::Message) -> Option<Delivery> {
+    /// Turns a JetStream message into a [`Delivery`] and records it as in flight, or holds it while
+    /// every slot is taken (see `held`). `held_since` is when a held message came; `None` is now.
+    async fn deliver(
+        &mut self,
+        mut message: async_nats::Message,
+        held_since: Option<Instant>,
+    ) -> Option<Delivery> {
         let (
             reply,
             AckMetadata {
@@ -500,10 +522,23 @@ impl Subscription {
             self.deadlines.remove(&previous.deadline);
             self.meters.in_flight.sub(1);
         } else if self.in_flight.len() >= self.max {
-            // Over the limit (a pull request that outlived a reconnect): hand it straight back.
-            self.send_ack(&reply, AckKind::Nak(None)).await.ok();
+            if self.held.len() < self.max {
+                message.reply = Some(reply);
+                self.held
+                    .push_back((held_since.unwrap_or_else(Instant::now), message));
+            } else {
+                // More than a window over: something else is wrong; give it back.
+                self.send_ack(&reply, AckKind::Nak(None)).await.ok();
+            }
             return None;
         }
+        let timeout = attempt_timeout(&self.consumer.cached_info().config, attempt);
+        let came = match held_since {
+            // Held past its processing timeout: JetStream delivers it again by itself.
+            Some(since) if since + timeout <= Instant::now() => return None,
+            Some(since) => since,
+            None => Instant::now(),
+        };
 
         let headers = KnownHeaders::find(message.headers.as_ref());
         // Windshift's headers first; a message published straight to NATS may carry the W3C ones.
@@ -520,8 +555,7 @@ impl Subscription {
         let subject = message.subject.as_str().to_owned();
         let span = telemetry::receive_span(&subject, id, &self.name, &publisher);
         let trace = publisher.forward(&span);
-        let timeout = attempt_timeout(&self.consumer.cached_info().config, attempt);
-        let deadline = self.add_deadline(id, timeout);
+        let deadline = self.add_deadline(id, came + timeout);
         self.in_flight.insert(
             id,
             InFlight {
@@ -622,7 +656,7 @@ impl Subscription {
                     settled.ids.push(id);
                     let (old, timeout) = (entry.deadline, entry.timeout);
                     self.deadlines.remove(&old);
-                    let deadline = self.add_deadline(id, timeout);
+                    let deadline = self.add_deadline(id, Instant::now() + timeout);
                     let entry = self.in_flight.get_mut(&id).expect("looked up above");
                     entry.deadline = deadline;
                     tracing::info!(target: telemetry::SPAN_TARGET, parent: &entry.span, "pinged");
@@ -636,9 +670,9 @@ impl Subscription {
         settled
     }
 
-    /// Records that event `id` expires `timeout` from now, and makes sure the timer fires by then.
-    fn add_deadline(&mut self, id: u64, timeout: Duration) -> Deadline {
-        let deadline = self.deadlines.insert(Instant::now() + timeout, id);
+    /// Records that event `id` expires at `at`, and makes sure the timer fires by then.
+    fn add_deadline(&mut self, id: u64, at: Instant) -> Deadline {
+        let deadline = self.deadlines.insert(at, id);
         if self.timer_at.is_none_or(|at| deadline.at < at) {
             self.timer.as_mut().reset(deadline.at);
             self.timer_at = Some(deadline.at);
@@ -679,11 +713,13 @@ impl Subscription {
         }
         let ids: Vec<u64> = self.in_flight.keys().copied().collect();
         let settled = self.settle(&ids, Settle::Reject(None)).await;
-        // Deliveries already buffered in the inbox were never handed out; give them back too. Only
-        // what is there now: while NATS reconnects, the unsubscribe is not processed and waiting for
-        // the end of the inbox would wait for NATS.
+        // Deliveries held over the limit or already buffered in the inbox were never handed out;
+        // give them back too. Only what is there now: while NATS reconnects, the unsubscribe is
+        // not processed and waiting for the end of the inbox would wait for NATS.
         let mut returned = 0;
-        while let Some(Some(message)) = self.messages.next().now_or_never() {
+        let held: Vec<_> = self.held.drain(..).map(|(_, message)| message).collect();
+        let buffered = std::iter::from_fn(|| self.messages.next().now_or_never().flatten());
+        for message in held.into_iter().chain(buffered.collect::<Vec<_>>()) {
             if let (None | Some(StatusCode::OK), Some(reply)) = (message.status, &message.reply)
                 && self.send_ack(reply, AckKind::Nak(None)).await.is_ok()
             {

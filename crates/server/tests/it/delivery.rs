@@ -10,10 +10,19 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
-use jetway_api::windshift::events::v1alpha1::{DeleteConsumerRequest, stream_pointer::Pointer};
+use jetway_api::{
+    jetway::events::v1 as api,
+    windshift::events::v1alpha1::{
+        DeleteConsumerRequest, events_service_client::EventsServiceClient, stream_pointer::Pointer,
+    },
+};
+use jetway_testkit::{NatsServer, TcpProxy, eventually};
 use tonic::Code;
 
-use crate::harness::{Env, value_of};
+use crate::{
+    clients,
+    harness::{Env, Jetway, value_of},
+};
 
 #[tokio::test]
 async fn an_unsettled_event_comes_again_after_the_processing_timeout_under_the_same_id() {
@@ -440,4 +449,63 @@ async fn pulls_stay_within_the_consumers_request_limits() {
     }
     assert_eq!(received, published);
     assert_eq!(session.ack(&received).await.ids, received);
+}
+
+/// A connection to NATS that drops while nats-server stays up (a network blip) leaves the session's
+/// pull request waiting on the server, and the session asks for its slots again on the new
+/// connection, so more events can come than it has slots. Those are held until a slot frees, not
+/// handed back: JetStream counts that as a delivery, and with one delivery allowed the event would
+/// be gone unseen.
+#[tokio::test]
+async fn after_a_connection_blip_every_event_is_delivered_once() {
+    let nats = NatsServer::start();
+    let proxy = TcpProxy::start(nats.port()).await;
+    let jetway = Jetway::start(&proxy.url()).await;
+    let client = EventsServiceClient::new(jetway.channel().await);
+    let direct = async_nats::connect(nats.url()).await.expect("direct nats");
+    let mut env = Env {
+        nats,
+        jetway,
+        client,
+        js: async_nats::jetstream::new(direct),
+    };
+    env.stream("orders", &["orders.>"]).await;
+    let once = api::EnsureConsumerRequest {
+        max_deliveries: Some(1),
+        ..clients::consumer("orders", "worker", &["orders.>"])
+    };
+    clients::events(&env)
+        .await
+        .ensure_consumer(once)
+        .await
+        .expect("consumer");
+    let mut session = env.subscribe("orders", "worker", Some(2)).await;
+    env.consumer_info_until("orders", "worker", "the session's pull waits", |info| {
+        info.num_waiting == 1
+    })
+    .await;
+    let connections = proxy.accepted();
+
+    proxy.cut();
+    eventually("jetway reconnects", || async {
+        (proxy.accepted() > connections).then_some(())
+    })
+    .await;
+    env.consumer_info_until("orders", "worker", "a pull waits again", |info| {
+        info.num_waiting >= 1
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(env.publish("orders.created", &format!("e{n}")).await);
+    }
+    let mut delivered = Vec::new();
+    for _ in 0..2 {
+        let pair = [session.event().await, session.event().await];
+        let pair_ids: Vec<u64> = pair.iter().map(|e| e.id).collect();
+        assert_eq!(session.ack(&pair_ids).await.ids, pair_ids);
+        delivered.extend(pair.iter().map(|e| (e.id, e.delivery_attempt)));
+    }
+    let once: Vec<(u64, u64)> = ids.iter().map(|&id| (id, 1)).collect();
+    assert_eq!(delivered, once, "each event delivered once, in order");
 }
