@@ -40,6 +40,14 @@ async fn a_nats_url_list_connects_through_the_server_that_answers() {
     assert_eq!(published.into_inner().id, 1);
 }
 
+/// Waits until `/readyz` on `addr` answers `status`.
+async fn readyz_until(addr: std::net::SocketAddr, status: u16) {
+    eventually(&format!("/readyz answers {status}"), || async {
+        (http_status(addr, "/readyz").await == status).then_some(())
+    })
+    .await;
+}
+
 /// While NATS is away, an ack is answered at once as a temporary failure (the event stays held),
 /// instead of waiting for NATS; once it is back, the same ack goes through.
 #[tokio::test]
@@ -54,10 +62,7 @@ async fn acks_during_a_nats_outage_fail_for_now_and_succeed_after_it() {
 
     env.nats.stop();
     let addr = env.jetway.health_addr;
-    eventually("/readyz turns 503", || async {
-        (http_status(addr, "/readyz").await == 503).then_some(())
-    })
-    .await;
+    readyz_until(addr, 503).await;
     let during = session.ack(&[id]).await;
     assert_eq!(
         (
@@ -69,10 +74,7 @@ async fn acks_during_a_nats_outage_fail_for_now_and_succeed_after_it() {
     );
 
     env.nats.restart();
-    eventually("/readyz turns 200 again", || async {
-        (http_status(addr, "/readyz").await == 200).then_some(())
-    })
-    .await;
+    readyz_until(addr, 200).await;
     assert_eq!(session.ack(&[id]).await.ids, [id]);
 }
 
@@ -90,10 +92,7 @@ async fn readiness_follows_nats_and_everything_resumes_after_a_restart() {
     assert_eq!(grpc_health(&mut health).await, Some(ServingStatus::Serving));
 
     env.nats.stop();
-    eventually("/readyz turns 503", || async {
-        (http_status(addr, "/readyz").await == 503).then_some(())
-    })
-    .await;
+    readyz_until(addr, 503).await;
     eventually("gRPC health turns NOT_SERVING", || {
         let mut health = health.clone();
         async move { (grpc_health(&mut health).await == Some(ServingStatus::NotServing)).then_some(()) }
@@ -111,10 +110,7 @@ async fn readiness_follows_nats_and_everything_resumes_after_a_restart() {
     assert_eq!(down.unwrap_err().code(), Code::Unavailable);
 
     env.nats.restart();
-    eventually("/readyz turns 200 again", || async {
-        (http_status(addr, "/readyz").await == 200).then_some(())
-    })
-    .await;
+    readyz_until(addr, 200).await;
     let id = eventually("publishing resumes", || {
         let mut client = env.client.clone();
         async move {
