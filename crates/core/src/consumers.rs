@@ -107,28 +107,30 @@ impl ConsumerError {
 
 /// A pull request within the consumer's own request limits (`max_batch`, `max_bytes`, `max_expires`;
 /// zero means none), which JetStream enforces by refusing the whole pull: at most `batch` events of
-/// at most `bytes` (0: any), waiting at most `expires` (`None`: no wait).
+/// at most `bytes` in all (0: any), waiting at most `expires` (`None`: no wait).
+///
+/// Under a byte limit of the consumer's below `bytes`, the pull asks for one event and no byte
+/// limit: JetStream checks only a limit that is asked for, asking for the consumer's would make it
+/// refuse every event larger than that, and one event is at most NATS's max payload.
 pub(crate) fn within_request_limits(
     config: &consumer::Config,
     batch: usize,
     bytes: usize,
     expires: Option<Duration>,
 ) -> (usize, usize, Option<Duration>) {
-    // A value of 0 (no byte limit) stays 0: JetStream checks only a limit that is asked for, and
-    // asking for the consumer's would refuse every event larger than it.
-    let cap = |value: usize, limit: i64| match usize::try_from(limit) {
-        Ok(limit) if limit > 0 && value > limit => limit,
-        _ => value,
+    let (batch, bytes) = match usize::try_from(config.max_bytes) {
+        Ok(limit) if limit > 0 && bytes > limit => (1, 0),
+        _ => (batch, bytes),
+    };
+    let batch = match usize::try_from(config.max_batch) {
+        Ok(limit) if limit > 0 => batch.min(limit),
+        _ => batch,
     };
     let expires = match config.max_expires {
         limit if !limit.is_zero() => expires.map(|expires| expires.min(limit)),
         _ => expires,
     };
-    (
-        cap(batch, config.max_batch),
-        cap(bytes, config.max_bytes),
-        expires,
-    )
+    (batch, bytes, expires)
 }
 
 /// Checks that a consumer can hand events out one at a time, for `call` (Events, Fetch): a pull

@@ -204,14 +204,6 @@ impl Fetcher {
         let wait = spec.wait.filter(|wait| !wait.is_zero());
         let (max, max_bytes, wait) =
             within_request_limits(&config, max.min(room), MAX_FETCH_BYTES, wait);
-        // Under a consumer that caps a pull's bytes below ours, an event larger than its cap would
-        // make JetStream refuse every pull. One event at a time, with no byte limit, stays within
-        // what one answer may hold all the same (an event is at most NATS's max payload).
-        let (max, max_bytes) = if max_bytes < MAX_FETCH_BYTES {
-            (1, 0)
-        } else {
-            (max, max_bytes)
-        };
         let mut fetch = consumer.fetch().max_messages(max).max_bytes(max_bytes);
         if let Some(wait) = wait {
             fetch = fetch.expires(wait);

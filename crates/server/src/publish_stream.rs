@@ -101,9 +101,9 @@ async fn run(
     let closed = tx.closed();
     tokio::pin!(cancelled, closed);
     while reading || !pipeline.is_empty() || !answers.is_empty() {
-        let room = pipeline.has_room()
-            && pipeline.len() + answers.len() < WINDOW
-            && pipeline.queued_bytes() < QUEUED_BYTES;
+        // The pipeline's own window is WINDOW too, so this implies `has_room`.
+        let room =
+            pipeline.len() + answers.len() < WINDOW && pipeline.queued_bytes() < QUEUED_BYTES;
         tokio::select! {
             biased;
             // Answers first: each one frees a permit.
