@@ -9,6 +9,7 @@ pub mod events;
 pub mod events_ext;
 pub mod health;
 pub mod panic;
+pub mod probe;
 pub mod publish_stream;
 pub mod state;
 pub mod status;

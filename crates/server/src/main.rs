@@ -1,5 +1,7 @@
 //! `jetway-server`: loads the configuration, starts the local nats-server when `NATS_URL` is unset,
 //! connects to NATS, serves until SIGTERM or SIGINT, and shuts down gracefully.
+//! `jetway-server healthcheck` instead asks the server running on this host whether it is ready (see
+//! [`jetway_server::probe`]).
 
 use std::process::ExitCode;
 
@@ -7,6 +9,7 @@ use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
     app::{self, Listeners},
     config::Config,
+    probe,
     supervisor::{LocalNats, LocalNatsSettings},
     telemetry::Telemetry,
 };
@@ -24,6 +27,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("healthcheck") => return healthcheck(&config),
+        Some(other) => {
+            eprintln!(
+                "jetway-server: unknown argument {other:?}; run it without arguments to serve, or \
+                 with `healthcheck` to probe the server running on this host"
+            );
+            return ExitCode::from(2);
+        }
+    }
     // Built by hand rather than with `#[tokio::main]`, so the configuration sets the thread count.
     // One thread means Tokio's current-thread scheduler: its run queue is a plain local queue, while
     // a work-stealing one, with nobody to steal from, still pays for synchronisation on every wake.
@@ -41,6 +55,17 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime.block_on(start(config)),
         Err(err) => {
             eprintln!("jetway-server: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 0 when the server on this host answers `/readyz` with 200, else 1 with the reason on stderr.
+fn healthcheck(config: &Config) -> ExitCode {
+    match probe::check(probe::health_addr(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("jetway-server healthcheck: {err}");
             ExitCode::FAILURE
         }
     }
