@@ -19,6 +19,60 @@ fn compose() -> Yaml {
     documents.remove(0)
 }
 
+/// A compose service with its YAML merge key (`<<: *anchor`) applied, as Compose applies it: the
+/// parser resolves the alias but leaves the merge to its user.
+fn service(compose: &Yaml, name: &str) -> Yaml {
+    let own = compose["services"][name]
+        .as_hash()
+        .unwrap_or_else(|| panic!("a service {name}"));
+    let mut merged = own
+        .get(&Yaml::String("<<".into()))
+        .and_then(Yaml::as_hash)
+        .cloned()
+        .unwrap_or_default();
+    for (key, value) in own {
+        if key.as_str() != Some("<<") {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    Yaml::Hash(merged)
+}
+
+fn strings(list: &Yaml) -> Vec<&str> {
+    list.as_vec()
+        .map(|items| items.iter().filter_map(Yaml::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The environment of a compose service as the server would see it.
+fn environment(service: &Yaml) -> Vec<(String, String)> {
+    service["environment"]
+        .as_hash()
+        .expect("a map of variables")
+        .iter()
+        .map(|(k, v)| {
+            let value = v
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_i64().map(|i| i.to_string()));
+            (
+                k.as_str().unwrap().to_owned(),
+                value.expect("a scalar value"),
+            )
+        })
+        .collect()
+}
+
+/// The nats-server version `scripts/install-nats-server.sh` pins for the tests and the local default.
+fn pinned_nats_version() -> String {
+    repo_file("scripts/install-nats-server.sh")
+        .lines()
+        .find_map(|line| line.strip_prefix("NATS_SERVER_VERSION=\"${NATS_SERVER_VERSION:-"))
+        .and_then(|rest| rest.strip_suffix("}\""))
+        .expect("the pinned version in install-nats-server.sh")
+        .to_owned()
+}
+
 #[test]
 fn compose_wires_nats_jaeger_and_jetway() {
     let compose = compose();
@@ -28,12 +82,7 @@ fn compose_wires_nats_jaeger_and_jetway() {
         nats["image"].as_str().unwrap().starts_with("nats:"),
         "the official NATS image"
     );
-    let command: Vec<_> = nats["command"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .filter_map(Yaml::as_str)
-        .collect();
+    let command = strings(&nats["command"]);
     assert!(command.contains(&"-js"), "JetStream on: {command:?}");
     assert!(
         !nats["volumes"].is_badvalue(),
@@ -55,12 +104,7 @@ fn compose_wires_nats_jaeger_and_jetway() {
         jaeger["environment"]["COLLECTOR_OTLP_ENABLED"].as_str(),
         Some("true")
     );
-    let jaeger_ports: Vec<_> = jaeger["ports"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .filter_map(Yaml::as_str)
-        .collect();
+    let jaeger_ports = strings(&jaeger["ports"]);
     assert!(
         jaeger_ports.contains(&"16686:16686"),
         "the Jaeger UI: {jaeger_ports:?}"
@@ -76,20 +120,7 @@ fn compose_wires_nats_jaeger_and_jetway() {
         jetway["depends_on"]["nats"]["condition"].as_str(),
         Some("service_healthy")
     );
-    let environment = jetway["environment"].as_hash().expect("a map of variables");
-    let vars: Vec<(String, String)> = environment
-        .iter()
-        .map(|(k, v)| {
-            let value = v
-                .as_str()
-                .map(str::to_owned)
-                .or_else(|| v.as_i64().map(|i| i.to_string()));
-            (
-                k.as_str().unwrap().to_owned(),
-                value.expect("a scalar value"),
-            )
-        })
-        .collect();
+    let vars = environment(jetway);
     for (name, _) in &vars {
         assert!(
             KNOWN_VARIABLES.contains(&name.as_str()),
@@ -102,6 +133,93 @@ fn compose_wires_nats_jaeger_and_jetway() {
         config.telemetry.export_endpoint(),
         Some("http://jaeger:4317")
     );
+}
+
+/// Every NATS image in the compose file runs the version the tests run against, and every Jetway
+/// service is checked by the binary's own probe.
+#[test]
+fn compose_pins_the_tested_nats_and_probes_every_jetway() {
+    let compose = compose();
+    let expected = format!("nats:{}-alpine", pinned_nats_version());
+    let names: Vec<&str> = compose["services"]
+        .as_hash()
+        .unwrap()
+        .keys()
+        .filter_map(Yaml::as_str)
+        .collect();
+    for name in &names {
+        let service = service(&compose, name);
+        let image = service["image"].as_str().unwrap_or_default();
+        if image.starts_with("nats:") {
+            assert_eq!(image, expected, "{name}");
+        }
+        if service["build"].as_str() == Some(".") {
+            assert_eq!(
+                strings(&service["healthcheck"]["test"]),
+                ["CMD", "/usr/local/bin/jetway-server", "healthcheck"],
+                "{name}"
+            );
+        }
+    }
+}
+
+/// The `cluster` profile: three JetStream nodes routed to each other under distinct names, and two
+/// Jetway replicas, each given every node, on host ports of their own.
+#[test]
+fn the_cluster_profile_runs_three_nats_nodes_and_two_jetways() {
+    let compose = compose();
+    let nodes = ["nats-1", "nats-2", "nats-3"];
+    for node in nodes {
+        let service = service(&compose, node);
+        assert_eq!(strings(&service["profiles"]), ["cluster"], "{node}");
+        let command = strings(&service["command"]);
+        let after = |flag: &str| {
+            let at = command.iter().position(|arg| *arg == flag);
+            at.and_then(|i| command.get(i + 1).copied())
+                .unwrap_or_else(|| panic!("{node} has no {flag}: {command:?}"))
+        };
+        assert!(command.contains(&"-js"), "{node}: {command:?}");
+        assert_eq!(after("-n"), node, "a server name of its own");
+        assert_eq!(after("--cluster_name"), "jetway");
+        let routes: BTreeSet<&str> = after("--routes").split(',').collect();
+        let others: BTreeSet<String> = nodes
+            .iter()
+            .filter(|other| **other != node)
+            .map(|other| format!("nats://{other}:6222"))
+            .collect();
+        assert_eq!(
+            routes,
+            others.iter().map(String::as_str).collect(),
+            "{node} routes to the other nodes"
+        );
+        assert!(!service["volumes"].is_badvalue(), "{node} keeps its data");
+        assert!(!service["healthcheck"]["test"].is_badvalue(), "{node}");
+    }
+    let mut host_ports = BTreeSet::new();
+    for replica in ["jetway-1", "jetway-2"] {
+        let service = service(&compose, replica);
+        assert_eq!(strings(&service["profiles"]), ["cluster"], "{replica}");
+        for node in nodes {
+            assert_eq!(
+                service["depends_on"][node]["condition"].as_str(),
+                Some("service_healthy"),
+                "{replica} waits for {node}"
+            );
+        }
+        let config = Config::from_iter(environment(&service))
+            .unwrap_or_else(|err| panic!("{replica}: {err}"));
+        let url = config.nats_url.expect("NATS_URL");
+        for node in nodes {
+            assert!(
+                url.contains(&format!("nats://{node}:4222")),
+                "{replica} can fail over to {node}: {url}"
+            );
+        }
+        for port in strings(&service["ports"]) {
+            let host = port.split(':').next().unwrap().to_owned();
+            assert!(host_ports.insert(host), "{replica} reuses host port {port}");
+        }
+    }
 }
 
 #[test]
@@ -137,4 +255,62 @@ fn envrc_example_documents_every_variable() {
         .collect();
     let known: BTreeSet<_> = KNOWN_VARIABLES.iter().map(|v| v.to_string()).collect();
     assert_eq!(documented, known);
+}
+
+/// Runs `jetway-server healthcheck` against the health port at `addr`, as a container runtime does,
+/// and returns whether it passed and what it printed on stderr.
+fn healthcheck(addr: std::net::SocketAddr) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jetway-server"))
+        .arg("healthcheck")
+        .env_clear()
+        .env("LISTEN_HOST", addr.ip().to_string())
+        .env("HEALTH_PORT", addr.port().to_string())
+        .output()
+        .expect("run jetway-server healthcheck");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The image has no shell, so its healthcheck is the binary's own probe: it passes while the server
+/// is ready and fails, naming why, once NATS is away or nothing listens.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_healthcheck_probe_follows_readiness() {
+    let mut env = crate::harness::Env::start().await;
+    let addr = env.jetway.health_addr;
+    let probe = || tokio::task::spawn_blocking(move || healthcheck(addr));
+    let (ready, stderr) = probe().await.unwrap();
+    assert!(ready, "a ready server passes: {stderr}");
+
+    env.nats.stop();
+    let stderr = jetway_testkit::eventually("the probe fails while NATS is away", || async {
+        let (ready, stderr) = probe().await.unwrap();
+        (!ready).then_some(stderr)
+    })
+    .await;
+    assert!(
+        stderr.contains("/readyz answered") && stderr.contains("503"),
+        "{stderr}"
+    );
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free.local_addr().unwrap();
+    drop(free);
+    let (ready, stderr) = tokio::task::spawn_blocking(move || healthcheck(closed))
+        .await
+        .unwrap();
+    assert!(!ready);
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_argument_is_refused() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jetway-server"))
+        .arg("--frobnicate")
+        .env_clear()
+        .output()
+        .expect("run jetway-server");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown argument"));
 }
