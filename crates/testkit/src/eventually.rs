@@ -24,8 +24,9 @@ where
     eventually_within(what, TIMEOUT, f).await
 }
 
-/// [`eventually`] with an explicit bound, so the timeout path can be tested without waiting 10 s.
-async fn eventually_within<F, Fut, T>(what: &str, timeout: Duration, mut f: F) -> T
+/// [`eventually`] with an explicit bound: for what legitimately takes longer than 10 s (a cluster
+/// electing new leaders after a node dies), and to test the timeout path without waiting 10 s.
+pub async fn eventually_within<F, Fut, T>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

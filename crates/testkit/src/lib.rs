@@ -1,14 +1,17 @@
 //! Test harness for Jetway: owns starting and stopping a real `nats-server` with JetStream for tests
-//! ([`NatsServer`]), cutting connections to it without stopping it ([`TcpProxy`]), and the one
+//! ([`NatsServer`]) or a cluster of them ([`NatsCluster`]), cutting connections to it without stopping it ([`TcpProxy`]), and the one
 //! sanctioned way for a test to wait for a condition ([`eventually`]).
 //!
 //! Tests talk to a real server rather than a mock because the behaviour under test (acks,
 //! redelivery, reconnects after a restart) lives in the server.
 
+mod cluster;
 mod eventually;
 mod nats;
 mod proxy;
+mod raw;
 
-pub use eventually::eventually;
+pub use cluster::NatsCluster;
+pub use eventually::{eventually, eventually_within};
 pub use nats::NatsServer;
 pub use proxy::TcpProxy;

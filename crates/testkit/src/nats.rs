@@ -50,13 +50,7 @@ impl NatsServer {
     /// `nats-server` on `PATH`. Panics if none is found or the server does not come up; the panic
     /// message carries the end of the server log.
     pub fn start() -> NatsServer {
-        let bin = find_binary(
-            std::env::var_os("NATS_SERVER_BIN"),
-            &workspace_root(),
-            std::env::var_os("PATH"),
-        )
-        .unwrap_or_else(|message| panic!("{message}"));
-        let mut files = Files::new(bin);
+        let mut files = Files::new(binary());
         let (child, url, port) = files.launch(None);
         NatsServer {
             files,
@@ -231,7 +225,7 @@ impl Files {
 }
 
 /// Kills the child and reaps it; once this returns, the process and its listening socket are gone.
-fn kill_and_reap(child: &mut Child) -> io::Result<ExitStatus> {
+pub(crate) fn kill_and_reap(child: &mut Child) -> io::Result<ExitStatus> {
     child.kill()?;
     child.wait()
 }
@@ -268,6 +262,17 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The nats-server binary tests run: see [`NatsServer::start`]. Panics, saying what to install, if
+/// there is none.
+pub(crate) fn binary() -> PathBuf {
+    find_binary(
+        std::env::var_os("NATS_SERVER_BIN"),
+        &workspace_root(),
+        std::env::var_os("PATH"),
+    )
+    .unwrap_or_else(|message| panic!("{message}"))
+}
+
 /// Picks the nats-server binary: `explicit` (the value of `NATS_SERVER_BIN`; empty counts as
 /// unset), else `<root>/tools/bin/nats-server`, else `nats-server` in one of the `path`
 /// directories. Takes the environment as arguments so tests need not change the process
@@ -302,74 +307,8 @@ fn find_binary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader, Read, Write};
+    use crate::raw::RawClient;
     use std::net::TcpStream;
-
-    /// Just enough of the NATS client protocol to prove a server is alive and to drive the
-    /// JetStream API, without the harness depending on a client crate.
-    struct RawClient {
-        reader: BufReader<TcpStream>,
-        writer: TcpStream,
-        info: serde_json::Value,
-    }
-
-    impl RawClient {
-        /// Connects, reads the server's `INFO` greeting and subscribes to replies on `reply`.
-        fn connect(port: u16) -> RawClient {
-            let stream = TcpStream::connect(("127.0.0.1", port))
-                .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
-            // Bounds every read, so a silent server fails the test instead of hanging it.
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let writer = stream.try_clone().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let info = line
-                .strip_prefix("INFO ")
-                .unwrap_or_else(|| panic!("expected an INFO greeting, got {line:?}"));
-            let info = serde_json::from_str(info.trim_end()).unwrap();
-            let mut client = RawClient {
-                reader,
-                writer,
-                info,
-            };
-            client.send("CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB reply 1\r\n");
-            client
-        }
-
-        fn send(&mut self, text: &str) {
-            self.writer.write_all(text.as_bytes()).unwrap();
-        }
-
-        /// Publishes `payload` to `subject` and returns the JSON reply.
-        fn request(&mut self, subject: &str, payload: &str) -> serde_json::Value {
-            self.send(&format!(
-                "PUB {subject} reply {}\r\n{payload}\r\n",
-                payload.len()
-            ));
-            loop {
-                let mut line = String::new();
-                self.reader.read_line(&mut line).unwrap();
-                if line == "PING\r\n" {
-                    self.send("PONG\r\n");
-                    continue;
-                }
-                if line.starts_with("INFO ") {
-                    continue;
-                }
-                let len: usize = line
-                    .strip_prefix("MSG reply 1 ")
-                    .and_then(|len| len.trim_end().parse().ok())
-                    .unwrap_or_else(|| panic!("expected a reply, got {line:?}"));
-                // The payload is followed by CRLF.
-                let mut body = vec![0; len + 2];
-                self.reader.read_exact(&mut body).unwrap();
-                return serde_json::from_slice(&body[..len]).unwrap();
-            }
-        }
-    }
 
     fn assert_refused(port: u16) {
         let result = TcpStream::connect(("127.0.0.1", port));

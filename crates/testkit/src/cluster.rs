@@ -1,0 +1,405 @@
+//! Owns an N-node nats-server cluster for tests: every node on loopback with JetStream, routed to
+//! every other node, with a store of its own in one temporary directory. A test can kill a node
+//! (kill -9), stop it (SIGTERM), restart it on the same ports and store, find which node leads a
+//! stream, and ask a stream's leader to step down. To cut one client's link to a node while the node
+//! stays up, put a [`crate::TcpProxy`] in front of [`NatsCluster::port`].
+//!
+//! Like [`crate::NatsServer`], everything here is synchronous so that `Drop` can kill the nodes
+//! whether or not a tokio runtime is still alive.
+
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::nats::{binary, kill_and_reap};
+use crate::raw::RawClient;
+
+/// How long a cluster gets to elect its JetStream meta leader after a (re)start. Elections take a
+/// few seconds; the slack is for loaded CI machines.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a stopped node gets to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pause between two looks at a node's state.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The cluster name every node shares.
+const CLUSTER_NAME: &str = "jetway-testkit";
+
+/// A running cluster of nats-server nodes with JetStream on loopback. Every node is killed when this
+/// value is dropped.
+#[derive(Debug)]
+pub struct NatsCluster {
+    bin: PathBuf,
+    nodes: Vec<Node>,
+    /// Holds every node's store, config and log; deleted on drop unless a startup failure kept it.
+    root: TempDir,
+}
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    client_port: u16,
+    monitor_port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes (at least 1) and returns once each of them reports healthy, which in a
+    /// cluster means a JetStream meta leader has been elected and the node is current with it.
+    /// Panics, with the end of the failing node's log, if that does not happen in time.
+    pub fn start(size: usize) -> NatsCluster {
+        assert!(size >= 1, "a cluster needs at least one node");
+        let root = tempfile::Builder::new()
+            .prefix("jetway-nats-cluster-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for the cluster: {e}"));
+        // Every port is chosen before any node starts, because each node's routes name the others.
+        let ports: Vec<[u16; 3]> = (0..size)
+            .map(|_| [free_port(), free_port(), free_port()])
+            .collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let name = format!("n{}", i + 1);
+                let dir = root.path().join(&name);
+                fs::create_dir_all(&dir)
+                    .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+                let [client_port, cluster_port, monitor_port] = ports[i];
+                let mut routes = String::new();
+                for (j, other) in ports.iter().enumerate() {
+                    if j != i {
+                        write!(routes, "\"nats-route://127.0.0.1:{}\", ", other[1]).unwrap();
+                    }
+                }
+                let config = dir.join("nats-server.conf");
+                let text = format!(
+                    "server_name: \"{name}\"\n\
+                     listen: \"127.0.0.1:{client_port}\"\n\
+                     http: \"127.0.0.1:{monitor_port}\"\n\
+                     jetstream {{ store_dir: \"{store}\" }}\n\
+                     cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{routes}]\n}}\n",
+                    store = dir.join("store").display(),
+                );
+                fs::write(&config, text)
+                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+                Node {
+                    name,
+                    client_port,
+                    monitor_port,
+                    config,
+                    log: dir.join("nats-server.log"),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = NatsCluster {
+            bin: binary(),
+            nodes,
+            root,
+        };
+        for i in 0..size {
+            cluster.launch(i);
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// How many nodes the cluster has, running or not.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The client URL of node `i`, e.g. `nats://127.0.0.1:41234`; unchanged by restarts.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].client_port)
+    }
+
+    /// Every node's client URL, comma-separated, as `NATS_URL` takes them.
+    pub fn urls(&self) -> String {
+        (0..self.size())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client port of node `i`; unchanged by restarts.
+    pub fn port(&self, i: usize) -> u16 {
+        self.nodes[i].client_port
+    }
+
+    /// The server name of node `i` (`n1`, `n2`, ...), as NATS reports it, e.g. as a stream's leader.
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].name
+    }
+
+    /// Whether node `i` is running (not killed or stopped).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// Kills node `i` with SIGKILL and reaps it: a crash, losing whatever it had not written to its
+    /// store. Does nothing if it is not running.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            kill_and_reap(&mut child)
+                .unwrap_or_else(|e| panic!("cannot kill node {}: {e}", self.nodes[i].name));
+        }
+    }
+
+    /// Stops node `i` gracefully with SIGTERM and waits for it to exit (killing it after 30 s). Does
+    /// nothing if it is not running.
+    pub fn stop(&mut self, i: usize) {
+        let Some(mut child) = self.nodes[i].child.take() else {
+            return;
+        };
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        // SAFETY: `kill` has no memory effects; the pid is our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                let _ = kill_and_reap(&mut child);
+                return;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Starts node `i` again (stopping it first if it runs) on the same ports with the same store,
+    /// and returns once every running node is healthy again.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.launch(i);
+        self.wait_healthy();
+    }
+
+    /// The index of the node that leads `stream` (in the default account), as the running nodes
+    /// report it; `None` while no running node knows of a leader.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        (0..self.size())
+            .filter(|&i| self.is_running(i))
+            .find_map(|i| {
+                let jsz = self.monitor(i, "/jsz?accounts=true&streams=true")?;
+                let accounts = jsz.get("account_details")?.as_array()?;
+                let leader = accounts
+                    .iter()
+                    .filter_map(|account| account.get("stream_detail")?.as_array())
+                    .flatten()
+                    .find(|detail| detail.get("name").and_then(|n| n.as_str()) == Some(stream))?
+                    .get("cluster")?
+                    .get("leader")?
+                    .as_str()?
+                    .to_owned();
+                self.nodes.iter().position(|node| node.name == leader)
+            })
+    }
+
+    /// Asks the leader of `stream` to step down, through the first running node, so the others
+    /// elect a new one. Panics if JetStream refuses.
+    pub fn step_down(&self, stream: &str) {
+        let i = (0..self.size())
+            .find(|&i| self.is_running(i))
+            .expect("a running node");
+        let answer = RawClient::connect(self.port(i))
+            .request(&format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"), "");
+        assert_eq!(
+            answer.get("success").and_then(|s| s.as_bool()),
+            Some(true),
+            "step-down of {stream} refused: {answer}"
+        );
+    }
+
+    /// Waits until every running node answers its health check (JetStream current with the meta
+    /// leader). Panics, with the end of an unhealthy node's log, after a minute.
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + HEALTHY_TIMEOUT;
+        let running: Vec<usize> = (0..self.size()).filter(|&i| self.is_running(i)).collect();
+        for i in running {
+            while self.monitor_status(i, "/healthz") != Some(200) {
+                if Instant::now() >= deadline {
+                    self.fail(i, "did not report healthy in time");
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+    }
+
+    /// Spawns node `i` from its config file, appending to its log.
+    fn launch(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", node.log.display()));
+        let stderr = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", node.log.display()));
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        self.nodes[i].child = Some(child);
+    }
+
+    /// GETs `path` from node `i`'s monitoring port and returns the status code.
+    fn monitor_status(&self, i: usize, path: &str) -> Option<u16> {
+        let (status, _) = http_get(self.nodes[i].monitor_port, path)?;
+        Some(status)
+    }
+
+    /// GETs `path` from node `i`'s monitoring port and returns the JSON body of a 200 answer.
+    fn monitor(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        match http_get(self.nodes[i].monitor_port, path)? {
+            (200, body) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
+    /// Panics with `what` and the end of node `i`'s log, keeping the cluster's directory.
+    fn fail(&mut self, i: usize, what: &str) -> ! {
+        let log = fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        self.root.disable_cleanup(true);
+        panic!(
+            "node {} {what}\nlog (kept): {}\n--- end of log ---\n{tail}",
+            self.nodes[i].name,
+            self.nodes[i].log.display(),
+        )
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                // Errors are ignored: panicking while a failed test unwinds would hide its failure.
+                let _ = kill_and_reap(&mut child);
+            }
+        }
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
+
+/// A minimal HTTP/1.0 GET on loopback: the status code and the body, or `None` if nothing answered.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventually_within;
+
+    fn publish(cluster: &NatsCluster, node: usize, subject: &str) -> Option<u64> {
+        let answer = RawClient::try_connect(cluster.port(node))
+            .ok()?
+            .try_request(subject, "x")
+            .ok()?;
+        answer.get("seq")?.as_u64()
+    }
+
+    /// A replicated stream keeps its data and takes publishes through a leader crash, a restart of
+    /// that node and a step-down, and each is seen in who leads it.
+    #[tokio::test]
+    async fn a_replicated_stream_survives_its_leader_crashing_and_stepping_down() {
+        let mut cluster = NatsCluster::start(3);
+        assert_eq!(cluster.size(), 3);
+        assert_eq!(cluster.urls().split(',').count(), 3);
+        let created = RawClient::connect(cluster.port(0)).request(
+            "$JS.API.STREAM.CREATE.R3",
+            r#"{"name":"R3","subjects":["r3.>"],"storage":"file","num_replicas":3}"#,
+        );
+        assert!(created.get("error").is_none(), "{created}");
+        assert_eq!(created["config"]["num_replicas"], 3, "{created}");
+        assert_eq!(publish(&cluster, 0, "r3.a"), Some(1));
+
+        let leader = |cluster: &NatsCluster, not: Option<usize>| {
+            let found = cluster.stream_leader("R3").filter(|&l| Some(l) != not);
+            async move { found }
+        };
+        let first = eventually_within("R3 has a leader", HEALTHY_TIMEOUT, || {
+            leader(&cluster, None)
+        })
+        .await;
+        cluster.kill(first);
+        assert!(!cluster.is_running(first));
+        eventually_within("another node leads R3", HEALTHY_TIMEOUT, || {
+            leader(&cluster, Some(first))
+        })
+        .await;
+        let other = (first + 1) % 3;
+        let seq = eventually_within(
+            "a publish succeeds without the old leader",
+            HEALTHY_TIMEOUT,
+            || {
+                let seq = publish(&cluster, other, "r3.b");
+                async move { seq }
+            },
+        )
+        .await;
+        assert_eq!(seq, 2);
+
+        cluster.restart(first);
+        assert!(cluster.is_running(first));
+        let info = eventually_within(
+            "the restarted node has both events",
+            HEALTHY_TIMEOUT,
+            || {
+                let info = RawClient::try_connect(cluster.port(first))
+                    .ok()
+                    .and_then(|mut client| client.try_request("$JS.API.STREAM.INFO.R3", "").ok())
+                    .filter(|info| info["state"]["messages"] == 2);
+                async move { info }
+            },
+        )
+        .await;
+        assert_eq!(info["state"]["last_seq"], 2, "{info}");
+
+        let before = eventually_within("R3 has a leader", HEALTHY_TIMEOUT, || {
+            leader(&cluster, None)
+        })
+        .await;
+        cluster.step_down("R3");
+        eventually_within(
+            "another node leads R3 after the step-down",
+            HEALTHY_TIMEOUT,
+            || leader(&cluster, Some(before)),
+        )
+        .await;
+
+        cluster.stop(before);
+        assert!(!cluster.is_running(before));
+    }
+}
