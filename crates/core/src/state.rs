@@ -34,7 +34,10 @@ use crate::{
     error::{Classify, Invalid, NatsError},
     format,
     names::{validate_key, validate_key_filter, validate_name},
-    streams::{ApplyError, DEFAULT_DEDUPE_WINDOW, Storage, apply_config, starting_config},
+    streams::{
+        ApplyError, DEFAULT_DEDUPE_WINDOW, Storage, apply_config, is_placement_refusal,
+        placement_message, starting_config,
+    },
 };
 
 /// Revisions kept per key unless the store is configured otherwise (Windshift's default).
@@ -251,7 +254,7 @@ pub async fn ensure_store(nats: &Nats, store: &str) -> Result<(), EnsureStoreErr
         Ok(_) => {}
         Err(err) => match err.classify() {
             e if e.api_code() == Some(ErrorCode::STREAM_NAME_EXIST) => {}
-            e => return Err(rejected(store, e)),
+            e => return Err(rejected(&spec, e)),
         },
     }
     tracing::info!(%store, "store ensured");
@@ -273,14 +276,21 @@ pub async fn configure_store(nats: &Nats, spec: &StoreSpec) -> Result<bool, Ensu
             Ok(created)
         }
         Err(ApplyError::Build(err)) => Err(err),
-        Err(ApplyError::Refused(err)) => Err(rejected(&spec.store, err)),
+        Err(ApplyError::Refused(err)) => Err(rejected(spec, err)),
     }
 }
 
 /// Sorts a failed create or update: a configuration JetStream finds invalid is the client's to fix,
 /// and any other refusal is a conflict with the store as it is.
-fn rejected(store: &str, err: NatsError) -> EnsureStoreError {
+fn rejected(spec: &StoreSpec, err: NatsError) -> EnsureStoreError {
+    let store = &spec.store;
     match err {
+        err if is_placement_refusal(&err) => EnsureStoreError::Conflict(placement_message(
+            "replicas",
+            spec.replicas.unwrap_or(1),
+            &format!("store {store}"),
+            &err,
+        )),
         NatsError::Api { code, description } if code == ErrorCode::STREAM_INVALID_CONFIG.0 => {
             Invalid::new(
                 "store",

@@ -138,6 +138,14 @@ pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureS
             Ok(())
         }
         Err(ApplyError::Build(err)) => Err(err),
+        Err(ApplyError::Refused(err)) if is_placement_refusal(&err) => {
+            Err(EnsureStreamError::Conflict(placement_message(
+                "storage.replicas",
+                spec.replicas.unwrap_or(1),
+                &format!("stream {}", spec.name),
+                &err,
+            )))
+        }
         Err(ApplyError::Refused(NatsError::Api { code, description }))
             if code == ErrorCode::STREAM_INVALID_CONFIG.0 =>
         {
@@ -155,6 +163,25 @@ pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureS
         }
         Err(ApplyError::Refused(err)) => Err(err.into()),
     }
+}
+
+/// Whether JetStream refused a stream because it cannot place its replicas: the cluster has fewer
+/// JetStream servers than the replicas asked for (or none that fit its placement).
+pub(crate) fn is_placement_refusal(err: &NatsError) -> bool {
+    err.api_code() == Some(ErrorCode::CLUSTER_NO_PEERS)
+}
+
+/// The message of a placement refusal, naming the request's `field` and keeping NATS's reason, so the
+/// user sees that the replica count is the cause.
+pub(crate) fn placement_message(field: &str, replicas: u32, what: &str, err: &NatsError) -> String {
+    let reason = match err {
+        NatsError::Api { description, .. } => description.as_str(),
+        _ => "",
+    };
+    format!(
+        "{field}: JetStream cannot place {replicas} replicas of {what}: {reason}; ask for at most as \
+         many replicas as the NATS cluster has JetStream servers"
+    )
 }
 
 /// How applying a stream configuration failed.

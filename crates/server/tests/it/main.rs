@@ -3,6 +3,7 @@
 
 mod admin;
 mod clients;
+mod cluster;
 mod consumers;
 mod dead_letters;
 mod delivery;
