@@ -106,7 +106,9 @@ pub async fn serve(
     let health_addr = listeners.health.local_addr()?;
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health_task = tokio::spawn(health::track(nats.clone(), reporter, shutdown.clone()));
+    let (readiness, probe) = health::probe(nats.clone(), shutdown.clone());
+    let probe_task = tokio::spawn(probe);
+    let health_task = tokio::spawn(health::track(readiness.clone(), reporter));
     let descriptors = [
         jetway_api::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -150,11 +152,8 @@ pub async fn serve(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         );
-    let http = axum::serve(
-        listeners.health,
-        health::router(nats.clone(), shutdown.clone()),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = axum::serve(listeners.health, health::router(readiness))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tracing::info!(%grpc_addr, %health_addr, "serving");
 
     let grpc = tokio::spawn(grpc);
@@ -173,6 +172,7 @@ pub async fn serve(
         let grpc_result = grpc.await;
         let http_result = http.await;
         health_task.await.ok();
+        probe_task.await.ok();
         dead_letters.await.ok();
         (grpc_result, http_result)
     };

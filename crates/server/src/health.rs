@@ -1,8 +1,13 @@
-//! Health: HTTP `/healthz` (the process is alive), `/readyz` (NATS is connected and JetStream
-//! answers) and `/metrics` (Prometheus) on HEALTH_PORT, and the `grpc.health.v1` status, which
-//! follows the same readiness check.
+//! Health: HTTP `/healthz` (the process is alive), `/readyz` (this replica can serve) and `/metrics`
+//! (Prometheus) on HEALTH_PORT, and the `grpc.health.v1` status, which follows the same readiness.
+//!
+//! Readiness is probed in the background ([`probe`]) and read from its last verdict, so `/readyz`
+//! answers at once instead of waiting on JetStream. It says whether *this* replica can serve: its NATS
+//! connection is up and JetStream answered within [`PROBE_GRACE`]. A JetStream meta-leader election,
+//! during which no account-info request is answered for seconds but existing streams take publishes
+//! again, does not take every replica out of a load balancer at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::{Json, Router, http::StatusCode, routing::get};
 use jetway_api::{
@@ -14,6 +19,7 @@ use jetway_api::{
 };
 use jetway_core::Nats;
 use serde_json::json;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -22,11 +28,102 @@ use crate::{
     state::{State, StateExt},
 };
 
-/// How often the gRPC health status is re-checked when the connection state does not change.
-const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a connected replica probes JetStream.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The HTTP health routes. Readiness turns false for good once `shutdown` is cancelled.
-pub fn router(nats: Nats, shutdown: CancellationToken) -> Router {
+/// How long JetStream may leave probes unanswered before a replica whose NATS connection is up counts
+/// as not ready: longer than a JetStream meta-leader election (about 8 s seen on a 3-node cluster).
+pub const PROBE_GRACE: Duration = Duration::from_secs(15);
+
+/// The readiness verdict: `Err` says why this replica cannot serve.
+type Verdict = Result<(), String>;
+
+/// The last readiness verdict, kept by [`probe`]; cheap to clone and to read.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    verdict: watch::Receiver<Verdict>,
+    shutdown: CancellationToken,
+}
+
+impl Readiness {
+    /// Whether this replica can serve now. Not ready for good once `shutdown` is cancelled.
+    pub fn check(&self) -> Verdict {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        self.verdict.borrow().clone()
+    }
+}
+
+/// Probes readiness in the background until `shutdown`: returns the verdict's reader and the task
+/// that keeps it, to be spawned.
+pub fn probe(
+    nats: Nats,
+    shutdown: CancellationToken,
+) -> (Readiness, impl Future<Output = ()> + Send + 'static) {
+    let (tx, verdict) = watch::channel(Err("starting".to_owned()));
+    let readiness = Readiness {
+        verdict,
+        shutdown: shutdown.clone(),
+    };
+    let task = async move {
+        let mut connected = nats.connected();
+        // The last answer from JetStream on the current connection.
+        let mut last_answer: Option<Instant> = None;
+        loop {
+            let verdict = tokio::select! {
+                () = shutdown.cancelled() => break,
+                verdict = probe_once(&nats, &mut last_answer) => verdict,
+            };
+            tx.send_if_modified(|current| {
+                let changed = *current != verdict;
+                *current = verdict;
+                changed
+            });
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                // A change of the connection is probed at once.
+                changed = connected.changed() => if changed.is_err() {
+                    // The connection is gone for good; only the periodic probe is left.
+                    tokio::time::sleep(PROBE_INTERVAL).await;
+                },
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
+        }
+    };
+    (readiness, task)
+}
+
+/// Probes once: not ready without a connection; else JetStream's answer, a failure forgiven within
+/// the grace. `last_answer` is when JetStream last answered on the current connection.
+async fn probe_once(nats: &Nats, last_answer: &mut Option<Instant>) -> Verdict {
+    if !nats.is_connected() {
+        *last_answer = None;
+        return Err("not connected to NATS".to_owned());
+    }
+    match nats.check_ready().await {
+        Ok(()) => {
+            *last_answer = Some(Instant::now());
+            Ok(())
+        }
+        Err(err) => after_failed_probe(*last_answer, Instant::now(), err.to_string()),
+    }
+}
+
+/// The verdict after a failed probe on a live connection: still ready while JetStream answered within
+/// [`PROBE_GRACE`], else not ready for `reason`.
+fn after_failed_probe(last_answer: Option<Instant>, now: Instant, reason: String) -> Verdict {
+    match last_answer {
+        Some(at) if now.saturating_duration_since(at) <= PROBE_GRACE => {
+            tracing::debug!(%reason, "JetStream probe failed; still ready within the grace");
+            Ok(())
+        }
+        _ => Err(reason),
+    }
+}
+
+/// The HTTP health routes.
+pub fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route(
@@ -36,10 +133,9 @@ pub fn router(nats: Nats, shutdown: CancellationToken) -> Router {
         .route(
             "/readyz",
             get(move || {
-                let nats = nats.clone();
-                let shutdown = shutdown.clone();
+                let verdict = readiness.check();
                 async move {
-                    match readiness(&nats, &shutdown).await {
+                    match verdict {
                         Ok(()) => (StatusCode::OK, Json(json!({ "status": "up" }))),
                         Err(reason) => (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -60,22 +156,13 @@ async fn metrics() -> String {
     handle.render()
 }
 
-/// Ready means: not shutting down, connected to NATS, and JetStream answering.
-async fn readiness(nats: &Nats, shutdown: &CancellationToken) -> Result<(), String> {
-    if shutdown.is_cancelled() {
-        return Err("shutting down".into());
-    }
-    nats.check_ready().await.map_err(|err| err.to_string())
-}
-
-/// Keeps the `grpc.health.v1` status (overall and for each service) in step with readiness:
-/// re-checked whenever the connection goes up or down, and every few seconds. Returns at shutdown,
-/// after setting NOT_SERVING.
-pub async fn track(nats: Nats, reporter: HealthReporter, shutdown: CancellationToken) {
-    let mut connected = nats.connected();
+/// Keeps the `grpc.health.v1` status (overall and for each service) in step with readiness. Returns
+/// at shutdown, after setting NOT_SERVING.
+pub async fn track(readiness: Readiness, reporter: HealthReporter) {
+    let mut verdict = readiness.verdict.clone();
     let mut last = None;
     loop {
-        let status = match readiness(&nats, &shutdown).await {
+        let status = match readiness.check() {
             Ok(()) => ServingStatus::Serving,
             Err(_) => ServingStatus::NotServing,
         };
@@ -85,12 +172,10 @@ pub async fn track(nats: Nats, reporter: HealthReporter, shutdown: CancellationT
             last = Some(status);
         }
         tokio::select! {
-            () = shutdown.cancelled() => break,
-            changed = connected.changed() => if changed.is_err() {
-                // The connection is gone for good; only the periodic check is left.
-                tokio::time::sleep(RECHECK_INTERVAL).await;
+            () = readiness.shutdown.cancelled() => break,
+            changed = verdict.changed() => if changed.is_err() {
+                break;
             },
-            () = tokio::time::sleep(RECHECK_INTERVAL) => {}
         }
     }
     set(&reporter, ServingStatus::NotServing).await;
@@ -109,5 +194,25 @@ async fn set(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for service in SERVICES {
         reporter.set_service_status(service, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed probe keeps a replica ready only while JetStream answered within the grace, and never
+    /// one that has not been answered on its connection yet.
+    #[test]
+    fn a_failed_probe_is_forgiven_only_within_the_grace() {
+        let now = Instant::now();
+        let failed = |last| after_failed_probe(last, now, "no answer".into());
+        assert_eq!(failed(None), Err("no answer".into()));
+        assert_eq!(failed(Some(now)), Ok(()));
+        assert_eq!(failed(Some(now - PROBE_GRACE)), Ok(()));
+        assert_eq!(
+            failed(Some(now - PROBE_GRACE - Duration::from_millis(1))),
+            Err("no answer".into())
+        );
     }
 }

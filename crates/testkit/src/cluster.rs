@@ -203,6 +203,21 @@ impl NatsCluster {
             })
     }
 
+    /// The index of the node that leads the JetStream meta group (stream and consumer placement,
+    /// account info), as the running nodes report it; `None` during an election.
+    pub fn meta_leader(&self) -> Option<usize> {
+        (0..self.size())
+            .filter(|&i| self.is_running(i))
+            .find_map(|i| {
+                let jsz = self.monitor(i, "/jsz")?;
+                let leader = jsz.get("meta_cluster")?.get("leader")?.as_str()?.to_owned();
+                self.nodes
+                    .iter()
+                    .position(|node| node.name == leader)
+                    .filter(|&leader| self.is_running(leader))
+            })
+    }
+
     /// Asks the leader of `stream` to step down, through the first running node, so the others
     /// elect a new one. Panics if JetStream refuses.
     pub fn step_down(&self, stream: &str) {

@@ -14,7 +14,7 @@ use jetway_api::{
 use jetway_testkit::{NatsCluster, eventually_within};
 use tonic::Code;
 
-use crate::harness::{Jetway, publish_request, stream_request};
+use crate::harness::{Jetway, http_status, publish_request, stream_request};
 
 /// Leader elections after a node dies take seconds; this bounds each wait for one.
 const ELECTION: Duration = Duration::from_secs(60);
@@ -166,4 +166,55 @@ async fn jetway_fails_over_between_the_nodes_of_its_nats_url() {
         3,
         "each publish stored once"
     );
+}
+
+/// Readiness follows this replica, not the JetStream meta leader: while the cluster elects a new meta
+/// leader after its node dies (no account-info request is answered meanwhile, but existing streams
+/// take publishes again), a Jetway on another node stays ready, and it publishes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_holds_through_a_meta_leader_election() {
+    let mut cluster = NatsCluster::start(3);
+    let meta = eventually_within("a meta leader", ELECTION, || {
+        let leader = cluster.meta_leader();
+        async move { leader }
+    })
+    .await;
+    let home = (meta + 1) % cluster.size();
+    let jetway = Jetway::start(&cluster.url(home)).await;
+    let mut events = EventsServiceClient::new(jetway.channel().await);
+    events
+        .ensure_stream(replicated("orders", &["orders.>"], 3))
+        .await
+        .expect("an R3 stream");
+    assert_eq!(http_status(jetway.health_addr, "/readyz").await, 200);
+
+    cluster.kill(meta);
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    eventually_within("a new meta leader", ELECTION, || {
+        let leader = cluster.meta_leader();
+        let health = jetway.health_addr;
+        let answers = answers.clone();
+        async move {
+            let status = http_status(health, "/readyz").await;
+            answers.lock().unwrap().push(status);
+            leader
+        }
+    })
+    .await;
+    let answers = answers.lock().unwrap().clone();
+    assert!(answers.len() > 1, "readiness was asked during the election");
+    assert!(
+        answers.iter().all(|&status| status == 200),
+        "/readyz during the election: {answers:?}"
+    );
+    eventually_within("a publish after the election", ELECTION, || {
+        let mut events = events.clone();
+        async move {
+            let mut request = publish_request("orders.created", "after");
+            request.idempotency_key = Some("after-election".into());
+            events.publish_event(request).await.ok()
+        }
+    })
+    .await;
+    assert_eq!(http_status(jetway.health_addr, "/readyz").await, 200);
 }
