@@ -64,6 +64,8 @@ impl NatsCluster {
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temporary directory for the cluster: {e}"));
         // Every port is chosen before any node starts, because each node's routes name the others.
+        // Nodes do not advertise their client URLs, so a client reaches only the nodes it is given,
+        // and a link cut with a proxy is not bypassed through a discovered URL.
         let ports: Vec<[u16; 3]> = (0..size)
             .map(|_| [free_port(), free_port(), free_port()])
             .collect();
@@ -86,7 +88,7 @@ impl NatsCluster {
                      listen: \"127.0.0.1:{client_port}\"\n\
                      http: \"127.0.0.1:{monitor_port}\"\n\
                      jetstream {{ store_dir: \"{store}\" }}\n\
-                     cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{routes}]\n}}\n",
+                     cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n",
                     store = dir.join("store").display(),
                 );
                 fs::write(&config, text)

@@ -1,12 +1,12 @@
-//! A TCP proxy on a free loopback port that can cut every connection through it: for tests of what a
-//! client does when its connection drops while the server behind it stays up (a network blip), which
-//! stopping the server cannot show.
+//! A TCP proxy on a free loopback port that can cut every connection through it, or hold the link
+//! down for a while: for tests of what a client does when its connection drops while the server
+//! behind it stays up (a network blip, a broken link), which stopping the server cannot show.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -20,6 +20,8 @@ pub struct TcpProxy {
     addr: SocketAddr,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accepted: Arc<AtomicUsize>,
+    /// While set, connections are closed as soon as they are accepted.
+    blocked: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -32,11 +34,16 @@ impl TcpProxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let blocked = Arc::new(AtomicBool::new(false));
         let accept = tokio::spawn({
             let connections = Arc::clone(&connections);
             let accepted = Arc::clone(&accepted);
+            let blocked = Arc::clone(&blocked);
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
+                    if blocked.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let forward = tokio::spawn(async move {
                         if let Ok(mut outbound) =
@@ -59,6 +66,7 @@ impl TcpProxy {
             addr,
             connections,
             accepted,
+            blocked,
             accept,
         }
     }
@@ -84,6 +92,20 @@ impl TcpProxy {
         {
             connection.abort();
         }
+    }
+}
+
+impl TcpProxy {
+    /// Takes the link down: cuts every connection through the proxy and closes new ones at once
+    /// (they are not counted as accepted), until [`TcpProxy::unblock`].
+    pub fn block(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Brings the link back up after [`TcpProxy::block`].
+    pub fn unblock(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
     }
 }
 
