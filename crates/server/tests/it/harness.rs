@@ -185,19 +185,7 @@ impl Env {
         from: Option<Pointer>,
         timeout: Option<Duration>,
     ) -> String {
-        let request = EnsureConsumerRequest {
-            stream: stream.into(),
-            name: name.map(str::to_owned),
-            subjects: subjects.iter().map(|s| s.to_string()).collect(),
-            from: from.map(|p| StreamPointer { pointer: Some(p) }),
-            processing_timeout: timeout.map(PbDuration::from),
-        };
-        self.client
-            .ensure_consumer(request)
-            .await
-            .expect("ensure consumer")
-            .into_inner()
-            .id
+        ensure_consumer(&mut self.client, stream, name, subjects, from, timeout).await
     }
 
     /// Publishes a StringValue and returns the event id.
@@ -212,27 +200,12 @@ impl Env {
 
     /// Opens an Events stream and subscribes; returns the session after its `Subscribed`.
     pub async fn subscribe(&mut self, stream: &str, consumer: &str, max: Option<u64>) -> Session {
-        let mut session = self.open_events().await;
-        session.send(subscribe(stream, consumer, max)).await;
-        match session.next().await {
-            Resp::Subscribed(_) => session,
-            other => panic!("expected Subscribed, got {other:?}"),
-        }
+        Session::subscribe(&mut self.client, stream, consumer, max).await
     }
 
     /// Opens an Events stream without sending anything.
     pub async fn open_events(&mut self) -> Session {
-        let (tx, rx) = mpsc::channel(64);
-        let responses = self
-            .client
-            .events(ReceiverStream::new(rx))
-            .await
-            .expect("open events")
-            .into_inner();
-        Session {
-            tx: Some(tx),
-            responses,
-        }
+        Session::open(&mut self.client).await
     }
 
     /// How many events `stream` holds, read directly from JetStream.
@@ -267,6 +240,36 @@ pub struct Session {
 }
 
 impl Session {
+    /// Opens an Events stream on `client` without sending anything.
+    pub async fn open(client: &mut EventsServiceClient<Channel>) -> Session {
+        let (tx, rx) = mpsc::channel(64);
+        let responses = client
+            .events(ReceiverStream::new(rx))
+            .await
+            .expect("open events")
+            .into_inner();
+        Session {
+            tx: Some(tx),
+            responses,
+        }
+    }
+
+    /// Opens an Events stream on `client` and subscribes; returns the session after its
+    /// `Subscribed`.
+    pub async fn subscribe(
+        client: &mut EventsServiceClient<Channel>,
+        stream: &str,
+        consumer: &str,
+        max: Option<u64>,
+    ) -> Session {
+        let mut session = Session::open(client).await;
+        session.send(subscribe(stream, consumer, max)).await;
+        match session.next().await {
+            Resp::Subscribed(_) => session,
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+
     pub async fn send(&mut self, request: events_request::Request) {
         let tx = self.tx.as_ref().expect("the client half is still open");
         tx.send(EventsRequest {
@@ -362,6 +365,30 @@ impl Session {
             other => panic!("expected a PingConfirmation, got {other:?}"),
         }
     }
+}
+
+/// Ensures a consumer through `client` and returns its id; `name` None makes it ephemeral.
+pub async fn ensure_consumer(
+    client: &mut EventsServiceClient<Channel>,
+    stream: &str,
+    name: Option<&str>,
+    subjects: &[&str],
+    from: Option<Pointer>,
+    timeout: Option<Duration>,
+) -> String {
+    let request = EnsureConsumerRequest {
+        stream: stream.into(),
+        name: name.map(str::to_owned),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        from: from.map(|p| StreamPointer { pointer: Some(p) }),
+        processing_timeout: timeout.map(PbDuration::from),
+    };
+    client
+        .ensure_consumer(request)
+        .await
+        .expect("ensure consumer")
+        .into_inner()
+        .id
 }
 
 pub fn subscribe(stream: &str, consumer: &str, max: Option<u64>) -> events_request::Request {

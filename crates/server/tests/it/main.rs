@@ -8,6 +8,7 @@ mod consumers;
 mod dead_letters;
 mod delivery;
 mod deployment;
+mod drills;
 mod events;
 mod fetch;
 mod harness;

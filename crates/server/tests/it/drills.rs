@@ -1,0 +1,434 @@
+//! Fault drills on a 3-node NATS cluster with R3 streams: a fault strikes while events flow through
+//! Jetway, and the drill counts what was acknowledged, what is stored, what was lost (must be none),
+//! the duplicates delivered, and the longest time without progress. Each prints its figures on
+//! stderr, uncaptured, so CI logs keep them.
+//!
+//! - D1: the stream leader is killed (kill -9) while idempotent events are published at full speed;
+//!   publishers retry failures with the same idempotency key.
+//! - D4: the link between Jetway and its NATS node is down for 10 s while a session consumes.
+//! - D5: the stream leader steps down while a session consumes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
+use futures::StreamExt;
+use jetway_api::windshift::events::v1alpha1::{
+    EnsureStreamRequest, ensure_stream_request::Storage, events_request,
+    events_response::Response as Resp, events_service_client::EventsServiceClient,
+    stream_pointer::Pointer,
+};
+use jetway_testkit::{NatsCluster, TcpProxy, eventually_within};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::harness::{
+    Jetway, Session, ensure_consumer, http_status, publish_request, stream_request,
+};
+
+/// Leader elections after a node dies take seconds; this bounds each wait for one.
+const ELECTION: Duration = Duration::from_secs(60);
+
+/// A drill's figures, written to stderr past the test harness's capture.
+fn report(drill: &str, figures: &[(&str, String)]) {
+    let line = figures
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = writeln!(std::io::stderr(), "drill {drill}: {line}");
+}
+
+fn r3(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
+    let mut request = stream_request(name, subjects);
+    request.storage = Some(Storage {
+        replicas: Some(3),
+        ..Default::default()
+    });
+    request
+}
+
+/// A direct JetStream context on every node of `cluster`, to check what is stored.
+async fn direct(cluster: &NatsCluster) -> jetstream::Context {
+    let servers: Vec<async_nats::ServerAddr> = cluster
+        .urls()
+        .split(',')
+        .map(|url| url.parse().expect("a node URL"))
+        .collect();
+    jetstream::new(
+        async_nats::connect(servers)
+            .await
+            .expect("connect to the cluster"),
+    )
+}
+
+/// Every stored event of `stream` by sequence, with its idempotency key (`Nats-Msg-Id`).
+async fn stored(js: &jetstream::Context, stream: &str) -> BTreeMap<u64, String> {
+    let stream = js.get_stream(stream).await.expect("the stream");
+    let expected = stream.cached_info().state.messages;
+    let consumer = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .expect("an ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut stored = BTreeMap::new();
+    while (stored.len() as u64) < expected {
+        let message = tokio::time::timeout(ELECTION, messages.next())
+            .await
+            .expect("the next stored event in time")
+            .expect("the stream goes on")
+            .expect("a message");
+        let key = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("Nats-Msg-Id"))
+            .map(|key| key.to_string())
+            .unwrap_or_default();
+        stored.insert(
+            message.info().expect("JetStream metadata").stream_sequence,
+            key,
+        );
+    }
+    stored
+}
+
+/// The longest time between two consecutive instants.
+fn longest_gap(mut instants: Vec<Instant>) -> Duration {
+    instants.sort();
+    instants
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// What a run of idempotent publishes saw.
+#[derive(Default)]
+struct Published {
+    /// The id each key was acknowledged with.
+    acked: BTreeMap<u64, u64>,
+    /// When each acknowledgement arrived.
+    at: Vec<Instant>,
+    /// Failed tries, each retried with the same key.
+    failures: u64,
+}
+
+/// Publishes keys `0..total` to `subject` with `publishers` concurrent callers, each retrying a
+/// failed publish with the same idempotency key until it is acknowledged (for at most a minute).
+async fn publish_idempotently(
+    channel: Channel,
+    subject: &str,
+    prefix: &str,
+    total: u64,
+    publishers: u64,
+    published: Arc<Mutex<Published>>,
+) {
+    let mut tasks = JoinSet::new();
+    for publisher in 0..publishers {
+        let mut client = EventsServiceClient::new(channel.clone());
+        let published = published.clone();
+        let (subject, prefix) = (subject.to_owned(), prefix.to_owned());
+        tasks.spawn(async move {
+            for key in (publisher..total).step_by(publishers as usize) {
+                let deadline = Instant::now() + ELECTION;
+                loop {
+                    let mut request = publish_request(&subject, &format!("event {key}"));
+                    request.idempotency_key = Some(format!("{prefix}-{key}"));
+                    match client.publish_event(request).await {
+                        Ok(response) => {
+                            let mut published = published.lock().unwrap();
+                            published.acked.insert(key, response.into_inner().id);
+                            published.at.push(Instant::now());
+                            break;
+                        }
+                        Err(status) => {
+                            assert!(
+                                Instant::now() < deadline,
+                                "key {key} never published: {status:?}"
+                            );
+                            published.lock().unwrap().failures += 1;
+                            // A publisher's retry pause, not a test's wait for a condition.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("a publisher");
+    }
+}
+
+/// D1: 10,000 idempotent publishes through Jetway at full speed; the stream leader is killed (kill
+/// -9) a quarter of the way in and comes back after. Exactly 10,000 are stored, every acknowledged
+/// one among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn d1_stream_leader_killed_under_idempotent_publishing() {
+    const TOTAL: u64 = 10_000;
+    let mut cluster = NatsCluster::start(3);
+    let jetway = Jetway::start(&cluster.urls()).await;
+    let channel = jetway.channel().await;
+    EventsServiceClient::new(channel.clone())
+        .ensure_stream(r3("drill", &["drill.>"]))
+        .await
+        .expect("an R3 stream");
+    let leader = eventually_within("the stream has a leader", ELECTION, || {
+        let leader = cluster.stream_leader("drill");
+        async move { leader }
+    })
+    .await;
+
+    let published = Arc::new(Mutex::new(Published::default()));
+    let publishing = tokio::spawn(publish_idempotently(
+        channel,
+        "drill.e",
+        "d1",
+        TOTAL,
+        16,
+        published.clone(),
+    ));
+    eventually_within("a quarter is acknowledged", ELECTION, || {
+        let quarter = published.lock().unwrap().acked.len() as u64 >= TOTAL / 4;
+        async move { quarter.then_some(()) }
+    })
+    .await;
+    cluster.kill(leader);
+    publishing.await.expect("the publishers");
+    cluster.restart(leader);
+
+    let js = direct(&cluster).await;
+    let stored = stored(&js, "drill").await;
+    let published = published.lock().unwrap();
+    let lost: Vec<_> = published
+        .acked
+        .iter()
+        .filter(|(key, id)| stored.get(id) != Some(&format!("d1-{key}")))
+        .collect();
+    let keys: BTreeSet<&String> = stored.values().collect();
+    report(
+        "D1",
+        &[
+            ("acknowledged", published.acked.len().to_string()),
+            ("stored", stored.len().to_string()),
+            ("lost", lost.len().to_string()),
+            ("duplicates", (stored.len() - keys.len()).to_string()),
+            ("failed_tries", published.failures.to_string()),
+            (
+                "longest_recovery",
+                format!("{:?}", longest_gap(published.at.clone())),
+            ),
+        ],
+    );
+    assert_eq!(published.acked.len() as u64, TOTAL);
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_eq!(stored.len() as u64, TOTAL, "each event stored exactly once");
+    assert_eq!(keys.len() as u64, TOTAL);
+}
+
+/// Consumes from `session` until every id in `expected` has been acknowledged, acking each event as
+/// it arrives and counting deliveries in `delivered`, for a fault running alongside to wait on.
+/// Returns the longest time without a delivery.
+async fn consume_all(
+    session: &mut Session,
+    expected: &BTreeSet<u64>,
+    delivered: &AtomicU64,
+) -> Duration {
+    let mut acked = BTreeSet::new();
+    let mut at = vec![Instant::now()];
+    let deadline = Instant::now() + ELECTION * 2;
+    while !expected.is_subset(&acked) {
+        assert!(
+            Instant::now() < deadline,
+            "stuck: {} of {} acked",
+            acked.len(),
+            expected.len()
+        );
+        let response = tokio::time::timeout(ELECTION, session.try_next())
+            .await
+            .expect("the session moves on")
+            .expect("the session stays open")
+            .expect("the session goes on");
+        match response {
+            Resp::Event(event) => {
+                delivered.fetch_add(1, Ordering::SeqCst);
+                at.push(Instant::now());
+                session
+                    .send(events_request::Request::Ack(events_request::Ack {
+                        ids: vec![event.id],
+                    }))
+                    .await;
+            }
+            Resp::AckConfirmation(confirmation) => acked.extend(confirmation.ids),
+            _ => {}
+        }
+    }
+    longest_gap(at)
+}
+
+/// Waits until `delivered` reaches `count`: when a fault running beside [`consume_all`] strikes.
+async fn after_deliveries(delivered: &AtomicU64, count: u64) {
+    eventually_within("enough deliveries before the fault", ELECTION, || {
+        let reached = delivered.load(Ordering::SeqCst) >= count;
+        async move { reached.then_some(()) }
+    })
+    .await;
+}
+
+/// How many events `stream` holds, read directly from the cluster.
+async fn event_count(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut stream = js.get_stream(stream).await.expect("the stream");
+    stream.info().await.expect("stream info").state.messages
+}
+
+/// Sets up a consume drill: an R3 stream `drill`, a durable consumer `worker` (5 s processing
+/// timeout), the first half of `total` events published, and a session subscribed. The drill's fault
+/// publishes the second half with [`publish_second_half`], so the session consumes across the fault.
+async fn consume_drill(channel: &Channel, total: u64) -> Session {
+    let mut client = EventsServiceClient::new(channel.clone());
+    client
+        .ensure_stream(r3("drill", &["drill.>"]))
+        .await
+        .expect("an R3 stream");
+    ensure_consumer(
+        &mut client,
+        "drill",
+        Some("worker"),
+        &["drill.>"],
+        Some(Pointer::Start(true)),
+        Some(Duration::from_secs(5)),
+    )
+    .await;
+    let published = Arc::default();
+    publish_idempotently(channel.clone(), "drill.e", "first", total / 2, 4, published).await;
+    Session::subscribe(&mut client, "drill", "worker", Some(50)).await
+}
+
+/// Publishes the second half of a consume drill's events, retrying through the fault.
+async fn publish_second_half(channel: &Channel, total: u64) {
+    let published = Arc::default();
+    publish_idempotently(
+        channel.clone(),
+        "drill.e",
+        "second",
+        total - total / 2,
+        4,
+        published,
+    )
+    .await;
+}
+
+/// D5: the stream leader steps down while a session consumes a durable consumer: every event is
+/// acknowledged, none is lost, and the session does not get stuck.
+#[tokio::test(flavor = "multi_thread")]
+async fn d5_stream_leader_steps_down_during_consume() {
+    const TOTAL: u64 = 1_000;
+    let cluster = NatsCluster::start(3);
+    let jetway = Jetway::start(&cluster.urls()).await;
+    let channel = jetway.channel().await;
+    let mut session = consume_drill(&channel, TOTAL).await;
+    // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
+    let expected: BTreeSet<u64> = (1..=TOTAL).collect();
+
+    let delivered = AtomicU64::new(0);
+    let step_down = async {
+        after_deliveries(&delivered, TOTAL / 4).await;
+        eventually_within("the stream has a leader", ELECTION, || {
+            let leader = cluster.stream_leader("drill");
+            async move { leader }
+        })
+        .await;
+        cluster.step_down("drill");
+        publish_second_half(&channel, TOTAL).await;
+    };
+    let (longest, ()) = tokio::join!(consume_all(&mut session, &expected, &delivered), step_down);
+    let deliveries = delivered.load(Ordering::SeqCst);
+    let stored = event_count(&direct(&cluster).await, "drill").await;
+    report(
+        "D5",
+        &[
+            ("acknowledged", expected.len().to_string()),
+            ("stored", stored.to_string()),
+            ("lost", "0".into()),
+            ("duplicates", (deliveries - TOTAL).to_string()),
+            ("longest_recovery", format!("{longest:?}")),
+        ],
+    );
+    assert_eq!(stored, TOTAL);
+}
+
+/// D4: Jetway reaches the NATS nodes through links, and the link it is connected through goes down
+/// for 10 s (connections through it cut and refused): Jetway reconnects through another node, the
+/// session resumes, and nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn d4_the_link_to_the_nats_node_is_down_for_10_s() {
+    const TOTAL: u64 = 600;
+    let cluster = NatsCluster::start(3);
+    let mut links = Vec::new();
+    for node in 0..cluster.size() {
+        links.push(TcpProxy::start(cluster.port(node)).await);
+    }
+    let urls: Vec<String> = links.iter().map(TcpProxy::url).collect();
+    let jetway = Jetway::start(&urls.join(",")).await;
+    let channel = jetway.channel().await;
+    let mut session = consume_drill(&channel, TOTAL).await;
+    // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
+    let expected: BTreeSet<u64> = (1..=TOTAL).collect();
+    let link = links
+        .iter()
+        .position(|link| link.accepted() > 0)
+        .expect("Jetway is connected through one link");
+
+    let health = jetway.health_addr;
+    let unready = Arc::new(Mutex::new(0));
+    let delivered = AtomicU64::new(0);
+    let outage = async {
+        after_deliveries(&delivered, TOTAL / 4).await;
+        let down_since = Instant::now();
+        links[link].block();
+        eventually_within("Jetway reconnects through another link", ELECTION, || {
+            let other = links
+                .iter()
+                .enumerate()
+                .any(|(i, other)| i != link && other.accepted() > 0);
+            async move { other.then_some(()) }
+        })
+        .await;
+        eventually_within("readiness is up through another node", ELECTION, || {
+            let unready = unready.clone();
+            async move {
+                let status = http_status(health, "/readyz").await;
+                if status != 200 {
+                    *unready.lock().unwrap() += 1;
+                }
+                (status == 200).then_some(())
+            }
+        })
+        .await;
+        publish_second_half(&channel, TOTAL).await;
+        // The link stays down for 10 s in all, while the session goes on through another node.
+        tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_since.elapsed())).await;
+        links[link].unblock();
+    };
+    let (longest, ()) = tokio::join!(consume_all(&mut session, &expected, &delivered), outage);
+    let deliveries = delivered.load(Ordering::SeqCst);
+    let stored = event_count(&direct(&cluster).await, "drill").await;
+    report(
+        "D4",
+        &[
+            ("acknowledged", expected.len().to_string()),
+            ("stored", stored.to_string()),
+            ("lost", "0".into()),
+            ("duplicates", (deliveries - TOTAL).to_string()),
+            ("unready_answers", unready.lock().unwrap().to_string()),
+            ("longest_recovery", format!("{longest:?}")),
+        ],
+    );
+    assert_eq!(stored, TOTAL);
+    assert_eq!(http_status(health, "/readyz").await, 200);
+}
