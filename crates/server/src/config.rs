@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use jetway_core::connection::{redact_credentials, server_addrs};
+use jetway_core::connection::{NatsServers, redact_credentials};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -61,9 +61,11 @@ const SYNC_INTERVAL_EXPECTED: &str = r#"is not "always" or a duration like "2m""
 /// Jetway's effective configuration, loaded from the environment by [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `NATS_URL`: the NATS server(s) to connect to, in any form async-nats accepts (for example
-    /// `nats://user:pass@host:4222`, or a comma-separated list). Default: unset, which makes Jetway
-    /// run and supervise a local nats-server (see the `NATS_*` local settings below).
+    /// `NATS_URL`: the NATS server(s) to connect to, comma-separated (for example
+    /// `nats://host:4222,tls://other:4222`). A URL may carry credentials, `user:password@` or
+    /// `token@` (percent-encoded where a URL needs it); they apply to every server, so entries that
+    /// carry different ones are refused. Default: unset, which makes Jetway run and supervise a
+    /// local nats-server (see the `NATS_*` local settings below).
     pub nats_url: Option<String>,
     /// `GRPC_PORT`: TCP port of the gRPC listener. Default: 8080.
     pub grpc_port: u16,
@@ -317,7 +319,7 @@ impl Config {
             defaults.nats_sync_interval,
             |v| v.parse::<SyncInterval>().map_err(|e| e.reason.to_owned()),
         );
-        let nats_url = raw.nats_url.filter(|url| match server_addrs(url) {
+        let nats_url = raw.nats_url.filter(|url| match NatsServers::parse(url) {
             Ok(_) => true,
             Err(reason) => {
                 check.problems.push(ConfigProblem::Invalid {
@@ -1015,6 +1017,12 @@ mod tests {
         assert!(message.contains("GRPC_PORT=\"abc\""), "{message}");
         assert!(
             message.contains("NATS_URL=\"nats://***@host:42220x\" is not a NATS URL list"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        let message = error_message(&[("NATS_URL", "nats://app:s3cret@a,nats://app:other@b")]);
+        assert!(
+            message.contains("entry 2 carries other credentials than entry 1"),
             "{message}"
         );
         assert!(!message.contains("s3cret"), "{message}");
