@@ -69,6 +69,9 @@ pub enum StreamCommand {
     Rm {
         /// The stream.
         name: String,
+        /// Delete it even if it is internal to Jetway (JETWAY_ADVISORIES, KV_<store>).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove events from a stream: all, those on some subjects, or all but the newest few.
     Purge {
@@ -80,6 +83,9 @@ pub enum StreamCommand {
         /// Keep this many of the newest (matching) events.
         #[arg(long)]
         keep: Option<u64>,
+        /// Purge it even if it is internal to Jetway (JETWAY_ADVISORIES, KV_<store>).
+        #[arg(long)]
+        force: bool,
     },
 }
 

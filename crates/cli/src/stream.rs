@@ -33,8 +33,12 @@ pub async fn run(client: &Client, command: StreamCommand, output: &Output) -> Re
             output.line(|| details_text(&details), || details_json(&details))?;
             Ok(())
         }
-        StreamCommand::Rm { name } => {
-            client.streams().delete(&name).await?;
+        StreamCommand::Rm { name, force } => {
+            if force {
+                client.streams().force_delete(&name).await?;
+            } else {
+                client.streams().delete(&name).await?;
+            }
             output.line(
                 || format!("stream {name} deleted"),
                 || json!({ "stream": name, "deleted": true }),
@@ -45,8 +49,12 @@ pub async fn run(client: &Client, command: StreamCommand, output: &Output) -> Re
             name,
             subject,
             keep,
+            force,
         } => {
             let mut options = PurgeOptions::new();
+            if force {
+                options = options.force();
+            }
             if let Some(subject) = &subject {
                 options = options.subject(subject);
             }

@@ -1,7 +1,8 @@
 //! Administration through `jetway.admin.v1`: listing, inspecting, purging and deleting streams
 //! ([`Streams`]), finding the stream behind a subject ([`Streams::for_subject`]), and listing and
 //! inspecting consumers ([`Consumers`]). These calls see every stream of the NATS account, Jetway's
-//! or not: key-value stores (`KV_<store>`), `JETWAY_ADVISORIES`, dead-letter streams.
+//! or not: key-value stores (`KV_<store>`), `JETWAY_ADVISORIES`, dead-letter streams. The first two
+//! are internal: deleting or purging them needs [`Streams::force_delete`] or [`PurgeOptions::force`].
 
 use std::{
     collections::BTreeMap,
@@ -175,6 +176,7 @@ pub struct ConsumerInfo {
 pub struct PurgeOptions {
     subject: Option<String>,
     keep: Option<u64>,
+    force: bool,
 }
 
 impl PurgeOptions {
@@ -192,6 +194,14 @@ impl PurgeOptions {
     /// Keep this many of the newest (matching) events.
     pub fn keep(mut self, count: u64) -> Self {
         self.keep = Some(count);
+        self
+    }
+
+    /// Purge one of Jetway's internal streams too (`JETWAY_ADVISORIES`, `KV_<store>`), which is
+    /// otherwise refused with FAILED_PRECONDITION: advisories not yet made into dead letters, or a
+    /// store's keys, are lost.
+    pub fn force(mut self) -> Self {
+        self.force = true;
         self
     }
 }
@@ -311,7 +321,8 @@ impl Streams<'_> {
     }
 
     /// Deletes stream `name` with its events and consumers. NOT_FOUND if there is no such stream
-    /// (e.g. the second time).
+    /// (e.g. the second time); FAILED_PRECONDITION for one of Jetway's internal streams
+    /// (`JETWAY_ADVISORIES`, `KV_<store>`), which only [`Streams::force_delete`] deletes.
     ///
     /// ```no_run
     /// # async fn run(client: jetway_client::Client) -> Result<(), jetway_client::Error> {
@@ -322,8 +333,26 @@ impl Streams<'_> {
     /// # Ok(()) }
     /// ```
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        self.delete_stream(name, false).await
+    }
+
+    /// Deletes stream `name` even if it is one of Jetway's internal streams: deleting
+    /// `JETWAY_ADVISORIES` loses the advisories not yet made into dead letters (Jetway makes the
+    /// stream again), deleting `KV_<store>` loses the store.
+    ///
+    /// ```no_run
+    /// # async fn run(client: jetway_client::Client) -> Result<(), jetway_client::Error> {
+    /// client.streams().force_delete("KV_scratch").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn force_delete(&self, name: &str) -> Result<(), Error> {
+        self.delete_stream(name, true).await
+    }
+
+    async fn delete_stream(&self, name: &str, force: bool) -> Result<(), Error> {
         let request = DeleteStreamRequest {
             stream: name.to_owned(),
+            force,
         };
         self.client
             .admin
@@ -363,6 +392,7 @@ impl Streams<'_> {
             stream: name.to_owned(),
             subject: options.subject.clone().unwrap_or_default(),
             keep: options.keep.unwrap_or_default(),
+            force: options.force,
         };
         let response = self
             .client

@@ -1,6 +1,7 @@
 //! Stream and consumer administration: listing and inspecting streams and consumers, deleting and
 //! purging streams. These work on every stream of the NATS account, Jetway's or not, and return
-//! JetStream's own view (async-nats's info types); the server picks what its API shows.
+//! JetStream's own view (async-nats's info types); the server picks what its API shows. Deleting or
+//! purging one of Jetway's internal streams ([`internal_stream`]) needs `force`.
 //!
 //! Listings are paged the way JetStream pages them (up to 256 per page, by name), and the page token
 //! is the offset of the next page.
@@ -9,7 +10,7 @@ use async_nats::jetstream::{ErrorCode, consumer, stream};
 use futures::StreamExt;
 
 use crate::{
-    Nats,
+    Nats, dead_letters,
     error::{Classify, Invalid, NatsError, api_request},
     names::{validate_existing_filter, validate_existing_name},
 };
@@ -53,6 +54,16 @@ pub enum AdminError {
         stream: String,
         /// The consumer.
         consumer: String,
+    },
+    /// The stream is one of Jetway's own ([`internal_stream`]) and the call was not forced.
+    #[error("stream {stream} is internal to Jetway: {purpose}; pass force to {action} it anyway")]
+    Internal {
+        /// The stream.
+        stream: String,
+        /// What Jetway keeps in it.
+        purpose: &'static str,
+        /// `delete` or `purge`.
+        action: &'static str,
     },
     /// JetStream refused (e.g. purging a stream that denies purges).
     #[error("{0}")]
@@ -198,9 +209,40 @@ pub async fn stream_info(
     })
 }
 
-/// DeleteStream: deletes a stream with its events and consumers.
-pub async fn delete_stream(nats: &Nats, stream: &str) -> Result<(), AdminError> {
+/// What Jetway keeps in `stream` if it is one of its own internal streams: the advisory stream
+/// that dead letters are made from, or a key-value store's stream (`KV_<store>`). Deleting or
+/// purging one loses what Jetway relies on, so it needs `force`.
+pub fn internal_stream(stream: &str) -> Option<&'static str> {
+    if stream == dead_letters::ADVISORY_STREAM {
+        Some("it keeps the advisories that dead letters are made from")
+    } else if stream.starts_with("KV_") {
+        Some("it holds a key-value store")
+    } else {
+        None
+    }
+}
+
+/// Refuses to `action` an internal stream unless `force`d, and logs a forced one.
+fn check_internal(stream: &str, action: &'static str, force: bool) -> Result<(), AdminError> {
+    match internal_stream(stream) {
+        Some(purpose) if !force => Err(AdminError::Internal {
+            stream: stream.to_owned(),
+            purpose,
+            action,
+        }),
+        Some(purpose) => {
+            tracing::warn!(%stream, purpose, action, "forced on an internal stream");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// DeleteStream: deletes a stream with its events and consumers. An internal stream
+/// ([`internal_stream`]) only with `force`.
+pub async fn delete_stream(nats: &Nats, stream: &str, force: bool) -> Result<(), AdminError> {
     validate_existing_name("stream", stream)?;
+    check_internal(stream, "delete", force)?;
     nats.jetstream()
         .delete_stream(stream)
         .await
@@ -210,17 +252,20 @@ pub async fn delete_stream(nats: &Nats, stream: &str) -> Result<(), AdminError> 
 }
 
 /// PurgeStream: removes the events on subjects matching `subject` (empty: all), except the newest
-/// `keep` of them. Returns how many were removed.
+/// `keep` of them. Returns how many were removed. An internal stream ([`internal_stream`]) only
+/// with `force`.
 pub async fn purge_stream(
     nats: &Nats,
     stream: &str,
     subject: &str,
     keep: u64,
+    force: bool,
 ) -> Result<u64, AdminError> {
     validate_existing_name("stream", stream)?;
     if !subject.is_empty() {
         validate_existing_filter("subject", subject)?;
     }
+    check_internal(stream, "purge", force)?;
     let lookup = |err: NatsError| match AdminError::from_nats(err, stream, "") {
         AdminError::Nats(NatsError::Api { description, .. }) => AdminError::Rejected(format!(
             "JetStream refused to purge {stream}: {description}"
@@ -283,5 +328,20 @@ mod tests {
             offset("9223372036854775808").unwrap_err().field,
             "page_token"
         );
+    }
+
+    #[test]
+    fn internal_streams_need_force() {
+        assert!(internal_stream("JETWAY_ADVISORIES").is_some());
+        assert!(internal_stream("KV_config").is_some());
+        assert_eq!(internal_stream("orders"), None);
+        assert_eq!(internal_stream("orders-dead"), None);
+        let refused = check_internal("KV_config", "purge", false).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "stream KV_config is internal to Jetway: it holds a key-value store; pass force to purge it anyway"
+        );
+        assert!(check_internal("KV_config", "purge", true).is_ok());
+        assert!(check_internal("orders", "delete", false).is_ok());
     }
 }

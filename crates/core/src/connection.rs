@@ -18,8 +18,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish waits for JetStream's ack before it counts as timed out.
 pub(crate) const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Settings for [`Nats::connect`].
-#[derive(Debug, Clone)]
+/// Settings for [`Nats::connect`]. Their `Debug` masks the credentials in the URL.
+#[derive(Clone)]
 pub struct ConnectSettings {
     /// The NATS server URL(s), comma-separated.
     pub url: String,
@@ -29,6 +29,16 @@ pub struct ConnectSettings {
     /// wait for a slot. KV writes and dead-letter publishes have a window of the same size of their
     /// own.
     pub publish_max_pending: usize,
+}
+
+impl std::fmt::Debug for ConnectSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectSettings")
+            .field("url", &redact_credentials(&self.url))
+            .field("name", &self.name)
+            .field("publish_max_pending", &self.publish_max_pending)
+            .finish()
+    }
 }
 
 /// Why [`Nats::connect`] failed. Only a malformed URL fails: an unreachable server is retried.
@@ -61,21 +71,129 @@ pub fn redact_credentials(urls: &str) -> String {
         .join(",")
 }
 
-/// Reads a comma-separated NATS URL list, as [`Nats::connect`] does; a configuration can check one
-/// with it and report a bad one with its other problems. The reason never repeats the URL (it may
-/// hold credentials).
-pub fn server_addrs(urls: &str) -> Result<Vec<ServerAddr>, String> {
-    urls.split(',')
-        .enumerate()
-        .map(|(i, url)| {
-            url.trim().parse::<ServerAddr>().map_err(|err| {
-                format!(
-                    "is not a NATS URL list (like nats://host:4222,nats://other:4222): entry {}: {err}",
-                    i + 1
-                )
-            })
+/// The servers of a NATS URL list, and the credentials their URLs carry.
+///
+/// async-nats ignores credentials in a URL (it authenticates only with what its options say) and
+/// logs the server address, credentials and all, at debug level. So the credentials are taken out
+/// of the URLs here and handed to async-nats as options: every server, discovered ones included,
+/// gets them, and no address it logs holds a secret.
+#[derive(Debug, Clone)]
+pub struct NatsServers {
+    /// The servers, without credentials.
+    pub addrs: Vec<ServerAddr>,
+    credentials: Option<Credentials>,
+}
+
+/// What a URL's user-info part means, as in the NATS clients: `user:password@`, or `token@`.
+#[derive(Clone, PartialEq, Eq)]
+enum Credentials {
+    UserPassword { user: String, password: String },
+    Token(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            Credentials::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+impl NatsServers {
+    /// Reads a comma-separated NATS URL list, as [`Nats::connect`] does; a configuration can check
+    /// one with it and report a bad one with its other problems. Entries with credentials must all
+    /// carry the same ones, which then apply to every entry. The reason never repeats the URL (it
+    /// may hold credentials).
+    pub fn parse(urls: &str) -> Result<NatsServers, String> {
+        let mut addrs = Vec::new();
+        let mut credentials: Option<(usize, Credentials)> = None;
+        for (i, url) in urls.split(',').enumerate() {
+            let entry = i + 1;
+            let (addr, found) = split_credentials(url.trim())
+                .map_err(|reason| format!("is not a NATS URL list (like nats://host:4222,nats://other:4222): entry {entry}: {reason}"))?;
+            addrs.push(addr);
+            match (&credentials, found) {
+                (_, None) => {}
+                (None, Some(found)) => credentials = Some((entry, found)),
+                (Some((_, known)), Some(found)) if *known == found => {}
+                (Some((first, _)), Some(_)) => {
+                    return Err(format!(
+                        "entry {entry} carries other credentials than entry {first}: Jetway authenticates to every server alike"
+                    ));
+                }
+            }
+        }
+        Ok(NatsServers {
+            addrs,
+            credentials: credentials.map(|(_, credentials)| credentials),
         })
-        .collect()
+    }
+
+    /// Adds the credentials, if any, to `options`.
+    fn authenticate(&self, options: ConnectOptions) -> ConnectOptions {
+        match self.credentials.clone() {
+            Some(Credentials::UserPassword { user, password }) => {
+                options.user_and_password(user, password)
+            }
+            Some(Credentials::Token(token)) => options.token(token),
+            None => options,
+        }
+    }
+}
+
+/// Parses one URL and takes its credentials out.
+fn split_credentials(url: &str) -> Result<(ServerAddr, Option<Credentials>), String> {
+    let addr = url.parse::<ServerAddr>().map_err(|err| err.to_string())?;
+    if addr.username().is_none() && addr.password().is_none() {
+        return Ok((addr, None));
+    }
+    let mut url = addr.into_inner();
+    let decode = |part: &str, what: &str| {
+        percent_decode(part).ok_or_else(|| format!("its {what} is not UTF-8 once percent-decoded"))
+    };
+    let credentials = match (url.username(), url.password()) {
+        ("", _) => return Err("it has a password but no user name".to_owned()),
+        (token, None) => Credentials::Token(decode(token, "token")?),
+        (user, Some(password)) => Credentials::UserPassword {
+            user: decode(user, "user name")?,
+            password: decode(password, "password")?,
+        },
+    };
+    url.set_username("")
+        .and_then(|()| url.set_password(None))
+        .map_err(|()| "its credentials cannot be separated from the address".to_owned())?;
+    let addr = ServerAddr::from_url(url).map_err(|err| err.to_string())?;
+    Ok((addr, Some(credentials)))
+}
+
+/// Decodes `%XX` escapes, as URLs carry reserved characters in credentials; `None` if the result
+/// is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', high, low]) if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
+                std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            }
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// A shared handle on the NATS connection and its JetStream context. Cheap to clone.
@@ -125,9 +243,10 @@ impl Nats {
             url: redact_credentials(&settings.url),
             reason,
         };
-        let servers = server_addrs(&settings.url).map_err(failed)?;
-        let client = options
-            .connect(servers)
+        let servers = NatsServers::parse(&settings.url).map_err(failed)?;
+        let client = servers
+            .authenticate(options)
+            .connect(servers.addrs)
             .await
             .map_err(|err| failed(err.to_string()))?;
         let window = settings.publish_max_pending.max(1);
@@ -237,15 +356,73 @@ mod tests {
 
     #[test]
     fn url_lists_are_read_entry_by_entry_without_repeating_them() {
-        let servers = server_addrs("nats://a:4222, tls://u:p@b:4223,c").expect("a valid list");
-        assert_eq!(servers.len(), 3);
-        let reason = server_addrs("nats://app:s3cret@host:42220x").unwrap_err();
+        let servers = NatsServers::parse("nats://a:4222, tls://b:4223,c").expect("a valid list");
+        assert_eq!(servers.addrs.len(), 3);
+        assert_eq!(servers.credentials, None);
+        let reason = NatsServers::parse("nats://app:s3cret@host:42220x").unwrap_err();
         assert!(reason.contains("entry 1"), "{reason}");
         assert!(!reason.contains("s3cret"), "{reason}");
         assert!(
-            server_addrs("nats://a:4222,nats://b:x")
+            NatsServers::parse("nats://a:4222,nats://b:x")
                 .unwrap_err()
                 .contains("entry 2")
         );
+    }
+
+    #[test]
+    fn credentials_leave_the_addresses_and_apply_to_every_server() {
+        let servers = NatsServers::parse(
+            "nats://alice:p%40ss%2Fw%3Ard@a:4222,nats://b:4223,alice:p%40ss%2Fw%3Ard@c",
+        )
+        .expect("a valid list");
+        assert_eq!(
+            servers.credentials,
+            Some(Credentials::UserPassword {
+                user: "alice".into(),
+                password: "p@ss/w:rd".into()
+            })
+        );
+        let addrs: Vec<&str> = servers.addrs.iter().map(ServerAddr::as_url_str).collect();
+        assert_eq!(addrs, ["nats://a:4222", "nats://b:4223", "nats://c"]);
+        assert!(!format!("{servers:?}").contains("p@ss"), "{servers:?}");
+
+        let token = NatsServers::parse("tls://s3cr%C3%A9t@a:4222").expect("a token URL");
+        assert_eq!(
+            token.credentials,
+            Some(Credentials::Token("s3cr\u{e9}t".into()))
+        );
+        assert_eq!(token.addrs[0].as_url_str(), "tls://a:4222");
+        assert!(!format!("{token:?}").contains("s3cr"), "{token:?}");
+    }
+
+    #[test]
+    fn conflicting_or_broken_credentials_are_refused_without_repeating_them() {
+        for (urls, expected) in [
+            (
+                "nats://alice:one@a,nats://alice:two@b",
+                "entry 2 carries other credentials than entry 1",
+            ),
+            (
+                "nats://a,nats://tok@b,nats://alice:tok@c",
+                "entry 3 carries other credentials than entry 2",
+            ),
+            (
+                "nats://:s3cret@a",
+                "entry 1: it has a password but no user name",
+            ),
+            (
+                "nats://alice:s3cret%FF@a",
+                "entry 1: its password is not UTF-8",
+            ),
+        ] {
+            let reason = NatsServers::parse(urls).unwrap_err();
+            assert!(reason.contains(expected), "{urls}: {reason}");
+            assert!(
+                !reason.contains("s3cret") && !reason.contains("tok"),
+                "{reason}"
+            );
+        }
+        assert_eq!(percent_decode("a%2"), Some("a%2".into()));
+        assert_eq!(percent_decode("%zz%41"), Some("%zzA".into()));
     }
 }

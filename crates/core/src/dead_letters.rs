@@ -213,6 +213,45 @@ fn subject(dead_letters: &str, stream: &str, consumer: &str, sequence: &str) -> 
     format!("$JW.DLQ.{dead_letters}.{stream}.{consumer}.{sequence}")
 }
 
+/// Before a permanent reject: makes sure its dead letter will be made. The termination advisory
+/// that JetStream publishes is lost unless the advisory stream captures it, so for a consumer with
+/// a dead-letter stream that stream is made again if it was deleted. An error means the reject must
+/// not be sent (the event stays in flight); a consumer that no longer exists needs nothing.
+pub(crate) async fn prepare_reject(
+    nats: &Nats,
+    stream: &str,
+    consumer: &str,
+) -> Result<(), NatsError> {
+    // Refused at once, as the reject itself would be, instead of waiting out two request timeouts.
+    if !nats.is_connected() {
+        return Err(NatsError::Unavailable("NATS is not connected".into()));
+    }
+    let info = async {
+        nats.jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|err| err.classify())?
+            .consumer_info(consumer)
+            .await
+            .map_err(|err| err.classify())
+    };
+    match info.await {
+        Ok(info) if info.config.metadata.contains_key(METADATA_KEY) => {
+            ensure_advisory_stream(nats).await
+        }
+        Ok(_) => Ok(()),
+        Err(err)
+            if matches!(
+                err.api_code(),
+                Some(ErrorCode::STREAM_NOT_FOUND | ErrorCode::CONSUMER_NOT_FOUND)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Makes what a consumer with a dead-letter stream needs: the advisory stream and the dead-letter
 /// stream itself.
 pub(crate) async fn prepare(nats: &Nats, dead_letters: &str) -> Result<(), ConsumerError> {
@@ -307,13 +346,16 @@ async fn check_dead_letter_stream(nats: &Nats, dead_letters: &str) -> Result<(),
 
 /// The dead-letter worker: processes advisories until `shutdown` is cancelled. It starts once the
 /// advisory stream exists (the first consumer with a dead-letter stream makes it), and reopens its
-/// consumer whenever that fails. See the module docs.
+/// consumer whenever that fails. Once it has run, it makes the advisory stream again if it is
+/// deleted (only a forced DeleteStream does that), so that later advisories are kept. See the module
+/// docs.
 pub async fn run(nats: Nats, shutdown: CancellationToken) {
     let mut failing = false;
+    let mut has_run = false;
     loop {
         let opened = tokio::select! {
             () = shutdown.cancelled() => return,
-            opened = open_worker(&nats) => opened,
+            opened = open_worker(&nats, has_run) => opened,
         };
         let failure = match opened {
             Ok(Worker::Waiting(mut created)) => {
@@ -325,6 +367,7 @@ pub async fn run(nats: Nats, shutdown: CancellationToken) {
                 }
             }
             Ok(Worker::Running(mut advisories)) => {
+                has_run = true;
                 if failing {
                     tracing::info!("the dead-letter worker is processing advisories again");
                 }
@@ -372,7 +415,9 @@ enum Worker {
     Running(Box<pull::Stream>),
 }
 
-async fn open_worker(nats: &Nats) -> Result<Worker, NatsError> {
+/// Opens the worker's consumer; if the advisory stream does not exist, makes it when `recreate`,
+/// else waits for it.
+async fn open_worker(nats: &Nats, recreate: bool) -> Result<Worker, NatsError> {
     // Subscribed before the lookup, so a stream made right after it is not missed.
     let created = nats
         .client()
@@ -387,10 +432,19 @@ async fn open_worker(nats: &Nats) -> Result<Worker, NatsError> {
         .await
         .map_err(|err| err.classify())?;
     if let Err(err) = stream.get_info().await {
-        return match err.classify() {
-            e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => Ok(Worker::Waiting(created)),
-            e => Err(e),
-        };
+        match err.classify() {
+            e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) && recreate => {
+                tracing::warn!(
+                    stream = ADVISORY_STREAM,
+                    "the advisory stream was deleted; making it again"
+                );
+                ensure_advisory_stream(nats).await?;
+            }
+            e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => {
+                return Ok(Worker::Waiting(created));
+            }
+            e => return Err(e),
+        }
     }
     let config = pull::Config {
         durable_name: Some(WORKER.to_owned()),

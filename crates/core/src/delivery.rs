@@ -44,6 +44,7 @@ use crate::{
         ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks,
         within_request_limits,
     },
+    dead_letters,
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
     format::KnownHeaders,
@@ -134,6 +135,23 @@ pub struct Settled {
     pub invalid_ids: Vec<u64>,
     /// NATS could not take the settlement now; the event is still in flight and may be retried.
     pub temporary_failed_ids: Vec<u64>,
+}
+
+impl Settled {
+    /// The answer when nothing could be sent: each id held in flight (`in_flight`) is a temporary
+    /// failure, to be settled again; the others, and repeats, are invalid.
+    pub(crate) fn none_sent(ids: &[u64], mut in_flight: impl FnMut(u64) -> bool) -> Settled {
+        let mut seen = HashSet::new();
+        let mut settled = Settled::default();
+        for &id in ids {
+            if seen.insert(id) && in_flight(id) {
+                settled.temporary_failed_ids.push(id);
+            } else {
+                settled.invalid_ids.push(id);
+            }
+        }
+        settled
+    }
 }
 
 /// Why a subscription stopped delivering.
@@ -594,6 +612,15 @@ impl Subscription {
         }
         if how == Settle::Ping {
             return self.ping(ids).await;
+        }
+        if how == Settle::RejectPermanently
+            && ids.iter().any(|id| self.in_flight.contains_key(id))
+            && let Err(err) =
+                dead_letters::prepare_reject(&self.nats, &self.stream, &self.name).await
+        {
+            tracing::warn!(%err, stream = %self.stream, consumer = %self.name,
+                "cannot make sure that permanently rejected events are dead-lettered; not rejecting them");
+            return Settled::none_sent(ids, |id| self.in_flight.contains_key(&id));
         }
         let kind = how.ack_kind();
         let mut settled = Settled {

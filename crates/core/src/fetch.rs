@@ -29,6 +29,7 @@ use crate::{
         ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks,
         within_request_limits,
     },
+    dead_letters,
     delivery::{AckMetadata, Settle, Settled},
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
@@ -301,6 +302,18 @@ impl Fetcher {
         }
         if ids.len() > MAX_SETTLE_IDS {
             return Err(Invalid::new("ids", format!("must list at most {MAX_SETTLE_IDS}")).into());
+        }
+        if how == Settle::RejectPermanently
+            && let Err(err) = dead_letters::prepare_reject(&self.nats, stream, consumer).await
+        {
+            tracing::warn!(%err, %stream, %consumer,
+                "cannot make sure that permanently rejected events are dead-lettered; not rejecting them");
+            let mut table = self.table.lock().expect("the table lock is never poisoned");
+            table.expire(Instant::now());
+            return Ok(Settled::none_sent(ids, |id| {
+                let key = (stream.to_owned(), consumer.to_owned(), id);
+                table.entries.contains_key(&key)
+            }));
         }
         let kind = how.ack_kind();
         // Taken out of the table first, so two concurrent settlements of one id cannot both send.

@@ -80,7 +80,8 @@ impl AdminService for Admin {
         &self,
         request: Request<api::DeleteStreamRequest>,
     ) -> Result<Response<api::DeleteStreamResponse>, Status> {
-        admin::delete_stream(&self.nats, &request.into_inner().stream)
+        let request = request.into_inner();
+        admin::delete_stream(&self.nats, &request.stream, request.force)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(api::DeleteStreamResponse {}))
@@ -91,10 +92,15 @@ impl AdminService for Admin {
         request: Request<api::PurgeStreamRequest>,
     ) -> Result<Response<api::PurgeStreamResponse>, Status> {
         let request = request.into_inner();
-        let purged =
-            admin::purge_stream(&self.nats, &request.stream, &request.subject, request.keep)
-                .await
-                .map_err(|e| e.to_status())?;
+        let purged = admin::purge_stream(
+            &self.nats,
+            &request.stream,
+            &request.subject,
+            request.keep,
+            request.force,
+        )
+        .await
+        .map_err(|e| e.to_status())?;
         Ok(Response::new(api::PurgeStreamResponse { purged }))
     }
 

@@ -30,8 +30,8 @@ use crate::{
 
 /// How long in-flight calls get to finish at shutdown before they are cut off.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// How long the NATS drain may take after that. With the local nats-server's stop and the trace
-/// flush, the whole shutdown stays under 5 s.
+/// How long the NATS drain may take after that. Jetway's own part of a shutdown, the trace flush
+/// included, stays under 5 s; the local nats-server then gets up to `NATS_STOP_TIMEOUT` to stop.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// An HTTP/2 connection that has sent nothing for this long gets a ping...

@@ -12,8 +12,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
-use jetway_core::connection::{redact_credentials, server_addrs};
+use jetway_core::connection::{NatsServers, redact_credentials};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -25,10 +26,17 @@ const DEFAULT_LOG_FILTER: &str = "info,async_nats=warn";
 const DEFAULT_PUBLISH_ASYNC_MAX_PENDING: usize = 256;
 const DEFAULT_NATS_LOCAL_PORT: u16 = 4222;
 const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
+/// With Jetway's own shutdown (2.5 s at most) this fits Kubernetes' default termination grace of
+/// 30 s, and gives nats-server time to flush and close a busy JetStream store.
+const DEFAULT_NATS_STOP_TIMEOUT: Duration = Duration::from_secs(25);
+/// The range of `NATS_STOP_TIMEOUT`: long enough for a store to close, short enough that a hung
+/// nats-server cannot hold a shutdown for ever.
+const NATS_STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 20] = [
+const VARIABLES: [&str; 21] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -42,6 +50,7 @@ const VARIABLES: [&str; 20] = [
     "NATS_LOCAL_PORT",
     "NATS_DATA_DIR",
     "NATS_SYNC_INTERVAL",
+    "NATS_STOP_TIMEOUT",
     "OTEL_SDK_DISABLED",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -61,9 +70,11 @@ const SYNC_INTERVAL_EXPECTED: &str = r#"is not "always" or a duration like "2m""
 /// Jetway's effective configuration, loaded from the environment by [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `NATS_URL`: the NATS server(s) to connect to, in any form async-nats accepts (for example
-    /// `nats://user:pass@host:4222`, or a comma-separated list). Default: unset, which makes Jetway
-    /// run and supervise a local nats-server (see the `NATS_*` local settings below).
+    /// `NATS_URL`: the NATS server(s) to connect to, comma-separated (for example
+    /// `nats://host:4222,tls://other:4222`). A URL may carry credentials, `user:password@` or
+    /// `token@` (percent-encoded where a URL needs it); they apply to every server, so entries that
+    /// carry different ones are refused. Default: unset, which makes Jetway run and supervise a
+    /// local nats-server (see the `NATS_*` local settings below).
     pub nats_url: Option<String>,
     /// `GRPC_PORT`: TCP port of the gRPC listener. Default: 8080.
     pub grpc_port: u16,
@@ -98,6 +109,10 @@ pub struct Config {
     /// `NATS_SYNC_INTERVAL` (local nats-server only): JetStream `sync_interval`, either `always`
     /// (fsync every write) or a Go duration such as `100ms`, `30s`, `2m`, `1h`. Default: `always`.
     pub nats_sync_interval: SyncInterval,
+    /// `NATS_STOP_TIMEOUT` (local nats-server only): how long nats-server may take to exit after
+    /// SIGTERM at shutdown (it flushes and closes its JetStream store) before it is killed; a Go
+    /// duration from `1s` to `1h`. Default: 25 s.
+    pub nats_stop_timeout: Duration,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
 }
@@ -178,6 +193,7 @@ impl Default for Config {
             nats_local_port: DEFAULT_NATS_LOCAL_PORT,
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
             nats_sync_interval: SyncInterval::default(),
+            nats_stop_timeout: DEFAULT_NATS_STOP_TIMEOUT,
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -200,6 +216,7 @@ struct RawVars {
     nats_local_port: Option<String>,
     nats_data_dir: Option<String>,
     nats_sync_interval: Option<String>,
+    nats_stop_timeout: Option<String>,
     otel_sdk_disabled: Option<String>,
     otel_exporter_otlp_endpoint: Option<String>,
     otel_exporter_otlp_traces_endpoint: Option<String>,
@@ -317,7 +334,18 @@ impl Config {
             defaults.nats_sync_interval,
             |v| v.parse::<SyncInterval>().map_err(|e| e.reason.to_owned()),
         );
-        let nats_url = raw.nats_url.filter(|url| match server_addrs(url) {
+        let nats_stop_timeout = check.field(
+            "NATS_STOP_TIMEOUT",
+            raw.nats_stop_timeout,
+            defaults.nats_stop_timeout,
+            |v| {
+                go_duration_nanos(v)
+                    .map(|nanos| Duration::from_nanos(nanos as u64))
+                    .filter(|timeout| NATS_STOP_TIMEOUT_RANGE.contains(timeout))
+                    .ok_or_else(|| r#"is not a duration from 1s to 1h, like "25s""#.to_owned())
+            },
+        );
+        let nats_url = raw.nats_url.filter(|url| match NatsServers::parse(url) {
             Ok(_) => true,
             Err(reason) => {
                 check.problems.push(ConfigProblem::Invalid {
@@ -348,6 +376,7 @@ impl Config {
                 .nats_data_dir
                 .map_or(defaults.nats_data_dir, PathBuf::from),
             nats_sync_interval,
+            nats_stop_timeout,
             telemetry,
         })
     }
@@ -389,6 +418,7 @@ impl Config {
             nats_local_port = self.nats_local_port,
             nats_data_dir = %self.nats_data_dir.display(),
             nats_sync_interval = %self.nats_sync_interval,
+            nats_stop_timeout = ?self.nats_stop_timeout,
             otel_endpoint = self.telemetry.export_endpoint().unwrap_or("unset: no trace export"),
             otel_service_name = %self.telemetry.service_name,
             "configuration"
@@ -641,8 +671,8 @@ fn go_duration_nanos(text: &str) -> Option<f64> {
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return None;
         }
-        // `f64` parsing rejects a trailing dot that Go accepts ("1.s"), so pad it.
-        let value: f64 = format!("{number}0").parse().ok()?;
+        // Rust reads "1." and ".5" as Go does.
+        let value: f64 = number.parse().ok()?;
         rest = &rest[number_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -750,6 +780,7 @@ mod tests {
         assert_eq!(config.nats_data_dir, PathBuf::from("./data/nats"));
         assert_eq!(config.nats_sync_interval.as_str(), "always");
         assert!(config.nats_sync_interval.is_always());
+        assert_eq!(config.nats_stop_timeout, Duration::from_secs(25));
     }
 
     #[test]
@@ -773,6 +804,7 @@ mod tests {
             ("NATS_LOCAL_PORT", "0"),
             ("NATS_DATA_DIR", "/var/lib/jetway"),
             ("NATS_SYNC_INTERVAL", "1h30m"),
+            ("NATS_STOP_TIMEOUT", "1m30s"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces:4317"),
             ("OTEL_SERVICE_NAME", "orders"),
@@ -800,6 +832,7 @@ mod tests {
                 nats_local_port: 0,
                 nats_data_dir: PathBuf::from("/var/lib/jetway"),
                 nats_sync_interval: "1h30m".parse().unwrap(),
+                nats_stop_timeout: Duration::from_secs(90),
                 telemetry: TelemetryConfig {
                     disabled: false,
                     endpoint: Some("https://traces:4317".to_owned()),
@@ -892,6 +925,22 @@ mod tests {
     }
 
     #[test]
+    fn go_durations_have_their_value() {
+        for (text, seconds) in [
+            ("25s", 25.0),
+            ("1m30s", 90.0),
+            ("1.5s", 1.5),
+            ("1.s", 1.0),
+            (".5h", 1800.0),
+            ("100ms", 0.1),
+            ("2562047h", 2562047.0 * 3600.0),
+        ] {
+            assert_eq!(go_duration_nanos(text), Some(seconds * 1e9), "{text}");
+        }
+        assert_eq!(go_duration_nanos("2562048h"), None);
+    }
+
+    #[test]
     fn sync_interval_rejects_other_text() {
         for text in [
             "2x", "2", "m", "-1s", "+1s", "1..5s", ".s", "1 s", "never", "3000000h", "1d",
@@ -973,6 +1022,21 @@ mod tests {
                 "0s",
                 r#"NATS_SYNC_INTERVAL="0s" is a zero duration"#,
             ),
+            (
+                "NATS_STOP_TIMEOUT",
+                "30",
+                r#"NATS_STOP_TIMEOUT="30" is not a duration from 1s to 1h, like "25s""#,
+            ),
+            (
+                "NATS_STOP_TIMEOUT",
+                "500ms",
+                r#"NATS_STOP_TIMEOUT="500ms" is not a duration from 1s to 1h"#,
+            ),
+            (
+                "NATS_STOP_TIMEOUT",
+                "2h",
+                r#"NATS_STOP_TIMEOUT="2h" is not a duration from 1s to 1h"#,
+            ),
         ];
         for (variable, value, expected) in cases {
             let message = error_message(&[(variable, value)]);
@@ -1015,6 +1079,12 @@ mod tests {
         assert!(message.contains("GRPC_PORT=\"abc\""), "{message}");
         assert!(
             message.contains("NATS_URL=\"nats://***@host:42220x\" is not a NATS URL list"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        let message = error_message(&[("NATS_URL", "nats://app:s3cret@a,nats://app:other@b")]);
+        assert!(
+            message.contains("entry 2 carries other credentials than entry 1"),
             "{message}"
         );
         assert!(!message.contains("s3cret"), "{message}");

@@ -180,6 +180,7 @@ impl ToStatus for AdminError {
                 Status::not_found(self.to_string())
             }
             AdminError::Rejected(message) => Status::failed_precondition(message.clone()),
+            AdminError::Internal { .. } => Status::failed_precondition(self.to_string()),
             AdminError::Nats(err) => err.to_status(),
         }
     }

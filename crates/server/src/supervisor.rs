@@ -33,9 +33,8 @@ const READY_NOTICE: Duration = Duration::from_secs(10);
 const READY_POLL: Duration = Duration::from_millis(25);
 /// How long `nats-server --version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long SIGTERM gets (JetStream flushes its stores) before SIGKILL; with the server's own shutdown
-/// graces (`app::SHUTDOWN_GRACE`, `app::DRAIN_GRACE`) it keeps the whole shutdown under 5 s.
-const STOP_GRACE: Duration = Duration::from_secs(1);
+/// While waiting for nats-server to stop, how often to say so in the log.
+const STOP_NOTICE: Duration = Duration::from_secs(5);
 /// First delay before a restart; doubles on each quick crash up to [`RESTART_BACKOFF_MAX`].
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between restarts, so a crash loop neither spins nor leaves NATS down for long.
@@ -61,17 +60,21 @@ pub struct LocalNatsSettings {
     pub data_dir: PathBuf,
     /// JetStream `sync_interval`.
     pub sync_interval: SyncInterval,
+    /// How long nats-server may take to exit after SIGTERM (it flushes and closes its JetStream
+    /// store) before it is killed.
+    pub stop_timeout: Duration,
 }
 
 impl LocalNatsSettings {
     /// The local-server settings of a configuration (`NATS_SERVER_BIN`, `NATS_LOCAL_PORT`,
-    /// `NATS_DATA_DIR`, `NATS_SYNC_INTERVAL`).
+    /// `NATS_DATA_DIR`, `NATS_SYNC_INTERVAL`, `NATS_STOP_TIMEOUT`).
     pub fn from_config(config: &Config) -> Self {
         Self {
             bin: config.nats_server_bin.clone(),
             port: config.nats_local_port,
             data_dir: config.nats_data_dir.clone(),
             sync_interval: config.nats_sync_interval.clone(),
+            stop_timeout: config.nats_stop_timeout,
         }
     }
 }
@@ -180,20 +183,21 @@ impl LocalNats {
             bin,
             data_dir,
             sync_interval: settings.sync_interval,
+            stop_timeout: settings.stop_timeout,
         };
         launch.write_config(settings.port)?;
         let mut child = launch.spawn()?;
         let port = match launch.wait_until_ready(&mut child).await {
             Ok(port) => port,
             Err(error) => {
-                launch.stop_quietly(&mut child).await;
+                launch.stop_child(&mut child).await;
                 return Err(error);
             }
         };
         if port != settings.port {
             // Pin the port nats-server picked, so restarts come back at the same URL.
             if let Err(error) = launch.write_config(port) {
-                launch.stop_quietly(&mut child).await;
+                launch.stop_child(&mut child).await;
                 return Err(error);
             }
         }
@@ -231,8 +235,9 @@ impl LocalNats {
         Some(self.pid.load(Ordering::SeqCst)).filter(|pid| *pid != 0)
     }
 
-    /// Stops supervising and shuts nats-server down: SIGTERM so JetStream can flush, SIGKILL after
-    /// 1 s if it is still running. Returns once the process has exited.
+    /// Stops supervising and shuts nats-server down: SIGTERM so JetStream can flush and close its
+    /// store, SIGKILL if it is still running after the stop timeout (logging every 5 s while it
+    /// waits). Returns once the process has exited.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(supervisor) = self.supervisor.take()
@@ -257,6 +262,7 @@ struct Launch {
     conf_file: PathBuf,
     log_file: PathBuf,
     sync_interval: SyncInterval,
+    stop_timeout: Duration,
 }
 
 impl Launch {
@@ -375,9 +381,10 @@ impl Launch {
         port.parse().ok()
     }
 
-    /// Stops a child that failed to start properly, SIGTERM first: it may be writing its store.
-    async fn stop_quietly(&self, child: &mut Child) {
-        terminate(child, &self.log_file).await;
+    /// Stops the child: SIGTERM first (it may be writing its store), SIGKILL after the stop
+    /// timeout.
+    async fn stop_child(&self, child: &mut Child) {
+        terminate(child, &self.log_file, self.stop_timeout).await;
     }
 }
 
@@ -388,7 +395,7 @@ async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: 
     loop {
         tokio::select! {
             () = stop.cancelled() => {
-                terminate(&mut child, &launch.log_file).await;
+                launch.stop_child(&mut child).await;
                 pid.store(0, Ordering::SeqCst);
                 return;
             }
@@ -404,7 +411,7 @@ async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: 
                             %error,
                             "lost track of the local nats-server; killing and restarting it"
                         );
-                        launch.stop_quietly(&mut child).await;
+                        launch.stop_child(&mut child).await;
                     }
                 }
             }
@@ -435,26 +442,48 @@ async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: 
     }
 }
 
-/// SIGTERM, then SIGKILL after [`STOP_GRACE`]; returns once the child has exited.
-async fn terminate(child: &mut Child, log_file: &Path) {
+/// SIGTERM, then SIGKILL if the child still runs after `grace`; returns once it has exited.
+async fn terminate(child: &mut Child, log_file: &Path, grace: Duration) {
     // `id()` is `None` once the child has been reaped; until then its pid cannot be reused, so
     // signalling it cannot hit an unrelated process.
     let Some(pid) = child.id() else {
         return;
     };
-    if let Err(error) = send_sigterm(pid) {
-        tracing::warn!(%error, pid, "could not send SIGTERM to nats-server; killing it");
-    }
-    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        Ok(Ok(status)) => tracing::info!(%status, pid, "local nats-server stopped"),
-        Ok(Err(error)) => tracing::warn!(%error, pid, "could not wait for nats-server to stop"),
-        Err(_) => {
-            let log_file = log_file.display();
-            tracing::warn!(pid, %log_file, "nats-server ignored SIGTERM for 1 s; killing it");
-            if let Err(error) = child.kill().await {
-                tracing::warn!(%error, pid, "could not kill nats-server");
+    let log_file = log_file.display();
+    let start = Instant::now();
+    let deadline = start + grace;
+    match send_sigterm(pid) {
+        Ok(()) => loop {
+            let notice = (Instant::now() + STOP_NOTICE).min(deadline);
+            match tokio::time::timeout_at(notice, child.wait()).await {
+                Ok(Ok(status)) => {
+                    let waited = start.elapsed();
+                    tracing::info!(%status, pid, ?waited, "local nats-server stopped");
+                    return;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, pid, "could not wait for nats-server to stop; killing it");
+                    break;
+                }
+                Err(_) if Instant::now() >= deadline => {
+                    tracing::warn!(pid, %log_file, ?grace, "nats-server did not stop within its stop timeout (NATS_STOP_TIMEOUT); killing it");
+                    break;
+                }
+                Err(_) => tracing::info!(
+                    pid,
+                    waited = ?start.elapsed(),
+                    ?grace,
+                    %log_file,
+                    "waiting for nats-server to stop (it flushes and closes its JetStream store)"
+                ),
             }
+        },
+        Err(error) => {
+            tracing::warn!(%error, pid, "could not send SIGTERM to nats-server; killing it");
         }
+    }
+    if let Err(error) = child.kill().await {
+        tracing::warn!(%error, pid, "could not kill nats-server");
     }
 }
 
@@ -653,6 +682,7 @@ mod tests {
             port,
             data_dir: data_dir.to_path_buf(),
             sync_interval: SyncInterval::default(),
+            stop_timeout: Duration::from_secs(25),
         }
     }
 
@@ -727,6 +757,62 @@ mod tests {
             read_info_line(port).is_err(),
             "nothing listens after stop()"
         );
+    }
+
+    /// A stand-in for nats-server: answers `--version`, reports port 4 in its ports file, and runs
+    /// the shell command `on_term` when it gets SIGTERM (an empty one ignores SIGTERM).
+    fn fake_nats_server(dir: &Path, on_term: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = format!(
+            r#"#!/bin/sh
+if [ "$1" = --version ]; then echo "nats-server: v0.0.0-fake"; exit 0; fi
+while [ $# -gt 0 ]; do [ "$1" = --ports_file_dir ] && dir=$2; shift; done
+trap '{on_term}' TERM
+echo '{{"nats":["nats://127.0.0.1:4"]}}' > "$dir/{BINARY_NAME}_$$.ports"
+while :; do sleep 1 & wait $!; done
+"#
+        );
+        let path = dir.join(BINARY_NAME);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// A nats-server that takes longer than a second to close its store after SIGTERM (here: 2 s)
+    /// is waited for, within the stop timeout, not killed.
+    #[tokio::test]
+    async fn stop_waits_for_a_slow_store_within_the_stop_timeout() {
+        let bin_dir = tempfile::TempDir::new().unwrap();
+        let data_dir = tempfile::TempDir::new().unwrap();
+        let closed = data_dir.path().join("store-closed");
+        let mut slow = settings(data_dir.path(), 0);
+        slow.bin = Some(fake_nats_server(
+            bin_dir.path(),
+            &format!("sleep 2; touch {}; exit 0", closed.display()),
+        ));
+        slow.stop_timeout = Duration::from_secs(120);
+        let nats = LocalNats::start(slow).await.unwrap();
+        let pid = nats.pid().unwrap();
+        nats.stop().await;
+        assert!(
+            closed.exists(),
+            "nats-server was killed before it closed its store"
+        );
+        assert!(!process_exists(pid));
+    }
+
+    /// One that ignores SIGTERM is killed once the stop timeout has passed.
+    #[tokio::test]
+    async fn stop_kills_a_server_that_outlives_the_stop_timeout() {
+        let bin_dir = tempfile::TempDir::new().unwrap();
+        let data_dir = tempfile::TempDir::new().unwrap();
+        let mut stuck = settings(data_dir.path(), 0);
+        stuck.bin = Some(fake_nats_server(bin_dir.path(), ""));
+        stuck.stop_timeout = Duration::from_millis(200);
+        let nats = LocalNats::start(stuck).await.unwrap();
+        let pid = nats.pid().unwrap();
+        nats.stop().await;
+        assert!(!process_exists(pid), "nats-server {pid} still runs");
     }
 
     #[tokio::test]

@@ -50,7 +50,15 @@ impl NatsServer {
     /// `nats-server` on `PATH`. Panics if none is found or the server does not come up; the panic
     /// message carries the end of the server log.
     pub fn start() -> NatsServer {
-        let mut files = Files::new(binary());
+        NatsServer::start_with_args(&[])
+    }
+
+    /// Starts a server as [`NatsServer::start`] does, with extra nats-server command-line options,
+    /// which every [`NatsServer::restart`] keeps: e.g. `["--user", "alice", "--pass", "pw"]` or
+    /// `["--auth", "token"]` to make clients authenticate. [`NatsServer::url`] carries no
+    /// credentials.
+    pub fn start_with_args(args: &[&str]) -> NatsServer {
+        let mut files = Files::new(binary(), args);
         let (child, url, port) = files.launch(None);
         NatsServer {
             files,
@@ -123,6 +131,8 @@ impl Drop for NatsServer {
 #[derive(Debug)]
 struct Files {
     bin: PathBuf,
+    /// Options added to every run.
+    extra_args: Vec<String>,
     store: PathBuf,
     ports: PathBuf,
     log: PathBuf,
@@ -131,13 +141,14 @@ struct Files {
 }
 
 impl Files {
-    fn new(bin: PathBuf) -> Files {
+    fn new(bin: PathBuf, extra_args: &[&str]) -> Files {
         let root = tempfile::Builder::new()
             .prefix("jetway-nats-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temporary directory for nats-server: {e}"));
         Files {
             bin,
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             store: root.path().join("store"),
             ports: root.path().join("ports"),
             log: root.path().join("nats-server.log"),
@@ -176,6 +187,7 @@ impl Files {
             .arg(&self.store)
             .arg("--ports_file_dir")
             .arg(&self.ports)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -217,8 +229,9 @@ impl Files {
         let lines: Vec<&str> = log.lines().collect();
         let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
         panic!(
-            "{what}\nbinary: {}\nlog (kept): {}\n--- end of log ---\n{tail}",
+            "{what}\nbinary: {} {}\nlog (kept): {}\n--- end of log ---\n{tail}",
             self.bin.display(),
+            self.extra_args.join(" "),
             self.log.display(),
         )
     }

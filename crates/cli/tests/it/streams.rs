@@ -89,6 +89,37 @@ async fn streams_are_listed_inspected_purged_and_removed() {
     assert!(run(&server, &["stream", "ls"]).await.ok().is_empty());
 }
 
+/// `stream purge` and `stream rm` refuse Jetway's internal streams (here a key-value store's)
+/// without `--force`.
+#[tokio::test]
+async fn internal_streams_are_purged_and_removed_only_with_force() {
+    let server = crate::TestServer::start().await;
+    run(&server, &["kv", "set", "config", "app.color", "blue"])
+        .await
+        .ok();
+    for command in [
+        &["stream", "purge", "KV_config"][..],
+        &["stream", "rm", "KV_config"],
+    ] {
+        run(&server, command).await.fails(
+            2,
+            "FAILED_PRECONDITION: stream KV_config is internal to Jetway: it holds a key-value store; pass force",
+        );
+    }
+    assert_eq!(
+        run(&server, &["stream", "purge", "KV_config", "--force"])
+            .await
+            .ok(),
+        ["purged 1 event from KV_config"]
+    );
+    assert_eq!(
+        run(&server, &["stream", "rm", "KV_config", "--force"])
+            .await
+            .ok(),
+        ["stream KV_config deleted"]
+    );
+}
+
 #[tokio::test]
 async fn consume_finds_the_stream_from_the_subject() {
     let server = server_with_orders().await;

@@ -33,6 +33,14 @@ fn purge(stream: &str, subject: &str, keep: u64) -> PurgeStreamRequest {
         stream: stream.into(),
         subject: subject.into(),
         keep,
+        force: false,
+    }
+}
+
+fn delete(stream: &str) -> DeleteStreamRequest {
+    DeleteStreamRequest {
+        stream: stream.into(),
+        force: false,
     }
 }
 
@@ -162,17 +170,8 @@ async fn streams_are_listed_inspected_purged_and_deleted() {
     );
     assert_eq!(state.first_time, None);
 
-    admin
-        .delete_stream(DeleteStreamRequest {
-            stream: "audit".into(),
-        })
-        .await
-        .unwrap();
-    let again = admin
-        .delete_stream(DeleteStreamRequest {
-            stream: "audit".into(),
-        })
-        .await;
+    admin.delete_stream(delete("audit")).await.unwrap();
+    let again = admin.delete_stream(delete("audit")).await;
     assert_status(again, Code::NotFound, "audit");
     assert_status(
         admin.get_stream_info(info("audit", "")).await,
@@ -294,12 +293,7 @@ async fn consumers_are_listed_and_inspected_and_go_with_their_stream() {
     assert!(info.last_active.is_some() && info.created.is_some());
 
     // A deleted stream takes its consumers with it.
-    admin
-        .delete_stream(DeleteStreamRequest {
-            stream: "orders".into(),
-        })
-        .await
-        .unwrap();
+    admin.delete_stream(delete("orders")).await.unwrap();
     let list = admin
         .list_consumers(ListConsumersRequest {
             stream: "orders".into(),
@@ -332,6 +326,71 @@ async fn consumers_are_listed_and_inspected_and_go_with_their_stream() {
         Code::NotFound,
         "worker",
     );
+}
+
+/// Jetway's internal streams (the advisory stream, key-value stores) are deleted and purged only
+/// with `force`; other streams, dead-letter streams included, without it.
+#[tokio::test]
+async fn internal_streams_are_deleted_and_purged_only_with_force() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut events = clients::events(&env).await;
+    let mut admin = clients::admin(&env).await;
+    // Makes JETWAY_ADVISORIES and orders-dead.
+    events
+        .ensure_consumer(api_consumer_with_policy())
+        .await
+        .unwrap();
+    let store = env
+        .js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "config".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.put("color", "blue".into()).await.unwrap();
+
+    for stream in ["JETWAY_ADVISORIES", "KV_config"] {
+        let internal = format!("stream {stream} is internal to Jetway");
+        assert_status(
+            admin.delete_stream(delete(stream)).await,
+            Code::FailedPrecondition,
+            &internal,
+        );
+        assert_status(
+            admin.purge_stream(purge(stream, "", 0)).await,
+            Code::FailedPrecondition,
+            &internal,
+        );
+    }
+    assert_eq!(env.event_count("KV_config").await, 1, "nothing purged");
+    env.stream_info("JETWAY_ADVISORIES").await;
+
+    let forced = PurgeStreamRequest {
+        force: true,
+        ..purge("KV_config", "", 0)
+    };
+    let purged = admin.purge_stream(forced).await.unwrap().into_inner();
+    assert_eq!(purged.purged, 1);
+    for stream in ["JETWAY_ADVISORIES", "KV_config"] {
+        let forced = DeleteStreamRequest {
+            force: true,
+            ..delete(stream)
+        };
+        admin.delete_stream(forced).await.unwrap();
+        assert_status(
+            admin.get_stream_info(info(stream, "")).await,
+            Code::NotFound,
+            stream,
+        );
+    }
+    // A dead-letter stream is the user's: its dead letters may be dropped without force.
+    admin
+        .purge_stream(purge("orders-dead", "", 0))
+        .await
+        .unwrap();
+    admin.delete_stream(delete("orders-dead")).await.unwrap();
 }
 
 fn api_consumer_with_policy() -> jetway_api::jetway::events::v1::EnsureConsumerRequest {
@@ -454,9 +513,7 @@ async fn admin_calls_reject_bad_input() {
         "subject_filter",
     );
     assert_status(
-        admin
-            .delete_stream(DeleteStreamRequest { stream: "".into() })
-            .await,
+        admin.delete_stream(delete("")).await,
         Code::InvalidArgument,
         "stream",
     );

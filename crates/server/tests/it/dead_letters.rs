@@ -75,6 +75,150 @@ fn redrive(ids: &[u64]) -> RedriveDeadLettersRequest {
     }
 }
 
+/// A permanent reject after a forced delete of the advisory stream is still dead-lettered, through
+/// Fetch's Reject and through an Events stream: the advisory stream is made again before the reject
+/// is sent, instead of the reject being confirmed and its dead letter lost.
+#[tokio::test]
+async fn permanent_rejects_after_a_forced_delete_of_the_advisory_stream_are_dead_lettered() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut events = clients::events(&env).await;
+    let mut admin = clients::admin(&env).await;
+    let worker = api::EnsureConsumerRequest {
+        dead_letter_stream: Some("orders-dead".into()),
+        ..consumer("orders", "worker", &["orders.>"])
+    };
+    events.ensure_consumer(worker).await.unwrap();
+    let delete_advisories = admin_api::DeleteStreamRequest {
+        stream: "JETWAY_ADVISORIES".into(),
+        force: true,
+    };
+
+    let fetched = publish(&mut events, typed("orders.created", "fetched")).await;
+    admin
+        .delete_stream(delete_advisories.clone())
+        .await
+        .unwrap();
+    let batch = events.fetch(fetch(1, None)).await.unwrap().into_inner();
+    assert_eq!(batch.events[0].id, fetched);
+    let rejected = events
+        .reject(RejectRequest {
+            stream: "orders".into(),
+            consumer: "worker".into(),
+            ids: vec![fetched],
+            permanently: true,
+            delay: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .settled
+        .expect("settled");
+    assert_eq!(rejected.ids, [fetched]);
+    await_dead_letters(&env, "orders-dead", 1).await;
+
+    let streamed = publish(&mut events, typed("orders.created", "streamed")).await;
+    admin.delete_stream(delete_advisories).await.unwrap();
+    let mut session = env.subscribe("orders", "worker", None).await;
+    assert_eq!(session.event().await.id, streamed);
+    let rejected = session.reject(&[streamed], Some(true), None).await;
+    assert_eq!(rejected.ids, [streamed]);
+
+    let found = await_dead_letters(&env, "orders-dead", 2).await;
+    let mut ids: Vec<u64> = found
+        .iter()
+        .map(|dead| dead.event.as_ref().unwrap().id)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [fetched, streamed]);
+}
+
+/// While the advisory stream cannot be made again (here another stream has taken its subjects), a
+/// permanent reject fails for now and the event stays in flight; once it can, the same reject goes
+/// through and the dead letter is stored.
+#[tokio::test]
+async fn a_permanent_reject_fails_for_now_while_the_advisory_stream_cannot_be_made() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut events = clients::events(&env).await;
+    let mut admin = clients::admin(&env).await;
+    let worker = api::EnsureConsumerRequest {
+        dead_letter_stream: Some("orders-dead".into()),
+        ..consumer("orders", "worker", &["orders.>"])
+    };
+    events.ensure_consumer(worker).await.unwrap();
+    let id = publish(&mut events, typed("orders.created", "rejected")).await;
+    admin
+        .delete_stream(admin_api::DeleteStreamRequest {
+            stream: "JETWAY_ADVISORIES".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+    env.js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "squatter".into(),
+            subjects: vec!["$JS.EVENT.ADVISORY.CONSUMER.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let batch = events.fetch(fetch(1, None)).await.unwrap().into_inner();
+    assert_eq!(batch.events[0].id, id);
+    let reject = RejectRequest {
+        stream: "orders".into(),
+        consumer: "worker".into(),
+        ids: vec![id],
+        permanently: true,
+        delay: None,
+    };
+    let settled = |response: tonic::Response<api::RejectResponse>| {
+        response.into_inner().settled.expect("settled")
+    };
+    let refused = settled(events.reject(reject.clone()).await.unwrap());
+    assert_eq!(
+        (
+            refused.ids.as_slice(),
+            refused.temporary_failed_ids.as_slice()
+        ),
+        (&[][..], &[id][..])
+    );
+
+    env.js.delete_stream("squatter").await.unwrap();
+    let rejected = settled(events.reject(reject).await.unwrap());
+    assert_eq!(rejected.ids, [id]);
+    let found = await_dead_letters(&env, "orders-dead", 1).await;
+    assert_eq!(found[0].event.as_ref().unwrap().id, id);
+}
+
+/// Once the dead-letter worker has run, it makes the advisory stream again after a forced delete,
+/// so that the advisories of events that run out of deliveries (which no reject precedes) are kept.
+#[tokio::test]
+async fn the_worker_makes_a_deleted_advisory_stream_again() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut events = clients::events(&env).await;
+    let mut admin = clients::admin(&env).await;
+    let worker = api::EnsureConsumerRequest {
+        dead_letter_stream: Some("orders-dead".into()),
+        ..consumer("orders", "worker", &["orders.>"])
+    };
+    events.ensure_consumer(worker).await.unwrap();
+    let advisories = || async {
+        let stream = env.js.get_stream("JETWAY_ADVISORIES").await.ok()?;
+        stream.consumer_info("dead-letter-worker").await.ok()
+    };
+    eventually("the worker runs", advisories).await;
+    admin
+        .delete_stream(admin_api::DeleteStreamRequest {
+            stream: "JETWAY_ADVISORIES".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+    eventually("the worker made the stream again", advisories).await;
+}
+
 #[tokio::test]
 async fn given_up_events_are_dead_lettered_and_redriven_once() {
     let mut env = Env::start().await;

@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -11,7 +11,8 @@ use jetway_api::windshift::events::v1alpha1::{
     events_service_client::EventsServiceClient, stream_pointer::Pointer,
 };
 use jetway_testkit::eventually;
-use tonic::Code;
+use tokio::sync::mpsc;
+use tonic::{Code, transport::Channel};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -38,6 +39,50 @@ async fn a_nats_url_list_connects_through_the_server_that_answers() {
         .await
         .expect("published");
     assert_eq!(published.into_inner().id, 1);
+}
+
+/// Makes a stream through a Jetway server and publishes one event to it, which gets id 1.
+async fn publish_one(jetway: Channel) {
+    let mut client = EventsServiceClient::new(jetway);
+    client
+        .ensure_stream(stream_request("orders", &["orders.>"]))
+        .await
+        .expect("JetStream answers");
+    let published = client
+        .publish_event(publish_request("orders.created", "v"))
+        .await
+        .expect("published");
+    assert_eq!(published.into_inner().id, 1);
+}
+
+/// Credentials in `NATS_URL` authenticate: a user and password (percent-encoded, as a URL carries
+/// reserved characters) or a token, given on every server of a list, the first of which is down.
+#[tokio::test]
+async fn credentials_in_the_nats_url_authenticate() {
+    let logins: [(&[&str], &str); 2] = [
+        (
+            &["--user", "alice", "--pass", "p@ss/w:rd"],
+            "alice:p%40ss%2Fw%3Ard",
+        ),
+        (&["--auth", "s3cretTOKEN"], "s3cretTOKEN"),
+    ];
+    for (args, userinfo) in logins {
+        let nats = jetway_testkit::NatsServer::start_with_args(args);
+        let anonymous = async_nats::connect(nats.url()).await;
+        assert!(
+            anonymous.as_ref().is_err_and(
+                |err| err.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
+            ),
+            "the server requires {args:?}: {anonymous:?}"
+        );
+        let url = format!(
+            "nats://{userinfo}@127.0.0.1:1,nats://{userinfo}@127.0.0.1:{}",
+            nats.port()
+        );
+        let jetway = Jetway::start(&url).await;
+        readyz_until(jetway.health_addr, 200).await;
+        publish_one(jetway.channel().await).await;
+    }
 }
 
 /// Waits until `/readyz` on `addr` answers `status`.
@@ -211,6 +256,87 @@ fn jetway_server(vars: &[(&str, &str)]) -> Command {
     command
 }
 
+/// The log lines of a [`jetway_server`] child, as they come; the channel closes when it exits.
+fn log_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    let (lines_tx, lines) = mpsc::unbounded_channel();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// The next log line of a [`jetway_server`] child, or `None` once it has exited.
+async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> Option<String> {
+    tokio::time::timeout(RECV_GUARD, lines.recv())
+        .await
+        .expect("a log line or the end of the log")
+}
+
+/// No credential of `NATS_URL` reaches the log at any level (`RUST_LOG=trace`), though async-nats
+/// logs every server address it tries at debug level: neither with a server that needs none (it
+/// takes any) nor with one that needs a token, through a list whose first server is down.
+#[tokio::test]
+async fn no_nats_credential_reaches_the_log_at_any_level() {
+    let open = jetway_testkit::NatsServer::start();
+    let token = jetway_testkit::NatsServer::start_with_args(&["--auth", "t0kenSECRET"]);
+    for (nats, userinfo, secret) in [
+        (&open, "alice:pa55SECRET", "pa55SECRET"),
+        (&token, "t0kenSECRET", "t0kenSECRET"),
+    ] {
+        let url = format!(
+            "nats://{userinfo}@127.0.0.1:1,nats://{userinfo}@127.0.0.1:{}",
+            nats.port()
+        );
+        let mut child = jetway_server(&[
+            ("NATS_URL", &url),
+            ("RUST_LOG", "trace"),
+            ("GRPC_PORT", "0"),
+            ("HEALTH_PORT", "0"),
+            ("LISTEN_HOST", "127.0.0.1"),
+        ])
+        .spawn()
+        .unwrap();
+        let mut lines = log_lines(&mut child);
+        let mut log = Vec::new();
+        let (grpc_addr, health_addr) = loop {
+            let line = next_line(&mut lines).await.expect("the server runs");
+            let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+            log.push(line);
+            if entry["message"] == "serving" {
+                let addr = |key: &str| entry[key].as_str().expect("an address").to_owned();
+                break (addr("grpc_addr"), addr("health_addr"));
+            }
+        };
+        readyz_until(health_addr.parse().unwrap(), 200).await;
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to jetway");
+        publish_one(channel).await;
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        while let Some(line) = next_line(&mut lines).await {
+            log.push(line);
+        }
+        assert!(child.wait().unwrap().success());
+
+        let port = format!(":{}", nats.port());
+        assert!(
+            log.iter()
+                .any(|line| line.contains("async_nats") && line.contains(&port)),
+            "async-nats's lines naming the server were logged"
+        );
+        let leaks: Vec<&String> = log.iter().filter(|line| line.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} reached the log: {leaks:#?}");
+    }
+}
+
 #[test]
 fn bad_configuration_is_one_line_naming_every_bad_variable() {
     let output = jetway_server(&[("GRPC_PORT", "http"), ("NATS_SYNC_INTERVAL", "sometimes")])
@@ -243,21 +369,10 @@ async fn the_binary_runs_a_local_nats_server_and_stops_it_on_sigterm() {
     let server_pid = child.id();
 
     // Read the JSON log until the server says where it listens and which nats-server it runs.
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut lines = log_lines(&mut child);
     let (mut health_addr, mut nats_pid) = (None, None);
     while health_addr.is_none() || nats_pid.is_none() {
-        let line = tokio::time::timeout(RECV_GUARD, lines.recv())
-            .await
-            .expect("log lines")
-            .expect("server running");
+        let line = next_line(&mut lines).await.expect("server running");
         let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         match log["message"].as_str() {
             Some("serving") => health_addr = log["health_addr"].as_str().map(str::to_owned),
