@@ -83,6 +83,10 @@ async fn fetched_events_are_settled_by_id_in_later_calls() {
     assert_eq!(value_of(&first.events[0]), "event 0");
 
     // An unknown id, a repeated one, and an id fetched from another consumer are invalid.
+    client
+        .ensure_consumer(consumer("orders", "other", &["orders.>"]))
+        .await
+        .unwrap();
     let acked = client
         .ack(ack(&[ids[0], 999, ids[0]]))
         .await

@@ -291,14 +291,23 @@ async fn the_binary_runs_a_local_nats_server_and_stops_it_on_sigterm() {
     .await;
 }
 
-/// The value of one series in a Prometheus text exposition.
-fn series(metrics: &str, name: &str) -> Option<f64> {
+/// The value of one series in a Prometheus text exposition, selected as `name` or
+/// `name{label="value",...}` with exactly those labels, in any order.
+fn series(metrics: &str, selector: &str) -> Option<f64> {
+    fn split(series: &str) -> (&str, Vec<&str>) {
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let mut labels: Vec<&str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|label| !label.is_empty())
+            .collect();
+        labels.sort_unstable();
+        (name, labels)
+    }
+    let wanted = split(selector);
     metrics.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
+        let (series, value) = line.rsplit_once(' ')?;
+        (split(series) == wanted).then(|| value.trim().parse().ok())?
     })
 }
 
@@ -338,7 +347,7 @@ async fn metrics_count_publishes_and_deliveries() {
     let event = session.event().await;
     // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
     let (_, held) = http_get(env.jetway.health_addr, "/metrics").await;
-    let in_flight = series(&held, "jetway_events_in_flight");
+    let in_flight = series(&held, "jetway_events_in_flight{path=\"events\"}");
     assert!(
         in_flight >= Some(1.0),
         "in flight while held: {in_flight:?}"
@@ -352,8 +361,8 @@ async fn metrics_count_publishes_and_deliveries() {
         ("jetway_publishes_total{result=\"duplicate\"}", 1.0),
         ("jetway_publishes_total{result=\"conflict\"}", 1.0),
         ("jetway_publish_duration_seconds_count", 3.0),
-        ("jetway_events_delivered_total", 1.0),
-        ("jetway_events_acked_total", 1.0),
+        ("jetway_events_delivered_total{path=\"events\"}", 1.0),
+        ("jetway_events_acked_total{path=\"events\"}", 1.0),
     ] {
         let value =
             series(&metrics, name).unwrap_or_else(|| panic!("{name} missing from\n{metrics}"));
@@ -361,7 +370,8 @@ async fn metrics_count_publishes_and_deliveries() {
     }
     for gauge in [
         "jetway_subscriptions_active",
-        "jetway_events_in_flight",
+        "jetway_events_in_flight{path=\"events\"}",
+        "jetway_events_in_flight{path=\"fetch\"}",
         "jetway_nats_connected",
     ] {
         assert!(
