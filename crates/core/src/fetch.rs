@@ -408,9 +408,11 @@ impl Table {
             });
         }
         let granted = wanted.min(room);
-        if let Some(holder) = self.holders.get_mut(key) {
-            holder.reserved += granted;
-        }
+        // Made again if the look at every consumer above dropped it while it was still empty.
+        self.holders
+            .entry(key.clone())
+            .or_insert_with(|| Holder::new(info))
+            .reserved += granted;
         self.reserved += granted;
         Ok(granted)
     }
@@ -1013,6 +1015,25 @@ mod tests {
         table.release(&key("b"), 1);
         assert!(!table.holders.contains_key(&key("b")) && !table.holders.contains_key(&key("c")));
         assert_eq!((table.held, table.reserved), (3, 0));
+    }
+
+    #[test]
+    fn a_fetch_that_makes_room_by_expiring_keeps_its_reservation() {
+        let mut table = Table::new();
+        let one = info(1, 1);
+        let past = Instant::now() - Duration::from_secs(5);
+        let (a, b) = (key("a"), key("b"));
+        assert_eq!(table.reserve(&a, &one, 4, &LIMITS), Ok(3));
+        for id in 1..=3 {
+            table.insert(&a, id, "r".into(), 1, past);
+        }
+        table.release(&a, 3);
+        assert_eq!(table.reserve(&b, &one, 1, &LIMITS), Ok(1));
+        // The server is full until the expired entries of "a" are looked at.
+        assert_eq!(table.reserve(&key("c"), &one, 1, &LIMITS), Ok(1));
+        table.insert(&key("c"), 9, "r".into(), 1, Instant::now());
+        assert_eq!(table.holders[&key("c")].held.len(), 1);
+        assert!(!table.holders.contains_key(&a));
     }
 
     #[test]
