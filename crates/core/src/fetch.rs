@@ -17,12 +17,12 @@
 //! **Bounded.** At most [`FetchLimits::per_consumer`] events per consumer, so one consumer at its
 //! limit holds up no other, and [`FetchLimits::total`] over all of them, which bounds the memory. A
 //! fetch reserves its slots before it pulls, so concurrent fetches never go past either limit. (A
-//! limit per client would be one more scope in [`Table::reserve`].)
+//! limit per client would be one more scope where the slots are reserved.)
 //!
 //! **Pulls.** A pull asks for at most [`MAX_FETCH_BYTES`]; JetStream ends it when the next event
 //! would go past them, and the fetch returns what came. An event larger than that on its own comes
 //! alone, from a pull without a byte limit. A pull that fails after events came returns them: they
-//! were delivered, and JetStream counted the attempt, so handing them back unseen would cost one.
+//! were delivered, and JetStream counted the attempt, so handing them back would spend it unseen.
 //!
 //! The table lives in this process, so settlements must reach the Jetway server that did the fetch.
 
