@@ -49,7 +49,7 @@ use crate::{
     expiry::{Deadline, Expiries},
     format::KnownHeaders,
     names::validate_name,
-    telemetry::{self, TraceContext},
+    telemetry::{self, TraceContext, metrics::Path},
 };
 
 /// In-flight events per subscription when the client sets no limit.
@@ -275,12 +275,13 @@ pub struct Subscription {
     /// No pull before this instant (after JetStream failed to answer one).
     pull_not_before: Instant,
     meters: telemetry::metrics::Delivery,
+    subscriptions: metrics::Gauge,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.meters.subscriptions.decrement(1.0);
-        self.meters.in_flight.sub(self.in_flight.len());
+        self.subscriptions.decrement(1.0);
+        self.meters.released(self.in_flight.len());
     }
 }
 
@@ -334,8 +335,9 @@ impl Subscription {
             NatsError::Unavailable(format!("subscribing to the pull inbox: {err}"))
         })?;
         let now = Instant::now();
-        let meters = telemetry::metrics::Delivery::new();
-        meters.subscriptions.increment(1.0);
+        let meters = telemetry::metrics::Delivery::new(Path::Events);
+        let subscriptions = metrics::gauge!(telemetry::metrics::SUBSCRIPTIONS);
+        subscriptions.increment(1.0);
         tracing::debug!(stream = %spec.stream, consumer = %spec.consumer, max, "subscribed");
         Ok(Subscription {
             nats: nats.clone(),
@@ -359,6 +361,7 @@ impl Subscription {
             pulls_expire_at: now,
             pull_not_before: now,
             meters,
+            subscriptions,
         })
     }
 
@@ -538,7 +541,7 @@ impl Subscription {
         if let Some(previous) = self.in_flight.remove(&id) {
             // A redelivery of an event this subscription still holds: the newest delivery wins.
             self.deadlines.remove(&previous.deadline);
-            self.meters.in_flight.sub(1);
+            self.meters.released(1);
         } else if self.in_flight.len() >= self.max {
             if self.held.len() < self.max {
                 message.reply = Some(reply);
@@ -583,11 +586,7 @@ impl Subscription {
                 span,
             },
         );
-        self.meters.in_flight.add(1);
-        self.meters.delivered.increment(1);
-        if attempt > 1 {
-            self.meters.redelivered.increment(1);
-        }
+        self.meters.delivered(attempt);
 
         Some(Delivery {
             id,
@@ -652,15 +651,7 @@ impl Subscription {
             }
         }
         // Counted once per call rather than per event: each update is an atomic on shared metrics.
-        let done = settled.ids.len() as u64;
-        if done > 0 {
-            self.meters.in_flight.sub(settled.ids.len());
-            match how {
-                Settle::Ack => self.meters.acked.increment(done),
-                Settle::Reject(_) => self.meters.rejected.increment(done),
-                _ => self.meters.terminated.increment(done),
-            }
-        }
+        self.meters.settled(how, settled.ids.len());
         settled
     }
 
@@ -714,7 +705,7 @@ impl Subscription {
         while let Some(id) = self.deadlines.pop_expired(now) {
             if let Some(entry) = self.in_flight.remove(&id) {
                 telemetry::error(&entry.span, "processing timeout");
-                self.meters.in_flight.sub(1);
+                self.meters.released(1);
             }
         }
         self.timer_at = self.deadlines.next();

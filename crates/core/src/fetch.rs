@@ -1,27 +1,49 @@
 //! Unary delivery for clients that cannot hold a stream open: Fetch takes events from a consumer,
 //! and Ack and Reject settle them by id in later calls.
 //!
-//! The [`Fetcher`] remembers each fetched event (its ack subject) until it is settled or its
-//! processing timeout passes; then JetStream redelivers it by itself, and the entry is dropped. The
+//! The [`Fetcher`] remembers each fetched event (its ack subject) until it is settled or JetStream
+//! stops holding that delivery; then JetStream redelivers it by itself, and the entry is dropped. The
 //! conventions are the delivery engine's: the id is the stream sequence, a redelivery replaces the
 //! entry of the earlier delivery, and a settlement answers every id in exactly one list.
 //!
-//! The table lives in this process, so settlements must reach the Jetway server that did the
-//! fetch. It is bounded: a fetch takes no more events than the table has room for when it starts
-//! (so concurrent fetches overshoot [`MAX_IN_FLIGHT`] by at most their own sizes).
+//! **Never held longer than JetStream holds it.** An entry expires after the processing timeout of
+//! its delivery attempt (its backoff entry, or else the consumer's processing timeout), counted from
+//! its arrival, as JetStream counts it from the delivery; Fetch has no ping that would restart it.
+//! The entries of a consumer are dropped when JetStream announces that the consumer or its stream
+//! was deleted, when Fetch, Ack or Reject find it gone or made anew under the same name, and their
+//! deadlines follow a change of its timeouts. After a reconnect (announcements sent meanwhile are
+//! lost) every consumer in the table is looked up again.
+//!
+//! **Bounded.** At most [`FetchLimits::per_consumer`] events per consumer, so one consumer at its
+//! limit holds up no other, and [`FetchLimits::total`] over all of them, which bounds the memory. A
+//! fetch reserves its slots before it pulls, so concurrent fetches never go past either limit. (A
+//! limit per client would be one more scope where the slots are reserved.)
+//!
+//! **Pulls.** A pull asks for at most [`MAX_FETCH_BYTES`]; JetStream ends it when the next event
+//! would go past them, and the fetch returns what came. An event larger than that on its own comes
+//! alone, from a pull without a byte limit. A pull that fails after events came returns them: they
+//! were delivered, and JetStream counted the attempt, so handing them back would spend it unseen.
+//!
+//! The table lives in this process, so settlements must reach the Jetway server that did the fetch.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex, MutexGuard, Weak},
     time::Duration,
 };
 
 use async_nats::{
-    Subject,
-    jetstream::{AckKind, consumer::PullConsumer, stream::ConsumerErrorKind},
+    StatusCode, Subject,
+    jetstream::{
+        AckKind,
+        consumer::{self, PullConsumer, pull::BatchConfig},
+        stream::ConsumerErrorKind,
+    },
 };
 use futures::StreamExt;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     Nats,
@@ -35,6 +57,7 @@ use crate::{
     expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_existing_name,
+    telemetry::metrics::{self, Path},
 };
 
 /// Events per fetch when the client sets no limit.
@@ -47,36 +70,41 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 const FETCH_MARGIN: Duration = Duration::from_secs(5);
 /// How long a settlement waits for its acks to be written out.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most bytes one fetch asks for (as JetStream counts them: subject, ack subject, headers and
+/// payload of each event), so a response stays under gRPC's default 4 MiB message limit. A single
+/// event larger than this still comes, on its own.
+pub const MAX_FETCH_BYTES: usize = 3 << 20;
+/// The default of [`FetchLimits::per_consumer`]: the most events one Events stream may hold
+/// (`maxProcessingEvents`), and the most ids one Ack takes, so one call can settle them all.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER: usize = 10_000;
+/// The default of [`FetchLimits::total`]. An entry takes a few hundred bytes, so a full table
+/// takes a few hundred MiB.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_000_000;
+/// The most ids one settlement takes.
+pub const MAX_SETTLE_IDS: usize = 10_000;
 
-/// Naks the deliveries of a fetch that did not complete, from a task: `Drop` cannot wait.
-struct NakOnDrop {
-    nats: Nats,
-    replies: Vec<Subject>,
+/// JetStream's announcements that a consumer (`.<stream>.<consumer>`) or a stream (`.<stream>`) was
+/// deleted.
+const CONSUMER_DELETED: &str = "$JS.EVENT.ADVISORY.CONSUMER.DELETED";
+const STREAM_DELETED: &str = "$JS.EVENT.ADVISORY.STREAM.DELETED";
+
+/// How many fetched events this server holds in flight at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// For one consumer.
+    pub per_consumer: usize,
+    /// Over all consumers.
+    pub total: usize,
 }
 
-impl Drop for NakOnDrop {
-    fn drop(&mut self) {
-        if self.replies.is_empty() {
-            return;
-        }
-        let replies = std::mem::take(&mut self.replies);
-        let client = self.nats.client().clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for reply in replies {
-                    client.publish(reply, AckKind::Nak(None).into()).await.ok();
-                }
-            });
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            per_consumer: DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER,
+            total: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
-/// The most bytes one fetch returns (as JetStream counts them), so a response stays under gRPC's
-/// default 4 MiB message limit.
-pub const MAX_FETCH_BYTES: usize = 3 << 20;
-/// The most fetched events held in flight by this server, over all consumers.
-pub const MAX_IN_FLIGHT: usize = 100_000;
-/// The most ids one settlement takes.
-pub const MAX_SETTLE_IDS: usize = 10_000;
 
 /// A fetch, as Fetch receives it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +137,33 @@ pub struct FetchedEvents {
     pub processing_timeout: Duration,
 }
 
+/// The limit on fetched events in flight that a fetch ran into.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InFlightLimit {
+    /// [`FetchLimits::per_consumer`].
+    #[error(
+        "consumer {consumer} on stream {stream} has {max} fetched events in flight on this \
+         server, its limit; ack or reject some first, or wait for their processing timeout"
+    )]
+    Consumer {
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        consumer: String,
+        /// The limit.
+        max: usize,
+    },
+    /// [`FetchLimits::total`].
+    #[error(
+        "this server holds {max} fetched events in flight over all consumers, its limit; ack or \
+         reject some first, or wait for their processing timeout"
+    )]
+    Server {
+        /// The limit.
+        max: usize,
+    },
+}
+
 /// Why a Fetch, Ack or Reject failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -118,64 +173,330 @@ pub enum FetchError {
     /// The stream or consumer does not exist, or the consumer cannot be fetched from.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
-    /// This server holds [`MAX_IN_FLIGHT`] fetched events; settle some, or let them expire.
-    #[error("this server holds {MAX_IN_FLIGHT} fetched events in flight; ack or reject some first")]
-    TooManyInFlight,
+    /// A limit on fetched events in flight is reached.
+    #[error(transparent)]
+    TooManyInFlight(#[from] InFlightLimit),
     /// NATS failed.
     #[error(transparent)]
     Nats(#[from] NatsError),
 }
 
-type Key = (String, String, u64);
+/// A consumer, by stream and name.
+type Key = (String, String);
 
-struct Entry {
+/// One fetched event held until it is settled.
+struct Held {
     reply: Subject,
+    /// Its delivery attempt, which picks its processing timeout.
+    attempt: u64,
+    /// When it arrived; the processing timeout counts from here.
+    arrived: Instant,
     /// Its place among the expiries; a later delivery of the same event gets another one.
     deadline: Deadline,
 }
 
-#[derive(Default)]
-struct Table {
-    entries: HashMap<Key, Entry>,
+/// The events held for one consumer.
+struct Holder {
+    /// When JetStream made the consumer: one deleted and made again under the same name is
+    /// another consumer, whose deliveries these are not.
+    created: OffsetDateTime,
+    /// Its configuration, for the processing timeout of each attempt.
+    config: consumer::Config,
+    held: HashMap<u64, Held>,
     /// Every entry by expiry, so the expired ones are found without a scan.
-    expiries: Expiries<Key>,
+    expiries: Expiries<u64>,
+    /// Slots taken by fetches still pulling.
+    reserved: usize,
+}
+
+impl Holder {
+    fn new(info: &consumer::Info) -> Holder {
+        Holder {
+            created: info.created,
+            config: info.config.clone(),
+            held: HashMap::new(),
+            expiries: Expiries::default(),
+            reserved: 0,
+        }
+    }
+
+    /// Drops the entries whose processing timeout has passed (JetStream redelivers those) and
+    /// returns how many.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        while let Some(id) = self.expiries.pop_expired(now) {
+            self.held.remove(&id);
+            expired += 1;
+        }
+        expired
+    }
+
+    fn unused(&self) -> bool {
+        self.held.is_empty() && self.reserved == 0
+    }
+
+    /// Holds a delivery; returns whether it replaced an earlier delivery of the same event.
+    fn insert(&mut self, id: u64, reply: Subject, attempt: u64, arrived: Instant) -> bool {
+        let at = arrived + attempt_timeout(&self.config, attempt);
+        let deadline = self.expiries.insert(at, id);
+        let held = Held {
+            reply,
+            attempt,
+            arrived,
+            deadline,
+        };
+        match self.held.insert(id, held) {
+            Some(previous) => {
+                self.expiries.remove(&previous.deadline);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Every consumer's fetched events, with the totals the limits apply to.
+struct Table {
+    holders: HashMap<Key, Holder>,
+    /// Entries over all holders.
+    held: usize,
+    /// Reserved slots over all holders.
+    reserved: usize,
+    meters: metrics::Delivery,
 }
 
 impl Table {
-    /// Drops the entries whose processing timeout has passed: JetStream redelivers those.
-    fn expire(&mut self, now: Instant) {
-        while let Some(key) = self.expiries.pop_expired(now) {
-            self.entries.remove(&key);
+    fn new() -> Table {
+        Table {
+            holders: HashMap::new(),
+            held: 0,
+            reserved: 0,
+            meters: metrics::Delivery::new(Path::Fetch),
         }
     }
 
-    fn insert(&mut self, key: Key, reply: Subject, expires: Instant) {
-        let deadline = self.expiries.insert(expires, key.clone());
-        if let Some(previous) = self.entries.insert(key, Entry { reply, deadline }) {
-            self.expiries.remove(&previous.deadline);
+    /// Counts `n` entries gone without a settlement.
+    fn released(&mut self, n: usize) {
+        self.held -= n;
+        self.meters.released(n);
+    }
+
+    /// Drops the expired entries of one consumer.
+    fn expire(&mut self, key: &Key, now: Instant) {
+        let Some(holder) = self.holders.get_mut(key) else {
+            return;
+        };
+        let expired = holder.expire(now);
+        if holder.unused() {
+            self.holders.remove(key);
+        }
+        self.released(expired);
+    }
+
+    /// Drops the expired entries of every consumer.
+    fn expire_all(&mut self, now: Instant) {
+        let mut expired = 0;
+        self.holders.retain(|_, holder| {
+            expired += holder.expire(now);
+            !holder.unused()
+        });
+        self.released(expired);
+    }
+
+    /// Brings the entries of `key` in line with the consumer as JetStream describes it now: they
+    /// go if it is a newer consumer of the same name, and their deadlines move if its timeouts
+    /// changed (JetStream applies new timeouts to deliveries already made).
+    fn sync(&mut self, key: &Key, info: &consumer::Info) {
+        let Some(holder) = self.holders.get_mut(key) else {
+            return;
+        };
+        if info.created > holder.created {
+            self.forget(key, None);
+            if let Some(holder) = self.holders.get_mut(key) {
+                *holder = Holder {
+                    reserved: holder.reserved,
+                    ..Holder::new(info)
+                };
+            }
+            return;
+        }
+        if info.created < holder.created {
+            // Looked up before the consumer was made anew; the newer description stands.
+            return;
+        }
+        let config = &info.config;
+        if config.ack_wait == holder.config.ack_wait && config.backoff == holder.config.backoff {
+            return;
+        }
+        holder.config = config.clone();
+        holder.expiries = Expiries::default();
+        for (id, held) in &mut holder.held {
+            let at = held.arrived + attempt_timeout(&holder.config, held.attempt);
+            held.deadline = holder.expiries.insert(at, *id);
         }
     }
 
-    fn remove(&mut self, key: &Key) -> Option<Entry> {
-        let entry = self.entries.remove(key)?;
-        self.expiries.remove(&entry.deadline);
-        Some(entry)
+    /// Drops every entry of `key`, if its consumer was made at or before `deleted` (`None`: in any
+    /// case). Reservations stay with the fetches that hold them.
+    fn forget(&mut self, key: &Key, deleted: Option<OffsetDateTime>) {
+        let Some(holder) = self.holders.get_mut(key) else {
+            return;
+        };
+        if deleted.is_some_and(|deleted| holder.created > deleted) {
+            return;
+        }
+        let gone = holder.held.len();
+        holder.held.clear();
+        holder.expiries = Expiries::default();
+        if holder.unused() {
+            self.holders.remove(key);
+        }
+        self.released(gone);
+    }
+
+    /// Drops the entries of every consumer of `stream` made at or before `deleted`.
+    fn forget_stream(&mut self, stream: &str, deleted: Option<OffsetDateTime>) {
+        let keys: Vec<Key> = self
+            .holders
+            .keys()
+            .filter(|(s, _)| s == stream)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.forget(&key, deleted);
+        }
+    }
+
+    /// Reserves up to `wanted` slots for a fetch from `key` (described by `info`), within every
+    /// limit: at least one, or the limit that leaves none. Limits per client would be checked here
+    /// too, as one more scope.
+    fn reserve(
+        &mut self,
+        key: &Key,
+        info: &consumer::Info,
+        wanted: usize,
+        limits: &FetchLimits,
+    ) -> Result<usize, InFlightLimit> {
+        let now = Instant::now();
+        self.expire(key, now);
+        self.sync(key, info);
+        let holder = self
+            .holders
+            .entry(key.clone())
+            .or_insert_with(|| Holder::new(info));
+        let consumer_room = limits
+            .per_consumer
+            .saturating_sub(holder.held.len() + holder.reserved);
+        let mut server_room = limits.total.saturating_sub(self.held + self.reserved);
+        if consumer_room > 0 && server_room == 0 {
+            // Expired entries of other consumers count until they are looked at; look now.
+            self.expire_all(now);
+            server_room = limits.total.saturating_sub(self.held + self.reserved);
+        }
+        let room = consumer_room.min(server_room);
+        if room == 0 {
+            if self.holders.get(key).is_some_and(Holder::unused) {
+                self.holders.remove(key);
+            }
+            return Err(if consumer_room == 0 {
+                InFlightLimit::Consumer {
+                    stream: key.0.clone(),
+                    consumer: key.1.clone(),
+                    max: limits.per_consumer,
+                }
+            } else {
+                InFlightLimit::Server { max: limits.total }
+            });
+        }
+        let granted = wanted.min(room);
+        // Made again if the look at every consumer above dropped it while it was still empty.
+        self.holders
+            .entry(key.clone())
+            .or_insert_with(|| Holder::new(info))
+            .reserved += granted;
+        self.reserved += granted;
+        Ok(granted)
+    }
+
+    /// Gives back `n` reserved slots of `key`.
+    fn release(&mut self, key: &Key, n: usize) {
+        self.reserved -= n;
+        if let Some(holder) = self.holders.get_mut(key) {
+            holder.reserved -= n;
+            if holder.unused() {
+                self.holders.remove(key);
+            }
+        }
+    }
+
+    /// Holds a delivery fetched from `key` (whose fetch still holds a reservation, so the holder
+    /// exists) and counts it.
+    fn insert(&mut self, key: &Key, id: u64, reply: Subject, attempt: u64, arrived: Instant) {
+        let Some(holder) = self.holders.get_mut(key) else {
+            return;
+        };
+        if holder.insert(id, reply, attempt, arrived) {
+            // The earlier delivery of this event is gone; this one takes its place.
+            self.meters.released(1);
+        } else {
+            self.held += 1;
+        }
+        self.meters.delivered(attempt);
+    }
+
+    /// Takes the entry of event `id` out, for a settlement.
+    fn take(&mut self, key: &Key, id: u64) -> Option<Held> {
+        let holder = self.holders.get_mut(key)?;
+        let held = holder.held.remove(&id)?;
+        holder.expiries.remove(&held.deadline);
+        if holder.unused() {
+            self.holders.remove(key);
+        }
+        self.held -= 1;
+        Some(held)
+    }
+
+    /// Puts back an entry whose settlement failed, unless its consumer went meanwhile.
+    fn restore(&mut self, key: &Key, id: u64, held: Held) {
+        let Some(holder) = self.holders.get_mut(key) else {
+            self.meters.released(1);
+            return;
+        };
+        if holder.held.contains_key(&id) {
+            // Redelivered and fetched again meanwhile: the newer delivery stands.
+            self.meters.released(1);
+            return;
+        }
+        let at = held.arrived + attempt_timeout(&holder.config, held.attempt);
+        let deadline = holder.expiries.insert(at, id);
+        holder.held.insert(id, Held { deadline, ..held });
+        self.held += 1;
     }
 }
 
 /// The fetched events this server holds in flight; see the module docs. Shared by every call.
 pub struct Fetcher {
     nats: Nats,
+    limits: FetchLimits,
     table: Mutex<Table>,
 }
 
 impl Fetcher {
-    /// An empty table over `nats`.
-    pub fn new(nats: Nats) -> Fetcher {
-        Fetcher {
-            nats,
-            table: Mutex::default(),
-        }
+    /// An empty table over `nats`, within `limits`. Until `shutdown`, a task drops the entries of
+    /// deleted consumers and streams as JetStream announces the deletions. Call it inside the Tokio
+    /// runtime.
+    pub fn start(nats: Nats, limits: FetchLimits, shutdown: CancellationToken) -> Arc<Fetcher> {
+        let fetcher = Arc::new(Fetcher {
+            nats: nats.clone(),
+            limits,
+            table: Mutex::new(Table::new()),
+        });
+        tokio::spawn(forget_deleted(Arc::downgrade(&fetcher), nats, shutdown));
+        fetcher
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().expect("the table lock is never poisoned")
     }
 
     /// Fetch: up to `max_events` events, waiting up to `wait` for the first one.
@@ -188,86 +509,176 @@ impl Fetcher {
         if spec.wait.is_some_and(|wait| wait > MAX_WAIT) {
             return Err(Invalid::new("wait", format!("must be at most {MAX_WAIT:?}")).into());
         }
-        let room = {
-            let mut table = self.table.lock().expect("the table lock is never poisoned");
-            table.expire(Instant::now());
-            MAX_IN_FLIGHT.saturating_sub(table.entries.len())
-        };
         let max = match spec.max_events {
             0 => DEFAULT_MAX_EVENTS,
             n => n,
         } as usize;
-        if room == 0 {
-            return Err(FetchError::TooManyInFlight);
-        }
         let consumer = self.consumer(&spec.stream, &spec.consumer).await?;
-        let config = consumer.cached_info().config.clone();
+        let info = consumer.cached_info();
+        let key = (spec.stream.clone(), spec.consumer.clone());
         let wait = spec.wait.filter(|wait| !wait.is_zero());
         let (max, max_bytes, wait) =
-            within_request_limits(&config, max.min(room), MAX_FETCH_BYTES, wait);
-        let mut fetch = consumer.fetch().max_messages(max).max_bytes(max_bytes);
-        if let Some(wait) = wait {
-            fetch = fetch.expires(wait);
-        }
-        let mut batch = fetch.messages().await.map_err(|err| {
-            NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
-        })?;
+            within_request_limits(&info.config, max, MAX_FETCH_BYTES, wait);
+        let reserved = self.table().reserve(&key, info, max, &self.limits)?;
         // Until the events are handed over, a cancelled call (the client gave up) gives back what
-        // it took, so nothing waits out its processing timeout unseen.
-        let mut taken = NakOnDrop {
-            nats: self.nats.clone(),
-            replies: Vec::new(),
+        // it took, and its reservation.
+        let mut taken = Taken {
+            fetcher: self,
+            key,
+            reserved,
+            messages: Vec::new(),
         };
-        let mut events = Vec::new();
-        let mut entries = Vec::new();
-        // The pull request expires on the server after `wait`; the margin covers a lost answer.
-        let deadline = Instant::now() + wait.unwrap_or_default() + FETCH_MARGIN;
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, batch.next()).await {
-            let message = message.map_err(|err| {
-                NatsError::Unavailable(format!("fetching from {}: {err}", spec.consumer))
-            })?;
-            let mut message = message.message;
-            let Some((
-                reply,
-                AckMetadata {
-                    stream_sequence: id,
-                    delivered: attempt,
-                    stored,
-                },
-            )) = AckMetadata::take(&mut message)
-            else {
+        let request = BatchConfig {
+            batch: reserved,
+            max_bytes,
+            expires: wait,
+            no_wait: true,
+            ..Default::default()
+        };
+        let ended = match self.pull(&consumer, request, &mut taken.messages).await {
+            Ok(Ended::TooLarge) if taken.messages.is_empty() => {
+                // The next event alone is larger than the bytes asked for: it comes by itself.
+                let alone = BatchConfig {
+                    batch: 1,
+                    no_wait: true,
+                    ..Default::default()
+                };
+                self.pull(&consumer, alone, &mut taken.messages).await
+            }
+            ended => ended,
+        };
+        match ended {
+            Ok(Ended::Done | Ended::TooLarge) => {}
+            Ok(Ended::Lost) => {
+                tracing::warn!(stream = %spec.stream, consumer = %spec.consumer,
+                    "JetStream did not end a pull in time; returning what came");
+            }
+            // Those that came were delivered, and JetStream counted the attempt: they go to the
+            // client rather than back unseen.
+            ended if !taken.messages.is_empty() => {
+                tracing::warn!(stream = %spec.stream, consumer = %spec.consumer, ?ended,
+                    "a pull ended early; returning the events that came");
+            }
+            Ok(Ended::Deleted) => {
+                return Err(ConsumerError::ConsumerNotFound {
+                    stream: spec.stream.clone(),
+                    consumer: spec.consumer.clone(),
+                }
+                .into());
+            }
+            Ok(Ended::Refused(reason)) => {
+                return Err(NatsError::Unavailable(format!(
+                    "JetStream refused a pull from consumer {} on stream {}: {reason}",
+                    spec.consumer, spec.stream
+                ))
+                .into());
+            }
+            Err(err) => return Err(err.into()),
+        }
+
+        // From here on nothing waits, so the call can no longer be cancelled.
+        let messages = std::mem::take(&mut taken.messages);
+        let mut events = Vec::with_capacity(messages.len());
+        let mut entries = Vec::with_capacity(messages.len());
+        for (arrived, mut message) in messages {
+            let Some((reply, metadata)) = AckMetadata::take(&mut message) else {
                 continue;
             };
-            let expires = Instant::now() + attempt_timeout(&config, attempt);
-            taken.replies.push(reply.clone());
-            entries.push((
-                (spec.stream.clone(), spec.consumer.clone(), id),
-                reply,
-                expires,
-            ));
+            entries.push((metadata.stream_sequence, reply, metadata.delivered, arrived));
             let event = format::decode(
-                id,
+                metadata.stream_sequence,
                 message.subject.to_string(),
                 message.headers.as_ref(),
                 message.payload,
-                stored,
+                metadata.stored,
             );
             events.push(Fetched {
                 event,
-                delivery_attempt: attempt,
+                delivery_attempt: metadata.delivered,
             });
         }
-        // One lock for the whole batch, taken only once the call can no longer be cancelled.
-        let mut table = self.table.lock().expect("the table lock is never poisoned");
-        for (key, reply, expires) in entries {
-            table.insert(key, reply, expires);
+        {
+            let mut table = self.table();
+            for (id, reply, attempt, arrived) in entries {
+                table.insert(&taken.key, id, reply, attempt, arrived);
+            }
+            table.release(&taken.key, taken.reserved);
         }
-        drop(table);
-        taken.replies.clear();
+        taken.reserved = 0;
         Ok(FetchedEvents {
             events,
             processing_timeout: processing_timeout(consumer.cached_info()),
         })
+    }
+
+    /// Sends one pull request and collects what it brings into `into`, with each arrival time, until
+    /// JetStream ends it.
+    async fn pull(
+        &self,
+        consumer: &PullConsumer,
+        request: BatchConfig,
+        into: &mut Vec<(Instant, async_nats::Message)>,
+    ) -> Result<Ended, NatsError> {
+        let client = self.nats.client();
+        let inbox = Subject::from(client.new_inbox());
+        let mut answers = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| NatsError::Unavailable(format!("subscribing to a pull inbox: {err}")))?;
+        // The request expires on the server after `expires`; the margin covers a lost answer.
+        let deadline = Instant::now() + request.expires.unwrap_or_default() + FETCH_MARGIN;
+        let (mut events_left, byte_limit) = (request.batch, request.max_bytes);
+        let mut bytes_left = byte_limit;
+        consumer
+            .request_batch(request, inbox)
+            .await
+            .map_err(|err| NatsError::Unavailable(format!("sending a pull request: {err}")))?;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, answers.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    return Err(NatsError::Unavailable("the pull inbox closed".into()));
+                }
+                Err(_) => return Ok(Ended::Lost),
+            };
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    // async-nats counts a message's length as JetStream counts it against the
+                    // request's bytes: subject, reply subject, headers and payload.
+                    let size = message.length;
+                    into.push((Instant::now(), message));
+                    events_left -= 1;
+                    if events_left == 0 {
+                        return Ok(Ended::Done);
+                    }
+                    if byte_limit > 0 {
+                        // JetStream ends a request whose bytes are used up exactly without a word.
+                        bytes_left = bytes_left.saturating_sub(size);
+                        if bytes_left == 0 {
+                            return Ok(Ended::Done);
+                        }
+                    }
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                // No (more) events, or the wait is over.
+                Some(StatusCode::NOT_FOUND | StatusCode::TIMEOUT) => return Ok(Ended::Done),
+                Some(StatusCode::REQUEST_TERMINATED) => {
+                    return Ok(match message.description.as_deref() {
+                        Some("Message Size Exceeds MaxBytes") => Ended::TooLarge,
+                        Some("Batch Completed") => Ended::Done,
+                        Some("Consumer Deleted") => Ended::Deleted,
+                        other => Ended::Refused(other.unwrap_or("409").to_owned()),
+                    });
+                }
+                Some(StatusCode::NO_RESPONDERS) => {
+                    return Ok(Ended::Refused("JetStream did not answer".into()));
+                }
+                Some(status) => {
+                    let description = message.description.unwrap_or_default();
+                    return Ok(Ended::Refused(format!("{status} {description}")));
+                }
+            }
+        }
     }
 
     /// Looks up a consumer that Fetch can serve: a pull consumer with explicit acks.
@@ -287,6 +698,75 @@ impl Fetcher {
         Ok(consumer)
     }
 
+    /// JetStream's description of a consumer.
+    async fn info(&self, key: &Key) -> Result<consumer::Info, ConsumerError> {
+        let (stream, name) = key;
+        let lookup = |err: NatsError| ConsumerError::from_nats(err, stream, name);
+        self.nats
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|err| lookup(err.classify()))?
+            .consumer_info(name)
+            .await
+            .map_err(|err| lookup(err.classify()))
+    }
+
+    /// Checks that a consumer still is the one its entries came from; drops them if it is gone,
+    /// and answers NOT_FOUND then. While NATS is unreachable nothing is checked: settlements fail
+    /// as temporary then, and the events stay in flight.
+    async fn check(&self, key: &Key) -> Result<(), ConsumerError> {
+        if !self.nats.is_connected() {
+            return Ok(());
+        }
+        match self.info(key).await {
+            Ok(info) => {
+                self.table().sync(key, &info);
+                Ok(())
+            }
+            Err(
+                err @ (ConsumerError::StreamNotFound(_) | ConsumerError::ConsumerNotFound { .. }),
+            ) => {
+                self.table().forget(key, None);
+                Err(err)
+            }
+            Err(err) => {
+                tracing::debug!(%err, stream = %key.0, consumer = %key.1, "could not look up a consumer of fetched events");
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks every consumer with entries, for deletions whose announcement was lost.
+    async fn check_all(&self) {
+        let keys: Vec<Key> = self.table().holders.keys().cloned().collect();
+        for key in keys {
+            self.check(&key).await.ok();
+        }
+    }
+
+    /// Drops the entries of a consumer or stream whose deletion JetStream announced.
+    fn deleted(&self, announcement: &async_nats::Message) {
+        #[derive(serde::Deserialize)]
+        struct Advisory {
+            timestamp: String,
+        }
+        // Without a time, the entries go whichever consumer they came from: at worst their
+        // settlements are answered as invalid and the events come back after their timeout.
+        let deleted = serde_json::from_slice::<Advisory>(&announcement.payload)
+            .ok()
+            .and_then(|advisory| OffsetDateTime::parse(&advisory.timestamp, &Rfc3339).ok());
+        let subject = announcement.subject.as_str();
+        let mut table = self.table();
+        if let Some(names) = subject.strip_prefix(CONSUMER_DELETED) {
+            if let Some((stream, consumer)) = names.trim_start_matches('.').split_once('.') {
+                table.forget(&(stream.to_owned(), consumer.to_owned()), deleted);
+            }
+        } else if let Some(stream) = subject.strip_prefix(STREAM_DELETED) {
+            table.forget_stream(stream.trim_start_matches('.'), deleted);
+        }
+    }
+
     /// Ack or Reject: settles fetched events by id. Each id is answered in exactly one list.
     pub async fn settle(
         &self,
@@ -303,58 +783,53 @@ impl Fetcher {
         if ids.len() > MAX_SETTLE_IDS {
             return Err(Invalid::new("ids", format!("must list at most {MAX_SETTLE_IDS}")).into());
         }
+        let key = (stream.to_owned(), consumer.to_owned());
+        self.check(&key).await?;
         if how == Settle::RejectPermanently
             && let Err(err) = dead_letters::prepare_reject(&self.nats, stream, consumer).await
         {
             tracing::warn!(%err, %stream, %consumer,
                 "cannot make sure that permanently rejected events are dead-lettered; not rejecting them");
-            let mut table = self.table.lock().expect("the table lock is never poisoned");
-            table.expire(Instant::now());
+            let mut table = self.table();
+            table.expire(&key, Instant::now());
+            let holder = table.holders.get(&key);
             return Ok(Settled::none_sent(ids, |id| {
-                let key = (stream.to_owned(), consumer.to_owned(), id);
-                table.entries.contains_key(&key)
+                holder.is_some_and(|holder| holder.held.contains_key(&id))
             }));
         }
         let kind = how.ack_kind();
         // Taken out of the table first, so two concurrent settlements of one id cannot both send.
-        let taken: Vec<(u64, Option<Entry>)> = {
-            let mut table = self.table.lock().expect("the table lock is never poisoned");
-            table.expire(Instant::now());
+        let taken: Vec<(u64, Option<Held>)> = {
+            let mut table = self.table();
+            table.expire(&key, Instant::now());
             let mut seen = HashSet::new();
             ids.iter()
-                .map(|&id| {
-                    let key = (stream.to_owned(), consumer.to_owned(), id);
-                    let entry = seen.insert(id).then(|| table.remove(&key)).flatten();
-                    (id, entry)
-                })
+                .map(|&id| (id, seen.insert(id).then(|| table.take(&key, id)).flatten()))
                 .collect()
         };
         let client = self.nats.client();
         let mut settled = Settled::default();
         let mut failed = Vec::new();
-        for (id, entry) in taken {
-            let Some(entry) = entry else {
+        for (id, held) in taken {
+            let Some(held) = held else {
                 settled.invalid_ids.push(id);
                 continue;
             };
-            match self.nats.send_ack(entry.reply.clone(), kind).await {
+            match self.nats.send_ack(held.reply.clone(), kind).await {
                 Ok(()) => settled.ids.push(id),
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle a fetched event");
                     settled.temporary_failed_ids.push(id);
-                    failed.push((id, entry));
+                    failed.push((id, held));
                 }
             }
         }
-        if !failed.is_empty() {
+        {
+            let mut table = self.table();
+            table.meters.settled(how, settled.ids.len());
             // Still in flight: the client may retry.
-            let mut table = self.table.lock().expect("the table lock is never poisoned");
-            for (id, entry) in failed {
-                table.insert(
-                    (stream.to_owned(), consumer.to_owned(), id),
-                    entry.reply,
-                    entry.deadline.at,
-                );
+            for (id, held) in failed {
+                table.restore(&key, id, held);
             }
         }
         // Bounded: while NATS reconnects the flush would wait for it, and the settlements are
@@ -371,30 +846,240 @@ impl Fetcher {
     }
 }
 
+/// How one pull request ended.
+#[derive(Debug)]
+enum Ended {
+    /// JetStream has nothing more for it: the events or bytes asked for came, there are no more,
+    /// or the wait is over.
+    Done,
+    /// The next event would go past the bytes asked for.
+    TooLarge,
+    /// The consumer was deleted.
+    Deleted,
+    /// JetStream refused or ended the request, for this reason.
+    Refused(String),
+    /// No answer in time (NATS may have lost the request).
+    Lost,
+}
+
+/// What a fetch took and has not handed over yet: its reservation, and the messages that came. If
+/// the call is cancelled, the reservation is given back and the events are naked, so they come back
+/// at once rather than after their processing timeout unseen.
+struct Taken<'a> {
+    fetcher: &'a Fetcher,
+    key: Key,
+    reserved: usize,
+    messages: Vec<(Instant, async_nats::Message)>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.reserved > 0 {
+            self.fetcher.table().release(&self.key, self.reserved);
+        }
+        let replies: Vec<Subject> = self
+            .messages
+            .drain(..)
+            .filter_map(|(_, message)| message.reply)
+            .collect();
+        if replies.is_empty() {
+            return;
+        }
+        tracing::info!(stream = %self.key.0, consumer = %self.key.1, events = replies.len(),
+            "a cancelled fetch gives back the events it took");
+        // From a task: `Drop` cannot wait.
+        let client = self.fetcher.nats.client().clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for reply in replies {
+                    client.publish(reply, AckKind::Nak(None).into()).await.ok();
+                }
+            });
+        }
+    }
+}
+
+/// Drops the entries of deleted consumers and streams as JetStream announces the deletions, and
+/// looks every consumer up again after a reconnect, until `shutdown` or the fetcher is gone.
+async fn forget_deleted(fetcher: Weak<Fetcher>, nats: Nats, shutdown: CancellationToken) {
+    let client = nats.client();
+    let subscriptions = futures::future::try_join(
+        client.subscribe(format!("{CONSUMER_DELETED}.*.*")),
+        client.subscribe(format!("{STREAM_DELETED}.*")),
+    )
+    .await;
+    let mut deletions = match subscriptions {
+        Ok((consumers, streams)) => futures::stream::select(consumers, streams),
+        Err(err) => {
+            tracing::warn!(%err, "cannot hear of deleted consumers; Fetch, Ack and Reject still notice them");
+            return;
+        }
+    };
+    let mut connected = nats.connected();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            announcement = deletions.next() => {
+                let (Some(announcement), Some(fetcher)) = (announcement, fetcher.upgrade()) else {
+                    return;
+                };
+                fetcher.deleted(&announcement);
+            }
+            changed = connected.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *connected.borrow_and_update() {
+                    let Some(fetcher) = fetcher.upgrade() else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = fetcher.check_all() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(id: u64) -> Key {
-        ("s".into(), "c".into(), id)
+    fn info(created: i64, ack_wait: u64) -> consumer::Info {
+        let mut info: consumer::Info = serde_json::from_value(serde_json::json!({
+            "stream_name": "s",
+            "name": "c",
+            "created": "1970-01-01T00:00:00Z",
+            "config": {"ack_policy": "explicit", "deliver_policy": "all", "replay_policy": "instant"},
+            "delivered": {"consumer_seq": 0, "stream_seq": 0},
+            "ack_floor": {"consumer_seq": 0, "stream_seq": 0},
+            "num_ack_pending": 0,
+            "num_redelivered": 0,
+            "num_waiting": 0,
+            "num_pending": 0,
+        }))
+        .expect("a consumer info");
+        info.created = OffsetDateTime::from_unix_timestamp(created).unwrap();
+        info.config.ack_wait = Duration::from_secs(ack_wait);
+        info
+    }
+
+    fn key(consumer: &str) -> Key {
+        ("s".into(), consumer.into())
+    }
+
+    const LIMITS: FetchLimits = FetchLimits {
+        per_consumer: 3,
+        total: 4,
+    };
+
+    /// Reserves `n` slots of `consumer` and fills them with deliveries `ids`.
+    fn fetch(table: &mut Table, consumer: &str, info: &consumer::Info, ids: &[u64]) {
+        let key = key(consumer);
+        let granted = table.reserve(&key, info, ids.len(), &LIMITS).unwrap();
+        assert_eq!(granted, ids.len());
+        for &id in ids {
+            table.insert(&key, id, format!("r{id}").into(), 1, Instant::now());
+        }
+        table.release(&key, granted);
     }
 
     #[test]
     fn entries_expire_in_order_and_a_redelivery_replaces_the_earlier_entry() {
-        let mut table = Table::default();
-        let now = Instant::now();
+        let mut table = Table::new();
+        let (k, now) = (key("c"), Instant::now());
+        table.holders.insert(k.clone(), Holder::new(&info(1, 1)));
         let second = Duration::from_secs(1);
-        table.insert(key(1), "r1".into(), now + second);
-        table.insert(key(2), "r2".into(), now + 3 * second);
+        table.insert(&k, 1, "r1".into(), 1, now);
+        table.insert(&k, 2, "r2".into(), 1, now + 2 * second);
         // A redelivery of 1 with a later deadline: the earlier expiry must not remove it.
-        table.insert(key(1), "r1b".into(), now + 5 * second);
-        assert_eq!(table.expiries.len(), 2);
+        table.insert(&k, 1, "r1b".into(), 1, now + 4 * second);
+        assert_eq!((table.held, table.holders[&k].expiries.len()), (2, 2));
 
-        table.expire(now + 2 * second);
-        assert!(table.entries.contains_key(&key(1)) && table.entries.contains_key(&key(2)));
-        table.expire(now + 4 * second);
-        assert!(!table.entries.contains_key(&key(2)));
-        assert_eq!(table.remove(&key(1)).map(|e| e.reply), Some("r1b".into()));
-        assert!(table.entries.is_empty() && table.expiries.is_empty());
+        table.expire(&k, now + 2 * second);
+        assert_eq!(table.held, 2);
+        table.expire(&k, now + 3 * second);
+        assert_eq!(table.held, 1);
+        assert_eq!(table.take(&k, 1).map(|e| e.reply), Some("r1b".into()));
+        assert!(table.holders.is_empty() && table.held == 0);
+    }
+
+    #[test]
+    fn each_consumer_has_its_own_limit_within_the_servers() {
+        let mut table = Table::new();
+        let one = info(1, 30);
+        fetch(&mut table, "a", &one, &[1, 2, 3]);
+        assert_eq!(
+            table.reserve(&key("a"), &one, 1, &LIMITS),
+            Err(InFlightLimit::Consumer {
+                stream: "s".into(),
+                consumer: "a".into(),
+                max: 3
+            })
+        );
+        // Another consumer still gets what the server has left.
+        assert_eq!(table.reserve(&key("b"), &one, 5, &LIMITS), Ok(1));
+        assert_eq!(
+            table.reserve(&key("c"), &one, 1, &LIMITS),
+            Err(InFlightLimit::Server { max: 4 })
+        );
+        table.release(&key("b"), 1);
+        assert!(!table.holders.contains_key(&key("b")) && !table.holders.contains_key(&key("c")));
+        assert_eq!((table.held, table.reserved), (3, 0));
+    }
+
+    #[test]
+    fn a_fetch_that_makes_room_by_expiring_keeps_its_reservation() {
+        let mut table = Table::new();
+        let one = info(1, 1);
+        let past = Instant::now() - Duration::from_secs(5);
+        let (a, b) = (key("a"), key("b"));
+        assert_eq!(table.reserve(&a, &one, 4, &LIMITS), Ok(3));
+        for id in 1..=3 {
+            table.insert(&a, id, "r".into(), 1, past);
+        }
+        table.release(&a, 3);
+        assert_eq!(table.reserve(&b, &one, 1, &LIMITS), Ok(1));
+        // The server is full until the expired entries of "a" are looked at.
+        assert_eq!(table.reserve(&key("c"), &one, 1, &LIMITS), Ok(1));
+        table.insert(&key("c"), 9, "r".into(), 1, Instant::now());
+        assert_eq!(table.holders[&key("c")].held.len(), 1);
+        assert!(!table.holders.contains_key(&a));
+    }
+
+    #[test]
+    fn deleted_and_remade_consumers_lose_their_entries() {
+        let mut table = Table::new();
+        fetch(&mut table, "a", &info(10, 30), &[1, 2]);
+        fetch(&mut table, "b", &info(10, 30), &[3]);
+        // Deleted before it was made: an announcement about an older consumer of that name.
+        table.forget(
+            &key("a"),
+            Some(OffsetDateTime::from_unix_timestamp(5).unwrap()),
+        );
+        assert_eq!(table.held, 3);
+        table.forget(
+            &key("a"),
+            Some(OffsetDateTime::from_unix_timestamp(20).unwrap()),
+        );
+        assert_eq!(table.held, 1);
+        // Made anew under the same name: the old deliveries are not its own.
+        table.sync(&key("b"), &info(30, 30));
+        assert_eq!(table.held, 0);
+        fetch(&mut table, "b", &info(30, 30), &[4]);
+        table.forget_stream("s", None);
+        assert!(table.holders.is_empty() && table.held == 0);
+    }
+
+    #[test]
+    fn deadlines_follow_a_change_of_the_processing_timeout() {
+        let mut table = Table::new();
+        let now = Instant::now();
+        fetch(&mut table, "a", &info(1, 3600), &[1]);
+        table.sync(&key("a"), &info(1, 1));
+        table.expire(&key("a"), now + Duration::from_secs(2));
+        assert_eq!(table.held, 0);
     }
 }

@@ -135,79 +135,125 @@ pub(crate) fn error(span: &Span, message: &str) {
     span.record("otel.status_message", message);
 }
 
-/// Metric names and the handles one subscription updates.
+/// Metric names, and the handles every delivery path (Events streams, Fetch) counts with.
 pub mod metrics {
     use std::sync::atomic::{AtomicI64, Ordering};
+
+    use crate::delivery::Settle;
 
     /// Publishes, labelled `result` = `ok`, `duplicate`, `conflict` or `error`.
     pub const PUBLISHES: &str = "jetway_publishes_total";
     /// Publish latency, from the call until JetStream's ack.
     pub const PUBLISH_DURATION: &str = "jetway_publish_duration_seconds";
-    /// Events handed to subscribers.
+    /// Events handed to clients, labelled by [`PATH`].
     pub const DELIVERED: &str = "jetway_events_delivered_total";
-    /// Deliveries with an attempt above 1.
+    /// Deliveries with an attempt above 1, labelled by [`PATH`].
     pub const REDELIVERED: &str = "jetway_events_redelivered_total";
-    /// Events acked.
+    /// Events acked, labelled by [`PATH`].
     pub const ACKED: &str = "jetway_events_acked_total";
-    /// Events rejected, labelled `permanently` = `true` or `false`.
+    /// Events rejected, labelled by [`PATH`] and `permanently` = `true` or `false`.
     pub const REJECTED: &str = "jetway_events_rejected_total";
-    /// Events held by subscribers now.
+    /// Events held for clients now, labelled by [`PATH`].
     pub const IN_FLIGHT: &str = "jetway_events_in_flight";
     /// Open Events subscriptions.
     pub const SUBSCRIPTIONS: &str = "jetway_subscriptions_active";
     /// 1 while connected to NATS, else 0.
     pub const NATS_CONNECTED: &str = "jetway_nats_connected";
+    /// The label that tells the delivery paths apart; its values are [`Path::label`].
+    pub const PATH: &str = "path";
 
-    /// Events held by the subscriptions of this process. It changes with every delivery, so it is
-    /// a plain integer rather than a `metrics` gauge (whose update is a compare-and-swap loop on a
-    /// float plus a generation counter); [`refresh`] copies it into the [`IN_FLIGHT`] gauge.
-    static EVENTS_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+    /// A way events reach clients. Each counts in the same metrics, under its own [`PATH`] label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Path {
+        /// Windshift's Events stream (the delivery engine).
+        Events,
+        /// Unary Fetch, settled by Ack and Reject.
+        Fetch,
+    }
+
+    impl Path {
+        const ALL: [Path; 2] = [Path::Events, Path::Fetch];
+
+        /// The value of the [`PATH`] label.
+        pub fn label(self) -> &'static str {
+            match self {
+                Path::Events => "events",
+                Path::Fetch => "fetch",
+            }
+        }
+    }
+
+    /// Events held per path by this process. It changes with every delivery, so it is a plain
+    /// integer rather than a `metrics` gauge (whose update is a compare-and-swap loop on a float plus
+    /// a generation counter); [`refresh`] copies it into the [`IN_FLIGHT`] gauge.
+    static EVENTS_IN_FLIGHT: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
 
     /// Brings the gauges that are kept outside the `metrics` registry up to date. Call it before
     /// rendering the registry.
     pub fn refresh() {
-        ::metrics::gauge!(IN_FLIGHT).set(EVENTS_IN_FLIGHT.load(Ordering::Relaxed) as f64);
-    }
-
-    /// The count behind [`IN_FLIGHT`].
-    #[derive(Clone, Copy)]
-    pub(crate) struct InFlight;
-
-    impl InFlight {
-        /// Counts `n` more events held.
-        pub fn add(self, n: usize) {
-            EVENTS_IN_FLIGHT.fetch_add(n as i64, Ordering::Relaxed);
-        }
-
-        /// Counts `n` events no longer held.
-        pub fn sub(self, n: usize) {
-            EVENTS_IN_FLIGHT.fetch_sub(n as i64, Ordering::Relaxed);
+        for path in Path::ALL {
+            ::metrics::gauge!(IN_FLIGHT, PATH => path.label())
+                .set(EVENTS_IN_FLIGHT[path as usize].load(Ordering::Relaxed) as f64);
         }
     }
 
-    /// Handles resolved once per subscription, so the hot path does no registry lookup.
+    /// The counts of one delivery path, with the handles resolved once (per subscription, or once
+    /// for Fetch), so the hot path does no registry lookup. Every path counts through these
+    /// methods, so the metrics mean the same on each.
     #[derive(Clone)]
     pub(crate) struct Delivery {
-        pub delivered: ::metrics::Counter,
-        pub redelivered: ::metrics::Counter,
-        pub acked: ::metrics::Counter,
-        pub rejected: ::metrics::Counter,
-        pub terminated: ::metrics::Counter,
-        pub in_flight: InFlight,
-        pub subscriptions: ::metrics::Gauge,
+        path: Path,
+        delivered: ::metrics::Counter,
+        redelivered: ::metrics::Counter,
+        acked: ::metrics::Counter,
+        rejected: ::metrics::Counter,
+        terminated: ::metrics::Counter,
     }
 
     impl Delivery {
-        pub(crate) fn new() -> Self {
+        pub(crate) fn new(path: Path) -> Self {
+            let label = path.label();
             Delivery {
-                delivered: ::metrics::counter!(DELIVERED),
-                redelivered: ::metrics::counter!(REDELIVERED),
-                acked: ::metrics::counter!(ACKED),
-                rejected: ::metrics::counter!(REJECTED, "permanently" => "false"),
-                terminated: ::metrics::counter!(REJECTED, "permanently" => "true"),
-                in_flight: InFlight,
-                subscriptions: ::metrics::gauge!(SUBSCRIPTIONS),
+                path,
+                delivered: ::metrics::counter!(DELIVERED, PATH => label),
+                redelivered: ::metrics::counter!(REDELIVERED, PATH => label),
+                acked: ::metrics::counter!(ACKED, PATH => label),
+                rejected: ::metrics::counter!(REJECTED, PATH => label, "permanently" => "false"),
+                terminated: ::metrics::counter!(REJECTED, PATH => label, "permanently" => "true"),
             }
+        }
+
+        /// Counts one event handed to a client on its `attempt`-th delivery, now held in flight.
+        pub(crate) fn delivered(&self, attempt: u64) {
+            self.delivered.increment(1);
+            if attempt > 1 {
+                self.redelivered.increment(1);
+            }
+            self.held(1);
+        }
+
+        /// Counts `n` events settled `how`, no longer held. Pings settle nothing.
+        pub(crate) fn settled(&self, how: Settle, n: usize) {
+            if n == 0 {
+                return;
+            }
+            match how {
+                Settle::Ack => self.acked.increment(n as u64),
+                Settle::Reject(_) => self.rejected.increment(n as u64),
+                Settle::RejectPermanently => self.terminated.increment(n as u64),
+                Settle::Ping => return,
+            }
+            self.released(n);
+        }
+
+        fn held(&self, n: usize) {
+            EVENTS_IN_FLIGHT[self.path as usize].fetch_add(n as i64, Ordering::Relaxed);
+        }
+
+        /// Counts `n` events no longer held without a settlement: expired, replaced by their
+        /// redelivery, or their consumer gone.
+        pub(crate) fn released(&self, n: usize) {
+            EVENTS_IN_FLIGHT[self.path as usize].fetch_sub(n as i64, Ordering::Relaxed);
         }
     }
 }

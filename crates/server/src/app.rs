@@ -94,10 +94,13 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs).
+/// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs). Of
+/// `config`, only what the services use is read: the listeners are already bound, and NATS
+/// connected.
 pub async fn serve(
     nats: Nats,
     listeners: Listeners,
+    config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     // Installed before anything records, so no early metric is lost.
@@ -144,6 +147,7 @@ pub async fn serve(
         .add_service(state_ext)
         .add_service(crate::events_ext::EventsExt::service(
             nats.clone(),
+            config.fetch_limits(),
             sessions.clone(),
         ))
         .add_service(crate::admin::Admin::service(nats.clone(), sessions.clone()))

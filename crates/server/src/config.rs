@@ -14,7 +14,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use jetway_core::connection::{NatsServers, redact_credentials};
+use jetway_core::{
+    connection::{NatsServers, redact_credentials},
+    fetch::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER, FetchLimits},
+};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -36,7 +39,7 @@ const NATS_STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 21] = [
+const VARIABLES: [&str; 23] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -46,6 +49,8 @@ const VARIABLES: [&str; 21] = [
     "RUST_LOG",
     "NATS_PUBLISH_ASYNC_MAX_PENDING",
     "WORKER_THREADS",
+    "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+    "FETCH_MAX_IN_FLIGHT",
     "NATS_SERVER_BIN",
     "NATS_LOCAL_PORT",
     "NATS_DATA_DIR",
@@ -96,6 +101,14 @@ pub struct Config {
     /// `WORKER_THREADS`: threads that run gRPC calls and NATS I/O; at least 1. Default: unset, which
     /// means half the CPUs, rounded up (see [`Config::worker_threads`]).
     pub worker_threads: Option<usize>,
+    /// `FETCH_MAX_IN_FLIGHT_PER_CONSUMER`: the most fetched events (Fetch, then Ack or Reject) this
+    /// server holds in flight for one consumer; a Fetch beyond gets RESOURCE_EXHAUSTED. At least 1.
+    /// Default: 10000, the most one Events stream may hold and one Ack may settle.
+    pub fetch_max_in_flight_per_consumer: usize,
+    /// `FETCH_MAX_IN_FLIGHT`: the most fetched events this server holds in flight over all
+    /// consumers, which bounds the memory they take (a few hundred bytes each). At least 1.
+    /// Default: 1000000.
+    pub fetch_max_in_flight: usize,
     /// `NATS_SERVER_BIN` (local nats-server only): path of the nats-server binary. Default: unset,
     /// which searches `tools/bin/nats-server` (from the working directory, then from the
     /// executable's directory upwards) and then `PATH`.
@@ -189,6 +202,8 @@ impl Default for Config {
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             nats_publish_async_max_pending: DEFAULT_PUBLISH_ASYNC_MAX_PENDING,
             worker_threads: None,
+            fetch_max_in_flight_per_consumer: DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER,
+            fetch_max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             nats_server_bin: None,
             nats_local_port: DEFAULT_NATS_LOCAL_PORT,
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
@@ -212,6 +227,8 @@ struct RawVars {
     rust_log: Option<String>,
     nats_publish_async_max_pending: Option<String>,
     worker_threads: Option<String>,
+    fetch_max_in_flight_per_consumer: Option<String>,
+    fetch_max_in_flight: Option<String>,
     nats_server_bin: Option<String>,
     nats_local_port: Option<String>,
     nats_data_dir: Option<String>,
@@ -307,10 +324,7 @@ impl Config {
             "NATS_PUBLISH_ASYNC_MAX_PENDING",
             raw.nats_publish_async_max_pending,
             defaults.nats_publish_async_max_pending,
-            |v| match v.parse::<usize>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err("is not a whole number of at least 1".to_owned()),
-            },
+            parse_at_least_one,
         );
         let worker_threads =
             check.field(
@@ -322,6 +336,18 @@ impl Config {
                     _ => Err("is not a whole number of at least 1".to_owned()),
                 },
             );
+        let fetch_max_in_flight_per_consumer = check.field(
+            "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+            raw.fetch_max_in_flight_per_consumer,
+            defaults.fetch_max_in_flight_per_consumer,
+            parse_at_least_one,
+        );
+        let fetch_max_in_flight = check.field(
+            "FETCH_MAX_IN_FLIGHT",
+            raw.fetch_max_in_flight,
+            defaults.fetch_max_in_flight,
+            parse_at_least_one,
+        );
         let nats_local_port = check.field(
             "NATS_LOCAL_PORT",
             raw.nats_local_port,
@@ -370,6 +396,8 @@ impl Config {
             log_filter,
             nats_publish_async_max_pending,
             worker_threads,
+            fetch_max_in_flight_per_consumer,
+            fetch_max_in_flight,
             nats_server_bin: raw.nats_server_bin.map(PathBuf::from),
             nats_local_port,
             nats_data_dir: raw
@@ -395,6 +423,14 @@ impl Config {
         })
     }
 
+    /// The limits on fetched events in flight.
+    pub fn fetch_limits(&self) -> FetchLimits {
+        FetchLimits {
+            per_consumer: self.fetch_max_in_flight_per_consumer,
+            total: self.fetch_max_in_flight,
+        }
+    }
+
     /// Logs every effective value (one `info` event) so an operator can see what the server runs
     /// with. Credentials in `NATS_URL` are masked.
     pub fn log_summary(&self) {
@@ -411,6 +447,8 @@ impl Config {
             log_filter = %self.log_filter,
             nats_publish_async_max_pending = self.nats_publish_async_max_pending,
             worker_threads = self.worker_threads(),
+            fetch_max_in_flight_per_consumer = self.fetch_max_in_flight_per_consumer,
+            fetch_max_in_flight = self.fetch_max_in_flight,
             nats_server_bin = %self
                 .nats_server_bin
                 .as_ref()
@@ -570,6 +608,13 @@ fn known_variable(name: &str) -> Option<&'static str> {
 
 fn parse_port(value: &str) -> Result<u16, String> {
     value.parse().map_err(|_| PORT_EXPECTED.to_owned())
+}
+
+fn parse_at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("is not a whole number of at least 1".to_owned()),
+    }
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -775,6 +820,9 @@ mod tests {
         assert_eq!(config.nats_publish_async_max_pending, 256);
         assert_eq!(config.worker_threads, None);
         assert!(config.worker_threads() >= 1);
+        assert_eq!(config.fetch_limits(), FetchLimits::default());
+        assert_eq!(config.fetch_max_in_flight_per_consumer, 10_000);
+        assert_eq!(config.fetch_max_in_flight, 1_000_000);
         assert_eq!(config.nats_server_bin, None);
         assert_eq!(config.nats_local_port, 4222);
         assert_eq!(config.nats_data_dir, PathBuf::from("./data/nats"));
@@ -800,6 +848,8 @@ mod tests {
             ("RUST_LOG", "warn,jetway_core=debug"),
             ("NATS_PUBLISH_ASYNC_MAX_PENDING", "1"),
             ("WORKER_THREADS", "3"),
+            ("FETCH_MAX_IN_FLIGHT_PER_CONSUMER", "50"),
+            ("FETCH_MAX_IN_FLIGHT", "200"),
             ("NATS_SERVER_BIN", "/opt/nats/nats-server"),
             ("NATS_LOCAL_PORT", "0"),
             ("NATS_DATA_DIR", "/var/lib/jetway"),
@@ -828,6 +878,8 @@ mod tests {
                 log_filter: "warn,jetway_core=debug".to_owned(),
                 nats_publish_async_max_pending: 1,
                 worker_threads: Some(3),
+                fetch_max_in_flight_per_consumer: 50,
+                fetch_max_in_flight: 200,
                 nats_server_bin: Some(PathBuf::from("/opt/nats/nats-server")),
                 nats_local_port: 0,
                 nats_data_dir: PathBuf::from("/var/lib/jetway"),
@@ -1011,6 +1063,16 @@ mod tests {
                 "WORKER_THREADS",
                 "0",
                 r#"WORKER_THREADS="0" is not a whole number of at least 1"#,
+            ),
+            (
+                "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+                "0",
+                r#"FETCH_MAX_IN_FLIGHT_PER_CONSUMER="0" is not a whole number of at least 1"#,
+            ),
+            (
+                "FETCH_MAX_IN_FLIGHT",
+                "lots",
+                r#"FETCH_MAX_IN_FLIGHT="lots" is not a whole number of at least 1"#,
             ),
             (
                 "NATS_SYNC_INTERVAL",

@@ -22,7 +22,7 @@ use jetway_core::{
     Invalid, Nats,
     consumers::{self, ConsumerSpec, DeliveryPolicy},
     delivery::{Settle, Settled},
-    fetch::{FetchSpec, Fetcher},
+    fetch::{FetchLimits, FetchSpec, Fetcher},
     format::Event,
     pipeline::{self, Outcome},
     publish::{Publication, Publisher},
@@ -49,20 +49,25 @@ pub struct EventsExt {
 }
 
 impl EventsExt {
-    /// A service over `nats`. Cancelling `shutdown` ends every ReadEvents and Subscribe stream with
-    /// UNAVAILABLE, and every PublishStream once it answered what it read.
-    pub fn new(nats: Nats, shutdown: CancellationToken) -> Self {
+    /// A service over `nats`, holding fetched events within `fetch_limits`. Cancelling `shutdown`
+    /// ends every ReadEvents and Subscribe stream with UNAVAILABLE, and every PublishStream once it
+    /// answered what it read. Call it inside the Tokio runtime.
+    pub fn new(nats: Nats, fetch_limits: FetchLimits, shutdown: CancellationToken) -> Self {
         EventsExt {
             publisher: Publisher::new(nats.clone()),
-            fetcher: Arc::new(Fetcher::new(nats.clone())),
+            fetcher: Fetcher::start(nats.clone(), fetch_limits, shutdown.clone()),
             nats,
             shutdown,
         }
     }
 
     /// The tonic service, ready to add to a server.
-    pub fn service(nats: Nats, shutdown: CancellationToken) -> EventsServiceServer<EventsExt> {
-        EventsServiceServer::new(EventsExt::new(nats, shutdown))
+    pub fn service(
+        nats: Nats,
+        fetch_limits: FetchLimits,
+        shutdown: CancellationToken,
+    ) -> EventsServiceServer<EventsExt> {
+        EventsServiceServer::new(EventsExt::new(nats, fetch_limits, shutdown))
     }
 }
 

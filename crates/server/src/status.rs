@@ -9,7 +9,7 @@ use jetway_core::{
     consumers::ConsumerError,
     dead_letters::DeadLetterError,
     delivery::DeliveryError,
-    fetch::FetchError,
+    fetch::{FetchError, InFlightLimit},
     publish::PublishError,
     reads::EventReadError,
     state::{EnsureStoreError, ReadError, WriteError},
@@ -166,7 +166,13 @@ impl ToStatus for FetchError {
         match self {
             FetchError::Invalid(invalid) => invalid.to_status(),
             FetchError::Consumer(err) => err.to_status(),
-            FetchError::TooManyInFlight => Status::resource_exhausted(self.to_string()),
+            FetchError::TooManyInFlight(limit) => {
+                let variable = match limit {
+                    InFlightLimit::Consumer { .. } => "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+                    InFlightLimit::Server { .. } => "FETCH_MAX_IN_FLIGHT",
+                };
+                Status::resource_exhausted(format!("{limit} ({variable})"))
+            }
             FetchError::Nats(err) => err.to_status(),
         }
     }
@@ -297,7 +303,25 @@ mod tests {
             Code::NotFound
         );
         assert_eq!(code(&EventReadError::NoStream("a".into())), Code::NotFound);
-        assert_eq!(code(&FetchError::TooManyInFlight), Code::ResourceExhausted);
+        let full = FetchError::TooManyInFlight(InFlightLimit::Consumer {
+            stream: "s".into(),
+            consumer: "c".into(),
+            max: 7,
+        })
+        .to_status();
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert!(
+            full.message().contains("consumer c on stream s has 7")
+                && full
+                    .message()
+                    .ends_with("(FETCH_MAX_IN_FLIGHT_PER_CONSUMER)"),
+            "{full:?}"
+        );
+        let server_full = FetchError::TooManyInFlight(InFlightLimit::Server { max: 9 }).to_status();
+        assert!(
+            server_full.message().ends_with("(FETCH_MAX_IN_FLIGHT)"),
+            "{server_full:?}"
+        );
         assert_eq!(
             code(&FetchError::Consumer(ConsumerError::StreamNotFound(
                 "s".into()

@@ -406,14 +406,23 @@ async fn the_binary_runs_a_local_nats_server_and_stops_it_on_sigterm() {
     .await;
 }
 
-/// The value of one series in a Prometheus text exposition.
-fn series(metrics: &str, name: &str) -> Option<f64> {
+/// The value of one series in a Prometheus text exposition, selected as `name` or
+/// `name{label="value",...}` with exactly those labels, in any order.
+fn series(metrics: &str, selector: &str) -> Option<f64> {
+    fn split(series: &str) -> (&str, Vec<&str>) {
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let mut labels: Vec<&str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|label| !label.is_empty())
+            .collect();
+        labels.sort_unstable();
+        (name, labels)
+    }
+    let wanted = split(selector);
     metrics.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
+        let (series, value) = line.rsplit_once(' ')?;
+        (split(series) == wanted).then(|| value.trim().parse().ok())?
     })
 }
 
@@ -453,7 +462,7 @@ async fn metrics_count_publishes_and_deliveries() {
     let event = session.event().await;
     // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
     let (_, held) = http_get(env.jetway.health_addr, "/metrics").await;
-    let in_flight = series(&held, "jetway_events_in_flight");
+    let in_flight = series(&held, "jetway_events_in_flight{path=\"events\"}");
     assert!(
         in_flight >= Some(1.0),
         "in flight while held: {in_flight:?}"
@@ -467,8 +476,8 @@ async fn metrics_count_publishes_and_deliveries() {
         ("jetway_publishes_total{result=\"duplicate\"}", 1.0),
         ("jetway_publishes_total{result=\"conflict\"}", 1.0),
         ("jetway_publish_duration_seconds_count", 3.0),
-        ("jetway_events_delivered_total", 1.0),
-        ("jetway_events_acked_total", 1.0),
+        ("jetway_events_delivered_total{path=\"events\"}", 1.0),
+        ("jetway_events_acked_total{path=\"events\"}", 1.0),
     ] {
         let value =
             series(&metrics, name).unwrap_or_else(|| panic!("{name} missing from\n{metrics}"));
@@ -476,12 +485,86 @@ async fn metrics_count_publishes_and_deliveries() {
     }
     for gauge in [
         "jetway_subscriptions_active",
-        "jetway_events_in_flight",
+        "jetway_events_in_flight{path=\"events\"}",
+        "jetway_events_in_flight{path=\"fetch\"}",
         "jetway_nats_connected",
     ] {
         assert!(
             series(&metrics, gauge).is_some(),
             "{gauge} missing from\n{metrics}"
         );
+    }
+}
+
+/// Fetch, Ack and Reject count in the same delivery metrics as Events streams, under
+/// `path="fetch"`.
+#[tokio::test]
+async fn metrics_count_the_fetch_path_under_its_own_label() {
+    use crate::clients::{self, consumer, publish, typed};
+    use jetway_api::jetway::events::v1::{AckRequest, FetchRequest, RejectRequest};
+
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    client
+        .ensure_consumer(consumer("orders", "worker", &["orders.>"]))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        publish(&mut client, typed("orders.created", &i.to_string())).await;
+    }
+    let fetch = FetchRequest {
+        stream: "orders".into(),
+        consumer: "worker".into(),
+        max_events: 10,
+        wait: Some(Duration::from_secs(5).into()),
+    };
+    let fetched = client.fetch(fetch.clone()).await.unwrap().into_inner();
+    assert_eq!(fetched.events.len(), 3);
+    // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
+    let (_, held) = http_get(env.jetway.health_addr, "/metrics").await;
+    let in_flight = series(&held, "jetway_events_in_flight{path=\"fetch\"}");
+    assert!(
+        in_flight >= Some(3.0),
+        "in flight while held: {in_flight:?}"
+    );
+
+    let settle = |id: u64| AckRequest {
+        stream: "orders".into(),
+        consumer: "worker".into(),
+        ids: vec![id],
+    };
+    let reject = |id: u64, permanently: bool| RejectRequest {
+        stream: "orders".into(),
+        consumer: "worker".into(),
+        ids: vec![id],
+        permanently,
+        delay: None,
+    };
+    client.ack(settle(1)).await.unwrap();
+    client.reject(reject(2, false)).await.unwrap();
+    client.reject(reject(3, true)).await.unwrap();
+    // The event rejected without delay comes back as a redelivery.
+    let again = client.fetch(fetch).await.unwrap().into_inner();
+    assert_eq!(again.events[0].delivery_attempt, 2);
+
+    let (_, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
+    for (name, at_least) in [
+        ("jetway_events_delivered_total{path=\"fetch\"}", 4.0),
+        ("jetway_events_redelivered_total{path=\"fetch\"}", 1.0),
+        ("jetway_events_acked_total{path=\"fetch\"}", 1.0),
+        (
+            "jetway_events_rejected_total{path=\"fetch\",permanently=\"false\"}",
+            1.0,
+        ),
+        (
+            "jetway_events_rejected_total{path=\"fetch\",permanently=\"true\"}",
+            1.0,
+        ),
+        ("jetway_events_in_flight{path=\"fetch\"}", 1.0),
+    ] {
+        let value =
+            series(&metrics, name).unwrap_or_else(|| panic!("{name} missing from\n{metrics}"));
+        assert!(value >= at_least, "{name} is {value}");
     }
 }
