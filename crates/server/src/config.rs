@@ -13,7 +13,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use jetway_core::connection::{redact_credentials, server_addrs};
+use jetway_core::{
+    connection::{redact_credentials, server_addrs},
+    consumers::DEFAULT_MAX_UNNAMED_PER_STREAM,
+    live::DEFAULT_SUBSCRIBER_BUFFER,
+};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -28,7 +32,7 @@ const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 20] = [
+const VARIABLES: [&str; 22] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -42,6 +46,8 @@ const VARIABLES: [&str; 20] = [
     "NATS_LOCAL_PORT",
     "NATS_DATA_DIR",
     "NATS_SYNC_INTERVAL",
+    "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+    "SUBSCRIBER_BUFFER_EVENTS",
     "OTEL_SDK_DISABLED",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -98,8 +104,33 @@ pub struct Config {
     /// `NATS_SYNC_INTERVAL` (local nats-server only): JetStream `sync_interval`, either `always`
     /// (fsync every write) or a Go duration such as `100ms`, `30s`, `2m`, `1h`. Default: `always`.
     pub nats_sync_interval: SyncInterval,
+    /// The limits a client can reach.
+    pub limits: Limits,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+}
+
+/// The limits a client can reach, each answered with RESOURCE_EXHAUSTED naming its variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `MAX_UNNAMED_CONSUMERS_PER_STREAM`: the most unnamed consumers (EnsureConsumer without a
+    /// name, both APIs) one stream may have; at least 1. Each lives until an hour after its last
+    /// subscriber, and nats-server allows a stream 1,000 consumers by default, which reads, live
+    /// feeds and named consumers need too. Default: 500.
+    pub max_unnamed_consumers_per_stream: usize,
+    /// `SUBSCRIBER_BUFFER_EVENTS`: the most events a live subscriber (`jetway.events.v1`
+    /// Subscribe) may have waiting; one that falls further behind its feed is cut off. At least
+    /// 1. Default: 1,000.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_unnamed_consumers_per_stream: DEFAULT_MAX_UNNAMED_PER_STREAM,
+            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+        }
+    }
 }
 
 /// OpenTelemetry settings. Export is on only when an OTLP endpoint is set and the SDK is not
@@ -178,6 +209,7 @@ impl Default for Config {
             nats_local_port: DEFAULT_NATS_LOCAL_PORT,
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
             nats_sync_interval: SyncInterval::default(),
+            limits: Limits::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -200,6 +232,8 @@ struct RawVars {
     nats_local_port: Option<String>,
     nats_data_dir: Option<String>,
     nats_sync_interval: Option<String>,
+    max_unnamed_consumers_per_stream: Option<String>,
+    subscriber_buffer_events: Option<String>,
     otel_sdk_disabled: Option<String>,
     otel_exporter_otlp_endpoint: Option<String>,
     otel_exporter_otlp_traces_endpoint: Option<String>,
@@ -317,6 +351,20 @@ impl Config {
             defaults.nats_sync_interval,
             |v| v.parse::<SyncInterval>().map_err(|e| e.reason.to_owned()),
         );
+        let limits = Limits {
+            max_unnamed_consumers_per_stream: check.field(
+                "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+                raw.max_unnamed_consumers_per_stream,
+                defaults.limits.max_unnamed_consumers_per_stream,
+                parse_count,
+            ),
+            subscriber_buffer: check.field(
+                "SUBSCRIBER_BUFFER_EVENTS",
+                raw.subscriber_buffer_events,
+                defaults.limits.subscriber_buffer,
+                parse_count,
+            ),
+        };
         let nats_url = raw.nats_url.filter(|url| match server_addrs(url) {
             Ok(_) => true,
             Err(reason) => {
@@ -348,6 +396,7 @@ impl Config {
                 .nats_data_dir
                 .map_or(defaults.nats_data_dir, PathBuf::from),
             nats_sync_interval,
+            limits,
             telemetry,
         })
     }
@@ -389,6 +438,8 @@ impl Config {
             nats_local_port = self.nats_local_port,
             nats_data_dir = %self.nats_data_dir.display(),
             nats_sync_interval = %self.nats_sync_interval,
+            max_unnamed_consumers_per_stream = self.limits.max_unnamed_consumers_per_stream,
+            subscriber_buffer_events = self.limits.subscriber_buffer,
             otel_endpoint = self.telemetry.export_endpoint().unwrap_or("unset: no trace export"),
             otel_service_name = %self.telemetry.service_name,
             "configuration"
@@ -540,6 +591,14 @@ fn known_variable(name: &str) -> Option<&'static str> {
 
 fn parse_port(value: &str) -> Result<u16, String> {
     value.parse().map_err(|_| PORT_EXPECTED.to_owned())
+}
+
+/// A count limit: a whole number of at least 1.
+fn parse_count(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("is not a whole number of at least 1".to_owned()),
+    }
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -750,6 +809,8 @@ mod tests {
         assert_eq!(config.nats_data_dir, PathBuf::from("./data/nats"));
         assert_eq!(config.nats_sync_interval.as_str(), "always");
         assert!(config.nats_sync_interval.is_always());
+        assert_eq!(config.limits.max_unnamed_consumers_per_stream, 500);
+        assert_eq!(config.limits.subscriber_buffer, 1000);
     }
 
     #[test]
@@ -773,6 +834,8 @@ mod tests {
             ("NATS_LOCAL_PORT", "0"),
             ("NATS_DATA_DIR", "/var/lib/jetway"),
             ("NATS_SYNC_INTERVAL", "1h30m"),
+            ("MAX_UNNAMED_CONSUMERS_PER_STREAM", "20"),
+            ("SUBSCRIBER_BUFFER_EVENTS", "1"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces:4317"),
             ("OTEL_SERVICE_NAME", "orders"),
@@ -800,6 +863,10 @@ mod tests {
                 nats_local_port: 0,
                 nats_data_dir: PathBuf::from("/var/lib/jetway"),
                 nats_sync_interval: "1h30m".parse().unwrap(),
+                limits: Limits {
+                    max_unnamed_consumers_per_stream: 20,
+                    subscriber_buffer: 1,
+                },
                 telemetry: TelemetryConfig {
                     disabled: false,
                     endpoint: Some("https://traces:4317".to_owned()),
@@ -972,6 +1039,16 @@ mod tests {
                 "NATS_SYNC_INTERVAL",
                 "0s",
                 r#"NATS_SYNC_INTERVAL="0s" is a zero duration"#,
+            ),
+            (
+                "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+                "0",
+                r#"MAX_UNNAMED_CONSUMERS_PER_STREAM="0" is not a whole number of at least 1"#,
+            ),
+            (
+                "SUBSCRIBER_BUFFER_EVENTS",
+                "-5",
+                r#"SUBSCRIBER_BUFFER_EVENTS="-5" is not a whole number of at least 1"#,
             ),
         ];
         for (variable, value, expected) in cases {

@@ -20,19 +20,21 @@ use jetway_api::{
 };
 use jetway_core::{
     Invalid, Nats,
-    consumers::{self, ConsumerSpec, DeliveryPolicy},
+    consumers::{self, ConsumerSpec, DeliveryPolicy, UnnamedLimit},
     delivery::{Settle, Settled},
     fetch::{FetchSpec, Fetcher},
     format::Event,
+    live::{LiveFeeds, LiveSpec},
     pipeline::{self, Outcome},
     publish::{Publication, Publisher},
-    reads::{self, LiveSpec, ReadSpec},
+    reads::{self, ReadSpec},
     streams::StreamPointer,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    config::Limits,
     convert,
     publish_stream::{self, Trace},
     status::ToStatus,
@@ -45,24 +47,39 @@ pub struct EventsExt {
     nats: Nats,
     publisher: Publisher,
     fetcher: Arc<Fetcher>,
+    live: LiveFeeds,
+    unnamed: Arc<UnnamedLimit>,
     shutdown: CancellationToken,
 }
 
 impl EventsExt {
-    /// A service over `nats`. Cancelling `shutdown` ends every ReadEvents and Subscribe stream with
-    /// UNAVAILABLE, and every PublishStream once it answered what it read.
-    pub fn new(nats: Nats, shutdown: CancellationToken) -> Self {
+    /// A service over `nats`, within `limits`, sharing the cap on unnamed consumers with
+    /// Windshift's EnsureConsumer. Cancelling `shutdown` ends every ReadEvents and Subscribe stream
+    /// with UNAVAILABLE, and every PublishStream once it answered what it read.
+    pub fn new(
+        nats: Nats,
+        limits: &Limits,
+        unnamed: Arc<UnnamedLimit>,
+        shutdown: CancellationToken,
+    ) -> Self {
         EventsExt {
             publisher: Publisher::new(nats.clone()),
             fetcher: Arc::new(Fetcher::new(nats.clone())),
+            live: LiveFeeds::new(nats.clone(), limits.subscriber_buffer),
+            unnamed,
             nats,
             shutdown,
         }
     }
 
     /// The tonic service, ready to add to a server.
-    pub fn service(nats: Nats, shutdown: CancellationToken) -> EventsServiceServer<EventsExt> {
-        EventsServiceServer::new(EventsExt::new(nats, shutdown))
+    pub fn service(
+        nats: Nats,
+        limits: &Limits,
+        unnamed: Arc<UnnamedLimit>,
+        shutdown: CancellationToken,
+    ) -> EventsServiceServer<EventsExt> {
+        EventsServiceServer::new(EventsExt::new(nats, limits, unnamed, shutdown))
     }
 }
 
@@ -73,7 +90,7 @@ impl EventsService for EventsExt {
         request: Request<api::EnsureConsumerRequest>,
     ) -> Result<Response<api::EnsureConsumerResponse>, Status> {
         let spec = consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
-        let id = consumers::ensure_consumer(&self.nats, &spec)
+        let id = consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(api::EnsureConsumerResponse { id }))
@@ -183,9 +200,11 @@ impl EventsService for EventsExt {
             subject: request.subject,
             stream: request.stream,
         };
-        // The consumer exists once this returns, so every event stored after the response headers
+        // The feed is open once this returns, so every event stored after the response headers
         // reach the client is sent.
-        let events = reads::subscribe(&self.nats, &spec)
+        let events = self
+            .live
+            .subscribe(&spec)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(forward(

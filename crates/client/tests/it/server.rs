@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 
 use jetway_client::tonic::transport::Channel;
 use jetway_core::{ConnectSettings, Nats};
-use jetway_server::app::{self, Listeners};
+use jetway_server::{
+    app::{self, Listeners},
+    config::Limits,
+};
 use jetway_testkit::{NatsServer, eventually};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -110,7 +113,12 @@ impl Running {
         };
         let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, shutdown.clone()));
+        let task = tokio::spawn(app::serve(
+            nats,
+            listeners,
+            Limits::default(),
+            shutdown.clone(),
+        ));
         wait_serving(&url).await;
         Running { shutdown, task }
     }
