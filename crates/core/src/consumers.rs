@@ -2,7 +2,7 @@
 //! name that JetStream removes after an hour without a subscriber), all pull-based with explicit acks.
 //!
 //! Unnamed consumers are capped per stream ([`UnnamedLimit`]): each one lives for an hour, and
-//! nats-server (2.15 and later) allows a stream 1,000 consumers unless configured otherwise
+//! nats-server 2.15 allows a stream 1,000 consumers unless configured otherwise
 //! (`jetstream { limits { default_max_consumers } }`, for streams with `max_consumers: -1`, which is
 //! what Jetway creates). Without a cap, a burst of unnamed EnsureConsumer calls would take them all
 //! for an hour, and every read, live subscription and named consumer on the stream would fail. They
@@ -100,21 +100,10 @@ impl UnnamedLimit {
         }
     }
 
-    /// The cap.
-    pub fn max_per_stream(&self) -> usize {
-        self.max_per_stream
-    }
-
     fn lock_for(&self, stream: &str) -> &tokio::sync::Mutex<()> {
         let hash = foldhash::fast::FixedState::default().hash_one(stream);
         // The remainder is below CREATION_LOCKS, so it fits.
         &self.creating[(hash % CREATION_LOCKS as u64) as usize]
-    }
-}
-
-impl Default for UnnamedLimit {
-    fn default() -> Self {
-        UnnamedLimit::new(DEFAULT_MAX_UNNAMED_PER_STREAM)
     }
 }
 

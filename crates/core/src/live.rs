@@ -100,16 +100,6 @@ impl LiveFeeds {
         }
     }
 
-    /// The most events a subscriber may have waiting.
-    pub fn buffer(&self) -> usize {
-        self.buffer
-    }
-
-    /// How many feeds are open (or opening) in this server.
-    pub fn open_feeds(&self) -> usize {
-        lock(&self.feeds).len()
-    }
-
     /// Subscribe: every event stored from now on, until the stream is deleted, the subscriber falls
     /// behind, or the caller stops. The feed is open when this returns.
     pub async fn subscribe(&self, spec: &LiveSpec) -> Result<Events, EventReadError> {

@@ -445,10 +445,11 @@ impl Reader {
                         tracing::debug!(stream = %self.stream, %err, "resuming a reader failed; retrying");
                         tokio::select! {
                             Some(_) = self.deleted.next() => {
+                                self.reconnected = false;
                                 return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
                             }
                             () = tokio::time::sleep(RESUME_RETRY) => {}
-                            _ = self.connected.changed() => {}
+                            Ok(()) = self.connected.changed() => {}
                         }
                         continue;
                     }
