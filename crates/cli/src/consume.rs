@@ -13,6 +13,7 @@ use jetway_client::{
 use crate::{
     CliError,
     args::{ConsumeArgs, TailArgs},
+    interrupt::Interrupt,
     output::Output,
     stream,
 };
@@ -48,15 +49,16 @@ pub async fn consume(client: &Client, args: ConsumeArgs, output: &Output) -> Res
         return Ok(());
     }
     let message = format!("consuming {} from {stream} as {id}", args.subject);
+    let mut interrupt = Interrupt::new();
     match args.count {
         Some(count) => {
             eprintln!("{message}");
-            fetch_and_ack(&client.fetcher(&stream, &id), count, output).await
+            fetch_and_ack(&client.fetcher(&stream, &id), count, output, &mut interrupt).await
         }
         None => {
             let events = subscribe(client, &stream, &id, None).await?;
             eprintln!("{message}");
-            print_and_ack(events, None, output).await
+            print_and_ack(events, None, output, &mut interrupt).await
         }
     }
 }
@@ -67,13 +69,16 @@ const FETCH_BATCH: u64 = 10;
 /// How long one Fetch waits for an event; the next one waits again.
 const FETCH_WAIT: Duration = Duration::from_secs(30);
 
-/// Fetches, prints and acks `count` events, or fewer on Ctrl-C. A fetch takes no more than it asks
-/// for, so the events after the last one stay in the consumer, undelivered; a subscription would
-/// pull the next one as soon as an ack freed a slot, and give it back at exit, which JetStream
-/// counts as a delivery.
-async fn fetch_and_ack(fetcher: &Fetcher, count: u64, output: &Output) -> Result<(), CliError> {
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
+/// Fetches, prints and acks `count` events, or fewer on Ctrl-C or SIGTERM. A fetch takes no more
+/// than it asks for, so the events after the last one stay in the consumer, undelivered; a
+/// subscription would pull the next one as soon as an ack freed a slot, and give it back at exit,
+/// which JetStream counts as a delivery.
+async fn fetch_and_ack(
+    fetcher: &Fetcher,
+    count: u64,
+    output: &Output,
+    interrupt: &mut Interrupt,
+) -> Result<(), CliError> {
     let mut done = 0u64;
     while done < count {
         // At most FETCH_BATCH, so the conversion cannot fail.
@@ -82,7 +87,7 @@ async fn fetch_and_ack(fetcher: &Fetcher, count: u64, output: &Output) -> Result
         let fetched = tokio::select! {
             fetched = fetcher.fetch_with(&options) => fetched?,
             // The server gives back what a cancelled fetch took.
-            _ = &mut interrupted => return Ok(()),
+            () = interrupt.recv() => return Ok(()),
         };
         if fetched.events.is_empty() {
             continue;
@@ -107,21 +112,37 @@ async fn fetch_and_ack(fetcher: &Fetcher, count: u64, output: &Output) -> Result
     Ok(())
 }
 
-/// Runs `jetway tail`.
+/// Runs `jetway tail`: its consumer is deleted however the run ends, Ctrl-C and SIGTERM included.
 pub async fn tail(client: &Client, args: TailArgs, output: &Output) -> Result<(), CliError> {
+    // Watched from the start, so a signal during the setup still ends the run through the cleanup.
+    let mut interrupt = Interrupt::new();
     let options = ConsumerOptions::ephemeral()
         .subject(&args.subject)
         .from(StartPosition::End);
-    let id = client.consumers().ensure(&args.stream, &options).await?;
-    let result = match subscribe(client, &args.stream, &id, args.count).await {
-        Ok(events) => {
-            eprintln!("tailing {} on {}", args.subject, args.stream);
-            print_and_ack(events, args.count, output).await
-        }
-        Err(error) => Err(error),
+    let consumers = client.consumers();
+    let id = tokio::select! {
+        id = consumers.ensure(&args.stream, &options) => id?,
+        // Nothing made yet; a consumer the server makes all the same expires within the hour.
+        () = interrupt.recv() => return Ok(()),
     };
-    // The server would remove it after an hour without a subscriber; no need to wait for that.
-    client.consumers().delete(&args.stream, &id).await.ok();
+    let subscribed = tokio::select! {
+        subscribed = subscribe(client, &args.stream, &id, args.count) => Some(subscribed),
+        () = interrupt.recv() => None,
+    };
+    let result = match subscribed {
+        Some(Ok(events)) => {
+            eprintln!("tailing {} on {}", args.subject, args.stream);
+            print_and_ack(events, args.count, output, &mut interrupt).await
+        }
+        Some(Err(error)) => Err(error),
+        None => Ok(()),
+    };
+    // The server would remove it after an hour without a subscriber; no need to wait for that. A
+    // second signal gives up on it (the server is away, say).
+    tokio::select! {
+        _ = consumers.delete(&args.stream, &id) => {}
+        () = interrupt.recv() => {}
+    }
     result
 }
 
@@ -139,20 +160,19 @@ async fn subscribe(
     Ok(client.subscribe_with(stream, consumer, &options).await?)
 }
 
-/// Prints and acks events until `count` are done, the subscription ends, or Ctrl-C.
+/// Prints and acks events until `count` are done, the subscription ends, or Ctrl-C or SIGTERM (a
+/// signal between two events is kept by `interrupt`, not missed).
 async fn print_and_ack(
     mut events: Subscription,
     count: Option<u64>,
     output: &Output,
+    interrupt: &mut Interrupt,
 ) -> Result<(), CliError> {
-    // One signal future for the whole run: a Ctrl-C between two events is not missed.
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     let mut done = 0u64;
     while count.is_none_or(|count| done < count) {
         let next = tokio::select! {
             next = events.next() => next,
-            _ = &mut interrupted => return Ok(()),
+            () = interrupt.recv() => return Ok(()),
         };
         let event = match next {
             Some(Ok(event)) => event,

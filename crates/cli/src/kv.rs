@@ -5,7 +5,7 @@ use jetway_api::windshift::test::v1::StringValue;
 use jetway_client::{Client, WatchStart};
 use serde_json::json;
 
-use crate::{CliError, args::KvCommand, output::Output};
+use crate::{CliError, args::KvCommand, interrupt::Interrupt, output::Output};
 
 /// Runs a `jetway kv` subcommand.
 pub async fn run(client: &Client, command: KvCommand, output: &Output) -> Result<(), CliError> {
@@ -64,13 +64,12 @@ pub async fn run(client: &Client, command: KvCommand, output: &Output) -> Result
             };
             let mut changes = client.store(&store).watch(&pattern, start).await?;
             eprintln!("watching {pattern:?} in {store}");
-            let interrupted = tokio::signal::ctrl_c();
-            tokio::pin!(interrupted);
+            let mut interrupt = Interrupt::new();
             let mut seen = 0u64;
             while count.is_none_or(|count| seen < count) {
                 let change = tokio::select! {
                     change = changes.next() => change,
-                    _ = &mut interrupted => break,
+                    () = interrupt.recv() => break,
                 };
                 match change {
                     Some(change) => output.change(&change?)?,

@@ -7,6 +7,7 @@
 mod args;
 mod consume;
 mod dlq;
+mod interrupt;
 mod kv;
 mod output;
 mod publish;

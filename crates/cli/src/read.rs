@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use jetway_client::{Client, ReadOptions};
 
-use crate::{CliError, args::ReadArgs, output::Output};
+use crate::{CliError, args::ReadArgs, interrupt::Interrupt, output::Output};
 
 /// Runs `jetway read`.
 pub async fn run(client: &Client, args: ReadArgs, output: &Output) -> Result<(), CliError> {
@@ -17,13 +17,12 @@ pub async fn run(client: &Client, args: ReadArgs, output: &Output) -> Result<(),
         options = options.limit(limit);
     }
     let mut events = client.read_with(&args.stream, &options).await?;
-    // A read ends by itself; Ctrl-C still stops a long one between two events.
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
+    // A read ends by itself; Ctrl-C or SIGTERM still stops a long one between two events.
+    let mut interrupt = Interrupt::new();
     loop {
         let next = tokio::select! {
             next = events.next() => next,
-            _ = &mut interrupted => return Ok(()),
+            () = interrupt.recv() => return Ok(()),
         };
         match next {
             Some(event) => output.stored_event(&event?)?,

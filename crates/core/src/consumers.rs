@@ -1,11 +1,19 @@
 //! EnsureConsumer and DeleteConsumer: durable consumers (named) and ephemeral ones (a generated UUID
 //! name that JetStream removes after an hour without a subscriber), all pull-based with explicit acks.
 //!
+//! Unnamed consumers are capped per stream ([`UnnamedLimit`]): each one lives for an hour, and
+//! nats-server 2.15 allows a stream 1,000 consumers unless configured otherwise
+//! (`jetstream { limits { default_max_consumers } }`, for streams with `max_consumers: -1`, which is
+//! what Jetway creates). Without a cap, a burst of unnamed EnsureConsumer calls would take them all
+//! for an hour, and every read, live subscription and named consumer on the stream would fail. They
+//! are counted by name: Jetway names them, and only them, as a UUID v4 (Windshift's format); its own
+//! readers have a name of their own ([`crate::reads`]).
+//!
 //! Jetway's EnsureConsumer adds a delivery policy: JetStream's `max_deliver` and `backoff`, and a
 //! dead-letter stream, kept in the consumer's metadata (see [`crate::dead_letters`]). Windshift's
 //! EnsureConsumer leaves a policy as it is.
 
-use std::time::Duration;
+use std::{hash::BuildHasher, time::Duration};
 
 use async_nats::jetstream::{
     ErrorCode,
@@ -14,7 +22,7 @@ use async_nats::jetstream::{
 
 use crate::{
     Nats, dead_letters,
-    error::{Classify, Invalid, NatsError},
+    error::{Classify, Invalid, NatsError, api_request},
     format,
     names::{validate_filter, validate_name},
     streams::StreamPointer,
@@ -65,6 +73,52 @@ pub const MAX_PROCESSING_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 6
 /// The most entries a backoff schedule may have.
 pub const MAX_BACKOFF_ENTRIES: usize = 100;
 
+/// The most unnamed consumers one stream may have when none is configured: half of nats-server's
+/// default of 1,000 consumers per stream, so the other half stays for named consumers, reads and
+/// live subscriptions.
+pub const DEFAULT_MAX_UNNAMED_PER_STREAM: usize = 500;
+
+/// How many locks the creations of unnamed consumers are spread over, by stream name.
+const CREATION_LOCKS: usize = 64;
+
+/// The cap on unnamed consumers per stream. Creating one counts those the stream has and creates it
+/// only below the cap, one creation at a time per stream in this process, so the cap is exact for
+/// one Jetway server; several servers creating on one stream at the same moment can each add one
+/// more.
+pub struct UnnamedLimit {
+    max_per_stream: usize,
+    /// Serialise the count-then-create of a stream; a fixed set, so streams cost no memory here.
+    creating: [tokio::sync::Mutex<()>; CREATION_LOCKS],
+}
+
+impl UnnamedLimit {
+    /// A cap of `max_per_stream` unnamed consumers on each stream.
+    pub fn new(max_per_stream: usize) -> Self {
+        UnnamedLimit {
+            max_per_stream,
+            creating: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn lock_for(&self, stream: &str) -> &tokio::sync::Mutex<()> {
+        let hash = foldhash::fast::FixedState::default().hash_one(stream);
+        // The remainder is below CREATION_LOCKS, so it fits.
+        &self.creating[(hash % CREATION_LOCKS as u64) as usize]
+    }
+}
+
+/// Whether `name` is one Jetway gives an unnamed consumer: a UUID v4, lowercase and hyphenated. A
+/// durable consumer a client named like that is counted too.
+pub fn is_unnamed(name: &str) -> bool {
+    uuid::Uuid::try_parse(name).is_ok_and(|id| {
+        id.get_version_num() == 4
+            && id
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                == name
+    })
+}
+
 /// Why EnsureConsumer or DeleteConsumer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -85,14 +139,30 @@ pub enum ConsumerError {
     /// JetStream refused the consumer configuration (e.g. a filter outside the stream's subjects).
     #[error("{0}")]
     Rejected(String),
+    /// The stream has as many unnamed consumers as [`UnnamedLimit`] allows.
+    #[error(
+        "stream {stream} has {limit} unnamed consumers, the most allowed per stream; name the \
+         consumer, delete unnamed ones no longer used, or wait for them to expire (1 h after their \
+         last subscriber)"
+    )]
+    TooManyUnnamed {
+        /// The stream.
+        stream: String,
+        /// The cap.
+        limit: usize,
+    },
     /// NATS failed.
     #[error(transparent)]
     Nats(#[from] NatsError),
 }
 
 impl ConsumerError {
-    /// Maps a NATS failure on `stream`/`consumer`, turning "not found" codes into their variants.
+    /// Maps a NATS failure on `stream`/`consumer`, turning "not found" codes into their variants and
+    /// other refusals, but for want of room, into [`ConsumerError::Rejected`].
     pub(crate) fn from_nats(err: NatsError, stream: &str, consumer: &str) -> Self {
+        if err.is_resource_limit() {
+            return ConsumerError::Nats(err);
+        }
         match err.api_code() {
             Some(ErrorCode::STREAM_NOT_FOUND) => ConsumerError::StreamNotFound(stream.to_owned()),
             Some(ErrorCode::CONSUMER_NOT_FOUND) => ConsumerError::ConsumerNotFound {
@@ -155,8 +225,13 @@ pub(crate) fn require_explicit_acks(
 }
 
 /// Creates or updates a consumer and returns its name. Updating a durable keeps its position and every
-/// setting this request does not manage.
-pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String, ConsumerError> {
+/// setting this request does not manage. An unnamed consumer is created only while the stream has
+/// fewer than `unnamed` allows.
+pub async fn ensure_consumer(
+    nats: &Nats,
+    spec: &ConsumerSpec,
+    unnamed: &UnnamedLimit,
+) -> Result<String, ConsumerError> {
     validate_name("stream", &spec.stream)?;
     if spec.subjects.is_empty() {
         return Err(Invalid::new("subjects", "one or more subjects must be specified").into());
@@ -193,8 +268,19 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
     }
 
     let js = nats.jetstream();
+    // Held from the count to the creation (see `UnnamedLimit`).
+    let mut _creating = None;
     let (name, config) = match durable {
         None => {
+            _creating = Some(unnamed.lock_for(&spec.stream).lock().await);
+            if count_unnamed(nats, &spec.stream, unnamed.max_per_stream).await?
+                >= unnamed.max_per_stream
+            {
+                return Err(ConsumerError::TooManyUnnamed {
+                    stream: spec.stream.clone(),
+                    limit: unnamed.max_per_stream,
+                });
+            }
             let name = uuid::Uuid::new_v4().to_string();
             let config = pull::Config {
                 name: Some(name.clone()),
@@ -255,6 +341,35 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
         .map_err(|err| ConsumerError::from_nats(err.classify(), &spec.stream, &name))?;
     tracing::info!(stream = %spec.stream, consumer = %name, durable = durable.is_some(), "consumer ensured");
     Ok(name)
+}
+
+/// How many unnamed consumers `stream` has, counting up to `enough`. The names come a page (up to
+/// 1,024) at a time.
+async fn count_unnamed(nats: &Nats, stream: &str, enough: usize) -> Result<usize, ConsumerError> {
+    let mut count = 0;
+    let mut offset = 0;
+    loop {
+        let answer = api_request(
+            nats,
+            format!("CONSUMER.NAMES.{stream}"),
+            serde_json::json!({ "offset": offset }),
+        )
+        .await
+        .map_err(|err| ConsumerError::from_nats(err, stream, ""))?;
+        // An empty page is `null`.
+        let names = answer["consumers"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
+        count += names
+            .iter()
+            .filter(|name| name.as_str().is_some_and(is_unnamed))
+            .count();
+        offset += names.len();
+        let total = answer["total"].as_u64().unwrap_or_default();
+        if count >= enough || names.is_empty() || offset as u64 >= total {
+            return Ok(count);
+        }
+    }
 }
 
 fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), Invalid> {
@@ -426,6 +541,18 @@ mod tests {
             processing_timeout: None,
             delivery: None,
         }
+    }
+
+    #[test]
+    fn unnamed_consumers_are_told_apart_by_their_uuid_v4_name() {
+        assert!(is_unnamed(&uuid::Uuid::new_v4().to_string()));
+        assert!(!is_unnamed("billing"));
+        assert!(!is_unnamed(&uuid::Uuid::new_v4().simple().to_string()));
+        assert!(!is_unnamed(
+            &uuid::Uuid::new_v4().to_string().to_uppercase()
+        ));
+        assert!(!is_unnamed(&format!("{}_1", uuid::Uuid::new_v4())));
+        assert!(!is_unnamed("00000000-0000-0000-0000-000000000000"));
     }
 
     #[test]

@@ -51,6 +51,22 @@ impl NatsError {
         }
     }
 
+    /// Whether JetStream refused for want of room: a limit of the server, the account or the
+    /// stream (consumers, streams, storage, memory), which the client may retry once room is made.
+    pub fn is_resource_limit(&self) -> bool {
+        matches!(
+            self.api_code(),
+            Some(
+                ErrorCode::INSUFFICIENT_RESOURCES
+                    | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+                    | ErrorCode::MEMORY_RESOURCES_EXCEEDED
+                    | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+                    | ErrorCode::MAXIMUM_STREAMS_LIMIT
+                    | ErrorCode::MAXIMUM_CONSUMERS_LIMIT
+            )
+        )
+    }
+
     pub(crate) fn api(err: &async_nats::jetstream::Error) -> Self {
         // The Display form is "<description> (code N, error code M)"; the codes are kept apart.
         let text = err.to_string();

@@ -1,8 +1,8 @@
 //! Jetway's domain logic over NATS JetStream, free of any transport: validation of names, the
 //! mapping of stream and consumer declarations onto JetStream, publishing in the Windshift on-stream
 //! format (one event at a time, or many with their acks in flight), the delivery engine behind an
-//! Events subscription, unary fetching, reads without a consumer, dead letters, stream
-//! administration, and key-value stores.
+//! Events subscription, unary fetching, reads without a consumer, live feeds shared by their
+//! subscribers, dead letters, stream administration, and key-value stores.
 //!
 //! Every operation has its own error enum; the server maps them to gRPC statuses in one place.
 
@@ -15,6 +15,7 @@ pub mod error;
 mod expiry;
 pub mod fetch;
 pub mod format;
+pub mod live;
 pub mod names;
 pub mod pipeline;
 pub mod publish;

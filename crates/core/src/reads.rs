@@ -1,12 +1,14 @@
 //! Reading events without a consumer of one's own: GetEvent (one event by id), ReadEvents (a range
-//! that ends once caught up) and Subscribe (a live feed of new events).
+//! that ends once caught up), and the reader behind both ReadEvents and the live feeds of Subscribe
+//! ([`crate::live`]).
 //!
-//! ReadEvents and Subscribe each read through their own ordered consumer: ephemeral, in memory, no
+//! A reader reads through an ordered consumer of its own: ephemeral, in memory, no
 //! acknowledgements. JetStream sends every matching event once and in order, and the consumer is
 //! recreated from the last event seen if it loses track (a gap, a NATS restart), so a reader never
-//! skips or repeats an event. One consumer per call is what makes Subscribe fan out: every
-//! subscriber gets every event. When the call ends, or the client goes away, the consumer is
-//! deleted; one that outlives Jetway (a crash) is removed by JetStream 30 s after its last pull.
+//! skips or repeats an event. Each ReadEvents call has its own reader; Subscribe calls share one per
+//! stream and subject filter. When the reader is dropped (the call ends, or the client goes away),
+//! the consumer is deleted; one that outlives Jetway (a crash) is removed by JetStream 30 s after its
+//! last pull.
 //!
 //! A range read ends at the last event the stream had when the read started, so a busy stream does
 //! not keep it going forever.
@@ -29,7 +31,10 @@ use async_nats::{
     },
 };
 use futures::{StreamExt, stream::BoxStream};
-use tokio::time::{Instant, Sleep};
+use tokio::{
+    sync::watch,
+    time::{Instant, Sleep},
+};
 
 use crate::{
     Nats,
@@ -43,9 +48,20 @@ use crate::{
 /// range is left: a purge, `max_age` or deletes can remove the rest, and then no event would come.
 const RANGE_IDLE_CHECK: Duration = Duration::from_secs(2);
 
+/// How long a reader waits before it tries again to make its consumer after a reconnect.
+const RESUME_RETRY: Duration = Duration::from_millis(500);
+
 /// The most events one pull of a reader asks for (the ordered consumer's `max_batch`); a new pull
 /// goes out when half of them have been taken.
 pub const READ_BATCH: i64 = 32;
+
+/// How the consumers of range reads are named: this, then a UUID without hyphens. Readers need a
+/// name no unnamed consumer has (those are counted, see [`crate::consumers::UnnamedLimit`]); this one
+/// also tells an operator listing consumers what they are.
+pub const READ_PREFIX: &str = "jetway-read-";
+
+/// How the consumers of live feeds are named (see [`READ_PREFIX`] and [`crate::live`]).
+pub const LIVE_PREFIX: &str = "jetway-live-";
 
 /// A stream of events (ReadEvents, Subscribe), ending at the first error.
 pub type Events = BoxStream<'static, Result<Event, EventReadError>>;
@@ -63,17 +79,8 @@ pub struct ReadSpec {
     pub limit: Option<u64>,
 }
 
-/// A live subscription, as Subscribe receives it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LiveSpec {
-    /// A subject or a filter.
-    pub subject: String,
-    /// The stream; empty means the one stream whose subjects overlap `subject`.
-    pub stream: String,
-}
-
 /// Why GetEvent, ReadEvents or Subscribe failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EventReadError {
     /// The request is invalid.
     #[error(transparent)]
@@ -97,6 +104,19 @@ pub enum EventReadError {
         stream: String,
         /// The id asked for.
         id: u64,
+    },
+    /// A live subscriber fell behind its feed by the most events it may have waiting (see
+    /// [`crate::live`]); its call ends after the events it was sent, without a gap.
+    #[error(
+        "this subscriber fell {limit} events behind the live feed, the most one may have waiting; \
+         the first event not sent is id {next}: read on from there with ReadEvents, then subscribe \
+         again"
+    )]
+    TooSlow {
+        /// The most events a subscriber may have waiting.
+        limit: usize,
+        /// The id of the first event not sent.
+        next: u64,
     },
     /// NATS failed.
     #[error(transparent)]
@@ -171,28 +191,8 @@ pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, EventRe
     Ok(reader.events())
 }
 
-/// Subscribe: every event stored from now on, until the stream is deleted or the caller stops.
-pub async fn subscribe(nats: &Nats, spec: &LiveSpec) -> Result<Events, EventReadError> {
-    validate_existing_filter("subject", &spec.subject)?;
-    let stream = if spec.stream.is_empty() {
-        stream_of(nats, &spec.subject).await?
-    } else {
-        validate_existing_name("stream", &spec.stream)?;
-        spec.stream.clone()
-    };
-    let reader = Reader::open(
-        nats,
-        &stream,
-        DeliverPolicy::New,
-        &spec.subject,
-        Bound::Live,
-    )
-    .await?;
-    Ok(reader.events())
-}
-
 /// The one stream whose subjects overlap `subject`.
-async fn stream_of(nats: &Nats, subject: &str) -> Result<String, EventReadError> {
+pub(crate) async fn stream_of(nats: &Nats, subject: &str) -> Result<String, EventReadError> {
     let answer = api_request(
         nats,
         "STREAM.NAMES".into(),
@@ -257,10 +257,17 @@ pub(crate) enum Bound {
 pub(crate) struct Reader {
     nats: Nats,
     stream: String,
-    /// The consumer's first name, once it is created. A recreated consumer gets `<name>_<n>`; only
-    /// the first name is deleted on drop, and recreated ones expire by their inactive threshold.
+    /// The consumer's first name, once it is created. A consumer the ordered consumer recreates
+    /// itself gets `<name>_<n>`; only the first name is deleted (on drop or resume), and recreated
+    /// ones expire by their inactive threshold.
     consumer: Option<String>,
     messages: Option<pull::Ordered>,
+    /// Changes when the NATS connection goes down or up.
+    connected: watch::Receiver<bool>,
+    /// Set by a reconnect: the consumer is made again from the event after the last one read.
+    /// The ordered consumer would recreate itself too, but only after missing two heartbeats
+    /// (about 30 s) when nats-server restarted and lost it.
+    reconnected: bool,
     /// JetStream's advisory that the stream was deleted: the ordered consumer would otherwise try
     /// to recreate itself forever.
     deleted: Subscriber,
@@ -305,12 +312,13 @@ impl Reader {
             Bound::CaughtUp(limit) => (Some(handle.cached_info().state.last_sequence), limit),
             Bound::Live => (None, None),
         };
-        let name = uuid::Uuid::new_v4().to_string();
         let mut reader = Reader {
             nats: nats.clone(),
             stream: stream.to_owned(),
             consumer: None,
             messages: None,
+            connected: nats.connected(),
+            reconnected: false,
             deleted,
             last,
             remaining,
@@ -326,10 +334,34 @@ impl Reader {
         if empty_range {
             return Ok(reader);
         }
+        let consumer = reader.create(&handle, from).await?;
+        // Where the read starts, whatever the start position: JetStream reports the sequence before
+        // the first event it will deliver.
+        reader.read_up_to = consumer.cached_info().delivered.stream_sequence;
+        if last.is_some() && consumer.cached_info().num_pending == 0 {
+            // Nothing to read; the consumer goes when the reader does.
+            return Ok(reader);
+        }
+        reader.messages = Some(pull(consumer, stream).await?);
+        Ok(reader)
+    }
+
+    /// Creates the reader's ordered consumer, starting at `from`, and deletes the one it replaces.
+    async fn create(
+        &mut self,
+        handle: &jetstream::stream::Stream<impl Send + Sync>,
+        from: DeliverPolicy,
+    ) -> Result<jetstream::consumer::Consumer<pull::OrderedConfig>, EventReadError> {
+        let prefix = if self.last.is_some() {
+            READ_PREFIX
+        } else {
+            LIVE_PREFIX
+        };
+        let name = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
         let config = pull::OrderedConfig {
             name: Some(name.clone()),
             deliver_policy: from,
-            filter_subject: filter.to_owned(),
+            filter_subject: self.filter.clone(),
             max_batch: READ_BATCH,
             ..Default::default()
         };
@@ -338,20 +370,46 @@ impl Reader {
         let consumer = handle
             .create_consumer(config)
             .await
-            .map_err(|err| EventReadError::from_nats(err.classify(), stream))?;
-        reader.consumer = Some(name);
-        // Where the read starts, whatever the start position: JetStream reports the sequence before
-        // the first event it will deliver.
-        reader.read_up_to = consumer.cached_info().delivered.stream_sequence;
-        if last.is_some() && consumer.cached_info().num_pending == 0 {
-            // Nothing to read; the consumer goes when the reader does.
-            return Ok(reader);
+            .map_err(|err| EventReadError::from_nats(err.classify(), &self.stream))?;
+        if let Some(old) = self.consumer.replace(name) {
+            self.delete_later(old);
         }
-        reader.messages =
-            Some(consumer.messages().await.map_err(|err| {
-                NatsError::Unavailable(format!("reading stream {stream}: {err}"))
-            })?);
-        Ok(reader)
+        Ok(consumer)
+    }
+
+    /// Makes the consumer again, from the event after the last one read (see `reconnected`).
+    async fn resume(&mut self) -> Result<(), EventReadError> {
+        // Stop pulling first, so the old ordered consumer does not recreate itself meanwhile.
+        self.messages = None;
+        let handle = self
+            .nats
+            .jetstream()
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|err| EventReadError::from_nats(err.classify(), &self.stream))?;
+        let from = DeliverPolicy::ByStartSequence {
+            start_sequence: self.read_up_to + 1,
+        };
+        let consumer = self.create(&handle, from).await?;
+        self.messages = Some(pull(consumer, &self.stream).await?);
+        tracing::debug!(stream = %self.stream, after = self.read_up_to, "reader resumed after a reconnect");
+        Ok(())
+    }
+
+    /// Deletes `consumer` in the background. Best effort: a consumer left behind expires by itself.
+    fn delete_later(&self, consumer: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let js = self.nats.jetstream().clone();
+        let stream = self.stream.clone();
+        runtime.spawn(async move {
+            if let Err(err) = js.delete_consumer_from_stream(&consumer, &stream).await
+                && err.classify().api_code() != Some(ErrorCode::CONSUMER_NOT_FOUND)
+            {
+                tracing::debug!(%err, %stream, %consumer, "could not delete a reader's consumer");
+            }
+        });
     }
 
     /// The reader as a stream of events.
@@ -371,6 +429,32 @@ impl Reader {
             self.progress = Instant::now();
         }
         loop {
+            if self.reconnected {
+                match self.resume().await {
+                    Ok(()) => self.reconnected = false,
+                    Err(
+                        err @ (EventReadError::StreamNotFound(_) | EventReadError::WorkQueue(_)),
+                    ) => {
+                        self.reconnected = false;
+                        return Some(Err(err));
+                    }
+                    Err(err) => {
+                        // JetStream is not back yet (it may be recovering its store), or the
+                        // connection went again: try once more after a pause, or at the next
+                        // reconnect.
+                        tracing::debug!(stream = %self.stream, %err, "resuming a reader failed; retrying");
+                        tokio::select! {
+                            Some(_) = self.deleted.next() => {
+                                self.reconnected = false;
+                                return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
+                            }
+                            () = tokio::time::sleep(RESUME_RETRY) => {}
+                            Ok(()) = self.connected.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             let messages = self.messages.as_mut()?;
             let message = tokio::select! {
                 // What is already there goes first: an event taken is sent before any check.
@@ -380,6 +464,10 @@ impl Reader {
                     return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
                 }
                 message = messages.next() => message,
+                Ok(()) = self.connected.changed() => {
+                    self.reconnected = *self.connected.borrow_and_update();
+                    continue;
+                }
                 () = &mut self.idle, if self.last.is_some() => {
                     let quiet_until = self.progress + RANGE_IDLE_CHECK;
                     let next_check = if Instant::now() < quiet_until {
@@ -455,6 +543,17 @@ impl Reader {
     }
 }
 
+/// Starts pulling from a reader's `consumer` on `stream`.
+async fn pull(
+    consumer: jetstream::consumer::Consumer<pull::OrderedConfig>,
+    stream: &str,
+) -> Result<pull::Ordered, EventReadError> {
+    consumer
+        .messages()
+        .await
+        .map_err(|err| NatsError::Unavailable(format!("reading stream {stream}: {err}")).into())
+}
+
 /// What a range read has left: events on `filter` after `after`, up to `last`.
 struct RangeLeft {
     js: jetstream::Context,
@@ -493,20 +592,8 @@ impl Drop for Reader {
     fn drop(&mut self) {
         // Stop pulling first, so the ordered consumer does not recreate what is deleted here.
         self.messages = None;
-        let (Some(consumer), Ok(runtime)) =
-            (self.consumer.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let js = self.nats.jetstream().clone();
-        let stream = self.stream.clone();
-        runtime.spawn(async move {
-            // Best effort: a consumer that is left behind expires by itself.
-            if let Err(err) = js.delete_consumer_from_stream(&consumer, &stream).await
-                && err.classify().api_code() != Some(ErrorCode::CONSUMER_NOT_FOUND)
-            {
-                tracing::debug!(%err, %stream, %consumer, "could not delete a reader's consumer");
-            }
-        });
+        if let Some(consumer) = self.consumer.take() {
+            self.delete_later(consumer);
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! Calls still running after [`SHUTDOWN_GRACE`] are cut off (their clients see an error, so nothing
 //! they were told succeeded is lost), and the drain always runs, within [`DRAIN_GRACE`].
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use jetway_api::{
     jetway::state::v1::state_service_server::StateServiceServer as ExtStateServiceServer,
@@ -16,13 +16,13 @@ use jetway_api::{
         state::v1alpha1::state_service_server::StateServiceServer,
     },
 };
-use jetway_core::Nats;
+use jetway_core::{Nats, consumers::UnnamedLimit};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
-    config::Config,
+    config::{Config, Limits},
     events::Events,
     health,
     state::{State, StateExt},
@@ -94,13 +94,12 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs). Of
-/// `config`, only what the services use is read: the listeners are already bound, and NATS
-/// connected.
+/// Serves within `limits` until `shutdown` is cancelled, then shuts down gracefully (see the module
+/// docs).
 pub async fn serve(
     nats: Nats,
     listeners: Listeners,
-    config: Config,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     // Installed before anything records, so no early metric is lost.
@@ -126,7 +125,13 @@ pub async fn serve(
     // The streaming services get their own token, cancelled first, so sessions and streams end
     // before the listener stops waiting for them.
     let sessions = CancellationToken::new();
-    let events = EventsServiceServer::new(Events::new(nats.clone(), sessions.clone()));
+    // Both EnsureConsumers create unnamed consumers, counted against one cap.
+    let unnamed = Arc::new(UnnamedLimit::new(limits.max_unnamed_consumers_per_stream));
+    let events = EventsServiceServer::new(Events::new(
+        nats.clone(),
+        Arc::clone(&unnamed),
+        sessions.clone(),
+    ));
     let state = StateServiceServer::new(State::new(nats.clone()));
     let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
     let grpc = Server::builder()
@@ -147,7 +152,8 @@ pub async fn serve(
         .add_service(state_ext)
         .add_service(crate::events_ext::EventsExt::service(
             nats.clone(),
-            config.fetch_limits(),
+            &limits,
+            unnamed,
             sessions.clone(),
         ))
         .add_service(crate::admin::Admin::service(nats.clone(), sessions.clone()))

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use jetway_core::{
     connection::{NatsServers, redact_credentials},
+    consumers::DEFAULT_MAX_UNNAMED_PER_STREAM,
     fetch::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER, FetchLimits},
+    live::DEFAULT_SUBSCRIBER_BUFFER,
 };
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
@@ -39,7 +41,7 @@ const NATS_STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 23] = [
+const VARIABLES: [&str; 25] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -56,6 +58,8 @@ const VARIABLES: [&str; 23] = [
     "NATS_DATA_DIR",
     "NATS_SYNC_INTERVAL",
     "NATS_STOP_TIMEOUT",
+    "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+    "SUBSCRIBER_BUFFER_EVENTS",
     "OTEL_SDK_DISABLED",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -101,14 +105,6 @@ pub struct Config {
     /// `WORKER_THREADS`: threads that run gRPC calls and NATS I/O; at least 1. Default: unset, which
     /// means half the CPUs, rounded up (see [`Config::worker_threads`]).
     pub worker_threads: Option<usize>,
-    /// `FETCH_MAX_IN_FLIGHT_PER_CONSUMER`: the most fetched events (Fetch, then Ack or Reject) this
-    /// server holds in flight for one consumer; a Fetch beyond gets RESOURCE_EXHAUSTED. At least 1.
-    /// Default: 10000, the most one Events stream may hold and one Ack may settle.
-    pub fetch_max_in_flight_per_consumer: usize,
-    /// `FETCH_MAX_IN_FLIGHT`: the most fetched events this server holds in flight over all
-    /// consumers, which bounds the memory they take (a few hundred bytes each). At least 1.
-    /// Default: 1000000.
-    pub fetch_max_in_flight: usize,
     /// `NATS_SERVER_BIN` (local nats-server only): path of the nats-server binary. Default: unset,
     /// which searches `tools/bin/nats-server` (from the working directory, then from the
     /// executable's directory upwards) and then `PATH`.
@@ -126,8 +122,44 @@ pub struct Config {
     /// SIGTERM at shutdown (it flushes and closes its JetStream store) before it is killed; a Go
     /// duration from `1s` to `1h`. Default: 25 s.
     pub nats_stop_timeout: Duration,
+    /// The limits a client can reach.
+    pub limits: Limits,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+}
+
+/// The limits a client can reach, each answered with RESOURCE_EXHAUSTED naming its variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `MAX_UNNAMED_CONSUMERS_PER_STREAM`: the most unnamed consumers (EnsureConsumer without a
+    /// name, both APIs) one stream may have; at least 1. Each lives until an hour after its last
+    /// subscriber, and nats-server allows a stream 1,000 consumers by default, which reads, live
+    /// feeds and named consumers need too. Default: 500.
+    pub max_unnamed_consumers_per_stream: usize,
+    /// `SUBSCRIBER_BUFFER_EVENTS`: the most events a live subscriber (`jetway.events.v1`
+    /// Subscribe) may have waiting; one that falls further behind its feed is cut off. At least
+    /// 1. Default: 1,000.
+    pub subscriber_buffer: usize,
+    /// Fetched events in flight. `FETCH_MAX_IN_FLIGHT_PER_CONSUMER` (`per_consumer`): the most
+    /// fetched events (Fetch, then Ack or Reject) this server holds in flight for one consumer; a
+    /// Fetch beyond gets RESOURCE_EXHAUSTED. At least 1. Default: 10000, the most one Events stream
+    /// may hold and one Ack may settle. `FETCH_MAX_IN_FLIGHT` (`total`): the most over all
+    /// consumers, which bounds the memory they take (a few hundred bytes each). At least 1.
+    /// Default: 1000000.
+    pub fetch: FetchLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_unnamed_consumers_per_stream: DEFAULT_MAX_UNNAMED_PER_STREAM,
+            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+            fetch: FetchLimits {
+                per_consumer: DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER,
+                total: DEFAULT_MAX_IN_FLIGHT,
+            },
+        }
+    }
 }
 
 /// OpenTelemetry settings. Export is on only when an OTLP endpoint is set and the SDK is not
@@ -202,13 +234,12 @@ impl Default for Config {
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
             nats_publish_async_max_pending: DEFAULT_PUBLISH_ASYNC_MAX_PENDING,
             worker_threads: None,
-            fetch_max_in_flight_per_consumer: DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER,
-            fetch_max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             nats_server_bin: None,
             nats_local_port: DEFAULT_NATS_LOCAL_PORT,
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
             nats_sync_interval: SyncInterval::default(),
             nats_stop_timeout: DEFAULT_NATS_STOP_TIMEOUT,
+            limits: Limits::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -234,6 +265,8 @@ struct RawVars {
     nats_data_dir: Option<String>,
     nats_sync_interval: Option<String>,
     nats_stop_timeout: Option<String>,
+    max_unnamed_consumers_per_stream: Option<String>,
+    subscriber_buffer_events: Option<String>,
     otel_sdk_disabled: Option<String>,
     otel_exporter_otlp_endpoint: Option<String>,
     otel_exporter_otlp_traces_endpoint: Option<String>,
@@ -324,7 +357,7 @@ impl Config {
             "NATS_PUBLISH_ASYNC_MAX_PENDING",
             raw.nats_publish_async_max_pending,
             defaults.nats_publish_async_max_pending,
-            parse_at_least_one,
+            parse_count,
         );
         let worker_threads =
             check.field(
@@ -336,18 +369,6 @@ impl Config {
                     _ => Err("is not a whole number of at least 1".to_owned()),
                 },
             );
-        let fetch_max_in_flight_per_consumer = check.field(
-            "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
-            raw.fetch_max_in_flight_per_consumer,
-            defaults.fetch_max_in_flight_per_consumer,
-            parse_at_least_one,
-        );
-        let fetch_max_in_flight = check.field(
-            "FETCH_MAX_IN_FLIGHT",
-            raw.fetch_max_in_flight,
-            defaults.fetch_max_in_flight,
-            parse_at_least_one,
-        );
         let nats_local_port = check.field(
             "NATS_LOCAL_PORT",
             raw.nats_local_port,
@@ -371,6 +392,34 @@ impl Config {
                     .ok_or_else(|| r#"is not a duration from 1s to 1h, like "25s""#.to_owned())
             },
         );
+        let limits = Limits {
+            max_unnamed_consumers_per_stream: check.field(
+                "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+                raw.max_unnamed_consumers_per_stream,
+                defaults.limits.max_unnamed_consumers_per_stream,
+                parse_count,
+            ),
+            subscriber_buffer: check.field(
+                "SUBSCRIBER_BUFFER_EVENTS",
+                raw.subscriber_buffer_events,
+                defaults.limits.subscriber_buffer,
+                parse_count,
+            ),
+            fetch: FetchLimits {
+                per_consumer: check.field(
+                    "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+                    raw.fetch_max_in_flight_per_consumer,
+                    defaults.limits.fetch.per_consumer,
+                    parse_count,
+                ),
+                total: check.field(
+                    "FETCH_MAX_IN_FLIGHT",
+                    raw.fetch_max_in_flight,
+                    defaults.limits.fetch.total,
+                    parse_count,
+                ),
+            },
+        };
         let nats_url = raw.nats_url.filter(|url| match NatsServers::parse(url) {
             Ok(_) => true,
             Err(reason) => {
@@ -396,8 +445,6 @@ impl Config {
             log_filter,
             nats_publish_async_max_pending,
             worker_threads,
-            fetch_max_in_flight_per_consumer,
-            fetch_max_in_flight,
             nats_server_bin: raw.nats_server_bin.map(PathBuf::from),
             nats_local_port,
             nats_data_dir: raw
@@ -405,6 +452,7 @@ impl Config {
                 .map_or(defaults.nats_data_dir, PathBuf::from),
             nats_sync_interval,
             nats_stop_timeout,
+            limits,
             telemetry,
         })
     }
@@ -423,14 +471,6 @@ impl Config {
         })
     }
 
-    /// The limits on fetched events in flight.
-    pub fn fetch_limits(&self) -> FetchLimits {
-        FetchLimits {
-            per_consumer: self.fetch_max_in_flight_per_consumer,
-            total: self.fetch_max_in_flight,
-        }
-    }
-
     /// Logs every effective value (one `info` event) so an operator can see what the server runs
     /// with. Credentials in `NATS_URL` are masked.
     pub fn log_summary(&self) {
@@ -447,8 +487,8 @@ impl Config {
             log_filter = %self.log_filter,
             nats_publish_async_max_pending = self.nats_publish_async_max_pending,
             worker_threads = self.worker_threads(),
-            fetch_max_in_flight_per_consumer = self.fetch_max_in_flight_per_consumer,
-            fetch_max_in_flight = self.fetch_max_in_flight,
+            fetch_max_in_flight_per_consumer = self.limits.fetch.per_consumer,
+            fetch_max_in_flight = self.limits.fetch.total,
             nats_server_bin = %self
                 .nats_server_bin
                 .as_ref()
@@ -457,6 +497,8 @@ impl Config {
             nats_data_dir = %self.nats_data_dir.display(),
             nats_sync_interval = %self.nats_sync_interval,
             nats_stop_timeout = ?self.nats_stop_timeout,
+            max_unnamed_consumers_per_stream = self.limits.max_unnamed_consumers_per_stream,
+            subscriber_buffer_events = self.limits.subscriber_buffer,
             otel_endpoint = self.telemetry.export_endpoint().unwrap_or("unset: no trace export"),
             otel_service_name = %self.telemetry.service_name,
             "configuration"
@@ -610,7 +652,8 @@ fn parse_port(value: &str) -> Result<u16, String> {
     value.parse().map_err(|_| PORT_EXPECTED.to_owned())
 }
 
-fn parse_at_least_one(value: &str) -> Result<usize, String> {
+/// A count limit: a whole number of at least 1.
+fn parse_count(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("is not a whole number of at least 1".to_owned()),
@@ -820,15 +863,17 @@ mod tests {
         assert_eq!(config.nats_publish_async_max_pending, 256);
         assert_eq!(config.worker_threads, None);
         assert!(config.worker_threads() >= 1);
-        assert_eq!(config.fetch_limits(), FetchLimits::default());
-        assert_eq!(config.fetch_max_in_flight_per_consumer, 10_000);
-        assert_eq!(config.fetch_max_in_flight, 1_000_000);
+        assert_eq!(config.limits.fetch, FetchLimits::default());
+        assert_eq!(config.limits.fetch.per_consumer, 10_000);
+        assert_eq!(config.limits.fetch.total, 1_000_000);
         assert_eq!(config.nats_server_bin, None);
         assert_eq!(config.nats_local_port, 4222);
         assert_eq!(config.nats_data_dir, PathBuf::from("./data/nats"));
         assert_eq!(config.nats_sync_interval.as_str(), "always");
         assert!(config.nats_sync_interval.is_always());
         assert_eq!(config.nats_stop_timeout, Duration::from_secs(25));
+        assert_eq!(config.limits.max_unnamed_consumers_per_stream, 500);
+        assert_eq!(config.limits.subscriber_buffer, 1000);
     }
 
     #[test]
@@ -855,6 +900,8 @@ mod tests {
             ("NATS_DATA_DIR", "/var/lib/jetway"),
             ("NATS_SYNC_INTERVAL", "1h30m"),
             ("NATS_STOP_TIMEOUT", "1m30s"),
+            ("MAX_UNNAMED_CONSUMERS_PER_STREAM", "20"),
+            ("SUBSCRIBER_BUFFER_EVENTS", "1"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces:4317"),
             ("OTEL_SERVICE_NAME", "orders"),
@@ -878,13 +925,19 @@ mod tests {
                 log_filter: "warn,jetway_core=debug".to_owned(),
                 nats_publish_async_max_pending: 1,
                 worker_threads: Some(3),
-                fetch_max_in_flight_per_consumer: 50,
-                fetch_max_in_flight: 200,
                 nats_server_bin: Some(PathBuf::from("/opt/nats/nats-server")),
                 nats_local_port: 0,
                 nats_data_dir: PathBuf::from("/var/lib/jetway"),
                 nats_sync_interval: "1h30m".parse().unwrap(),
                 nats_stop_timeout: Duration::from_secs(90),
+                limits: Limits {
+                    max_unnamed_consumers_per_stream: 20,
+                    subscriber_buffer: 1,
+                    fetch: FetchLimits {
+                        per_consumer: 50,
+                        total: 200,
+                    },
+                },
                 telemetry: TelemetryConfig {
                     disabled: false,
                     endpoint: Some("https://traces:4317".to_owned()),
@@ -1098,6 +1151,16 @@ mod tests {
                 "NATS_STOP_TIMEOUT",
                 "2h",
                 r#"NATS_STOP_TIMEOUT="2h" is not a duration from 1s to 1h"#,
+            ),
+            (
+                "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+                "0",
+                r#"MAX_UNNAMED_CONSUMERS_PER_STREAM="0" is not a whole number of at least 1"#,
+            ),
+            (
+                "SUBSCRIBER_BUFFER_EVENTS",
+                "-5",
+                r#"SUBSCRIBER_BUFFER_EVENTS="-5" is not a whole number of at least 1"#,
             ),
         ];
         for (variable, value, expected) in cases {

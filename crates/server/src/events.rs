@@ -5,7 +5,7 @@
 //! bounded channel that tonic drains; when the channel is closed the client has gone, and the task
 //! naks what it still holds so those events are redelivered at once.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
 use jetway_api::windshift::events::v1alpha1::{
@@ -18,6 +18,7 @@ use jetway_api::windshift::events::v1alpha1::{
 };
 use jetway_core::{
     Nats,
+    consumers::UnnamedLimit,
     delivery::{Settle, SubscribeSpec, Subscription},
     publish::Publisher,
 };
@@ -38,16 +39,18 @@ use crate::{
 pub struct Events {
     nats: Nats,
     publisher: Publisher,
+    unnamed: Arc<UnnamedLimit>,
     shutdown: CancellationToken,
 }
 
 impl Events {
-    /// A service over `nats`. Cancelling `shutdown` ends every Events stream (with UNAVAILABLE) after
-    /// naking its in-flight events.
-    pub fn new(nats: Nats, shutdown: CancellationToken) -> Self {
+    /// A service over `nats`, creating unnamed consumers within `unnamed`. Cancelling `shutdown`
+    /// ends every Events stream (with UNAVAILABLE) after naking its in-flight events.
+    pub fn new(nats: Nats, unnamed: Arc<UnnamedLimit>, shutdown: CancellationToken) -> Self {
         Events {
             publisher: Publisher::new(nats.clone()),
             nats,
+            unnamed,
             shutdown,
         }
     }
@@ -71,7 +74,7 @@ impl EventsService for Events {
         request: Request<EnsureConsumerRequest>,
     ) -> Result<Response<EnsureConsumerResponse>, Status> {
         let spec = convert::consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
-        let id = jetway_core::consumers::ensure_consumer(&self.nats, &spec)
+        let id = jetway_core::consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(EnsureConsumerResponse { id }))

@@ -20,19 +20,21 @@ use jetway_api::{
 };
 use jetway_core::{
     Invalid, Nats,
-    consumers::{self, ConsumerSpec, DeliveryPolicy},
+    consumers::{self, ConsumerSpec, DeliveryPolicy, UnnamedLimit},
     delivery::{Settle, Settled},
-    fetch::{FetchLimits, FetchSpec, Fetcher},
+    fetch::{FetchSpec, Fetcher},
     format::Event,
+    live::{LiveFeeds, LiveSpec},
     pipeline::{self, Outcome},
     publish::{Publication, Publisher},
-    reads::{self, LiveSpec, ReadSpec},
+    reads::{self, ReadSpec},
     streams::StreamPointer,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    config::Limits,
     convert,
     publish_stream::{self, Trace},
     status::ToStatus,
@@ -45,17 +47,27 @@ pub struct EventsExt {
     nats: Nats,
     publisher: Publisher,
     fetcher: Arc<Fetcher>,
+    live: LiveFeeds,
+    unnamed: Arc<UnnamedLimit>,
     shutdown: CancellationToken,
 }
 
 impl EventsExt {
-    /// A service over `nats`, holding fetched events within `fetch_limits`. Cancelling `shutdown`
+    /// A service over `nats`, within `limits` (fetched events in flight, live subscribers' buffers),
+    /// sharing the cap on unnamed consumers with Windshift's EnsureConsumer. Cancelling `shutdown`
     /// ends every ReadEvents and Subscribe stream with UNAVAILABLE, and every PublishStream once it
     /// answered what it read. Call it inside the Tokio runtime.
-    pub fn new(nats: Nats, fetch_limits: FetchLimits, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        nats: Nats,
+        limits: &Limits,
+        unnamed: Arc<UnnamedLimit>,
+        shutdown: CancellationToken,
+    ) -> Self {
         EventsExt {
             publisher: Publisher::new(nats.clone()),
-            fetcher: Fetcher::start(nats.clone(), fetch_limits, shutdown.clone()),
+            fetcher: Fetcher::start(nats.clone(), limits.fetch, shutdown.clone()),
+            live: LiveFeeds::new(nats.clone(), limits.subscriber_buffer),
+            unnamed,
             nats,
             shutdown,
         }
@@ -64,10 +76,11 @@ impl EventsExt {
     /// The tonic service, ready to add to a server.
     pub fn service(
         nats: Nats,
-        fetch_limits: FetchLimits,
+        limits: &Limits,
+        unnamed: Arc<UnnamedLimit>,
         shutdown: CancellationToken,
     ) -> EventsServiceServer<EventsExt> {
-        EventsServiceServer::new(EventsExt::new(nats, fetch_limits, shutdown))
+        EventsServiceServer::new(EventsExt::new(nats, limits, unnamed, shutdown))
     }
 }
 
@@ -78,7 +91,7 @@ impl EventsService for EventsExt {
         request: Request<api::EnsureConsumerRequest>,
     ) -> Result<Response<api::EnsureConsumerResponse>, Status> {
         let spec = consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
-        let id = consumers::ensure_consumer(&self.nats, &spec)
+        let id = consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(api::EnsureConsumerResponse { id }))
@@ -188,9 +201,11 @@ impl EventsService for EventsExt {
             subject: request.subject,
             stream: request.stream,
         };
-        // The consumer exists once this returns, so every event stored after the response headers
+        // The feed is open once this returns, so every event stored after the response headers
         // reach the client is sent.
-        let events = reads::subscribe(&self.nats, &spec)
+        let events = self
+            .live
+            .subscribe(&spec)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(forward(

@@ -39,14 +39,14 @@ impl ToStatus for NatsError {
         match self {
             NatsError::Unavailable(_) => Status::unavailable(self.to_string()),
             NatsError::Api { description, .. } => match self.api_code() {
-                Some(
-                    ErrorCode::INSUFFICIENT_RESOURCES
-                    | ErrorCode::STORAGE_RESOURCES_EXCEEDED
-                    | ErrorCode::MEMORY_RESOURCES_EXCEEDED
-                    | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
-                    | ErrorCode::MAXIMUM_STREAMS_LIMIT
-                    | ErrorCode::MAXIMUM_CONSUMERS_LIMIT,
-                ) => Status::resource_exhausted(format!("JetStream: {description}")),
+                Some(ErrorCode::MAXIMUM_CONSUMERS_LIMIT) => Status::resource_exhausted(format!(
+                    "JetStream: {description} (the stream's max_consumers; for a stream without \
+                     one, nats-server's jetstream.limits.default_max_consumers, 1,000 unless \
+                     configured)"
+                )),
+                _ if self.is_resource_limit() => {
+                    Status::resource_exhausted(format!("JetStream: {description}"))
+                }
                 Some(
                     ErrorCode::CLUSTER_NOT_AVAILABLE
                     | ErrorCode::CLUSTER_NOT_ACTIVE
@@ -84,6 +84,9 @@ impl ToStatus for ConsumerError {
                 Status::not_found(self.to_string())
             }
             ConsumerError::Rejected(message) => Status::failed_precondition(message.clone()),
+            ConsumerError::TooManyUnnamed { .. } => {
+                Status::resource_exhausted(format!("{self} (MAX_UNNAMED_CONSUMERS_PER_STREAM)"))
+            }
             ConsumerError::Nats(err) => err.to_status(),
         }
     }
@@ -156,6 +159,9 @@ impl ToStatus for EventReadError {
             | EventReadError::NoStream(_)
             | EventReadError::EventNotFound { .. } => Status::not_found(self.to_string()),
             EventReadError::WorkQueue(_) => Status::failed_precondition(self.to_string()),
+            EventReadError::TooSlow { .. } => {
+                Status::resource_exhausted(format!("{self} (SUBSCRIBER_BUFFER_EVENTS)"))
+            }
             EventReadError::Nats(err) => err.to_status(),
         }
     }
@@ -321,6 +327,24 @@ mod tests {
         assert!(
             server_full.message().ends_with("(FETCH_MAX_IN_FLIGHT)"),
             "{server_full:?}"
+        );
+        let slow = EventReadError::TooSlow { limit: 5, next: 9 }.to_status();
+        assert_eq!(slow.code(), Code::ResourceExhausted);
+        assert!(
+            slow.message().contains("SUBSCRIBER_BUFFER_EVENTS") && slow.message().contains("id 9"),
+            "{slow:?}"
+        );
+        let unnamed = ConsumerError::TooManyUnnamed {
+            stream: "s".into(),
+            limit: 5,
+        }
+        .to_status();
+        assert_eq!(unnamed.code(), Code::ResourceExhausted);
+        assert!(
+            unnamed
+                .message()
+                .contains("MAX_UNNAMED_CONSUMERS_PER_STREAM"),
+            "{unnamed:?}"
         );
         assert_eq!(
             code(&FetchError::Consumer(ConsumerError::StreamNotFound(

@@ -11,6 +11,7 @@ mod streams;
 
 use std::{process::Stdio, time::Duration};
 
+use jetway_testkit::eventually;
 use serde_json::Value;
 use server::TestServer;
 use tokio::{
@@ -408,6 +409,46 @@ async fn tail_prints_only_events_stored_after_it_started() {
     let events = tailed.json();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["data"], "new");
+}
+
+/// How many consumers stream `orders` has, as `jetway stream info` tells.
+async fn orders_consumers(server: &TestServer) -> u64 {
+    run(server, &["--json", "stream", "info", "orders"])
+        .await
+        .json()[0]["consumers"]
+        .as_u64()
+        .expect("a consumer count")
+}
+
+/// `jetway tail` stopped with SIGTERM (as `kill`, a process supervisor or a container runtime stop
+/// it) deletes its consumer and exits cleanly, as it does on Ctrl-C.
+#[tokio::test]
+async fn tail_deletes_its_consumer_when_terminated() {
+    let server = server_with_orders().await;
+    let mut tail = jetway(&server, &["tail", "orders"]).spawn().unwrap();
+    wait_for_stderr(&mut tail, "tailing").await;
+    assert_eq!(
+        orders_consumers(&server).await,
+        1,
+        "the tail's own consumer"
+    );
+
+    let pid = tail.id().expect("tail is running").to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+    eventually("the tail's consumer is deleted", || async {
+        (orders_consumers(&server).await == 0).then_some(())
+    })
+    .await;
+    let status = tokio::time::timeout(RUN_GUARD, tail.wait())
+        .await
+        .expect("tail exits within the guard")
+        .unwrap();
+    assert!(status.success(), "tail ended with {status}");
 }
 
 #[tokio::test]

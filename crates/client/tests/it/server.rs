@@ -10,7 +10,7 @@ use jetway_client::tonic::transport::Channel;
 use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
     app::{self, Listeners},
-    config::Config,
+    config::Limits,
 };
 use jetway_testkit::{NatsServer, eventually};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -116,7 +116,7 @@ impl Running {
         let task = tokio::spawn(app::serve(
             nats,
             listeners,
-            Config::default(),
+            Limits::default(),
             shutdown.clone(),
         ));
         wait_serving(&url).await;

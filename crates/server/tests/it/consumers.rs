@@ -1,19 +1,26 @@
 //! EnsureConsumer and DeleteConsumer over gRPC, checked in JetStream: ephemeral and durable defaults,
-//! filters, start positions, updates that keep a durable's position, and validation.
+//! filters, start positions, updates that keep a durable's position, validation, and the cap on
+//! unnamed consumers per stream.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use futures::StreamExt;
 use jetway_api::{
     google::protobuf::{Duration as PbDuration, Timestamp},
+    jetway::events::v1 as api,
     windshift::events::v1alpha1::{
         DeleteConsumerRequest, EnsureConsumerRequest, StreamPointer, stream_pointer::Pointer,
     },
 };
+use jetway_core::consumers::DEFAULT_MAX_UNNAMED_PER_STREAM;
+use jetway_server::config::Limits;
 use tonic::{Code, Status};
 
-use crate::harness::{Env, RECV_GUARD, assert_status, value_of};
+use crate::{
+    clients::{self, collect, next},
+    harness::{Env, RECV_GUARD, assert_status, value_of},
+};
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
 
@@ -472,5 +479,161 @@ async fn delete_consumer_removes_it_once() {
             .durable_name
             .as_deref(),
         Some("worker")
+    );
+}
+
+/// Unnamed EnsureConsumer calls, through either API, stop at their cap per stream
+/// (`MAX_UNNAMED_CONSUMERS_PER_STREAM`), also when they come at once; named consumers, other
+/// streams and reads are not held back, and a deleted unnamed consumer frees its place.
+#[tokio::test]
+async fn unnamed_consumers_stop_at_their_cap_per_stream() {
+    let limits = Limits {
+        max_unnamed_consumers_per_stream: 3,
+        ..Limits::default()
+    };
+    let mut env = Env::start_with(limits).await;
+    env.stream("orders", &["orders.>"]).await;
+    env.stream("audit", &["audit.>"]).await;
+    let mut jetway = clients::events(&env).await;
+    // A live feed (and its consumer) open throughout: Jetway's own readers are not counted.
+    let mut feed = jetway
+        .subscribe(api::SubscribeRequest {
+            subject: "orders.>".into(),
+            stream: "orders".into(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+
+    let attempts = (0..10).map(|_| {
+        let mut client = env.client.clone();
+        async move {
+            client
+                .ensure_consumer(request("orders", None, &["orders.>"]))
+                .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let created: Vec<String> = results
+        .iter()
+        .filter_map(|result| result.as_ref().ok().map(|r| r.get_ref().id.clone()))
+        .collect();
+    assert_eq!(created.len(), 3, "{results:?}");
+    for refused in results.into_iter().filter(Result::is_err) {
+        assert_status(
+            refused,
+            Code::ResourceExhausted,
+            "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+        );
+    }
+    let unnamed = api::EnsureConsumerRequest {
+        stream: "orders".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    };
+    assert_status(
+        jetway.ensure_consumer(unnamed.clone()).await,
+        Code::ResourceExhausted,
+        "stream orders has 3 unnamed consumers",
+    );
+
+    // Everything else still works.
+    try_ensure(&mut env, request("audit", None, &["audit.>"]))
+        .await
+        .expect("another stream has a cap of its own");
+    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+    let id = env.publish("orders.created", "after the cap").await;
+    assert_eq!(next(&mut feed).await.event.expect("an event").id, id);
+    let read = jetway
+        .read_events(api::ReadEventsRequest {
+            stream: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(collect(read).await.expect("read to the end").len(), 1);
+
+    env.client
+        .delete_consumer(delete("orders", &created[0]))
+        .await
+        .expect("delete one");
+    jetway
+        .ensure_consumer(unnamed)
+        .await
+        .expect("a deleted one frees its place");
+}
+
+/// Where the 1,000 of issue 17 comes from: nats-server 2.15 gives a stream created with
+/// `max_consumers: -1` (as Jetway creates them) a limit of 1,000 consumers all the same
+/// (`jetstream { limits { default_max_consumers } }`), counting every consumer, so 1,000 unnamed
+/// ones used to lock every read, live subscription and new consumer out of the stream for an hour.
+/// Unnamed ones now stop at half of that by default.
+#[tokio::test]
+async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    assert_eq!(env.stream_info("orders").await.config.max_consumers, -1);
+    let mut jetway = clients::events(&env).await;
+    for _ in 0..DEFAULT_MAX_UNNAMED_PER_STREAM {
+        try_ensure(&mut env, request("orders", None, &["orders.>"]))
+            .await
+            .expect("below the cap");
+    }
+    assert_status(
+        try_ensure(&mut env, request("orders", None, &["orders.>"])).await,
+        Code::ResourceExhausted,
+        "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+    );
+
+    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .await;
+    let mut feed = jetway
+        .subscribe(api::SubscribeRequest {
+            subject: "orders.>".into(),
+            stream: "orders".into(),
+        })
+        .await
+        .expect("subscribe at the cap")
+        .into_inner();
+    let id = env.publish("orders.created", "x").await;
+    assert_eq!(next(&mut feed).await.event.expect("an event").id, id);
+    let read = jetway
+        .read_events(api::ReadEventsRequest {
+            stream: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("read at the cap")
+        .into_inner();
+    assert_eq!(collect(read).await.expect("read to the end").len(), 1);
+
+    // The rest of nats-server's 1,000, taken directly.
+    let stream = env.js.get_stream("orders").await.expect("stream");
+    let mut count = env.stream_info("orders").await.state.consumer_count;
+    let refusal = loop {
+        assert!(count <= 1000, "nats-server took more than 1,000 consumers");
+        let config = pull::Config {
+            name: Some(format!("direct-{count}")),
+            ..Default::default()
+        };
+        match stream.create_consumer(config).await {
+            Ok(_) => count += 1,
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(count, 1000, "{refusal}");
+    assert!(
+        refusal
+            .to_string()
+            .contains("maximum consumers limit reached"),
+        "{refusal}"
+    );
+    // And Jetway says which limit that is.
+    assert_status(
+        try_ensure(&mut env, request("orders", Some("late"), &["orders.>"])).await,
+        Code::ResourceExhausted,
+        "default_max_consumers",
     );
 }

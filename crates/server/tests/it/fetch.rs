@@ -7,7 +7,8 @@ use async_nats::jetstream::consumer::{AckPolicy, pull, push};
 use jetway_api::jetway::events::v1::{self as api, AckRequest, FetchRequest, RejectRequest};
 use tonic::Code;
 
-use jetway_server::config::Config;
+use jetway_core::fetch::FetchLimits;
+use jetway_server::config::Limits;
 use jetway_testkit::eventually;
 
 use crate::{
@@ -391,11 +392,13 @@ async fn fetch_stays_within_the_consumers_request_limits() {
 }
 
 /// Jetway with limits on fetched events in flight small enough to reach in a test.
-fn limits(per_consumer: usize, total: usize) -> Config {
-    Config {
-        fetch_max_in_flight_per_consumer: per_consumer,
-        fetch_max_in_flight: total,
-        ..Config::default()
+fn limits(per_consumer: usize, total: usize) -> Limits {
+    Limits {
+        fetch: FetchLimits {
+            per_consumer,
+            total,
+        },
+        ..Limits::default()
     }
 }
 

@@ -24,7 +24,7 @@ use jetway_api::{
 use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
     app::{self, Listeners},
-    config::Config,
+    config::Limits,
 };
 use jetway_testkit::{NatsServer, eventually};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
@@ -47,14 +47,13 @@ pub struct Jetway {
 }
 
 impl Jetway {
-    /// Serves on loopback ports against `nats_url`, with the default configuration.
+    /// Serves on loopback ports against `nats_url`, with the default limits.
     pub async fn start(nats_url: &str) -> Jetway {
-        Jetway::start_with(nats_url, Config::default()).await
+        Jetway::start_with(nats_url, Limits::default()).await
     }
 
-    /// Serves on loopback ports against `nats_url`, with `config` (of which the listener and NATS
-    /// settings do not apply).
-    pub async fn start_with(nats_url: &str, config: Config) -> Jetway {
+    /// Serves on loopback ports against `nats_url`, within `limits`.
+    pub async fn start_with(nats_url: &str, limits: Limits) -> Jetway {
         let settings = ConnectSettings {
             url: nats_url.to_owned(),
             name: "jetway-test".into(),
@@ -68,7 +67,7 @@ impl Jetway {
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let health_addr = listeners.health.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, config, shutdown.clone()));
+        let task = tokio::spawn(app::serve(nats, listeners, limits, shutdown.clone()));
         let jetway = Jetway {
             grpc_addr,
             health_addr,
@@ -163,13 +162,13 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Env {
-        Env::start_with(Config::default()).await
+        Env::start_with(Limits::default()).await
     }
 
-    /// An environment whose Jetway server runs with `config`.
-    pub async fn start_with(config: Config) -> Env {
+    /// An environment whose Jetway server has `limits`.
+    pub async fn start_with(limits: Limits) -> Env {
         let nats = NatsServer::start();
-        let jetway = Jetway::start_with(&nats.url(), config).await;
+        let jetway = Jetway::start_with(&nats.url(), limits).await;
         let client = EventsServiceClient::new(jetway.channel().await);
         let direct = async_nats::connect(nats.url())
             .await

@@ -12,6 +12,7 @@ use jetway_api::{
     windshift::events::v1alpha1::stream_pointer::Pointer as WindshiftPointer,
 };
 use jetway_core::reads::READ_BATCH;
+use jetway_server::config::Limits;
 use jetway_testkit::eventually;
 use tonic::Code;
 
@@ -506,6 +507,188 @@ async fn subscribe_fans_new_events_out_to_every_subscriber_and_cleans_up() {
         .expect("the subscription ends")
         .expect_err("with an error");
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
+/// Subscribers share one consumer per stream and subject filter, so a stream serves far more of
+/// them than nats-server's 1,000 consumers per stream, over several connections, and each gets
+/// every event, in order. The consumer goes when the last subscriber does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_scales_past_a_thousand_subscribers_on_one_stream() {
+    const SUBSCRIBERS: usize = 1500;
+    // Not more at once on one connection: h2 ends a connection with GOAWAY (too_many_data_frames)
+    // when a few hundred small request messages wait there for their calls to start.
+    const CONNECTIONS: usize = 25;
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(env.jetway.channel().await);
+    }
+    let calls = (0..SUBSCRIBERS).map(|i| {
+        let mut client =
+            api::events_service_client::EventsServiceClient::new(channels[i % CONNECTIONS].clone());
+        async move {
+            client
+                .subscribe(subscribe("orders.>", "orders"))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {SUBSCRIBERS} refused, e.g. {:?}",
+        refused.len(),
+        refused.first()
+    );
+    let mut feeds: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(env.stream_info("orders").await.state.consumer_count, 1);
+
+    let mut client = clients::events(&env).await;
+    let first = publish(&mut client, typed("orders.created", "first")).await;
+    let second = publish(&mut client, typed("orders.paid", "second")).await;
+    let received = futures::future::join_all(feeds.iter_mut().map(|feed| async move {
+        [next(feed).await, next(feed).await].map(|r| r.event.expect("an event").id)
+    }))
+    .await;
+    assert!(
+        received.iter().all(|ids| *ids == [first, second]),
+        "every subscriber gets both events in order"
+    );
+
+    drop(feeds);
+    eventually("the shared consumer is deleted", || async {
+        (env.stream_info("orders").await.state.consumer_count == 0).then_some(())
+    })
+    .await;
+}
+
+/// A subscriber that stops reading falls behind its feed and is cut off once it has
+/// `SUBSCRIBER_BUFFER_EVENTS` waiting: its call ends, after the events it was sent (in order,
+/// without a gap), with RESOURCE_EXHAUSTED naming the limit and the first event it missed. The
+/// feed does not wait for it: the other subscriber gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_cut_off_and_the_others_carry_on() {
+    const EVENTS: usize = 400;
+    const BUFFER: usize = 64;
+    let limits = Limits {
+        subscriber_buffer: BUFFER,
+        ..Limits::default()
+    };
+    let mut env = Env::start_with(limits).await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    // Reads nothing until the end; a 1 KiB window lets the server send only a few events ahead.
+    let mut slow = api::events_service_client::EventsServiceClient::new(
+        env.jetway.slow_reader_channel().await,
+    )
+    .subscribe(subscribe("orders.>", "orders"))
+    .await
+    .expect("subscribe")
+    .into_inner();
+    let mut fast = client
+        .subscribe(subscribe("orders.>", "orders"))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        while ids.len() < EVENTS {
+            ids.push(next(&mut fast).await.event.expect("an event").id);
+        }
+        (ids, fast)
+    });
+
+    // 2 KiB each, so what the server's HTTP/2 layer buffers adds only a few to what the slow
+    // subscriber holds.
+    let body = "x".repeat(2048);
+    let mut published = Vec::new();
+    for _ in 0..EVENTS / 100 {
+        let batch = api::PublishBatchRequest {
+            events: (0..100)
+                .map(|_| raw("orders.created", &body, "text/plain", &[]))
+                .collect(),
+        };
+        let results = client
+            .publish_batch(batch)
+            .await
+            .expect("publish")
+            .into_inner();
+        for result in results.results {
+            match result.result {
+                Some(api::publish_result::Result::Published(p)) => published.push(p.id),
+                other => panic!("not published: {other:?}"),
+            }
+        }
+    }
+    let (ids, _fast) = reader.await.expect("the fast reader");
+    assert_eq!(ids, published);
+
+    let mut got = Vec::new();
+    let status = loop {
+        let message = tokio::time::timeout(crate::harness::RECV_GUARD, slow.message())
+            .await
+            .expect("the slow subscriber's call ends");
+        match message {
+            Ok(Some(response)) => got.push(response.event.expect("an event").id),
+            Ok(None) => panic!("ended OK after {} events", got.len()),
+            Err(status) => break status,
+        }
+    };
+    assert!(got.len() < EVENTS, "cut off before the end");
+    assert_eq!(got, published[..got.len()], "in order, without a gap");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let missed = published[got.len()];
+    for needle in [
+        "SUBSCRIBER_BUFFER_EVENTS".to_owned(),
+        format!("id {missed}"),
+    ] {
+        assert!(status.message().contains(&needle), "{needle} in {status:?}");
+    }
+    assert_eq!(env.stream_info("orders").await.state.consumer_count, 1);
+}
+
+/// A live feed's consumer lives in nats-server's memory; after nats-server restarts, the feed
+/// recreates it from the last event it handed out, so its subscribers miss nothing and get
+/// nothing twice.
+#[tokio::test]
+async fn subscribers_carry_on_after_a_nats_restart() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let mut feeds = Vec::new();
+    for _ in 0..2 {
+        let feed = client
+            .subscribe(subscribe("orders.>", "orders"))
+            .await
+            .expect("subscribe")
+            .into_inner();
+        feeds.push(feed);
+    }
+    let before = publish(&mut client, typed("orders.created", "before")).await;
+    for feed in &mut feeds {
+        assert_eq!(next(feed).await.event.expect("an event").id, before);
+    }
+
+    env.nats.restart();
+    let after = eventually("publishing resumes", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .publish_event(typed("orders.created", "after"))
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner()
+    .id;
+    let later = publish(&mut client, typed("orders.created", "later")).await;
+    for feed in &mut feeds {
+        let ids = [next(feed).await, next(feed).await].map(|r| r.event.expect("an event").id);
+        assert_eq!(ids, [after, later]);
+    }
 }
 
 #[tokio::test]
