@@ -641,8 +641,8 @@ fn go_duration_nanos(text: &str) -> Option<f64> {
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return None;
         }
-        // `f64` parsing rejects a trailing dot that Go accepts ("1.s"), so pad it.
-        let value: f64 = format!("{number}0").parse().ok()?;
+        // `f64` parsing rejects a trailing dot that Go accepts ("1.s"), so drop it.
+        let value: f64 = number.strip_suffix('.').unwrap_or(number).parse().ok()?;
         rest = &rest[number_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -889,6 +889,23 @@ mod tests {
         }
         assert_eq!("Always".parse::<SyncInterval>().unwrap().as_str(), "always");
         assert_eq!("30s".parse::<SyncInterval>().unwrap().to_string(), "30s");
+    }
+
+    #[test]
+    fn durations_have_go_values() {
+        for (text, nanos) in [
+            ("30s", 30e9),
+            ("1h30m", 5400e9),
+            ("250ms", 250e6),
+            ("1.s", 1e9),
+            (".5h", 1800e9),
+            ("1.5us", 1500.0),
+        ] {
+            assert_eq!(go_duration_nanos(text), Some(nanos), "{text}");
+        }
+        // Go's limit is about 2,562,047 hours.
+        assert!(go_duration_nanos("2562047h").is_some());
+        assert_eq!(go_duration_nanos("2562048h"), None);
     }
 
     #[test]
