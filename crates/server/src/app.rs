@@ -125,7 +125,10 @@ pub async fn serve(
     let state = StateServiceServer::new(State::new(nats.clone()));
     let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
     let grpc = Server::builder()
-        .http2_adaptive_window(Some(true))
+        // Fixed windows, not hyper's adaptive ones: see `transport::STREAM_WINDOW`.
+        .http2_adaptive_window(Some(false))
+        .initial_connection_window_size(crate::transport::CONNECTION_WINDOW)
+        .initial_stream_window_size(crate::transport::STREAM_WINDOW)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)

@@ -17,3 +17,4 @@ mod reads;
 mod smoke;
 mod state;
 mod streams;
+mod transport;
