@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use jetway_core::connection::{redact_credentials, server_addrs};
 use serde::Deserialize;
@@ -28,7 +29,7 @@ const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 20] = [
+const VARIABLES: [&str; 25] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -49,6 +50,11 @@ const VARIABLES: [&str; 20] = [
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_RESOURCE_ATTRIBUTES",
+    "GRPC_MAX_CONNECTIONS",
+    "GRPC_IDLE_TIMEOUT",
+    "GRPC_MAX_STREAMS_PER_CONNECTION",
+    "HEALTH_MAX_CONNECTIONS",
+    "HEALTH_HEADER_TIMEOUT",
 ];
 
 /// Every variable the server reads, for checks such as "does the compose file only set variables
@@ -57,6 +63,8 @@ pub const KNOWN_VARIABLES: &[&str] = &VARIABLES;
 
 const PORT_EXPECTED: &str = "is not a port number (0-65535)";
 const SYNC_INTERVAL_EXPECTED: &str = r#"is not "always" or a duration like "2m""#;
+const COUNT_EXPECTED: &str = "is not a whole number of at least 1";
+const TIMEOUT_EXPECTED: &str = r#"is not a positive duration like "10s", "500ms" or "5m""#;
 
 /// Jetway's effective configuration, loaded from the environment by [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +108,46 @@ pub struct Config {
     pub nats_sync_interval: SyncInterval,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+    /// What one client, or all of them together, may hold of the server.
+    pub limits: Limits,
+}
+
+/// Every limit a client can reach on the two listeners, in one place: connections, idle and slow
+/// connections, and calls. Each is documented in the README's configuration table
+/// and answered as that table says. Durations are Go durations (`500ms`, `10s`, `5m`), as in
+/// `NATS_SYNC_INTERVAL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `GRPC_MAX_CONNECTIONS`: the most connections open on the gRPC port at once. Over it, a new
+    /// connection is closed as soon as it is accepted (the client sees it reset and retries), so a
+    /// flood of connections cannot use up the process's file descriptors. Default: 1024.
+    pub grpc_max_connections: usize,
+    /// `GRPC_IDLE_TIMEOUT`: a gRPC connection with no call in progress for this long is closed,
+    /// including one that never sends a call (keepalive pings alone close only peers that stop
+    /// answering them). A client opens a new connection for its next call. Default: 5 minutes.
+    pub grpc_idle_timeout: Duration,
+    /// `GRPC_MAX_STREAMS_PER_CONNECTION`: the most calls open at once on one connection (HTTP/2's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; a client waits for a free one). Default: 4096.
+    pub grpc_max_streams_per_connection: u32,
+    /// `HEALTH_MAX_CONNECTIONS`: the most connections open on the health port at once; over it,
+    /// as on the gRPC port, a new connection is closed at once. Default: 64.
+    pub health_max_connections: usize,
+    /// `HEALTH_HEADER_TIMEOUT`: how long the health port waits for a request's complete headers,
+    /// from the moment it starts waiting for them (so also between two requests of one keep-alive
+    /// connection); then it closes the connection. Default: 10 seconds.
+    pub health_header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            grpc_max_connections: 1024,
+            grpc_idle_timeout: Duration::from_secs(5 * 60),
+            grpc_max_streams_per_connection: 4096,
+            health_max_connections: 64,
+            health_header_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// OpenTelemetry settings. Export is on only when an OTLP endpoint is set and the SDK is not
@@ -179,6 +227,7 @@ impl Default for Config {
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
             nats_sync_interval: SyncInterval::default(),
             telemetry: TelemetryConfig::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -207,6 +256,11 @@ struct RawVars {
     otel_traces_sampler: Option<String>,
     otel_traces_sampler_arg: Option<String>,
     otel_resource_attributes: Option<String>,
+    grpc_max_connections: Option<String>,
+    grpc_idle_timeout: Option<String>,
+    grpc_max_streams_per_connection: Option<String>,
+    health_max_connections: Option<String>,
+    health_header_timeout: Option<String>,
 }
 
 impl Config {
@@ -264,6 +318,7 @@ impl Config {
         let defaults = Self::default();
         let mut check = Checker { problems };
         let telemetry = check.telemetry(&raw, defaults.telemetry.clone());
+        let limits = check.limits(&raw, &defaults.limits);
         let grpc_port = check.field("GRPC_PORT", raw.grpc_port, defaults.grpc_port, parse_port);
         let health_port = check.health_port(
             raw.health_port,
@@ -290,21 +345,11 @@ impl Config {
             "NATS_PUBLISH_ASYNC_MAX_PENDING",
             raw.nats_publish_async_max_pending,
             defaults.nats_publish_async_max_pending,
-            |v| match v.parse::<usize>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err("is not a whole number of at least 1".to_owned()),
-            },
+            parse_count,
         );
-        let worker_threads =
-            check.field(
-                "WORKER_THREADS",
-                raw.worker_threads,
-                None,
-                |v| match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => Ok(Some(n)),
-                    _ => Err("is not a whole number of at least 1".to_owned()),
-                },
-            );
+        let worker_threads = check.field("WORKER_THREADS", raw.worker_threads, None, |v| {
+            parse_count(v).map(Some)
+        });
         let nats_local_port = check.field(
             "NATS_LOCAL_PORT",
             raw.nats_local_port,
@@ -349,6 +394,7 @@ impl Config {
                 .map_or(defaults.nats_data_dir, PathBuf::from),
             nats_sync_interval,
             telemetry,
+            limits,
         })
     }
 
@@ -391,6 +437,11 @@ impl Config {
             nats_sync_interval = %self.nats_sync_interval,
             otel_endpoint = self.telemetry.export_endpoint().unwrap_or("unset: no trace export"),
             otel_service_name = %self.telemetry.service_name,
+            grpc_max_connections = self.limits.grpc_max_connections,
+            grpc_idle_timeout = ?self.limits.grpc_idle_timeout,
+            grpc_max_streams_per_connection = self.limits.grpc_max_streams_per_connection,
+            health_max_connections = self.limits.health_max_connections,
+            health_header_timeout = ?self.limits.health_header_timeout,
             "configuration"
         );
     }
@@ -454,6 +505,45 @@ impl Checker {
 }
 
 impl Checker {
+    /// The [`Limits`] variables.
+    fn limits(&mut self, raw: &RawVars, default: &Limits) -> Limits {
+        Limits {
+            grpc_max_connections: self.field(
+                "GRPC_MAX_CONNECTIONS",
+                raw.grpc_max_connections.clone(),
+                default.grpc_max_connections,
+                parse_count,
+            ),
+            grpc_idle_timeout: self.field(
+                "GRPC_IDLE_TIMEOUT",
+                raw.grpc_idle_timeout.clone(),
+                default.grpc_idle_timeout,
+                parse_timeout,
+            ),
+            grpc_max_streams_per_connection: self.field(
+                "GRPC_MAX_STREAMS_PER_CONNECTION",
+                raw.grpc_max_streams_per_connection.clone(),
+                default.grpc_max_streams_per_connection,
+                |v| match v.parse::<u32>() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err("is not a whole number from 1 to 4294967295".to_owned()),
+                },
+            ),
+            health_max_connections: self.field(
+                "HEALTH_MAX_CONNECTIONS",
+                raw.health_max_connections.clone(),
+                default.health_max_connections,
+                parse_count,
+            ),
+            health_header_timeout: self.field(
+                "HEALTH_HEADER_TIMEOUT",
+                raw.health_header_timeout.clone(),
+                default.health_header_timeout,
+                parse_timeout,
+            ),
+        }
+    }
+
     /// The `OTEL_*` variables. Only what Jetway itself acts on is read here; the OTLP exporter also
     /// honours its own `OTEL_EXPORTER_OTLP_*` settings (headers, timeout, compression).
     fn telemetry(&mut self, raw: &RawVars, default: TelemetryConfig) -> TelemetryConfig {
@@ -540,6 +630,23 @@ fn known_variable(name: &str) -> Option<&'static str> {
 
 fn parse_port(value: &str) -> Result<u16, String> {
     value.parse().map_err(|_| PORT_EXPECTED.to_owned())
+}
+
+/// A count of things, at least 1 (a limit of 0 would refuse everything).
+fn parse_count(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(COUNT_EXPECTED.to_owned()),
+    }
+}
+
+/// A positive Go duration, as `NATS_SYNC_INTERVAL` takes.
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match go_duration_nanos(value) {
+        // Whole nanoseconds: the fraction of a nanosecond Go would drop too.
+        Some(nanos) if nanos >= 1.0 => Ok(Duration::from_nanos(nanos as u64)),
+        _ => Err(TIMEOUT_EXPECTED.to_owned()),
+    }
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -750,6 +857,12 @@ mod tests {
         assert_eq!(config.nats_data_dir, PathBuf::from("./data/nats"));
         assert_eq!(config.nats_sync_interval.as_str(), "always");
         assert!(config.nats_sync_interval.is_always());
+        let limits = config.limits;
+        assert_eq!(limits.grpc_max_connections, 1024);
+        assert_eq!(limits.grpc_idle_timeout, Duration::from_secs(300));
+        assert_eq!(limits.grpc_max_streams_per_connection, 4096);
+        assert_eq!(limits.health_max_connections, 64);
+        assert_eq!(limits.health_header_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -783,6 +896,11 @@ mod tests {
                 "deployment.environment=dev, team = shop",
             ),
             ("OTEL_SDK_DISABLED", "false"),
+            ("GRPC_MAX_CONNECTIONS", "10"),
+            ("GRPC_IDLE_TIMEOUT", "1m30s"),
+            ("GRPC_MAX_STREAMS_PER_CONNECTION", "100"),
+            ("HEALTH_MAX_CONNECTIONS", "3"),
+            ("HEALTH_HEADER_TIMEOUT", "250ms"),
         ])
         .unwrap();
         assert_eq!(
@@ -812,6 +930,13 @@ mod tests {
                         ("deployment.environment".to_owned(), "dev".to_owned()),
                         ("team".to_owned(), "shop".to_owned()),
                     ],
+                },
+                limits: Limits {
+                    grpc_max_connections: 10,
+                    grpc_idle_timeout: Duration::from_secs(90),
+                    grpc_max_streams_per_connection: 100,
+                    health_max_connections: 3,
+                    health_header_timeout: Duration::from_millis(250),
                 },
             }
         );
@@ -989,6 +1114,36 @@ mod tests {
                 "NATS_SYNC_INTERVAL",
                 "0s",
                 r#"NATS_SYNC_INTERVAL="0s" is a zero duration"#,
+            ),
+            (
+                "GRPC_MAX_CONNECTIONS",
+                "0",
+                r#"GRPC_MAX_CONNECTIONS="0" is not a whole number of at least 1"#,
+            ),
+            (
+                "GRPC_IDLE_TIMEOUT",
+                "0s",
+                r#"GRPC_IDLE_TIMEOUT="0s" is not a positive duration like "10s""#,
+            ),
+            (
+                "GRPC_IDLE_TIMEOUT",
+                "30",
+                r#"GRPC_IDLE_TIMEOUT="30" is not a positive duration"#,
+            ),
+            (
+                "GRPC_MAX_STREAMS_PER_CONNECTION",
+                "4294967296",
+                r#"GRPC_MAX_STREAMS_PER_CONNECTION="4294967296" is not a whole number from 1"#,
+            ),
+            (
+                "HEALTH_MAX_CONNECTIONS",
+                "-1",
+                r#"HEALTH_MAX_CONNECTIONS="-1" is not a whole number of at least 1"#,
+            ),
+            (
+                "HEALTH_HEADER_TIMEOUT",
+                "10",
+                r#"HEALTH_HEADER_TIMEOUT="10" is not a positive duration"#,
             ),
         ];
         for (variable, value, expected) in cases {

@@ -92,7 +92,7 @@ async fn serve(config: &Config, url: String) -> Result<(), Box<dyn std::error::E
     let listeners = Listeners::bind(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app::serve(nats, listeners, shutdown).await?;
+    app::serve(nats, listeners, config.limits.clone(), shutdown).await?;
     Ok(())
 }
 

@@ -110,7 +110,12 @@ impl Running {
         };
         let url = format!("http://{}", listeners.grpc.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, shutdown.clone()));
+        let task = tokio::spawn(app::serve(
+            nats,
+            listeners,
+            Default::default(),
+            shutdown.clone(),
+        ));
         wait_serving(&url).await;
         Running { shutdown, task }
     }

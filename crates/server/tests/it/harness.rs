@@ -22,7 +22,10 @@ use jetway_api::{
     },
 };
 use jetway_core::{ConnectSettings, Nats};
-use jetway_server::app::{self, Listeners};
+use jetway_server::{
+    app::{self, Listeners},
+    config::Limits,
+};
 use jetway_testkit::{NatsServer, eventually};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,6 +49,11 @@ pub struct Jetway {
 impl Jetway {
     /// Serves on loopback ports against `nats_url`.
     pub async fn start(nats_url: &str) -> Jetway {
+        Jetway::start_with(nats_url, Limits::default()).await
+    }
+
+    /// Serves on loopback ports against `nats_url`, within `limits`.
+    pub async fn start_with(nats_url: &str, limits: Limits) -> Jetway {
         let settings = ConnectSettings {
             url: nats_url.to_owned(),
             name: "jetway-test".into(),
@@ -59,7 +67,7 @@ impl Jetway {
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let health_addr = listeners.health.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, shutdown.clone()));
+        let task = tokio::spawn(app::serve(nats, listeners, limits, shutdown.clone()));
         let jetway = Jetway {
             grpc_addr,
             health_addr,
@@ -154,8 +162,13 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Env {
+        Env::start_with(Limits::default()).await
+    }
+
+    /// An environment whose Jetway runs within `limits`.
+    pub async fn start_with(limits: Limits) -> Env {
         let nats = NatsServer::start();
-        let jetway = Jetway::start(&nats.url()).await;
+        let jetway = Jetway::start_with(&nats.url(), limits).await;
         let client = EventsServiceClient::new(jetway.channel().await);
         let direct = async_nats::connect(nats.url())
             .await

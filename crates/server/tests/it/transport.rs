@@ -1,8 +1,10 @@
-//! HTTP/2 under load: a client sending tiny messages at full speed on a PublishStream or an Events
-//! stream keeps its connection.
+//! The limits of the two listeners: slow and idle connections are closed, connections over a port's
+//! cap are refused; and a client sending tiny messages at full speed on a PublishStream or an
+//! Events stream keeps its connection.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, io, net::SocketAddr, time::Duration};
 
+use bytes::Bytes;
 use jetway_api::{
     jetway::events::v1::{
         self as api, PublishStreamRequest, publish_event_request, publish_result::Result as Outcome,
@@ -11,13 +13,252 @@ use jetway_api::{
         EventsRequest, events_request, events_response::Response as Resp,
     },
 };
-use tokio::sync::mpsc;
+use jetway_server::config::Limits;
+use jetway_testkit::eventually;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+    task::JoinHandle,
+};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http;
 
 use crate::{
     clients::{self, typed},
     harness::{Env, RECV_GUARD, subscribe},
 };
+
+/// The default limits with `change` applied: small enough for a test to reach them.
+fn limits(change: impl FnOnce(&mut Limits)) -> Limits {
+    let mut limits = Limits::default();
+    change(&mut limits);
+    limits
+}
+
+/// True once the peer has closed the connection that `try_read` reads (everything it sent read,
+/// then its end, or a reset). Never waits.
+fn closed(try_read: impl Fn(&mut [u8]) -> io::Result<usize>) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+async fn wait_closed(stream: &TcpStream, what: &str) {
+    eventually(what, || async {
+        closed(|buf| stream.try_read(buf)).then_some(())
+    })
+    .await;
+}
+
+/// A GET on a fresh connection: the status code, or `None` if the server closed it unanswered.
+async fn try_http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(RECV_GUARD, stream.read_to_string(&mut response))
+        .await
+        .expect("an answer or the end within the guard")
+        .ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A bare HTTP/2 client connection. Its task answers the server's pings and settings, as any
+/// client does, and ends when the server closes the connection.
+struct H2 {
+    send: h2::client::SendRequest<Bytes>,
+    connection: JoinHandle<()>,
+}
+
+impl H2 {
+    /// Connects and shakes hands; `None` if the server closed the connection instead.
+    async fn connect(addr: SocketAddr) -> Option<H2> {
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        let (send, connection) = h2::client::handshake(tcp).await.ok()?;
+        let connection = tokio::spawn(async move {
+            connection.await.ok();
+        });
+        // The server's SETTINGS arrive, or the connection ends.
+        let send = tokio::time::timeout(RECV_GUARD, send.ready())
+            .await
+            .expect("ready or closed within the guard")
+            .ok()?;
+        let h2 = H2 { send, connection };
+        // A refused connection ends without a word; one that is served answers a call.
+        let mut probe = h2.send.clone();
+        let answered = probe.call(HEALTH_CHECK).await.is_ok();
+        answered.then_some(h2)
+    }
+
+    async fn wait_closed(&self, what: &str) {
+        eventually(what, || async {
+            self.connection.is_finished().then_some(())
+        })
+        .await;
+    }
+}
+
+/// Starts a gRPC call to `path` with an empty request message, and returns the response body once
+/// the response headers said 200: the call stays open until the body is dropped.
+trait Call {
+    async fn call(&mut self, path: &str) -> Result<h2::RecvStream, h2::Error>;
+}
+
+impl Call for h2::client::SendRequest<Bytes> {
+    async fn call(&mut self, path: &str) -> Result<h2::RecvStream, h2::Error> {
+        let request = http::Request::post(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut send = self.clone().ready().await?;
+        let (response, mut body) = send.send_request(request, false)?;
+        body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)?;
+        let response = tokio::time::timeout(RECV_GUARD, response)
+            .await
+            .expect("response headers within the guard")?;
+        assert_eq!(response.status(), 200, "a gRPC response");
+        Ok(response.into_body())
+    }
+}
+
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+
+#[tokio::test]
+async fn slow_and_idle_connections_on_the_health_port_are_closed() {
+    let env = Env::start_with(limits(|l| {
+        l.health_header_timeout = Duration::from_millis(300);
+    }))
+    .await;
+    let addr = env.jetway.health_addr;
+
+    // A header that grows by a byte every 50 ms, for as long as the connection lasts.
+    let (slow, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
+    let dripping = tokio::spawn(async move {
+        writer
+            .write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            .await
+            .ok();
+        let mut ticks = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            ticks.tick().await;
+            if writer.write_all(b"a").await.is_err() {
+                return;
+            }
+        }
+    });
+    // A request line that never ends.
+    let mut unfinished = TcpStream::connect(addr).await.unwrap();
+    unfinished.write_all(b"GET /heal").await.unwrap();
+    // A keep-alive connection that asks once, then says nothing.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the first request is answered");
+
+    eventually("the dripping header is cut off", || async {
+        closed(|buf| slow.try_read(buf)).then_some(())
+    })
+    .await;
+    wait_closed(&unfinished, "the unfinished request line is closed").await;
+    wait_closed(&idle, "the idle keep-alive connection is closed").await;
+    eventually("the dripping client notices", || async {
+        dripping.is_finished().then_some(())
+    })
+    .await;
+    assert_eq!(
+        try_http_status(addr, "/healthz").await,
+        Some(200),
+        "the port still serves"
+    );
+}
+
+#[tokio::test]
+async fn a_grpc_connection_without_calls_is_closed_and_one_with_a_call_is_kept() {
+    let env = Env::start_with(limits(|l| {
+        l.grpc_idle_timeout = Duration::from_millis(300);
+    }))
+    .await;
+    let addr = env.jetway.grpc_addr;
+
+    // A call that stays open (a health Watch) on one connection...
+    let mut busy = H2::connect(addr).await.expect("a connection");
+    let watch = busy.send.call(HEALTH_WATCH).await.expect("a Watch call");
+    // ...then a connection that shakes hands, answers pings, and never calls.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    // Held: an h2 client with no handle left closes its connection itself.
+    let (_idle_handle, connection) = h2::client::handshake(tcp).await.unwrap();
+    let idle = tokio::spawn(async move {
+        connection.await.ok();
+    });
+    eventually("the connection without calls is closed", || async {
+        idle.is_finished().then_some(())
+    })
+    .await;
+
+    // The idle timeout has passed for the busy connection too, but its call keeps it open.
+    assert!(
+        !busy.connection.is_finished(),
+        "a connection with a call stays"
+    );
+    let mut check = busy
+        .send
+        .call(HEALTH_CHECK)
+        .await
+        .expect("the busy connection still takes calls");
+    let answer = tokio::time::timeout(RECV_GUARD, check.data()).await;
+    assert!(matches!(answer, Ok(Some(Ok(_)))), "{answer:?}");
+    // Once its last call ends, it is idle too.
+    drop(watch);
+    busy.wait_closed("the connection whose call ended is closed")
+        .await;
+}
+
+#[tokio::test]
+async fn connections_over_a_port_s_cap_are_closed_at_once() {
+    let mut env = Env::start_with(limits(|l| {
+        l.grpc_max_connections = 2;
+        l.health_max_connections = 2;
+    }))
+    .await;
+
+    // Health: two idle connections fill the port; a third is closed without an answer.
+    let health = env.jetway.health_addr;
+    let first = TcpStream::connect(health).await.unwrap();
+    let second = TcpStream::connect(health).await.unwrap();
+    eventually("a third health connection is refused", || async {
+        (try_http_status(health, "/healthz").await.is_none()).then_some(())
+    })
+    .await;
+    drop(first);
+    eventually("a freed slot is used again", || async {
+        (try_http_status(health, "/healthz").await == Some(200)).then_some(())
+    })
+    .await;
+    drop(second);
+
+    // gRPC: the environment's client holds one connection; one more fills the port.
+    let grpc = env.jetway.grpc_addr;
+    let held = eventually("the second gRPC connection is served", || H2::connect(grpc)).await;
+    let refused = H2::connect(grpc).await;
+    assert!(refused.is_none(), "a third gRPC connection is refused");
+    env.stream("held", &["held.>"]).await;
+    drop(held);
+    eventually("a freed gRPC slot is used again", || H2::connect(grpc)).await;
+}
 
 /// A publish of 8 raw bytes: the smallest event that is not empty.
 fn tiny(i: u64) -> PublishStreamRequest {
