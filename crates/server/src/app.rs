@@ -89,6 +89,9 @@ pub enum ServeError {
     /// The reflection service could not load the descriptors (a build problem).
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The descriptors compiled into the binary do not decode (a build problem).
+    #[error("descriptors: {0}")]
+    Descriptors(#[from] prost::DecodeError),
 }
 
 /// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs), within
@@ -110,6 +113,13 @@ pub async fn serve(
         jetway_api::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ];
+    let streaming = transport::streaming_methods(&[
+        jetway_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
+    let max_message = limits.grpc_max_message_bytes;
     let mut reflection_v1 = tonic_reflection::server::Builder::configure();
     let mut reflection_v1alpha = tonic_reflection::server::Builder::configure();
     for set in descriptors {
@@ -119,12 +129,18 @@ pub async fn serve(
 
     // The streaming services get their own token, cancelled first, so sessions and streams end
     // before the listener stops waiting for them.
+    // Every service decodes requests up to the same explicit size; see `Limits`.
     let sessions = CancellationToken::new();
-    let events = EventsServiceServer::new(Events::new(nats.clone(), sessions.clone()));
-    let state = StateServiceServer::new(State::new(nats.clone()));
-    let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
-    let events_ext = crate::events_ext::EventsExt::service(nats.clone(), sessions.clone());
-    let admin = crate::admin::Admin::service(nats.clone(), sessions.clone());
+    let events = EventsServiceServer::new(Events::new(nats.clone(), sessions.clone()))
+        .max_decoding_message_size(max_message);
+    let state =
+        StateServiceServer::new(State::new(nats.clone())).max_decoding_message_size(max_message);
+    let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()))
+        .max_decoding_message_size(max_message);
+    let events_ext = crate::events_ext::EventsExt::service(nats.clone(), sessions.clone())
+        .max_decoding_message_size(max_message);
+    let admin = crate::admin::Admin::service(nats.clone(), sessions.clone())
+        .max_decoding_message_size(max_message);
     let grpc = Server::builder()
         // Fixed windows, not hyper's adaptive ones: see `transport::STREAM_WINDOW`.
         .http2_adaptive_window(Some(false))
@@ -136,12 +152,20 @@ pub async fn serve(
         // HTTP/2 sends one frame per write: larger frames let a client's busy PublishStream go out
         // in fewer, larger writes (frames of the default 16 KiB split it).
         .max_frame_size(Some(1 << 20))
-        .layer(CallLayer)
+        .layer(CallLayer::new(streaming, &limits))
         .layer(crate::panic::CatchPanicLayer)
         .trace_fn(crate::telemetry::grpc_span)
-        .add_service(health_service)
-        .add_service(reflection_v1.build_v1()?)
-        .add_service(reflection_v1alpha.build_v1alpha()?)
+        .add_service(health_service.max_decoding_message_size(max_message))
+        .add_service(
+            reflection_v1
+                .build_v1()?
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            reflection_v1alpha
+                .build_v1alpha()?
+                .max_decoding_message_size(max_message),
+        )
         .add_service(events)
         .add_service(state)
         .add_service(state_ext)

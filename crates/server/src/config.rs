@@ -29,7 +29,7 @@ const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 25] = [
+const VARIABLES: [&str; 27] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -53,6 +53,8 @@ const VARIABLES: [&str; 25] = [
     "GRPC_MAX_CONNECTIONS",
     "GRPC_IDLE_TIMEOUT",
     "GRPC_MAX_STREAMS_PER_CONNECTION",
+    "GRPC_MAX_STREAMING_CALLS",
+    "GRPC_MAX_MESSAGE_BYTES",
     "HEALTH_MAX_CONNECTIONS",
     "HEALTH_HEADER_TIMEOUT",
 ];
@@ -113,7 +115,7 @@ pub struct Config {
 }
 
 /// Every limit a client can reach on the two listeners, in one place: connections, idle and slow
-/// connections, and calls. Each is documented in the README's configuration table
+/// connections, calls, and request sizes. Each is documented in the README's configuration table
 /// and answered as that table says. Durations are Go durations (`500ms`, `10s`, `5m`), as in
 /// `NATS_SYNC_INTERVAL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +131,16 @@ pub struct Limits {
     /// `GRPC_MAX_STREAMS_PER_CONNECTION`: the most calls open at once on one connection (HTTP/2's
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`; a client waits for a free one). Default: 4096.
     pub grpc_max_streams_per_connection: u32,
+    /// `GRPC_MAX_STREAMING_CALLS`: the most streaming calls (Events sessions, PublishStream,
+    /// ReadEvents, Subscribe, Watch, Keys, History, ListDeadLetters, health Watch, reflection) open
+    /// at once on the whole server; one more is answered RESOURCE_EXHAUSTED. Each holds a task and
+    /// usually a JetStream consumer. Default: 10,000.
+    pub grpc_max_streaming_calls: usize,
+    /// `GRPC_MAX_MESSAGE_BYTES`: the largest request message the server decodes, on every service
+    /// (a PublishBatch counts as one message); checked from the message's length prefix before it
+    /// is read, and answered RESOURCE_EXHAUSTED. At least 1024. Default: 4 MiB (gRPC's customary
+    /// limit), which holds an event of NATS's default `max_payload` of 1 MiB.
+    pub grpc_max_message_bytes: usize,
     /// `HEALTH_MAX_CONNECTIONS`: the most connections open on the health port at once; over it,
     /// as on the gRPC port, a new connection is closed at once. Default: 64.
     pub health_max_connections: usize,
@@ -144,6 +156,8 @@ impl Default for Limits {
             grpc_max_connections: 1024,
             grpc_idle_timeout: Duration::from_secs(5 * 60),
             grpc_max_streams_per_connection: 4096,
+            grpc_max_streaming_calls: 10_000,
+            grpc_max_message_bytes: 4 << 20,
             health_max_connections: 64,
             health_header_timeout: Duration::from_secs(10),
         }
@@ -259,6 +273,8 @@ struct RawVars {
     grpc_max_connections: Option<String>,
     grpc_idle_timeout: Option<String>,
     grpc_max_streams_per_connection: Option<String>,
+    grpc_max_streaming_calls: Option<String>,
+    grpc_max_message_bytes: Option<String>,
     health_max_connections: Option<String>,
     health_header_timeout: Option<String>,
 }
@@ -440,6 +456,8 @@ impl Config {
             grpc_max_connections = self.limits.grpc_max_connections,
             grpc_idle_timeout = ?self.limits.grpc_idle_timeout,
             grpc_max_streams_per_connection = self.limits.grpc_max_streams_per_connection,
+            grpc_max_streaming_calls = self.limits.grpc_max_streaming_calls,
+            grpc_max_message_bytes = self.limits.grpc_max_message_bytes,
             health_max_connections = self.limits.health_max_connections,
             health_header_timeout = ?self.limits.health_header_timeout,
             "configuration"
@@ -527,6 +545,21 @@ impl Checker {
                 |v| match v.parse::<u32>() {
                     Ok(n) if n >= 1 => Ok(n),
                     _ => Err("is not a whole number from 1 to 4294967295".to_owned()),
+                },
+            ),
+            grpc_max_streaming_calls: self.field(
+                "GRPC_MAX_STREAMING_CALLS",
+                raw.grpc_max_streaming_calls.clone(),
+                default.grpc_max_streaming_calls,
+                parse_count,
+            ),
+            grpc_max_message_bytes: self.field(
+                "GRPC_MAX_MESSAGE_BYTES",
+                raw.grpc_max_message_bytes.clone(),
+                default.grpc_max_message_bytes,
+                |v| match v.parse::<usize>() {
+                    Ok(n) if n >= 1024 => Ok(n),
+                    _ => Err("is not a whole number of bytes, at least 1024".to_owned()),
                 },
             ),
             health_max_connections: self.field(
@@ -861,6 +894,8 @@ mod tests {
         assert_eq!(limits.grpc_max_connections, 1024);
         assert_eq!(limits.grpc_idle_timeout, Duration::from_secs(300));
         assert_eq!(limits.grpc_max_streams_per_connection, 4096);
+        assert_eq!(limits.grpc_max_streaming_calls, 10_000);
+        assert_eq!(limits.grpc_max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(limits.health_max_connections, 64);
         assert_eq!(limits.health_header_timeout, Duration::from_secs(10));
     }
@@ -899,6 +934,8 @@ mod tests {
             ("GRPC_MAX_CONNECTIONS", "10"),
             ("GRPC_IDLE_TIMEOUT", "1m30s"),
             ("GRPC_MAX_STREAMS_PER_CONNECTION", "100"),
+            ("GRPC_MAX_STREAMING_CALLS", "20"),
+            ("GRPC_MAX_MESSAGE_BYTES", "65536"),
             ("HEALTH_MAX_CONNECTIONS", "3"),
             ("HEALTH_HEADER_TIMEOUT", "250ms"),
         ])
@@ -935,6 +972,8 @@ mod tests {
                     grpc_max_connections: 10,
                     grpc_idle_timeout: Duration::from_secs(90),
                     grpc_max_streams_per_connection: 100,
+                    grpc_max_streaming_calls: 20,
+                    grpc_max_message_bytes: 65536,
                     health_max_connections: 3,
                     health_header_timeout: Duration::from_millis(250),
                 },
@@ -1134,6 +1173,16 @@ mod tests {
                 "GRPC_MAX_STREAMS_PER_CONNECTION",
                 "4294967296",
                 r#"GRPC_MAX_STREAMS_PER_CONNECTION="4294967296" is not a whole number from 1"#,
+            ),
+            (
+                "GRPC_MAX_STREAMING_CALLS",
+                "lots",
+                r#"GRPC_MAX_STREAMING_CALLS="lots" is not a whole number of at least 1"#,
+            ),
+            (
+                "GRPC_MAX_MESSAGE_BYTES",
+                "1023",
+                r#"GRPC_MAX_MESSAGE_BYTES="1023" is not a whole number of bytes, at least 1024"#,
             ),
             (
                 "HEALTH_MAX_CONNECTIONS",

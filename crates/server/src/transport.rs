@@ -1,14 +1,15 @@
-//! The connections of both listeners: the cap on open connections per port ([`Gate`]), the idle
-//! timeout of gRPC connections ([`GrpcConn`], with the calls counted by [`CallLayer`]), HTTP/2's
-//! receive windows, and the health port's HTTP/1 server with its header-read timeout
-//! ([`serve_health`]). The values come from
-//! [`Limits`](crate::config::Limits).
+//! The connections of both listeners and what every call costs them: the cap on open connections
+//! per port ([`Gate`]), the idle timeout of gRPC connections ([`GrpcConn`]), HTTP/2's receive
+//! windows, the server-wide cap on streaming calls and the status of a request over the message
+//! size limit ([`CallLayer`]), and the health port's HTTP/1 server with its header-read timeout
+//! ([`serve_health`]). The values come from [`Limits`].
 //!
 //! A connection over a port's cap is accepted and closed at once: the client sees it reset and can
 //! retry, instead of hanging in the kernel's backlog until its own timeout, and the warning in the
 //! log says which variable to raise.
 
 use std::{
+    collections::HashSet,
     convert::Infallible,
     future::Future,
     io,
@@ -28,6 +29,7 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
+use prost::Message;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -36,11 +38,13 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    Status,
+    Code, Status,
     body::Body,
     codegen::http,
     transport::server::{Connected, TcpConnectInfo},
 };
+
+use crate::config::Limits;
 
 /// HTTP/2 receive window of one connection. h2 closes a connection with GOAWAY
 /// `ENHANCE_YOUR_CALM` ("too_many_data_frames") once the DATA frames it has received and the
@@ -57,6 +61,10 @@ pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// server reads, as the protocol intends. It also bounds what one connection can make the server
 /// buffer to [`CONNECTION_WINDOW`], as the adaptive window's largest size did.
 pub const STREAM_WINDOW: u32 = CONNECTION_WINDOW / 64;
+
+/// How tonic's status for a request message over `max_decoding_message_size` begins; see
+/// [`over_message_limit`].
+const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: ";
 
 /// A listener with a cap on the connections open through it.
 pub struct Gate {
@@ -143,8 +151,7 @@ impl Slots {
     }
 }
 
-/// Connections closed at once because their port had its most open (see
-/// [`Limits`](crate::config::Limits)).
+/// Connections closed at once because their port had its most open (see [`Limits`]).
 pub const CONNECTIONS_REFUSED: &str = "jetway_connections_refused_total";
 
 /// Errors of `accept` that concern one connection, which is gone already: the next accept goes on
@@ -338,16 +345,66 @@ impl Connected for GrpcConn {
     }
 }
 
+/// The full names (`/package.Service/Method`) of the methods in `descriptor_sets` whose request
+/// or response streams.
+pub fn streaming_methods(descriptor_sets: &[&[u8]]) -> Result<HashSet<String>, prost::DecodeError> {
+    let mut methods = HashSet::new();
+    for set in descriptor_sets {
+        for file in prost_types::FileDescriptorSet::decode(*set)?.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    if method.client_streaming() || method.server_streaming() {
+                        let service = match package {
+                            "" => service.name().to_owned(),
+                            package => format!("{package}.{}", service.name()),
+                        };
+                        methods.insert(format!("/{service}/{}", method.name()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(methods)
+}
+
 /// The tower layer over every gRPC call: counts the call on its connection (see [`GrpcConn`])
-/// until its response ends.
-#[derive(Clone, Copy, Default)]
-pub struct CallLayer;
+/// until its response ends, holds one of the server's streaming-call slots for a streaming method,
+/// and answers a request over the message size limit as [`over_message_limit`] says.
+#[derive(Clone)]
+pub struct CallLayer {
+    calls: Arc<Calls>,
+}
+
+struct Calls {
+    streaming: HashSet<String>,
+    slots: Arc<Semaphore>,
+    max_streaming: usize,
+}
+
+impl CallLayer {
+    /// A layer for a server whose streaming methods are `streaming` (see [`streaming_methods`]).
+    pub fn new(streaming: HashSet<String>, limits: &Limits) -> CallLayer {
+        // Past the semaphore's own maximum (2^61 on 64 bits) the cap could never be reached.
+        let max_streaming = limits.grpc_max_streaming_calls.min(Semaphore::MAX_PERMITS);
+        CallLayer {
+            calls: Arc::new(Calls {
+                streaming,
+                slots: Arc::new(Semaphore::new(max_streaming)),
+                max_streaming,
+            }),
+        }
+    }
+}
 
 impl<S> tower::Layer<S> for CallLayer {
     type Service = CallService<S>;
 
     fn layer(&self, inner: S) -> CallService<S> {
-        CallService { inner }
+        CallService {
+            inner,
+            calls: self.calls.clone(),
+        }
     }
 }
 
@@ -355,12 +412,14 @@ impl<S> tower::Layer<S> for CallLayer {
 #[derive(Clone)]
 pub struct CallService<S> {
     inner: S,
+    calls: Arc<Calls>,
 }
 
 /// What a call holds until its response ends.
 #[derive(Default)]
 struct Held {
     _call: Option<CallInProgress>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for CallService<S>
@@ -384,9 +443,30 @@ where
             // Where tonic's `Request::remote_addr` looks for it.
             request.extensions_mut().insert(info.tcp);
         }
+        if self.calls.streaming.contains(request.uri().path()) {
+            match self.calls.slots.clone().try_acquire_owned() {
+                Ok(slot) => held._slot = Some(slot),
+                Err(_) => {
+                    let status = Status::resource_exhausted(format!(
+                        "{} streaming calls are open on this server, the most GRPC_MAX_STREAMING_CALLS \
+                         allows; retry once one has ended",
+                        self.calls.max_streaming
+                    ));
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            }
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
+            // A status in the headers is a call that failed before its handler ran (tonic could
+            // not decode the request, say).
+            let response = match Status::from_header_map(response.headers()) {
+                Some(status) if status.code() == Code::OutOfRange => {
+                    over_message_limit(status).into_http()
+                }
+                _ => response,
+            };
             Ok(response.map(|body| Body::new(HeldBody { body, _held: held })))
         })
     }
@@ -415,6 +495,22 @@ impl hyper::body::Body for HeldBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// tonic answers a request message over the service's `max_decoding_message_size` (checked from
+/// its length prefix, before the message is read) with OUT_OF_RANGE in words of its own; Jetway
+/// answers RESOURCE_EXHAUSTED naming the variable that sets the limit, as for its other limits.
+/// Every other status is returned as it is.
+pub fn over_message_limit(status: Status) -> Status {
+    if status.code() != Code::OutOfRange {
+        return status;
+    }
+    match status.message().strip_prefix(TONIC_TOO_LARGE) {
+        Some(sizes) => Status::resource_exhausted(format!(
+            "request: the message is over GRPC_MAX_MESSAGE_BYTES ({sizes})"
+        )),
+        None => status,
     }
 }
 
@@ -466,6 +562,55 @@ pub async fn serve_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_methods_come_from_the_descriptors() {
+        let methods = streaming_methods(&[
+            jetway_api::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ])
+        .unwrap();
+        for method in [
+            "/windshift.events.v1alpha1.EventsService/Events",
+            "/jetway.events.v1.EventsService/PublishStream",
+            "/jetway.events.v1.EventsService/ReadEvents",
+            "/jetway.events.v1.EventsService/Subscribe",
+            "/jetway.state.v1.StateService/Watch",
+            "/jetway.admin.v1.AdminService/ListDeadLetters",
+            "/grpc.health.v1.Health/Watch",
+        ] {
+            assert!(
+                methods.contains(method),
+                "{method} missing from {methods:?}"
+            );
+        }
+        for unary in [
+            "/windshift.events.v1alpha1.EventsService/PublishEvent",
+            "/jetway.events.v1.EventsService/PublishBatch",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert!(!methods.contains(unary), "{unary} is unary");
+        }
+    }
+
+    #[test]
+    fn tonic_s_message_size_status_names_the_variable() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 5000 bytes, the limit is: 4096 bytes",
+        );
+        let status = over_message_limit(tonic);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "request: the message is over GRPC_MAX_MESSAGE_BYTES (found 5000 bytes, the limit is: 4096 bytes)"
+        );
+        let other = over_message_limit(Status::out_of_range("from.id: past the end"));
+        assert_eq!(other.code(), Code::OutOfRange);
+        assert_eq!(
+            over_message_limit(Status::not_found("x")).code(),
+            Code::NotFound
+        );
+    }
 
     #[tokio::test]
     async fn a_connection_idles_only_without_calls() {

@@ -1,13 +1,15 @@
-//! The limits of the two listeners: slow and idle connections are closed, connections over a port's
-//! cap are refused; and a client sending tiny messages at full speed on a PublishStream or an
-//! Events stream keeps its connection.
+//! The limits of the two listeners and of what a call may carry: slow and idle connections are
+//! closed, connections over a port's cap are refused, request messages and settlements have a size
+//! limit, streaming calls a server-wide cap; and a client sending tiny messages at full speed on a
+//! PublishStream or an Events stream keeps its connection.
 
 use std::{collections::HashSet, io, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use jetway_api::{
     jetway::events::v1::{
-        self as api, PublishStreamRequest, publish_event_request, publish_result::Result as Outcome,
+        self as api, PublishBatchRequest, PublishStreamRequest, SubscribeRequest,
+        publish_event_request, publish_result::Result as Outcome,
     },
     windshift::events::v1alpha1::{
         EventsRequest, events_request, events_response::Response as Resp,
@@ -22,11 +24,11 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::http;
+use tonic::{Code, Status, codegen::http};
 
 use crate::{
     clients::{self, typed},
-    harness::{Env, RECV_GUARD, subscribe},
+    harness::{Env, RECV_GUARD, assert_status, subscribe},
 };
 
 /// The default limits with `change` applied: small enough for a test to reach them.
@@ -258,6 +260,202 @@ async fn connections_over_a_port_s_cap_are_closed_at_once() {
     env.stream("held", &["held.>"]).await;
     drop(held);
     eventually("a freed gRPC slot is used again", || H2::connect(grpc)).await;
+}
+
+/// A publish of `size` raw bytes.
+fn raw_event(subject: &str, size: usize) -> api::PublishEventRequest {
+    api::PublishEventRequest {
+        subject: subject.into(),
+        payload: Some(publish_event_request::Payload::Raw(api::RawPayload {
+            data: vec![b'x'; size].into(),
+            content_type: "text/plain".into(),
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn requests_over_the_message_size_limit_are_refused_naming_it() {
+    let mut env = Env::start_with(limits(|l| l.grpc_max_message_bytes = 64 << 10)).await;
+    env.stream("big", &["big.>"]).await;
+    let mut client = clients::events(&env).await;
+
+    // A batch of small events that is too large as a whole is refused before it is decoded.
+    let batch = PublishBatchRequest {
+        events: (0..100).map(|_| raw_event("big.batch", 1024)).collect(),
+    };
+    assert_status(
+        client.publish_batch(batch).await,
+        Code::ResourceExhausted,
+        "GRPC_MAX_MESSAGE_BYTES",
+    );
+    assert_status(
+        client.publish_event(raw_event("big.one", 65 << 10)).await,
+        Code::ResourceExhausted,
+        "GRPC_MAX_MESSAGE_BYTES",
+    );
+    // On a stream, the call ends with the same status.
+    let requests = vec![PublishStreamRequest {
+        correlation_id: 1,
+        event: Some(raw_event("big.stream", 65 << 10)),
+    }];
+    let outcome = async {
+        let mut responses = client
+            .publish_stream(tokio_stream::iter(requests))
+            .await?
+            .into_inner();
+        while responses.message().await?.is_some() {}
+        Ok::<_, Status>(())
+    };
+    assert_status(
+        outcome.await,
+        Code::ResourceExhausted,
+        "GRPC_MAX_MESSAGE_BYTES",
+    );
+    let mut session = env.open_events().await;
+    session
+        .send(events_request::Request::Ack(events_request::Ack {
+            // About 100 KiB of ids.
+            ids: (1..40_000).collect(),
+        }))
+        .await;
+    assert_status(
+        Err::<(), _>(session.expect_error().await),
+        Code::ResourceExhausted,
+        "GRPC_MAX_MESSAGE_BYTES",
+    );
+
+    // Under the limit, all is well.
+    let batch = PublishBatchRequest {
+        events: (0..10).map(|_| raw_event("big.batch", 1024)).collect(),
+    };
+    let results = client
+        .publish_batch(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 10);
+    assert_eq!(env.event_count("big").await, 10);
+}
+
+#[tokio::test]
+async fn one_settlement_takes_at_most_10000_ids() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let consumer = env
+        .consumer("orders", None, &["orders.>"], None, None)
+        .await;
+    let too_many: Vec<u64> = (1..=10_001).collect();
+    let requests = [
+        (
+            "ack.ids",
+            events_request::Request::Ack(events_request::Ack {
+                ids: too_many.clone(),
+            }),
+        ),
+        (
+            "reject.ids",
+            events_request::Request::Reject(events_request::Reject {
+                ids: too_many.clone(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "ping.ids",
+            events_request::Request::Ping(events_request::Ping {
+                ids: too_many.clone(),
+            }),
+        ),
+    ];
+    for (field, request) in requests {
+        let mut session = env.subscribe("orders", &consumer, None).await;
+        session.send(request).await;
+        assert_status(
+            Err::<(), _>(session.expect_error().await),
+            Code::InvalidArgument,
+            &format!("{field}: must list at most 10000 ids"),
+        );
+    }
+    // 10,000 is fine.
+    let mut session = env.subscribe("orders", &consumer, None).await;
+    let id = env.publish("orders.created", "one").await;
+    assert_eq!(session.event().await.id, id);
+    let mut ids: Vec<u64> = (100_000..109_999).collect();
+    ids.push(id);
+    let confirmation = session.ack(&ids).await;
+    assert_eq!(confirmation.ids, vec![id]);
+    assert_eq!(confirmation.invalid_ids.len(), 9_999);
+}
+
+#[tokio::test]
+async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
+    let mut env = Env::start_with(limits(|l| l.grpc_max_streaming_calls = 2)).await;
+    env.stream("orders", &["orders.>"]).await;
+    let consumer = env
+        .consumer("orders", None, &["orders.>"], None, None)
+        .await;
+    let first = env.subscribe("orders", &consumer, None).await;
+    // Another connection: the cap is the server's, not the connection's.
+    let mut other = clients::events(&env).await;
+    let live = other
+        .subscribe(SubscribeRequest {
+            subject: "orders.>".into(),
+            stream: "orders".into(),
+        })
+        .await
+        .expect("the second streaming call");
+
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(EventsRequest {
+        request: Some(subscribe("orders", &consumer, None)),
+    })
+    .await
+    .unwrap();
+    assert_status(
+        env.client.events(ReceiverStream::new(rx)).await,
+        Code::ResourceExhausted,
+        "GRPC_MAX_STREAMING_CALLS",
+    );
+    assert_status(
+        other
+            .read_events(api::ReadEventsRequest {
+                stream: "orders".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "GRPC_MAX_STREAMING_CALLS",
+    );
+    // Unary calls are not streaming calls.
+    env.publish("orders.created", "still served").await;
+
+    drop(live);
+    drop(first);
+    eventually("a freed streaming slot is used again", || {
+        let mut env_client = env.client.clone();
+        let consumer = consumer.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(1);
+            tx.send(EventsRequest {
+                request: Some(subscribe("orders", &consumer, None)),
+            })
+            .await
+            .ok()?;
+            let mut responses = env_client
+                .events(ReceiverStream::new(rx))
+                .await
+                .ok()?
+                .into_inner();
+            match responses.message().await {
+                Ok(Some(message)) => {
+                    matches!(message.response, Some(Resp::Subscribed(_))).then_some(())
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
 }
 
 /// A publish of 8 raw bytes: the smallest event that is not empty.
