@@ -19,13 +19,14 @@ use jetway_api::{
 use jetway_core::{Nats, consumers::UnnamedLimit};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 
 use crate::{
     config::{Config, Limits},
     events::Events,
     health,
     state::{State, StateExt},
+    transport::{self, CallLayer, Gate},
 };
 
 /// How long in-flight calls get to finish at shutdown before they are cut off.
@@ -41,10 +42,6 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// its connection (a host gone, a cable pulled) would otherwise keep its streams, their consumers and
 /// the events they hold until the server restarts.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The most calls open at once on one client connection (Events sessions and reads included), so
-/// one client cannot make the server hold unbounded consumers and tasks through a single connection.
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
 
 /// The two bound listeners.
 pub struct Listeners {
@@ -92,10 +89,13 @@ pub enum ServeError {
     /// The reflection service could not load the descriptors (a build problem).
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The descriptors compiled into the binary do not decode (a build problem).
+    #[error("descriptors: {0}")]
+    Descriptors(#[from] prost::DecodeError),
 }
 
-/// Serves within `limits` until `shutdown` is cancelled, then shuts down gracefully (see the module
-/// docs).
+/// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs), within
+/// `limits`.
 pub async fn serve(
     nats: Nats,
     listeners: Listeners,
@@ -115,6 +115,13 @@ pub async fn serve(
         jetway_api::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ];
+    let streaming = transport::streaming_methods(&[
+        jetway_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
+    let max_message = limits.grpc_max_message_bytes;
     let mut reflection_v1 = tonic_reflection::server::Builder::configure();
     let mut reflection_v1alpha = tonic_reflection::server::Builder::configure();
     for set in descriptors {
@@ -124,6 +131,7 @@ pub async fn serve(
 
     // The streaming services get their own token, cancelled first, so sessions and streams end
     // before the listener stops waiting for them.
+    // Every service decodes requests up to the same explicit size; see `Limits`.
     let sessions = CancellationToken::new();
     // Both EnsureConsumers create unnamed consumers, counted against one cap.
     let unnamed = Arc::new(UnnamedLimit::new(limits.max_unnamed_consumers_per_stream));
@@ -131,43 +139,77 @@ pub async fn serve(
         nats.clone(),
         Arc::clone(&unnamed),
         sessions.clone(),
-    ));
-    let state = StateServiceServer::new(State::new(nats.clone()));
-    let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()));
+    ))
+    .max_decoding_message_size(max_message);
+    let state =
+        StateServiceServer::new(State::new(nats.clone())).max_decoding_message_size(max_message);
+    let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()))
+        .max_decoding_message_size(max_message);
+    let events_ext =
+        crate::events_ext::EventsExt::service(nats.clone(), &limits, unnamed, sessions.clone())
+            .max_decoding_message_size(max_message);
+    let admin = crate::admin::Admin::service(nats.clone(), sessions.clone())
+        .max_decoding_message_size(max_message);
     let grpc = Server::builder()
-        .http2_adaptive_window(Some(true))
+        // Fixed windows, not hyper's adaptive ones: see `transport::STREAM_WINDOW`.
+        .http2_adaptive_window(Some(false))
+        .initial_connection_window_size(transport::CONNECTION_WINDOW)
+        .initial_stream_window_size(transport::STREAM_WINDOW)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_concurrent_streams(limits.grpc_max_streams_per_connection)
         // HTTP/2 sends one frame per write: larger frames let a client's busy PublishStream go out
         // in fewer, larger writes (frames of the default 16 KiB split it).
         .max_frame_size(Some(1 << 20))
+        .layer(CallLayer::new(streaming, &limits))
         .layer(crate::panic::CatchPanicLayer)
         .trace_fn(crate::telemetry::grpc_span)
-        .add_service(health_service)
-        .add_service(reflection_v1.build_v1()?)
-        .add_service(reflection_v1alpha.build_v1alpha()?)
+        .add_service(health_service.max_decoding_message_size(max_message))
+        .add_service(
+            reflection_v1
+                .build_v1()?
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            reflection_v1alpha
+                .build_v1alpha()?
+                .max_decoding_message_size(max_message),
+        )
         .add_service(events)
         .add_service(state)
         .add_service(state_ext)
-        .add_service(crate::events_ext::EventsExt::service(
-            nats.clone(),
-            &limits,
-            unnamed,
-            sessions.clone(),
-        ))
-        .add_service(crate::admin::Admin::service(nats.clone(), sessions.clone()))
+        .add_service(events_ext)
+        .add_service(admin)
         .serve_with_incoming_shutdown(
-            // `tcp_nodelay` on the builder does not reach a pre-bound listener; set it here.
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            transport::grpc_incoming(
+                Gate::new(
+                    listeners.grpc,
+                    limits.grpc_max_connections,
+                    "GRPC_MAX_CONNECTIONS",
+                    "grpc",
+                ),
+                limits.grpc_idle_timeout,
+            ),
             shutdown.clone().cancelled_owned(),
         );
-    let http = axum::serve(listeners.health, health::router(readiness))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = transport::serve_health(
+        Gate::new(
+            listeners.health,
+            limits.health_max_connections,
+            "HEALTH_MAX_CONNECTIONS",
+            "health",
+        ),
+        health::router(readiness),
+        limits.health_header_timeout,
+        shutdown.clone(),
+    );
     tracing::info!(%grpc_addr, %health_addr, "serving");
 
     let grpc = tokio::spawn(grpc);
-    let http = tokio::spawn(async move { http.await });
+    let http = tokio::spawn(async move {
+        http.await;
+        Ok::<(), std::io::Error>(())
+    });
     // Turns advisories into dead letters; stops with the sessions (see `jetway_core::dead_letters`).
     let dead_letters = tokio::spawn(jetway_core::dead_letters::run(
         nats.clone(),

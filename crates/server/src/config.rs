@@ -41,7 +41,7 @@ const NATS_STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
 
 /// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
 /// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 25] = [
+const VARIABLES: [&str; 32] = [
     "NATS_URL",
     "GRPC_PORT",
     "HEALTH_PORT",
@@ -67,6 +67,13 @@ const VARIABLES: [&str; 25] = [
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_RESOURCE_ATTRIBUTES",
+    "GRPC_MAX_CONNECTIONS",
+    "GRPC_IDLE_TIMEOUT",
+    "GRPC_MAX_STREAMS_PER_CONNECTION",
+    "GRPC_MAX_STREAMING_CALLS",
+    "GRPC_MAX_MESSAGE_BYTES",
+    "HEALTH_MAX_CONNECTIONS",
+    "HEALTH_HEADER_TIMEOUT",
 ];
 
 /// Every variable the server reads, for checks such as "does the compose file only set variables
@@ -75,6 +82,8 @@ pub const KNOWN_VARIABLES: &[&str] = &VARIABLES;
 
 const PORT_EXPECTED: &str = "is not a port number (0-65535)";
 const SYNC_INTERVAL_EXPECTED: &str = r#"is not "always" or a duration like "2m""#;
+const COUNT_EXPECTED: &str = "is not a whole number of at least 1";
+const TIMEOUT_EXPECTED: &str = r#"is not a positive duration like "10s", "500ms" or "5m""#;
 
 /// Jetway's effective configuration, loaded from the environment by [`Config::from_env`].
 #[derive(Debug, Clone, PartialEq)]
@@ -122,15 +131,46 @@ pub struct Config {
     /// SIGTERM at shutdown (it flushes and closes its JetStream store) before it is killed; a Go
     /// duration from `1s` to `1h`. Default: 25 s.
     pub nats_stop_timeout: Duration,
-    /// The limits a client can reach.
-    pub limits: Limits,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+    /// What one client, or all of them together, may hold of the server.
+    pub limits: Limits,
 }
 
-/// The limits a client can reach, each answered with RESOURCE_EXHAUSTED naming its variable.
+/// Every limit a client can reach, in one place: on the two listeners (connections, idle and slow
+/// connections, calls, request sizes), unnamed consumers, live subscribers and fetched events. Each is documented in the README's configuration table
+/// and answered as that table says. Durations are Go durations (`500ms`, `10s`, `5m`), as in
+/// `NATS_SYNC_INTERVAL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// `GRPC_MAX_CONNECTIONS`: the most connections open on the gRPC port at once. Over it, a new
+    /// connection is closed as soon as it is accepted (the client sees it reset and retries), so a
+    /// flood of connections cannot use up the process's file descriptors. Default: 1024.
+    pub grpc_max_connections: usize,
+    /// `GRPC_IDLE_TIMEOUT`: a gRPC connection with no call in progress for this long is closed,
+    /// including one that never sends a call (keepalive pings alone close only peers that stop
+    /// answering them). A client opens a new connection for its next call. Default: 5 minutes.
+    pub grpc_idle_timeout: Duration,
+    /// `GRPC_MAX_STREAMS_PER_CONNECTION`: the most calls open at once on one connection (HTTP/2's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; a client waits for a free one). Default: 4096.
+    pub grpc_max_streams_per_connection: u32,
+    /// `GRPC_MAX_STREAMING_CALLS`: the most streaming calls (Events sessions, PublishStream,
+    /// ReadEvents, Subscribe, Watch, Keys, History, ListDeadLetters, health Watch, reflection) open
+    /// at once on the whole server; one more is answered RESOURCE_EXHAUSTED. Each holds a task and
+    /// usually a JetStream consumer. Default: 10,000.
+    pub grpc_max_streaming_calls: usize,
+    /// `GRPC_MAX_MESSAGE_BYTES`: the largest request message the server decodes, on every service
+    /// (a PublishBatch counts as one message); checked from the message's length prefix before it
+    /// is read, and answered RESOURCE_EXHAUSTED. At least 1024. Default: 4 MiB (gRPC's customary
+    /// limit), which holds an event of NATS's default `max_payload` of 1 MiB.
+    pub grpc_max_message_bytes: usize,
+    /// `HEALTH_MAX_CONNECTIONS`: the most connections open on the health port at once; over it,
+    /// as on the gRPC port, a new connection is closed at once. Default: 64.
+    pub health_max_connections: usize,
+    /// `HEALTH_HEADER_TIMEOUT`: how long the health port waits for a request's complete headers,
+    /// from the moment it starts waiting for them (so also between two requests of one keep-alive
+    /// connection); then it closes the connection. Default: 10 seconds.
+    pub health_header_timeout: Duration,
     /// `MAX_UNNAMED_CONSUMERS_PER_STREAM`: the most unnamed consumers (EnsureConsumer without a
     /// name, both APIs) one stream may have; at least 1. Each lives until an hour after its last
     /// subscriber, and nats-server allows a stream 1,000 consumers by default, which reads, live
@@ -152,6 +192,13 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            grpc_max_connections: 1024,
+            grpc_idle_timeout: Duration::from_secs(5 * 60),
+            grpc_max_streams_per_connection: 4096,
+            grpc_max_streaming_calls: 10_000,
+            grpc_max_message_bytes: 4 << 20,
+            health_max_connections: 64,
+            health_header_timeout: Duration::from_secs(10),
             max_unnamed_consumers_per_stream: DEFAULT_MAX_UNNAMED_PER_STREAM,
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             fetch: FetchLimits {
@@ -239,8 +286,8 @@ impl Default for Config {
             nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
             nats_sync_interval: SyncInterval::default(),
             nats_stop_timeout: DEFAULT_NATS_STOP_TIMEOUT,
-            limits: Limits::default(),
             telemetry: TelemetryConfig::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -274,6 +321,13 @@ struct RawVars {
     otel_traces_sampler: Option<String>,
     otel_traces_sampler_arg: Option<String>,
     otel_resource_attributes: Option<String>,
+    grpc_max_connections: Option<String>,
+    grpc_idle_timeout: Option<String>,
+    grpc_max_streams_per_connection: Option<String>,
+    grpc_max_streaming_calls: Option<String>,
+    grpc_max_message_bytes: Option<String>,
+    health_max_connections: Option<String>,
+    health_header_timeout: Option<String>,
 }
 
 impl Config {
@@ -331,6 +385,7 @@ impl Config {
         let defaults = Self::default();
         let mut check = Checker { problems };
         let telemetry = check.telemetry(&raw, defaults.telemetry.clone());
+        let limits = check.limits(&raw, &defaults.limits);
         let grpc_port = check.field("GRPC_PORT", raw.grpc_port, defaults.grpc_port, parse_port);
         let health_port = check.health_port(
             raw.health_port,
@@ -359,16 +414,9 @@ impl Config {
             defaults.nats_publish_async_max_pending,
             parse_count,
         );
-        let worker_threads =
-            check.field(
-                "WORKER_THREADS",
-                raw.worker_threads,
-                None,
-                |v| match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => Ok(Some(n)),
-                    _ => Err("is not a whole number of at least 1".to_owned()),
-                },
-            );
+        let worker_threads = check.field("WORKER_THREADS", raw.worker_threads, None, |v| {
+            parse_count(v).map(Some)
+        });
         let nats_local_port = check.field(
             "NATS_LOCAL_PORT",
             raw.nats_local_port,
@@ -392,34 +440,6 @@ impl Config {
                     .ok_or_else(|| r#"is not a duration from 1s to 1h, like "25s""#.to_owned())
             },
         );
-        let limits = Limits {
-            max_unnamed_consumers_per_stream: check.field(
-                "MAX_UNNAMED_CONSUMERS_PER_STREAM",
-                raw.max_unnamed_consumers_per_stream,
-                defaults.limits.max_unnamed_consumers_per_stream,
-                parse_count,
-            ),
-            subscriber_buffer: check.field(
-                "SUBSCRIBER_BUFFER_EVENTS",
-                raw.subscriber_buffer_events,
-                defaults.limits.subscriber_buffer,
-                parse_count,
-            ),
-            fetch: FetchLimits {
-                per_consumer: check.field(
-                    "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
-                    raw.fetch_max_in_flight_per_consumer,
-                    defaults.limits.fetch.per_consumer,
-                    parse_count,
-                ),
-                total: check.field(
-                    "FETCH_MAX_IN_FLIGHT",
-                    raw.fetch_max_in_flight,
-                    defaults.limits.fetch.total,
-                    parse_count,
-                ),
-            },
-        };
         let nats_url = raw.nats_url.filter(|url| match NatsServers::parse(url) {
             Ok(_) => true,
             Err(reason) => {
@@ -452,8 +472,8 @@ impl Config {
                 .map_or(defaults.nats_data_dir, PathBuf::from),
             nats_sync_interval,
             nats_stop_timeout,
-            limits,
             telemetry,
+            limits,
         })
     }
 
@@ -501,6 +521,13 @@ impl Config {
             subscriber_buffer_events = self.limits.subscriber_buffer,
             otel_endpoint = self.telemetry.export_endpoint().unwrap_or("unset: no trace export"),
             otel_service_name = %self.telemetry.service_name,
+            grpc_max_connections = self.limits.grpc_max_connections,
+            grpc_idle_timeout = ?self.limits.grpc_idle_timeout,
+            grpc_max_streams_per_connection = self.limits.grpc_max_streams_per_connection,
+            grpc_max_streaming_calls = self.limits.grpc_max_streaming_calls,
+            grpc_max_message_bytes = self.limits.grpc_max_message_bytes,
+            health_max_connections = self.limits.health_max_connections,
+            health_header_timeout = ?self.limits.health_header_timeout,
             "configuration"
         );
     }
@@ -564,6 +591,86 @@ impl Checker {
 }
 
 impl Checker {
+    /// The [`Limits`] variables.
+    fn limits(&mut self, raw: &RawVars, default: &Limits) -> Limits {
+        Limits {
+            grpc_max_connections: self.field(
+                "GRPC_MAX_CONNECTIONS",
+                raw.grpc_max_connections.clone(),
+                default.grpc_max_connections,
+                parse_count,
+            ),
+            grpc_idle_timeout: self.field(
+                "GRPC_IDLE_TIMEOUT",
+                raw.grpc_idle_timeout.clone(),
+                default.grpc_idle_timeout,
+                parse_timeout,
+            ),
+            grpc_max_streams_per_connection: self.field(
+                "GRPC_MAX_STREAMS_PER_CONNECTION",
+                raw.grpc_max_streams_per_connection.clone(),
+                default.grpc_max_streams_per_connection,
+                |v| match v.parse::<u32>() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err("is not a whole number from 1 to 4294967295".to_owned()),
+                },
+            ),
+            grpc_max_streaming_calls: self.field(
+                "GRPC_MAX_STREAMING_CALLS",
+                raw.grpc_max_streaming_calls.clone(),
+                default.grpc_max_streaming_calls,
+                parse_count,
+            ),
+            grpc_max_message_bytes: self.field(
+                "GRPC_MAX_MESSAGE_BYTES",
+                raw.grpc_max_message_bytes.clone(),
+                default.grpc_max_message_bytes,
+                |v| match v.parse::<usize>() {
+                    Ok(n) if n >= 1024 => Ok(n),
+                    _ => Err("is not a whole number of bytes, at least 1024".to_owned()),
+                },
+            ),
+            health_max_connections: self.field(
+                "HEALTH_MAX_CONNECTIONS",
+                raw.health_max_connections.clone(),
+                default.health_max_connections,
+                parse_count,
+            ),
+            health_header_timeout: self.field(
+                "HEALTH_HEADER_TIMEOUT",
+                raw.health_header_timeout.clone(),
+                default.health_header_timeout,
+                parse_timeout,
+            ),
+            max_unnamed_consumers_per_stream: self.field(
+                "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+                raw.max_unnamed_consumers_per_stream.clone(),
+                default.max_unnamed_consumers_per_stream,
+                parse_count,
+            ),
+            subscriber_buffer: self.field(
+                "SUBSCRIBER_BUFFER_EVENTS",
+                raw.subscriber_buffer_events.clone(),
+                default.subscriber_buffer,
+                parse_count,
+            ),
+            fetch: FetchLimits {
+                per_consumer: self.field(
+                    "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+                    raw.fetch_max_in_flight_per_consumer.clone(),
+                    default.fetch.per_consumer,
+                    parse_count,
+                ),
+                total: self.field(
+                    "FETCH_MAX_IN_FLIGHT",
+                    raw.fetch_max_in_flight.clone(),
+                    default.fetch.total,
+                    parse_count,
+                ),
+            },
+        }
+    }
+
     /// The `OTEL_*` variables. Only what Jetway itself acts on is read here; the OTLP exporter also
     /// honours its own `OTEL_EXPORTER_OTLP_*` settings (headers, timeout, compression).
     fn telemetry(&mut self, raw: &RawVars, default: TelemetryConfig) -> TelemetryConfig {
@@ -652,11 +759,20 @@ fn parse_port(value: &str) -> Result<u16, String> {
     value.parse().map_err(|_| PORT_EXPECTED.to_owned())
 }
 
-/// A count limit: a whole number of at least 1.
+/// A count of things, at least 1 (a limit of 0 would refuse everything).
 fn parse_count(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err("is not a whole number of at least 1".to_owned()),
+        _ => Err(COUNT_EXPECTED.to_owned()),
+    }
+}
+
+/// A positive Go duration, as `NATS_SYNC_INTERVAL` takes.
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match go_duration_nanos(value) {
+        // Whole nanoseconds: the fraction of a nanosecond Go would drop too.
+        Some(nanos) if nanos >= 1.0 => Ok(Duration::from_nanos(nanos as u64)),
+        _ => Err(TIMEOUT_EXPECTED.to_owned()),
     }
 }
 
@@ -874,6 +990,14 @@ mod tests {
         assert_eq!(config.nats_stop_timeout, Duration::from_secs(25));
         assert_eq!(config.limits.max_unnamed_consumers_per_stream, 500);
         assert_eq!(config.limits.subscriber_buffer, 1000);
+        let limits = config.limits;
+        assert_eq!(limits.grpc_max_connections, 1024);
+        assert_eq!(limits.grpc_idle_timeout, Duration::from_secs(300));
+        assert_eq!(limits.grpc_max_streams_per_connection, 4096);
+        assert_eq!(limits.grpc_max_streaming_calls, 10_000);
+        assert_eq!(limits.grpc_max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(limits.health_max_connections, 64);
+        assert_eq!(limits.health_header_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -912,6 +1036,13 @@ mod tests {
                 "deployment.environment=dev, team = shop",
             ),
             ("OTEL_SDK_DISABLED", "false"),
+            ("GRPC_MAX_CONNECTIONS", "10"),
+            ("GRPC_IDLE_TIMEOUT", "1m30s"),
+            ("GRPC_MAX_STREAMS_PER_CONNECTION", "100"),
+            ("GRPC_MAX_STREAMING_CALLS", "20"),
+            ("GRPC_MAX_MESSAGE_BYTES", "65536"),
+            ("HEALTH_MAX_CONNECTIONS", "3"),
+            ("HEALTH_HEADER_TIMEOUT", "250ms"),
         ])
         .unwrap();
         assert_eq!(
@@ -930,14 +1061,6 @@ mod tests {
                 nats_data_dir: PathBuf::from("/var/lib/jetway"),
                 nats_sync_interval: "1h30m".parse().unwrap(),
                 nats_stop_timeout: Duration::from_secs(90),
-                limits: Limits {
-                    max_unnamed_consumers_per_stream: 20,
-                    subscriber_buffer: 1,
-                    fetch: FetchLimits {
-                        per_consumer: 50,
-                        total: 200,
-                    },
-                },
                 telemetry: TelemetryConfig {
                     disabled: false,
                     endpoint: Some("https://traces:4317".to_owned()),
@@ -950,6 +1073,21 @@ mod tests {
                         ("deployment.environment".to_owned(), "dev".to_owned()),
                         ("team".to_owned(), "shop".to_owned()),
                     ],
+                },
+                limits: Limits {
+                    grpc_max_connections: 10,
+                    grpc_idle_timeout: Duration::from_secs(90),
+                    grpc_max_streams_per_connection: 100,
+                    grpc_max_streaming_calls: 20,
+                    grpc_max_message_bytes: 65536,
+                    health_max_connections: 3,
+                    health_header_timeout: Duration::from_millis(250),
+                    max_unnamed_consumers_per_stream: 20,
+                    subscriber_buffer: 1,
+                    fetch: FetchLimits {
+                        per_consumer: 50,
+                        total: 200,
+                    },
                 },
             }
         );
@@ -1039,6 +1177,8 @@ mod tests {
             (".5h", 1800.0),
             ("100ms", 0.1),
             ("2562047h", 2562047.0 * 3600.0),
+            ("1.5us", 1.5e-6),
+            ("1h30m", 5400.0),
         ] {
             assert_eq!(go_duration_nanos(text), Some(seconds * 1e9), "{text}");
         }
@@ -1161,6 +1301,46 @@ mod tests {
                 "SUBSCRIBER_BUFFER_EVENTS",
                 "-5",
                 r#"SUBSCRIBER_BUFFER_EVENTS="-5" is not a whole number of at least 1"#,
+            ),
+            (
+                "GRPC_MAX_CONNECTIONS",
+                "0",
+                r#"GRPC_MAX_CONNECTIONS="0" is not a whole number of at least 1"#,
+            ),
+            (
+                "GRPC_IDLE_TIMEOUT",
+                "0s",
+                r#"GRPC_IDLE_TIMEOUT="0s" is not a positive duration like "10s""#,
+            ),
+            (
+                "GRPC_IDLE_TIMEOUT",
+                "30",
+                r#"GRPC_IDLE_TIMEOUT="30" is not a positive duration"#,
+            ),
+            (
+                "GRPC_MAX_STREAMS_PER_CONNECTION",
+                "4294967296",
+                r#"GRPC_MAX_STREAMS_PER_CONNECTION="4294967296" is not a whole number from 1"#,
+            ),
+            (
+                "GRPC_MAX_STREAMING_CALLS",
+                "lots",
+                r#"GRPC_MAX_STREAMING_CALLS="lots" is not a whole number of at least 1"#,
+            ),
+            (
+                "GRPC_MAX_MESSAGE_BYTES",
+                "1023",
+                r#"GRPC_MAX_MESSAGE_BYTES="1023" is not a whole number of bytes, at least 1024"#,
+            ),
+            (
+                "HEALTH_MAX_CONNECTIONS",
+                "-1",
+                r#"HEALTH_MAX_CONNECTIONS="-1" is not a whole number of at least 1"#,
+            ),
+            (
+                "HEALTH_HEADER_TIMEOUT",
+                "10",
+                r#"HEALTH_HEADER_TIMEOUT="10" is not a positive duration"#,
             ),
         ];
         for (variable, value, expected) in cases {

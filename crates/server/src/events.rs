@@ -19,7 +19,7 @@ use jetway_api::windshift::events::v1alpha1::{
 use jetway_core::{
     Nats,
     consumers::UnnamedLimit,
-    delivery::{Settle, SubscribeSpec, Subscription},
+    delivery::{MAX_PROCESSING_EVENTS_LIMIT, Settle, SubscribeSpec, Subscription},
     publish::Publisher,
 };
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -32,6 +32,7 @@ use crate::{
     publish_stream::Trace,
     status::{self, ToStatus},
     streaming,
+    transport::over_message_limit,
 };
 
 /// The Windshift events service.
@@ -163,7 +164,7 @@ impl Session {
             }
             // A request tonic could not decode or accept; if the client is still there, it learns
             // why (a cancel is not an error: tonic reports it as the end of requests).
-            Err(status) => return self.finish(End::Status(status)).await,
+            Err(status) => return self.finish(End::Status(over_message_limit(status))).await,
         };
         let spec = SubscribeSpec {
             stream: subscribe.stream,
@@ -213,7 +214,7 @@ impl Session {
                         reading = false;
                         continue;
                     }
-                    Err(status) => return End::Status(status),
+                    Err(status) => return End::Status(over_message_limit(status)),
                 },
                 delivery = subscription.next() => match delivery {
                     Ok(delivery) => Resp::Event(convert::event(delivery)),
@@ -255,20 +256,41 @@ fn shutting_down() -> Status {
     status::shutting_down("subscribe again to continue")
 }
 
+/// The most ids one Ack, Reject or Ping lists: the most events a session can hold
+/// (`maxProcessingEvents` is at most this many), so a longer list can only repeat ids or name ones
+/// the session does not hold. Fetch's Ack and Reject take as many.
+const MAX_SETTLE_IDS: usize = MAX_PROCESSING_EVENTS_LIMIT as usize;
+
+/// `ids`, if there are at most [`MAX_SETTLE_IDS`] of them.
+fn settle_ids<'a>(field: &str, ids: &'a [u64]) -> Result<&'a [u64], Status> {
+    if ids.len() > MAX_SETTLE_IDS {
+        return Err(Status::invalid_argument(format!(
+            "{field}: must list at most {MAX_SETTLE_IDS} ids, the most a session holds (got {})",
+            ids.len()
+        )));
+    }
+    Ok(ids)
+}
+
 /// Answers one request after the subscribe with exactly one confirmation.
 async fn handle(subscription: &mut Subscription, request: EventsRequest) -> Result<Resp, Status> {
     match request.request {
         Some(Req::Ack(ack)) => Ok(Resp::AckConfirmation(convert::ack_confirmation(
-            subscription.settle(&ack.ids, Settle::Ack).await,
+            subscription
+                .settle(settle_ids("ack.ids", &ack.ids)?, Settle::Ack)
+                .await,
         ))),
         Some(Req::Reject(reject)) => {
+            let ids = settle_ids("reject.ids", &reject.ids)?;
             let how = reject_kind(&reject)?;
             Ok(Resp::RejectConfirmation(convert::reject_confirmation(
-                subscription.settle(&reject.ids, how).await,
+                subscription.settle(ids, how).await,
             )))
         }
         Some(Req::Ping(ping)) => Ok(Resp::PingConfirmation(convert::ping_confirmation(
-            subscription.settle(&ping.ids, Settle::Ping).await,
+            subscription
+                .settle(settle_ids("ping.ids", &ping.ids)?, Settle::Ping)
+                .await,
         ))),
         Some(Req::Subscribe(_)) => Err(Status::failed_precondition(
             "request.subscribe: this stream is already subscribed; open a new Events stream to subscribe again",

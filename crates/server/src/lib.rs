@@ -16,3 +16,4 @@ pub mod status;
 pub mod streaming;
 pub mod supervisor;
 pub mod telemetry;
+pub mod transport;

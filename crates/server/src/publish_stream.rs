@@ -31,6 +31,7 @@ use crate::{
     events_ext::{publication, publish_result},
     status::{self, ToStatus},
     streaming::{self, Responses},
+    transport::over_message_limit,
 };
 
 /// Most requests read and not yet answered, per stream.
@@ -141,7 +142,7 @@ async fn run(
                 // Nothing more can be read; if the client is still there, it learns why.
                 Err(status) => {
                     reading = false;
-                    end = Err(status);
+                    end = Err(over_message_limit(status));
                 }
             },
         }

@@ -455,7 +455,12 @@ async fn a_request_too_large_ends_the_session_with_its_status() {
     session
         .send(subscribe("orders", &"w".repeat(5 << 20), None))
         .await;
-    assert_ends_with(&mut session, Code::OutOfRange, "message length too large").await;
+    assert_ends_with(
+        &mut session,
+        Code::ResourceExhausted,
+        "GRPC_MAX_MESSAGE_BYTES",
+    )
+    .await;
 
     let mut session = env.subscribe("orders", "worker", None).await;
     let id = env.publish("orders.created", "held").await;
@@ -465,7 +470,12 @@ async fn a_request_too_large_ends_the_session_with_its_status() {
             ids: vec![id; 5 << 20],
         }))
         .await;
-    assert_ends_with(&mut session, Code::OutOfRange, "message length too large").await;
+    assert_ends_with(
+        &mut session,
+        Code::ResourceExhausted,
+        "GRPC_MAX_MESSAGE_BYTES",
+    )
+    .await;
 
     let mut session = env.subscribe("orders", "worker", None).await;
     let event = session.event().await;

@@ -19,3 +19,4 @@ mod reads;
 mod smoke;
 mod state;
 mod streams;
+mod transport;

@@ -445,7 +445,7 @@ async fn a_request_too_large_ends_the_stream_with_its_status_after_the_answers()
     let end = tokio::time::timeout(RECV_GUARD, responses.message())
         .await
         .expect("the end within the guard time");
-    assert_status(end, Code::OutOfRange, "message length too large");
+    assert_status(end, Code::ResourceExhausted, "GRPC_MAX_MESSAGE_BYTES");
     assert_eq!(
         env.event_count("orders").await,
         1,

@@ -1,0 +1,632 @@
+//! The connections of both listeners and what every call costs them: the cap on open connections
+//! per port ([`Gate`]), the idle timeout of gRPC connections ([`GrpcConn`]), HTTP/2's receive
+//! windows, the server-wide cap on streaming calls and the status of a request over the message
+//! size limit ([`CallLayer`]), and the health port's HTTP/1 server with its header-read timeout
+//! ([`serve_health`]). The values come from [`Limits`].
+//!
+//! A connection over a port's cap is accepted and closed at once: the client sees it reset and can
+//! retry, instead of hanging in the kernel's backlog until its own timeout, and the warning in the
+//! log says which variable to raise.
+
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::Stream;
+use hyper::body::{Frame, SizeHint};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use prost::Message;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::{Instant, Sleep},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    Code, Status,
+    body::Body,
+    codegen::http,
+    transport::server::{Connected, TcpConnectInfo},
+};
+
+use crate::config::Limits;
+
+/// HTTP/2 receive window of one connection. h2 closes a connection with GOAWAY
+/// `ENHANCE_YOUR_CALM` ("too_many_data_frames") once the DATA frames it has received and the
+/// server has not read yet cost more than half of this window, a frame under 256 bytes costing
+/// 256 minus its size (h2's guard against floods of tiny frames). With hyper's adaptive window the
+/// connection and stream windows were equal, so a single stream of tiny messages (a PublishStream
+/// of small events, an Events stream acking one id at a time) that arrived faster than the server
+/// read them broke the whole connection long before flow control slowed the client.
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// HTTP/2 receive window of one stream: 1/64 of the connection's, so that one stream's unread
+/// frames stay within h2's budget even when each carries a message of 3 bytes (a frame of 8:
+/// 256 KiB / 8 × 248 < 8 MiB). Flow control then holds back a client that sends faster than the
+/// server reads, as the protocol intends. It also bounds what one connection can make the server
+/// buffer to [`CONNECTION_WINDOW`], as the adaptive window's largest size did.
+pub const STREAM_WINDOW: u32 = CONNECTION_WINDOW / 64;
+
+/// How tonic's status for a request message over `max_decoding_message_size` begins; see
+/// [`over_message_limit`].
+const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: ";
+
+/// A listener with a cap on the connections open through it.
+pub struct Gate {
+    listener: TcpListener,
+    slots: Slots,
+}
+
+/// The connection slots of one port.
+struct Slots {
+    permits: Arc<Semaphore>,
+    limit: u32,
+    /// The variable that sets `limit`, for the warning.
+    variable: &'static str,
+    /// The port's label on the refused-connections counter.
+    port: &'static str,
+    /// True from the first refused connection until one is admitted again, so a flood of refused
+    /// connections logs one warning rather than one each.
+    saturated: AtomicBool,
+}
+
+impl Gate {
+    /// Admits at most `limit` connections through `listener` at once (`variable` sets `limit`;
+    /// `port` names the port in metrics).
+    pub fn new(
+        listener: TcpListener,
+        limit: usize,
+        variable: &'static str,
+        port: &'static str,
+    ) -> Gate {
+        // More than u32::MAX connections cannot be open anyway (nor waited for at shutdown).
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        Gate {
+            listener,
+            slots: Slots {
+                permits: Arc::new(Semaphore::new(limit as usize)),
+                limit,
+                variable,
+                port,
+                saturated: AtomicBool::new(false),
+            },
+        }
+    }
+
+    /// The next connection within the cap, with the slot it holds until it is dropped. Connections
+    /// over the cap are closed as they arrive.
+    async fn accept(&self) -> (TcpStream, OwnedSemaphorePermit) {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            };
+            match self.slots.permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.slots.saturated.store(false, Ordering::Relaxed);
+                    return (stream, permit);
+                }
+                Err(_) => self.slots.refuse(stream),
+            }
+        }
+    }
+}
+
+impl Slots {
+    fn refuse(&self, stream: TcpStream) {
+        drop(stream);
+        metrics::counter!(CONNECTIONS_REFUSED, "port" => self.port).increment(1);
+        if !self.saturated.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit = self.limit,
+                port = self.port,
+                "{} connections are open, the most {} allows; new connections are closed until one ends",
+                self.limit,
+                self.variable,
+            );
+        }
+    }
+
+    /// Resolves once every admitted connection has closed.
+    async fn drained(&self) {
+        self.permits.acquire_many(self.limit).await.ok();
+    }
+}
+
+/// Connections closed at once because their port had its most open (see [`Limits`]).
+pub const CONNECTIONS_REFUSED: &str = "jetway_connections_refused_total";
+
+/// Errors of `accept` that concern one connection, which is gone already: the next accept goes on
+/// at once. Anything else (out of file descriptors, most likely) would fail again immediately, so
+/// the loop waits a moment instead of spinning.
+async fn accept_failed(err: io::Error) {
+    if matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::warn!(%err, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The gRPC port's connections for tonic: within the cap, with Nagle off (`tcp_nodelay` on tonic's
+/// builder does not reach a pre-bound listener), each closed after `idle_timeout` with no call.
+/// Dropping the stream closes the listener.
+pub fn grpc_incoming(
+    gate: Gate,
+    idle_timeout: Duration,
+) -> impl Stream<Item = Result<GrpcConn, Infallible>> {
+    futures::stream::unfold(gate, move |gate| async move {
+        let (stream, permit) = gate.accept().await;
+        stream.set_nodelay(true).ok();
+        Some((Ok(GrpcConn::new(stream, permit, idle_timeout)), gate))
+    })
+}
+
+/// The calls in progress on one gRPC connection, and since when it has had none.
+#[derive(Debug)]
+pub struct Activity {
+    calls: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            calls: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Counts a call until the guard is dropped.
+    fn start(self: &Arc<Self>) -> CallInProgress {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        CallInProgress(self.clone())
+    }
+
+    /// When the connection's last call ended (or it was opened), or `None` while a call runs.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.calls.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(*self.idle_since.lock().expect("the lock is never poisoned"))
+    }
+}
+
+/// One call in progress on a connection.
+#[derive(Debug)]
+struct CallInProgress(Arc<Activity>);
+
+impl Drop for CallInProgress {
+    fn drop(&mut self) {
+        // The time first: whoever sees the count reach zero must see when it did.
+        *self
+            .0
+            .idle_since
+            .lock()
+            .expect("the lock is never poisoned") = Instant::now();
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a request learns about its connection: tonic's TCP details and the connection's
+/// [`Activity`].
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    tcp: TcpConnectInfo,
+    activity: Arc<Activity>,
+}
+
+/// A gRPC connection that reads as closed once it has had no call in progress for the idle
+/// timeout. A new call starts on the connection's own task, in the same poll that reads its
+/// headers, so a call that has arrived is always counted before the connection can look idle; only
+/// a call still on the wire when the connection closes is lost, and its client sees UNAVAILABLE.
+/// Keepalive pings and their answers are not calls: they keep nothing open.
+pub struct GrpcConn {
+    io: TcpStream,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    closed: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl GrpcConn {
+    fn new(io: TcpStream, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> GrpcConn {
+        GrpcConn {
+            io,
+            activity: Arc::new(Activity::new()),
+            idle_timeout,
+            timer: Box::pin(tokio::time::sleep(idle_timeout)),
+            closed: false,
+            _slot: slot,
+        }
+    }
+
+    /// True once the connection has had no call for the idle timeout. Otherwise the timer is set
+    /// for the moment that would be, or, while a call runs, for one idle timeout from now: a call's
+    /// end does not wake the connection, so the timer looks again then.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let deadline = match self.activity.idle_since() {
+                Some(since) if since + self.idle_timeout <= now => return true,
+                Some(since) => since + self.idle_timeout,
+                None => now + self.idle_timeout,
+            };
+            self.timer.as_mut().reset(deadline);
+        }
+        false
+    }
+}
+
+impl AsyncRead for GrpcConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.closed {
+            // What the client sent comes first: it may be the next call.
+            if let Poll::Ready(read) = Pin::new(&mut this.io).poll_read(cx, buf) {
+                return Poll::Ready(read);
+            }
+            if !this.idle_expired(cx) {
+                return Poll::Pending;
+            }
+            tracing::debug!(timeout = ?this.idle_timeout, "closing a gRPC connection without calls");
+            this.closed = true;
+        }
+        // The end of the stream: HTTP/2 closes the connection, which has no call to cut off.
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for GrpcConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl Connected for GrpcConn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            tcp: self.io.connect_info(),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+/// The full names (`/package.Service/Method`) of the methods in `descriptor_sets` whose request
+/// or response streams.
+pub fn streaming_methods(descriptor_sets: &[&[u8]]) -> Result<HashSet<String>, prost::DecodeError> {
+    let mut methods = HashSet::new();
+    for set in descriptor_sets {
+        for file in prost_types::FileDescriptorSet::decode(*set)?.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    if method.client_streaming() || method.server_streaming() {
+                        let service = match package {
+                            "" => service.name().to_owned(),
+                            package => format!("{package}.{}", service.name()),
+                        };
+                        methods.insert(format!("/{service}/{}", method.name()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(methods)
+}
+
+/// The tower layer over every gRPC call: counts the call on its connection (see [`GrpcConn`])
+/// until its response ends, holds one of the server's streaming-call slots for a streaming method,
+/// and answers a request over the message size limit as [`over_message_limit`] says.
+#[derive(Clone)]
+pub struct CallLayer {
+    calls: Arc<Calls>,
+}
+
+struct Calls {
+    streaming: HashSet<String>,
+    slots: Arc<Semaphore>,
+    max_streaming: usize,
+}
+
+impl CallLayer {
+    /// A layer for a server whose streaming methods are `streaming` (see [`streaming_methods`]).
+    pub fn new(streaming: HashSet<String>, limits: &Limits) -> CallLayer {
+        // Past the semaphore's own maximum (2^61 on 64 bits) the cap could never be reached.
+        let max_streaming = limits.grpc_max_streaming_calls.min(Semaphore::MAX_PERMITS);
+        CallLayer {
+            calls: Arc::new(Calls {
+                streaming,
+                slots: Arc::new(Semaphore::new(max_streaming)),
+                max_streaming,
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for CallLayer {
+    type Service = CallService<S>;
+
+    fn layer(&self, inner: S) -> CallService<S> {
+        CallService {
+            inner,
+            calls: self.calls.clone(),
+        }
+    }
+}
+
+/// The service of [`CallLayer`].
+#[derive(Clone)]
+pub struct CallService<S> {
+    inner: S,
+    calls: Arc<Calls>,
+}
+
+/// What a call holds until its response ends.
+#[derive(Default)]
+struct Held {
+    _call: Option<CallInProgress>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CallService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let mut held = Held::default();
+        if let Some(info) = request.extensions_mut().remove::<ConnInfo>() {
+            held._call = Some(info.activity.start());
+            // Where tonic's `Request::remote_addr` looks for it.
+            request.extensions_mut().insert(info.tcp);
+        }
+        if self.calls.streaming.contains(request.uri().path()) {
+            match self.calls.slots.clone().try_acquire_owned() {
+                Ok(slot) => held._slot = Some(slot),
+                Err(_) => {
+                    let status = Status::resource_exhausted(format!(
+                        "{} streaming calls are open on this server, the most GRPC_MAX_STREAMING_CALLS \
+                         allows; retry once one has ended",
+                        self.calls.max_streaming
+                    ));
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            }
+        }
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            // A status in the headers is a call that failed before its handler ran (tonic could
+            // not decode the request, say).
+            let response = match Status::from_header_map(response.headers()) {
+                Some(status) if status.code() == Code::OutOfRange => {
+                    over_message_limit(status).into_http()
+                }
+                _ => response,
+            };
+            Ok(response.map(|body| Body::new(HeldBody { body, _held: held })))
+        })
+    }
+}
+
+/// A response body that keeps what its call holds until it ends or is dropped.
+struct HeldBody {
+    body: Body,
+    _held: Held,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// tonic answers a request message over the service's `max_decoding_message_size` (checked from
+/// its length prefix, before the message is read) with OUT_OF_RANGE in words of its own; Jetway
+/// answers RESOURCE_EXHAUSTED naming the variable that sets the limit, as for its other limits.
+/// Every other status is returned as it is.
+pub fn over_message_limit(status: Status) -> Status {
+    if status.code() != Code::OutOfRange {
+        return status;
+    }
+    match status.message().strip_prefix(TONIC_TOO_LARGE) {
+        Some(sizes) => Status::resource_exhausted(format!(
+            "request: the message is over GRPC_MAX_MESSAGE_BYTES ({sizes})"
+        )),
+        None => status,
+    }
+}
+
+/// Serves the HTTP health routes on `gate` until `shutdown` is cancelled, then closes the listener
+/// and waits for the open connections to finish their requests.
+///
+/// HTTP/1.1 only (probes and Prometheus speak it). A connection whose request headers are not
+/// complete `header_timeout` after the server started waiting for them is closed: this bounds a
+/// request line or headers sent slowly or never finished, and an idle keep-alive connection.
+pub async fn serve_health(
+    gate: Gate,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let (stream, slot) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = gate.accept() => accepted,
+        };
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(%err, "health connection ended");
+            }
+            drop(slot);
+        });
+    }
+    let Gate { listener, slots } = gate;
+    drop(listener);
+    slots.drained().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_methods_come_from_the_descriptors() {
+        let methods = streaming_methods(&[
+            jetway_api::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ])
+        .unwrap();
+        for method in [
+            "/windshift.events.v1alpha1.EventsService/Events",
+            "/jetway.events.v1.EventsService/PublishStream",
+            "/jetway.events.v1.EventsService/ReadEvents",
+            "/jetway.events.v1.EventsService/Subscribe",
+            "/jetway.state.v1.StateService/Watch",
+            "/jetway.admin.v1.AdminService/ListDeadLetters",
+            "/grpc.health.v1.Health/Watch",
+        ] {
+            assert!(
+                methods.contains(method),
+                "{method} missing from {methods:?}"
+            );
+        }
+        for unary in [
+            "/windshift.events.v1alpha1.EventsService/PublishEvent",
+            "/jetway.events.v1.EventsService/PublishBatch",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert!(!methods.contains(unary), "{unary} is unary");
+        }
+    }
+
+    #[test]
+    fn tonic_s_message_size_status_names_the_variable() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 5000 bytes, the limit is: 4096 bytes",
+        );
+        let status = over_message_limit(tonic);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "request: the message is over GRPC_MAX_MESSAGE_BYTES (found 5000 bytes, the limit is: 4096 bytes)"
+        );
+        let other = over_message_limit(Status::out_of_range("from.id: past the end"));
+        assert_eq!(other.code(), Code::OutOfRange);
+        assert_eq!(
+            over_message_limit(Status::not_found("x")).code(),
+            Code::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_idles_only_without_calls() {
+        let activity = Arc::new(Activity::new());
+        assert!(
+            activity.idle_since().is_some(),
+            "a new connection has no call"
+        );
+        let call = activity.start();
+        let other = activity.start();
+        assert_eq!(activity.idle_since(), None);
+        drop(call);
+        assert_eq!(activity.idle_since(), None, "one call is still in progress");
+        let before = Instant::now();
+        drop(other);
+        let since = activity.idle_since().expect("idle again");
+        assert!(since >= before, "idle from the end of the last call");
+    }
+}
