@@ -34,7 +34,9 @@ use crate::{
     error::{Classify, Invalid, NatsError},
     format,
     names::{validate_key, validate_key_filter, validate_name},
-    streams::{ApplyError, DEFAULT_DEDUPE_WINDOW, Storage, apply_config, starting_config},
+    streams::{
+        ApplyError, DEFAULT_DEDUPE_WINDOW, MAX_SEQUENCE, Storage, apply_config, starting_config,
+    },
 };
 
 /// Revisions kept per key unless the store is configured otherwise (Windshift's default).
@@ -670,6 +672,12 @@ pub async fn watch(nats: &Nats, spec: &WatchSpec) -> Result<Entries, ReadError> 
             pattern
         }
     };
+    if let WatchFrom::After(revision) = spec.from
+        && revision >= MAX_SEQUENCE
+    {
+        // The watch starts at the next revision, which must be a sequence JetStream can hold.
+        return Err(Invalid::new("after_revision", format!("must be below {MAX_SEQUENCE}")).into());
+    }
     let bucket = bucket(nats, &spec.store).await?;
     let watch = match spec.from {
         WatchFrom::Current => bucket.watch_with_history(pattern).await,

@@ -19,6 +19,23 @@ use crate::{
 /// The deduplication window when none is given (and max_age is not shorter).
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The largest stream sequence a client may give as a start position (2^63−1): JetStream keeps
+/// sequences as signed 64-bit numbers in its state files, so a durable consumer starting beyond it
+/// is accepted and then lost when nats-server restarts ("corrupt state file"). Every other integer
+/// that reaches JetStream's configuration is bounded the same way.
+pub const MAX_SEQUENCE: u64 = i64::MAX as u64;
+
+/// Checks a stream sequence that a client gives as a start position (an offset or id).
+pub fn validate_sequence(field: &str, sequence: u64) -> Result<(), Invalid> {
+    if sequence > MAX_SEQUENCE {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MAX_SEQUENCE}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A position in a stream, used as the start of a consumer or a stream source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamPointer {

@@ -71,7 +71,10 @@ fn pointer(field: &str, value: &StreamPointer) -> Result<streams::StreamPointer,
         Some(Pointer::Time(time)) => {
             streams::StreamPointer::Time(timestamp(&format!("{field}.time"), time)?)
         }
-        Some(Pointer::Offset(offset)) => streams::StreamPointer::Offset(*offset),
+        Some(Pointer::Offset(offset)) => {
+            streams::validate_sequence(&format!("{field}.offset"), *offset)?;
+            streams::StreamPointer::Offset(*offset)
+        }
     })
 }
 

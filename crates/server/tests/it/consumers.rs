@@ -249,6 +249,81 @@ async fn start_positions_map_to_deliver_policies() {
     ));
 }
 
+/// Issue 17 #6: JetStream keeps sequences as signed 64-bit numbers on disk, and a durable consumer
+/// starting past 2^63−1 was accepted and then lost when nats-server restarted ("corrupt state
+/// file"). Such an offset is refused; the largest one accepted survives a restart.
+#[tokio::test]
+async fn an_offset_beyond_signed_64_bits_is_refused_and_the_largest_survives_a_restart() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let from_offset = |offset: u64| {
+        Some(StreamPointer {
+            pointer: Some(Pointer::Offset(offset)),
+        })
+    };
+    for offset in [u64::MAX, i64::MAX as u64 + 1] {
+        assert_status(
+            try_ensure(
+                &mut env,
+                EnsureConsumerRequest {
+                    from: from_offset(offset),
+                    ..request("orders", Some("beyond"), &["orders.>"])
+                },
+            )
+            .await,
+            Code::InvalidArgument,
+            "from.offset",
+        );
+    }
+    let mut jetway = crate::clients::events(&env).await;
+    let jetway_request = jetway_api::jetway::events::v1::EnsureConsumerRequest {
+        from: Some(jetway_api::jetway::events::v1::StreamPointer {
+            pointer: Some(jetway_api::jetway::events::v1::stream_pointer::Pointer::Id(
+                u64::MAX,
+            )),
+        }),
+        ..crate::clients::consumer("orders", "beyond", &["orders.>"])
+    };
+    assert_status(
+        jetway.ensure_consumer(jetway_request).await,
+        Code::InvalidArgument,
+        "from.id",
+    );
+
+    let last = i64::MAX as u64;
+    env.consumer(
+        "orders",
+        Some("last"),
+        &["orders.>"],
+        Some(Pointer::Offset(last)),
+        None,
+    )
+    .await;
+    env.nats.restart();
+    // A fresh connection: the harness's own one reconnects on its own schedule. The server is ready
+    // once it accepts clients, and it restores streams and their consumers before that.
+    let js = async_nats::jetstream::new(
+        async_nats::connect(env.nats.url())
+            .await
+            .expect("connect after the restart"),
+    );
+    let stream = js.get_stream("orders").await.expect("the stream is back");
+    let info = stream
+        .consumer_info("last")
+        .await
+        .expect("the consumer survived the restart");
+    assert_eq!(
+        info.config.deliver_policy,
+        DeliverPolicy::ByStartSequence {
+            start_sequence: last
+        }
+    );
+    assert!(
+        stream.consumer_info("beyond").await.is_err(),
+        "nothing refused was created"
+    );
+}
+
 #[tokio::test]
 async fn updating_a_durable_keeps_its_position() {
     let mut env = Env::start().await;

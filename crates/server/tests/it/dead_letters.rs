@@ -565,6 +565,12 @@ async fn delivery_policies_and_dead_letter_calls_reject_bad_input() {
         Code::InvalidArgument,
         "consumer",
     );
+    // Issue 17 #6: a start id JetStream cannot hold (above 2^63−1).
+    let beyond = ListDeadLettersRequest {
+        from_id: u64::MAX,
+        ..list("audit")
+    };
+    assert_status(list_case(beyond).await, Code::InvalidArgument, "from_id");
 
     assert_status(
         admin.redrive_dead_letters(redrive(&[])).await,

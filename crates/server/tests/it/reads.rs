@@ -364,6 +364,14 @@ async fn read_events_rejects_bad_input_and_unknown_streams() {
         Code::InvalidArgument,
         "from.id",
     );
+    // Issue 17 #6: a sequence JetStream cannot hold (above 2^63−1).
+    assert_status(
+        client
+            .read_events(read("orders", Some(Pointer::Id(u64::MAX)), "", 0))
+            .await,
+        Code::InvalidArgument,
+        "from.id",
+    );
     let no_position = ReadEventsRequest {
         from: Some(StreamPointer { pointer: None }),
         ..read("orders", None, "", 0)

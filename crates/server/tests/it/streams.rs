@@ -554,6 +554,17 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
         Code::InvalidArgument,
         "mirror.from.time",
     );
+    // Issue 17 #6: an offset JetStream cannot hold (above 2^63−1).
+    assert_status(
+        env.client
+            .ensure_stream(mirror(
+                "beyond",
+                source("orders", Some(Pointer::Offset(u64::MAX))),
+            ))
+            .await,
+        Code::InvalidArgument,
+        "mirror.from.offset",
+    );
     assert_status(
         env.client
             .ensure_stream(mirror(
