@@ -376,10 +376,8 @@ fn managed(spec: &ConsumerSpec, base: Option<pull::Config>) -> pull::Config {
 
 fn deliver_policy(from: Option<StreamPointer>) -> DeliverPolicy {
     match from {
-        // The time was validated, so the conversion cannot fail.
-        Some(StreamPointer::Time(time)) => match format::to_utc(time) {
-            Some(start_time) => DeliverPolicy::ByStartTime { start_time },
-            None => DeliverPolicy::New,
+        Some(StreamPointer::Time(time)) => DeliverPolicy::ByStartTime {
+            start_time: format::start_time(time),
         },
         Some(StreamPointer::Offset(seq)) if seq > 0 => DeliverPolicy::ByStartSequence {
             start_sequence: seq,

@@ -9,7 +9,7 @@
 //! that a message published straight to NATS may carry, in any case) are reserved, so a custom header
 //! can never change how an event is stored or read.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
@@ -252,6 +252,24 @@ pub(crate) fn to_utc(time: SystemTime) -> Option<OffsetDateTime> {
     }
 }
 
+/// The last whole second JetStream can compare: it counts times in signed 64-bit nanoseconds since
+/// 1970, which end on 2262-04-11.
+const LAST_COUNTABLE_SECOND: u64 = i64::MAX as u64 / 1_000_000_000;
+
+/// A start time (of a consumer, a read or a stream source) as JetStream gets it: within the times it
+/// can count. JetStream compares start times in signed 64-bit nanoseconds since 1970, so a time after
+/// 2262 would wrap around and mean "from the beginning", and one before 1678 "nothing". Clamped
+/// instead, both keep their meaning: nothing is stored before 1970 (JetStream stamps events with
+/// its own clock), so an earlier start means everything, as 1970 does; and nothing is stored after
+/// 2262, so a later start means nothing yet, as 2262 does.
+pub(crate) fn start_time(time: SystemTime) -> OffsetDateTime {
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(Duration::from_secs(LAST_COUNTABLE_SECOND));
+    OffsetDateTime::UNIX_EPOCH + since_epoch
+}
+
 /// Checks that a start time given by a client can be represented (years 0 to 9999 in practice).
 pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), Invalid> {
     match to_utc(time).filter(|t| t.year() <= 9999) {
@@ -270,7 +288,7 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn formats_like_go_rfc3339_nano() {
@@ -296,6 +314,24 @@ mod tests {
             "from.time"
         );
         assert!(validate_time("from.time", UNIX_EPOCH + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn start_times_stay_within_what_jetstream_counts() {
+        let nanos = |time: SystemTime| start_time(time).unix_timestamp_nanos();
+        let year_3000 = UNIX_EPOCH + Duration::from_secs(32_503_680_000);
+        assert_eq!(
+            nanos(year_3000),
+            i128::from(i64::MAX) / 1_000_000_000 * 1_000_000_000
+        );
+        let year_1600 = UNIX_EPOCH - Duration::from_secs(11_676_096_000);
+        assert_eq!(nanos(year_1600), 0);
+        let t = UNIX_EPOCH + Duration::new(1_720_779_072, 123_400_000);
+        assert_eq!(
+            nanos(t),
+            1_720_779_072_123_400_000,
+            "a time in range is kept"
+        );
     }
 
     #[test]

@@ -433,9 +433,8 @@ fn to_source(
     let (start_sequence, start_time) = match spec.from.unwrap_or(StreamPointer::Start) {
         StreamPointer::Start => (None, None),
         StreamPointer::Offset(seq) if seq > 0 => (Some(seq), None),
-        // Both times were validated (or are now), so the conversion cannot fail.
-        StreamPointer::Time(time) => (None, format::to_utc(time)),
-        StreamPointer::End | StreamPointer::Offset(_) => (None, format::to_utc(now)),
+        StreamPointer::Time(time) => (None, Some(format::start_time(time))),
+        StreamPointer::End | StreamPointer::Offset(_) => (None, Some(format::start_time(now))),
     };
     stream::Source {
         name: spec.name.clone(),

@@ -324,6 +324,59 @@ async fn an_offset_beyond_signed_64_bits_is_refused_and_the_largest_survives_a_r
     );
 }
 
+/// Issue 17 #9: JetStream compares start times as signed 64-bit nanoseconds since 1970, which
+/// cover only the years 1678 to 2262. A start time after 2262 meant "from the beginning" and one
+/// before 1678 "nothing"; now a time after the last event means "nothing yet" and one before the
+/// first "everything", on both EnsureConsumer APIs.
+#[tokio::test]
+async fn start_times_beyond_what_jetstream_counts_keep_their_meaning() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    for value in ["one", "two", "three"] {
+        env.publish("orders.created", value).await;
+    }
+    let year_3000 = Timestamp {
+        seconds: 32_503_680_000,
+        nanos: 0,
+    };
+    let year_1600 = Timestamp {
+        seconds: -11_676_096_000,
+        nanos: 0,
+    };
+    let mut jetway = crate::clients::events(&env).await;
+    for (name, time, pending) in [
+        ("future", year_3000, 0),
+        ("past", year_1600, 3),
+        ("epoch", Timestamp::default(), 3),
+    ] {
+        env.consumer(
+            "orders",
+            Some(name),
+            &["orders.>"],
+            Some(Pointer::Time(time)),
+            None,
+        )
+        .await;
+        let info = env.consumer_info("orders", name).await;
+        assert_eq!(info.num_pending, pending, "Windshift, from {time:?}");
+
+        let ext = format!("{name}-ext");
+        jetway
+            .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+                from: Some(jetway_api::jetway::events::v1::StreamPointer {
+                    pointer: Some(
+                        jetway_api::jetway::events::v1::stream_pointer::Pointer::Time(time),
+                    ),
+                }),
+                ..crate::clients::consumer("orders", &ext, &["orders.>"])
+            })
+            .await
+            .expect("ensure consumer");
+        let info = env.consumer_info("orders", &ext).await;
+        assert_eq!(info.num_pending, pending, "Jetway, from {time:?}");
+    }
+}
+
 #[tokio::test]
 async fn updating_a_durable_keeps_its_position() {
     let mut env = Env::start().await;

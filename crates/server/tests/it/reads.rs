@@ -342,6 +342,36 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
     .await;
 }
 
+/// Issue 17 #9: a start time after 2262 read the whole stream, and one before 1678 read nothing
+/// (JetStream counts times in signed 64-bit nanoseconds since 1970).
+#[tokio::test]
+async fn read_events_from_a_time_beyond_what_jetstream_counts_keeps_its_meaning() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let mut published = Vec::new();
+    for value in ["one", "two"] {
+        published.push(publish(&mut client, typed("orders.created", value)).await);
+    }
+    let from = |seconds: i64| Some(Pointer::Time(Timestamp { seconds, nanos: 0 }));
+    for (what, seconds, expected) in [
+        ("the year 3000", 32_503_680_000, vec![]),
+        ("the year 1600", -11_676_096_000, published.clone()),
+        ("the year 1", -62_135_596_800, published.clone()),
+    ] {
+        let events = collect(
+            client
+                .read_events(read("orders", from(seconds), "", 0))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids(&events), expected, "from {what}");
+    }
+}
+
 #[tokio::test]
 async fn read_events_rejects_bad_input_and_unknown_streams() {
     let mut env = Env::start().await;

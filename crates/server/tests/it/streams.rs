@@ -565,6 +565,41 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
         Code::InvalidArgument,
         "mirror.from.offset",
     );
+    // Issue 17 #9: JetStream counts start times in signed 64-bit nanoseconds (1678 to 2262). A
+    // time before 1678 meant "nothing"; it means everything, and one after 2262 nothing yet.
+    let year_1600 = Timestamp {
+        seconds: -11_676_096_000,
+        nanos: 0,
+    };
+    ensure(
+        &mut env,
+        mirror(
+            "since-1600",
+            source("orders", Some(Pointer::Time(year_1600))),
+        ),
+    )
+    .await;
+    messages_eventually(&env, "since-1600", 3).await;
+    let year_3000 = Timestamp {
+        seconds: 32_503_680_000,
+        nanos: 0,
+    };
+    ensure(
+        &mut env,
+        mirror(
+            "from-3000",
+            source("orders", Some(Pointer::Time(year_3000))),
+        ),
+    )
+    .await;
+    let start = env
+        .stream_info("from-3000")
+        .await
+        .config
+        .mirror
+        .and_then(|m| m.start_time)
+        .expect("a start time");
+    assert_eq!(start.year(), 2262, "the last year JetStream counts");
     assert_status(
         env.client
             .ensure_stream(mirror(
