@@ -62,6 +62,27 @@ pub struct DeliveryPolicy {
 /// two years).
 pub const MAX_PROCESSING_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// The shortest processing timeout or backoff entry accepted. JetStream redelivers an event the
+/// moment its processing timeout passes, whether or not its subscriber is still at work, so a
+/// timeout of a few milliseconds redelivers every event thousands of times a second. NATS enforces
+/// no floor and Google Pub/Sub's is 10 s (its shortest ack deadline); one second still lets quick
+/// work use quick redelivery.
+pub const MIN_PROCESSING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks a processing timeout (or a backoff entry, which is one) given by a client.
+fn validate_timeout(field: &str, timeout: Duration) -> Result<(), Invalid> {
+    if timeout < MIN_PROCESSING_TIMEOUT {
+        return Err(Invalid::new(
+            field,
+            format!("must be at least {MIN_PROCESSING_TIMEOUT:?}"),
+        ));
+    }
+    if timeout > MAX_PROCESSING_TIMEOUT {
+        return Err(Invalid::new(field, "must be at most 7 days (168h)"));
+    }
+    Ok(())
+}
+
 /// The most entries a backoff schedule may have.
 pub const MAX_BACKOFF_ENTRIES: usize = 100;
 
@@ -171,18 +192,16 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
     if let Some(StreamPointer::Time(time)) = spec.from {
         format::validate_time("from.time", time)?;
     }
-    if spec.processing_timeout.is_some_and(|t| t.is_zero()) {
-        return Err(Invalid::new(
-            "processing_timeout",
-            "must be greater than zero; omit it for the default of 30s",
-        )
-        .into());
-    }
-    if spec
-        .processing_timeout
-        .is_some_and(|t| t > MAX_PROCESSING_TIMEOUT)
-    {
-        return Err(Invalid::new("processing_timeout", "must be at most 7 days (168h)").into());
+    match spec.processing_timeout {
+        Some(timeout) if timeout.is_zero() => {
+            return Err(Invalid::new(
+                "processing_timeout",
+                "must be greater than zero; omit it for the default of 30s",
+            )
+            .into());
+        }
+        Some(timeout) => validate_timeout("processing_timeout", timeout)?,
+        None => {}
     }
     if let Some(policy) = &spec.delivery {
         validate_policy(spec, policy)?;
@@ -270,21 +289,8 @@ fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), I
             format!("must have at most {MAX_BACKOFF_ENTRIES} entries"),
         ));
     }
-    if let Some(i) = policy.backoff.iter().position(Duration::is_zero) {
-        return Err(Invalid::new(
-            format!("backoff[{i}]"),
-            "must be greater than zero",
-        ));
-    }
-    if let Some(i) = policy
-        .backoff
-        .iter()
-        .position(|d| *d > MAX_PROCESSING_TIMEOUT)
-    {
-        return Err(Invalid::new(
-            format!("backoff[{i}]"),
-            "must be at most 7 days (168h)",
-        ));
+    for (i, timeout) in policy.backoff.iter().enumerate() {
+        validate_timeout(&format!("backoff[{i}]"), *timeout)?;
     }
     if !policy.backoff.is_empty() && spec.processing_timeout.is_some() {
         return Err(Invalid::new(
@@ -528,6 +534,20 @@ mod tests {
         assert_eq!(
             field(policy(None, vec![second, Duration::ZERO], None), None),
             "backoff[1]"
+        );
+        assert_eq!(
+            field(
+                policy(None, vec![second, Duration::from_millis(999)], None),
+                None
+            ),
+            "backoff[1]"
+        );
+        assert_eq!(
+            field(
+                policy(None, vec![MAX_PROCESSING_TIMEOUT + second], None),
+                None
+            ),
+            "backoff[0]"
         );
         assert_eq!(
             field(policy(Some(1), vec![second, second], None), None),

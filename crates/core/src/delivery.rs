@@ -41,8 +41,8 @@ use tokio::{
 use crate::{
     Nats,
     consumers::{
-        ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks,
-        within_request_limits,
+        ConsumerError, MAX_PROCESSING_TIMEOUT, MIN_PROCESSING_TIMEOUT, attempt_timeout,
+        processing_timeout, require_explicit_acks, within_request_limits,
     },
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
@@ -113,6 +113,26 @@ pub enum Settle {
 }
 
 impl Settle {
+    /// A reject for redelivery after `delay` (`field` names it for errors). None or zero
+    /// redelivers at once, as in Windshift. A delay over [`MAX_PROCESSING_TIMEOUT`] is refused, as
+    /// such a processing timeout is: JetStream holds the rejected event as pending all that time,
+    /// where it counts against the consumer's limit of unsettled events. A delay under
+    /// [`MIN_PROCESSING_TIMEOUT`] is raised to it rather than refused, because Windshift clients
+    /// send any delay and a refusal ends their whole Events stream; so a delayed event, like a
+    /// timed-out one, comes back at most once a second.
+    pub fn reject(field: &str, delay: Option<Duration>) -> Result<Settle, Invalid> {
+        match delay {
+            Some(delay) if delay > MAX_PROCESSING_TIMEOUT => Err(Invalid::new(
+                field,
+                "must be at most 7 days (168h), the longest processing timeout",
+            )),
+            Some(delay) if !delay.is_zero() => {
+                Ok(Settle::Reject(Some(delay.max(MIN_PROCESSING_TIMEOUT))))
+            }
+            _ => Ok(Settle::Reject(None)),
+        }
+    }
+
     /// What JetStream is told.
     pub(crate) fn ack_kind(self) -> AckKind {
         match self {
@@ -744,6 +764,25 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reject_delays_are_raised_to_a_second_and_refused_past_a_week() {
+        let reject = |delay: Option<Duration>| Settle::reject("delay", delay);
+        assert_eq!(reject(None), Ok(Settle::Reject(None)));
+        assert_eq!(reject(Some(Duration::ZERO)), Ok(Settle::Reject(None)));
+        assert_eq!(
+            reject(Some(Duration::from_nanos(1))),
+            Ok(Settle::Reject(Some(MIN_PROCESSING_TIMEOUT)))
+        );
+        let minute = Duration::from_secs(60);
+        assert_eq!(reject(Some(minute)), Ok(Settle::Reject(Some(minute))));
+        assert_eq!(
+            reject(Some(MAX_PROCESSING_TIMEOUT)),
+            Ok(Settle::Reject(Some(MAX_PROCESSING_TIMEOUT)))
+        );
+        let over = reject(Some(MAX_PROCESSING_TIMEOUT + Duration::from_nanos(1)));
+        assert_eq!(over.unwrap_err().field, "delay");
+    }
 
     #[test]
     fn reads_both_forms_of_the_ack_subject() {

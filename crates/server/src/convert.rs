@@ -198,7 +198,7 @@ pub fn reject(
     if permanently {
         return Ok(Settle::RejectPermanently);
     }
-    optional_duration(delay_field, delay).map(Settle::Reject)
+    Settle::reject(delay_field, optional_duration(delay_field, delay)?)
 }
 
 /// The `Any` type URL of a message type. Built by hand: `format!` costs more per delivered event.

@@ -540,6 +540,86 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
     assert_eq!(id, "worker");
 }
 
+/// Issue 17 #8: a processing timeout of 1 ns was accepted, and JetStream redelivered the event
+/// thousands of times a second. Processing timeouts and backoff entries are at least 1 s, on both
+/// EnsureConsumer APIs.
+#[tokio::test]
+async fn processing_timeouts_and_backoff_entries_shorter_than_a_second_are_refused() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let nanosecond = PbDuration {
+        seconds: 0,
+        nanos: 1,
+    };
+    let just_under = PbDuration {
+        seconds: 0,
+        nanos: 999_999_999,
+    };
+    for timeout in [nanosecond, just_under] {
+        assert_status(
+            try_ensure(
+                &mut env,
+                EnsureConsumerRequest {
+                    processing_timeout: Some(timeout),
+                    ..request("orders", Some("storm"), &["orders.>"])
+                },
+            )
+            .await,
+            Code::InvalidArgument,
+            "processing_timeout: must be at least 1s",
+        );
+    }
+
+    let mut jetway = crate::clients::events(&env).await;
+    let base = || crate::clients::consumer("orders", "storm", &["orders.>"]);
+    assert_status(
+        jetway
+            .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+                processing_timeout: Some(nanosecond),
+                ..base()
+            })
+            .await,
+        Code::InvalidArgument,
+        "processing_timeout: must be at least 1s",
+    );
+    assert_status(
+        jetway
+            .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+                backoff: vec![PbDuration::from(Duration::from_secs(1)), nanosecond],
+                ..base()
+            })
+            .await,
+        Code::InvalidArgument,
+        "backoff[1]: must be at least 1s",
+    );
+    let stream = env.js.get_stream("orders").await.expect("stream");
+    assert!(
+        stream.consumer_info("storm").await.is_err(),
+        "nothing refused was created"
+    );
+
+    // One second, the shortest accepted, on both APIs.
+    env.consumer(
+        "orders",
+        Some("quick"),
+        &["orders.>"],
+        None,
+        Some(Duration::from_secs(1)),
+    )
+    .await;
+    assert_eq!(
+        env.consumer_info("orders", "quick").await.config.ack_wait,
+        Duration::from_secs(1)
+    );
+    jetway
+        .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+            backoff: vec![PbDuration::from(Duration::from_secs(1))],
+            ..crate::clients::consumer("orders", "quick-ext", &["orders.>"])
+        })
+        .await
+        .expect("a one-second backoff");
+}
+
 #[tokio::test]
 async fn delete_consumer_removes_it_once() {
     let mut env = Env::start().await;
