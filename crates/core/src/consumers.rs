@@ -10,13 +10,14 @@ use std::time::Duration;
 use async_nats::jetstream::{
     ErrorCode,
     consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull},
+    stream,
 };
 
 use crate::{
     Nats, dead_letters,
     error::{Classify, Invalid, NatsError},
     format,
-    names::{validate_filter, validate_name},
+    names::{subjects_overlap, validate_filter, validate_name},
     streams::StreamPointer,
 };
 
@@ -205,13 +206,22 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
     }
     if let Some(policy) = &spec.delivery {
         validate_policy(spec, policy)?;
-        if let Some(dead_letters) = &policy.dead_letter_stream {
-            // Before the consumer exists, so no event it gives up on finds the way unprepared.
-            dead_letters::prepare(nats, dead_letters).await?;
-        }
+    }
+    let js = nats.jetstream();
+    let stream = js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(|err| ConsumerError::from_nats(err.classify(), &spec.stream, ""))?;
+    validate_filters_in(&spec.subjects, stream.cached_info())?;
+    if let Some(dead_letters) = spec
+        .delivery
+        .as_ref()
+        .and_then(|policy| policy.dead_letter_stream.as_ref())
+    {
+        // Before the consumer exists, so no event it gives up on finds the way unprepared.
+        dead_letters::prepare(nats, dead_letters).await?;
     }
 
-    let js = nats.jetstream();
     let (name, config) = match durable {
         None => {
             let name = uuid::Uuid::new_v4().to_string();
@@ -274,6 +284,29 @@ pub async fn ensure_consumer(nats: &Nats, spec: &ConsumerSpec) -> Result<String,
         .map_err(|err| ConsumerError::from_nats(err.classify(), &spec.stream, &name))?;
     tracing::info!(stream = %spec.stream, consumer = %name, durable = durable.is_some(), "consumer ensured");
     Ok(name)
+}
+
+/// Checks that each filter can match events of the stream: JetStream accepts a filter outside the
+/// stream's subjects, and the consumer then never delivers anything. The events of a mirror or of
+/// a stream with sources keep their sources' subjects, so there any filter may match.
+fn validate_filters_in(filters: &[String], stream: &stream::Info) -> Result<(), Invalid> {
+    let config = &stream.config;
+    if config.mirror.is_some() || config.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Ok(());
+    }
+    for (i, filter) in filters.iter().enumerate() {
+        if !config.subjects.iter().any(|s| subjects_overlap(filter, s)) {
+            return Err(Invalid::new(
+                format!("subjects[{i}]"),
+                format!(
+                    "{filter} matches none of the subjects of stream {} ({}), so the consumer would never receive an event",
+                    config.name,
+                    config.subjects.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), Invalid> {

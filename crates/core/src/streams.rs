@@ -133,8 +133,8 @@ pub enum EnsureStreamError {
     /// The declaration is invalid.
     #[error(transparent)]
     Invalid(#[from] Invalid),
-    /// The stream exists and cannot be changed this way (e.g. its storage type), or it conflicts with
-    /// another stream (overlapping subjects).
+    /// The stream exists and cannot be changed this way (e.g. its storage type), it conflicts with
+    /// another stream (overlapping subjects), or a stream it copies from does not exist.
     #[error("{0}")]
     Conflict(String),
     /// NATS failed.
@@ -145,6 +145,7 @@ pub enum EnsureStreamError {
 /// Creates the stream, or updates it in place.
 pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
     validate(spec)?;
+    require_sources(nats, spec).await?;
     let applied = apply_config(nats, &spec.name, |existing| {
         to_config(spec, existing, SystemTime::now())
     })
@@ -172,6 +173,35 @@ pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureS
         }
         Err(ApplyError::Refused(err)) => Err(err.into()),
     }
+}
+
+/// Checks that the streams a mirror or an aggregate copies from exist. JetStream accepts a source
+/// that does not, and then retries it (and logs an error) every minute, forever.
+async fn require_sources(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+    let sources: Vec<(String, &SourceSpec)> = match &spec.source {
+        Some(StreamSource::Mirror(source)) => vec![("mirror".to_owned(), source)],
+        Some(StreamSource::Aggregate(sources)) => sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| (format!("aggregate.sources[{i}]"), source))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (field, source) in sources {
+        match nats.jetstream().get_stream(&source.name).await {
+            Ok(_) => {}
+            Err(err) => match err.classify() {
+                e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => {
+                    return Err(EnsureStreamError::Conflict(format!(
+                        "{field}.name: stream {} does not exist; create it first",
+                        source.name
+                    )));
+                }
+                e => return Err(e.into()),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// How applying a stream configuration failed.

@@ -620,6 +620,77 @@ async fn processing_timeouts_and_backoff_entries_shorter_than_a_second_are_refus
         .expect("a one-second backoff");
 }
 
+/// Issue 17 #18: a filter outside the stream's subjects was accepted, and the consumer never
+/// delivered anything. It is refused on both EnsureConsumer APIs, naming the filter; a filter that
+/// overlaps the stream's subjects (narrower, wider or crossing) is fine, and so is any filter on a
+/// mirror or an aggregate, whose events keep their sources' subjects.
+#[tokio::test]
+async fn a_filter_outside_the_streams_subjects_is_refused() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>", "audit.*"]).await;
+    for (filters, field) in [
+        (&["other.>"][..], "subjects[0]"),
+        (&["orders.created", "other.created"][..], "subjects[1]"),
+        (&["orders"][..], "subjects[0]"),
+        (&["audit.a.b"][..], "subjects[0]"),
+    ] {
+        assert_status(
+            try_ensure(&mut env, request("orders", Some("lost"), filters)).await,
+            Code::InvalidArgument,
+            field,
+        );
+        assert_status(
+            try_ensure(&mut env, request("orders", None, filters)).await,
+            Code::InvalidArgument,
+            "matches none of the subjects of stream orders",
+        );
+    }
+    let mut jetway = crate::clients::events(&env).await;
+    assert_status(
+        jetway
+            .ensure_consumer(crate::clients::consumer("orders", "lost", &["other.>"]))
+            .await,
+        Code::InvalidArgument,
+        "subjects[0]",
+    );
+    let stream = env.js.get_stream("orders").await.expect("stream");
+    assert!(
+        stream.consumer_info("lost").await.is_err(),
+        "nothing refused was created"
+    );
+
+    for (name, filters) in [
+        ("narrower", &["orders.created.eu"][..]),
+        ("wider", &[">"][..]),
+        ("crossing", &["*.created"][..]),
+        ("several", &["orders.a", "audit.b"][..]),
+    ] {
+        try_ensure(&mut env, request("orders", Some(name), filters))
+            .await
+            .unwrap_or_else(|status| panic!("{filters:?}: {status:?}"));
+    }
+
+    // A mirror has no subjects of its own: its events keep those of its source.
+    env.client
+        .ensure_stream(jetway_api::windshift::events::v1alpha1::EnsureStreamRequest {
+            name: "copy".into(),
+            source: Some(
+                jetway_api::windshift::events::v1alpha1::ensure_stream_request::Source::Mirror(
+                    jetway_api::windshift::events::v1alpha1::ensure_stream_request::StreamSource {
+                        name: "orders".into(),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        })
+        .await
+        .expect("mirror");
+    try_ensure(&mut env, request("copy", Some("reader"), &["orders.>"]))
+        .await
+        .expect("a filter on a mirror");
+}
+
 #[tokio::test]
 async fn delete_consumer_removes_it_once() {
     let mut env = Env::start().await;

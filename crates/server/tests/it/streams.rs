@@ -615,6 +615,48 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
     );
 }
 
+/// Issue 17 #18: a mirror of a missing stream was accepted, and nats-server then logged an error
+/// every minute. A mirror or an aggregate source must name a stream that exists.
+#[tokio::test]
+async fn a_mirror_or_source_of_a_missing_stream_is_refused() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    assert_status(
+        env.client
+            .ensure_stream(mirror("copy", source("missing", None)))
+            .await,
+        Code::FailedPrecondition,
+        "mirror.name: stream missing does not exist",
+    );
+    assert_status(
+        env.client
+            .ensure_stream(aggregate(
+                "all",
+                vec![source("orders", None), source("missing", None)],
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "aggregate.sources[1].name: stream missing does not exist",
+    );
+    assert!(
+        env.js.get_stream("copy").await.is_err(),
+        "no mirror was made"
+    );
+    assert!(
+        env.js.get_stream("all").await.is_err(),
+        "no aggregate was made"
+    );
+
+    // Once the source exists, the same declarations work.
+    env.stream("missing", &["missing.>"]).await;
+    ensure(&mut env, mirror("copy", source("missing", None))).await;
+    ensure(
+        &mut env,
+        aggregate("all", vec![source("orders", None), source("missing", None)]),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn aggregates_list_sources_in_order_and_honour_start_positions() {
     let mut env = Env::start().await;
