@@ -31,7 +31,6 @@ use async_nats::{
         },
     },
 };
-use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::{
     sync::watch,
@@ -46,9 +45,9 @@ use crate::{
     },
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
-    format::KnownHeaders,
+    format::{self, Event},
     names::validate_name,
-    telemetry::{self, TraceContext},
+    telemetry,
 };
 
 /// In-flight events per subscription when the client sets no limit.
@@ -79,22 +78,9 @@ pub struct SubscribeSpec {
 /// One delivered event.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The stream sequence: the id to settle it with.
-    pub id: u64,
-    /// The subject it was published on.
-    pub subject: String,
-    /// The message type (`WS-Data-Type`), possibly empty.
-    pub data_type: String,
-    /// The serialized message.
-    pub body: Bytes,
-    /// When the event happened (`WS-Published-Time`), or when it was stored.
-    pub timestamp: SystemTime,
-    /// The idempotency key it was published with.
-    pub idempotency_key: Option<String>,
-    /// The publisher's W3C trace context.
-    pub trace_parent: Option<String>,
-    /// See `trace_parent`.
-    pub trace_state: Option<String>,
+    /// The event, decoded as on every read path; its id (the stream sequence) settles it. Its trace
+    /// context is its receive span's when spans are recorded, else the publisher's.
+    pub event: Event,
     /// 1 on the first delivery, 2 on the first redelivery, and so on.
     pub delivery_attempt: u64,
 }
@@ -130,6 +116,17 @@ impl Settle {
                 Ok(Settle::Reject(Some(delay.max(MIN_PROCESSING_TIMEOUT))))
             }
             _ => Ok(Settle::Reject(None)),
+        }
+    }
+
+    /// Records a settlement on the event's receive span: OK for an ack, an error for a reject.
+    pub(crate) fn record(self, span: &tracing::Span) {
+        match self {
+            Settle::Ack => telemetry::ok(span),
+            Settle::Reject(_) => telemetry::error(span, "event rejected"),
+            Settle::RejectPermanently => telemetry::error(span, "event permanently rejected"),
+            // A ping settles nothing; the span goes on.
+            Settle::Ping => {}
         }
     }
 
@@ -560,21 +557,14 @@ impl Subscription {
             None => Instant::now(),
         };
 
-        let headers = KnownHeaders::find(message.headers.as_ref());
-        // Windshift's headers first; a message published straight to NATS may carry the W3C ones.
-        let publisher = TraceContext {
-            parent: headers
-                .trace_parent
-                .or(headers.w3c_trace_parent)
-                .map(str::to_owned),
-            state: headers
-                .trace_state
-                .or(headers.w3c_trace_state)
-                .map(str::to_owned),
-        };
-        let subject = message.subject.as_str().to_owned();
-        let span = telemetry::receive_span(&subject, id, &self.name, &publisher);
-        let trace = publisher.forward(&span);
+        let mut event = format::decode(
+            id,
+            message.subject.to_string(),
+            message.headers.as_ref(),
+            message.payload,
+            stored,
+        );
+        let span = telemetry::receive(&mut event, &self.name);
         let deadline = self.add_deadline(id, came + timeout);
         self.in_flight.insert(
             id,
@@ -592,15 +582,8 @@ impl Subscription {
         }
 
         Some(Delivery {
-            id,
-            subject,
-            data_type: headers.data_type.unwrap_or_default().to_owned(),
-            timestamp: headers.timestamp(stored),
-            idempotency_key: headers.message_id.map(str::to_owned),
-            trace_parent: trace.parent,
-            trace_state: trace.state,
+            event,
             delivery_attempt: attempt,
-            body: message.payload,
         })
     }
 
@@ -631,11 +614,7 @@ impl Subscription {
                 Ok(()) => {
                     settled.ids.push(id);
                     self.deadlines.remove(&entry.deadline);
-                    match how {
-                        Settle::Ack => telemetry::ok(&entry.span),
-                        Settle::Reject(_) => telemetry::error(&entry.span, "event rejected"),
-                        _ => telemetry::error(&entry.span, "event permanently rejected"),
-                    }
+                    how.record(&entry.span);
                 }
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle an event");

@@ -6,6 +6,9 @@
 //! conventions are the delivery engine's: the id is the stream sequence, a redelivery replaces the
 //! entry of the earlier delivery, and a settlement answers every id in exactly one list.
 //!
+//! Each fetched event gets a receive span and carries trace context as on the Events path (see
+//! [`crate::telemetry`]); the span ends with the event's settlement or expiry.
+//!
 //! The table lives in this process, so settlements must reach the Jetway server that did the
 //! fetch. It is bounded: a fetch takes no more events than the table has room for when it starts
 //! (so concurrent fetches overshoot [`MAX_IN_FLIGHT`] by at most their own sizes).
@@ -22,6 +25,7 @@ use async_nats::{
 };
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::{
     Nats,
@@ -34,6 +38,7 @@ use crate::{
     expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_existing_name,
+    telemetry,
 };
 
 /// Events per fetch when the client sets no limit.
@@ -131,6 +136,8 @@ struct Entry {
     reply: Subject,
     /// Its place among the expiries; a later delivery of the same event gets another one.
     deadline: Deadline,
+    /// The delivery's receive span, ended by its settlement or its expiry.
+    span: Span,
 }
 
 #[derive(Default)]
@@ -144,13 +151,20 @@ impl Table {
     /// Drops the entries whose processing timeout has passed: JetStream redelivers those.
     fn expire(&mut self, now: Instant) {
         while let Some(key) = self.expiries.pop_expired(now) {
-            self.entries.remove(&key);
+            if let Some(entry) = self.entries.remove(&key) {
+                telemetry::error(&entry.span, "processing timeout");
+            }
         }
     }
 
-    fn insert(&mut self, key: Key, reply: Subject, expires: Instant) {
+    fn insert(&mut self, key: Key, reply: Subject, expires: Instant, span: Span) {
         let deadline = self.expiries.insert(expires, key.clone());
-        if let Some(previous) = self.entries.insert(key, Entry { reply, deadline }) {
+        let entry = Entry {
+            reply,
+            deadline,
+            span,
+        };
+        if let Some(previous) = self.entries.insert(key, entry) {
             self.expiries.remove(&previous.deadline);
         }
     }
@@ -239,18 +253,20 @@ impl Fetcher {
             };
             let expires = Instant::now() + attempt_timeout(&config, attempt);
             taken.replies.push(reply.clone());
-            entries.push((
-                (spec.stream.clone(), spec.consumer.clone(), id),
-                reply,
-                expires,
-            ));
-            let event = format::decode(
+            let mut event = format::decode(
                 id,
                 message.subject.to_string(),
                 message.headers.as_ref(),
                 message.payload,
                 stored,
             );
+            let span = telemetry::receive(&mut event, &spec.consumer);
+            entries.push((
+                (spec.stream.clone(), spec.consumer.clone(), id),
+                reply,
+                expires,
+                span,
+            ));
             events.push(Fetched {
                 event,
                 delivery_attempt: attempt,
@@ -258,8 +274,8 @@ impl Fetcher {
         }
         // One lock for the whole batch, taken only once the call can no longer be cancelled.
         let mut table = self.table.lock().expect("the table lock is never poisoned");
-        for (key, reply, expires) in entries {
-            table.insert(key, reply, expires);
+        for (key, reply, expires, span) in entries {
+            table.insert(key, reply, expires, span);
         }
         drop(table);
         taken.replies.clear();
@@ -325,7 +341,10 @@ impl Fetcher {
                 continue;
             };
             match self.nats.send_ack(entry.reply.clone(), kind).await {
-                Ok(()) => settled.ids.push(id),
+                Ok(()) => {
+                    how.record(&entry.span);
+                    settled.ids.push(id);
+                }
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle a fetched event");
                     settled.temporary_failed_ids.push(id);
@@ -341,6 +360,7 @@ impl Fetcher {
                     (stream.to_owned(), consumer.to_owned(), id),
                     entry.reply,
                     entry.deadline.at,
+                    entry.span,
                 );
             }
         }
@@ -371,10 +391,10 @@ mod tests {
         let mut table = Table::default();
         let now = Instant::now();
         let second = Duration::from_secs(1);
-        table.insert(key(1), "r1".into(), now + second);
-        table.insert(key(2), "r2".into(), now + 3 * second);
+        table.insert(key(1), "r1".into(), now + second, Span::none());
+        table.insert(key(2), "r2".into(), now + 3 * second, Span::none());
         // A redelivery of 1 with a later deadline: the earlier expiry must not remove it.
-        table.insert(key(1), "r1b".into(), now + 5 * second);
+        table.insert(key(1), "r1b".into(), now + 5 * second, Span::none());
         assert_eq!(table.expiries.len(), 2);
 
         table.expire(now + 2 * second);

@@ -211,18 +211,19 @@ pub fn type_url(data_type: &str) -> String {
 
 /// Encodes a delivered event. The body moves into the `Any` without a copy.
 pub fn event(delivery: Delivery) -> Event {
+    let event = delivery.event;
     Event {
-        id: delivery.id,
-        subject: delivery.subject,
+        id: event.id,
+        subject: event.subject,
         headers: Some(Headers {
-            timestamp: Some(delivery.timestamp.into()),
-            idempotency_key: delivery.idempotency_key,
-            trace_parent: delivery.trace_parent,
-            trace_state: delivery.trace_state,
+            timestamp: Some(event.timestamp.into()),
+            idempotency_key: event.idempotency_key,
+            trace_parent: event.trace_parent,
+            trace_state: event.trace_state,
         }),
         data: Some(Any {
-            type_url: type_url(&delivery.data_type),
-            value: delivery.body,
+            type_url: type_url(&event.data_type),
+            value: event.body,
         }),
         delivery_attempt: delivery.delivery_attempt,
     }

@@ -45,7 +45,7 @@ async fn dead_letters(
 }
 
 /// Waits until the dead-letter stream holds `n` dead letters, and returns them.
-async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec<DeadLetter> {
+pub(crate) async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec<DeadLetter> {
     eventually(&format!("{n} dead letters in {stream}"), || async {
         let mut admin = clients::admin(env).await;
         let found = match admin.list_dead_letters(list(stream)).await {
