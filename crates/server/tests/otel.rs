@@ -199,6 +199,7 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
     session.ack(&[event.id, direct.id]).await;
     // The other paths act now and are checked below, so all their spans come in one export.
     let fetched = fetch_and_read(&mut env, id).await;
+    let streamed = publish_stream(&mut env).await;
 
     let trace = unhex(trace_id);
     let find = |name: &'static str, trace: Vec<u8>| {
@@ -276,6 +277,7 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
     assert_eq!(hex(&direct_consumer.parent_span_id), direct_span);
 
     fetch_and_reads_carry_the_trace(&receiver, trace_id, &producer, fetched).await;
+    publish_stream_keeps_the_callers_trace(&receiver, streamed).await;
 
     telemetry.shutdown().await;
 }
@@ -398,4 +400,73 @@ async fn fetch_and_reads_carry_the_trace(
     let stored = Some(format!("00-{trace_id}-{}-01", hex(&producer.span_id)));
     assert_eq!(seen.read, stored, "ReadEvents");
     assert_eq!(seen.got, stored, "GetEvent");
+}
+
+/// The trace id and parent span id a PublishStream call carries.
+const STREAM_TRACE: (&str, &str) = ("5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8");
+
+/// Publishes two events on one PublishStream call that carries `STREAM_TRACE`; returns their ids.
+async fn publish_stream(env: &mut Env) -> Vec<u64> {
+    let (trace_id, client_span_id) = STREAM_TRACE;
+    let requests: Vec<_> = (1..=2)
+        .map(|n| api::PublishStreamRequest {
+            correlation_id: n,
+            event: Some(api::PublishEventRequest {
+                subject: "orders.streamed".into(),
+                payload: Some(api::publish_event_request::Payload::Raw(api::RawPayload {
+                    data: format!("streamed {n}").into_bytes().into(),
+                    content_type: String::new(),
+                })),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    let mut request = tonic::Request::new(tokio_stream::iter(requests));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{client_span_id}-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut client = EventsServiceClient::new(env.jetway.channel().await);
+    let mut answers = client.publish_stream(request).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        match answer.result.and_then(|r| r.result) {
+            Some(api::publish_result::Result::Published(published)) => ids.push(published.id),
+            other => panic!("expected a published event, got {other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 2);
+    ids
+}
+
+/// Issue 17 #16: every event of a PublishStream continues the call's trace, as PublishEvent does.
+async fn publish_stream_keeps_the_callers_trace(receiver: &Receiver, ids: Vec<u64>) {
+    let (trace_id, client_span_id) = STREAM_TRACE;
+    let trace = unhex(trace_id);
+    let server = eventually("the PublishStream server span", || {
+        let found = receiver.find("jetway.events.v1.EventsService/PublishStream", &trace);
+        async move { found }
+    })
+    .await
+    .1;
+    assert_eq!(hex(&server.parent_span_id), client_span_id);
+    for id in ids {
+        let producer = eventually("the producer span of a streamed event", || {
+            let spans = receiver.find_all(
+                "orders.streamed publish",
+                &trace,
+                "messaging.message.id",
+                &id.to_string(),
+            );
+            async move { spans.into_iter().next() }
+        })
+        .await;
+        assert_eq!(producer.kind, SpanKind::Producer as i32);
+        assert_eq!(
+            producer.parent_span_id, server.span_id,
+            "each publish span is the call's child"
+        );
+    }
 }
