@@ -186,7 +186,8 @@ impl ConsumerOptions {
         self
     }
 
-    /// How long a subscriber may hold an event before JetStream redelivers it. Default: 30 s.
+    /// How long a subscriber may hold an event before JetStream redelivers it: 1 s to 7 days
+    /// (outside that the server answers INVALID_ARGUMENT). Default: 30 s.
     /// [`Subscription`](crate::Subscription)s ping held events, so this bounds how long a crashed
     /// subscriber delays its events, not how long work may take.
     pub fn processing_timeout(mut self, timeout: Duration) -> Self {
@@ -205,7 +206,8 @@ impl ConsumerOptions {
 
     /// Delivery policy: processing timeouts per delivery (JetStream's BackOff). The n-th delivery
     /// of an event must be settled within the n-th entry (the last one repeats), else it is
-    /// redelivered. It replaces [`ConsumerOptions::processing_timeout`] (setting both is
+    /// redelivered. Each entry is 1 s to 7 days, as a processing timeout is. It replaces
+    /// [`ConsumerOptions::processing_timeout`] (setting both is
     /// INVALID_ARGUMENT), and may not have more entries than
     /// [`ConsumerOptions::max_deliveries`]. A reject without a delay is still redelivered at once.
     /// Default: none.

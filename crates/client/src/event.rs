@@ -17,8 +17,8 @@ use crate::{
 const SETTLE_ATTEMPTS: u32 = 7;
 const SETTLE_RETRY_START: Duration = Duration::from_millis(10);
 
-/// The longest redelivery delay JetStream can hold (signed 64-bit nanoseconds).
-const MAX_REJECT_DELAY: Duration = Duration::from_nanos(i64::MAX as u64);
+/// The longest redelivery delay the server accepts: its longest processing timeout, 7 days.
+const MAX_REJECT_DELAY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// An event received from a [`Subscription`](crate::Subscription), held until it is settled.
 ///
@@ -133,9 +133,10 @@ impl Event {
         self.settle(Action::Reject(None)).await
     }
 
-    /// Failed: JetStream redelivers the event after `delay` (zero: at once). A delay beyond what
-    /// JetStream can hold (signed 64-bit nanoseconds, about 292 years) is shortened to it: the
-    /// server refuses a longer one with a status that would end the whole subscription.
+    /// Failed: JetStream redelivers the event after `delay` (zero: at once). The server raises a
+    /// delay under a second to one second. A delay over 7 days (the longest processing timeout) is
+    /// shortened to 7 days: the server refuses a longer one with a status that would end the whole
+    /// subscription.
     pub async fn reject_after(self, delay: Duration) -> Result<(), SettleError> {
         let delay = delay.min(MAX_REJECT_DELAY);
         self.settle(Action::Reject(Some(delay))).await

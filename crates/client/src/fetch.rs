@@ -186,7 +186,9 @@ impl Fetcher {
         self.send_reject(ids, false, None).await
     }
 
-    /// Failed: JetStream redelivers the events after `delay` (zero: at once).
+    /// Failed: JetStream redelivers the events after `delay` (zero: at once). The server raises a
+    /// delay under a second to one second, and refuses one over 7 days (the longest processing
+    /// timeout) with an INVALID_ARGUMENT [`Error::Status`](crate::Error::Status).
     pub async fn reject_after(&self, ids: &[u64], delay: Duration) -> Result<Settled, Error> {
         self.send_reject(ids, false, Some(delay)).await
     }

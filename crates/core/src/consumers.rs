@@ -18,13 +18,14 @@ use std::{hash::BuildHasher, time::Duration};
 use async_nats::jetstream::{
     ErrorCode,
     consumer::{self, AckPolicy, DeliverPolicy, FromConsumer, pull},
+    stream,
 };
 
 use crate::{
     Nats, dead_letters,
     error::{Classify, Invalid, NatsError, api_request},
     format,
-    names::{validate_filter, validate_name},
+    names::{subjects_overlap, validate_filter, validate_name},
     streams::StreamPointer,
 };
 
@@ -69,6 +70,27 @@ pub struct DeliveryPolicy {
 /// timeout, and a week is past any sensible unit of work (the tracking timer also tops out at about
 /// two years).
 pub const MAX_PROCESSING_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The shortest processing timeout or backoff entry accepted. JetStream redelivers an event the
+/// moment its processing timeout passes, whether or not its subscriber is still at work, so a
+/// timeout of a few milliseconds redelivers every event thousands of times a second. NATS enforces
+/// no floor and Google Pub/Sub's is 10 s (its shortest ack deadline); one second still lets quick
+/// work use quick redelivery.
+pub const MIN_PROCESSING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks a processing timeout (or a backoff entry, which is one) given by a client.
+fn validate_timeout(field: &str, timeout: Duration) -> Result<(), Invalid> {
+    if timeout < MIN_PROCESSING_TIMEOUT {
+        return Err(Invalid::new(
+            field,
+            format!("must be at least {MIN_PROCESSING_TIMEOUT:?}"),
+        ));
+    }
+    if timeout > MAX_PROCESSING_TIMEOUT {
+        return Err(Invalid::new(field, "must be at most 7 days (168h)"));
+    }
+    Ok(())
+}
 
 /// The most entries a backoff schedule may have.
 pub const MAX_BACKOFF_ENTRIES: usize = 100;
@@ -246,28 +268,35 @@ pub async fn ensure_consumer(
     if let Some(StreamPointer::Time(time)) = spec.from {
         format::validate_time("from.time", time)?;
     }
-    if spec.processing_timeout.is_some_and(|t| t.is_zero()) {
-        return Err(Invalid::new(
-            "processing_timeout",
-            "must be greater than zero; omit it for the default of 30s",
-        )
-        .into());
-    }
-    if spec
-        .processing_timeout
-        .is_some_and(|t| t > MAX_PROCESSING_TIMEOUT)
-    {
-        return Err(Invalid::new("processing_timeout", "must be at most 7 days (168h)").into());
+    match spec.processing_timeout {
+        Some(timeout) if timeout.is_zero() => {
+            return Err(Invalid::new(
+                "processing_timeout",
+                "must be greater than zero; omit it for the default of 30s",
+            )
+            .into());
+        }
+        Some(timeout) => validate_timeout("processing_timeout", timeout)?,
+        None => {}
     }
     if let Some(policy) = &spec.delivery {
         validate_policy(spec, policy)?;
-        if let Some(dead_letters) = &policy.dead_letter_stream {
-            // Before the consumer exists, so no event it gives up on finds the way unprepared.
-            dead_letters::prepare(nats, dead_letters).await?;
-        }
+    }
+    let js = nats.jetstream();
+    let stream = js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(|err| ConsumerError::from_nats(err.classify(), &spec.stream, ""))?;
+    validate_filters_in(&spec.subjects, stream.cached_info())?;
+    if let Some(dead_letters) = spec
+        .delivery
+        .as_ref()
+        .and_then(|policy| policy.dead_letter_stream.as_ref())
+    {
+        // Before the consumer exists, so no event it gives up on finds the way unprepared.
+        dead_letters::prepare(nats, dead_letters).await?;
     }
 
-    let js = nats.jetstream();
     // Held from the count to the creation (see `UnnamedLimit`).
     let mut _creating = None;
     let (name, config) = match durable {
@@ -372,6 +401,29 @@ async fn count_unnamed(nats: &Nats, stream: &str, enough: usize) -> Result<usize
     }
 }
 
+/// Checks that each filter can match events of the stream: JetStream accepts a filter outside the
+/// stream's subjects, and the consumer then never delivers anything. The events of a mirror or of
+/// a stream with sources keep their sources' subjects, so there any filter may match.
+fn validate_filters_in(filters: &[String], stream: &stream::Info) -> Result<(), Invalid> {
+    let config = &stream.config;
+    if config.mirror.is_some() || config.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Ok(());
+    }
+    for (i, filter) in filters.iter().enumerate() {
+        if !config.subjects.iter().any(|s| subjects_overlap(filter, s)) {
+            return Err(Invalid::new(
+                format!("subjects[{i}]"),
+                format!(
+                    "{filter} matches none of the subjects of stream {} ({}), so the consumer would never receive an event",
+                    config.name,
+                    config.subjects.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), Invalid> {
     if policy.max_deliveries == Some(0) {
         return Err(Invalid::new(
@@ -385,21 +437,8 @@ fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), I
             format!("must have at most {MAX_BACKOFF_ENTRIES} entries"),
         ));
     }
-    if let Some(i) = policy.backoff.iter().position(Duration::is_zero) {
-        return Err(Invalid::new(
-            format!("backoff[{i}]"),
-            "must be greater than zero",
-        ));
-    }
-    if let Some(i) = policy
-        .backoff
-        .iter()
-        .position(|d| *d > MAX_PROCESSING_TIMEOUT)
-    {
-        return Err(Invalid::new(
-            format!("backoff[{i}]"),
-            "must be at most 7 days (168h)",
-        ));
+    for (i, timeout) in policy.backoff.iter().enumerate() {
+        validate_timeout(&format!("backoff[{i}]"), *timeout)?;
     }
     if !policy.backoff.is_empty() && spec.processing_timeout.is_some() {
         return Err(Invalid::new(
@@ -491,10 +530,8 @@ fn managed(spec: &ConsumerSpec, base: Option<pull::Config>) -> pull::Config {
 
 fn deliver_policy(from: Option<StreamPointer>) -> DeliverPolicy {
     match from {
-        // The time was validated, so the conversion cannot fail.
-        Some(StreamPointer::Time(time)) => match format::to_utc(time) {
-            Some(start_time) => DeliverPolicy::ByStartTime { start_time },
-            None => DeliverPolicy::New,
+        Some(StreamPointer::Time(time)) => DeliverPolicy::ByStartTime {
+            start_time: format::start_time(time),
         },
         Some(StreamPointer::Offset(seq)) if seq > 0 => DeliverPolicy::ByStartSequence {
             start_sequence: seq,
@@ -657,6 +694,20 @@ mod tests {
         assert_eq!(
             field(policy(None, vec![second, Duration::ZERO], None), None),
             "backoff[1]"
+        );
+        assert_eq!(
+            field(
+                policy(None, vec![second, Duration::from_millis(999)], None),
+                None
+            ),
+            "backoff[1]"
+        );
+        assert_eq!(
+            field(
+                policy(None, vec![MAX_PROCESSING_TIMEOUT + second], None),
+                None
+            ),
+            "backoff[0]"
         );
         assert_eq!(
             field(policy(Some(1), vec![second, second], None), None),

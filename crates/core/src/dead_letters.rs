@@ -47,7 +47,7 @@ use crate::{
     names::{validate_existing_name, validate_name},
     publish::{self, PublishError},
     reads::{Bound, EventReadError, Reader},
-    streams::DEFAULT_DEDUPE_WINDOW,
+    streams::{DEFAULT_DEDUPE_WINDOW, validate_sequence},
 };
 
 /// The stream that keeps JetStream's advisories until the worker has processed them.
@@ -698,6 +698,7 @@ async fn read(
 ) -> Result<Reader, DeadLetterError> {
     validate_name("dead_letter_stream", dead_letters)?;
     validate_filters(stream, consumer)?;
+    validate_sequence("from_id", from_id)?;
     check_dead_letter_stream(nats, dead_letters).await?;
     let any = |name: &str| if name.is_empty() { "*" } else { name }.to_owned();
     let filter = subject(dead_letters, &any(stream), &any(consumer), "*");

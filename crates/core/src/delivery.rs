@@ -31,7 +31,6 @@ use async_nats::{
         },
     },
 };
-use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::{
     sync::watch,
@@ -41,15 +40,15 @@ use tokio::{
 use crate::{
     Nats,
     consumers::{
-        ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks,
-        within_request_limits,
+        ConsumerError, MAX_PROCESSING_TIMEOUT, MIN_PROCESSING_TIMEOUT, attempt_timeout,
+        processing_timeout, require_explicit_acks, within_request_limits,
     },
     dead_letters,
     error::{Classify, Invalid, NatsError},
     expiry::{Deadline, Expiries},
-    format::KnownHeaders,
+    format::{self, Event},
     names::validate_name,
-    telemetry::{self, TraceContext, metrics::Path},
+    telemetry::{self, metrics::Path},
 };
 
 /// In-flight events per subscription when the client sets no limit.
@@ -80,22 +79,9 @@ pub struct SubscribeSpec {
 /// One delivered event.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The stream sequence: the id to settle it with.
-    pub id: u64,
-    /// The subject it was published on.
-    pub subject: String,
-    /// The message type (`WS-Data-Type`), possibly empty.
-    pub data_type: String,
-    /// The serialized message.
-    pub body: Bytes,
-    /// When the event happened (`WS-Published-Time`), or when it was stored.
-    pub timestamp: SystemTime,
-    /// The idempotency key it was published with.
-    pub idempotency_key: Option<String>,
-    /// The publisher's W3C trace context.
-    pub trace_parent: Option<String>,
-    /// See `trace_parent`.
-    pub trace_state: Option<String>,
+    /// The event, decoded as on every read path; its id (the stream sequence) settles it. Its trace
+    /// context is its receive span's when spans are recorded, else the publisher's.
+    pub event: Event,
     /// 1 on the first delivery, 2 on the first redelivery, and so on.
     pub delivery_attempt: u64,
 }
@@ -114,6 +100,37 @@ pub enum Settle {
 }
 
 impl Settle {
+    /// A reject for redelivery after `delay` (`field` names it for errors). None or zero
+    /// redelivers at once, as in Windshift. A delay over [`MAX_PROCESSING_TIMEOUT`] is refused, as
+    /// such a processing timeout is: JetStream holds the rejected event as pending all that time,
+    /// where it counts against the consumer's limit of unsettled events. A delay under
+    /// [`MIN_PROCESSING_TIMEOUT`] is raised to it rather than refused, because Windshift clients
+    /// send any delay and a refusal ends their whole Events stream; so a delayed event, like a
+    /// timed-out one, comes back at most once a second.
+    pub fn reject(field: &str, delay: Option<Duration>) -> Result<Settle, Invalid> {
+        match delay {
+            Some(delay) if delay > MAX_PROCESSING_TIMEOUT => Err(Invalid::new(
+                field,
+                "must be at most 7 days (168h), the longest processing timeout",
+            )),
+            Some(delay) if !delay.is_zero() => {
+                Ok(Settle::Reject(Some(delay.max(MIN_PROCESSING_TIMEOUT))))
+            }
+            _ => Ok(Settle::Reject(None)),
+        }
+    }
+
+    /// Records a settlement on the event's receive span: OK for an ack, an error for a reject.
+    pub(crate) fn record(self, span: &tracing::Span) {
+        match self {
+            Settle::Ack => telemetry::ok(span),
+            Settle::Reject(_) => telemetry::error(span, "event rejected"),
+            Settle::RejectPermanently => telemetry::error(span, "event permanently rejected"),
+            // A ping settles nothing; the span goes on.
+            Settle::Ping => {}
+        }
+    }
+
     /// What JetStream is told.
     pub(crate) fn ack_kind(self) -> AckKind {
         match self {
@@ -561,21 +578,14 @@ impl Subscription {
             None => Instant::now(),
         };
 
-        let headers = KnownHeaders::find(message.headers.as_ref());
-        // Windshift's headers first; a message published straight to NATS may carry the W3C ones.
-        let publisher = TraceContext {
-            parent: headers
-                .trace_parent
-                .or(headers.w3c_trace_parent)
-                .map(str::to_owned),
-            state: headers
-                .trace_state
-                .or(headers.w3c_trace_state)
-                .map(str::to_owned),
-        };
-        let subject = message.subject.as_str().to_owned();
-        let span = telemetry::receive_span(&subject, id, &self.name, &publisher);
-        let trace = publisher.forward(&span);
+        let mut event = format::decode(
+            id,
+            message.subject.to_string(),
+            message.headers.as_ref(),
+            message.payload,
+            stored,
+        );
+        let span = telemetry::receive(&mut event, &self.name);
         let deadline = self.add_deadline(id, came + timeout);
         self.in_flight.insert(
             id,
@@ -589,15 +599,8 @@ impl Subscription {
         self.meters.delivered(attempt);
 
         Some(Delivery {
-            id,
-            subject,
-            data_type: headers.data_type.unwrap_or_default().to_owned(),
-            timestamp: headers.timestamp(stored),
-            idempotency_key: headers.message_id.map(str::to_owned),
-            trace_parent: trace.parent,
-            trace_state: trace.state,
+            event,
             delivery_attempt: attempt,
-            body: message.payload,
         })
     }
 
@@ -637,11 +640,7 @@ impl Subscription {
                 Ok(()) => {
                     settled.ids.push(id);
                     self.deadlines.remove(&entry.deadline);
-                    match how {
-                        Settle::Ack => telemetry::ok(&entry.span),
-                        Settle::Reject(_) => telemetry::error(&entry.span, "event rejected"),
-                        _ => telemetry::error(&entry.span, "event permanently rejected"),
-                    }
+                    how.record(&entry.span);
                 }
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle an event");
@@ -762,6 +761,25 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reject_delays_are_raised_to_a_second_and_refused_past_a_week() {
+        let reject = |delay: Option<Duration>| Settle::reject("delay", delay);
+        assert_eq!(reject(None), Ok(Settle::Reject(None)));
+        assert_eq!(reject(Some(Duration::ZERO)), Ok(Settle::Reject(None)));
+        assert_eq!(
+            reject(Some(Duration::from_nanos(1))),
+            Ok(Settle::Reject(Some(MIN_PROCESSING_TIMEOUT)))
+        );
+        let minute = Duration::from_secs(60);
+        assert_eq!(reject(Some(minute)), Ok(Settle::Reject(Some(minute))));
+        assert_eq!(
+            reject(Some(MAX_PROCESSING_TIMEOUT)),
+            Ok(Settle::Reject(Some(MAX_PROCESSING_TIMEOUT)))
+        );
+        let over = reject(Some(MAX_PROCESSING_TIMEOUT + Duration::from_nanos(1)));
+        assert_eq!(over.unwrap_err().field, "delay");
+    }
 
     #[test]
     fn reads_both_forms_of_the_ack_subject() {

@@ -24,6 +24,9 @@
 //! alone, from a pull without a byte limit. A pull that fails after events came returns them: they
 //! were delivered, and JetStream counted the attempt, so handing them back would spend it unseen.
 //!
+//! Each fetched event gets a receive span and carries trace context as on the Events path (see
+//! [`crate::telemetry`]); the span ends with the event's settlement or expiry.
+//!
 //! The table lives in this process, so settlements must reach the Jetway server that did the fetch.
 
 use std::{
@@ -44,6 +47,7 @@ use futures::StreamExt;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 
 use crate::{
     Nats,
@@ -57,7 +61,10 @@ use crate::{
     expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_existing_name,
-    telemetry::metrics::{self, Path},
+    telemetry::{
+        self,
+        metrics::{self, Path},
+    },
 };
 
 /// Events per fetch when the client sets no limit.
@@ -193,6 +200,16 @@ struct Held {
     arrived: Instant,
     /// Its place among the expiries; a later delivery of the same event gets another one.
     deadline: Deadline,
+    /// The delivery's receive span, ended by its settlement or its expiry.
+    span: Span,
+}
+
+/// One delivery of a fetched event, as it enters the table.
+struct Delivered {
+    reply: Subject,
+    attempt: u64,
+    arrived: Instant,
+    span: Span,
 }
 
 /// The events held for one consumer.
@@ -225,7 +242,9 @@ impl Holder {
     fn expire(&mut self, now: Instant) -> usize {
         let mut expired = 0;
         while let Some(id) = self.expiries.pop_expired(now) {
-            self.held.remove(&id);
+            if let Some(held) = self.held.remove(&id) {
+                telemetry::error(&held.span, "processing timeout");
+            }
             expired += 1;
         }
         expired
@@ -236,7 +255,13 @@ impl Holder {
     }
 
     /// Holds a delivery; returns whether it replaced an earlier delivery of the same event.
-    fn insert(&mut self, id: u64, reply: Subject, attempt: u64, arrived: Instant) -> bool {
+    fn insert(&mut self, id: u64, delivery: Delivered) -> bool {
+        let Delivered {
+            reply,
+            attempt,
+            arrived,
+            span,
+        } = delivery;
         let at = arrived + attempt_timeout(&self.config, attempt);
         let deadline = self.expiries.insert(at, id);
         let held = Held {
@@ -244,6 +269,7 @@ impl Holder {
             attempt,
             arrived,
             deadline,
+            span,
         };
         match self.held.insert(id, held) {
             Some(previous) => {
@@ -431,11 +457,12 @@ impl Table {
 
     /// Holds a delivery fetched from `key` (whose fetch still holds a reservation, so the holder
     /// exists) and counts it.
-    fn insert(&mut self, key: &Key, id: u64, reply: Subject, attempt: u64, arrived: Instant) {
+    fn insert(&mut self, key: &Key, id: u64, delivery: Delivered) {
         let Some(holder) = self.holders.get_mut(key) else {
             return;
         };
-        if holder.insert(id, reply, attempt, arrived) {
+        let attempt = delivery.attempt;
+        if holder.insert(id, delivery) {
             // The earlier delivery of this event is gone; this one takes its place.
             self.meters.released(1);
         } else {
@@ -584,14 +611,23 @@ impl Fetcher {
             let Some((reply, metadata)) = AckMetadata::take(&mut message) else {
                 continue;
             };
-            entries.push((metadata.stream_sequence, reply, metadata.delivered, arrived));
-            let event = format::decode(
+            let mut event = format::decode(
                 metadata.stream_sequence,
                 message.subject.to_string(),
                 message.headers.as_ref(),
                 message.payload,
                 metadata.stored,
             );
+            let span = telemetry::receive(&mut event, &spec.consumer);
+            entries.push((
+                metadata.stream_sequence,
+                Delivered {
+                    reply,
+                    attempt: metadata.delivered,
+                    arrived,
+                    span,
+                },
+            ));
             events.push(Fetched {
                 event,
                 delivery_attempt: metadata.delivered,
@@ -599,8 +635,8 @@ impl Fetcher {
         }
         {
             let mut table = self.table();
-            for (id, reply, attempt, arrived) in entries {
-                table.insert(&taken.key, id, reply, attempt, arrived);
+            for (id, delivery) in entries {
+                table.insert(&taken.key, id, delivery);
             }
             table.release(&taken.key, taken.reserved);
         }
@@ -816,7 +852,10 @@ impl Fetcher {
                 continue;
             };
             match self.nats.send_ack(held.reply.clone(), kind).await {
-                Ok(()) => settled.ids.push(id),
+                Ok(()) => {
+                    how.record(&held.span);
+                    settled.ids.push(id);
+                }
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle a fetched event");
                     settled.temporary_failed_ids.push(id);
@@ -947,6 +986,16 @@ async fn forget_deleted(fetcher: Weak<Fetcher>, nats: Nats, shutdown: Cancellati
 mod tests {
     use super::*;
 
+    /// A delivery of attempt `attempt` with reply subject `reply`, arrived at `arrived`.
+    fn delivered(reply: impl Into<Subject>, attempt: u64, arrived: Instant) -> Delivered {
+        Delivered {
+            reply: reply.into(),
+            attempt,
+            arrived,
+            span: Span::none(),
+        }
+    }
+
     fn info(created: i64, ack_wait: u64) -> consumer::Info {
         let mut info: consumer::Info = serde_json::from_value(serde_json::json!({
             "stream_name": "s",
@@ -981,7 +1030,7 @@ mod tests {
         let granted = table.reserve(&key, info, ids.len(), &LIMITS).unwrap();
         assert_eq!(granted, ids.len());
         for &id in ids {
-            table.insert(&key, id, format!("r{id}").into(), 1, Instant::now());
+            table.insert(&key, id, delivered(format!("r{id}"), 1, Instant::now()));
         }
         table.release(&key, granted);
     }
@@ -992,10 +1041,10 @@ mod tests {
         let (k, now) = (key("c"), Instant::now());
         table.holders.insert(k.clone(), Holder::new(&info(1, 1)));
         let second = Duration::from_secs(1);
-        table.insert(&k, 1, "r1".into(), 1, now);
-        table.insert(&k, 2, "r2".into(), 1, now + 2 * second);
+        table.insert(&k, 1, delivered("r1", 1, now));
+        table.insert(&k, 2, delivered("r2", 1, now + 2 * second));
         // A redelivery of 1 with a later deadline: the earlier expiry must not remove it.
-        table.insert(&k, 1, "r1b".into(), 1, now + 4 * second);
+        table.insert(&k, 1, delivered("r1b", 1, now + 4 * second));
         assert_eq!((table.held, table.holders[&k].expiries.len()), (2, 2));
 
         table.expire(&k, now + 2 * second);
@@ -1038,13 +1087,13 @@ mod tests {
         let (a, b) = (key("a"), key("b"));
         assert_eq!(table.reserve(&a, &one, 4, &LIMITS), Ok(3));
         for id in 1..=3 {
-            table.insert(&a, id, "r".into(), 1, past);
+            table.insert(&a, id, delivered("r", 1, past));
         }
         table.release(&a, 3);
         assert_eq!(table.reserve(&b, &one, 1, &LIMITS), Ok(1));
         // The server is full until the expired entries of "a" are looked at.
         assert_eq!(table.reserve(&key("c"), &one, 1, &LIMITS), Ok(1));
-        table.insert(&key("c"), 9, "r".into(), 1, Instant::now());
+        table.insert(&key("c"), 9, delivered("r", 1, Instant::now()));
         assert_eq!(table.holders[&key("c")].held.len(), 1);
         assert!(!table.holders.contains_key(&a));
     }

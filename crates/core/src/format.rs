@@ -9,7 +9,7 @@
 //! that a message published straight to NATS may carry, in any case) are reserved, so a custom header
 //! can never change how an event is stored or read.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
@@ -66,57 +66,17 @@ pub struct Event {
     pub headers: Vec<(String, String)>,
 }
 
-/// The headers of a stored message that Windshift and Jetway give a meaning to, each the first
-/// non-empty value under exactly that name, found in one pass over the headers.
+/// Decodes a stored message: the one decoder of every read path (Events, Fetch, GetEvent, ReadEvents,
+/// Subscribe, dead letters), so all of them read an event alike. `stored` is JetStream's time for
+/// it, used when the publisher gave none or an unparsable one.
 ///
-/// A pass beats a lookup per name: `HeaderMap::get` builds a `HeaderName` from the `&str` (checking
-/// and copying it) and hashes it, for every name asked, on every delivered event.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct KnownHeaders<'a> {
-    pub data_type: Option<&'a str>,
-    pub content_type: Option<&'a str>,
-    pub published_time: Option<&'a str>,
-    pub message_id: Option<&'a str>,
-    pub trace_parent: Option<&'a str>,
-    pub trace_state: Option<&'a str>,
-    /// The W3C `traceparent` of a message published straight to NATS.
-    pub w3c_trace_parent: Option<&'a str>,
-    /// The W3C `tracestate` of a message published straight to NATS.
-    pub w3c_trace_state: Option<&'a str>,
-}
-
-impl<'a> KnownHeaders<'a> {
-    /// Finds the known headers in `headers`.
-    pub(crate) fn find(headers: Option<&'a HeaderMap>) -> KnownHeaders<'a> {
-        let mut known = KnownHeaders::default();
-        for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
-            let slot = match AsRef::<str>::as_ref(name) {
-                DATA_TYPE => &mut known.data_type,
-                CONTENT_TYPE => &mut known.content_type,
-                PUBLISHED_TIME => &mut known.published_time,
-                MESSAGE_ID => &mut known.message_id,
-                TRACE_PARENT => &mut known.trace_parent,
-                TRACE_STATE => &mut known.trace_state,
-                "traceparent" => &mut known.w3c_trace_parent,
-                "tracestate" => &mut known.w3c_trace_state,
-                _ => continue,
-            };
-            *slot = values
-                .first()
-                .map(HeaderValue::as_str)
-                .filter(|v| !v.is_empty());
-        }
-        known
-    }
-
-    /// When the event happened: `WS-Published-Time`, else `stored` (JetStream's time for it).
-    pub(crate) fn timestamp(&self, stored: SystemTime) -> SystemTime {
-        self.published_time.and_then(parse_time).unwrap_or(stored)
-    }
-}
-
-/// Decodes a stored message. `stored` is JetStream's time for it, used when the publisher gave none
-/// or an unparsable one.
+/// Each header Windshift or Jetway gives a meaning to is the first non-empty value under exactly
+/// that name; the rest that are not reserved are the custom headers. One pass over the headers beats
+/// a lookup per name: `HeaderMap::get` builds a `HeaderName` from the `&str` (checking and copying
+/// it) and hashes it, for every name asked, on every delivered event.
+///
+/// The trace context is Windshift's `WS-Trace-Parent` and `WS-Trace-State`, or else the W3C
+/// `traceparent` and `tracestate` that a message published straight to NATS may carry.
 pub fn decode(
     id: u64,
     subject: String,
@@ -124,28 +84,52 @@ pub fn decode(
     body: Bytes,
     stored: SystemTime,
 ) -> Event {
-    let known = KnownHeaders::find(headers);
-    let custom = headers
-        .map(|h| {
-            h.iter()
-                .filter_map(|(name, values)| {
-                    let name: &str = name.as_ref();
-                    let value = values.first()?;
-                    (!is_reserved(name)).then(|| (name.to_owned(), value.as_str().to_owned()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut data_type = None;
+    let mut content_type = None;
+    let mut published_time = None;
+    let mut message_id = None;
+    let mut trace = [None; 2];
+    let mut w3c_trace = [None; 2];
+    let mut custom = Vec::new();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        let slot = match name {
+            DATA_TYPE => &mut data_type,
+            CONTENT_TYPE => &mut content_type,
+            PUBLISHED_TIME => &mut published_time,
+            MESSAGE_ID => &mut message_id,
+            TRACE_PARENT => &mut trace[0],
+            TRACE_STATE => &mut trace[1],
+            "traceparent" => &mut w3c_trace[0],
+            "tracestate" => &mut w3c_trace[1],
+            _ => {
+                if let Some(value) = values.first()
+                    && !is_reserved(name)
+                {
+                    custom.push((name.to_owned(), value.as_str().to_owned()));
+                }
+                continue;
+            }
+        };
+        *slot = values
+            .first()
+            .map(HeaderValue::as_str)
+            .filter(|v| !v.is_empty());
+    }
+    // The state belongs to the parent it came with, and means nothing without one.
+    let [trace_parent, trace_state] = if trace[0].is_some() { trace } else { w3c_trace };
+    let trace_state = trace_parent.and(trace_state);
+    let owned = |value: Option<&str>| value.map(str::to_owned);
     Event {
         id,
         subject,
-        data_type: known.data_type.unwrap_or_default().to_owned(),
-        content_type: known.content_type.map(str::to_owned),
+        data_type: data_type.unwrap_or_default().to_owned(),
+        content_type: owned(content_type),
         body,
-        timestamp: known.timestamp(stored),
-        idempotency_key: known.message_id.map(str::to_owned),
-        trace_parent: known.trace_parent.map(str::to_owned),
-        trace_state: known.trace_state.map(str::to_owned),
+        timestamp: published_time.and_then(parse_time).unwrap_or(stored),
+        idempotency_key: owned(message_id),
+        trace_parent: owned(trace_parent),
+        trace_state: owned(trace_state),
         headers: custom,
     }
 }
@@ -252,6 +236,24 @@ pub(crate) fn to_utc(time: SystemTime) -> Option<OffsetDateTime> {
     }
 }
 
+/// The last whole second JetStream can compare: it counts times in signed 64-bit nanoseconds since
+/// 1970, which end on 2262-04-11.
+const LAST_COUNTABLE_SECOND: u64 = i64::MAX as u64 / 1_000_000_000;
+
+/// A start time (of a consumer, a read or a stream source) as JetStream gets it: within the times it
+/// can count. JetStream compares start times in signed 64-bit nanoseconds since 1970, so a time after
+/// 2262 would wrap around and mean "from the beginning", and one before 1678 "nothing". Clamped
+/// instead, both keep their meaning: nothing is stored before 1970 (JetStream stamps events with
+/// its own clock), so an earlier start means everything, as 1970 does; and nothing is stored after
+/// 2262, so a later start means nothing yet, as 2262 does.
+pub(crate) fn start_time(time: SystemTime) -> OffsetDateTime {
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(Duration::from_secs(LAST_COUNTABLE_SECOND));
+    OffsetDateTime::UNIX_EPOCH + since_epoch
+}
+
 /// Checks that a start time given by a client can be represented (years 0 to 9999 in practice).
 pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), Invalid> {
     match to_utc(time).filter(|t| t.year() <= 9999) {
@@ -270,7 +272,7 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn formats_like_go_rfc3339_nano() {
@@ -296,6 +298,24 @@ mod tests {
             "from.time"
         );
         assert!(validate_time("from.time", UNIX_EPOCH + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn start_times_stay_within_what_jetstream_counts() {
+        let nanos = |time: SystemTime| start_time(time).unix_timestamp_nanos();
+        let year_3000 = UNIX_EPOCH + Duration::from_secs(32_503_680_000);
+        assert_eq!(
+            nanos(year_3000),
+            i128::from(i64::MAX) / 1_000_000_000 * 1_000_000_000
+        );
+        let year_1600 = UNIX_EPOCH - Duration::from_secs(11_676_096_000);
+        assert_eq!(nanos(year_1600), 0);
+        let t = UNIX_EPOCH + Duration::new(1_720_779_072, 123_400_000);
+        assert_eq!(
+            nanos(t),
+            1_720_779_072_123_400_000,
+            "a time in range is kept"
+        );
     }
 
     #[test]
@@ -345,6 +365,34 @@ mod tests {
         let bare = decode(8, "a".into(), None, Bytes::new(), stored);
         assert_eq!((bare.data_type.as_str(), bare.timestamp), ("", stored));
         assert!(bare.headers.is_empty());
+    }
+
+    #[test]
+    fn the_trace_context_is_windshifts_or_else_the_w3c_one() {
+        let stored = UNIX_EPOCH;
+        let decoded = |pairs: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, *value);
+            }
+            let event = decode(1, "a".into(), Some(&headers), Bytes::new(), stored);
+            (event.trace_parent, event.trace_state)
+        };
+        let some = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            decoded(&[("traceparent", "w3c"), ("tracestate", "w3c-state")]),
+            (some("w3c"), some("w3c-state"))
+        );
+        assert_eq!(
+            decoded(&[
+                (TRACE_PARENT, "ws"),
+                ("traceparent", "w3c"),
+                ("tracestate", "w3c-state")
+            ]),
+            (some("ws"), None),
+            "Windshift's wins, with its own state"
+        );
+        assert_eq!(decoded(&[("tracestate", "alone")]), (None, None));
     }
 
     #[test]

@@ -132,6 +132,20 @@ pub fn validate_key_filter(field: &str, filter: &str) -> Result<(), Invalid> {
     check_subject(field, filter, true, KEY_CHARS)
 }
 
+/// Whether two subjects or filters can match a common subject: token by token, a `*` matches any
+/// one token and a `>` any one or more. Both must be valid filters.
+pub fn subjects_overlap(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
 fn check_subject(
     field: &str,
     subject: &str,
@@ -202,6 +216,33 @@ mod tests {
                 validate_existing_filter("subject", filter).is_err(),
                 "{filter:?}"
             );
+        }
+    }
+
+    #[test]
+    fn overlap_is_a_common_subject_token_by_token() {
+        for (a, b) in [
+            ("orders.>", "orders.created"),
+            ("orders.>", ">"),
+            ("*.created", "orders.>"),
+            ("orders.*", "orders.created"),
+            ("a.*.c", "a.b.*"),
+            ("a", "a"),
+            ("*", "a"),
+        ] {
+            assert!(subjects_overlap(a, b), "{a} and {b}");
+            assert!(subjects_overlap(b, a), "{b} and {a}");
+        }
+        for (a, b) in [
+            ("other.>", "orders.>"),
+            ("orders", "orders.>"),
+            ("orders.*", "orders.a.b"),
+            ("a.b", "a.c"),
+            ("*", "a.b"),
+            ("a.*.c", "a.b.d"),
+        ] {
+            assert!(!subjects_overlap(a, b), "{a} and {b}");
+            assert!(!subjects_overlap(b, a), "{b} and {a}");
         }
     }
 

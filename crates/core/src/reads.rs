@@ -236,9 +236,8 @@ fn deliver_policy(field: &str, from: Option<StreamPointer>) -> Result<DeliverPol
         }
         Some(StreamPointer::Time(time)) => {
             format::validate_time(&format!("{field}.time"), time)?;
-            match format::to_utc(time) {
-                Some(start_time) => DeliverPolicy::ByStartTime { start_time },
-                None => DeliverPolicy::All,
+            DeliverPolicy::ByStartTime {
+                start_time: format::start_time(time),
             }
         }
     })

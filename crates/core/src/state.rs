@@ -35,8 +35,8 @@ use crate::{
     format,
     names::{validate_key, validate_key_filter, validate_name},
     streams::{
-        ApplyError, DEFAULT_DEDUPE_WINDOW, Storage, apply_config, is_placement_refusal,
-        placement_message, starting_config,
+        ApplyError, DEFAULT_DEDUPE_WINDOW, MAX_SEQUENCE, Storage, apply_config,
+        is_placement_refusal, placement_message, starting_config,
     },
 };
 
@@ -680,6 +680,12 @@ pub async fn watch(nats: &Nats, spec: &WatchSpec) -> Result<Entries, ReadError> 
             pattern
         }
     };
+    if let WatchFrom::After(revision) = spec.from
+        && revision >= MAX_SEQUENCE
+    {
+        // The watch starts at the next revision, which must be a sequence JetStream can hold.
+        return Err(Invalid::new("after_revision", format!("must be below {MAX_SEQUENCE}")).into());
+    }
     let bucket = bucket(nats, &spec.store).await?;
     let watch = match spec.from {
         WatchFrom::Current => bucket.watch_with_history(pattern).await,

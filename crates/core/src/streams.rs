@@ -19,6 +19,23 @@ use crate::{
 /// The deduplication window when none is given (and max_age is not shorter).
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The largest stream sequence a client may give as a start position (2^63−1): JetStream keeps
+/// sequences as signed 64-bit numbers in its state files, so a durable consumer starting beyond it
+/// is accepted and then lost when nats-server restarts ("corrupt state file"). Every other integer
+/// that reaches JetStream's configuration is bounded the same way.
+pub const MAX_SEQUENCE: u64 = i64::MAX as u64;
+
+/// Checks a stream sequence that a client gives as a start position (an offset or id).
+pub fn validate_sequence(field: &str, sequence: u64) -> Result<(), Invalid> {
+    if sequence > MAX_SEQUENCE {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MAX_SEQUENCE}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A position in a stream, used as the start of a consumer or a stream source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamPointer {
@@ -116,8 +133,8 @@ pub enum EnsureStreamError {
     /// The declaration is invalid.
     #[error(transparent)]
     Invalid(#[from] Invalid),
-    /// The stream exists and cannot be changed this way (e.g. its storage type), or it conflicts with
-    /// another stream (overlapping subjects).
+    /// The stream exists and cannot be changed this way (e.g. its storage type), it conflicts with
+    /// another stream (overlapping subjects), or a stream it copies from does not exist.
     #[error("{0}")]
     Conflict(String),
     /// NATS failed.
@@ -128,6 +145,7 @@ pub enum EnsureStreamError {
 /// Creates the stream, or updates it in place.
 pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
     validate(spec)?;
+    require_sources(nats, spec).await?;
     let applied = apply_config(nats, &spec.name, |existing| {
         to_config(spec, existing, SystemTime::now())
     })
@@ -182,6 +200,35 @@ pub(crate) fn placement_message(field: &str, replicas: u32, what: &str, err: &Na
         "{field}: JetStream cannot place {replicas} replicas of {what}: {reason}; ask for at most as \
          many replicas as the NATS cluster has JetStream servers"
     )
+}
+
+/// Checks that the streams a mirror or an aggregate copies from exist. JetStream accepts a source
+/// that does not, and then retries it (and logs an error) every minute, forever.
+async fn require_sources(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+    let sources: Vec<(String, &SourceSpec)> = match &spec.source {
+        Some(StreamSource::Mirror(source)) => vec![("mirror".to_owned(), source)],
+        Some(StreamSource::Aggregate(sources)) => sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| (format!("aggregate.sources[{i}]"), source))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (field, source) in sources {
+        match nats.jetstream().get_stream(&source.name).await {
+            Ok(_) => {}
+            Err(err) => match err.classify() {
+                e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => {
+                    return Err(EnsureStreamError::Conflict(format!(
+                        "{field}.name: stream {} does not exist; create it first",
+                        source.name
+                    )));
+                }
+                e => return Err(e.into()),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// How applying a stream configuration failed.
@@ -443,9 +490,8 @@ fn to_source(
     let (start_sequence, start_time) = match spec.from.unwrap_or(StreamPointer::Start) {
         StreamPointer::Start => (None, None),
         StreamPointer::Offset(seq) if seq > 0 => (Some(seq), None),
-        // Both times were validated (or are now), so the conversion cannot fail.
-        StreamPointer::Time(time) => (None, format::to_utc(time)),
-        StreamPointer::End | StreamPointer::Offset(_) => (None, format::to_utc(now)),
+        StreamPointer::Time(time) => (None, Some(format::start_time(time))),
+        StreamPointer::End | StreamPointer::Offset(_) => (None, Some(format::start_time(now))),
     };
     stream::Source {
         name: spec.name.clone(),

@@ -17,6 +17,8 @@ use opentelemetry::{
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::format::Event;
+
 /// The `tracing` target of every messaging span, so the log output can leave them out.
 pub const SPAN_TARGET: &str = "jetway_otel";
 
@@ -95,13 +97,23 @@ pub(crate) fn publish_span(subject: &str) -> Span {
     )
 }
 
+/// Opens the CONSUMER span of a delivered event, a child of the publisher's context that the event
+/// carries, and gives the event the context to pass on to its subscriber: the span's when spans are
+/// recorded, else the publisher's, unchanged. Every delivery path (Events, Fetch) goes through here,
+/// so each carries trace context alike.
+pub(crate) fn receive(event: &mut Event, consumer: &str) -> Span {
+    let publisher = TraceContext {
+        parent: event.trace_parent.take(),
+        state: event.trace_state.take(),
+    };
+    let span = receive_span(&event.subject, event.id, consumer, &publisher);
+    let trace = publisher.forward(&span);
+    (event.trace_parent, event.trace_state) = (trace.parent, trace.state);
+    span
+}
+
 /// The CONSUMER span of one delivered event, whose parent is the publisher's context.
-pub(crate) fn receive_span(
-    subject: &str,
-    id: u64,
-    consumer: &str,
-    publisher: &TraceContext,
-) -> Span {
+fn receive_span(subject: &str, id: u64, consumer: &str, publisher: &TraceContext) -> Span {
     let span = tracing::info_span!(
         target: SPAN_TARGET,
         parent: None,

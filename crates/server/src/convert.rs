@@ -71,7 +71,10 @@ fn pointer(field: &str, value: &StreamPointer) -> Result<streams::StreamPointer,
         Some(Pointer::Time(time)) => {
             streams::StreamPointer::Time(timestamp(&format!("{field}.time"), time)?)
         }
-        Some(Pointer::Offset(offset)) => streams::StreamPointer::Offset(*offset),
+        Some(Pointer::Offset(offset)) => {
+            streams::validate_sequence(&format!("{field}.offset"), *offset)?;
+            streams::StreamPointer::Offset(*offset)
+        }
     })
 }
 
@@ -195,7 +198,7 @@ pub fn reject(
     if permanently {
         return Ok(Settle::RejectPermanently);
     }
-    optional_duration(delay_field, delay).map(Settle::Reject)
+    Settle::reject(delay_field, optional_duration(delay_field, delay)?)
 }
 
 /// The `Any` type URL of a message type. Built by hand: `format!` costs more per delivered event.
@@ -208,18 +211,19 @@ pub fn type_url(data_type: &str) -> String {
 
 /// Encodes a delivered event. The body moves into the `Any` without a copy.
 pub fn event(delivery: Delivery) -> Event {
+    let event = delivery.event;
     Event {
-        id: delivery.id,
-        subject: delivery.subject,
+        id: event.id,
+        subject: event.subject,
         headers: Some(Headers {
-            timestamp: Some(delivery.timestamp.into()),
-            idempotency_key: delivery.idempotency_key,
-            trace_parent: delivery.trace_parent,
-            trace_state: delivery.trace_state,
+            timestamp: Some(event.timestamp.into()),
+            idempotency_key: event.idempotency_key,
+            trace_parent: event.trace_parent,
+            trace_state: event.trace_state,
         }),
         data: Some(Any {
-            type_url: type_url(&delivery.data_type),
-            value: delivery.body,
+            type_url: type_url(&event.data_type),
+            value: event.body,
         }),
         delivery_attempt: delivery.delivery_attempt,
     }

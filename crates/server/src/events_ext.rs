@@ -28,7 +28,7 @@ use jetway_core::{
     pipeline::{self, Outcome},
     publish::{Publication, Publisher},
     reads::{self, ReadSpec},
-    streams::StreamPointer,
+    streams::{self, StreamPointer},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -301,7 +301,10 @@ fn optional_pointer(
                 "must be at least 1 (ids start at 1)",
             ));
         }
-        Some(Pointer::Id(id)) => StreamPointer::Offset(*id),
+        Some(Pointer::Id(id)) => {
+            streams::validate_sequence(&format!("{field}.id"), *id)?;
+            StreamPointer::Offset(*id)
+        }
         None => {
             return Err(Invalid::new(
                 field,

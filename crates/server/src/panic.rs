@@ -11,6 +11,7 @@ use std::{
 
 use futures::FutureExt;
 use tonic::{Status, body::Body, codegen::http};
+use tracing::{Instrument, Span};
 
 use crate::status::INTERNAL_MESSAGE;
 
@@ -63,10 +64,15 @@ where
 
 /// Spawns the task behind a streaming response. If it panics, the client gets INTERNAL through `tx`
 /// instead of a stream that just ends, which would read as complete.
+///
+/// The task runs inside the call's span (the current one), as the handler did: a spawned task
+/// starts outside every span, and the spans it opens (a PublishStream's publish spans) would each
+/// begin a trace of their own instead of continuing the caller's.
 pub fn spawn_guarded<R: Send + 'static>(
     tx: tokio::sync::mpsc::Sender<Result<R, Status>>,
     task: impl Future<Output = ()> + Send + 'static,
 ) {
+    let task = task.instrument(Span::current());
     tokio::spawn(async move {
         if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
             tx.send(Err(log_panic(panic))).await.ok();

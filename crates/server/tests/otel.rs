@@ -13,7 +13,10 @@ use std::{
 
 use async_nats::HeaderMap;
 use harness::{Env, publish_request};
-use jetway_api::windshift::events::v1alpha1::stream_pointer::Pointer;
+use jetway_api::{
+    jetway::events::v1::{self as api, events_service_client::EventsServiceClient},
+    windshift::events::v1alpha1::stream_pointer::Pointer,
+};
 use jetway_server::{config::Config, telemetry::Telemetry};
 use jetway_testkit::eventually;
 use opentelemetry_proto::tonic::{
@@ -73,6 +76,20 @@ impl Receiver {
             .iter()
             .find(|(_, s)| s.name == name && s.trace_id == trace_id)
             .cloned()
+    }
+
+    /// The spans named `name` in the trace whose `key` attribute is `value`.
+    fn find_all(&self, name: &str, trace_id: &[u8], key: &str, value: &str) -> Vec<Span> {
+        let spans = self.spans.lock().unwrap();
+        spans
+            .iter()
+            .filter(|(_, s)| {
+                s.name == name
+                    && s.trace_id == trace_id
+                    && string_attribute(&s.attributes, key).as_deref() == Some(value)
+            })
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 }
 
@@ -180,6 +197,9 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
         .expect("trace_parent");
     assert!(direct_parent.contains(direct_trace), "{direct_parent}");
     session.ack(&[event.id, direct.id]).await;
+    // The other paths act now and are checked below, so all their spans come in one export.
+    let fetched = fetch_and_read(&mut env, id).await;
+    let streamed = publish_stream(&mut env).await;
 
     let trace = unhex(trace_id);
     let find = |name: &'static str, trace: Vec<u8>| {
@@ -256,5 +276,197 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
     .await;
     assert_eq!(hex(&direct_consumer.parent_span_id), direct_span);
 
+    fetch_and_reads_carry_the_trace(&receiver, trace_id, &producer, fetched).await;
+    publish_stream_keeps_the_callers_trace(&receiver, streamed).await;
+
     telemetry.shutdown().await;
+}
+
+/// The trace context that Fetch, ReadEvents and GetEvent gave the traced event.
+struct Fetched {
+    fetched: Option<String>,
+    read: Option<String>,
+    got: Option<String>,
+}
+
+/// Fetches and acks the traced event `id` on a consumer of its own, and reads it.
+async fn fetch_and_read(env: &mut Env, id: u64) -> Fetched {
+    let mut client = EventsServiceClient::new(env.jetway.channel().await);
+    client
+        .ensure_consumer(api::EnsureConsumerRequest {
+            stream: "orders".into(),
+            name: Some("fetcher".into()),
+            subjects: vec!["orders.created".into()],
+            from: Some(api::StreamPointer {
+                pointer: Some(api::stream_pointer::Pointer::Start(true)),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("ensure the fetch consumer");
+    let fetched = client
+        .fetch(api::FetchRequest {
+            stream: "orders".into(),
+            consumer: "fetcher".into(),
+            max_events: 1,
+            wait: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(fetched.len(), 1);
+    assert_eq!(fetched[0].id, id);
+    let settled = client
+        .ack(api::AckRequest {
+            stream: "orders".into(),
+            consumer: "fetcher".into(),
+            ids: vec![id],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .settled
+        .expect("settled");
+    assert_eq!(settled.ids, [id]);
+    let read = client
+        .read_events(api::ReadEventsRequest {
+            stream: "orders".into(),
+            subject: "orders.created".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .and_then(|r| r.event)
+        .expect("an event");
+    assert_eq!(read.id, id);
+    let got = client
+        .get_event(api::GetEventRequest {
+            stream: "orders".into(),
+            id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .expect("an event");
+    Fetched {
+        fetched: fetched[0].trace_parent.clone(),
+        read: read.trace_parent,
+        got: got.trace_parent,
+    }
+}
+
+/// Issue 17 #14: Fetch hands out each event with its receive span's context, a child of the publish
+/// span, as the Events path does, and ReadEvents and GetEvent give the stored context.
+async fn fetch_and_reads_carry_the_trace(
+    receiver: &Receiver,
+    trace_id: &str,
+    producer: &Span,
+    seen: Fetched,
+) {
+    let trace = unhex(trace_id);
+    let receive = eventually("the fetch's receive span", || {
+        let spans = receiver.find_all(
+            "orders.created receive",
+            &trace,
+            "messaging.consumer.group.name",
+            "fetcher",
+        );
+        async move { spans.into_iter().next() }
+    })
+    .await;
+    assert_eq!(receive.kind, SpanKind::Consumer as i32);
+    assert_eq!(
+        receive.parent_span_id, producer.span_id,
+        "the receive span is the publish span's child"
+    );
+    assert_eq!(
+        receive.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Ok as i32),
+        "acked"
+    );
+    assert_eq!(
+        seen.fetched,
+        Some(format!("00-{trace_id}-{}-01", hex(&receive.span_id))),
+        "Fetch hands out the receive span's context, as Events does"
+    );
+
+    // A read is no delivery: it gives the context stored with the event, the publish span's.
+    let stored = Some(format!("00-{trace_id}-{}-01", hex(&producer.span_id)));
+    assert_eq!(seen.read, stored, "ReadEvents");
+    assert_eq!(seen.got, stored, "GetEvent");
+}
+
+/// The trace id and parent span id a PublishStream call carries.
+const STREAM_TRACE: (&str, &str) = ("5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8");
+
+/// Publishes two events on one PublishStream call that carries `STREAM_TRACE`; returns their ids.
+async fn publish_stream(env: &mut Env) -> Vec<u64> {
+    let (trace_id, client_span_id) = STREAM_TRACE;
+    let requests: Vec<_> = (1..=2)
+        .map(|n| api::PublishStreamRequest {
+            correlation_id: n,
+            event: Some(api::PublishEventRequest {
+                subject: "orders.streamed".into(),
+                payload: Some(api::publish_event_request::Payload::Raw(api::RawPayload {
+                    data: format!("streamed {n}").into_bytes().into(),
+                    content_type: String::new(),
+                })),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    let mut request = tonic::Request::new(tokio_stream::iter(requests));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{client_span_id}-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut client = EventsServiceClient::new(env.jetway.channel().await);
+    let mut answers = client.publish_stream(request).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        match answer.result.and_then(|r| r.result) {
+            Some(api::publish_result::Result::Published(published)) => ids.push(published.id),
+            other => panic!("expected a published event, got {other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 2);
+    ids
+}
+
+/// Issue 17 #16: every event of a PublishStream continues the call's trace, as PublishEvent does.
+async fn publish_stream_keeps_the_callers_trace(receiver: &Receiver, ids: Vec<u64>) {
+    let (trace_id, client_span_id) = STREAM_TRACE;
+    let trace = unhex(trace_id);
+    let server = eventually("the PublishStream server span", || {
+        let found = receiver.find("jetway.events.v1.EventsService/PublishStream", &trace);
+        async move { found }
+    })
+    .await
+    .1;
+    assert_eq!(hex(&server.parent_span_id), client_span_id);
+    for id in ids {
+        let producer = eventually("the producer span of a streamed event", || {
+            let spans = receiver.find_all(
+                "orders.streamed publish",
+                &trace,
+                "messaging.message.id",
+                &id.to_string(),
+            );
+            async move { spans.into_iter().next() }
+        })
+        .await;
+        assert_eq!(producer.kind, SpanKind::Producer as i32);
+        assert_eq!(
+            producer.parent_span_id, server.span_id,
+            "each publish span is the call's child"
+        );
+    }
 }

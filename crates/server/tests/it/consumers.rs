@@ -256,6 +256,134 @@ async fn start_positions_map_to_deliver_policies() {
     ));
 }
 
+/// Issue 17 #6: JetStream keeps sequences as signed 64-bit numbers on disk, and a durable consumer
+/// starting past 2^63−1 was accepted and then lost when nats-server restarted ("corrupt state
+/// file"). Such an offset is refused; the largest one accepted survives a restart.
+#[tokio::test]
+async fn an_offset_beyond_signed_64_bits_is_refused_and_the_largest_survives_a_restart() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let from_offset = |offset: u64| {
+        Some(StreamPointer {
+            pointer: Some(Pointer::Offset(offset)),
+        })
+    };
+    for offset in [u64::MAX, i64::MAX as u64 + 1] {
+        assert_status(
+            try_ensure(
+                &mut env,
+                EnsureConsumerRequest {
+                    from: from_offset(offset),
+                    ..request("orders", Some("beyond"), &["orders.>"])
+                },
+            )
+            .await,
+            Code::InvalidArgument,
+            "from.offset",
+        );
+    }
+    let mut jetway = crate::clients::events(&env).await;
+    let jetway_request = jetway_api::jetway::events::v1::EnsureConsumerRequest {
+        from: Some(jetway_api::jetway::events::v1::StreamPointer {
+            pointer: Some(jetway_api::jetway::events::v1::stream_pointer::Pointer::Id(
+                u64::MAX,
+            )),
+        }),
+        ..crate::clients::consumer("orders", "beyond", &["orders.>"])
+    };
+    assert_status(
+        jetway.ensure_consumer(jetway_request).await,
+        Code::InvalidArgument,
+        "from.id",
+    );
+
+    let last = i64::MAX as u64;
+    env.consumer(
+        "orders",
+        Some("last"),
+        &["orders.>"],
+        Some(Pointer::Offset(last)),
+        None,
+    )
+    .await;
+    env.nats.restart();
+    // A fresh connection: the harness's own one reconnects on its own schedule. The server is ready
+    // once it accepts clients, and it restores streams and their consumers before that.
+    let js = async_nats::jetstream::new(
+        async_nats::connect(env.nats.url())
+            .await
+            .expect("connect after the restart"),
+    );
+    let stream = js.get_stream("orders").await.expect("the stream is back");
+    let info = stream
+        .consumer_info("last")
+        .await
+        .expect("the consumer survived the restart");
+    assert_eq!(
+        info.config.deliver_policy,
+        DeliverPolicy::ByStartSequence {
+            start_sequence: last
+        }
+    );
+    assert!(
+        stream.consumer_info("beyond").await.is_err(),
+        "nothing refused was created"
+    );
+}
+
+/// Issue 17 #9: JetStream compares start times as signed 64-bit nanoseconds since 1970, which
+/// cover only the years 1678 to 2262. A start time after 2262 meant "from the beginning" and one
+/// before 1678 "nothing"; now a time after the last event means "nothing yet" and one before the
+/// first "everything", on both EnsureConsumer APIs.
+#[tokio::test]
+async fn start_times_beyond_what_jetstream_counts_keep_their_meaning() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    for value in ["one", "two", "three"] {
+        env.publish("orders.created", value).await;
+    }
+    let year_3000 = Timestamp {
+        seconds: 32_503_680_000,
+        nanos: 0,
+    };
+    let year_1600 = Timestamp {
+        seconds: -11_676_096_000,
+        nanos: 0,
+    };
+    let mut jetway = crate::clients::events(&env).await;
+    for (name, time, pending) in [
+        ("future", year_3000, 0),
+        ("past", year_1600, 3),
+        ("epoch", Timestamp::default(), 3),
+    ] {
+        env.consumer(
+            "orders",
+            Some(name),
+            &["orders.>"],
+            Some(Pointer::Time(time)),
+            None,
+        )
+        .await;
+        let info = env.consumer_info("orders", name).await;
+        assert_eq!(info.num_pending, pending, "Windshift, from {time:?}");
+
+        let ext = format!("{name}-ext");
+        jetway
+            .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+                from: Some(jetway_api::jetway::events::v1::StreamPointer {
+                    pointer: Some(
+                        jetway_api::jetway::events::v1::stream_pointer::Pointer::Time(time),
+                    ),
+                }),
+                ..crate::clients::consumer("orders", &ext, &["orders.>"])
+            })
+            .await
+            .expect("ensure consumer");
+        let info = env.consumer_info("orders", &ext).await;
+        assert_eq!(info.num_pending, pending, "Jetway, from {time:?}");
+    }
+}
+
 #[tokio::test]
 async fn updating_a_durable_keeps_its_position() {
     let mut env = Env::start().await;
@@ -417,6 +545,157 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
         .consumer("orders", Some("worker"), &["orders.>"], None, None)
         .await;
     assert_eq!(id, "worker");
+}
+
+/// Issue 17 #8: a processing timeout of 1 ns was accepted, and JetStream redelivered the event
+/// thousands of times a second. Processing timeouts and backoff entries are at least 1 s, on both
+/// EnsureConsumer APIs.
+#[tokio::test]
+async fn processing_timeouts_and_backoff_entries_shorter_than_a_second_are_refused() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let nanosecond = PbDuration {
+        seconds: 0,
+        nanos: 1,
+    };
+    let just_under = PbDuration {
+        seconds: 0,
+        nanos: 999_999_999,
+    };
+    for timeout in [nanosecond, just_under] {
+        assert_status(
+            try_ensure(
+                &mut env,
+                EnsureConsumerRequest {
+                    processing_timeout: Some(timeout),
+                    ..request("orders", Some("storm"), &["orders.>"])
+                },
+            )
+            .await,
+            Code::InvalidArgument,
+            "processing_timeout: must be at least 1s",
+        );
+    }
+
+    let mut jetway = crate::clients::events(&env).await;
+    let base = || crate::clients::consumer("orders", "storm", &["orders.>"]);
+    assert_status(
+        jetway
+            .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+                processing_timeout: Some(nanosecond),
+                ..base()
+            })
+            .await,
+        Code::InvalidArgument,
+        "processing_timeout: must be at least 1s",
+    );
+    assert_status(
+        jetway
+            .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+                backoff: vec![PbDuration::from(Duration::from_secs(1)), nanosecond],
+                ..base()
+            })
+            .await,
+        Code::InvalidArgument,
+        "backoff[1]: must be at least 1s",
+    );
+    let stream = env.js.get_stream("orders").await.expect("stream");
+    assert!(
+        stream.consumer_info("storm").await.is_err(),
+        "nothing refused was created"
+    );
+
+    // One second, the shortest accepted, on both APIs.
+    env.consumer(
+        "orders",
+        Some("quick"),
+        &["orders.>"],
+        None,
+        Some(Duration::from_secs(1)),
+    )
+    .await;
+    assert_eq!(
+        env.consumer_info("orders", "quick").await.config.ack_wait,
+        Duration::from_secs(1)
+    );
+    jetway
+        .ensure_consumer(jetway_api::jetway::events::v1::EnsureConsumerRequest {
+            backoff: vec![PbDuration::from(Duration::from_secs(1))],
+            ..crate::clients::consumer("orders", "quick-ext", &["orders.>"])
+        })
+        .await
+        .expect("a one-second backoff");
+}
+
+/// Issue 17 #18: a filter outside the stream's subjects was accepted, and the consumer never
+/// delivered anything. It is refused on both EnsureConsumer APIs, naming the filter; a filter that
+/// overlaps the stream's subjects (narrower, wider or crossing) is fine, and so is any filter on a
+/// mirror or an aggregate, whose events keep their sources' subjects.
+#[tokio::test]
+async fn a_filter_outside_the_streams_subjects_is_refused() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>", "audit.*"]).await;
+    for (filters, field) in [
+        (&["other.>"][..], "subjects[0]"),
+        (&["orders.created", "other.created"][..], "subjects[1]"),
+        (&["orders"][..], "subjects[0]"),
+        (&["audit.a.b"][..], "subjects[0]"),
+    ] {
+        assert_status(
+            try_ensure(&mut env, request("orders", Some("lost"), filters)).await,
+            Code::InvalidArgument,
+            field,
+        );
+        assert_status(
+            try_ensure(&mut env, request("orders", None, filters)).await,
+            Code::InvalidArgument,
+            "matches none of the subjects of stream orders",
+        );
+    }
+    let mut jetway = crate::clients::events(&env).await;
+    assert_status(
+        jetway
+            .ensure_consumer(crate::clients::consumer("orders", "lost", &["other.>"]))
+            .await,
+        Code::InvalidArgument,
+        "subjects[0]",
+    );
+    let stream = env.js.get_stream("orders").await.expect("stream");
+    assert!(
+        stream.consumer_info("lost").await.is_err(),
+        "nothing refused was created"
+    );
+
+    for (name, filters) in [
+        ("narrower", &["orders.created.eu"][..]),
+        ("wider", &[">"][..]),
+        ("crossing", &["*.created"][..]),
+        ("several", &["orders.a", "audit.b"][..]),
+    ] {
+        try_ensure(&mut env, request("orders", Some(name), filters))
+            .await
+            .unwrap_or_else(|status| panic!("{filters:?}: {status:?}"));
+    }
+
+    // A mirror has no subjects of its own: its events keep those of its source.
+    env.client
+        .ensure_stream(jetway_api::windshift::events::v1alpha1::EnsureStreamRequest {
+            name: "copy".into(),
+            source: Some(
+                jetway_api::windshift::events::v1alpha1::ensure_stream_request::Source::Mirror(
+                    jetway_api::windshift::events::v1alpha1::ensure_stream_request::StreamSource {
+                        name: "orders".into(),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        })
+        .await
+        .expect("mirror");
+    try_ensure(&mut env, request("copy", Some("reader"), &["orders.>"]))
+        .await
+        .expect("a filter on a mirror");
 }
 
 #[tokio::test]

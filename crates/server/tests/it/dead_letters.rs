@@ -45,7 +45,7 @@ async fn dead_letters(
 }
 
 /// Waits until the dead-letter stream holds `n` dead letters, and returns them.
-async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec<DeadLetter> {
+pub(crate) async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec<DeadLetter> {
     eventually(&format!("{n} dead letters in {stream}"), || async {
         let mut admin = clients::admin(env).await;
         let found = match admin.list_dead_letters(list(stream)).await {
@@ -709,6 +709,12 @@ async fn delivery_policies_and_dead_letter_calls_reject_bad_input() {
         Code::InvalidArgument,
         "consumer",
     );
+    // Issue 17 #6: a start id JetStream cannot hold (above 2^63−1).
+    let beyond = ListDeadLettersRequest {
+        from_id: u64::MAX,
+        ..list("audit")
+    };
+    assert_status(list_case(beyond).await, Code::InvalidArgument, "from_id");
 
     assert_status(
         admin.redrive_dead_letters(redrive(&[])).await,

@@ -416,13 +416,32 @@ async fn bad_requests_after_the_subscribe_end_the_stream_and_release_held_events
         }))
         .await;
     assert_ends_with(&mut session, Code::InvalidArgument, "reject.delay").await;
+    // Issue 17 #8: a delay longer than the longest processing timeout (7 days) is refused too.
+    let mut session = env.subscribe("orders", "worker", None).await;
+    assert_eq!(session.event().await.id, id);
+    session
+        .send(events_request::Request::Reject(events_request::Reject {
+            ids: vec![id],
+            permanently: None,
+            delay: Some(PbDuration {
+                seconds: 8 * 24 * 60 * 60,
+                nanos: 0,
+            }),
+        }))
+        .await;
+    assert_ends_with(
+        &mut session,
+        Code::InvalidArgument,
+        "reject.delay: must be at most",
+    )
+    .await;
 
     let mut session = env.subscribe("orders", "worker", None).await;
     let event = session.event().await;
     assert_eq!(
         (event.id, event.delivery_attempt),
-        (id, 2),
-        "the failed session nak'ed its event"
+        (id, 3),
+        "each failed session nak'ed its event"
     );
     assert_eq!(session.ack(&[id]).await.ids, vec![id]);
 

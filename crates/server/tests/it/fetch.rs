@@ -317,6 +317,18 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
         Code::InvalidArgument,
         "delay",
     );
+    // Issue 17 #8: no longer than the longest processing timeout (7 days).
+    assert_status(
+        client
+            .reject(reject(
+                &[1],
+                false,
+                Some(Duration::from_secs(8 * 24 * 3600)),
+            ))
+            .await,
+        Code::InvalidArgument,
+        "delay: must be at most",
+    );
     // Well-formed, but nothing was fetched: every id is invalid, and the call succeeds.
     let nothing = client
         .reject(reject(&[1, 2], false, Some(Duration::from_secs(1))))

@@ -343,6 +343,160 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
     .await;
 }
 
+/// Issue 17 #9: a start time after 2262 read the whole stream, and one before 1678 read nothing
+/// (JetStream counts times in signed 64-bit nanoseconds since 1970).
+#[tokio::test]
+async fn read_events_from_a_time_beyond_what_jetstream_counts_keeps_its_meaning() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let mut published = Vec::new();
+    for value in ["one", "two"] {
+        published.push(publish(&mut client, typed("orders.created", value)).await);
+    }
+    let from = |seconds: i64| Some(Pointer::Time(Timestamp { seconds, nanos: 0 }));
+    for (what, seconds, expected) in [
+        ("the year 3000", 32_503_680_000, vec![]),
+        ("the year 1600", -11_676_096_000, published.clone()),
+        ("the year 1", -62_135_596_800, published.clone()),
+    ] {
+        let events = collect(
+            client
+                .read_events(read("orders", from(seconds), "", 0))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids(&events), expected, "from {what}");
+    }
+}
+
+/// Issue 17 #14: a W3C `traceparent` on a message published straight to NATS reached Events
+/// subscribers, but Fetch and the reads dropped it (they had a decoder of their own). Every read
+/// path now carries the trace context the same way; with tracing off, as here, it passes through.
+#[tokio::test]
+async fn every_read_path_carries_a_w3c_trace_context_as_events_does() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    env.consumer(
+        "orders",
+        Some("events"),
+        &["orders.>"],
+        Some(WindshiftPointer::Start(true)),
+        None,
+    )
+    .await;
+    client
+        .ensure_consumer(api::EnsureConsumerRequest {
+            dead_letter_stream: Some("orders-dead".into()),
+            ..clients::consumer("orders", "fetcher", &["orders.>"])
+        })
+        .await
+        .expect("ensure the fetch consumer");
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let state = "vendor=opaque";
+    let js = env.js.clone();
+    let publish_direct = async |subject: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("traceparent", parent);
+        headers.insert("tracestate", state);
+        js.publish_with_headers(subject.to_owned(), headers, "direct".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence
+    };
+    let id = publish_direct("orders.direct").await;
+    let expected = (Some(parent.to_owned()), Some(state.to_owned()));
+    let carried = |event: &api::Event| (event.trace_parent.clone(), event.trace_state.clone());
+
+    // The Events path, as it always did.
+    let mut session = env.subscribe("orders", "events", None).await;
+    let delivered = session.event().await;
+    let headers = delivered.headers.clone().expect("headers");
+    assert_eq!(
+        (delivered.id, headers.trace_parent, headers.trace_state),
+        (id, expected.0.clone(), expected.1.clone()),
+        "Events"
+    );
+
+    let fetched = client
+        .fetch(api::FetchRequest {
+            stream: "orders".into(),
+            consumer: "fetcher".into(),
+            max_events: 1,
+            wait: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(fetched.len(), 1);
+    assert_eq!(carried(&fetched[0]), expected, "Fetch");
+
+    let got = client
+        .get_event(api::GetEventRequest {
+            stream: "orders".into(),
+            id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .expect("an event");
+    assert_eq!(carried(&got), expected, "GetEvent");
+
+    let read = collect(
+        client
+            .read_events(read("orders", None, "", 0))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        carried(read[0].event.as_ref().unwrap()),
+        expected,
+        "ReadEvents"
+    );
+
+    let mut live = client
+        .subscribe(subscribe("orders.>", "orders"))
+        .await
+        .unwrap()
+        .into_inner();
+    let later = publish_direct("orders.later").await;
+    let event = next(&mut live).await.event.expect("an event");
+    assert_eq!(
+        (event.id, carried(&event)),
+        (later, expected.clone()),
+        "Subscribe"
+    );
+
+    // A dead letter keeps the original's headers, and reads them the same way.
+    client
+        .reject(api::RejectRequest {
+            stream: "orders".into(),
+            consumer: "fetcher".into(),
+            ids: vec![id],
+            permanently: true,
+            delay: None,
+        })
+        .await
+        .unwrap();
+    let dead = crate::dead_letters::await_dead_letters(&env, "orders-dead", 1).await;
+    assert_eq!(
+        carried(dead[0].event.as_ref().expect("the event")),
+        expected,
+        "dead letters"
+    );
+}
+
 #[tokio::test]
 async fn read_events_rejects_bad_input_and_unknown_streams() {
     let mut env = Env::start().await;
@@ -361,6 +515,14 @@ async fn read_events_rejects_bad_input_and_unknown_streams() {
     assert_status(
         client
             .read_events(read("orders", Some(Pointer::Id(0)), "", 0))
+            .await,
+        Code::InvalidArgument,
+        "from.id",
+    );
+    // Issue 17 #6: a sequence JetStream cannot hold (above 2^63−1).
+    assert_status(
+        client
+            .read_events(read("orders", Some(Pointer::Id(u64::MAX)), "", 0))
             .await,
         Code::InvalidArgument,
         "from.id",

@@ -882,6 +882,16 @@ async fn bad_names_keys_options_and_values_are_invalid_arguments() {
         })
         .await;
     assert_status(bad_pattern.map(drop), Code::InvalidArgument, "key");
+    // Issue 17 #6: the watch starts at the next revision, which JetStream must be able to hold.
+    let beyond = kv
+        .ext
+        .watch(ext::WatchRequest {
+            store: "s".into(),
+            key: String::new(),
+            start: Some(Start::AfterRevision(i64::MAX as u64)),
+        })
+        .await;
+    assert_status(beyond.map(drop), Code::InvalidArgument, "after_revision");
     let bad_filter = kv
         .ext
         .keys(ext::KeysRequest {

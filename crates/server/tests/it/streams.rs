@@ -554,6 +554,52 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
         Code::InvalidArgument,
         "mirror.from.time",
     );
+    // Issue 17 #6: an offset JetStream cannot hold (above 2^63−1).
+    assert_status(
+        env.client
+            .ensure_stream(mirror(
+                "beyond",
+                source("orders", Some(Pointer::Offset(u64::MAX))),
+            ))
+            .await,
+        Code::InvalidArgument,
+        "mirror.from.offset",
+    );
+    // Issue 17 #9: JetStream counts start times in signed 64-bit nanoseconds (1678 to 2262). A
+    // time before 1678 meant "nothing"; it means everything, and one after 2262 nothing yet.
+    let year_1600 = Timestamp {
+        seconds: -11_676_096_000,
+        nanos: 0,
+    };
+    ensure(
+        &mut env,
+        mirror(
+            "since-1600",
+            source("orders", Some(Pointer::Time(year_1600))),
+        ),
+    )
+    .await;
+    messages_eventually(&env, "since-1600", 3).await;
+    let year_3000 = Timestamp {
+        seconds: 32_503_680_000,
+        nanos: 0,
+    };
+    ensure(
+        &mut env,
+        mirror(
+            "from-3000",
+            source("orders", Some(Pointer::Time(year_3000))),
+        ),
+    )
+    .await;
+    let start = env
+        .stream_info("from-3000")
+        .await
+        .config
+        .mirror
+        .and_then(|m| m.start_time)
+        .expect("a start time");
+    assert_eq!(start.year(), 2262, "the last year JetStream counts");
     assert_status(
         env.client
             .ensure_stream(mirror(
@@ -567,6 +613,48 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
         Code::InvalidArgument,
         "mirror.filter_subjects",
     );
+}
+
+/// Issue 17 #18: a mirror of a missing stream was accepted, and nats-server then logged an error
+/// every minute. A mirror or an aggregate source must name a stream that exists.
+#[tokio::test]
+async fn a_mirror_or_source_of_a_missing_stream_is_refused() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    assert_status(
+        env.client
+            .ensure_stream(mirror("copy", source("missing", None)))
+            .await,
+        Code::FailedPrecondition,
+        "mirror.name: stream missing does not exist",
+    );
+    assert_status(
+        env.client
+            .ensure_stream(aggregate(
+                "all",
+                vec![source("orders", None), source("missing", None)],
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "aggregate.sources[1].name: stream missing does not exist",
+    );
+    assert!(
+        env.js.get_stream("copy").await.is_err(),
+        "no mirror was made"
+    );
+    assert!(
+        env.js.get_stream("all").await.is_err(),
+        "no aggregate was made"
+    );
+
+    // Once the source exists, the same declarations work.
+    env.stream("missing", &["missing.>"]).await;
+    ensure(&mut env, mirror("copy", source("missing", None))).await;
+    ensure(
+        &mut env,
+        aggregate("all", vec![source("orders", None), source("missing", None)]),
+    )
+    .await;
 }
 
 #[tokio::test]
