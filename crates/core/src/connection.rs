@@ -51,24 +51,28 @@ pub struct ConnectError {
 
 /// Masks the user-info part (`user:pass@`, `token@`) of each URL in a comma-separated NATS URL
 /// list, for whatever shows a URL: logs and error messages end up in log storage.
+///
+/// The list is not split on `,` or `/` first: a password may hold either (unencoded, which also
+/// makes the URL invalid, and an invalid URL is exactly what an error message shows). Each URL's
+/// user info runs from its `://` (or the start of a list without schemes) to the last `@` before the
+/// next URL's `://`, and all of it is masked; a path holding `@` is masked too, which costs nothing.
 pub fn redact_credentials(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| {
-            let authority_start = url.find("://").map_or(0, |i| i + 3);
-            let authority_end = url[authority_start..]
-                .find('/')
-                .map_or(url.len(), |i| authority_start + i);
-            match url[authority_start..authority_end].rfind('@') {
-                Some(at) => format!(
-                    "{}***{}",
-                    &url[..authority_start],
-                    &url[authority_start + at..]
-                ),
-                None => url.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut starts: Vec<usize> = urls.match_indices("://").map(|(i, _)| i + 3).collect();
+    if starts.is_empty() {
+        starts.push(0);
+    }
+    let mut masked = String::with_capacity(urls.len());
+    let mut copied = 0;
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(urls.len(), |&next| next - 3);
+        if let Some(at) = urls[start..end].rfind('@') {
+            masked.push_str(&urls[copied..start]);
+            masked.push_str("***");
+            copied = start + at;
+        }
+    }
+    masked.push_str(&urls[copied..]);
+    masked
 }
 
 /// The servers of a NATS URL list, and the credentials their URLs carry.
@@ -348,9 +352,18 @@ mod tests {
             "nats://***@a:4222,tls://***@b:4223,nats://c:4224"
         );
         assert_eq!(redact_credentials("u:p@host:4222"), "***@host:4222");
+        // Unencoded `/` and `,` in a password (an invalid URL, shown in the error about it).
         assert_eq!(
-            redact_credentials("nats://host/path@x"),
-            "nats://host/path@x"
+            redact_credentials("nats://alice:pa/ss@host:4222"),
+            "nats://***@host:4222"
+        );
+        assert_eq!(
+            redact_credentials("nats://alice:pa,ss@host:4222,nats://bob:x,y/z@other:4222"),
+            "nats://***@host:4222,nats://***@other:4222"
+        );
+        assert_eq!(
+            redact_credentials("nats://a:4222,nats://b:4222"),
+            "nats://a:4222,nats://b:4222"
         );
     }
 

@@ -82,11 +82,15 @@ pub fn probe(
             });
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                // A change of the connection is probed at once.
-                changed = connected.changed() => if changed.is_err() {
-                    // The connection is gone for good; only the periodic probe is left.
-                    tokio::time::sleep(PROBE_INTERVAL).await;
-                },
+                // A change of the connection is probed at once, and what JetStream answered on
+                // the old connection forgives nothing on the new one.
+                changed = connected.changed() => {
+                    last_answer = None;
+                    if changed.is_err() {
+                        // The connection is gone for good; only the periodic probe is left.
+                        tokio::time::sleep(PROBE_INTERVAL).await;
+                    }
+                }
                 () = tokio::time::sleep(PROBE_INTERVAL) => {}
             }
         }

@@ -9,10 +9,11 @@
 //! log says which variable to raise.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     future::Future,
     io,
+    net::IpAddr,
     pin::Pin,
     sync::{
         Arc, Mutex,
@@ -514,12 +515,25 @@ pub fn over_message_limit(status: Status) -> Status {
     }
 }
 
+/// The most connections one address may have open on the health port, whatever
+/// `HEALTH_MAX_CONNECTIONS` allows in all: probes (the kubelet) and scrapers (Prometheus) need one or
+/// two each, and one address cannot fill the port and so fail the others' probes.
+pub const HEALTH_MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
+
+/// How long a health connection may live, in header timeouts (60 s with the default of 10 s): a
+/// client that pipelines requests and never reads the answers is not held by the header timeout,
+/// which runs only while headers are read.
+pub const HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS: u32 = 6;
+
 /// Serves the HTTP health routes on `gate` until `shutdown` is cancelled, then closes the listener
 /// and waits for the open connections to finish their requests.
 ///
 /// HTTP/1.1 only (probes and Prometheus speak it). A connection whose request headers are not
 /// complete `header_timeout` after the server started waiting for them is closed: this bounds a
-/// request line or headers sent slowly or never finished, and an idle keep-alive connection.
+/// request line or headers sent slowly or never finished, and an idle keep-alive connection. Every
+/// connection is closed after [`HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS`] header timeouts (its
+/// request in progress first given one more to finish), and one address holds at most
+/// [`HEALTH_MAX_CONNECTIONS_PER_ADDRESS`] of the port's connections.
 pub async fn serve_health(
     gate: Gate,
     router: axum::Router,
@@ -529,10 +543,18 @@ pub async fn serve_health(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    let lifetime = header_timeout.saturating_mul(HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS);
+    let addresses = Arc::new(PerAddress::default());
     loop {
         let (stream, slot) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = gate.accept() => accepted,
+        };
+        let Some(address_slot) = addresses.admit(&stream) else {
+            // Not the port's cap (its warning would name the wrong variable): one address's share.
+            tracing::debug!(peer = ?stream.peer_addr().ok(), "a health connection over its address's share is closed");
+            metrics::counter!(CONNECTIONS_REFUSED, "port" => "health").increment(1);
+            continue;
         };
         let connection = http.serve_connection(
             TokioIo::new(stream),
@@ -547,16 +569,72 @@ pub async fn serve_health(
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
+                () = tokio::time::sleep(lifetime) => {
+                    connection.as_mut().graceful_shutdown();
+                    // A request in progress gets one more header timeout, then the connection goes.
+                    tokio::time::timeout(header_timeout, connection)
+                        .await
+                        .unwrap_or(Ok(()))
+                }
             };
             if let Err(err) = result {
                 tracing::debug!(%err, "health connection ended");
             }
-            drop(slot);
+            drop((slot, address_slot));
         });
     }
     let Gate { listener, slots } = gate;
     drop(listener);
     slots.drained().await;
+}
+
+/// The health connections open per peer address (see [`HEALTH_MAX_CONNECTIONS_PER_ADDRESS`]).
+#[derive(Default)]
+struct PerAddress {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// A slot for `stream`'s peer, or `None` if that address has its most open, or the peer is
+    /// gone already.
+    fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<AddressSlot> {
+        let address = stream.peer_addr().ok()?.ip();
+        let mut open = self
+            .open
+            .lock()
+            .expect("the address table's lock is never poisoned");
+        let count = open.entry(address).or_default();
+        if *count >= HEALTH_MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+/// One connection's place in [`PerAddress`], given back on drop.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .expect("the address table's lock is never poisoned");
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

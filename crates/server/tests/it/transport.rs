@@ -188,6 +188,61 @@ async fn slow_and_idle_connections_on_the_health_port_are_closed() {
     );
 }
 
+/// One address cannot hold more than its share of the health port, and a client that keeps a
+/// connection busy (pipelining requests without reading answers, which the header timeout does not
+/// bound) is closed after the connection lifetime.
+#[tokio::test]
+async fn one_address_holds_a_share_of_the_health_port_and_connections_live_a_bounded_time() {
+    let env = Env::start_with(limits(|l| {
+        l.health_header_timeout = Duration::from_millis(200);
+    }))
+    .await;
+    let addr = env.jetway.health_addr;
+
+    // A connection that pipelines requests and reads nothing, for as long as it lasts.
+    let (hog, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
+    let pipelining = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            ticks.tick().await;
+            let request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            if writer.write_all(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    eventually(
+        "the busy connection is closed after its lifetime",
+        || async { closed(|buf| hog.try_read(buf)).then_some(()) },
+    )
+    .await;
+    pipelining.abort();
+
+    // Loopback is one address: its share of idle connections fills, the next is refused although
+    // the port as a whole has room, and a freed place is used again.
+    let mut held = Vec::new();
+    for _ in 0..jetway_server::transport::HEALTH_MAX_CONNECTIONS_PER_ADDRESS {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        held.push(stream);
+    }
+    eventually(
+        "one more connection from the address is refused",
+        || async {
+            try_http_status(addr, "/healthz")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    held.pop();
+    eventually("a freed place is used again", || async {
+        (try_http_status(addr, "/healthz").await == Some(200)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_grpc_connection_without_calls_is_closed_and_one_with_a_call_is_kept() {
     let env = Env::start_with(limits(|l| {
