@@ -1,6 +1,12 @@
 //! Jetway's runtime configuration: every environment variable the server reads, their defaults, and
 //! their validation.
 //!
+//! Each variable is declared once, in [`VARIABLES`]: its name, its default (as it would be written in
+//! the environment), the text that documents it, how its value is parsed into [`Config`] and how
+//! the effective value is shown at start. The loader, [`KNOWN_VARIABLES`], [`Config::log_summary`]
+//! and the README's configuration table ([`markdown_table`]) are all produced from it, so they
+//! cannot drift apart.
+//!
 //! [`Config`] is the single typed view of the environment. Loading reports *every* bad variable in
 //! one [`ConfigError`], so an operator fixes a deployment in one round trip instead of one variable
 //! per restart. An empty variable counts as unset (container tooling often renders `NAME=` for
@@ -8,7 +14,7 @@
 //! set, because a malformed value is a mistake either way.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -16,120 +22,520 @@ use std::time::Duration;
 
 use jetway_core::{
     connection::{NatsServers, redact_credentials},
-    consumers::DEFAULT_MAX_UNNAMED_PER_STREAM,
-    fetch::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER, FetchLimits},
-    live::DEFAULT_SUBSCRIBER_BUFFER,
+    fetch::FetchLimits,
 };
-use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-const DEFAULT_GRPC_PORT: u16 = 8080;
-const DEFAULT_HEALTH_PORT: u16 = 8088;
-const DEFAULT_LISTEN_HOST: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 /// async-nats logs every connection event at info, which Jetway already logs in its own words.
 const DEFAULT_LOG_FILTER: &str = "info,async_nats=warn";
-const DEFAULT_PUBLISH_ASYNC_MAX_PENDING: usize = 256;
-const DEFAULT_NATS_LOCAL_PORT: u16 = 4222;
-const DEFAULT_NATS_DATA_DIR: &str = "./data/nats";
-/// With Jetway's own shutdown (2.5 s at most) this fits Kubernetes' default termination grace of
-/// 30 s, and gives nats-server time to flush and close a busy JetStream store.
-const DEFAULT_NATS_STOP_TIMEOUT: Duration = Duration::from_secs(25);
 /// The range of `NATS_STOP_TIMEOUT`: long enough for a store to close, short enough that a hung
 /// nats-server cannot hold a shutdown for ever.
 const NATS_STOP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(3600);
-
-/// The variables Jetway reads. Only these are handed to envy: unrelated variables are never
-/// inspected, and differently-cased spellings (envy lowercases names) cannot shadow ours.
-const VARIABLES: [&str; 32] = [
-    "NATS_URL",
-    "GRPC_PORT",
-    "HEALTH_PORT",
-    "HEALTH_SERVER_PORT",
-    "LISTEN_HOST",
-    "DEVELOPMENT",
-    "RUST_LOG",
-    "NATS_PUBLISH_ASYNC_MAX_PENDING",
-    "WORKER_THREADS",
-    "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
-    "FETCH_MAX_IN_FLIGHT",
-    "NATS_SERVER_BIN",
-    "NATS_LOCAL_PORT",
-    "NATS_DATA_DIR",
-    "NATS_SYNC_INTERVAL",
-    "NATS_STOP_TIMEOUT",
-    "MAX_UNNAMED_CONSUMERS_PER_STREAM",
-    "SUBSCRIBER_BUFFER_EVENTS",
-    "OTEL_SDK_DISABLED",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "GRPC_MAX_CONNECTIONS",
-    "GRPC_IDLE_TIMEOUT",
-    "GRPC_MAX_STREAMS_PER_CONNECTION",
-    "GRPC_MAX_STREAMING_CALLS",
-    "GRPC_MAX_MESSAGE_BYTES",
-    "HEALTH_MAX_CONNECTIONS",
-    "HEALTH_HEADER_TIMEOUT",
-];
-
-/// Every variable the server reads, for checks such as "does the compose file only set variables
-/// that exist".
-pub const KNOWN_VARIABLES: &[&str] = &VARIABLES;
 
 const PORT_EXPECTED: &str = "is not a port number (0-65535)";
 const SYNC_INTERVAL_EXPECTED: &str = r#"is not "always" or a duration like "2m""#;
 const COUNT_EXPECTED: &str = "is not a whole number of at least 1";
 const TIMEOUT_EXPECTED: &str = r#"is not a positive duration like "10s", "500ms" or "5m""#;
 
-/// Jetway's effective configuration, loaded from the environment by [`Config::from_env`].
+/// Reads a variable into one field of [`Config`] with `parse` (a `fn(&str) -> Result<T, String>`),
+/// and shows that field in the summary log.
+macro_rules! field {
+    ($($path:ident).+, $parse:expr) => {
+        Access {
+            apply: |config, value| {
+                config.$($path).+ = ($parse)(value)?;
+                Ok(())
+            },
+            show: Some(|config| config.$($path).+.summary()),
+        }
+    };
+}
+
+/// Every variable Jetway reads, in the order they are checked, reported and documented. Only these
+/// are read: unrelated variables are never inspected, and differently-cased spellings cannot
+/// shadow ours.
+pub const VARIABLES: &[Variable] = &[
+    Variable::new(
+        "NATS_URL",
+        DefaultValue::Absent("unset"),
+        "NATS server URL(s), comma-separated. Credentials go in a URL, \
+         `nats://user:password@host:4222` or `nats://token@host:4222` (percent-encode reserved \
+         characters, e.g. `@` as `%40`); they apply to every server of the list (entries with \
+         different ones are refused) and are masked in every log line. Unset: start and supervise \
+         a local nats-server.",
+        Access {
+            apply: |config, value| {
+                NatsServers::parse(value)?;
+                config.nats_url = Some(value.to_owned());
+                Ok(())
+            },
+            show: Some(|config| {
+                config
+                    .nats_url
+                    .clone()
+                    .unwrap_or_else(|| "unset: running a local nats-server".to_owned())
+            }),
+        },
+    )
+    .masked(),
+    Variable::new(
+        "GRPC_PORT",
+        DefaultValue::Value("8080"),
+        "gRPC port: both EventsServices, both StateServices, AdminService, `grpc.health.v1`, \
+         reflection.",
+        field!(grpc_port, parse_port),
+    ),
+    Variable::new(
+        "HEALTH_PORT",
+        DefaultValue::Value("8088"),
+        "HTTP `/healthz` and `/readyz`.",
+        field!(health_port, parse_port),
+    ),
+    Variable::new(
+        "HEALTH_SERVER_PORT",
+        DefaultValue::Absent("unset"),
+        "Alias of `HEALTH_PORT` (upstream Windshift's name); set one of the two, or both to the \
+         same port.",
+        field!(health_port, parse_port),
+    )
+    .alias_of("HEALTH_PORT"),
+    Variable::new(
+        "LISTEN_HOST",
+        DefaultValue::Value("0.0.0.0"),
+        "Address both listeners bind to.",
+        field!(listen_host, |value: &str| value.parse::<IpAddr>().map_err(
+            |_| "is not an IP address (like 0.0.0.0 or ::1)".to_owned()
+        )),
+    ),
+    Variable::new(
+        "DEVELOPMENT",
+        DefaultValue::Value("false"),
+        "`true`: human-readable logs instead of JSON lines.",
+        field!(development, parse_bool),
+    ),
+    Variable::new(
+        "RUST_LOG",
+        DefaultValue::Value(DEFAULT_LOG_FILTER),
+        "Log filter (tracing EnvFilter syntax).",
+        field!(log_filter, |value: &str| EnvFilter::builder()
+            .parse(value)
+            .map(|_| value.to_owned())
+            .map_err(|e| format!("is not a valid log filter ({e})"))),
+    ),
+    Variable::new(
+        "NATS_PUBLISH_ASYNC_MAX_PENDING",
+        DefaultValue::Value("256"),
+        "Most event publishes awaiting their JetStream ack at once, across all calls; more wait. \
+         KV writes and dead-letter publishes have a window of this size of their own.",
+        field!(nats_publish_async_max_pending, parse_count),
+    ),
+    Variable::new(
+        "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+        DefaultValue::Value("10000"),
+        "Most fetched events (Fetch, not yet acked, rejected or expired) this server holds for one \
+         consumer; a Fetch beyond gets RESOURCE_EXHAUSTED. The same bound as an Events stream's \
+         `maxProcessingEvents` and one Ack's ids.",
+        field!(limits.fetch.per_consumer, parse_count),
+    ),
+    Variable::new(
+        "FETCH_MAX_IN_FLIGHT",
+        DefaultValue::Value("1000000"),
+        "Most fetched events this server holds over all consumers; it bounds their memory (a few \
+         hundred bytes each). A Fetch beyond gets RESOURCE_EXHAUSTED.",
+        field!(limits.fetch.total, parse_count),
+    ),
+    Variable::new(
+        "WORKER_THREADS",
+        DefaultValue::Absent("half the CPUs"),
+        "Threads that serve calls and NATS I/O. Jetway usually shares its machine with \
+         nats-server, and fewer threads wake each other less per event (1 runs everything on one \
+         thread, with Tokio's current-thread scheduler); on a machine of its own with many busy \
+         clients, use one per CPU.",
+        Access {
+            apply: |config, value| {
+                config.worker_threads = Some(parse_count(value)?);
+                Ok(())
+            },
+            show: Some(|config| config.worker_threads().to_string()),
+        },
+    ),
+    Variable::new(
+        "GRPC_MAX_CONNECTIONS",
+        DefaultValue::Value("1024"),
+        "Most connections open on the gRPC port at once. Over it, a new connection is closed as \
+         soon as it is accepted (the client sees a reset and retries later), and a warning names \
+         this variable. Keep the sum of both ports' caps below `ulimit -n`.",
+        field!(limits.grpc_max_connections, parse_count),
+    ),
+    Variable::new(
+        "GRPC_IDLE_TIMEOUT",
+        DefaultValue::Value("5m"),
+        "A gRPC connection with no call in progress for this long is closed, including one that \
+         never sends a call; keepalive pings do not count as calls. The client's next call opens \
+         a new connection.",
+        field!(limits.grpc_idle_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "GRPC_MAX_STREAMS_PER_CONNECTION",
+        DefaultValue::Value("4096"),
+        "Most calls open at once on one gRPC connection (HTTP/2 `MAX_CONCURRENT_STREAMS`); a \
+         client waits for a free one.",
+        field!(limits.grpc_max_streams_per_connection, |value: &str| {
+            match value.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err("is not a whole number from 1 to 4294967295".to_owned()),
+            }
+        }),
+    ),
+    Variable::new(
+        "GRPC_MAX_STREAMING_CALLS",
+        DefaultValue::Value("10000"),
+        "Most streaming calls open at once on the whole server: Events sessions, PublishStream, \
+         ReadEvents, Subscribe, Watch, Keys, History, ListDeadLetters, health Watch, reflection. \
+         One more is answered RESOURCE_EXHAUSTED naming this variable.",
+        field!(limits.grpc_max_streaming_calls, parse_count),
+    ),
+    Variable::new(
+        "GRPC_MAX_MESSAGE_BYTES",
+        // 4 MiB, gRPC's customary limit, holds an event of NATS's default `max_payload` (1 MiB).
+        DefaultValue::Value("4194304"),
+        "Largest request message any service decodes (4194304 is 4 MiB), checked from its length \
+         prefix before it is read; a PublishBatch is one message, so this bounds the whole batch. \
+         Over it: RESOURCE_EXHAUSTED naming this variable. At least 1024; raise it with NATS's \
+         `max_payload` (1 MiB by default).",
+        field!(limits.grpc_max_message_bytes, |value: &str| {
+            match value.parse::<usize>() {
+                Ok(n) if n >= 1024 => Ok(n),
+                _ => Err("is not a whole number of bytes, at least 1024".to_owned()),
+            }
+        }),
+    ),
+    Variable::new(
+        "HEALTH_MAX_CONNECTIONS",
+        DefaultValue::Value("64"),
+        "Most connections open on the health port at once; over it, a new connection is closed at \
+         once.",
+        field!(limits.health_max_connections, parse_count),
+    ),
+    Variable::new(
+        "HEALTH_HEADER_TIMEOUT",
+        DefaultValue::Value("10s"),
+        "The health port closes a connection whose request headers are not complete this long \
+         after it started waiting for them: a request line or headers sent slowly or never \
+         finished, or a keep-alive connection idle between requests.",
+        field!(limits.health_header_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "NATS_SERVER_BIN",
+        DefaultValue::Absent("unset"),
+        "Local default: the nats-server binary (else `tools/bin/nats-server`, from the working \
+         directory, then from the executable's directory upwards, then `PATH`).",
+        Access {
+            apply: |config, value| {
+                config.nats_server_bin = Some(PathBuf::from(value));
+                Ok(())
+            },
+            show: Some(|config| {
+                config.nats_server_bin.as_ref().map_or_else(
+                    || "search tools/bin and PATH".to_owned(),
+                    |path| path.display().to_string(),
+                )
+            }),
+        },
+    ),
+    Variable::new(
+        "NATS_LOCAL_PORT",
+        DefaultValue::Value("4222"),
+        "Local default: client port on 127.0.0.1 (0 picks a free one, kept across restarts).",
+        field!(nats_local_port, parse_port),
+    ),
+    Variable::new(
+        "NATS_DATA_DIR",
+        DefaultValue::Value("./data/nats"),
+        "Local default: JetStream store, generated config, log file and ports file.",
+        field!(nats_data_dir, |value: &str| Ok::<_, String>(PathBuf::from(
+            value
+        ))),
+    ),
+    Variable::new(
+        "NATS_SYNC_INTERVAL",
+        DefaultValue::Value("always"),
+        "Local default: JetStream fsync policy, `always` or an interval like `2m`.",
+        field!(nats_sync_interval, |value: &str| value
+            .parse::<SyncInterval>()
+            .map_err(|e| e.reason.to_owned())),
+    ),
+    Variable::new(
+        "NATS_STOP_TIMEOUT",
+        // With Jetway's own shutdown (2.5 s at most) this fits Kubernetes' default termination
+        // grace of 30 s, and gives nats-server time to flush and close a busy JetStream store.
+        DefaultValue::Value("25s"),
+        "Local default: how long nats-server may take to exit after SIGTERM at shutdown (it \
+         flushes and closes its JetStream store) before it is killed; a duration from `1s` to \
+         `1h`.",
+        field!(nats_stop_timeout, |value: &str| {
+            go_duration_nanos(value)
+                .map(|nanos| Duration::from_nanos(nanos as u64))
+                .filter(|timeout| NATS_STOP_TIMEOUT_RANGE.contains(timeout))
+                .ok_or_else(|| r#"is not a duration from 1s to 1h, like "25s""#.to_owned())
+        }),
+    ),
+    Variable::new(
+        "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+        DefaultValue::Value("500"),
+        "Most unnamed consumers (EnsureConsumer without a name, either API) on one stream; more \
+         are refused with RESOURCE_EXHAUSTED. Each lives until an hour after its last subscriber. \
+         Half of nats-server's default of 1,000 consumers per stream, leaving the rest for named \
+         consumers and reads.",
+        field!(limits.max_unnamed_consumers_per_stream, parse_count),
+    ),
+    Variable::new(
+        "SUBSCRIBER_BUFFER_EVENTS",
+        DefaultValue::Value("1000"),
+        "Most events a live subscriber (`jetway.events.v1` Subscribe) may have waiting; one \
+         further behind its feed is cut off with RESOURCE_EXHAUSTED. Events are shared between \
+         subscribers, so this costs memory only while one lags.",
+        field!(limits.subscriber_buffer, parse_count),
+    ),
+    Variable::new(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        DefaultValue::Absent("unset"),
+        "OTLP/gRPC collector for traces, e.g. `http://localhost:4317`; unset: no tracing.",
+        Access {
+            apply: |config, value| {
+                config.telemetry.endpoint = Some(parse_endpoint(value)?);
+                Ok(())
+            },
+            show: Some(|config| {
+                config
+                    .telemetry
+                    .export_endpoint()
+                    .unwrap_or("unset: no trace export")
+                    .to_owned()
+            }),
+        },
+    )
+    .overridden_by("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    Variable::new(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        DefaultValue::Absent("unset"),
+        "Overrides the endpoint above for traces.",
+        Access {
+            apply: |config, value| {
+                config.telemetry.endpoint = Some(parse_endpoint(value)?);
+                Ok(())
+            },
+            // Shown as the effective endpoint, above.
+            show: None,
+        },
+    ),
+    Variable::new(
+        "OTEL_SERVICE_NAME",
+        DefaultValue::Value("jetway-server"),
+        "The service name on every span.",
+        field!(telemetry.service_name, |value: &str| Ok::<_, String>(
+            value.to_owned()
+        )),
+    ),
+    // Before OTEL_TRACES_SAMPLER_ARG, which sets the ratio of the sampler this one chose.
+    Variable::new(
+        "OTEL_TRACES_SAMPLER",
+        DefaultValue::Value("parentbased_always_on"),
+        "`always_on`, `always_off`, `traceidratio`, or `parentbased_` + one of those.",
+        field!(telemetry.sampler, parse_sampler),
+    ),
+    Variable::new(
+        "OTEL_TRACES_SAMPLER_ARG",
+        DefaultValue::Value("1.0"),
+        "The ratio for `traceidratio`.",
+        Access {
+            apply: |config, value| {
+                let ratio = match value.parse::<f64>() {
+                    Ok(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
+                    _ => return Err("is not a sampling ratio between 0 and 1".to_owned()),
+                };
+                if let RootSampler::Ratio(current) = &mut config.telemetry.sampler.root {
+                    *current = ratio;
+                }
+                Ok(())
+            },
+            show: Some(|config| match config.telemetry.sampler.root {
+                RootSampler::Ratio(ratio) => ratio.to_string(),
+                _ => "unused".to_owned(),
+            }),
+        },
+    ),
+    Variable::new(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        DefaultValue::Absent("unset"),
+        "`key=value,...` added to the trace resource.",
+        field!(telemetry.resource_attributes, parse_attributes),
+    ),
+    Variable::new(
+        "OTEL_SDK_DISABLED",
+        DefaultValue::Value("false"),
+        "`true`: no tracing even with an endpoint.",
+        field!(telemetry.disabled, parse_bool),
+    ),
+];
+
+/// The names in [`VARIABLES`].
+const NAMES: [&str; VARIABLES.len()] = {
+    let mut names = [""; VARIABLES.len()];
+    let mut i = 0;
+    while i < VARIABLES.len() {
+        names[i] = VARIABLES[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// Every variable the server reads, for checks such as "does the compose file only set variables
+/// that exist".
+pub const KNOWN_VARIABLES: &[&str] = &NAMES;
+
+/// One environment variable: everything about it, in one place.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    name: &'static str,
+    default: DefaultValue,
+    doc: &'static str,
+    access: Access,
+    masked: bool,
+    alias_of: Option<&'static str>,
+    overridden_by: Option<&'static str>,
+}
+
+/// What an unset (or empty) variable means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// The variable takes this value, written as it would be in the environment.
+    Value(&'static str),
+    /// The setting is absent; the text says what that means, for the documentation.
+    Absent(&'static str),
+}
+
+/// How a variable's value reaches [`Config`], and how the result is shown in the summary log.
+#[derive(Debug, Clone, Copy)]
+struct Access {
+    /// Parses the value and stores it; the error completes `NAME="value" ...`.
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+    /// The effective value, for [`Config::log_summary`]; `None` when another variable shows it.
+    show: Option<fn(&Config) -> String>,
+}
+
+impl Variable {
+    const fn new(
+        name: &'static str,
+        default: DefaultValue,
+        doc: &'static str,
+        access: Access,
+    ) -> Self {
+        Self {
+            name,
+            default,
+            doc,
+            access,
+            masked: false,
+            alias_of: None,
+            overridden_by: None,
+        }
+    }
+
+    /// Values may carry credentials: they are masked in error messages and in the log.
+    const fn masked(mut self) -> Self {
+        self.masked = true;
+        self
+    }
+
+    /// Another name for `primary`: either may be set, both only if they mean the same.
+    const fn alias_of(mut self, primary: &'static str) -> Self {
+        self.alias_of = Some(primary);
+        self.access.show = None;
+        self
+    }
+
+    /// Ignored, not even checked, when `other` is set.
+    const fn overridden_by(mut self, other: &'static str) -> Self {
+        self.overridden_by = Some(other);
+        self
+    }
+
+    /// The variable's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// What an unset variable means.
+    pub fn default_value(&self) -> DefaultValue {
+        self.default
+    }
+
+    /// What the variable does, as the README's configuration table says it (markdown).
+    pub fn doc(&self) -> &'static str {
+        self.doc
+    }
+
+    /// The value as it may appear in a message or the log.
+    fn shown(&self, value: &str) -> String {
+        if self.masked {
+            redact_credentials(value)
+        } else {
+            value.to_owned()
+        }
+    }
+}
+
+/// The README's configuration table, one row per variable of [`VARIABLES`], in markdown.
+pub fn markdown_table() -> String {
+    let mut table = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for variable in VARIABLES {
+        let default = match variable.default {
+            DefaultValue::Value(value) => format!("`{value}`"),
+            DefaultValue::Absent(meaning) => meaning.to_owned(),
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            table,
+            "| `{}` | {default} | {} |",
+            variable.name, variable.doc
+        );
+    }
+    table
+}
+
+/// Jetway's effective configuration, loaded from the environment by [`Config::from_env`]. Each
+/// field names the variable it comes from; [`VARIABLES`] documents them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `NATS_URL`: the NATS server(s) to connect to, comma-separated (for example
-    /// `nats://host:4222,tls://other:4222`). A URL may carry credentials, `user:password@` or
-    /// `token@` (percent-encoded where a URL needs it); they apply to every server, so entries that
-    /// carry different ones are refused. Default: unset, which makes Jetway run and supervise a
-    /// local nats-server (see the `NATS_*` local settings below).
+    /// `NATS_URL`: the NATS server(s) to connect to; `None` runs and supervises a local
+    /// nats-server (see the `NATS_*` local settings below).
     pub nats_url: Option<String>,
-    /// `GRPC_PORT`: TCP port of the gRPC listener. Default: 8080.
+    /// `GRPC_PORT`: TCP port of the gRPC listener.
     pub grpc_port: u16,
-    /// `HEALTH_PORT` (alias `HEALTH_SERVER_PORT`, upstream Windshift's name): TCP port of the HTTP
-    /// health listener. Setting both to different ports is an error. Default: 8088.
+    /// `HEALTH_PORT` (alias `HEALTH_SERVER_PORT`): TCP port of the HTTP health listener.
     pub health_port: u16,
-    /// `LISTEN_HOST`: IP address both listeners bind to. Default: `0.0.0.0` (all IPv4 interfaces).
+    /// `LISTEN_HOST`: IP address both listeners bind to.
     pub listen_host: IpAddr,
-    /// `DEVELOPMENT`: `true`/`false`/`1`/`0` (any case); true switches logs from JSON lines to
-    /// human-readable output. Default: false.
+    /// `DEVELOPMENT`: human-readable logs instead of JSON lines.
     pub development: bool,
-    /// `RUST_LOG`: log filter in tracing's `EnvFilter` syntax (for example
-    /// `info,jetway_core=debug`), checked to parse. Default: `info,async_nats=warn`.
+    /// `RUST_LOG`: log filter in tracing's `EnvFilter` syntax, checked to parse.
     pub log_filter: String,
-    /// `NATS_PUBLISH_ASYNC_MAX_PENDING`: the most event publishes awaiting their JetStream ack at
-    /// once (KV writes and dead letters have a window of this size of their own); must be at least 1.
-    /// Default: 256.
+    /// `NATS_PUBLISH_ASYNC_MAX_PENDING`: the most event publishes awaiting their JetStream ack.
     pub nats_publish_async_max_pending: usize,
-    /// `WORKER_THREADS`: threads that run gRPC calls and NATS I/O; at least 1. Default: unset, which
-    /// means half the CPUs, rounded up (see [`Config::worker_threads`]).
+    /// `WORKER_THREADS`, if set (see [`Config::worker_threads`]).
     pub worker_threads: Option<usize>,
-    /// `NATS_SERVER_BIN` (local nats-server only): path of the nats-server binary. Default: unset,
-    /// which searches `tools/bin/nats-server` (from the working directory, then from the
-    /// executable's directory upwards) and then `PATH`.
+    /// `NATS_SERVER_BIN` (local nats-server only): path of the nats-server binary; `None` searches.
     pub nats_server_bin: Option<PathBuf>,
-    /// `NATS_LOCAL_PORT` (local nats-server only): client port on 127.0.0.1; 0 picks a free port
-    /// (kept across restarts). Default: 4222.
+    /// `NATS_LOCAL_PORT` (local nats-server only): client port on 127.0.0.1; 0 picks a free port.
     pub nats_local_port: u16,
-    /// `NATS_DATA_DIR` (local nats-server only): directory for JetStream storage, the generated
-    /// config file, the server log and the ports file. Default: `./data/nats`.
+    /// `NATS_DATA_DIR` (local nats-server only): JetStream storage, config, log and ports file.
     pub nats_data_dir: PathBuf,
-    /// `NATS_SYNC_INTERVAL` (local nats-server only): JetStream `sync_interval`, either `always`
-    /// (fsync every write) or a Go duration such as `100ms`, `30s`, `2m`, `1h`. Default: `always`.
+    /// `NATS_SYNC_INTERVAL` (local nats-server only): JetStream `sync_interval`.
     pub nats_sync_interval: SyncInterval,
     /// `NATS_STOP_TIMEOUT` (local nats-server only): how long nats-server may take to exit after
-    /// SIGTERM at shutdown (it flushes and closes its JetStream store) before it is killed; a Go
-    /// duration from `1s` to `1h`. Default: 25 s.
+    /// SIGTERM at shutdown before it is killed.
     pub nats_stop_timeout: Duration,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
@@ -138,74 +544,38 @@ pub struct Config {
 }
 
 /// Every limit a client can reach, in one place: on the two listeners (connections, idle and slow
-/// connections, calls, request sizes), unnamed consumers, live subscribers and fetched events. Each is documented in the README's configuration table
-/// and answered as that table says. Durations are Go durations (`500ms`, `10s`, `5m`), as in
-/// `NATS_SYNC_INTERVAL`.
+/// connections, calls, request sizes), unnamed consumers, live subscribers and fetched events. Each
+/// is documented in the README's configuration table (from [`VARIABLES`]) and answered as that
+/// table says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// `GRPC_MAX_CONNECTIONS`: the most connections open on the gRPC port at once. Over it, a new
-    /// connection is closed as soon as it is accepted (the client sees it reset and retries), so a
-    /// flood of connections cannot use up the process's file descriptors. Default: 1024.
+    /// `GRPC_MAX_CONNECTIONS`: the most connections open on the gRPC port at once.
     pub grpc_max_connections: usize,
-    /// `GRPC_IDLE_TIMEOUT`: a gRPC connection with no call in progress for this long is closed,
-    /// including one that never sends a call (keepalive pings alone close only peers that stop
-    /// answering them). A client opens a new connection for its next call. Default: 5 minutes.
+    /// `GRPC_IDLE_TIMEOUT`: a gRPC connection with no call in progress for this long is closed.
     pub grpc_idle_timeout: Duration,
-    /// `GRPC_MAX_STREAMS_PER_CONNECTION`: the most calls open at once on one connection (HTTP/2's
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; a client waits for a free one). Default: 4096.
+    /// `GRPC_MAX_STREAMS_PER_CONNECTION`: the most calls open at once on one connection.
     pub grpc_max_streams_per_connection: u32,
-    /// `GRPC_MAX_STREAMING_CALLS`: the most streaming calls (Events sessions, PublishStream,
-    /// ReadEvents, Subscribe, Watch, Keys, History, ListDeadLetters, health Watch, reflection) open
-    /// at once on the whole server; one more is answered RESOURCE_EXHAUSTED. Each holds a task and
-    /// usually a JetStream consumer. Default: 10,000.
+    /// `GRPC_MAX_STREAMING_CALLS`: the most streaming calls open at once on the whole server.
     pub grpc_max_streaming_calls: usize,
-    /// `GRPC_MAX_MESSAGE_BYTES`: the largest request message the server decodes, on every service
-    /// (a PublishBatch counts as one message); checked from the message's length prefix before it
-    /// is read, and answered RESOURCE_EXHAUSTED. At least 1024. Default: 4 MiB (gRPC's customary
-    /// limit), which holds an event of NATS's default `max_payload` of 1 MiB.
+    /// `GRPC_MAX_MESSAGE_BYTES`: the largest request message the server decodes.
     pub grpc_max_message_bytes: usize,
-    /// `HEALTH_MAX_CONNECTIONS`: the most connections open on the health port at once; over it,
-    /// as on the gRPC port, a new connection is closed at once. Default: 64.
+    /// `HEALTH_MAX_CONNECTIONS`: the most connections open on the health port at once.
     pub health_max_connections: usize,
-    /// `HEALTH_HEADER_TIMEOUT`: how long the health port waits for a request's complete headers,
-    /// from the moment it starts waiting for them (so also between two requests of one keep-alive
-    /// connection); then it closes the connection. Default: 10 seconds.
+    /// `HEALTH_HEADER_TIMEOUT`: how long the health port waits for a request's complete headers.
     pub health_header_timeout: Duration,
-    /// `MAX_UNNAMED_CONSUMERS_PER_STREAM`: the most unnamed consumers (EnsureConsumer without a
-    /// name, both APIs) one stream may have; at least 1. Each lives until an hour after its last
-    /// subscriber, and nats-server allows a stream 1,000 consumers by default, which reads, live
-    /// feeds and named consumers need too. Default: 500.
+    /// `MAX_UNNAMED_CONSUMERS_PER_STREAM`: the most unnamed consumers one stream may have.
     pub max_unnamed_consumers_per_stream: usize,
-    /// `SUBSCRIBER_BUFFER_EVENTS`: the most events a live subscriber (`jetway.events.v1`
-    /// Subscribe) may have waiting; one that falls further behind its feed is cut off. At least
-    /// 1. Default: 1,000.
+    /// `SUBSCRIBER_BUFFER_EVENTS`: the most events a live subscriber may have waiting.
     pub subscriber_buffer: usize,
-    /// Fetched events in flight. `FETCH_MAX_IN_FLIGHT_PER_CONSUMER` (`per_consumer`): the most
-    /// fetched events (Fetch, then Ack or Reject) this server holds in flight for one consumer; a
-    /// Fetch beyond gets RESOURCE_EXHAUSTED. At least 1. Default: 10000, the most one Events stream
-    /// may hold and one Ack may settle. `FETCH_MAX_IN_FLIGHT` (`total`): the most over all
-    /// consumers, which bounds the memory they take (a few hundred bytes each). At least 1.
-    /// Default: 1000000.
+    /// Fetched events in flight: `FETCH_MAX_IN_FLIGHT_PER_CONSUMER` (`per_consumer`) and
+    /// `FETCH_MAX_IN_FLIGHT` (`total`).
     pub fetch: FetchLimits,
 }
 
 impl Default for Limits {
+    /// The declared defaults.
     fn default() -> Self {
-        Limits {
-            grpc_max_connections: 1024,
-            grpc_idle_timeout: Duration::from_secs(5 * 60),
-            grpc_max_streams_per_connection: 4096,
-            grpc_max_streaming_calls: 10_000,
-            grpc_max_message_bytes: 4 << 20,
-            health_max_connections: 64,
-            health_header_timeout: Duration::from_secs(10),
-            max_unnamed_consumers_per_stream: DEFAULT_MAX_UNNAMED_PER_STREAM,
-            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
-            fetch: FetchLimits {
-                per_consumer: DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER,
-                total: DEFAULT_MAX_IN_FLIGHT,
-            },
-        }
+        Config::default().limits
     }
 }
 
@@ -213,17 +583,16 @@ impl Default for Limits {
 /// disabled; without it the server records no spans at all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
-    /// `OTEL_SDK_DISABLED`: `true` turns tracing off even with an endpoint. Default: false.
+    /// `OTEL_SDK_DISABLED`: `true` turns tracing off even with an endpoint.
     pub disabled: bool,
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`: the OTLP/gRPC
-    /// collector, e.g. `http://jaeger:4317`. Default: unset (no export).
+    /// collector, e.g. `http://jaeger:4317`.
     pub endpoint: Option<String>,
-    /// `OTEL_SERVICE_NAME`. Default: `jetway-server`.
+    /// `OTEL_SERVICE_NAME`.
     pub service_name: String,
-    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`. Default: `parentbased_always_on`.
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: Sampler,
-    /// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs, comma-separated, added to every span's
-    /// resource. Default: none.
+    /// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs added to every span's resource.
     pub resource_attributes: Vec<(String, String)>,
 }
 
@@ -235,17 +604,9 @@ impl TelemetryConfig {
 }
 
 impl Default for TelemetryConfig {
+    /// The declared defaults.
     fn default() -> Self {
-        TelemetryConfig {
-            disabled: false,
-            endpoint: None,
-            service_name: "jetway-server".to_owned(),
-            sampler: Sampler {
-                parent_based: true,
-                root: RootSampler::AlwaysOn,
-            },
-            resource_attributes: Vec::new(),
-        }
+        Config::default().telemetry
     }
 }
 
@@ -270,64 +631,11 @@ pub enum RootSampler {
 }
 
 impl Default for Config {
-    /// The configuration of an empty environment; equal to `Config::from_iter([])`.
+    /// The configuration of an empty environment: every declared default.
     fn default() -> Self {
-        Self {
-            nats_url: None,
-            grpc_port: DEFAULT_GRPC_PORT,
-            health_port: DEFAULT_HEALTH_PORT,
-            listen_host: DEFAULT_LISTEN_HOST,
-            development: false,
-            log_filter: DEFAULT_LOG_FILTER.to_owned(),
-            nats_publish_async_max_pending: DEFAULT_PUBLISH_ASYNC_MAX_PENDING,
-            worker_threads: None,
-            nats_server_bin: None,
-            nats_local_port: DEFAULT_NATS_LOCAL_PORT,
-            nats_data_dir: PathBuf::from(DEFAULT_NATS_DATA_DIR),
-            nats_sync_interval: SyncInterval::default(),
-            nats_stop_timeout: DEFAULT_NATS_STOP_TIMEOUT,
-            telemetry: TelemetryConfig::default(),
-            limits: Limits::default(),
-        }
+        // Every test that loads a configuration checks that the declared defaults parse.
+        Self::from_iter([]).unwrap_or_else(|error| panic!("a declared default is invalid: {error}"))
     }
-}
-
-/// Every variable as raw text, exactly as envy finds it. Typed parsing happens afterwards, field
-/// by field, because envy stops at the first bad value and we want to report all of them.
-#[derive(Deserialize)]
-struct RawVars {
-    nats_url: Option<String>,
-    grpc_port: Option<String>,
-    health_port: Option<String>,
-    health_server_port: Option<String>,
-    listen_host: Option<String>,
-    development: Option<String>,
-    rust_log: Option<String>,
-    nats_publish_async_max_pending: Option<String>,
-    worker_threads: Option<String>,
-    fetch_max_in_flight_per_consumer: Option<String>,
-    fetch_max_in_flight: Option<String>,
-    nats_server_bin: Option<String>,
-    nats_local_port: Option<String>,
-    nats_data_dir: Option<String>,
-    nats_sync_interval: Option<String>,
-    nats_stop_timeout: Option<String>,
-    max_unnamed_consumers_per_stream: Option<String>,
-    subscriber_buffer_events: Option<String>,
-    otel_sdk_disabled: Option<String>,
-    otel_exporter_otlp_endpoint: Option<String>,
-    otel_exporter_otlp_traces_endpoint: Option<String>,
-    otel_service_name: Option<String>,
-    otel_traces_sampler: Option<String>,
-    otel_traces_sampler_arg: Option<String>,
-    otel_resource_attributes: Option<String>,
-    grpc_max_connections: Option<String>,
-    grpc_idle_timeout: Option<String>,
-    grpc_max_streams_per_connection: Option<String>,
-    grpc_max_streaming_calls: Option<String>,
-    grpc_max_message_bytes: Option<String>,
-    health_max_connections: Option<String>,
-    health_header_timeout: Option<String>,
 }
 
 impl Config {
@@ -355,7 +663,7 @@ impl Config {
     /// repeats, the last value wins.
     #[expect(
         clippy::should_implement_trait,
-        reason = "loading can fail, which `FromIterator` cannot express; mirrors `envy::from_iter`"
+        reason = "loading can fail, which `FromIterator` cannot express"
     )]
     pub fn from_iter<I: IntoIterator<Item = (String, String)>>(
         vars: I,
@@ -363,118 +671,102 @@ impl Config {
         Self::load(vars, Vec::new())
     }
 
+    /// Applies every variable of [`VARIABLES`] in order, its value or else its default, to a
+    /// configuration with every field at zero.
     fn load<I: IntoIterator<Item = (String, String)>>(
         vars: I,
         mut problems: Vec<ConfigProblem>,
     ) -> Result<Self, ConfigError> {
-        // The map drops unrelated names and deduplicates: envy would reject a repeated field.
-        let ours: BTreeMap<String, String> = vars
+        let given: BTreeMap<&'static str, String> = vars
             .into_iter()
-            .filter(|(name, value)| known_variable(name).is_some() && !value.is_empty())
+            .filter(|(_, value)| !value.is_empty())
+            .filter_map(|(name, value)| Some((known_variable(&name)?, value)))
             .collect();
-        let raw: RawVars = match envy::from_iter(ours) {
-            Ok(raw) => raw,
-            Err(error) => {
-                problems.push(ConfigProblem::Unreadable {
-                    reason: error.to_string(),
-                });
-                return Err(ConfigError { problems });
-            }
-        };
-
-        let defaults = Self::default();
-        let mut check = Checker { problems };
-        let telemetry = check.telemetry(&raw, defaults.telemetry.clone());
-        let limits = check.limits(&raw, &defaults.limits);
-        let grpc_port = check.field("GRPC_PORT", raw.grpc_port, defaults.grpc_port, parse_port);
-        let health_port = check.health_port(
-            raw.health_port,
-            raw.health_server_port,
-            defaults.health_port,
-        );
-        let listen_host = check.field("LISTEN_HOST", raw.listen_host, defaults.listen_host, |v| {
-            v.parse()
-                .map_err(|_| "is not an IP address (like 0.0.0.0 or ::1)".to_owned())
-        });
-        let development = check.field(
-            "DEVELOPMENT",
-            raw.development,
-            defaults.development,
-            parse_bool,
-        );
-        let log_filter = check.field("RUST_LOG", raw.rust_log, defaults.log_filter, |v| {
-            EnvFilter::builder()
-                .parse(v)
-                .map(|_| v.to_owned())
-                .map_err(|e| format!("is not a valid log filter ({e})"))
-        });
-        let nats_publish_async_max_pending = check.field(
-            "NATS_PUBLISH_ASYNC_MAX_PENDING",
-            raw.nats_publish_async_max_pending,
-            defaults.nats_publish_async_max_pending,
-            parse_count,
-        );
-        let worker_threads = check.field("WORKER_THREADS", raw.worker_threads, None, |v| {
-            parse_count(v).map(Some)
-        });
-        let nats_local_port = check.field(
-            "NATS_LOCAL_PORT",
-            raw.nats_local_port,
-            defaults.nats_local_port,
-            parse_port,
-        );
-        let nats_sync_interval = check.field(
-            "NATS_SYNC_INTERVAL",
-            raw.nats_sync_interval,
-            defaults.nats_sync_interval,
-            |v| v.parse::<SyncInterval>().map_err(|e| e.reason.to_owned()),
-        );
-        let nats_stop_timeout = check.field(
-            "NATS_STOP_TIMEOUT",
-            raw.nats_stop_timeout,
-            defaults.nats_stop_timeout,
-            |v| {
-                go_duration_nanos(v)
-                    .map(|nanos| Duration::from_nanos(nanos as u64))
-                    .filter(|timeout| NATS_STOP_TIMEOUT_RANGE.contains(timeout))
-                    .ok_or_else(|| r#"is not a duration from 1s to 1h, like "25s""#.to_owned())
-            },
-        );
-        let nats_url = raw.nats_url.filter(|url| match NatsServers::parse(url) {
-            Ok(_) => true,
-            Err(reason) => {
-                check.problems.push(ConfigProblem::Invalid {
-                    variable: "NATS_URL",
-                    value: redact_credentials(url),
+        let mut config = Self::zero();
+        let mut rejected = Vec::new();
+        for variable in VARIABLES {
+            let value = given.get(variable.name).filter(|_| {
+                !variable
+                    .overridden_by
+                    .is_some_and(|o| given.contains_key(o))
+            });
+            let Some(value) = value.map(String::as_str).or(match variable.default {
+                DefaultValue::Value(value) => Some(value),
+                DefaultValue::Absent(_) => None,
+            }) else {
+                continue;
+            };
+            // Only an alias needs to know whether it changed what its primary set.
+            let before = variable.alias_of.map(|_| config.clone());
+            if let Err(reason) = (variable.access.apply)(&mut config, value) {
+                rejected.push(variable.name);
+                problems.push(ConfigProblem::Invalid {
+                    variable: variable.name,
+                    value: variable.shown(value),
                     reason,
                 });
-                false
+            } else if let Some(primary) = variable.alias_of
+                && let Some(primary_value) = given.get(primary)
+                && !rejected.contains(&primary)
+                && before.is_some_and(|before| before != config)
+            {
+                problems.push(ConfigProblem::Conflict {
+                    variable: primary,
+                    value: primary_value.clone(),
+                    alias: variable.name,
+                    alias_value: value.to_owned(),
+                });
             }
-        });
-        if !check.problems.is_empty() {
-            return Err(ConfigError {
-                problems: check.problems,
-            });
         }
-        Ok(Self {
-            nats_url,
-            grpc_port,
-            health_port,
-            listen_host,
-            development,
-            log_filter,
-            nats_publish_async_max_pending,
-            worker_threads,
-            nats_server_bin: raw.nats_server_bin.map(PathBuf::from),
-            nats_local_port,
-            nats_data_dir: raw
-                .nats_data_dir
-                .map_or(defaults.nats_data_dir, PathBuf::from),
-            nats_sync_interval,
-            nats_stop_timeout,
-            telemetry,
-            limits,
-        })
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Every field at zero or empty, for [`VARIABLES`] to fill in.
+    fn zero() -> Self {
+        Self {
+            nats_url: None,
+            grpc_port: 0,
+            health_port: 0,
+            listen_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            development: false,
+            log_filter: String::new(),
+            nats_publish_async_max_pending: 0,
+            worker_threads: None,
+            nats_server_bin: None,
+            nats_local_port: 0,
+            nats_data_dir: PathBuf::new(),
+            nats_sync_interval: SyncInterval::default(),
+            nats_stop_timeout: Duration::ZERO,
+            telemetry: TelemetryConfig {
+                disabled: false,
+                endpoint: None,
+                service_name: String::new(),
+                sampler: Sampler {
+                    parent_based: false,
+                    root: RootSampler::AlwaysOff,
+                },
+                resource_attributes: Vec::new(),
+            },
+            limits: Limits {
+                grpc_max_connections: 0,
+                grpc_idle_timeout: Duration::ZERO,
+                grpc_max_streams_per_connection: 0,
+                grpc_max_streaming_calls: 0,
+                grpc_max_message_bytes: 0,
+                health_max_connections: 0,
+                health_header_timeout: Duration::ZERO,
+                max_unnamed_consumers_per_stream: 0,
+                subscriber_buffer: 0,
+                fetch: FetchLimits {
+                    per_consumer: 0,
+                    total: 0,
+                },
+            },
+        }
     }
 
     /// The runtime's worker threads: `WORKER_THREADS`, else half the CPUs, rounded up.
@@ -491,268 +783,80 @@ impl Config {
         })
     }
 
-    /// Logs every effective value (one `info` event) so an operator can see what the server runs
-    /// with. Credentials in `NATS_URL` are masked.
+    /// Logs every effective value in one `info` event, `NAME="value"` for each variable of
+    /// [`VARIABLES`], so an operator can see what the server runs with. Credentials in `NATS_URL`
+    /// are masked.
     pub fn log_summary(&self) {
-        let nats = match &self.nats_url {
-            Some(url) => redact_credentials(url),
-            None => "unset: running a local nats-server".to_owned(),
-        };
-        tracing::info!(
-            nats_url = %nats,
-            grpc_port = self.grpc_port,
-            health_port = self.health_port,
-            listen_host = %self.listen_host,
-            development = self.development,
-            log_filter = %self.log_filter,
-            nats_publish_async_max_pending = self.nats_publish_async_max_pending,
-            worker_threads = self.worker_threads(),
-            fetch_max_in_flight_per_consumer = self.limits.fetch.per_consumer,
-            fetch_max_in_flight = self.limits.fetch.total,
-            nats_server_bin = %self
-                .nats_server_bin
-                .as_ref()
-                .map_or_else(|| "search tools/bin and PATH".to_owned(), |p| p.display().to_string()),
-            nats_local_port = self.nats_local_port,
-            nats_data_dir = %self.nats_data_dir.display(),
-            nats_sync_interval = %self.nats_sync_interval,
-            nats_stop_timeout = ?self.nats_stop_timeout,
-            max_unnamed_consumers_per_stream = self.limits.max_unnamed_consumers_per_stream,
-            subscriber_buffer_events = self.limits.subscriber_buffer,
-            otel_endpoint = self.telemetry.export_endpoint().unwrap_or("unset: no trace export"),
-            otel_service_name = %self.telemetry.service_name,
-            grpc_max_connections = self.limits.grpc_max_connections,
-            grpc_idle_timeout = ?self.limits.grpc_idle_timeout,
-            grpc_max_streams_per_connection = self.limits.grpc_max_streams_per_connection,
-            grpc_max_streaming_calls = self.limits.grpc_max_streaming_calls,
-            grpc_max_message_bytes = self.limits.grpc_max_message_bytes,
-            health_max_connections = self.limits.health_max_connections,
-            health_header_timeout = ?self.limits.health_header_timeout,
-            "configuration"
-        );
+        tracing::info!(values = %self.summary(), "configuration");
+    }
+
+    fn summary(&self) -> String {
+        VARIABLES
+            .iter()
+            .filter_map(|variable| {
+                let shown = variable.shown(&(variable.access.show?)(self));
+                Some(format!("{}={shown:?}", variable.name))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
-/// Collects problems while parsing fields, so one bad field does not hide the next.
-struct Checker {
-    problems: Vec<ConfigProblem>,
+/// A configuration value as the summary log shows it.
+trait Summary {
+    fn summary(&self) -> String;
 }
 
-impl Checker {
-    /// Parses one variable, recording a problem and yielding the default when its value is bad
-    /// (the default is never used: any problem fails the whole load).
-    fn field<T>(
-        &mut self,
-        variable: &'static str,
-        value: Option<String>,
-        default: T,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> T {
-        let Some(value) = value else {
-            return default;
-        };
-        parse(&value).unwrap_or_else(|reason| {
-            self.problems.push(ConfigProblem::Invalid {
-                variable,
-                value,
-                reason,
-            });
-            default
-        })
-    }
-
-    /// `HEALTH_PORT` and its alias `HEALTH_SERVER_PORT`: either may be set, both only if they
-    /// agree.
-    fn health_port(&mut self, primary: Option<String>, alias: Option<String>, default: u16) -> u16 {
-        let before = self.problems.len();
-        let primary_port = self.field("HEALTH_PORT", primary.clone(), None, |v| {
-            parse_port(v).map(Some)
-        });
-        let alias_port = self.field("HEALTH_SERVER_PORT", alias.clone(), None, |v| {
-            parse_port(v).map(Some)
-        });
-        if self.problems.len() > before {
-            return default;
-        }
-        match (primary_port, alias_port) {
-            (Some(p), Some(a)) if p != a => {
-                self.problems.push(ConfigProblem::Conflict {
-                    variable: "HEALTH_PORT",
-                    value: primary.unwrap_or_default(),
-                    alias: "HEALTH_SERVER_PORT",
-                    alias_value: alias.unwrap_or_default(),
-                });
-                default
+macro_rules! summary_by_display {
+    ($($type:ty),*) => {
+        $(impl Summary for $type {
+            fn summary(&self) -> String {
+                self.to_string()
             }
-            (Some(port), _) | (None, Some(port)) => port,
-            (None, None) => default,
-        }
+        })*
+    };
+}
+summary_by_display!(u16, u32, usize, bool, String, IpAddr, SyncInterval);
+
+impl Summary for Duration {
+    fn summary(&self) -> String {
+        format!("{self:?}")
     }
 }
 
-impl Checker {
-    /// The [`Limits`] variables.
-    fn limits(&mut self, raw: &RawVars, default: &Limits) -> Limits {
-        Limits {
-            grpc_max_connections: self.field(
-                "GRPC_MAX_CONNECTIONS",
-                raw.grpc_max_connections.clone(),
-                default.grpc_max_connections,
-                parse_count,
-            ),
-            grpc_idle_timeout: self.field(
-                "GRPC_IDLE_TIMEOUT",
-                raw.grpc_idle_timeout.clone(),
-                default.grpc_idle_timeout,
-                parse_timeout,
-            ),
-            grpc_max_streams_per_connection: self.field(
-                "GRPC_MAX_STREAMS_PER_CONNECTION",
-                raw.grpc_max_streams_per_connection.clone(),
-                default.grpc_max_streams_per_connection,
-                |v| match v.parse::<u32>() {
-                    Ok(n) if n >= 1 => Ok(n),
-                    _ => Err("is not a whole number from 1 to 4294967295".to_owned()),
-                },
-            ),
-            grpc_max_streaming_calls: self.field(
-                "GRPC_MAX_STREAMING_CALLS",
-                raw.grpc_max_streaming_calls.clone(),
-                default.grpc_max_streaming_calls,
-                parse_count,
-            ),
-            grpc_max_message_bytes: self.field(
-                "GRPC_MAX_MESSAGE_BYTES",
-                raw.grpc_max_message_bytes.clone(),
-                default.grpc_max_message_bytes,
-                |v| match v.parse::<usize>() {
-                    Ok(n) if n >= 1024 => Ok(n),
-                    _ => Err("is not a whole number of bytes, at least 1024".to_owned()),
-                },
-            ),
-            health_max_connections: self.field(
-                "HEALTH_MAX_CONNECTIONS",
-                raw.health_max_connections.clone(),
-                default.health_max_connections,
-                parse_count,
-            ),
-            health_header_timeout: self.field(
-                "HEALTH_HEADER_TIMEOUT",
-                raw.health_header_timeout.clone(),
-                default.health_header_timeout,
-                parse_timeout,
-            ),
-            max_unnamed_consumers_per_stream: self.field(
-                "MAX_UNNAMED_CONSUMERS_PER_STREAM",
-                raw.max_unnamed_consumers_per_stream.clone(),
-                default.max_unnamed_consumers_per_stream,
-                parse_count,
-            ),
-            subscriber_buffer: self.field(
-                "SUBSCRIBER_BUFFER_EVENTS",
-                raw.subscriber_buffer_events.clone(),
-                default.subscriber_buffer,
-                parse_count,
-            ),
-            fetch: FetchLimits {
-                per_consumer: self.field(
-                    "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
-                    raw.fetch_max_in_flight_per_consumer.clone(),
-                    default.fetch.per_consumer,
-                    parse_count,
-                ),
-                total: self.field(
-                    "FETCH_MAX_IN_FLIGHT",
-                    raw.fetch_max_in_flight.clone(),
-                    default.fetch.total,
-                    parse_count,
-                ),
-            },
-        }
+impl Summary for PathBuf {
+    fn summary(&self) -> String {
+        self.display().to_string()
     }
+}
 
-    /// The `OTEL_*` variables. Only what Jetway itself acts on is read here; the OTLP exporter also
-    /// honours its own `OTEL_EXPORTER_OTLP_*` settings (headers, timeout, compression).
-    fn telemetry(&mut self, raw: &RawVars, default: TelemetryConfig) -> TelemetryConfig {
-        let disabled = self.field(
-            "OTEL_SDK_DISABLED",
-            raw.otel_sdk_disabled.clone(),
-            default.disabled,
-            parse_bool,
-        );
-        let endpoint_variable = if raw.otel_exporter_otlp_traces_endpoint.is_some() {
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+impl Summary for Sampler {
+    fn summary(&self) -> String {
+        let root = match self.root {
+            RootSampler::AlwaysOn => "always_on",
+            RootSampler::AlwaysOff => "always_off",
+            RootSampler::Ratio(_) => "traceidratio",
+        };
+        let prefix = if self.parent_based {
+            "parentbased_"
         } else {
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
+            ""
         };
-        let endpoint_value = raw
-            .otel_exporter_otlp_traces_endpoint
-            .clone()
-            .or_else(|| raw.otel_exporter_otlp_endpoint.clone());
-        let endpoint = self.field(endpoint_variable, endpoint_value, None, |v| {
-            if v.starts_with("http://") || v.starts_with("https://") {
-                Ok(Some(v.to_owned()))
-            } else {
-                Err("is not an http:// or https:// URL of an OTLP/gRPC collector".to_owned())
-            }
-        });
-        let ratio = self.field(
-            "OTEL_TRACES_SAMPLER_ARG",
-            raw.otel_traces_sampler_arg.clone(),
-            1.0,
-            |v| match v.parse::<f64>() {
-                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                _ => Err("is not a sampling ratio between 0 and 1".to_owned()),
-            },
-        );
-        let sampler = self.field("OTEL_TRACES_SAMPLER", raw.otel_traces_sampler.clone(), default.sampler, |v| {
-            let (parent_based, root) = match v.strip_prefix("parentbased_") {
-                Some(root) => (true, root),
-                None => (false, v),
-            };
-            let root = match root {
-                "always_on" => RootSampler::AlwaysOn,
-                "always_off" => RootSampler::AlwaysOff,
-                "traceidratio" => RootSampler::Ratio(ratio),
-                _ => {
-                    return Err("is not one of always_on, always_off, traceidratio, parentbased_always_on, \
-                                parentbased_always_off, parentbased_traceidratio"
-                        .to_owned());
-                }
-            };
-            Ok(Sampler { parent_based, root })
-        });
-        let resource_attributes = self.field(
-            "OTEL_RESOURCE_ATTRIBUTES",
-            raw.otel_resource_attributes.clone(),
-            default.resource_attributes,
-            |v| {
-                v.split(',')
-                    .filter(|pair| !pair.trim().is_empty())
-                    .map(|pair| match pair.split_once('=') {
-                        Some((key, value)) if !key.trim().is_empty() => {
-                            Ok((key.trim().to_owned(), value.trim().to_owned()))
-                        }
-                        _ => Err("is not a comma-separated list of key=value pairs".to_owned()),
-                    })
-                    .collect()
-            },
-        );
-        TelemetryConfig {
-            disabled,
-            endpoint,
-            service_name: raw
-                .otel_service_name
-                .clone()
-                .unwrap_or(default.service_name),
-            sampler,
-            resource_attributes,
-        }
+        format!("{prefix}{root}")
+    }
+}
+
+impl Summary for Vec<(String, String)> {
+    fn summary(&self) -> String {
+        self.iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
 fn known_variable(name: &str) -> Option<&'static str> {
-    VARIABLES.iter().copied().find(|known| *known == name)
+    KNOWN_VARIABLES.iter().copied().find(|known| *known == name)
 }
 
 fn parse_port(value: &str) -> Result<u16, String> {
@@ -782,6 +886,49 @@ fn parse_bool(value: &str) -> Result<bool, String> {
         "false" | "0" => Ok(false),
         _ => Err("is not a boolean (true, false, 1 or 0)".to_owned()),
     }
+}
+
+fn parse_endpoint(value: &str) -> Result<String, String> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        Ok(value.to_owned())
+    } else {
+        Err("is not an http:// or https:// URL of an OTLP/gRPC collector".to_owned())
+    }
+}
+
+/// An `OTEL_TRACES_SAMPLER` name; `traceidratio` starts at a ratio of 1, which
+/// `OTEL_TRACES_SAMPLER_ARG` then sets.
+fn parse_sampler(value: &str) -> Result<Sampler, String> {
+    let (parent_based, root) = match value.strip_prefix("parentbased_") {
+        Some(root) => (true, root),
+        None => (false, value),
+    };
+    let root = match root {
+        "always_on" => RootSampler::AlwaysOn,
+        "always_off" => RootSampler::AlwaysOff,
+        "traceidratio" => RootSampler::Ratio(1.0),
+        _ => {
+            return Err(
+                "is not one of always_on, always_off, traceidratio, parentbased_always_on, \
+                 parentbased_always_off, parentbased_traceidratio"
+                    .to_owned(),
+            );
+        }
+    };
+    Ok(Sampler { parent_based, root })
+}
+
+fn parse_attributes(value: &str) -> Result<Vec<(String, String)>, String> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err("is not a comma-separated list of key=value pairs".to_owned()),
+        })
+        .collect()
 }
 
 /// JetStream's `sync_interval`: how often the local nats-server fsyncs its stores.
@@ -921,12 +1068,6 @@ pub enum ConfigProblem {
         /// The variable's name.
         variable: &'static str,
     },
-    /// envy could not read the variables at all.
-    #[error("the environment could not be read: {reason}")]
-    Unreadable {
-        /// envy's explanation.
-        reason: String,
-    },
 }
 
 /// Every problem found while loading the configuration. Displays as one line:
@@ -1001,8 +1142,131 @@ mod tests {
     }
 
     #[test]
+    fn declared_defaults_are_core_defaults() {
+        use jetway_core::{
+            consumers::DEFAULT_MAX_UNNAMED_PER_STREAM,
+            fetch::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER},
+            live::DEFAULT_SUBSCRIBER_BUFFER,
+        };
+        let limits = Limits::default();
+        assert_eq!(
+            limits.max_unnamed_consumers_per_stream,
+            DEFAULT_MAX_UNNAMED_PER_STREAM
+        );
+        assert_eq!(limits.subscriber_buffer, DEFAULT_SUBSCRIBER_BUFFER);
+        assert_eq!(
+            limits.fetch.per_consumer,
+            DEFAULT_MAX_IN_FLIGHT_PER_CONSUMER
+        );
+        assert_eq!(limits.fetch.total, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(TelemetryConfig::default(), Config::default().telemetry);
+        assert_eq!(TelemetryConfig::default().service_name, "jetway-server");
+    }
+
+    #[test]
+    fn names_are_declared_once() {
+        let names: std::collections::BTreeSet<_> = KNOWN_VARIABLES.iter().collect();
+        assert_eq!(names.len(), VARIABLES.len());
+        assert_eq!(KNOWN_VARIABLES.len(), VARIABLES.len());
+        for variable in VARIABLES {
+            for other in [variable.alias_of, variable.overridden_by]
+                .into_iter()
+                .flatten()
+            {
+                assert!(KNOWN_VARIABLES.contains(&other), "{other}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_traces_endpoint_overrides_the_generic_one_unchecked() {
+        let config = load(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.telemetry.export_endpoint(),
+            Some("http://traces:4317")
+        );
+        let message = error_message(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "traces:4317")]);
+        assert!(
+            message.contains(r#"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="traces:4317" is not an http"#),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_sampler_ratio_applies_to_traceidratio_only() {
+        let ratio = load(&[
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ratio.telemetry.sampler,
+            Sampler {
+                parent_based: false,
+                root: RootSampler::Ratio(0.5)
+            }
+        );
+        let unset = load(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")]).unwrap();
+        assert_eq!(unset.telemetry.sampler.root, RootSampler::Ratio(1.0));
+        let other = load(&[
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ])
+        .unwrap();
+        assert_eq!(other.telemetry.sampler.root, RootSampler::AlwaysOff);
+    }
+
+    #[test]
+    fn the_summary_shows_every_variable_with_credentials_masked() {
+        let config = load(&[
+            ("NATS_URL", "nats://app:s3cret@host:4222"),
+            ("GRPC_IDLE_TIMEOUT", "90s"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
+        ])
+        .unwrap();
+        let summary = config.summary();
+        assert!(!summary.contains("s3cret"), "{summary}");
+        for expected in [
+            r#"NATS_URL="nats://***@host:4222""#,
+            r#"GRPC_PORT="8080""#,
+            r#"GRPC_IDLE_TIMEOUT="90s""#,
+            r#"RUST_LOG="info,async_nats=warn""#,
+            r#"OTEL_EXPORTER_OTLP_ENDPOINT="http://traces:4317""#,
+            r#"OTEL_TRACES_SAMPLER="parentbased_always_on""#,
+            r#"OTEL_TRACES_SAMPLER_ARG="unused""#,
+        ] {
+            assert!(
+                summary.contains(expected),
+                "{expected} missing from {summary}"
+            );
+        }
+        let shown = summary.split("=\"").count() - 1;
+        let hidden = ["HEALTH_SERVER_PORT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"];
+        assert_eq!(shown, VARIABLES.len() - hidden.len(), "{summary}");
+        for name in hidden {
+            assert!(!summary.contains(&format!("{name}=")), "{summary}");
+        }
+    }
+
+    #[test]
+    fn the_markdown_table_has_a_row_per_variable() {
+        let table = markdown_table();
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert_eq!(rows.len(), VARIABLES.len());
+        assert!(
+            rows[1].starts_with("| `GRPC_PORT` | `8080` | gRPC port"),
+            "{table}"
+        );
+        assert!(rows[0].starts_with("| `NATS_URL` | unset | "), "{table}");
+    }
+
+    #[test]
     fn empty_values_count_as_unset() {
-        let vars: Vec<(&str, &str)> = VARIABLES.iter().map(|v| (*v, "")).collect();
+        let vars: Vec<(&str, &str)> = KNOWN_VARIABLES.iter().map(|v| (*v, "")).collect();
         assert_eq!(load(&vars).unwrap(), Config::default());
     }
 

@@ -1,10 +1,11 @@
 //! The deployment files, checked with real parsers since no container engine runs here: the compose
 //! file parses and wires NATS, Jaeger and Jetway as the README says, every variable it sets for
-//! Jetway is one the server reads, and `.envrc.example` documents every variable there is.
+//! Jetway is one the server reads, and `.envrc.example` and the README's configuration table
+//! document every variable there is, as `jetway_server::config::VARIABLES` declares it.
 
 use std::collections::BTreeSet;
 
-use jetway_server::config::{Config, KNOWN_VARIABLES};
+use jetway_server::config::{Config, DefaultValue, KNOWN_VARIABLES, VARIABLES, markdown_table};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo_file(name: &str) -> String {
@@ -246,15 +247,84 @@ fn the_dockerfile_runs_as_a_non_root_user() {
     );
 }
 
+/// `.envrc.example` names every variable, and exports (uncommented) exactly those with a default
+/// value, set to that default: "the values shown are the defaults".
 #[test]
-fn envrc_example_documents_every_variable() {
-    let documented: BTreeSet<_> = repo_file(".envrc.example")
-        .lines()
-        .filter_map(|line| line.trim_start_matches('#').trim().strip_prefix("export "))
-        .filter_map(|assignment| assignment.split_once('=').map(|(name, _)| name.to_owned()))
+fn envrc_example_documents_every_variable_with_its_default() {
+    let example = repo_file(".envrc.example");
+    let assignments = |commented: bool| -> Vec<(String, String)> {
+        example
+            .lines()
+            .filter(|line| line.starts_with('#') == commented)
+            .filter_map(|line| line.trim_start_matches('#').trim().strip_prefix("export "))
+            .filter_map(|assignment| assignment.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    };
+    let exported = assignments(false);
+    let documented: BTreeSet<_> = exported
+        .iter()
+        .chain(&assignments(true))
+        .map(|(name, _)| name.clone())
         .collect();
     let known: BTreeSet<_> = KNOWN_VARIABLES.iter().map(|v| v.to_string()).collect();
     assert_eq!(documented, known);
+    let defaults: BTreeSet<(String, String)> = VARIABLES
+        .iter()
+        .filter_map(|variable| match variable.default_value() {
+            DefaultValue::Value(value) => Some((variable.name().to_owned(), value.to_owned())),
+            DefaultValue::Absent(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        exported.into_iter().collect::<BTreeSet<_>>(),
+        defaults,
+        ".envrc.example exports each variable that has a default, set to its default"
+    );
+}
+
+const TABLE_BEGIN: &str = "<!-- configuration-table: generated from VARIABLES";
+const TABLE_END: &str = "<!-- configuration-table: end -->";
+const REGENERATE: &str = "cargo test -p jetway-server --test it -- --ignored \
+                          deployment::regenerate_readme_configuration_table";
+
+/// The README with its configuration table (between the marker comments) replaced by the one
+/// `VARIABLES` renders.
+fn readme_with_generated_table(readme: &str) -> String {
+    let begin = readme
+        .find(TABLE_BEGIN)
+        .expect("the table's begin marker in README.md");
+    let begin = begin + readme[begin..].find('\n').expect("a line after the marker") + 1;
+    let end = begin
+        + readme[begin..]
+            .find(TABLE_END)
+            .expect("the table's end marker in README.md");
+    format!(
+        "{}\n{}\n{}",
+        &readme[..begin],
+        markdown_table(),
+        &readme[end..]
+    )
+}
+
+#[test]
+fn the_readme_configuration_table_is_the_declared_one() {
+    let readme = repo_file("README.md");
+    assert!(
+        readme == readme_with_generated_table(&readme),
+        "README.md's configuration table differs from VARIABLES in crates/server/src/config.rs; \
+         regenerate it with `{REGENERATE}`"
+    );
+}
+
+/// Rewrites README.md's configuration table from `VARIABLES`; see
+/// `the_readme_configuration_table_is_the_declared_one`.
+#[test]
+#[ignore = "rewrites README.md; run it to regenerate the configuration table"]
+fn regenerate_readme_configuration_table() {
+    let path = format!("{}/../../README.md", env!("CARGO_MANIFEST_DIR"));
+    let readme = repo_file("README.md");
+    std::fs::write(&path, readme_with_generated_table(&readme)).expect("writing README.md");
 }
 
 /// Runs `jetway-server healthcheck` against the health port at `addr`, as a container runtime does,
