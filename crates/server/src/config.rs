@@ -7,7 +7,8 @@
 //! and the README's configuration table ([`markdown_table`]) are all produced from it, so they
 //! cannot drift apart.
 //!
-//! [`Config`] is the single typed view of the environment. Loading reports *every* bad variable in
+//! [`Config`] is the single typed view of the environment, read with envy and then parsed variable by
+//! variable against the declarations. Loading reports *every* bad variable in
 //! one [`ConfigError`], so an operator fixes a deployment in one round trip instead of one variable
 //! per restart. An empty variable counts as unset (container tooling often renders `NAME=` for
 //! "not configured"). Variables for the local nats-server are validated even when `NATS_URL` is
@@ -677,10 +678,24 @@ impl Config {
         vars: I,
         mut problems: Vec<ConfigProblem>,
     ) -> Result<Self, ConfigError> {
-        let given: BTreeMap<&'static str, String> = vars
+        // envy reads the pairs as it reads an environment; only Jetway's own names, spelled
+        // exactly, are handed to it, so unrelated variables are never inspected and a
+        // differently-cased spelling (envy lowercases names) cannot shadow ours.
+        let ours = vars
             .into_iter()
-            .filter(|(_, value)| !value.is_empty())
-            .filter_map(|(name, value)| Some((known_variable(&name)?, value)))
+            .filter(|(name, value)| !value.is_empty() && known_variable(name).is_some());
+        let read: BTreeMap<String, String> = match envy::from_iter(ours) {
+            Ok(read) => read,
+            Err(error) => {
+                problems.push(ConfigProblem::Unreadable {
+                    reason: error.to_string(),
+                });
+                return Err(ConfigError { problems });
+            }
+        };
+        let given: BTreeMap<&'static str, String> = read
+            .into_iter()
+            .filter_map(|(name, value)| Some((known_variable(&name.to_ascii_uppercase())?, value)))
             .collect();
         let mut config = Self::zero();
         let mut rejected = Vec::new();
@@ -1067,6 +1082,12 @@ pub enum ConfigProblem {
     NotUnicode {
         /// The variable's name.
         variable: &'static str,
+    },
+    /// envy could not read the variables at all.
+    #[error("the environment could not be read: {reason}")]
+    Unreadable {
+        /// envy's explanation.
+        reason: String,
     },
 }
 
