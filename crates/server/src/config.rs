@@ -194,7 +194,9 @@ pub const VARIABLES: &[Variable] = &[
         DefaultValue::Value("10000"),
         "Most streaming calls open at once on the whole server: Events sessions, PublishStream, \
          ReadEvents, Subscribe, Watch, Keys, History, ListDeadLetters, health Watch, reflection. \
-         One more is answered RESOURCE_EXHAUSTED naming this variable.",
+         One connection holds at most an eighth of them (at least one), so a few connections of \
+         one client cannot take them all. One more is answered RESOURCE_EXHAUSTED naming this \
+         variable.",
         field!(limits.grpc_max_streaming_calls, parse_count),
     ),
     Variable::new(

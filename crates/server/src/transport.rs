@@ -185,10 +185,12 @@ pub fn grpc_incoming(
     })
 }
 
-/// The calls in progress on one gRPC connection, and since when it has had none.
+/// The calls in progress on one gRPC connection (streaming ones counted apart too), and since when
+/// it has had none.
 #[derive(Debug)]
 pub struct Activity {
     calls: AtomicUsize,
+    streaming: AtomicUsize,
     idle_since: Mutex<Instant>,
 }
 
@@ -196,8 +198,20 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             calls: AtomicUsize::new(0),
+            streaming: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Counts a streaming call until the guard is dropped, unless the connection already has
+    /// `most` open.
+    fn start_streaming(self: &Arc<Self>, most: usize) -> Option<StreamingCall> {
+        self.streaming
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < most).then_some(open + 1)
+            })
+            .ok()?;
+        Some(StreamingCall(self.clone()))
     }
 
     /// Counts a call until the guard is dropped.
@@ -228,6 +242,16 @@ impl Drop for CallInProgress {
             .lock()
             .expect("the lock is never poisoned") = Instant::now();
         self.0.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One streaming call in progress on a connection.
+#[derive(Debug)]
+struct StreamingCall(Arc<Activity>);
+
+impl Drop for StreamingCall {
+    fn drop(&mut self) {
+        self.0.streaming.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -381,7 +405,14 @@ struct Calls {
     streaming: HashSet<String>,
     slots: Arc<Semaphore>,
     max_streaming: usize,
+    /// The most streaming calls one connection may hold: see [`STREAMING_SHARE_OF_ONE_CONNECTION`].
+    max_streaming_per_connection: usize,
 }
+
+/// One connection may hold at most this fraction (1/N) of `GRPC_MAX_STREAMING_CALLS`, at least one
+/// call: a few connections of one client cannot take every streaming slot of the server (cheap
+/// calls such as health Watch would otherwise lock every Events session out).
+pub const STREAMING_SHARE_OF_ONE_CONNECTION: usize = 8;
 
 impl CallLayer {
     /// A layer for a server whose streaming methods are `streaming` (see [`streaming_methods`]).
@@ -393,6 +424,8 @@ impl CallLayer {
                 streaming,
                 slots: Arc::new(Semaphore::new(max_streaming)),
                 max_streaming,
+                max_streaming_per_connection: (max_streaming / STREAMING_SHARE_OF_ONE_CONNECTION)
+                    .max(1),
             }),
         }
     }
@@ -420,6 +453,7 @@ pub struct CallService<S> {
 #[derive(Default)]
 struct Held {
     _call: Option<CallInProgress>,
+    _streaming: Option<StreamingCall>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -439,12 +473,28 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let mut held = Held::default();
+        let streaming = self.calls.streaming.contains(request.uri().path());
         if let Some(info) = request.extensions_mut().remove::<ConnInfo>() {
             held._call = Some(info.activity.start());
+            if streaming {
+                let most = self.calls.max_streaming_per_connection;
+                match info.activity.start_streaming(most) {
+                    Some(call) => held._streaming = Some(call),
+                    None => {
+                        let status = Status::resource_exhausted(format!(
+                            "this connection has {most} streaming calls open, the most one \
+                             connection may hold (1/{STREAMING_SHARE_OF_ONE_CONNECTION} of \
+                             GRPC_MAX_STREAMING_CALLS); retry once one has ended, or use another \
+                             connection"
+                        ));
+                        return Box::pin(std::future::ready(Ok(status.into_http())));
+                    }
+                }
+            }
             // Where tonic's `Request::remote_addr` looks for it.
             request.extensions_mut().insert(info.tcp);
         }
-        if self.calls.streaming.contains(request.uri().path()) {
+        if streaming {
             match self.calls.slots.clone().try_acquire_owned() {
                 Ok(slot) => held._slot = Some(slot),
                 Err(_) => {

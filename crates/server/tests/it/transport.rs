@@ -513,6 +513,40 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
     .await;
 }
 
+/// One connection holds at most its share (1/8) of the server's streaming calls: a client's few
+/// connections cannot take every slot, and another connection is still served.
+#[tokio::test]
+async fn one_connection_holds_at_most_its_share_of_streaming_calls() {
+    let mut env = Env::start_with(limits(|l| l.grpc_max_streaming_calls = 16)).await;
+    let share = 16 / jetway_server::transport::STREAMING_SHARE_OF_ONE_CONNECTION;
+    env.stream("orders", &["orders.>"]).await;
+    let mut first = clients::events(&env).await;
+    let live = || SubscribeRequest {
+        subject: "orders.>".into(),
+        stream: "orders".into(),
+    };
+    let mut held = Vec::new();
+    for _ in 0..share {
+        held.push(first.subscribe(live()).await.expect("within the share"));
+    }
+    assert_status(
+        first.subscribe(live()).await,
+        Code::ResourceExhausted,
+        "the most one connection may hold",
+    );
+    let mut second = clients::events(&env).await;
+    second
+        .subscribe(live())
+        .await
+        .expect("another connection is served");
+    held.pop();
+    eventually("a freed place on the connection is used again", || {
+        let mut first = first.clone();
+        async move { first.subscribe(live()).await.ok().map(drop) }
+    })
+    .await;
+}
+
 /// A publish of 8 raw bytes: the smallest event that is not empty.
 fn tiny(i: u64) -> PublishStreamRequest {
     PublishStreamRequest {
