@@ -9,6 +9,8 @@
 //!   its session holds events; they are redelivered to the other's session.
 //! - D4: the link between Jetway and its NATS node is down for 10 s while a session consumes.
 //! - D5: the stream leader steps down while a session consumes.
+//! - D6: every node of a cluster syncing each write (`sync_interval: always`) is killed at once
+//!   and restarted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -22,7 +24,7 @@ use jetway_api::windshift::events::v1alpha1::{
     events_response::Response as Resp, events_service_client::EventsServiceClient,
     stream_pointer::Pointer,
 };
-use jetway_testkit::{NatsCluster, TcpProxy, eventually_within};
+use jetway_testkit::{ClusterOptions, NatsCluster, TcpProxy, eventually_within};
 use tokio::task::JoinSet;
 use tonic::{Status, transport::Channel};
 
@@ -43,7 +45,8 @@ fn report(drill: &str, figures: &[(&str, String)]) {
         .map(|(name, value)| format!("{name}={value}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let _ = writeln!(std::io::stderr(), "drill {drill}: {line}");
+    // On a line of its own: with one test thread, the harness has just written `test <name> ... `.
+    let _ = writeln!(std::io::stderr(), "\ndrill {drill}: {line}");
 }
 
 fn r3(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
@@ -645,4 +648,80 @@ async fn d2_a_jetway_process_is_killed_mid_consume() {
         }
     })
     .await;
+}
+
+/// D6: events are published through Jetway to an R3 stream on a cluster whose nodes sync every
+/// write (`sync_interval: always`), every node is killed (kill -9) at once, and all are started
+/// again: every acknowledged event is stored exactly once, and publishing through the same Jetway
+/// resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn d6_the_whole_cluster_is_killed_and_restarted() {
+    const BEFORE: u64 = 2_000;
+    const AFTER: u64 = 100;
+    let options = ClusterOptions {
+        sync_interval: Some("always".into()),
+    };
+    let mut cluster = NatsCluster::start_with(3, &options);
+    let jetway = Jetway::start(&cluster.urls()).await;
+    let channel = jetway.channel().await;
+    EventsServiceClient::new(channel.clone())
+        .ensure_stream(r3("drill", &["drill.>"]))
+        .await
+        .expect("an R3 stream");
+    let before = Arc::new(Mutex::new(Published::default()));
+    publish_idempotently(
+        channel.clone(),
+        "drill.e",
+        "before",
+        BEFORE,
+        8,
+        before.clone(),
+    )
+    .await;
+
+    cluster.kill_all();
+    let killed_at = Instant::now();
+    tokio::task::block_in_place(|| cluster.start_stopped());
+    let restarted_in = killed_at.elapsed();
+    let after = Arc::new(Mutex::new(Published::default()));
+    publish_idempotently(channel, "drill.e", "after", AFTER, 8, after.clone()).await;
+
+    let stored = stored(&direct(&cluster).await, "drill").await;
+    let (before, after) = (before.lock().unwrap(), after.lock().unwrap());
+    let lost: Vec<String> = [("before", &before), ("after", &after)]
+        .iter()
+        .flat_map(|(prefix, published)| {
+            published
+                .acked
+                .iter()
+                .map(move |(key, id)| (format!("{prefix}-{key}"), id))
+        })
+        .filter(|(key, id)| stored.get(id) != Some(key))
+        .map(|(key, _)| key)
+        .collect();
+    let keys: BTreeSet<&String> = stored.values().collect();
+    let first_after = after.at.iter().min().copied().expect("an acknowledgement");
+    report(
+        "D6",
+        &[
+            (
+                "acknowledged",
+                (before.acked.len() + after.acked.len()).to_string(),
+            ),
+            ("stored", stored.len().to_string()),
+            ("lost", lost.len().to_string()),
+            ("duplicates", (stored.len() - keys.len()).to_string()),
+            ("cluster_healthy_after", format!("{restarted_in:?}")),
+            ("longest_recovery", format!("{:?}", first_after - killed_at)),
+        ],
+    );
+    assert_eq!(before.acked.len() as u64, BEFORE);
+    assert_eq!(after.acked.len() as u64, AFTER);
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_eq!(
+        stored.len() as u64,
+        BEFORE + AFTER,
+        "each event stored once"
+    );
+    assert_eq!(keys.len(), stored.len());
 }
