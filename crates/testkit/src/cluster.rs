@@ -1,7 +1,8 @@
 //! Owns an N-node nats-server cluster for tests: every node on loopback with JetStream, routed to
 //! every other node, with a store of its own in one temporary directory. A test can kill a node
-//! (kill -9), stop it (SIGTERM), restart it on the same ports and store, find which node leads a
-//! stream, and ask a stream's leader to step down. To cut one client's link to a node while the node
+//! (kill -9), stop it (SIGTERM), restart it on the same ports and store, kill every node at once and
+//! start them again, find which node leads a stream, and ask a stream's leader to step down.
+//! [`ClusterOptions`] set what a test needs beyond the defaults, such as the sync interval. To cut one client's link to a node while the node
 //! stays up, put a [`crate::TcpProxy`] in front of [`NatsCluster::port`].
 //!
 //! Like [`crate::NatsServer`], everything here is synchronous so that `Drop` can kill the nodes
@@ -33,6 +34,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// The cluster name every node shares.
 const CLUSTER_NAME: &str = "jetway-testkit";
 
+/// How a [`NatsCluster`]'s nodes are configured beyond what every test needs.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// NATS's `jetstream.sync_interval`: how often a node flushes its store to disk with fsync, e.g.
+    /// `always` (on every write) or `10s`. `None` keeps NATS's default of 2 minutes.
+    pub sync_interval: Option<String>,
+}
+
 /// A running cluster of nats-server nodes with JetStream on loopback. Every node is killed when this
 /// value is dropped.
 #[derive(Debug)]
@@ -58,6 +67,11 @@ impl NatsCluster {
     /// cluster means a JetStream meta leader has been elected and the node is current with it.
     /// Panics, with the end of the failing node's log, if that does not happen in time.
     pub fn start(size: usize) -> NatsCluster {
+        NatsCluster::start_with(size, &ClusterOptions::default())
+    }
+
+    /// Like [`NatsCluster::start`], with every node configured by `options`.
+    pub fn start_with(size: usize, options: &ClusterOptions) -> NatsCluster {
         assert!(size >= 1, "a cluster needs at least one node");
         let root = tempfile::Builder::new()
             .prefix("jetway-nats-cluster-")
@@ -82,14 +96,17 @@ impl NatsCluster {
                         write!(routes, "\"nats-route://127.0.0.1:{}\", ", other[1]).unwrap();
                     }
                 }
+                let mut jetstream = format!("store_dir: \"{}\"", dir.join("store").display());
+                if let Some(interval) = &options.sync_interval {
+                    write!(jetstream, ", sync_interval: \"{interval}\"").unwrap();
+                }
                 let config = dir.join("nats-server.conf");
                 let text = format!(
                     "server_name: \"{name}\"\n\
                      listen: \"127.0.0.1:{client_port}\"\n\
                      http: \"127.0.0.1:{monitor_port}\"\n\
-                     jetstream {{ store_dir: \"{store}\" }}\n\
+                     jetstream {{ {jetstream} }}\n\
                      cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n",
-                    store = dir.join("store").display(),
                 );
                 fs::write(&config, text)
                     .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
@@ -155,6 +172,35 @@ impl NatsCluster {
             kill_and_reap(&mut child)
                 .unwrap_or_else(|e| panic!("cannot kill node {}: {e}", self.nodes[i].name));
         }
+    }
+
+    /// Kills every running node with SIGKILL at once, each signalled before any is reaped: a crash of
+    /// the whole cluster, as in a power loss of its machines, except that what the nodes wrote but
+    /// did not sync is still in the operating system's page cache.
+    pub fn kill_all(&mut self) {
+        let mut children: Vec<Child> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|node| node.child.take())
+            .collect();
+        for child in &mut children {
+            // An error means it has already exited, which is what is asked for.
+            let _ = child.kill();
+        }
+        for child in &mut children {
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts every node that is not running on its own ports and store, and returns once every
+    /// node is healthy: how a cluster comes back after [`NatsCluster::kill_all`].
+    pub fn start_stopped(&mut self) {
+        for i in 0..self.size() {
+            if !self.is_running(i) {
+                self.launch(i);
+            }
+        }
+        self.wait_healthy();
     }
 
     /// Stops node `i` gracefully with SIGTERM and waits for it to exit (killing it after 30 s). Does
@@ -345,6 +391,25 @@ mod tests {
             .try_request(subject, "x")
             .ok()?;
         answer.get("seq")?.as_u64()
+    }
+
+    /// Whether node `i` syncs its store on every write, as its monitoring port reports it.
+    fn syncs_always(cluster: &NatsCluster, i: usize) -> bool {
+        let varz = cluster.monitor(i, "/varz").expect("varz");
+        varz["jetstream"]["config"]["sync_always"] == true
+    }
+
+    /// Options reach every node's configuration: `sync_interval: always` makes each node sync every
+    /// write, which NATS does not do by default.
+    #[test]
+    fn options_set_the_sync_interval_of_every_node() {
+        let always = ClusterOptions {
+            sync_interval: Some("always".into()),
+        };
+        let cluster = NatsCluster::start_with(2, &always);
+        assert!((0..2).all(|i| syncs_always(&cluster, i)));
+        let cluster = NatsCluster::start(2);
+        assert!((0..2).all(|i| !syncs_always(&cluster, i)));
     }
 
     /// A replicated stream keeps its data and takes publishes through a leader crash, a restart of

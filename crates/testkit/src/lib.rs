@@ -11,7 +11,7 @@ mod nats;
 mod proxy;
 mod raw;
 
-pub use cluster::NatsCluster;
+pub use cluster::{ClusterOptions, NatsCluster};
 pub use eventually::{eventually, eventually_within};
 pub use nats::NatsServer;
 pub use proxy::TcpProxy;

@@ -5,15 +5,16 @@
 //!
 //! - D1: the stream leader is killed (kill -9) while idempotent events are published at full speed;
 //!   publishers retry failures with the same idempotency key.
+//! - D2: one of two jetway-server processes serving one durable consumer is killed (kill -9) while
+//!   its session holds events; they are redelivered to the other's session.
 //! - D4: the link between Jetway and its NATS node is down for 10 s while a session consumes.
 //! - D5: the stream leader steps down while a session consumes.
+//! - D6: every node of a cluster syncing each write (`sync_interval: always`) is killed at once
+//!   and restarted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
@@ -23,16 +24,19 @@ use jetway_api::windshift::events::v1alpha1::{
     events_response::Response as Resp, events_service_client::EventsServiceClient,
     stream_pointer::Pointer,
 };
-use jetway_testkit::{NatsCluster, TcpProxy, eventually_within};
+use jetway_testkit::{ClusterOptions, NatsCluster, TcpProxy, eventually_within};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
+use tonic::{Status, transport::Channel};
 
 use crate::harness::{
-    Jetway, Session, ensure_consumer, http_status, publish_request, stream_request,
+    Jetway, JetwayProcess, Session, ensure_consumer, http_status, publish_request, stream_request,
 };
 
 /// Leader elections after a node dies take seconds; this bounds each wait for one.
 const ELECTION: Duration = Duration::from_secs(60);
+
+/// The processing timeout of a consume drill's consumer, unless the drill is about it.
+const PROCESSING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A drill's figures, written to stderr past the test harness's capture.
 fn report(drill: &str, figures: &[(&str, String)]) {
@@ -41,7 +45,8 @@ fn report(drill: &str, figures: &[(&str, String)]) {
         .map(|(name, value)| format!("{name}={value}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let _ = writeln!(std::io::stderr(), "drill {drill}: {line}");
+    // On a line of its own: with one test thread, the harness has just written `test <name> ... `.
+    let _ = writeln!(std::io::stderr(), "\ndrill {drill}: {line}");
 }
 
 fn r3(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
@@ -231,50 +236,106 @@ async fn d1_stream_leader_killed_under_idempotent_publishing() {
     assert_eq!(keys.len() as u64, TOTAL);
 }
 
-/// Consumes from `session` until every id in `expected` has been acknowledged, acking each event as
-/// it arrives and counting deliveries in `delivered`, for a fault running alongside to wait on.
-/// Returns the longest time without a delivery.
-async fn consume_all(
+/// One event a session received.
+struct Delivery {
+    id: u64,
+    /// 1 for a first delivery, more for a redelivery.
+    attempt: u64,
+    at: Instant,
+}
+
+/// What one session of a consume drill has seen, shared with the fault running beside it.
+#[derive(Default)]
+struct Consumed {
+    /// Every delivery, in order.
+    deliveries: Vec<Delivery>,
+    /// The ids whose acknowledgement the session confirmed.
+    acked: BTreeSet<u64>,
+}
+
+/// Consumes from `session`, recording what it sees in `seen`, until `done` holds for it. An event
+/// is acknowledged on arrival if `ack` holds for what has been seen with it; the others are held,
+/// as a busy worker holds them. Returns the status the session ended with, if it ends first.
+async fn consume(
     session: &mut Session,
-    expected: &BTreeSet<u64>,
-    delivered: &AtomicU64,
-) -> Duration {
-    let mut acked = BTreeSet::new();
-    let mut at = vec![Instant::now()];
+    seen: &Mutex<Consumed>,
+    ack: impl Fn(&Consumed) -> bool,
+    done: impl Fn(&Consumed) -> bool,
+) -> Result<(), Status> {
     let deadline = Instant::now() + ELECTION * 2;
-    while !expected.is_subset(&acked) {
-        assert!(
-            Instant::now() < deadline,
-            "stuck: {} of {} acked",
-            acked.len(),
-            expected.len()
-        );
+    loop {
+        {
+            let seen = seen.lock().unwrap();
+            if done(&seen) {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stuck: {} delivered, {} acked",
+                seen.deliveries.len(),
+                seen.acked.len()
+            );
+        }
         let response = tokio::time::timeout(ELECTION, session.try_next())
             .await
-            .expect("the session moves on")
-            .expect("the session stays open")
-            .expect("the session goes on");
+            .expect("the session moves on")?
+            .ok_or_else(|| Status::unavailable("the events stream ended"))?;
         match response {
             Resp::Event(event) => {
-                delivered.fetch_add(1, Ordering::SeqCst);
-                at.push(Instant::now());
-                session
-                    .send(events_request::Request::Ack(events_request::Ack {
-                        ids: vec![event.id],
-                    }))
-                    .await;
+                let acking = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.deliveries.push(Delivery {
+                        id: event.id,
+                        attempt: event.delivery_attempt,
+                        at: Instant::now(),
+                    });
+                    ack(&seen)
+                };
+                if acking {
+                    session
+                        .send(events_request::Request::Ack(events_request::Ack {
+                            ids: vec![event.id],
+                        }))
+                        .await;
+                }
             }
-            Resp::AckConfirmation(confirmation) => acked.extend(confirmation.ids),
+            Resp::AckConfirmation(confirmation) => {
+                seen.lock().unwrap().acked.extend(confirmation.ids)
+            }
             _ => {}
         }
     }
-    longest_gap(at)
 }
 
-/// Waits until `delivered` reaches `count`: when a fault running beside [`consume_all`] strikes.
-async fn after_deliveries(delivered: &AtomicU64, count: u64) {
+/// Consumes from `session` until every id in `expected` has been acknowledged, acking each event as
+/// it arrives and recording it in `seen`, for a fault running alongside to wait on. Returns the
+/// longest time without a delivery.
+async fn consume_all(
+    session: &mut Session,
+    expected: &BTreeSet<u64>,
+    seen: &Mutex<Consumed>,
+) -> Duration {
+    let start = Instant::now();
+    consume(
+        session,
+        seen,
+        |_| true,
+        |seen| expected.is_subset(&seen.acked),
+    )
+    .await
+    .expect("the session goes on");
+    let seen = seen.lock().unwrap();
+    longest_gap(
+        std::iter::once(start)
+            .chain(seen.deliveries.iter().map(|delivery| delivery.at))
+            .collect(),
+    )
+}
+
+/// Waits until `seen` holds `count` deliveries: when a fault running beside [`consume_all`] strikes.
+async fn after_deliveries(seen: &Mutex<Consumed>, count: usize) {
     eventually_within("enough deliveries before the fault", ELECTION, || {
-        let reached = delivered.load(Ordering::SeqCst) >= count;
+        let reached = seen.lock().unwrap().deliveries.len() >= count;
         async move { reached.then_some(()) }
     })
     .await;
@@ -286,10 +347,11 @@ async fn event_count(js: &jetstream::Context, stream: &str) -> u64 {
     stream.info().await.expect("stream info").state.messages
 }
 
-/// Sets up a consume drill: an R3 stream `drill`, a durable consumer `worker` (5 s processing
-/// timeout), the first half of `total` events published, and a session subscribed. The drill's fault
-/// publishes the second half with [`publish_second_half`], so the session consumes across the fault.
-async fn consume_drill(channel: &Channel, total: u64) -> Session {
+/// Sets up a consume drill: an R3 stream `drill`, a durable consumer `worker` with
+/// `processing_timeout`, the first half of `total` events published, and a session subscribed. The
+/// drill's fault publishes the second half with [`publish_second_half`], so the session consumes
+/// across the fault.
+async fn consume_drill(channel: &Channel, total: u64, processing_timeout: Duration) -> Session {
     let mut client = EventsServiceClient::new(channel.clone());
     client
         .ensure_stream(r3("drill", &["drill.>"]))
@@ -301,7 +363,7 @@ async fn consume_drill(channel: &Channel, total: u64) -> Session {
         Some("worker"),
         &["drill.>"],
         Some(Pointer::Start(true)),
-        Some(Duration::from_secs(5)),
+        Some(processing_timeout),
     )
     .await;
     let published = Arc::default();
@@ -331,13 +393,13 @@ async fn d5_stream_leader_steps_down_during_consume() {
     let cluster = NatsCluster::start(3);
     let jetway = Jetway::start(&cluster.urls()).await;
     let channel = jetway.channel().await;
-    let mut session = consume_drill(&channel, TOTAL).await;
+    let mut session = consume_drill(&channel, TOTAL, PROCESSING_TIMEOUT).await;
     // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
     let expected: BTreeSet<u64> = (1..=TOTAL).collect();
 
-    let delivered = AtomicU64::new(0);
+    let seen = Mutex::default();
     let step_down = async {
-        after_deliveries(&delivered, TOTAL / 4).await;
+        after_deliveries(&seen, TOTAL as usize / 4).await;
         eventually_within("the stream has a leader", ELECTION, || {
             let leader = cluster.stream_leader("drill");
             async move { leader }
@@ -346,8 +408,8 @@ async fn d5_stream_leader_steps_down_during_consume() {
         cluster.step_down("drill");
         publish_second_half(&channel, TOTAL).await;
     };
-    let (longest, ()) = tokio::join!(consume_all(&mut session, &expected, &delivered), step_down);
-    let deliveries = delivered.load(Ordering::SeqCst);
+    let (longest, ()) = tokio::join!(consume_all(&mut session, &expected, &seen), step_down);
+    let deliveries = seen.lock().unwrap().deliveries.len() as u64;
     let stored = event_count(&direct(&cluster).await, "drill").await;
     report(
         "D5",
@@ -376,7 +438,7 @@ async fn d4_the_link_to_the_nats_node_is_down_for_10_s() {
     let urls: Vec<String> = links.iter().map(TcpProxy::url).collect();
     let jetway = Jetway::start(&urls.join(",")).await;
     let channel = jetway.channel().await;
-    let mut session = consume_drill(&channel, TOTAL).await;
+    let mut session = consume_drill(&channel, TOTAL, PROCESSING_TIMEOUT).await;
     // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
     let expected: BTreeSet<u64> = (1..=TOTAL).collect();
     let link = links
@@ -386,9 +448,9 @@ async fn d4_the_link_to_the_nats_node_is_down_for_10_s() {
 
     let health = jetway.health_addr;
     let unready = Arc::new(Mutex::new(0));
-    let delivered = AtomicU64::new(0);
+    let seen = Mutex::default();
     let outage = async {
-        after_deliveries(&delivered, TOTAL / 4).await;
+        after_deliveries(&seen, TOTAL as usize / 4).await;
         let down_since = Instant::now();
         links[link].block();
         eventually_within("Jetway reconnects through another link", ELECTION, || {
@@ -415,8 +477,8 @@ async fn d4_the_link_to_the_nats_node_is_down_for_10_s() {
         tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_since.elapsed())).await;
         links[link].unblock();
     };
-    let (longest, ()) = tokio::join!(consume_all(&mut session, &expected, &delivered), outage);
-    let deliveries = delivered.load(Ordering::SeqCst);
+    let (longest, ()) = tokio::join!(consume_all(&mut session, &expected, &seen), outage);
+    let deliveries = seen.lock().unwrap().deliveries.len() as u64;
     let stored = event_count(&direct(&cluster).await, "drill").await;
     report(
         "D4",
@@ -431,4 +493,235 @@ async fn d4_the_link_to_the_nats_node_is_down_for_10_s() {
     );
     assert_eq!(stored, TOTAL);
     assert_eq!(http_status(health, "/readyz").await, 200);
+}
+
+/// D2: two jetway-server processes serve one durable consumer with a 2 s processing timeout, with
+/// an Events session on each. One session acknowledges its first events and then holds the rest,
+/// and its Jetway is killed (kill -9): every event is acknowledged at least once, none is lost, and
+/// the held events are redelivered to the surviving session once the processing timeout has passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn d2_a_jetway_process_is_killed_mid_consume() {
+    const TOTAL: u64 = 1_000;
+    /// How many events the doomed session acknowledges before it holds the rest.
+    const ACKED_FIRST: usize = 20;
+    /// How many events, at least, it holds when its Jetway is killed.
+    const HELD: usize = 10;
+    let cluster = NatsCluster::start(3);
+    let mut doomed = JetwayProcess::spawn(&cluster.urls()).await;
+    let survivor = JetwayProcess::spawn(&cluster.urls()).await;
+    let channel = survivor.channel().await;
+    let mut doomed_session =
+        consume_drill(&doomed.channel().await, TOTAL, Duration::from_secs(2)).await;
+    let mut survivor_session = Session::subscribe(
+        &mut EventsServiceClient::new(channel.clone()),
+        "drill",
+        "worker",
+        Some(50),
+    )
+    .await;
+    // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
+    let expected: BTreeSet<u64> = (1..=TOTAL).collect();
+
+    let doomed_seen = Mutex::<Consumed>::default();
+    let survivor_seen = Mutex::<Consumed>::default();
+    let doomed_consumes = async {
+        let ended = consume(
+            &mut doomed_session,
+            &doomed_seen,
+            |seen| seen.deliveries.len() <= ACKED_FIRST,
+            |_| false,
+        )
+        .await;
+        ended.expect_err("the session ends with its Jetway");
+    };
+    let survivor_consumes = async {
+        let start = Instant::now();
+        let all_acked = |seen: &Consumed| {
+            let doomed = doomed_seen.lock().unwrap();
+            expected
+                .iter()
+                .all(|id| seen.acked.contains(id) || doomed.acked.contains(id))
+        };
+        consume(&mut survivor_session, &survivor_seen, |_| true, all_acked)
+            .await
+            .expect("the surviving session goes on");
+        start
+    };
+    let fault = async {
+        eventually_within("the doomed session holds events", ELECTION, || {
+            let seen = doomed_seen.lock().unwrap();
+            let holding =
+                seen.acked.len() == ACKED_FIRST && seen.deliveries.len() >= ACKED_FIRST + HELD;
+            async move { holding.then_some(()) }
+        })
+        .await;
+        doomed.kill();
+        let killed_at = Instant::now();
+        publish_second_half(&channel, TOTAL).await;
+        killed_at
+    };
+    let ((), start, killed_at) = tokio::join!(doomed_consumes, survivor_consumes, fault);
+
+    let doomed_seen = doomed_seen.into_inner().unwrap();
+    let survivor_seen = survivor_seen.into_inner().unwrap();
+    let held: BTreeSet<u64> = doomed_seen
+        .deliveries
+        .iter()
+        .map(|delivery| delivery.id)
+        .filter(|id| !doomed_seen.acked.contains(id))
+        .collect();
+    let acked: BTreeSet<u64> = doomed_seen
+        .acked
+        .union(&survivor_seen.acked)
+        .copied()
+        .collect();
+    let redelivered: Vec<&Delivery> = survivor_seen
+        .deliveries
+        .iter()
+        .filter(|delivery| delivery.attempt > 1)
+        .collect();
+    // When the survivor first received each held event after the kill.
+    let held_back_after = held
+        .iter()
+        .filter_map(|id| {
+            redelivered
+                .iter()
+                .find(|delivery| delivery.id == *id)
+                .map(|delivery| delivery.at - killed_at)
+        })
+        .max()
+        .unwrap_or_default();
+    let deliveries = doomed_seen.deliveries.len() + survivor_seen.deliveries.len();
+    let js = direct(&cluster).await;
+    let stored = event_count(&js, "drill").await;
+    report(
+        "D2",
+        &[
+            ("acknowledged", acked.len().to_string()),
+            ("stored", stored.to_string()),
+            ("lost", expected.difference(&acked).count().to_string()),
+            ("duplicates", (deliveries as u64 - TOTAL).to_string()),
+            ("held_by_the_killed_jetway", held.len().to_string()),
+            ("redelivered_to_the_survivor", redelivered.len().to_string()),
+            ("held_redelivered_after", format!("{held_back_after:?}")),
+            (
+                "longest_recovery",
+                format!(
+                    "{:?}",
+                    longest_gap(
+                        std::iter::once(start)
+                            .chain(survivor_seen.deliveries.iter().map(|delivery| delivery.at))
+                            .collect()
+                    )
+                ),
+            ),
+        ],
+    );
+    assert_eq!(acked, expected);
+    assert_eq!(stored, TOTAL);
+    assert!(held.len() >= HELD, "{held:?}");
+    let not_back: Vec<&u64> = held
+        .iter()
+        .filter(|id| {
+            !survivor_seen.acked.contains(id)
+                || !redelivered.iter().any(|delivery| delivery.id == **id)
+        })
+        .collect();
+    assert!(
+        not_back.is_empty(),
+        "held by the killed Jetway, not redelivered to the survivor and acknowledged there: \
+         {not_back:?}"
+    );
+    // NATS agrees: the durable consumer has nothing left to deliver or to wait for.
+    let consumer = js
+        .get_stream("drill")
+        .await
+        .expect("the stream")
+        .get_consumer::<jetstream::consumer::pull::Config>("worker")
+        .await
+        .expect("the consumer");
+    eventually_within("the consumer's ack floor reaches the end", ELECTION, || {
+        let mut consumer = consumer.clone();
+        async move {
+            let info = consumer.info().await.ok()?;
+            (info.ack_floor.stream_sequence == TOTAL && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await;
+}
+
+/// D6: events are published through Jetway to an R3 stream on a cluster whose nodes sync every
+/// write (`sync_interval: always`), every node is killed (kill -9) at once, and all are started
+/// again: every acknowledged event is stored exactly once, and publishing through the same Jetway
+/// resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn d6_the_whole_cluster_is_killed_and_restarted() {
+    const BEFORE: u64 = 2_000;
+    const AFTER: u64 = 100;
+    let options = ClusterOptions {
+        sync_interval: Some("always".into()),
+    };
+    let mut cluster = NatsCluster::start_with(3, &options);
+    let jetway = Jetway::start(&cluster.urls()).await;
+    let channel = jetway.channel().await;
+    EventsServiceClient::new(channel.clone())
+        .ensure_stream(r3("drill", &["drill.>"]))
+        .await
+        .expect("an R3 stream");
+    let before = Arc::new(Mutex::new(Published::default()));
+    publish_idempotently(
+        channel.clone(),
+        "drill.e",
+        "before",
+        BEFORE,
+        8,
+        before.clone(),
+    )
+    .await;
+
+    cluster.kill_all();
+    let killed_at = Instant::now();
+    tokio::task::block_in_place(|| cluster.start_stopped());
+    let restarted_in = killed_at.elapsed();
+    let after = Arc::new(Mutex::new(Published::default()));
+    publish_idempotently(channel, "drill.e", "after", AFTER, 8, after.clone()).await;
+
+    let stored = stored(&direct(&cluster).await, "drill").await;
+    let (before, after) = (before.lock().unwrap(), after.lock().unwrap());
+    let lost: Vec<String> = [("before", &before), ("after", &after)]
+        .iter()
+        .flat_map(|(prefix, published)| {
+            published
+                .acked
+                .iter()
+                .map(move |(key, id)| (format!("{prefix}-{key}"), id))
+        })
+        .filter(|(key, id)| stored.get(id) != Some(key))
+        .map(|(key, _)| key)
+        .collect();
+    let keys: BTreeSet<&String> = stored.values().collect();
+    let first_after = after.at.iter().min().copied().expect("an acknowledgement");
+    report(
+        "D6",
+        &[
+            (
+                "acknowledged",
+                (before.acked.len() + after.acked.len()).to_string(),
+            ),
+            ("stored", stored.len().to_string()),
+            ("lost", lost.len().to_string()),
+            ("duplicates", (stored.len() - keys.len()).to_string()),
+            ("cluster_healthy_after", format!("{restarted_in:?}")),
+            ("longest_recovery", format!("{:?}", first_after - killed_at)),
+        ],
+    );
+    assert_eq!(before.acked.len() as u64, BEFORE);
+    assert_eq!(after.acked.len() as u64, AFTER);
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_eq!(
+        stored.len() as u64,
+        BEFORE + AFTER,
+        "each event stored once"
+    );
+    assert_eq!(keys.len(), stored.len());
 }

@@ -6,7 +6,12 @@
 
 #![allow(dead_code)]
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
 use async_nats::jetstream;
 use jetway_api::{
@@ -499,5 +504,110 @@ impl Session {
     pub async fn send_raw(&mut self, request: EventsRequest) {
         let tx = self.tx.as_ref().expect("the client half is still open");
         tx.send(request).await.expect("send on events stream");
+    }
+}
+
+/// Runs the real `jetway-server` binary with the given environment (and nothing inherited but PATH).
+pub fn jetway_server(vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jetway-server"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// The log lines of a [`jetway_server`] child, as they come; the channel closes when it exits.
+pub fn log_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    let (lines_tx, lines) = mpsc::unbounded_channel();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// The next log line of a [`jetway_server`] child, or `None` once it has exited.
+pub async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> Option<String> {
+    tokio::time::timeout(RECV_GUARD, lines.recv())
+        .await
+        .expect("a log line or the end of the log")
+}
+
+/// A `jetway-server` process (the real binary) serving on free loopback ports against a NATS URL.
+/// It is killed (SIGKILL) when dropped.
+pub struct JetwayProcess {
+    child: Child,
+    pub grpc_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    /// Its log, kept open so that its writes to stderr never fail.
+    _log: mpsc::UnboundedReceiver<String>,
+}
+
+impl JetwayProcess {
+    /// Runs the binary against `nats_url` and returns once `/readyz` answers 200.
+    pub async fn spawn(nats_url: &str) -> JetwayProcess {
+        let mut child = jetway_server(&[
+            ("NATS_URL", nats_url),
+            ("GRPC_PORT", "0"),
+            ("HEALTH_PORT", "0"),
+            ("LISTEN_HOST", "127.0.0.1"),
+        ])
+        .spawn()
+        .expect("run jetway-server");
+        let mut log = log_lines(&mut child);
+        // The server logs where it listens once both ports are bound.
+        let (grpc_addr, health_addr) = loop {
+            let line = next_line(&mut log).await.expect("jetway-server runs");
+            let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+            if entry["message"] == "serving" {
+                let addr = |key: &str| {
+                    entry[key]
+                        .as_str()
+                        .and_then(|addr| addr.parse().ok())
+                        .expect("a listening address")
+                };
+                break (addr("grpc_addr"), addr("health_addr"));
+            }
+        };
+        eventually("jetway-server is ready", || async {
+            (http_status(health_addr, "/readyz").await == 200).then_some(())
+        })
+        .await;
+        JetwayProcess {
+            child,
+            grpc_addr,
+            health_addr,
+            _log: log,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to jetway-server")
+    }
+
+    /// Kills the process with SIGKILL (a crash: nothing is drained or nak'ed) and reaps it.
+    pub fn kill(&mut self) {
+        // An error means it has already exited, which is what is asked for.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for JetwayProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

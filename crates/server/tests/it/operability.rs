@@ -1,17 +1,12 @@
 //! Operability: health and readiness, NATS restarts, reflection, graceful shutdown, and the
 //! `jetway-server` binary itself (the local default, bad configuration, SIGTERM).
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use jetway_api::windshift::events::v1alpha1::{
     events_service_client::EventsServiceClient, stream_pointer::Pointer,
 };
 use jetway_testkit::eventually;
-use tokio::sync::mpsc;
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_reflection::pb::v1::{
@@ -20,8 +15,8 @@ use tonic_reflection::pb::v1::{
 };
 
 use crate::harness::{
-    Env, Jetway, RECV_GUARD, grpc_health, http_get, http_status, publish_request, stream_request,
-    value_of,
+    Env, Jetway, RECV_GUARD, grpc_health, http_get, http_status, jetway_server, log_lines,
+    next_line, publish_request, stream_request, value_of,
 };
 
 /// `NATS_URL` may list several servers: Jetway connects through whichever answers.
@@ -240,41 +235,6 @@ async fn reflection_lists_the_services() {
             "{expected} missing from {names:?}"
         );
     }
-}
-
-/// Runs the real binary with the given environment (and nothing inherited but PATH).
-fn jetway_server(vars: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_jetway-server"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// The log lines of a [`jetway_server`] child, as they come; the channel closes when it exits.
-fn log_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
-    let (lines_tx, lines) = mpsc::unbounded_channel();
-    let stderr = child.stderr.take().expect("stderr is piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    lines
-}
-
-/// The next log line of a [`jetway_server`] child, or `None` once it has exited.
-async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> Option<String> {
-    tokio::time::timeout(RECV_GUARD, lines.recv())
-        .await
-        .expect("a log line or the end of the log")
 }
 
 /// No credential of `NATS_URL` reaches the log at any level (`RUST_LOG=trace`), though async-nats
