@@ -170,31 +170,58 @@ fn compose_pins_the_tested_nats_and_probes_every_jetway() {
 fn the_cluster_profile_runs_three_nats_nodes_and_two_jetways() {
     let compose = compose();
     let nodes = ["nats-1", "nats-2", "nats-3"];
+    let conf = "deploy/compose/nats-cluster.conf";
+    let mount = format!("./{conf}:/etc/nats/cluster.conf:ro");
     for node in nodes {
         let service = service(&compose, node);
         assert_eq!(strings(&service["profiles"]), ["cluster"], "{node}");
-        let command = strings(&service["command"]);
-        let after = |flag: &str| {
-            let at = command.iter().position(|arg| *arg == flag);
-            at.and_then(|i| command.get(i + 1).copied())
-                .unwrap_or_else(|| panic!("{node} has no {flag}: {command:?}"))
-        };
-        assert!(command.contains(&"-js"), "{node}: {command:?}");
-        assert_eq!(after("-n"), node, "a server name of its own");
-        assert_eq!(after("--cluster_name"), "jetway");
-        let routes: BTreeSet<&str> = after("--routes").split(',').collect();
-        let others: BTreeSet<String> = nodes
-            .iter()
-            .filter(|other| **other != node)
-            .map(|other| format!("nats://{other}:6222"))
-            .collect();
         assert_eq!(
-            routes,
-            others.iter().map(String::as_str).collect(),
-            "{node} routes to the other nodes"
+            strings(&service["command"]),
+            ["-c", "/etc/nats/cluster.conf"],
+            "{node} runs the shared config file"
         );
-        assert!(!service["volumes"].is_badvalue(), "{node} keeps its data");
+        assert_eq!(
+            service["environment"]["NODE_NAME"].as_str(),
+            Some(node),
+            "a server name of its own"
+        );
+        let volumes = strings(&service["volumes"]);
+        assert!(volumes.contains(&mount.as_str()), "{node}: {volumes:?}");
+        assert!(
+            volumes.iter().any(|v| v.ends_with(":/data")),
+            "{node} keeps its data: {volumes:?}"
+        );
         assert!(!service["healthcheck"]["test"].is_badvalue(), "{node}");
+    }
+    // The shared file routes every node to all three, fsyncs every write, and is one nats-server
+    // itself accepts for each node's name.
+    let text = repo_file(conf);
+    for node in nodes {
+        assert!(
+            text.contains(&format!("nats-route://{node}:6222")),
+            "routes to {node}"
+        );
+    }
+    assert!(
+        text.contains("sync_interval: always"),
+        "fsync on every write"
+    );
+    let nats = jetway_testkit::NatsServer::start();
+    for node in nodes {
+        let checked = std::process::Command::new(nats.binary())
+            .args([
+                "-c",
+                &format!("{}/../../{conf}", env!("CARGO_MANIFEST_DIR")),
+                "-t",
+            ])
+            .env("NODE_NAME", node)
+            .output()
+            .expect("run nats-server -t");
+        assert!(
+            checked.status.success(),
+            "nats-server rejects {conf} for {node}: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
     }
     let mut host_ports = BTreeSet::new();
     for replica in ["jetway-1", "jetway-2"] {
