@@ -21,8 +21,8 @@ use tonic::{
 };
 
 use crate::{
-    Error, consumers::Consumers, dead_letters::DeadLetters, fetch::Fetcher, state::Store,
-    streams::Streams, trace,
+    Error, consumers::Consumers, dead_letters::DeadLetters, endpoints::Endpoints, fetch::Fetcher,
+    state::Store, streams::Streams, trace,
 };
 
 /// The URL the CLI and the examples use when none is given: a local server on the default port.
@@ -45,11 +45,13 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FRAME_SIZE: u32 = 1 << 20;
 
 /// A gRPC client stack with the client's interceptor in front of the channel.
-pub(crate) type Transport = InterceptedService<Channel, CallInterceptor>;
+pub(crate) type Transport = InterceptedService<Endpoints, CallInterceptor>;
 
-/// A connection to a Jetway server.
+/// A connection to a Jetway server, or to several replicas of it.
 ///
-/// Cheap to clone: clones share one HTTP/2 connection, which tonic re-establishes when it breaks.
+/// Cheap to clone: clones share one HTTP/2 connection per endpoint, which tonic re-establishes
+/// when it breaks. With several endpoints ([`Client::connect_many`]) calls take turns over them
+/// and avoid one whose connection failed, for a few seconds at a time.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), jetway_client::Error> {
@@ -81,6 +83,26 @@ impl Client {
         ClientBuilder::new().connect(url).await
     }
 
+    /// Connects to several Jetway endpoints (replicas over the same NATS) with the default
+    /// settings; see [`ClientBuilder::connect_many`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), jetway_client::Error> {
+    /// let client = jetway_client::Client::connect_many([
+    ///     "http://jetway-1:8080",
+    ///     "http://jetway-2:8080",
+    /// ])
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_many<I, S>(urls: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder::new().connect_many(urls).await
+    }
+
     /// A builder for a client with a token, metadata, TLS settings or other timeouts.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::new()
@@ -102,7 +124,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn from_channel(channel: Channel) -> Client {
-        ClientBuilder::new().build(channel, Vec::new())
+        ClientBuilder::new().build(
+            Endpoints::new(vec![(String::new(), channel, true)]),
+            Vec::new(),
+        )
     }
 
     /// Declaring, inspecting, purging and deleting streams.
@@ -240,12 +265,69 @@ impl ClientBuilder {
 
     /// Connects to `url` and returns the client once the connection is up.
     pub async fn connect(self, url: impl Into<String>) -> Result<Client, Error> {
-        let url = url.into();
+        self.connect_many([url]).await
+    }
+
+    /// Connects to several endpoints of the same Jetway deployment (replicas in front of the
+    /// same NATS) and returns the client once at least one is up; the others are connected when
+    /// they come up. Calls take turns over the endpoints; one whose connection fails is skipped
+    /// for a few seconds while another is up, so calls go to the others. The call that met the
+    /// failure gets UNAVAILABLE, except subscriptions, which reconnect by themselves.
+    ///
+    /// Fails with [`Error::InvalidUrl`] if the list is empty or a URL is invalid, and with
+    /// [`Error::Connect`] (for the first URL) if no endpoint can be reached.
+    pub async fn connect_many<I, S>(self, urls: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let metadata = self.parsed_metadata()?;
-        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| Error::InvalidUrl {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let endpoints = urls
+            .into_iter()
+            .map(|url| {
+                let url = url.into();
+                self.endpoint(&url).map(|endpoint| (url, endpoint))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::InvalidUrl {
+                url: String::new(),
+                reason: "no endpoint given".into(),
+            });
+        }
+        let attempts =
+            futures::future::join_all(endpoints.iter().map(|(_, endpoint)| endpoint.connect()))
+                .await;
+        let mut first_error = None;
+        let mut channels = Vec::with_capacity(endpoints.len());
+        for ((url, endpoint), attempt) in endpoints.into_iter().zip(attempts) {
+            match attempt {
+                Ok(channel) => channels.push((url, channel, true)),
+                Err(source) => {
+                    // Kept, lazily connected: the endpoint is used once it is up.
+                    let channel = endpoint.connect_lazy();
+                    first_error.get_or_insert(Error::Connect {
+                        url: url.clone(),
+                        source,
+                    });
+                    channels.push((url, channel, false));
+                }
+            }
+        }
+        match first_error {
+            Some(error) if channels.iter().all(|(_, _, up)| !up) => Err(error),
+            _ => Ok(self.build(Endpoints::new(channels), metadata)),
+        }
+    }
+
+    /// The tonic endpoint of `url`, with this builder's timeouts and TLS.
+    fn endpoint(&self, url: &str) -> Result<Endpoint, Error> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(e.to_string()))?;
         endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
@@ -258,16 +340,11 @@ impl ClientBuilder {
             (None, _) => None,
         };
         if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls).map_err(|e| Error::InvalidUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| invalid(e.to_string()))?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| Error::Connect { url, source })?;
-        Ok(self.build(channel, metadata))
+        Ok(endpoint)
     }
 
     /// A client over a channel built by the caller (see [`Client::from_channel`]), with this
@@ -275,7 +352,10 @@ impl ClientBuilder {
     /// apply: the channel has its own.
     pub fn with_channel(self, channel: Channel) -> Result<Client, Error> {
         let metadata = self.parsed_metadata()?;
-        Ok(self.build(channel, metadata))
+        Ok(self.build(
+            Endpoints::new(vec![(String::new(), channel, true)]),
+            metadata,
+        ))
     }
 
     fn parsed_metadata(&self) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, Error> {
@@ -297,7 +377,7 @@ impl ClientBuilder {
 
     fn build(
         self,
-        channel: Channel,
+        channel: Endpoints,
         metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     ) -> Client {
         let interceptor = CallInterceptor {

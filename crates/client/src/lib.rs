@@ -62,6 +62,7 @@ mod admin;
 mod client;
 mod consumers;
 mod dead_letters;
+mod endpoints;
 mod error;
 mod event;
 mod fetch;
