@@ -21,8 +21,8 @@ use tonic::{
 };
 
 use crate::{
-    Error, consumers::Consumers, dead_letters::DeadLetters, endpoints::Endpoints, fetch::Fetcher,
-    state::Store, streams::Streams, trace,
+    Error, RetryPolicy, consumers::Consumers, dead_letters::DeadLetters, endpoints::Endpoints,
+    fetch::Fetcher, state::Store, streams::Streams, trace,
 };
 
 /// The URL the CLI and the examples use when none is given: a local server on the default port.
@@ -66,12 +66,14 @@ pub struct Client {
     pub(crate) state: StateServiceClient<Transport>,
     pub(crate) state_ext: ExtStateClient<Transport>,
     request_timeout: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -178,8 +180,17 @@ impl Client {
 
     /// Wraps a unary request with the client's deadline.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        self.request_within(message, self.request_timeout)
+    }
+
+    /// Wraps a unary request with `timeout` as its deadline (`None`: none).
+    pub(crate) fn request_within<T>(
+        &self,
+        message: T,
+        timeout: Option<Duration>,
+    ) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Some(timeout) = self.request_timeout {
+        if let Some(timeout) = timeout {
             request.set_timeout(timeout);
         }
         request
@@ -209,6 +220,7 @@ impl Client {
 pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
+    retry: RetryPolicy,
     tls: Option<ClientTlsConfig>,
     metadata: Vec<(String, String)>,
 }
@@ -220,12 +232,13 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], TLS with the system's
-    /// roots for `https://` URLs, no metadata.
+    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], publishes retried by
+    /// [`RetryPolicy::new`], TLS with the system's roots for `https://` URLs, no metadata.
     pub fn new() -> ClientBuilder {
         ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            retry: RetryPolicy::new(),
             tls: None,
             metadata: Vec::new(),
         }
@@ -238,8 +251,17 @@ impl ClientBuilder {
     }
 
     /// The deadline of every unary call, sent to the server as `grpc-timeout` so it gives up too.
+    /// For a publish it bounds every attempt together (see [`ClientBuilder::retry_policy`]).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// How publishes are retried after a transient failure (default: [`RetryPolicy::new`]; no
+    /// retries: [`RetryPolicy::never`]). A publish is retried within the request timeout, which
+    /// bounds all its attempts together.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -272,7 +294,8 @@ impl ClientBuilder {
     /// same NATS) and returns the client once at least one is up; the others are connected when
     /// they come up. Calls take turns over the endpoints; one whose connection fails is skipped
     /// for a few seconds while another is up, so calls go to the others. The call that met the
-    /// failure gets UNAVAILABLE, except subscriptions, which reconnect by themselves.
+    /// failure gets UNAVAILABLE, except publishes, which are retried (see
+    /// [`ClientBuilder::retry_policy`]), and subscriptions, which reconnect by themselves.
     ///
     /// Fails with [`Error::InvalidUrl`] if the list is empty or a URL is invalid, and with
     /// [`Error::Connect`] (for the first URL) if no endpoint can be reached.
@@ -390,6 +413,7 @@ impl ClientBuilder {
             state: StateServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             state_ext: ExtStateClient::with_interceptor(channel, interceptor),
             request_timeout: self.request_timeout,
+            retry: self.retry,
         }
     }
 }

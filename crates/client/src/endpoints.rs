@@ -7,8 +7,8 @@
 //! it breaks). A call that fails in the transport (connection refused, reset, GOAWAY) marks its
 //! endpoint down for [`DOWN_FOR`]; calls skip endpoints marked down while any other is up, and after
 //! that time one call probes it again. The failed call itself is not resent here (its body is gone
-//! once sent): subscriptions reconnect by themselves, and other calls return UNAVAILABLE to the
-//! caller.
+//! once sent): publishes are retried by [`RetryPolicy`](crate::RetryPolicy), subscriptions
+//! reconnect by themselves, and other calls return UNAVAILABLE to the caller.
 
 use std::{
     sync::{
