@@ -299,6 +299,27 @@ impl ClientBuilder {
     ///
     /// Fails with [`Error::InvalidUrl`] if the list is empty or a URL is invalid, and with
     /// [`Error::Connect`] (for the first URL) if no endpoint can be reached.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use jetway_api::windshift::test::v1::StringValue;
+    /// use jetway_client::{Client, RetryPolicy};
+    /// # async fn run() -> Result<(), jetway_client::Error> {
+    /// let client = Client::builder()
+    ///     .request_timeout(Duration::from_secs(10)) // bounds each publish, retries included
+    ///     .retry_policy(
+    ///         RetryPolicy::new()
+    ///             .max_attempts(8)
+    ///             .backoff(Duration::from_millis(50), Duration::from_secs(1)),
+    ///     )
+    ///     .connect_many(["http://jetway-1:8080", "http://jetway-2:8080"])
+    ///     .await?;
+    /// // No key given: the client generates one, so its retries store the order once.
+    /// let id = client
+    ///     .publish("orders.created", &StringValue { value: "order 42".into() })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_many<I, S>(self, urls: I) -> Result<Client, Error>
     where
         I: IntoIterator<Item = S>,
