@@ -3,15 +3,20 @@
 //! ```sh
 //! cargo run -p jetway-client --example publisher            # against http://localhost:8080
 //! JETWAY_URL=http://jetway:8080 cargo run -p jetway-client --example publisher
+//! JETWAY_URL=http://jetway-1:8080,http://jetway-2:8080 cargo run -p jetway-client --example publisher
 //! ```
 
 use jetway_api::windshift::test::v1::StringValue;
-use jetway_client::{Client, DEFAULT_URL, PublishOptions, StreamOptions};
+use jetway_client::{Client, DEFAULT_URL, PublishOptions, RetryPolicy, StreamOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("JETWAY_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let client = Client::connect(url).await?;
+    // One URL, or several replicas separated by commas: calls take turns over them and fail over.
+    let urls = std::env::var("JETWAY_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let client = Client::builder()
+        .retry_policy(RetryPolicy::new().max_attempts(8))
+        .connect_many(urls.split(','))
+        .await?;
 
     // Declaring the stream at startup is idempotent: every service that needs it can do it.
     client

@@ -21,8 +21,8 @@ use tonic::{
 };
 
 use crate::{
-    Error, consumers::Consumers, dead_letters::DeadLetters, fetch::Fetcher, state::Store,
-    streams::Streams, trace,
+    Error, RetryPolicy, consumers::Consumers, dead_letters::DeadLetters, endpoints::Endpoints,
+    fetch::Fetcher, state::Store, streams::Streams, trace,
 };
 
 /// The URL the CLI and the examples use when none is given: a local server on the default port.
@@ -45,11 +45,13 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FRAME_SIZE: u32 = 1 << 20;
 
 /// A gRPC client stack with the client's interceptor in front of the channel.
-pub(crate) type Transport = InterceptedService<Channel, CallInterceptor>;
+pub(crate) type Transport = InterceptedService<Endpoints, CallInterceptor>;
 
-/// A connection to a Jetway server.
+/// A connection to a Jetway server, or to several replicas of it.
 ///
-/// Cheap to clone: clones share one HTTP/2 connection, which tonic re-establishes when it breaks.
+/// Cheap to clone: clones share one HTTP/2 connection per endpoint, which tonic re-establishes
+/// when it breaks. With several endpoints ([`Client::connect_many`]) calls take turns over them
+/// and avoid one whose connection failed, for a few seconds at a time.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), jetway_client::Error> {
@@ -64,12 +66,14 @@ pub struct Client {
     pub(crate) state: StateServiceClient<Transport>,
     pub(crate) state_ext: ExtStateClient<Transport>,
     request_timeout: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +83,26 @@ impl Client {
     /// root certificates) with the default settings.
     pub async fn connect(url: impl Into<String>) -> Result<Client, Error> {
         ClientBuilder::new().connect(url).await
+    }
+
+    /// Connects to several Jetway endpoints (replicas over the same NATS) with the default
+    /// settings; see [`ClientBuilder::connect_many`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), jetway_client::Error> {
+    /// let client = jetway_client::Client::connect_many([
+    ///     "http://jetway-1:8080",
+    ///     "http://jetway-2:8080",
+    /// ])
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_many<I, S>(urls: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder::new().connect_many(urls).await
     }
 
     /// A builder for a client with a token, metadata, TLS settings or other timeouts.
@@ -102,7 +126,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn from_channel(channel: Channel) -> Client {
-        ClientBuilder::new().build(channel, Vec::new())
+        ClientBuilder::new().build(
+            Endpoints::new(vec![(String::new(), channel, true)]),
+            Vec::new(),
+        )
     }
 
     /// Declaring, inspecting, purging and deleting streams.
@@ -153,8 +180,17 @@ impl Client {
 
     /// Wraps a unary request with the client's deadline.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        self.request_within(message, self.request_timeout)
+    }
+
+    /// Wraps a unary request with `timeout` as its deadline (`None`: none).
+    pub(crate) fn request_within<T>(
+        &self,
+        message: T,
+        timeout: Option<Duration>,
+    ) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Some(timeout) = self.request_timeout {
+        if let Some(timeout) = timeout {
             request.set_timeout(timeout);
         }
         request
@@ -184,6 +220,7 @@ impl Client {
 pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
+    retry: RetryPolicy,
     tls: Option<ClientTlsConfig>,
     metadata: Vec<(String, String)>,
 }
@@ -195,12 +232,13 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], TLS with the system's
-    /// roots for `https://` URLs, no metadata.
+    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], publishes retried by
+    /// [`RetryPolicy::new`], TLS with the system's roots for `https://` URLs, no metadata.
     pub fn new() -> ClientBuilder {
         ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            retry: RetryPolicy::new(),
             tls: None,
             metadata: Vec::new(),
         }
@@ -213,8 +251,17 @@ impl ClientBuilder {
     }
 
     /// The deadline of every unary call, sent to the server as `grpc-timeout` so it gives up too.
+    /// For a publish it bounds every attempt together (see [`ClientBuilder::retry_policy`]).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// How publishes are retried after a transient failure (default: [`RetryPolicy::new`]; no
+    /// retries: [`RetryPolicy::never`]). A publish is retried within the request timeout, which
+    /// bounds all its attempts together.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -240,12 +287,91 @@ impl ClientBuilder {
 
     /// Connects to `url` and returns the client once the connection is up.
     pub async fn connect(self, url: impl Into<String>) -> Result<Client, Error> {
-        let url = url.into();
+        self.connect_many([url]).await
+    }
+
+    /// Connects to several endpoints of the same Jetway deployment (replicas in front of the
+    /// same NATS) and returns the client once at least one is up; the others are connected when
+    /// they come up. Calls take turns over the endpoints; one whose connection fails is skipped
+    /// for a few seconds while another is up, so calls go to the others. The call that met the
+    /// failure gets UNAVAILABLE, except publishes, which are retried (see
+    /// [`ClientBuilder::retry_policy`]), and subscriptions, which reconnect by themselves.
+    ///
+    /// Fails with [`Error::InvalidUrl`] if the list is empty or a URL is invalid, and with
+    /// [`Error::Connect`] (for the first URL) if no endpoint can be reached.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use jetway_api::windshift::test::v1::StringValue;
+    /// use jetway_client::{Client, RetryPolicy};
+    /// # async fn run() -> Result<(), jetway_client::Error> {
+    /// let client = Client::builder()
+    ///     .request_timeout(Duration::from_secs(10)) // bounds each publish, retries included
+    ///     .retry_policy(
+    ///         RetryPolicy::new()
+    ///             .max_attempts(8)
+    ///             .backoff(Duration::from_millis(50), Duration::from_secs(1)),
+    ///     )
+    ///     .connect_many(["http://jetway-1:8080", "http://jetway-2:8080"])
+    ///     .await?;
+    /// // No key given: the client generates one, so its retries store the order once.
+    /// let id = client
+    ///     .publish("orders.created", &StringValue { value: "order 42".into() })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_many<I, S>(self, urls: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let metadata = self.parsed_metadata()?;
-        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| Error::InvalidUrl {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let endpoints = urls
+            .into_iter()
+            .map(|url| {
+                let url = url.into();
+                self.endpoint(&url).map(|endpoint| (url, endpoint))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::InvalidUrl {
+                url: String::new(),
+                reason: "no endpoint given".into(),
+            });
+        }
+        let attempts =
+            futures::future::join_all(endpoints.iter().map(|(_, endpoint)| endpoint.connect()))
+                .await;
+        let mut first_error = None;
+        let mut channels = Vec::with_capacity(endpoints.len());
+        for ((url, endpoint), attempt) in endpoints.into_iter().zip(attempts) {
+            match attempt {
+                Ok(channel) => channels.push((url, channel, true)),
+                Err(source) => {
+                    // Kept, lazily connected: the endpoint is used once it is up.
+                    let channel = endpoint.connect_lazy();
+                    first_error.get_or_insert(Error::Connect {
+                        url: url.clone(),
+                        source,
+                    });
+                    channels.push((url, channel, false));
+                }
+            }
+        }
+        match first_error {
+            Some(error) if channels.iter().all(|(_, _, up)| !up) => Err(error),
+            _ => Ok(self.build(Endpoints::new(channels), metadata)),
+        }
+    }
+
+    /// The tonic endpoint of `url`, with this builder's timeouts and TLS.
+    fn endpoint(&self, url: &str) -> Result<Endpoint, Error> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(e.to_string()))?;
         endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
@@ -258,16 +384,11 @@ impl ClientBuilder {
             (None, _) => None,
         };
         if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls).map_err(|e| Error::InvalidUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| invalid(e.to_string()))?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| Error::Connect { url, source })?;
-        Ok(self.build(channel, metadata))
+        Ok(endpoint)
     }
 
     /// A client over a channel built by the caller (see [`Client::from_channel`]), with this
@@ -275,7 +396,10 @@ impl ClientBuilder {
     /// apply: the channel has its own.
     pub fn with_channel(self, channel: Channel) -> Result<Client, Error> {
         let metadata = self.parsed_metadata()?;
-        Ok(self.build(channel, metadata))
+        Ok(self.build(
+            Endpoints::new(vec![(String::new(), channel, true)]),
+            metadata,
+        ))
     }
 
     fn parsed_metadata(&self) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, Error> {
@@ -297,7 +421,7 @@ impl ClientBuilder {
 
     fn build(
         self,
-        channel: Channel,
+        channel: Endpoints,
         metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     ) -> Client {
         let interceptor = CallInterceptor {
@@ -310,6 +434,7 @@ impl ClientBuilder {
             state: StateServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             state_ext: ExtStateClient::with_interceptor(channel, interceptor),
             request_timeout: self.request_timeout,
+            retry: self.retry,
         }
     }
 }

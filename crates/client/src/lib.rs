@@ -62,11 +62,13 @@ mod admin;
 mod client;
 mod consumers;
 mod dead_letters;
+mod endpoints;
 mod error;
 mod event;
 mod fetch;
 mod publish;
 mod reads;
+mod retry;
 mod state;
 mod streams;
 mod subject;
@@ -89,6 +91,7 @@ pub use event::Event;
 pub use fetch::{FetchOptions, Fetched, Fetcher, Settled};
 pub use publish::PublishOptions;
 pub use reads::{EventStream, Payload, ReadOptions, StoredEvent};
+pub use retry::{DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, RetryPolicy};
 pub use state::{Entry, Operation, Store, Watch, WatchEntry, WatchStart};
 pub use streams::{
     DiscardPolicy, StartPosition, StorageType, StreamOptions, StreamSource, Streams,

@@ -14,7 +14,7 @@ use jetway_api::{
 };
 use prost::bytes::Bytes;
 
-use crate::{Client, Error};
+use crate::{Client, Error, retry};
 
 /// Optional settings of one publish.
 ///
@@ -52,6 +52,10 @@ impl PublishOptions {
 
     /// Within the stream's deduplication window, a second publish with the same key stores nothing
     /// and returns the first event's id. Retrying with the same key is therefore safe.
+    ///
+    /// Without a key (or with an empty one) the client generates one per call (a UUID v4), which
+    /// makes its own retries safe (see [`RetryPolicy`](crate::RetryPolicy)) but not a second
+    /// call by the application: give your own key to deduplicate those.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
         self
@@ -75,6 +79,13 @@ impl PublishOptions {
 impl Client {
     /// Publishes `message` on `subject` and returns the event's id (its stream sequence), once
     /// JetStream has stored it.
+    ///
+    /// Every publish carries an idempotency key (the caller's, see
+    /// [`PublishOptions::idempotency_key`], or one generated for the call), and a publish that
+    /// fails in a transient way (a broken connection, a replica going away) is sent again with
+    /// the same key by the client's [`RetryPolicy`](crate::RetryPolicy), within its request
+    /// timeout. An event is therefore stored at least once, and once only within the stream's
+    /// deduplication window.
     ///
     /// ```no_run
     /// use jetway_api::windshift::test::v1::StringValue;
@@ -163,7 +174,8 @@ impl Client {
         payload: Payload,
         options: &PublishOptions,
     ) -> Result<u64, Error> {
-        let request = PublishEventRequest {
+        // One key for every attempt: a retry of an event that was stored is answered with its id.
+        let request = retry::keyed(PublishEventRequest {
             subject: subject.to_owned(),
             payload: Some(payload),
             headers: options
@@ -174,12 +186,13 @@ impl Client {
             timestamp: options.timestamp.map(Into::into),
             idempotency_key: options.idempotency_key.clone(),
             expected_last_id: options.expected_last_id,
-        };
-        let response = self
-            .events_ext
-            .clone()
-            .publish_event(self.request(request))
-            .await?;
-        Ok(response.into_inner().id)
+        });
+        self.retry
+            .run(self.request_timeout(), |left| {
+                let mut events = self.events_ext.clone();
+                let request = self.request_within(request.clone(), left);
+                async move { Ok(events.publish_event(request).await?.into_inner().id) }
+            })
+            .await
     }
 }

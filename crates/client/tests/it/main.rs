@@ -5,6 +5,7 @@ mod admin;
 mod calls;
 mod dead_letters;
 mod delivery;
+mod failover;
 mod reads;
 mod server;
 mod state;

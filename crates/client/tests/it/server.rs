@@ -4,7 +4,7 @@
 //!
 //! The CLI's tests include this file too (`#[path]`), so both crates start servers the same way.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use jetway_client::tonic::transport::Channel;
 use jetway_core::{ConnectSettings, Nats};
@@ -21,8 +21,9 @@ use tonic_health::pb::{
 
 /// A nats-server and a Jetway server in front of it.
 pub struct TestServer {
-    /// Kept alive for as long as the test runs; killed on drop.
-    _nats: NatsServer,
+    /// Kept alive for as long as the test runs (shared with the Jetway servers started
+    /// [`TestServer::beside`] this one); killed on the last drop.
+    nats: Arc<NatsServer>,
     nats_url: String,
     grpc_addr: SocketAddr,
     running: Option<Running>,
@@ -44,8 +45,26 @@ impl TestServer {
         let grpc_addr = grpc.local_addr().unwrap();
         let running = Running::start(&nats_url, grpc).await;
         TestServer {
-            _nats: nats,
+            nats: Arc::new(nats),
             nats_url,
+            grpc_addr,
+            running: Some(running),
+        }
+    }
+
+    /// Starts a second Jetway server on another free port, in front of the same nats-server: a
+    /// replica.
+    #[allow(
+        dead_code,
+        reason = "the CLI's tests include this file and run one Jetway at a time"
+    )]
+    pub async fn beside(&self) -> TestServer {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+        let grpc_addr = grpc.local_addr().unwrap();
+        let running = Running::start(&self.nats_url, grpc).await;
+        TestServer {
+            nats: Arc::clone(&self.nats),
+            nats_url: self.nats_url.clone(),
             grpc_addr,
             running: Some(running),
         }
