@@ -580,6 +580,30 @@ mod tests {
         );
     }
 
+    /// nats-server names its ports file after the name it runs under: a `NATS_SERVER_BIN` under
+    /// another name (here a symlink) starts as quickly as the original instead of waiting out the
+    /// 5-minute ready timeout.
+    #[tokio::test]
+    async fn a_binary_under_another_name_starts() {
+        let bin_dir = tempfile::TempDir::new().unwrap();
+        let data_dir = tempfile::TempDir::new().unwrap();
+        let renamed = bin_dir.path().join("nats-server-pinned");
+        std::os::unix::fs::symlink(std::path::absolute(nats_server_bin()).unwrap(), &renamed)
+            .unwrap();
+        let mut settings = settings(data_dir.path(), 0);
+        settings.bin = Some(renamed);
+        let nats = tokio::time::timeout(Duration::from_secs(60), LocalNats::start(settings))
+            .await
+            .expect("started well before the ready timeout")
+            .unwrap();
+        assert!(
+            read_info_line(port_of(nats.url()))
+                .unwrap()
+                .starts_with("INFO ")
+        );
+        nats.stop().await;
+    }
+
     /// A stand-in for nats-server: answers `--version`, reports port 4 in its ports file, and runs
     /// the shell command `on_term` when it gets SIGTERM (an empty one ignores SIGTERM).
     fn fake_nats_server(dir: &Path, on_term: &str) -> PathBuf {
