@@ -1,20 +1,23 @@
-//! The local nats-server: finding the binary, configuring and starting it, restarting it when it
-//! dies, and stopping it gracefully. Used when `NATS_URL` is unset.
+//! The local nats-server: configuring and starting it, restarting it when it dies, and stopping it
+//! gracefully. Used when `NATS_URL` is unset. Finding, configuring, starting, waiting for and
+//! stopping the process itself is `jetway-nats-process`'s, shared with the test harness; this module
+//! adds what a long-running server needs: checks with actionable errors before the first start,
+//! progress logs, crash restarts with backoff, and never outliving Jetway.
 //!
 //! Everything the server needs lives in one data directory: the generated `nats-server.conf`, the
 //! JetStream store, `nats-server.log` (the child's stdout and stderr, appended) and the ports file
 //! through which nats-server reports the address it actually listens on.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
+use jetway_nats_process::{KillReason, Launcher, NatsConfig, Stopped, find_binary, log_tail};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -29,8 +32,6 @@ use crate::config::{Config, SyncInterval};
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// While waiting, how often to say so in the log.
 const READY_NOTICE: Duration = Duration::from_secs(10);
-/// How often to look for the ports file while waiting.
-const READY_POLL: Duration = Duration::from_millis(25);
 /// How long `nats-server --version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 /// While waiting for nats-server to stop, how often to say so in the log.
@@ -41,12 +42,6 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A server that ran this long before dying is restarted with the minimum delay again.
 const STABLE_UPTIME: Duration = Duration::from_secs(30);
-/// Lines of the server log quoted in startup errors.
-const LOG_TAIL_LINES: usize = 20;
-/// Written to the log before every start, so errors quote only the latest run.
-const LOG_MARKER: &str = "==== jetway: starting nats-server";
-/// Name of the binary, both under `tools/bin` and on `PATH`.
-const BINARY_NAME: &str = "nats-server";
 
 /// How to run the local nats-server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,13 +102,7 @@ pub enum SupervisorError {
         /// The requested port.
         port: u16,
     },
-    /// A path that must be written into nats-server's config file is not valid UTF-8.
-    #[error("{} is not valid UTF-8, which nats-server's config file cannot express", .path.display())]
-    NonUnicodePath {
-        /// The path.
-        path: PathBuf,
-    },
-    /// A file-system or socket operation failed.
+    /// A file-system or socket operation of the checks before the first start failed.
     #[error("could not {action}: {source}")]
     Io {
         /// What was being done, e.g. `create /data/nats`.
@@ -121,34 +110,10 @@ pub enum SupervisorError {
         /// The OS error.
         source: io::Error,
     },
-    /// The process could not be spawned.
-    #[error("could not start {}: {source}", .bin.display())]
-    Spawn {
-        /// The binary.
-        bin: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// nats-server exited before it was ready.
-    #[error("nats-server exited ({status}) before it was ready; end of {}:\n{tail}", .log_file.display())]
-    Exited {
-        /// Its exit status.
-        status: ExitStatus,
-        /// Its log file.
-        log_file: PathBuf,
-        /// The last lines it logged.
-        tail: String,
-    },
-    /// nats-server did not report its address in time.
-    #[error("nats-server did not become ready within {timeout:?}; end of {}:\n{tail}", .log_file.display())]
-    NotReady {
-        /// How long we waited.
-        timeout: Duration,
-        /// Its log file.
-        log_file: PathBuf,
-        /// The last lines it logged.
-        tail: String,
-    },
+    /// Writing the config, spawning or waiting for nats-server failed (it may have exited early,
+    /// or not become ready in time: the error quotes its log).
+    #[error(transparent)]
+    Process(#[from] jetway_nats_process::Error),
 }
 
 /// A running, supervised local nats-server.
@@ -171,52 +136,63 @@ impl LocalNats {
     ///
     /// Must be called inside a Tokio runtime.
     pub async fn start(settings: LocalNatsSettings) -> Result<Self, SupervisorError> {
-        let bin = find_binary(settings.bin.as_deref())?;
+        let path = std::env::var_os("PATH");
+        let bin = find_binary(settings.bin.as_deref(), binary_roots(), path.as_deref()).map_err(
+            |not_found| SupervisorError::NotFound {
+                explicit: not_found.explicit,
+            },
+        )?;
         let version = binary_version(&bin).await?;
         let data_dir = prepare_data_dir(&settings.data_dir)?;
         if settings.port != 0 {
             ensure_port_free(settings.port)?;
         }
-        let launch = Launch {
-            conf_file: data_dir.join("nats-server.conf"),
-            log_file: data_dir.join("nats-server.log"),
-            bin,
-            data_dir,
-            sync_interval: settings.sync_interval,
+        let mut config = NatsConfig::new("jetway-local", &data_dir);
+        config.port = settings.port;
+        config.sync_interval = Some(settings.sync_interval.to_string());
+        let local = Local {
+            launcher: Launcher::new(
+                bin,
+                data_dir.join("nats-server.conf"),
+                data_dir.clone(),
+                data_dir.join("nats-server.log"),
+            ),
             stop_timeout: settings.stop_timeout,
         };
-        launch.write_config(settings.port)?;
-        let mut child = launch.spawn()?;
-        let port = match launch.wait_until_ready(&mut child).await {
+        config.write(local.launcher.conf_file())?;
+        let child = local.spawn()?;
+        let (child, ready) = local.wait_until_ready(child).await;
+        let port = match ready {
             Ok(port) => port,
             Err(error) => {
-                launch.stop_child(&mut child).await;
-                return Err(error);
+                local.stop_child(child).await;
+                return Err(error.into());
             }
         };
         if port != settings.port {
             // Pin the port nats-server picked, so restarts come back at the same URL.
-            if let Err(error) = launch.write_config(port) {
-                launch.stop_child(&mut child).await;
-                return Err(error);
+            config.port = port;
+            if let Err(error) = config.write(local.launcher.conf_file()) {
+                local.stop_child(child).await;
+                return Err(error.into());
             }
         }
 
         let url = format!("nats://127.0.0.1:{port}");
         tracing::info!(
             url = %url,
-            bin = %launch.bin.display(),
+            bin = %local.launcher.bin().display(),
             version = %version,
             pid = child.id(),
-            data_dir = %launch.data_dir.display(),
-            config_file = %launch.conf_file.display(),
-            log_file = %launch.log_file.display(),
-            sync_interval = %launch.sync_interval,
+            data_dir = %data_dir.display(),
+            config_file = %local.launcher.conf_file().display(),
+            log_file = %local.launcher.log_file().display(),
+            sync_interval = %settings.sync_interval,
             "local nats-server started"
         );
         let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
         let stop = CancellationToken::new();
-        let supervisor = tokio::spawn(supervise(launch, child, Arc::clone(&pid), stop.clone()));
+        let supervisor = tokio::spawn(supervise(local, child, Arc::clone(&pid), stop.clone()));
         Ok(Self {
             url,
             pid,
@@ -256,146 +232,117 @@ impl Drop for LocalNats {
 }
 
 /// Everything needed to (re)start the same server.
-struct Launch {
-    bin: PathBuf,
-    data_dir: PathBuf,
-    conf_file: PathBuf,
-    log_file: PathBuf,
-    sync_interval: SyncInterval,
+struct Local {
+    launcher: Launcher,
     stop_timeout: Duration,
 }
 
-impl Launch {
-    /// Writes `nats-server.conf`; port 0 becomes nats-server's "random port" (-1).
-    fn write_config(&self, port: u16) -> Result<(), SupervisorError> {
-        let store_dir = self
-            .data_dir
-            .to_str()
-            .ok_or_else(|| SupervisorError::NonUnicodePath {
-                path: self.data_dir.clone(),
-            })?;
-        let port = if port == 0 { -1 } else { i32::from(port) };
-        let conf = format!(
-            "# Written by Jetway each time it starts the local nats-server: edits are overwritten.\n\
-             server_name: \"jetway-local\"\n\
-             host: \"127.0.0.1\"\n\
-             port: {port}\n\
-             jetstream {{\n  \
-               store_dir: \"{}\"\n  \
-               sync_interval: \"{}\"\n\
-             }}\n",
-            conf_escape(store_dir),
-            self.sync_interval,
-        );
-        std::fs::write(&self.conf_file, conf)
-            .map_err(io_error(format!("write {}", self.conf_file.display())))
-    }
-
-    /// Spawns nats-server with its output appended to the log file.
+impl Local {
+    /// Spawns nats-server as a supervised child: in its own process group, killed when dropped,
+    /// and (on Linux) signalled when Jetway dies.
     fn spawn(&self) -> Result<Child, SupervisorError> {
-        remove_stale_ports_files(&self.data_dir)?;
-        let open_log = io_error(format!("open {}", self.log_file.display()));
-        let mut stdout = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_file)
-            .map_err(&open_log)?;
-        let started_at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| "an unknown time".to_owned());
-        writeln!(stdout, "{LOG_MARKER} at {started_at} ====").map_err(&open_log)?;
-        let stderr = stdout.try_clone().map_err(&open_log)?;
-
-        let mut command = Command::new(&self.bin);
-        command
-            .arg("-c")
-            .arg(&self.conf_file)
-            .arg("--ports_file_dir")
-            .arg(&self.data_dir)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            // Its own process group keeps a terminal's Ctrl-C away from nats-server: Jetway stops it
-            // after draining, instead of losing NATS mid-shutdown and racing a restart.
-            .process_group(0)
-            .kill_on_drop(true);
+        let mut command = self.launcher.command()?;
+        // Its own process group keeps a terminal's Ctrl-C away from nats-server: Jetway stops it
+        // after draining, instead of losing NATS mid-shutdown and racing a restart.
+        command.process_group(0);
         die_with_parent(&mut command);
-        command.spawn().map_err(|source| SupervisorError::Spawn {
-            bin: self.bin.clone(),
-            source,
-        })
+        let mut command = Command::from(command);
+        command.kill_on_drop(true);
+        command
+            .spawn()
+            .map_err(|source| self.launcher.spawn_error(source).into())
     }
 
-    /// Polls for the child's ports file and returns the port it listens on.
-    async fn wait_until_ready(&self, child: &mut Child) -> Result<u16, SupervisorError> {
-        let start = Instant::now();
-        let deadline = start + READY_TIMEOUT;
-        let mut notice = start + READY_NOTICE;
-        loop {
-            let exited = child
-                .try_wait()
-                .map_err(io_error("wait for nats-server".to_owned()))?;
-            if let Some(status) = exited {
-                return Err(SupervisorError::Exited {
-                    status,
-                    log_file: self.log_file.clone(),
-                    tail: log_tail(&self.log_file),
-                });
-            }
-            if let Some(port) = child.id().and_then(|pid| self.read_ports_file(pid)) {
-                return Ok(port);
-            }
-            let now = Instant::now();
-            if now >= notice {
-                notice = now + READY_NOTICE;
+    /// Waits for the child's ports file and returns the port it listens on, logging every 10 s
+    /// while nats-server recovers its store.
+    async fn wait_until_ready(
+        &self,
+        mut child: Child,
+    ) -> (Child, Result<u16, jetway_nats_process::Error>) {
+        let launcher = self.launcher.clone();
+        on_blocking_thread(move || {
+            let log_file = launcher.log_file();
+            let ready = launcher.wait_ready(&mut child, READY_TIMEOUT, READY_NOTICE, |waited| {
                 tracing::info!(
-                    waited = ?now - start,
-                    log_file = %self.log_file.display(),
-                    last_log_line = %log_tail(&self.log_file).lines().last().unwrap_or_default(),
+                    ?waited,
+                    log_file = %log_file.display(),
+                    last_log_line = %log_tail(log_file, 1),
                     "nats-server is still starting (recovering its JetStream store takes a while)"
                 );
-            }
-            if now >= deadline {
-                return Err(SupervisorError::NotReady {
-                    timeout: READY_TIMEOUT,
-                    log_file: self.log_file.clone(),
-                    tail: log_tail(&self.log_file),
-                });
-            }
-            tokio::time::sleep(READY_POLL).await;
-        }
-    }
-
-    /// The client port from `nats-server_<pid>.ports`; `None` until it exists and parses (it is not
-    /// written atomically, so a half-written file is simply read again later).
-    fn read_ports_file(&self, pid: u32) -> Option<u16> {
-        #[derive(Deserialize)]
-        struct Ports {
-            nats: Vec<String>,
-        }
-        let text =
-            std::fs::read_to_string(self.data_dir.join(format!("{BINARY_NAME}_{pid}.ports")))
-                .ok()?;
-        let ports: Ports = serde_json::from_str(&text).ok()?;
-        let (_, port) = ports.nats.first()?.rsplit_once(':')?;
-        port.parse().ok()
+            });
+            (child, ready.map(|ready| ready.port))
+        })
+        .await
     }
 
     /// Stops the child: SIGTERM first (it may be writing its store), SIGKILL after the stop
-    /// timeout.
-    async fn stop_child(&self, child: &mut Child) {
-        terminate(child, &self.log_file, self.stop_timeout).await;
+    /// timeout; logs every 5 s while it waits. Returns once the child has exited.
+    async fn stop_child(&self, mut child: Child) {
+        let pid = child.id();
+        let log_file = self.launcher.log_file().to_owned();
+        let grace = self.stop_timeout;
+        let notice_log_file = log_file.clone();
+        let stopped = on_blocking_thread(move || {
+            jetway_nats_process::terminate(&mut child, grace, STOP_NOTICE, |waited| {
+                tracing::info!(
+                    pid,
+                    ?waited,
+                    ?grace,
+                    log_file = %notice_log_file.display(),
+                    "waiting for nats-server to stop (it flushes and closes its JetStream store)"
+                );
+            })
+        })
+        .await;
+        let (reason, result) = match stopped {
+            Stopped::Exited { status, waited } => {
+                tracing::info!(%status, pid, ?waited, "local nats-server stopped");
+                return;
+            }
+            Stopped::Killed { reason, result } => (reason, result),
+        };
+        match reason {
+            KillReason::Timeout => tracing::warn!(
+                pid,
+                log_file = %log_file.display(),
+                ?grace,
+                "nats-server did not stop within its stop timeout (NATS_STOP_TIMEOUT); killing it"
+            ),
+            KillReason::WaitFailed(error) => {
+                tracing::warn!(%error, pid, "could not wait for nats-server to stop; killing it");
+            }
+            KillReason::SigtermFailed(error) => {
+                tracing::warn!(%error, pid, "could not send SIGTERM to nats-server; killing it");
+            }
+        }
+        if let Err(error) = result {
+            tracing::warn!(%error, pid, "could not kill nats-server");
+        }
+    }
+}
+
+/// Runs a blocking wait on the blocking pool, so that polling the child for up to minutes keeps no
+/// runtime worker busy.
+async fn on_blocking_thread<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(wait).await {
+        Ok(value) => value,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only a runtime that is shutting down cancels a blocking task; the child was dropped
+            // with it and so killed.
+            Err(error) => panic!("the wait for nats-server was cancelled: {error}"),
+        },
     }
 }
 
 /// Waits on the child and restarts it whenever it exits, until `stop` is cancelled.
-async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: CancellationToken) {
+async fn supervise(local: Local, mut child: Child, pid: Arc<AtomicU32>, stop: CancellationToken) {
     let mut backoff = RESTART_BACKOFF_MIN;
     let mut started = Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => {
-                launch.stop_child(&mut child).await;
+                local.stop_child(child).await;
                 pid.store(0, Ordering::SeqCst);
                 return;
             }
@@ -403,7 +350,7 @@ async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: 
                 pid.store(0, Ordering::SeqCst);
                 match status {
                     Ok(status) => tracing::error!(
-                        %status, log_file = %launch.log_file.display(),
+                        %status, log_file = %local.launcher.log_file().display(),
                         "local nats-server exited unexpectedly; restarting it"
                     ),
                     Err(error) => {
@@ -411,7 +358,7 @@ async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: 
                             %error,
                             "lost track of the local nats-server; killing and restarting it"
                         );
-                        launch.stop_child(&mut child).await;
+                        local.stop_child(child).await;
                     }
                 }
             }
@@ -425,7 +372,7 @@ async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: 
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
-            match launch.spawn() {
+            match local.spawn() {
                 Ok(child) => break child,
                 Err(error) => {
                     tracing::error!(
@@ -442,65 +389,10 @@ async fn supervise(launch: Launch, mut child: Child, pid: Arc<AtomicU32>, stop: 
     }
 }
 
-/// SIGTERM, then SIGKILL if the child still runs after `grace`; returns once it has exited.
-async fn terminate(child: &mut Child, log_file: &Path, grace: Duration) {
-    // `id()` is `None` once the child has been reaped; until then its pid cannot be reused, so
-    // signalling it cannot hit an unrelated process.
-    let Some(pid) = child.id() else {
-        return;
-    };
-    let log_file = log_file.display();
-    let start = Instant::now();
-    let deadline = start + grace;
-    match send_sigterm(pid) {
-        Ok(()) => loop {
-            let notice = (Instant::now() + STOP_NOTICE).min(deadline);
-            match tokio::time::timeout_at(notice, child.wait()).await {
-                Ok(Ok(status)) => {
-                    let waited = start.elapsed();
-                    tracing::info!(%status, pid, ?waited, "local nats-server stopped");
-                    return;
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, pid, "could not wait for nats-server to stop; killing it");
-                    break;
-                }
-                Err(_) if Instant::now() >= deadline => {
-                    tracing::warn!(pid, %log_file, ?grace, "nats-server did not stop within its stop timeout (NATS_STOP_TIMEOUT); killing it");
-                    break;
-                }
-                Err(_) => tracing::info!(
-                    pid,
-                    waited = ?start.elapsed(),
-                    ?grace,
-                    %log_file,
-                    "waiting for nats-server to stop (it flushes and closes its JetStream store)"
-                ),
-            }
-        },
-        Err(error) => {
-            tracing::warn!(%error, pid, "could not send SIGTERM to nats-server; killing it");
-        }
-    }
-    if let Err(error) = child.kill().await {
-        tracing::warn!(%error, pid, "could not kill nats-server");
-    }
-}
-
-fn send_sigterm(pid: u32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    // SAFETY: kill(2) only takes integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Arranges for the child to get SIGTERM when Jetway dies, even by SIGKILL where `kill_on_drop`
 /// never runs, so a crashed Jetway does not leave a nats-server holding the port and the store.
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
+fn die_with_parent(command: &mut std::process::Command) {
     // Linux pids are positive `pid_t`s, so this conversion is lossless.
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe code
@@ -523,43 +415,19 @@ fn die_with_parent(command: &mut Command) {
 
 /// Elsewhere only `kill_on_drop` applies.
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
+fn die_with_parent(_command: &mut std::process::Command) {}
 
-/// The explicit binary if given (it must exist), else the first `tools/bin/nats-server` above the
-/// working directory or the executable, else `nats-server` on `PATH`.
-fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, SupervisorError> {
-    if let Some(path) = explicit {
-        return if is_executable_file(path) {
-            Ok(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
-        } else {
-            Err(SupervisorError::NotFound {
-                explicit: Some(path.to_path_buf()),
-            })
-        };
-    }
-    let in_tools = Path::new("tools").join("bin").join(BINARY_NAME);
-    let from_cwd = std::env::current_dir().ok().map(|cwd| cwd.join(&in_tools));
-    // A release binary run from elsewhere (`target/release/jetway-server`) still finds the repo's
-    // copy.
+/// Where to look for `tools/bin/nats-server`: the working directory, then the executable's
+/// directory upwards, so a release binary run from elsewhere (`target/release/jetway-server`)
+/// still finds the repository's copy.
+fn binary_roots() -> impl Iterator<Item = PathBuf> {
     let exe = std::env::current_exe().ok();
-    let from_exe = exe
+    let exe_dirs: Vec<PathBuf> = exe
         .iter()
         .flat_map(|exe| exe.ancestors().skip(1))
-        .map(|dir| dir.join(&in_tools));
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    let on_path = std::env::split_paths(&path_var).map(|dir| dir.join(BINARY_NAME));
-    from_cwd
-        .into_iter()
-        .chain(from_exe)
-        .chain(on_path)
-        .find(|candidate| is_executable_file(candidate))
-        .ok_or(SupervisorError::NotFound { explicit: None })
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .map(Path::to_path_buf)
+        .collect();
+    std::env::current_dir().ok().into_iter().chain(exe_dirs)
 }
 
 /// `nats-server --version`, e.g. `v2.12.1`; also proves the binary runs on this machine.
@@ -596,8 +464,12 @@ async fn binary_version(bin: &Path) -> Result<String, SupervisorError> {
 /// Creates the data directory and returns it absolute, because nats-server resolves relative paths
 /// in its config file against its own working directory.
 fn prepare_data_dir(dir: &Path) -> Result<PathBuf, SupervisorError> {
-    std::fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
-    std::fs::canonicalize(dir).map_err(io_error(format!("resolve {}", dir.display())))
+    let io_error = |action: &str| {
+        let action = format!("{action} {}", dir.display());
+        move |source| SupervisorError::Io { action, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io_error("create"))?;
+    std::fs::canonicalize(dir).map_err(io_error("resolve"))
 }
 
 /// Fails early with an actionable message instead of letting nats-server die on a busy port.
@@ -614,61 +486,10 @@ fn ensure_port_free(port: u16) -> Result<(), SupervisorError> {
     }
 }
 
-/// Removes ports files of earlier runs (a killed server leaves its file behind), so the directory
-/// only ever holds the current one.
-fn remove_stale_ports_files(data_dir: &Path) -> Result<(), SupervisorError> {
-    let entries =
-        std::fs::read_dir(data_dir).map_err(io_error(format!("list {}", data_dir.display())))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&format!("{BINARY_NAME}_")) && name.ends_with(".ports") {
-            let path = entry.path();
-            std::fs::remove_file(&path).map_err(io_error(format!("remove {}", path.display())))?;
-        }
-    }
-    Ok(())
-}
-
-/// The last lines of the log since the latest start marker, for error messages. Reads only the end
-/// of the file, which grows across runs.
-fn log_tail(log_file: &Path) -> String {
-    const MAX_BYTES: u64 = 64 * 1024;
-    let read_end = || -> io::Result<String> {
-        let mut file = File::open(log_file)?;
-        let len = file.metadata()?.len();
-        file.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    match read_end() {
-        Ok(text) => {
-            let latest_run = text
-                .rfind(LOG_MARKER)
-                .map_or(text.as_str(), |at| &text[at..]);
-            let lines: Vec<&str> = latest_run.lines().skip(1).collect();
-            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-        }
-        Err(error) => format!("(could not read the log: {error})"),
-    }
-}
-
-/// Quotes text for a double-quoted string in nats-server's config syntax.
-fn conf_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-fn io_error(action: String) -> impl Fn(io::Error) -> SupervisorError {
-    move |source| SupervisorError::Io {
-        action: action.clone(),
-        source,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jetway_nats_process::{BINARY_NAME, LOG_MARKER};
     use std::io::{BufRead, BufReader};
     use std::net::TcpStream;
 
@@ -757,6 +578,30 @@ mod tests {
             read_info_line(port).is_err(),
             "nothing listens after stop()"
         );
+    }
+
+    /// nats-server names its ports file after the name it runs under: a `NATS_SERVER_BIN` under
+    /// another name (here a symlink) starts as quickly as the original instead of waiting out the
+    /// 5-minute ready timeout.
+    #[tokio::test]
+    async fn a_binary_under_another_name_starts() {
+        let bin_dir = tempfile::TempDir::new().unwrap();
+        let data_dir = tempfile::TempDir::new().unwrap();
+        let renamed = bin_dir.path().join("nats-server-pinned");
+        std::os::unix::fs::symlink(std::path::absolute(nats_server_bin()).unwrap(), &renamed)
+            .unwrap();
+        let mut settings = settings(data_dir.path(), 0);
+        settings.bin = Some(renamed);
+        let nats = tokio::time::timeout(Duration::from_secs(60), LocalNats::start(settings))
+            .await
+            .expect("started well before the ready timeout")
+            .unwrap();
+        assert!(
+            read_info_line(port_of(nats.url()))
+                .unwrap()
+                .starts_with("INFO ")
+        );
+        nats.stop().await;
     }
 
     /// A stand-in for nats-server: answers `--version`, reports port 4 in its ports file, and runs
@@ -869,27 +714,16 @@ while :; do sleep 1 & wait $!; done
         std::fs::create_dir(&store).unwrap();
         std::fs::write(store.join("jetstream"), "not a directory").unwrap();
         let error = LocalNats::start(settings(&store, 0)).await.unwrap_err();
-        assert!(matches!(error, SupervisorError::Exited { .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                SupervisorError::Process(jetway_nats_process::Error::Exited { .. })
+            ),
+            "{error}"
+        );
         assert!(
             !error.to_string().contains(LOG_MARKER),
             "only the child's own lines: {error}"
         );
-    }
-
-    #[test]
-    fn log_tail_keeps_the_latest_run_only() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let log = dir.path().join("nats-server.log");
-        std::fs::write(
-            &log,
-            format!("{LOG_MARKER} 1 ====\nold\n{LOG_MARKER} 2 ====\nnew 1\nnew 2\n"),
-        )
-        .unwrap();
-        assert_eq!(log_tail(&log), "new 1\nnew 2");
-    }
-
-    #[test]
-    fn config_strings_are_escaped() {
-        assert_eq!(conf_escape(r#"/a"b\c"#), r#"/a\"b\\c"#);
     }
 }

@@ -6,19 +6,19 @@
 //! stays up, put a [`crate::TcpProxy`] in front of [`NatsCluster::port`].
 //!
 //! Like [`crate::NatsServer`], everything here is synchronous so that `Drop` can kill the nodes
-//! whether or not a tokio runtime is still alive.
+//! whether or not a tokio runtime is still alive, and each node's process is run through
+//! `jetway-nats-process`.
 
-use std::fmt::Write as _;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use jetway_nats_process::{ClusterConfig, Launcher, NatsConfig, kill, log_tail, terminate};
 use tempfile::TempDir;
 
-use crate::nats::{binary, kill_and_reap};
+use crate::nats::binary;
 use crate::raw::RawClient;
 
 /// How long a cluster gets to elect its JetStream meta leader after a (re)start. Elections take a
@@ -46,7 +46,6 @@ pub struct ClusterOptions {
 /// value is dropped.
 #[derive(Debug)]
 pub struct NatsCluster {
-    bin: PathBuf,
     nodes: Vec<Node>,
     /// Holds every node's store, config and log; deleted on drop unless a startup failure kept it.
     root: TempDir,
@@ -57,13 +56,12 @@ struct Node {
     name: String,
     client_port: u16,
     monitor_port: u16,
-    config: PathBuf,
-    log: PathBuf,
+    launcher: Launcher,
     child: Option<Child>,
 }
 
 impl NatsCluster {
-    /// Starts `size` nodes (at least 1) and returns once each of them reports healthy, which in a
+    /// Starts `size` nodes (at least 2) and returns once each of them reports healthy, which in a
     /// cluster means a JetStream meta leader has been elected and the node is current with it.
     /// Panics, with the end of the failing node's log, if that does not happen in time.
     pub fn start(size: usize) -> NatsCluster {
@@ -72,7 +70,11 @@ impl NatsCluster {
 
     /// Like [`NatsCluster::start`], with every node configured by `options`.
     pub fn start_with(size: usize, options: &ClusterOptions) -> NatsCluster {
-        assert!(size >= 1, "a cluster needs at least one node");
+        // nats-server refuses clustered JetStream without routes: one node would never be healthy.
+        assert!(
+            size >= 2,
+            "a cluster needs at least two nodes; use NatsServer for one"
+        );
         let root = tempfile::Builder::new()
             .prefix("jetway-nats-cluster-")
             .tempdir()
@@ -83,6 +85,7 @@ impl NatsCluster {
         let ports: Vec<[u16; 3]> = (0..size)
             .map(|_| [free_port(), free_port(), free_port()])
             .collect();
+        let bin = binary();
         let nodes = (0..size)
             .map(|i| {
                 let name = format!("n{}", i + 1);
@@ -90,41 +93,37 @@ impl NatsCluster {
                 fs::create_dir_all(&dir)
                     .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
                 let [client_port, cluster_port, monitor_port] = ports[i];
-                let mut routes = String::new();
-                for (j, other) in ports.iter().enumerate() {
-                    if j != i {
-                        write!(routes, "\"nats-route://127.0.0.1:{}\", ", other[1]).unwrap();
-                    }
-                }
-                let mut jetstream = format!("store_dir: \"{}\"", dir.join("store").display());
-                if let Some(interval) = &options.sync_interval {
-                    write!(jetstream, ", sync_interval: \"{interval}\"").unwrap();
-                }
-                let config = dir.join("nats-server.conf");
-                let text = format!(
-                    "server_name: \"{name}\"\n\
-                     listen: \"127.0.0.1:{client_port}\"\n\
-                     http: \"127.0.0.1:{monitor_port}\"\n\
-                     jetstream {{ {jetstream} }}\n\
-                     cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{routes}]\n  no_advertise: true\n}}\n",
+                let mut config = NatsConfig::new(&name, dir.join("store"));
+                config.port = client_port;
+                config.monitor_port = Some(monitor_port);
+                config.sync_interval = options.sync_interval.clone();
+                config.cluster = Some(ClusterConfig {
+                    name: CLUSTER_NAME.to_owned(),
+                    port: cluster_port,
+                    routes: (ports.iter().enumerate())
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, other)| other[1])
+                        .collect(),
+                });
+                let launcher = Launcher::new(
+                    bin.clone(),
+                    dir.join("nats-server.conf"),
+                    dir.clone(),
+                    dir.join("nats-server.log"),
                 );
-                fs::write(&config, text)
-                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+                config
+                    .write(launcher.conf_file())
+                    .unwrap_or_else(|e| panic!("{e}"));
                 Node {
                     name,
                     client_port,
                     monitor_port,
-                    config,
-                    log: dir.join("nats-server.log"),
+                    launcher,
                     child: None,
                 }
             })
             .collect();
-        let mut cluster = NatsCluster {
-            bin: binary(),
-            nodes,
-            root,
-        };
+        let mut cluster = NatsCluster { nodes, root };
         for i in 0..size {
             cluster.launch(i);
         }
@@ -169,7 +168,7 @@ impl NatsCluster {
     /// store. Does nothing if it is not running.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
-            kill_and_reap(&mut child)
+            kill(&mut child)
                 .unwrap_or_else(|e| panic!("cannot kill node {}: {e}", self.nodes[i].name));
         }
     }
@@ -206,19 +205,8 @@ impl NatsCluster {
     /// Stops node `i` gracefully with SIGTERM and waits for it to exit (killing it after 30 s). Does
     /// nothing if it is not running.
     pub fn stop(&mut self, i: usize) {
-        let Some(mut child) = self.nodes[i].child.take() else {
-            return;
-        };
-        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
-        // SAFETY: `kill` has no memory effects; the pid is our own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = kill_and_reap(&mut child);
-                return;
-            }
-            std::thread::sleep(POLL_INTERVAL);
+        if let Some(mut child) = self.nodes[i].child.take() {
+            terminate(&mut child, STOP_TIMEOUT, Duration::MAX, |_| {});
         }
     }
 
@@ -298,24 +286,10 @@ impl NatsCluster {
 
     /// Spawns node `i` from its config file, appending to its log.
     fn launch(&mut self, i: usize) {
-        let node = &self.nodes[i];
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", node.log.display()));
-        let stderr = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", node.log.display()));
-        let child = Command::new(&self.bin)
-            .arg("-c")
-            .arg(&node.config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
-        self.nodes[i].child = Some(child);
+        match self.nodes[i].launcher.spawn() {
+            Ok(child) => self.nodes[i].child = Some(child),
+            Err(e) => self.fail(i, &format!("could not start: {e}")),
+        }
     }
 
     /// GETs `path` from node `i`'s monitoring port and returns the status code.
@@ -334,14 +308,13 @@ impl NatsCluster {
 
     /// Panics with `what` and the end of node `i`'s log, keeping the cluster's directory.
     fn fail(&mut self, i: usize, what: &str) -> ! {
-        let log = fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        let log_file = self.nodes[i].launcher.log_file();
+        let tail = log_tail(log_file, 40);
         self.root.disable_cleanup(true);
         panic!(
             "node {} {what}\nlog (kept): {}\n--- end of log ---\n{tail}",
             self.nodes[i].name,
-            self.nodes[i].log.display(),
+            log_file.display(),
         )
     }
 }
@@ -351,7 +324,7 @@ impl Drop for NatsCluster {
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 // Errors are ignored: panicking while a failed test unwinds would hide its failure.
-                let _ = kill_and_reap(&mut child);
+                let _ = kill(&mut child);
             }
         }
     }
