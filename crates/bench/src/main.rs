@@ -83,6 +83,14 @@ struct Args {
     /// Only these scenarios, comma-separated (e.g. P1,P3; K1 selects every K1 measure).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Start a cluster of this many nats-server nodes (at least 2) instead of one server; Jetway
+    /// and the direct side are given every node.
+    #[arg(long, conflicts_with = "nats_url")]
+    cluster: Option<usize>,
+    /// Replicas of the benchmark stream and store (more than 1 needs --cluster or a clustered
+    /// --nats-url).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Use this NATS server instead of starting one.
     #[arg(long)]
     nats_url: Option<String>,
@@ -146,14 +154,25 @@ async fn run(args: Args) -> Result<()> {
     if args.concurrency == 0 || args.repeat == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err("--concurrency, --repeat and --duration must be above 0".into());
     }
+    if args.cluster.is_some_and(|nodes| nodes < 2) || args.replicas == 0 {
+        return Err("--cluster must be at least 2 and --replicas at least 1".into());
+    }
     // Jetway gets the ack window the direct side has, so both keep the same number in flight.
     let max_pending = SERVER_WINDOW.max(args.concurrency);
-    let (nats_url, jetway_url) = (args.nats_url.clone(), args.jetway_url.clone());
+    let (nats_url, jetway_url, cluster) =
+        (args.nats_url.clone(), args.jetway_url.clone(), args.cluster);
     eprintln!("starting the servers");
-    let servers =
-        tokio::task::spawn_blocking(move || Servers::start(nats_url, jetway_url, max_pending))
-            .await??;
-    let nats = async_nats::connect(&servers.nats_url).await?;
+    let servers = tokio::task::spawn_blocking(move || {
+        Servers::start(nats_url, jetway_url, cluster, max_pending)
+    })
+    .await??;
+    // A comma-separated list, as Jetway takes it: the direct side gets every node too.
+    let addrs = servers
+        .nats_url
+        .split(',')
+        .map(|url| url.trim().parse())
+        .collect::<std::result::Result<Vec<async_nats::ServerAddr>, _>>()?;
+    let nats = async_nats::connect(addrs).await?;
     let channel = scenarios::connect(&servers.jetway_url).await?;
     wait_serving(&channel).await?;
     let bench = Bench {
@@ -164,6 +183,7 @@ async fn run(args: Args) -> Result<()> {
             Storage::Memory => StorageType::Memory,
         },
         size: args.size,
+        replicas: args.replicas,
         jetway_pid: servers.jetway_pid,
         nats_pid: servers.nats_pid,
         warmup: if args.quick { 20 } else { 200 },
@@ -185,6 +205,8 @@ async fn run(args: Args) -> Result<()> {
             "concurrency": args.concurrency,
             "window": args.window,
             "storage": format!("{:?}", args.storage).to_lowercase(),
+            "cluster_nodes": args.cluster.unwrap_or(1),
+            "replicas": args.replicas,
             "quick": args.quick,
             "rounds": "direct, jetway, jetway, direct",
             "repeat": args.repeat,

@@ -136,6 +136,8 @@ pub struct Bench {
     pub storage: StorageType,
     /// Event size, in bytes.
     pub size: usize,
+    /// Replicas of the benchmark stream and store.
+    pub replicas: usize,
     /// Process ids to read CPU time from.
     pub jetway_pid: Option<u32>,
     /// See `jetway_pid`.
@@ -193,6 +195,7 @@ impl Bench {
                 name: STREAM.into(),
                 subjects: vec!["bench.>".into()],
                 storage: self.storage,
+                num_replicas: self.replicas,
                 ..Default::default()
             })
             .await?)
@@ -520,6 +523,7 @@ impl Bench {
             bucket: STORE.into(),
             history: 1,
             storage: self.storage,
+            num_replicas: self.replicas,
             ..Default::default()
         })
         .await?;

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use jetway_testkit::NatsServer;
+use jetway_testkit::{NatsCluster, NatsServer};
 
 use crate::Result;
 
@@ -30,22 +30,30 @@ pub struct Servers {
     // Held for their Drop, which stops the processes; the Jetway child goes first.
     _jetway: Option<JetwayProcess>,
     _nats: Option<NatsServer>,
+    _cluster: Option<NatsCluster>,
 }
 
 impl Servers {
-    /// Starts what is not given: a nats-server on a free port with a temporary store, and a
-    /// jetway-server next to this executable (so it comes from the same build), configured through
-    /// its environment. `max_pending` is the server's JetStream ack window.
+    /// Starts what is not given: a nats-server on a free port with a temporary store (or a cluster
+    /// of `cluster` nodes, whose CPU time is then not measured), and a jetway-server next to this
+    /// executable (so it comes from the same build), configured through its environment.
+    /// `max_pending` is the server's JetStream ack window.
     pub fn start(
         nats_url: Option<String>,
         jetway_url: Option<String>,
+        cluster: Option<usize>,
         max_pending: usize,
     ) -> Result<Servers> {
-        let nats = match nats_url {
-            Some(_) => None,
-            None => Some(NatsServer::start()),
+        let cluster = cluster.map(NatsCluster::start);
+        let nats = match (&nats_url, &cluster) {
+            (None, None) => Some(NatsServer::start()),
+            _ => None,
         };
-        let nats_url = nats_url.unwrap_or_else(|| nats.as_ref().expect("started").url());
+        let nats_url = match (nats_url, &cluster, &nats) {
+            (Some(url), _, _) => url,
+            (None, Some(cluster), _) => cluster.urls(),
+            (None, None, nats) => nats.as_ref().expect("started").url(),
+        };
         let nats_pid = nats.as_ref().and_then(NatsServer::pid);
         let (jetway, jetway_url) = match jetway_url {
             Some(url) => (None, url),
@@ -62,6 +70,7 @@ impl Servers {
             jetway_pid: jetway.as_ref().map(|j| j.child.id()),
             _jetway: jetway,
             _nats: nats,
+            _cluster: cluster,
         })
     }
 }
