@@ -7,6 +7,8 @@
 //!   publishers retry failures with the same idempotency key.
 //! - D2: one of two jetway-server processes serving one durable consumer is killed (kill -9) while
 //!   its session holds events; they are redelivered to the other's session.
+//! - D3: two jetway-server processes are restarted one at a time (SIGTERM) while SDK clients given
+//!   both endpoints publish and consume.
 //! - D4: the link between Jetway and its NATS node is down for 10 s while a session consumes.
 //! - D5: the stream leader steps down while a session consumes.
 //! - D6: every node of a cluster syncing each write (`sync_interval: always`) is killed at once
@@ -724,4 +726,220 @@ async fn d6_the_whole_cluster_is_killed_and_restarted() {
         "each event stored once"
     );
     assert_eq!(keys.len(), stored.len());
+}
+
+/// What drill D3's SDK publishers saw.
+#[derive(Default)]
+struct SdkPublished {
+    /// The id of each acknowledged publish.
+    acked: BTreeSet<u64>,
+    /// When each acknowledgement arrived.
+    at: Vec<Instant>,
+    /// The errors the application saw (must stay empty).
+    failed: Vec<String>,
+    /// Set once every publisher has stopped.
+    done: bool,
+}
+
+/// D3: a rolling restart of two jetway-server processes (the real binary), each stopped with
+/// SIGTERM and started again on the same ports once it has exited, one at a time, while SDK clients
+/// given both endpoints publish (with generated idempotency keys and the default retry policy) and
+/// consume a durable consumer. The application sees no failed publish and no lost event: every
+/// publish returns Ok, every published event is acknowledged by the subscriber at least once, and
+/// the stream holds each exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn d3_rolling_restart_of_jetway_under_sdk_load() {
+    use jetway_api::windshift::test::v1::StringValue;
+    use jetway_client::{Client, ConsumerOptions, StartPosition, StreamOptions};
+
+    /// Concurrent publishers.
+    const PUBLISHERS: u64 = 4;
+    /// Acknowledged publishes before the first restart, between the two, and after the second.
+    const BETWEEN: usize = 300;
+
+    let cluster = NatsCluster::start(3);
+    let urls = cluster.urls();
+    let mut jetways = [
+        JetwayProcess::spawn(&urls).await,
+        JetwayProcess::spawn(&urls).await,
+    ];
+    let endpoints: Vec<String> = jetways
+        .iter()
+        .map(|jetway| format!("http://{}", jetway.grpc_addr))
+        .collect();
+    let client = Client::connect_many(endpoints.clone())
+        .await
+        .expect("the SDK connects");
+    client
+        .streams()
+        .ensure(
+            &StreamOptions::new("drill")
+                .subjects(["drill.>"])
+                .replicas(3),
+        )
+        .await
+        .expect("an R3 stream");
+    client
+        .consumers()
+        .ensure(
+            "drill",
+            &ConsumerOptions::durable("worker")
+                .subject("drill.>")
+                .from(StartPosition::Start)
+                .processing_timeout(PROCESSING_TIMEOUT),
+        )
+        .await
+        .expect("a durable consumer");
+    let mut events = client
+        .subscribe("drill", "worker")
+        .await
+        .expect("a subscription");
+
+    let published = Arc::new(Mutex::new(SdkPublished::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = JoinSet::new();
+    for publisher in 0..PUBLISHERS {
+        // Each publisher is its own application instance, with its own SDK client.
+        let client = Client::connect_many(endpoints.clone())
+            .await
+            .expect("the SDK connects");
+        let (published, stop) = (published.clone(), stop.clone());
+        publishers.spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let event = StringValue {
+                    value: format!("publisher {publisher} event {n}"),
+                };
+                let outcome = client.publish("drill.e", &event).await;
+                let mut published = published.lock().unwrap();
+                match outcome {
+                    Ok(id) => {
+                        published.acked.insert(id);
+                        published.at.push(Instant::now());
+                    }
+                    Err(error) => published.failed.push(format!("{}: {error}", event.value)),
+                }
+                n += 1;
+            }
+        });
+    }
+    let publishing = {
+        let published = published.clone();
+        async move {
+            while let Some(result) = publishers.join_next().await {
+                result.expect("a publisher");
+            }
+            published.lock().unwrap().done = true;
+        }
+    };
+
+    let seen = Mutex::<Consumed>::default();
+    let consuming = async {
+        let start = Instant::now();
+        let deadline = start + ELECTION * 3;
+        loop {
+            {
+                let published = published.lock().unwrap();
+                if published.done && published.acked.is_subset(&seen.lock().unwrap().acked) {
+                    return start;
+                }
+            }
+            assert!(Instant::now() < deadline, "the subscriber is stuck");
+            // Short slices, so that the end of publishing is noticed while nothing arrives.
+            let Ok(event) = tokio::time::timeout(Duration::from_millis(100), events.next()).await
+            else {
+                continue;
+            };
+            let event = event
+                .expect("the subscription goes on")
+                .expect("the subscription delivers events");
+            let id = event.id();
+            seen.lock().unwrap().deliveries.push(Delivery {
+                id,
+                attempt: event.delivery_attempt(),
+                at: Instant::now(),
+            });
+            // A failed ack (its connection was lost) leaves the event to be redelivered.
+            if event.ack().await.is_ok() {
+                seen.lock().unwrap().acked.insert(id);
+            }
+        }
+    };
+
+    let acked_at_least = |count: usize| {
+        let published = published.clone();
+        async move {
+            eventually_within("publishes are acknowledged", ELECTION, || {
+                let reached = published.lock().unwrap().acked.len() >= count;
+                async move { reached.then_some(()) }
+            })
+            .await
+        }
+    };
+    let rolling_restart = async {
+        for (step, jetway) in jetways.iter_mut().enumerate() {
+            acked_at_least((step + 1) * BETWEEN).await;
+            let (grpc, health) = (jetway.grpc_addr.port(), jetway.health_addr.port());
+            let exit = jetway.terminate().await;
+            assert!(exit.success(), "jetway-server exits 0 on SIGTERM: {exit}");
+            *jetway = JetwayProcess::spawn_on(&urls, grpc, health).await;
+        }
+        acked_at_least(3 * BETWEEN).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let ((), start, ()) = tokio::join!(publishing, consuming, rolling_restart);
+
+    let stored = stored(&direct(&cluster).await, "drill").await;
+    let keys: BTreeSet<&String> = stored.values().collect();
+    let published = published.lock().unwrap();
+    let seen = seen.lock().unwrap();
+    let lost: Vec<&u64> = published
+        .acked
+        .iter()
+        .filter(|id| !stored.contains_key(id) || !seen.acked.contains(id))
+        .collect();
+    let distinct: BTreeSet<u64> = seen.deliveries.iter().map(|delivery| delivery.id).collect();
+    let longest_publish_pause = longest_gap(published.at.clone());
+    let longest_delivery_pause = longest_gap(
+        std::iter::once(start)
+            .chain(seen.deliveries.iter().map(|delivery| delivery.at))
+            .collect(),
+    );
+    report(
+        "D3",
+        &[
+            ("acknowledged", published.acked.len().to_string()),
+            ("stored", stored.len().to_string()),
+            ("failed_publishes", published.failed.len().to_string()),
+            ("lost", lost.len().to_string()),
+            (
+                "duplicates",
+                (seen.deliveries.len() - distinct.len()).to_string(),
+            ),
+            (
+                "longest_publish_pause",
+                format!("{longest_publish_pause:?}"),
+            ),
+            (
+                "longest_delivery_pause",
+                format!("{longest_delivery_pause:?}"),
+            ),
+        ],
+    );
+    assert!(
+        published.failed.is_empty(),
+        "the application saw failed publishes: {:?}",
+        published.failed
+    );
+    assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+    assert_eq!(
+        stored.len(),
+        published.acked.len(),
+        "each event stored exactly once"
+    );
+    assert_eq!(keys.len(), stored.len(), "each idempotency key stored once");
+    assert!(
+        keys.iter().all(|key| !key.is_empty()),
+        "every SDK publish carries a generated idempotency key"
+    );
 }

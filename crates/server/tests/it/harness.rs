@@ -553,12 +553,19 @@ pub struct JetwayProcess {
 }
 
 impl JetwayProcess {
-    /// Runs the binary against `nats_url` and returns once `/readyz` answers 200.
+    /// Runs the binary against `nats_url` on free ports and returns once `/readyz` answers 200.
     pub async fn spawn(nats_url: &str) -> JetwayProcess {
+        JetwayProcess::spawn_on(nats_url, 0, 0).await
+    }
+
+    /// Runs the binary against `nats_url` on the given gRPC and health ports (0: a free one) and
+    /// returns once `/readyz` answers 200.
+    pub async fn spawn_on(nats_url: &str, grpc_port: u16, health_port: u16) -> JetwayProcess {
+        let (grpc_port, health_port) = (grpc_port.to_string(), health_port.to_string());
         let mut child = jetway_server(&[
             ("NATS_URL", nats_url),
-            ("GRPC_PORT", "0"),
-            ("HEALTH_PORT", "0"),
+            ("GRPC_PORT", &grpc_port),
+            ("HEALTH_PORT", &health_port),
             ("LISTEN_HOST", "127.0.0.1"),
         ])
         .spawn()
@@ -596,6 +603,22 @@ impl JetwayProcess {
             .connect()
             .await
             .expect("connect to jetway-server")
+    }
+
+    /// Stops the process with SIGTERM (a graceful shutdown, as an orchestrator's rolling restart
+    /// does) and waits for it to exit; returns its exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with a valid signal touches no memory; the child is not reaped yet, so
+        // its pid cannot belong to another process.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "send SIGTERM to jetway-server");
+        let child = &mut self.child;
+        eventually("jetway-server exits after SIGTERM", || {
+            let exited = child.try_wait().expect("the child's status");
+            async move { exited }
+        })
+        .await
     }
 
     /// Kills the process with SIGKILL (a crash: nothing is drained or nak'ed) and reaps it.
