@@ -19,6 +19,7 @@ pub mod live;
 pub mod names;
 pub mod pipeline;
 pub mod publish;
+mod publish_failure;
 pub mod reads;
 pub mod state;
 pub mod streams;

@@ -9,11 +9,7 @@ use std::{
 
 use async_nats::{
     HeaderMap, HeaderName, Subject,
-    jetstream::{
-        ErrorCode,
-        context::{PublishError as JsPublishError, PublishErrorKind},
-        message::PublishMessage,
-    },
+    jetstream::{context::PublishError as JsPublishError, message::PublishMessage},
 };
 use bytes::Bytes;
 use metrics::{Counter, Histogram};
@@ -24,6 +20,7 @@ use crate::{
     error::{Invalid, NatsError},
     format,
     names::validate_subject,
+    publish_failure::{self, Failure, Target},
     telemetry::{self, TraceContext},
 };
 
@@ -355,7 +352,8 @@ fn is_header_safe(value: &str) -> bool {
     value.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Sorts a failed JetStream publish to `subject` (`expected` and `size` as the message had them).
+/// Sorts a failed JetStream publish to `subject` (`expected` and `size` as the message had them;
+/// see [`publish_failure::sort`]).
 pub(crate) async fn classify(
     nats: &Nats,
     err: JsPublishError,
@@ -363,94 +361,29 @@ pub(crate) async fn classify(
     expected: Option<u64>,
     size: usize,
 ) -> PublishError {
-    match err.kind() {
-        PublishErrorKind::WrongLastSequence => PublishError::WrongLastId {
+    match publish_failure::sort(nats, &err, Target::Subject(subject)).await {
+        Failure::WrongLastSequence => PublishError::WrongLastId {
             subject: subject.to_owned(),
             expected: expected.unwrap_or_default(),
         },
-        PublishErrorKind::StreamNotFound => no_stream(nats, subject).await,
-        // Not looked up like an answer that is not an ack (below): when JetStream is slow, a whole
-        // window of publishes times out at once, and as many lookups would only add to its load.
-        PublishErrorKind::TimedOut if nats.is_connected() => PublishError::TimedOut,
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-            NatsError::Unavailable(format!("publishing to {subject}: {err}")).into()
-        }
-        PublishErrorKind::MaxPayloadExceeded => PublishError::TooLarge {
-            size,
-            limit: nats.max_payload(),
-        },
-        _ => match api_error(&err) {
-            Some(api) if api.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => {
-                let limit = stream_max_message_size(nats, subject).await;
-                PublishError::TooLarge {
-                    size,
-                    limit: limit.unwrap_or(0),
-                }
-            }
-            Some(api) if api.error_code() == ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => {
-                Invalid::new(
-                    "headers",
-                    "the event's headers (custom headers, the data type, idempotency key and trace \
-                     context together) exceed JetStream's limit of 64 KiB",
-                )
-                .into()
-            }
-            // A stream with discard policy `new` at one of its limits ("maximum messages exceeded").
-            Some(api)
-                if api.error_code() == ErrorCode::STREAM_STORE_FAILED
-                    && api.to_string().contains("maximum") =>
-            {
-                PublishError::StreamFull(NatsError::api(api).to_string())
-            }
-            Some(api) => NatsError::api(api).into(),
-            // Something other than JetStream answered (a core NATS service on a subject no stream
-            // captures), with something that is not an ack.
-            None => unless_no_stream(nats, subject, NatsError::other(&err).into()).await,
-        },
-    }
-}
-
-fn api_error(err: &JsPublishError) -> Option<&async_nats::jetstream::Error> {
-    std::error::Error::source(err)?.downcast_ref()
-}
-
-/// "No responders" means no stream captures the subject, unless JetStream itself is not answering
-/// (e.g. just after a NATS restart); asking for the stream by subject tells the two apart.
-async fn no_stream(nats: &Nats, subject: &str) -> PublishError {
-    match stream_capturing(nats, subject).await {
-        Ok(None) => PublishError::NoStream(subject.to_owned()),
-        Ok(Some(stream)) => {
+        Failure::NoStream => PublishError::NoStream(subject.to_owned()),
+        Failure::Unanswered { stream } => {
             NatsError::Unavailable(format!("stream {stream} did not answer the publish")).into()
         }
-        Err(err) => err.into(),
+        Failure::TimedOut => PublishError::TimedOut,
+        Failure::Disconnected(cause) => {
+            NatsError::Unavailable(format!("publishing to {subject}: {cause}")).into()
+        }
+        Failure::TooLarge { limit } => PublishError::TooLarge { size, limit },
+        Failure::HeadersTooLarge(_) => Invalid::new(
+            "headers",
+            "the event's headers (custom headers, the data type, idempotency key and trace \
+             context together) exceed JetStream's limit of 64 KiB",
+        )
+        .into(),
+        Failure::StreamFull(api) => PublishError::StreamFull(api.to_string()),
+        Failure::Api(err) | Failure::Nats(err) => err.into(),
     }
-}
-
-/// `NoStream` when no stream captures `subject`, else `otherwise`.
-async fn unless_no_stream(nats: &Nats, subject: &str, otherwise: PublishError) -> PublishError {
-    match stream_capturing(nats, subject).await {
-        Ok(None) => PublishError::NoStream(subject.to_owned()),
-        _ => otherwise,
-    }
-}
-
-/// The stream that captures `subject`, `None` when none does.
-async fn stream_capturing(nats: &Nats, subject: &str) -> Result<Option<String>, NatsError> {
-    use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
-    match nats.jetstream().stream_by_subject(subject).await {
-        Ok(stream) => Ok(Some(stream)),
-        Err(err) if err.kind() == K::NotFound => Ok(None),
-        Err(err) => Err(NatsError::Unavailable(format!(
-            "looking up the stream of {subject}: {err}"
-        ))),
-    }
-}
-
-async fn stream_max_message_size(nats: &Nats, subject: &str) -> Option<usize> {
-    let js = nats.jetstream();
-    let name = stream_capturing(nats, subject).await.ok()??;
-    let stream = js.get_stream(name).await.ok()?;
-    usize::try_from(stream.cached_info().config.max_message_size).ok()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use async_nats::{
     jetstream::{
         ErrorCode,
         consumer::push::{OrderedError, OrderedErrorKind},
-        context::{PublishError as JsPublishError, PublishErrorKind},
+        context::PublishError as JsPublishError,
         kv,
         message::PublishMessage,
         stream::{self, DiscardPolicy},
@@ -34,6 +34,7 @@ use crate::{
     error::{Classify, Invalid, NatsError},
     format,
     names::{validate_key, validate_key_filter, validate_name},
+    publish_failure::{self, Failure, Target},
     streams::{
         ApplyError, DEFAULT_DEDUPE_WINDOW, MAX_SEQUENCE, Storage, apply_config,
         is_placement_refusal, placement_message, starting_config,
@@ -600,6 +601,8 @@ async fn publish(
     }
 }
 
+/// Sorts a failed write of `key` to `store` (`expected` and `size` as the message had them; see
+/// [`publish_failure::sort`]).
 async fn classify_write(
     nats: &Nats,
     err: JsPublishError,
@@ -608,56 +611,32 @@ async fn classify_write(
     expected: Option<u64>,
     size: usize,
 ) -> WriteError {
-    match err.kind() {
-        PublishErrorKind::WrongLastSequence => WriteError::WrongRevision {
+    let stream = stream_name(store);
+    match publish_failure::sort(nats, &err, Target::Stream(&stream)).await {
+        Failure::WrongLastSequence => WriteError::WrongRevision {
             key: key.to_owned(),
             expected: expected.unwrap_or_default(),
         },
-        // "No responders": no stream captures the subject, unless JetStream itself is not answering
-        // (e.g. just after a NATS restart). Looking the store up tells the two apart.
-        PublishErrorKind::StreamNotFound => match store_exists(nats, store).await {
-            Ok(false) => WriteError::StoreNotFound(store.to_owned()),
-            Ok(true) => {
-                NatsError::Unavailable(format!("store {store} did not answer the write")).into()
-            }
-            Err(e) => e.into(),
-        },
-        PublishErrorKind::TimedOut if nats.is_connected() => WriteError::TimedOut,
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-            NatsError::Unavailable(format!("writing to store {store}: {err}")).into()
+        Failure::NoStream => WriteError::StoreNotFound(store.to_owned()),
+        Failure::Unanswered { .. } => {
+            NatsError::Unavailable(format!("store {store} did not answer the write")).into()
         }
-        PublishErrorKind::MaxPayloadExceeded => WriteError::TooLarge {
-            size,
-            limit: nats.max_payload(),
-        },
-        _ => match std::error::Error::source(&err)
-            .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
-        {
-            Some(api) if api.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => {
-                WriteError::TooLarge {
-                    size,
-                    limit: max_value_size(nats, store).await.unwrap_or(0),
-                }
-            }
-            Some(api) => WriteError::from_nats(NatsError::api(api), store),
-            None => NatsError::other(&err).into(),
-        },
+        Failure::TimedOut => WriteError::TimedOut,
+        Failure::Disconnected(cause) => {
+            NatsError::Unavailable(format!("writing to store {store}: {cause}")).into()
+        }
+        Failure::TooLarge { limit } => WriteError::TooLarge { size, limit },
+        // A store's own headers are a few bytes, and a full store is reported as the API error it
+        // has always been.
+        Failure::HeadersTooLarge(api) | Failure::StreamFull(api) | Failure::Api(api) => {
+            WriteError::from_nats(api, store)
+        }
+        Failure::Nats(err) => err.into(),
     }
 }
 
 async fn store_exists(nats: &Nats, store: &str) -> Result<bool, NatsError> {
-    match nats.jetstream().get_stream(stream_name(store)).await {
-        Ok(_) => Ok(true),
-        Err(err) => match err.classify() {
-            e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => Ok(false),
-            e => Err(e),
-        },
-    }
-}
-
-async fn max_value_size(nats: &Nats, store: &str) -> Option<usize> {
-    let stream = nats.jetstream().get_stream(stream_name(store)).await.ok()?;
-    usize::try_from(stream.cached_info().config.max_message_size).ok()
+    publish_failure::stream_exists(nats, &stream_name(store)).await
 }
 
 /// The bucket handle for the long-lived reads.

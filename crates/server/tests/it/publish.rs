@@ -380,3 +380,55 @@ async fn a_full_stream_that_discards_new_events_is_resource_exhausted() {
         "nothing more stored"
     );
 }
+
+/// JetStream reports every limit of a discard-new stream under one generic "store failed" code;
+/// the byte and per-subject limits are told apart from a failing store like the event count is.
+#[tokio::test]
+async fn each_limit_of_a_stream_that_discards_new_events_is_resource_exhausted() {
+    use jetway_api::windshift::events::v1alpha1::ensure_stream_request::{
+        DiscardPolicy, RetentionPolicy,
+    };
+    let mut env = Env::start().await;
+    let limits = [
+        (
+            "bytes",
+            RetentionPolicy {
+                max_bytes: Some(300),
+                ..Default::default()
+            },
+            "maximum bytes",
+        ),
+        (
+            "persubject",
+            RetentionPolicy {
+                max_events_per_subject: Some(1),
+                discard_new_per_subject: Some(true),
+                ..Default::default()
+            },
+            "maximum messages per subject",
+        ),
+    ];
+    for (name, policy, limit) in limits {
+        let mut request = stream_request(name, &[&format!("{name}.>")]);
+        request.retention_policy = Some(RetentionPolicy {
+            discard_policy: Some(DiscardPolicy::New as i32),
+            ..policy
+        });
+        env.client
+            .ensure_stream(request)
+            .await
+            .expect("ensure stream");
+        let subject = format!("{name}.a");
+        let first = env.publish(&subject, "fits").await;
+        let full = env
+            .client
+            .publish_event(publish_request(&subject, &"x".repeat(300)))
+            .await;
+        assert_status(full, Code::ResourceExhausted, limit);
+        assert_eq!(
+            env.stream_info(name).await.state.last_sequence,
+            first,
+            "{name}: nothing more stored"
+        );
+    }
+}
