@@ -51,7 +51,7 @@ struct Args {
     /// Seconds per round.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
-    /// Concurrent callers of P2, of H1 and of the key-value throughput rounds.
+    /// Concurrent callers of P2, of P2s, of H1 and of the key-value throughput rounds.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Publishes in flight in P1, and events in flight per consumer in C1, E1 and M1/M2 (1 to 1024).
@@ -370,12 +370,25 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
     if selected(args, "P2") {
         let c = args.concurrency;
         let (d, j) = alternate("P2", args.repeat, |path| {
-            bench.unary_publish(path, c, amount)
+            bench.unary_publish(path, c, amount, false)
         })
         .await?;
         results.push(Scenario::new(
             "P2",
             format!("unary publish, {c} concurrent callers"),
+            Some(d),
+            Some(j),
+        ));
+    }
+    if selected(args, "P2s") {
+        let c = args.concurrency;
+        let (d, j) = alternate("P2s", args.repeat, |path| {
+            bench.unary_publish(path, c, amount, true)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "P2s",
+            format!("jetway-client publish, {c} concurrent callers"),
             Some(d),
             Some(j),
         ));

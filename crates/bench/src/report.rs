@@ -97,6 +97,7 @@ pub fn evaluate(scenarios: &mut [Scenario]) {
         let goal = match scenario.id.as_str() {
             "P1" => ratio_goal(0.90),
             "P2" => ratio_goal(0.50),
+            "P2s" => ratio_goal(0.80),
             "C1" => ratio_goal(0.85),
             "P3" => latency_goal(scenario, &[(0.5, h0_p50, 30.0), (0.99, h0_p99, 150.0)]),
             // Other loads explore where the queues start; the goal is not theirs.

@@ -259,29 +259,38 @@ impl Bench {
         Ok(throughput(sent, start.elapsed(), self.since(&mark, path)))
     }
 
-    /// P2: `concurrency` callers, each publishing and waiting for the answer before the next.
+    /// P2 and P2s: `concurrency` callers, each publishing and waiting for the answer before the
+    /// next. On the Jetway path P2 calls PublishEvent itself; P2s (`sdk`) calls jetway-client's
+    /// `publish_raw`, which carries concurrent publishes over its one shared PublishStream.
     pub async fn unary_publish(
         &self,
         path: Path,
         concurrency: usize,
         amount: Amount,
+        sdk: bool,
     ) -> Result<Round> {
         self.reset_stream().await?;
         let body = payload(self.size);
         let js = Arc::new(self.js(concurrency));
         let client = EventsServiceClient::new(self.channel.clone());
+        let sdk = sdk.then(|| jetway_client::Client::from_channel(self.channel.clone()));
         let mark = self.mark();
         let (done, elapsed) = concurrent(concurrency, amount, move |_| {
-            let (js, mut client, body) = (js.clone(), client.clone(), body.clone());
+            let (js, mut client, sdk, body) =
+                (js.clone(), client.clone(), sdk.clone(), body.clone());
             async move {
-                match path {
-                    Path::Direct => {
+                match (path, sdk) {
+                    (Path::Direct, _) => {
                         js.send_publish(SUBJECT, direct_message(&body))
                             .await?
                             .await?;
                     }
-                    Path::Jetway => {
+                    (Path::Jetway, None) => {
                         client.publish_event(jetway_event(&body)).await?;
+                    }
+                    (Path::Jetway, Some(sdk)) => {
+                        sdk.publish_raw(SUBJECT, TYPE_NAME, body, &Default::default())
+                            .await?;
                     }
                 }
                 Ok(())

@@ -21,8 +21,9 @@ use tonic::{
 };
 
 use crate::{
-    Error, RetryPolicy, consumers::Consumers, dead_letters::DeadLetters, endpoints::Endpoints,
-    fetch::Fetcher, state::Store, streams::Streams, trace,
+    DEFAULT_PUBLISH_WINDOW, Error, RetryPolicy, consumers::Consumers, dead_letters::DeadLetters,
+    endpoints::Endpoints, fetch::Fetcher, shared_stream::SharedStream, state::Store,
+    streams::Streams, trace,
 };
 
 /// The URL the CLI and the examples use when none is given: a local server on the default port.
@@ -67,6 +68,9 @@ pub struct Client {
     pub(crate) state_ext: ExtStateClient<Transport>,
     request_timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
+    /// The stream concurrent publishes share; `None` when publishes are unary
+    /// ([`ClientBuilder::shared_publish_stream`]).
+    pub(crate) shared_stream: Option<Arc<SharedStream>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -74,6 +78,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
+            .field("shared_stream", &self.shared_stream)
             .finish_non_exhaustive()
     }
 }
@@ -221,6 +226,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
     retry: RetryPolicy,
+    publish_window: Option<usize>,
     tls: Option<ClientTlsConfig>,
     metadata: Vec<(String, String)>,
 }
@@ -233,12 +239,14 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], publishes retried by
-    /// [`RetryPolicy::new`], TLS with the system's roots for `https://` URLs, no metadata.
+    /// [`RetryPolicy::new`], publishes sharing one stream with a window of
+    /// [`DEFAULT_PUBLISH_WINDOW`], TLS with the system's roots for `https://` URLs, no metadata.
     pub fn new() -> ClientBuilder {
         ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             retry: RetryPolicy::new(),
+            publish_window: Some(DEFAULT_PUBLISH_WINDOW),
             tls: None,
             metadata: Vec::new(),
         }
@@ -262,6 +270,31 @@ impl ClientBuilder {
     /// bounds all its attempts together.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Whether publishes share one `PublishStream` (the default) or each make a unary
+    /// `PublishEvent` call.
+    ///
+    /// Shared (the default): concurrent publishes of this client and its clones travel over one
+    /// stream, opened by the first publish and again after it breaks, so many callers cost about
+    /// one stream's worth of HTTP/2 work instead of one call each. Each publish still gets its own id or its own error, and is retried like a unary
+    /// one (see [`ClientBuilder::retry_policy`]). A publish made inside a traced span is sent
+    /// unary, so the event carries that span's trace context (the stream carries none).
+    ///
+    /// Unary (`false`): every publish is its own call, as in the other languages' clients.
+    pub fn shared_publish_stream(mut self, shared: bool) -> Self {
+        self.publish_window =
+            shared.then_some(self.publish_window.unwrap_or(DEFAULT_PUBLISH_WINDOW));
+        self
+    }
+
+    /// How many publishes may wait for their answer on the shared stream at once (default
+    /// [`DEFAULT_PUBLISH_WINDOW`]; 0 counts as 1). A further publish waits for one of them to be
+    /// answered, within its request timeout (then DEADLINE_EXCEEDED): back-pressure instead of a
+    /// queue. Turns the shared stream on.
+    pub fn publish_window(mut self, window: usize) -> Self {
+        self.publish_window = Some(window.max(1));
         self
     }
 
@@ -435,6 +468,9 @@ impl ClientBuilder {
             state_ext: ExtStateClient::with_interceptor(channel, interceptor),
             request_timeout: self.request_timeout,
             retry: self.retry,
+            shared_stream: self
+                .publish_window
+                .map(|window| Arc::new(SharedStream::new(window))),
         }
     }
 }

@@ -69,6 +69,7 @@ mod fetch;
 mod publish;
 mod reads;
 mod retry;
+mod shared_stream;
 mod state;
 mod streams;
 mod subject;
@@ -92,6 +93,7 @@ pub use fetch::{FetchOptions, Fetched, Fetcher, Settled};
 pub use publish::PublishOptions;
 pub use reads::{EventStream, Payload, ReadOptions, StoredEvent};
 pub use retry::{DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, RetryPolicy};
+pub use shared_stream::DEFAULT_PUBLISH_WINDOW;
 pub use state::{Entry, Operation, Store, Watch, WatchEntry, WatchStart};
 pub use streams::{
     DiscardPolicy, StartPosition, StorageType, StreamOptions, StreamSource, Streams,

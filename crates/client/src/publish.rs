@@ -3,8 +3,10 @@
 //! protobuf message (JSON, text, ...) with their content type, and [`PublishOptions`] adds custom
 //! headers, an idempotency key, an event time or an optimistic-concurrency check.
 //!
-//! Every publish goes through `jetway.events.v1.PublishEvent`, which stores a message exactly as
-//! Windshift's PublishEvent does and also takes headers and raw bytes.
+//! By default concurrent publishes share one `jetway.events.v1.PublishStream` (see
+//! [`ClientBuilder::shared_publish_stream`](crate::ClientBuilder::shared_publish_stream)); without
+//! it, each is a `jetway.events.v1.PublishEvent` call. Both store a message exactly as Windshift's
+//! PublishEvent does and also take headers and raw bytes.
 
 use std::{collections::BTreeMap, time::SystemTime};
 
@@ -14,7 +16,7 @@ use jetway_api::{
 };
 use prost::bytes::Bytes;
 
-use crate::{Client, Error, retry};
+use crate::{Client, Error, retry, trace};
 
 /// Optional settings of one publish.
 ///
@@ -86,6 +88,12 @@ impl Client {
     /// the same key by the client's [`RetryPolicy`](crate::RetryPolicy), within its request
     /// timeout. An event is therefore stored at least once, and once only within the stream's
     /// deduplication window.
+    ///
+    /// Concurrent publishes share one stream (see
+    /// [`ClientBuilder::shared_publish_stream`](crate::ClientBuilder::shared_publish_stream)):
+    /// each still gets its own id or error (a FAILED_PRECONDITION fails only its own call), but
+    /// publishes that are in flight together may be stored in any order; await one publish
+    /// before the next where order matters.
     ///
     /// ```no_run
     /// use jetway_api::windshift::test::v1::StringValue;
@@ -187,11 +195,24 @@ impl Client {
             idempotency_key: options.idempotency_key.clone(),
             expected_last_id: options.expected_last_id,
         });
+        // A traced caller goes unary: the shared stream carries no one caller's trace context.
+        let shared = self
+            .shared_stream
+            .as_deref()
+            .filter(|_| trace::current().is_none());
         self.retry
             .run(self.request_timeout(), |left| {
                 let mut events = self.events_ext.clone();
-                let request = self.request_within(request.clone(), left);
-                async move { Ok(events.publish_event(request).await?.into_inner().id) }
+                let request = request.clone();
+                async move {
+                    match shared {
+                        Some(stream) => stream.publish(&events, request, left).await,
+                        None => {
+                            let request = self.request_within(request, left);
+                            Ok(events.publish_event(request).await?.into_inner().id)
+                        }
+                    }
+                }
             })
             .await
     }

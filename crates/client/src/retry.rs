@@ -1,5 +1,5 @@
 //! Safe, bounded retries of publishes: [`RetryPolicy`] (how many attempts, what backoff) and the
-//! one mechanism every publish path goes through, unary today and the batched publisher later:
+//! one mechanism every publish path goes through, unary and over the shared stream:
 //! [`keyed`] gives a publish without a caller key a generated idempotency key, so that sending it
 //! again cannot store it twice within the stream's duplicate window, and [`RetryPolicy::run`]
 //! repeats an attempt after a transient failure, within the call's deadline.

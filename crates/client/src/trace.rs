@@ -14,17 +14,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// Adds `traceparent`, and `tracestate` when it is not empty, for the current span, if there is a
 /// valid one.
 pub(crate) fn inject(metadata: &mut MetadataMap) {
-    let from_tracing = tracing::Span::current().context();
-    let span_context = match from_tracing.span().span_context() {
-        valid if valid.is_valid() => valid.clone(),
-        _ => opentelemetry::Context::current()
-            .span()
-            .span_context()
-            .clone(),
-    };
-    if !span_context.is_valid() {
+    let Some(span_context) = current() else {
         return;
-    }
+    };
     if let Ok(value) = AsciiMetadataValue::try_from(traceparent(&span_context)) {
         metadata.insert("traceparent", value);
     }
@@ -34,6 +26,19 @@ pub(crate) fn inject(metadata: &mut MetadataMap) {
     {
         metadata.insert("tracestate", value);
     }
+}
+
+/// The caller's current span context, if there is a valid one: what [`inject`] sends.
+pub(crate) fn current() -> Option<SpanContext> {
+    let from_tracing = tracing::Span::current().context();
+    let span_context = match from_tracing.span().span_context() {
+        valid if valid.is_valid() => valid.clone(),
+        _ => opentelemetry::Context::current()
+            .span()
+            .span_context()
+            .clone(),
+    };
+    span_context.is_valid().then_some(span_context)
 }
 
 /// The W3C `traceparent` header value: version 00, trace id, parent (span) id, flags.

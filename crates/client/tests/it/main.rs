@@ -8,6 +8,7 @@ mod delivery;
 mod failover;
 mod reads;
 mod server;
+mod shared_stream;
 mod state;
 
 use std::time::Duration;
