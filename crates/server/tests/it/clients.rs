@@ -22,6 +22,18 @@ pub async fn events(env: &Env) -> EventsServiceClient<Channel> {
     EventsServiceClient::new(env.jetway.channel().await)
 }
 
+/// A `jetway.events.v1` client on the environment's Jetway, with a stream `orders` (`orders.>`)
+/// and a pull consumer `worker` on it: the setup the Fetch tests share.
+pub async fn orders_worker(env: &mut Env) -> EventsServiceClient<Channel> {
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = events(env).await;
+    client
+        .ensure_consumer(consumer("orders", "worker", &["orders.>"]))
+        .await
+        .unwrap();
+    client
+}
+
 /// A client of `jetway.admin.v1.AdminService` on the environment's Jetway.
 pub async fn admin(env: &Env) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(env.jetway.channel().await)

@@ -216,12 +216,7 @@ async fn an_unsettled_fetch_comes_back_after_the_processing_timeout_and_the_new_
 #[tokio::test]
 async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
     let mut env = Env::start().await;
-    env.stream("orders", &["orders.>"]).await;
-    let mut client = clients::events(&env).await;
-    client
-        .ensure_consumer(consumer("orders", "worker", &["orders.>"]))
-        .await
-        .unwrap();
+    let mut client = clients::orders_worker(&mut env).await;
     // Made directly: Jetway makes only pull consumers with explicit acks.
     let orders = env.js.get_stream("orders").await.unwrap();
     orders
@@ -652,12 +647,7 @@ fn sized(subject: &str, size: usize) -> api::PublishEventRequest {
 #[tokio::test]
 async fn a_fetch_returns_fewer_events_when_more_would_exceed_3_mib() {
     let mut env = Env::start().await;
-    env.stream("orders", &["orders.>"]).await;
-    let mut client = clients::events(&env).await;
-    client
-        .ensure_consumer(consumer("orders", "worker", &["orders.>"]))
-        .await
-        .unwrap();
+    let mut client = clients::orders_worker(&mut env).await;
     for _ in 0..5 {
         publish(&mut client, sized("orders.big", 900_000)).await;
     }

@@ -475,16 +475,11 @@ async fn metrics_count_publishes_and_deliveries() {
 /// `path="fetch"`.
 #[tokio::test]
 async fn metrics_count_the_fetch_path_under_its_own_label() {
-    use crate::clients::{self, consumer, publish, typed};
+    use crate::clients::{self, publish, typed};
     use jetway_api::jetway::events::v1::{AckRequest, FetchRequest, RejectRequest};
 
     let mut env = Env::start().await;
-    env.stream("orders", &["orders.>"]).await;
-    let mut client = clients::events(&env).await;
-    client
-        .ensure_consumer(consumer("orders", "worker", &["orders.>"]))
-        .await
-        .unwrap();
+    let mut client = clients::orders_worker(&mut env).await;
     for i in 0..3 {
         publish(&mut client, typed("orders.created", &i.to_string())).await;
     }
