@@ -6,6 +6,9 @@
 //! carries the small conversions between them and `std::time` that prost-types would otherwise
 //! provide.
 
+// Each generated module allows `missing_docs` (prost copies proto comments, and not every proto item has
+// one) and `clippy::all` (generated code is not ours to restyle); the hand-written code here is linted.
+
 /// `google.protobuf`: the well-known types used by the API.
 pub mod google {
     /// `google.protobuf` messages.

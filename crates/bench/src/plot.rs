@@ -31,7 +31,7 @@ const BOTTOM: usize = 70;
 const SCALE: usize = 2;
 
 /// One line: a name for the legend and a y value per x label.
-pub struct Series {
+pub(crate) struct Series {
     /// Legend text.
     pub name: String,
     /// One value per x label.
@@ -39,7 +39,7 @@ pub struct Series {
 }
 
 /// One chart.
-pub struct Panel {
+pub(crate) struct Panel {
     /// Title above the chart.
     pub title: String,
     /// Label of each point along x.
@@ -53,7 +53,7 @@ pub struct Panel {
 }
 
 /// Draws the panels side by side and writes them to `path` as a PNG.
-pub fn write(path: &Path, panels: &[Panel]) -> Result<()> {
+pub(crate) fn write(path: &Path, panels: &[Panel]) -> Result<()> {
     let mut canvas = Canvas::new(PANEL_WIDTH * panels.len(), HEIGHT);
     for (i, panel) in panels.iter().enumerate() {
         canvas.panel(i * PANEL_WIDTH, panel);

@@ -8,10 +8,10 @@ use crate::stats::{PERCENTILES, Side, ratio, round2};
 
 /// E1's rate as a fraction of the direct maximum, where the issue states E1's goal: the default of
 /// `--e1-load`, and the only load E1 is judged at.
-pub const E1_GOAL_LOAD: f64 = 0.5;
+pub(crate) const E1_GOAL_LOAD: f64 = 0.5;
 
 /// One scenario's results.
-pub struct Scenario {
+pub(crate) struct Scenario {
     /// Its id, e.g. `P1`.
     pub id: String,
     /// What it measures.
@@ -27,7 +27,7 @@ pub struct Scenario {
 }
 
 /// A goal of the issue, as checked in this run.
-pub struct Goal {
+pub(crate) struct Goal {
     /// The bound, with this run's numbers filled in.
     pub target: String,
     /// Whether it was met.
@@ -36,7 +36,12 @@ pub struct Goal {
 
 impl Scenario {
     /// A scenario with both sides, or only Jetway's.
-    pub fn new(id: &str, title: String, direct: Option<Side>, jetway: Option<Side>) -> Scenario {
+    pub(crate) fn new(
+        id: &str,
+        title: String,
+        direct: Option<Side>,
+        jetway: Option<Side>,
+    ) -> Scenario {
         Scenario {
             id: id.into(),
             title,
@@ -48,7 +53,7 @@ impl Scenario {
     }
 
     /// Jetway/direct for throughput, direct/Jetway for latency.
-    pub fn ratio(&self) -> Option<f64> {
+    pub(crate) fn ratio(&self) -> Option<f64> {
         ratio(self.direct.as_ref()?, self.jetway.as_ref()?)
     }
 
@@ -79,7 +84,7 @@ impl Scenario {
 }
 
 /// Checks the issue's goals against this run, where the run has what a goal needs.
-pub fn evaluate(scenarios: &mut [Scenario]) {
+pub(crate) fn evaluate(scenarios: &mut [Scenario]) {
     let find = |id: &str| scenarios.iter().find(|s| s.id == id);
     let floor = |q: f64| find("H0")?.jetway.as_ref()?.percentile_us(q);
     let (h0_p50, h0_p99) = (floor(0.5), floor(0.99));
@@ -156,7 +161,7 @@ fn quantile_name(q: f64) -> String {
 }
 
 /// The whole run as one JSON object.
-pub fn json(header: Map<String, Value>, scenarios: &[Scenario]) -> Value {
+pub(crate) fn json(header: Map<String, Value>, scenarios: &[Scenario]) -> Value {
     let mut out = header;
     out.insert(
         "scenarios".into(),
@@ -167,7 +172,7 @@ pub fn json(header: Map<String, Value>, scenarios: &[Scenario]) -> Value {
 
 /// The human table: per scenario a title line with the goal, then a line per measure with both
 /// sides and the ratio.
-pub fn table(scenarios: &[Scenario]) -> String {
+pub(crate) fn table(scenarios: &[Scenario]) -> String {
     let mut out = format!(
         "{:<26} {:>12} {:>12} {:>7}\n",
         "measure", "direct", "jetway", "ratio"

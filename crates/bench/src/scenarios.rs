@@ -74,7 +74,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which path a round measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub(crate) enum Path {
     /// async-nats to nats-server.
     Direct,
     /// gRPC to jetway-server.
@@ -92,7 +92,7 @@ impl std::fmt::Display for Path {
 
 /// How much one round does.
 #[derive(Debug, Clone, Copy)]
-pub enum Amount {
+pub(crate) enum Amount {
     /// This many events or round trips.
     Count(u64),
     /// As many as fit in this time.
@@ -109,7 +109,7 @@ impl Amount {
     }
 
     /// A duration for the scenarios that run open loop: the duration, or `count` at `rate`.
-    pub fn as_duration(self, rate: f64) -> Duration {
+    pub(crate) fn as_duration(self, rate: f64) -> Duration {
         match self {
             Amount::For(time) => time,
             Amount::Count(n) => Duration::from_secs_f64(n as f64 / rate.max(1.0)),
@@ -119,7 +119,7 @@ impl Amount {
 
 /// The key-value operation of a K1 round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvOp {
+pub(crate) enum KvOp {
     /// Read a key.
     Get,
     /// Write a key.
@@ -127,7 +127,7 @@ pub enum KvOp {
 }
 
 /// The connections and settings every scenario shares.
-pub struct Bench {
+pub(crate) struct Bench {
     /// The direct NATS connection.
     pub nats: async_nats::Client,
     /// The gRPC channel to Jetway; every call of a round shares it.
@@ -220,7 +220,7 @@ impl Bench {
     }
 
     /// P1 and the scaling curves: publishing with `window` publishes in flight.
-    pub async fn stream_publish(
+    pub(crate) async fn stream_publish(
         &self,
         path: Path,
         window: usize,
@@ -237,8 +237,10 @@ impl Bench {
                 let mut acks = FuturesUnordered::new();
                 let mut sent = 0;
                 while amount.more(sent, start) {
-                    if acks.len() >= window {
-                        acks.next().await.expect("acks are pending")?;
+                    if acks.len() >= window
+                        && let Some(ack) = acks.next().await
+                    {
+                        ack?;
                     }
                     acks.push(
                         js.send_publish(SUBJECT, direct_message(&body))
@@ -262,7 +264,7 @@ impl Bench {
     /// P2 and P2s: `concurrency` callers, each publishing and waiting for the answer before the
     /// next. On the Jetway path P2 calls PublishEvent itself; P2s (`sdk`) calls jetway-client's
     /// `publish_raw`, which carries concurrent publishes over its one shared PublishStream.
-    pub async fn unary_publish(
+    pub(crate) async fn unary_publish(
         &self,
         path: Path,
         concurrency: usize,
@@ -301,7 +303,7 @@ impl Bench {
     }
 
     /// P3: publish latency, one at a time.
-    pub async fn publish_latency(&self, path: Path, amount: Amount) -> Result<Round> {
+    pub(crate) async fn publish_latency(&self, path: Path, amount: Amount) -> Result<Round> {
         self.reset_stream().await?;
         let body = payload(self.size);
         let js = self.js(1);
@@ -328,7 +330,7 @@ impl Bench {
     }
 
     /// H0: the round trip of `grpc.health.v1.Health/Check` on the same channel.
-    pub async fn health_latency(&self, amount: Amount) -> Result<Round> {
+    pub(crate) async fn health_latency(&self, amount: Amount) -> Result<Round> {
         let health = HealthClient::new(self.channel.clone());
         let mark = self.mark();
         let (histogram, done) = timed(amount, self.warmup, || check(health.clone())).await?;
@@ -338,7 +340,11 @@ impl Bench {
     /// H1: the most unary calls per second the channel carries: `concurrency` callers of
     /// `grpc.health.v1.Health/Check`, which does no work and touches no NATS. A unary publish (P2)
     /// does all of that and more, so it cannot go faster.
-    pub async fn health_throughput(&self, concurrency: usize, amount: Amount) -> Result<Round> {
+    pub(crate) async fn health_throughput(
+        &self,
+        concurrency: usize,
+        amount: Amount,
+    ) -> Result<Round> {
         let health = HealthClient::new(self.channel.clone());
         let mark = self.mark();
         let (done, elapsed) =
@@ -347,7 +353,7 @@ impl Bench {
     }
 
     /// C1: `count` stored events consumed and acked, `window` unacked at most.
-    pub async fn consume(&self, path: Path, window: usize, count: u64) -> Result<Round> {
+    pub(crate) async fn consume(&self, path: Path, window: usize, count: u64) -> Result<Round> {
         let stream = self.reset_stream().await?;
         self.fill(count).await?;
         let consumer = self.consumer(&stream, "c1", window).await?;
@@ -380,8 +386,10 @@ impl Bench {
         let body = payload(self.size);
         let mut acks = FuturesUnordered::new();
         for _ in 0..count {
-            if acks.len() >= 1024 {
-                acks.next().await.expect("acks are pending")?;
+            if acks.len() >= 1024
+                && let Some(ack) = acks.next().await
+            {
+                ack?;
             }
             acks.push(
                 js.send_publish(SUBJECT, direct_message(&body))
@@ -398,7 +406,7 @@ impl Bench {
     /// E1: the time from handing an event to the client library until a consumer receives it,
     /// publishing open loop at `rate` events per second for `duration`. The first tenth is warmup.
     /// An infinite rate publishes as fast as the path takes events.
-    pub async fn end_to_end(
+    pub(crate) async fn end_to_end(
         &self,
         path: Path,
         window: usize,
@@ -411,6 +419,10 @@ impl Bench {
         let warmup_until = (duration / 10).as_nanos() as u64;
         let (set_target, target) = watch::channel(u64::MAX);
         let record = move |histogram: &mut Histogram<u64>, body: &[u8]| {
+            #[expect(
+                clippy::expect_used,
+                reason = "every payload the bench sends starts with its 8-byte send time"
+            )]
             let sent = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
             if sent >= warmup_until {
                 let now = epoch.elapsed().as_nanos() as u64;
@@ -525,7 +537,7 @@ impl Bench {
     }
 
     /// K1 setup: the store, and the keys the reads read, written through Jetway.
-    pub async fn prepare_store(&self) -> Result<()> {
+    pub(crate) async fn prepare_store(&self) -> Result<()> {
         let js = jetstream::new(self.nats.clone());
         js.delete_key_value(STORE).await.ok();
         js.create_key_value(kv::Config {
@@ -546,7 +558,7 @@ impl Bench {
 
     /// K1: key-value reads or writes, by `concurrency` callers; one caller measures latency,
     /// several measure throughput.
-    pub async fn kv(
+    pub(crate) async fn kv(
         &self,
         path: Path,
         op: KvOp,
@@ -606,7 +618,7 @@ impl Bench {
 
     /// M1: Jetway's resident memory before and after opening `count` idle Events subscriptions
     /// that may each hold `window` events.
-    pub async fn idle_subscriptions(
+    pub(crate) async fn idle_subscriptions(
         &self,
         count: usize,
         window: usize,
@@ -629,8 +641,10 @@ impl Bench {
         let mut opening = FuturesUnordered::new();
         let mut open = Vec::new();
         for i in 0..count {
-            if opening.len() >= 50 {
-                open.push(opening.next().await.expect("opening")?);
+            if opening.len() >= 50
+                && let Some(opened) = opening.next().await
+            {
+                open.push(opened?);
             }
             let channel = channels[i % channels.len()].clone();
             opening.push(subscribe(channel, format!("m1-{}", i % consumers), window));
@@ -653,7 +667,11 @@ impl Bench {
 
     /// M2: Jetway's resident memory while `events` are published as fast as possible and one
     /// subscriber consumes slowly, so a backlog builds up in the stream.
-    pub async fn slow_consumer(&self, window: usize, events: u64) -> Result<serde_json::Value> {
+    pub(crate) async fn slow_consumer(
+        &self,
+        window: usize,
+        events: u64,
+    ) -> Result<serde_json::Value> {
         let pid = self
             .jetway_pid
             .ok_or("needs a jetway-server started by the bench")?;
@@ -856,7 +874,7 @@ where
 /// Connects a gRPC channel to Jetway. It accepts HTTP/2 frames up to 1 MiB, as jetway-client's
 /// channels do: h2 writes one frame at a time, so frames of the default 16 KiB mean many small writes
 /// for a busy Events stream.
-pub async fn connect(url: &str) -> Result<Channel> {
+pub(crate) async fn connect(url: &str) -> Result<Channel> {
     Ok(Channel::from_shared(url.to_owned())?
         .max_frame_size(1 << 20)
         .connect()
@@ -897,7 +915,9 @@ async fn publish_stream(
         tokio::spawn(async move {
             let mut sent = 0;
             while amount.more(sent, start) {
-                permits.acquire().await.expect("never closed").forget();
+                #[expect(clippy::expect_used, reason = "nothing closes the semaphore")]
+                let permit = permits.acquire().await.expect("never closed");
+                permit.forget();
                 let request = PublishStreamRequest {
                     correlation_id: sent,
                     event: Some(event.clone()),

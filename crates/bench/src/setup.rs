@@ -18,7 +18,7 @@ use crate::Result;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The servers under test, stopped when dropped.
-pub struct Servers {
+pub(crate) struct Servers {
     /// The NATS URL both paths use.
     pub nats_url: String,
     /// The Jetway URL (`http://host:port`).
@@ -38,7 +38,7 @@ impl Servers {
     /// of `cluster` nodes, whose CPU time is then not measured), and a jetway-server next to this
     /// executable (so it comes from the same build), configured through its environment.
     /// `max_pending` is the server's JetStream ack window.
-    pub fn start(
+    pub(crate) fn start(
         nats_url: Option<String>,
         jetway_url: Option<String>,
         cluster: Option<usize>,
@@ -52,6 +52,10 @@ impl Servers {
         let nats_url = match (nats_url, &cluster, &nats) {
             (Some(url), _, _) => url,
             (None, Some(cluster), _) => cluster.urls(),
+            #[expect(
+                clippy::expect_used,
+                reason = "without a URL or a cluster, a server was started above"
+            )]
             (None, None, nats) => nats.as_ref().expect("started").url(),
         };
         let nats_pid = nats.as_ref().and_then(NatsServer::pid);
@@ -101,6 +105,7 @@ impl JetwayProcess {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| format!("cannot run {}: {err}", binary.display()))?;
+        #[expect(clippy::expect_used, reason = "stderr is piped just above")]
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
         // Reads the log for the listening address, then keeps draining it so the server never
@@ -177,7 +182,7 @@ fn serving_address(line: &str) -> Option<String> {
 }
 
 /// CPU time (user + system) a process has used so far.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; the fields after it are plain. utime and stime are
     // fields 14 and 15 of the whole line, so 11 and 12 after the name.
@@ -190,7 +195,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// Resident memory of a process, in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -198,7 +203,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// What the numbers were measured on.
-pub fn machine() -> serde_json::Value {
+pub(crate) fn machine() -> serde_json::Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let cpu_model = cpuinfo
@@ -222,7 +227,7 @@ pub fn machine() -> serde_json::Value {
 }
 
 /// The checked-out commit, with `-dirty` when the work tree has changes; `unknown` outside git.
-pub fn git_sha() -> String {
+pub(crate) fn git_sha() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)

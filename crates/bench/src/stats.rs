@@ -7,19 +7,20 @@ use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
 /// A latency histogram in nanoseconds, from 1 ns to 100 s with 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
+#[expect(clippy::expect_used, reason = "the bounds are constants and valid")]
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
 }
 
 /// Records `elapsed` into `histogram`, clamped to its range.
-pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
+pub(crate) fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
     let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
     histogram.saturating_record(nanos.max(1));
 }
 
 /// CPU time used during a round, by process.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Cpu {
+pub(crate) struct Cpu {
     /// The bench itself (the clients).
     pub client: Duration,
     /// jetway-server (zero on the direct side).
@@ -30,7 +31,7 @@ pub struct Cpu {
 
 /// What one round measured.
 #[derive(Debug, Clone)]
-pub enum Measure {
+pub(crate) enum Measure {
     /// `events` completed in `elapsed`.
     Throughput { events: u64, elapsed: Duration },
     /// Round trips or deliveries, in nanoseconds.
@@ -39,7 +40,7 @@ pub enum Measure {
 
 /// One round of one side.
 #[derive(Debug, Clone)]
-pub struct Round {
+pub(crate) struct Round {
     /// The measurement.
     pub measure: Measure,
     /// Events the CPU time is spread over.
@@ -50,7 +51,7 @@ pub struct Round {
 
 /// The rounds of one side, combined.
 #[derive(Debug, Clone)]
-pub struct Side {
+pub(crate) struct Side {
     /// Events per second over all rounds, for throughput.
     pub msgs_per_s: Option<f64>,
     /// Merged latencies.
@@ -63,7 +64,7 @@ pub struct Side {
 
 impl Side {
     /// Combines rounds of one kind.
-    pub fn combine(rounds: &[Round]) -> Side {
+    pub(crate) fn combine(rounds: &[Round]) -> Side {
         let mut events = 0;
         let mut elapsed = Duration::ZERO;
         let mut latency: Option<Histogram<u64>> = None;
@@ -81,6 +82,10 @@ impl Side {
                 Measure::Latency(h) => {
                     per_round.push(h.value_at_quantile(0.5) as f64 / 1000.0);
                     match &mut latency {
+                        #[expect(
+                            clippy::expect_used,
+                            reason = "every histogram comes from `histogram()`, so the bounds match"
+                        )]
                         Some(merged) => merged.add(h).expect("same bounds"),
                         None => latency = Some(h.clone()),
                     }
@@ -112,13 +117,13 @@ impl Side {
     }
 
     /// A latency percentile in microseconds.
-    pub fn percentile_us(&self, quantile: f64) -> Option<f64> {
+    pub(crate) fn percentile_us(&self, quantile: f64) -> Option<f64> {
         let h = self.latency.as_ref()?;
         Some(h.value_at_quantile(quantile) as f64 / 1000.0)
     }
 
     /// The JSON form: `msgs_per_s` or `p50_us`..`p999_us`, CPU per event, and the rounds.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut out = Map::new();
         if let Some(rate) = self.msgs_per_s {
             out.insert("msgs_per_s".into(), json!(rate.round()));
@@ -146,7 +151,7 @@ impl Side {
 }
 
 /// The latency percentiles reported, by JSON name.
-pub const PERCENTILES: [(&str, f64); 4] = [
+pub(crate) const PERCENTILES: [(&str, f64); 4] = [
     ("p50_us", 0.5),
     ("p90_us", 0.9),
     ("p99_us", 0.99),
@@ -154,7 +159,7 @@ pub const PERCENTILES: [(&str, f64); 4] = [
 ];
 
 /// Higher is better: Jetway/direct for throughput, direct/Jetway for latency (at p50).
-pub fn ratio(direct: &Side, jetway: &Side) -> Option<f64> {
+pub(crate) fn ratio(direct: &Side, jetway: &Side) -> Option<f64> {
     match (direct.msgs_per_s, jetway.msgs_per_s) {
         (Some(d), Some(j)) if d > 0.0 => Some(j / d),
         _ => {
@@ -165,12 +170,12 @@ pub fn ratio(direct: &Side, jetway: &Side) -> Option<f64> {
 }
 
 /// Rounded to one decimal, for output.
-pub fn round1(value: f64) -> f64 {
+pub(crate) fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
 /// Rounded to two decimals, for output.
-pub fn round2(value: f64) -> f64 {
+pub(crate) fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 

@@ -11,7 +11,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 /// use key-value stores.
 #[derive(Debug, Parser)]
 #[command(name = "jetway", version)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The Jetway server's gRPC URL (https:// for TLS).
     #[arg(long, env = "JETWAY_URL", default_value = DEFAULT_URL, global = true)]
     pub server: String,
@@ -27,7 +27,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Declare, list, inspect, purge and delete streams.
     #[command(subcommand)]
     Stream(StreamCommand),
@@ -52,7 +52,7 @@ pub enum Command {
 
 /// `jetway stream ...`
 #[derive(Debug, Subcommand)]
-pub enum StreamCommand {
+pub(crate) enum StreamCommand {
     /// Create a stream, or update it to exactly these options (an omitted limit is removed).
     Ensure(StreamEnsureArgs),
     /// List every stream: events, bytes, consumers and subjects.
@@ -91,7 +91,7 @@ pub enum StreamCommand {
 
 /// Options of `jetway stream ensure`.
 #[derive(Debug, Args)]
-pub struct StreamEnsureArgs {
+pub(crate) struct StreamEnsureArgs {
     /// The stream's name (letters, digits, `_` and `-`).
     pub name: String,
     /// A subject the stream captures, wildcards allowed (repeatable).
@@ -125,7 +125,7 @@ pub struct StreamEnsureArgs {
 
 /// `--storage`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Storage {
+pub(crate) enum Storage {
     /// On disk.
     File,
     /// In memory.
@@ -134,7 +134,7 @@ pub enum Storage {
 
 /// Options of `jetway publish`.
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// The subject to publish on.
     #[arg(short = 't', long = "subject")]
     pub subject: String,
@@ -160,7 +160,7 @@ pub struct PublishArgs {
 
 /// Options of `jetway consume`.
 #[derive(Debug, Args)]
-pub struct ConsumeArgs {
+pub(crate) struct ConsumeArgs {
     /// The durable consumer's name: a new name starts at --from, a known one resumes.
     #[arg(short = 'n', long = "name")]
     pub consumer: String,
@@ -189,7 +189,7 @@ pub struct ConsumeArgs {
 
 /// Which stream holds a subject's events.
 #[derive(Debug, Args)]
-pub struct StreamTarget {
+pub(crate) struct StreamTarget {
     /// The stream that captures the subject (default: the stream whose subjects match it).
     #[arg(long)]
     pub stream: Option<String>,
@@ -201,7 +201,7 @@ pub struct StreamTarget {
 
 /// Options of `jetway read`.
 #[derive(Debug, Args)]
-pub struct ReadArgs {
+pub(crate) struct ReadArgs {
     /// The stream to read.
     pub stream: String,
     /// Where to start: start, end, seq:ID (an event id) or time:TIME (RFC 3339).
@@ -217,7 +217,7 @@ pub struct ReadArgs {
 
 /// `jetway dlq ...`
 #[derive(Debug, Subcommand)]
-pub enum DlqCommand {
+pub(crate) enum DlqCommand {
     /// List dead letters, oldest first.
     Ls(DlqLsArgs),
     /// Publish dead letters again on their original subjects, and remove them.
@@ -226,7 +226,7 @@ pub enum DlqCommand {
 
 /// Options of `jetway dlq ls`.
 #[derive(Debug, Args)]
-pub struct DlqLsArgs {
+pub(crate) struct DlqLsArgs {
     /// The dead-letter stream (default: every dead-letter stream).
     #[arg(long)]
     pub dlq: Option<String>,
@@ -244,7 +244,7 @@ pub struct DlqLsArgs {
 /// Options of `jetway dlq redrive`: ids or `--all`, one of them.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("which").args(["ids", "all"]).required(true)))]
-pub struct DlqRedriveArgs {
+pub(crate) struct DlqRedriveArgs {
     /// The dead letters, by id (as `jetway dlq ls` shows them).
     pub ids: Vec<u64>,
     /// Every dead letter (narrowed by --stream and --consumer).
@@ -268,7 +268,7 @@ pub struct DlqRedriveArgs {
 
 /// Options of `jetway tail`.
 #[derive(Debug, Args)]
-pub struct TailArgs {
+pub(crate) struct TailArgs {
     /// The stream to read.
     pub stream: String,
     /// Only events on subjects matching this.
@@ -281,7 +281,7 @@ pub struct TailArgs {
 
 /// `jetway kv ...`; values are windshift.test.v1.StringValue.
 #[derive(Debug, Subcommand)]
-pub enum KvCommand {
+pub(crate) enum KvCommand {
     /// Print the value of a key.
     Get {
         /// The store.
@@ -334,7 +334,7 @@ pub enum KvCommand {
 }
 
 /// Parses `--from`: `start`, `end`, `seq:<id>` or `time:<RFC 3339>`.
-pub fn parse_start(value: &str) -> Result<StartPosition, String> {
+pub(crate) fn parse_start(value: &str) -> Result<StartPosition, String> {
     match value.split_once(':') {
         None if value == "start" => Ok(StartPosition::Start),
         None if value == "end" => Ok(StartPosition::End),
@@ -352,7 +352,7 @@ pub fn parse_start(value: &str) -> Result<StartPosition, String> {
 }
 
 /// Parses a duration: a whole number and a unit, `ms`, `s`, `m`, `h` or `d` (e.g. `90s`, `7d`).
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     let split = value
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{value:?} needs a unit: ms, s, m, h or d"))?;
@@ -375,7 +375,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 /// Parses `--header`: `NAME=VALUE`, split at the first `=`. The server checks the name.
-pub fn parse_header(value: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_header(value: &str) -> Result<(String, String), String> {
     match value.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
         _ => Err(format!("{value:?} is not NAME=VALUE")),

@@ -19,7 +19,11 @@ use crate::{
 };
 
 /// Runs `jetway consume`.
-pub async fn consume(client: &Client, args: ConsumeArgs, output: &Output) -> Result<(), CliError> {
+pub(crate) async fn consume(
+    client: &Client,
+    args: ConsumeArgs,
+    output: &Output,
+) -> Result<(), CliError> {
     let stream = stream::resolve(client, &args.subject, &args.target).await?;
     let mut options = ConsumerOptions::durable(&args.consumer)
         .subject(&args.subject)
@@ -113,7 +117,7 @@ async fn fetch_and_ack(
 }
 
 /// Runs `jetway tail`: its consumer is deleted however the run ends, Ctrl-C and SIGTERM included.
-pub async fn tail(client: &Client, args: TailArgs, output: &Output) -> Result<(), CliError> {
+pub(crate) async fn tail(client: &Client, args: TailArgs, output: &Output) -> Result<(), CliError> {
     // Watched from the start, so a signal during the setup still ends the run through the cleanup.
     let mut interrupt = Interrupt::new();
     let options = ConsumerOptions::ephemeral()

@@ -15,7 +15,11 @@ use crate::{
 const REDRIVE_BATCH: u32 = 1000;
 
 /// Runs a `jetway dlq` subcommand.
-pub async fn run(client: &Client, command: DlqCommand, output: &Output) -> Result<(), CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    command: DlqCommand,
+    output: &Output,
+) -> Result<(), CliError> {
     match command {
         DlqCommand::Ls(args) => list(client, args, output).await,
         DlqCommand::Redrive(args) => redrive(client, args, output).await,

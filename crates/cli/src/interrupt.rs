@@ -5,14 +5,14 @@
 /// The stop signals, watched from the moment this is made: a signal that comes while the command
 /// is busy elsewhere is kept until [`Interrupt::recv`] is next awaited. Once made, the signals no
 /// longer end the process by themselves, so every command that makes one awaits it.
-pub struct Interrupt {
+pub(crate) struct Interrupt {
     #[cfg(unix)]
     signals: Vec<tokio::signal::unix::Signal>,
 }
 
 impl Interrupt {
     /// Starts watching for Ctrl-C and SIGTERM.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -29,7 +29,7 @@ impl Interrupt {
     }
 
     /// Waits for the next Ctrl-C or SIGTERM.
-    pub async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         {
             if self.signals.is_empty() {

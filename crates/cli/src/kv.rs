@@ -8,7 +8,11 @@ use serde_json::json;
 use crate::{CliError, args::KvCommand, interrupt::Interrupt, output::Output};
 
 /// Runs a `jetway kv` subcommand.
-pub async fn run(client: &Client, command: KvCommand, output: &Output) -> Result<(), CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    command: KvCommand,
+    output: &Output,
+) -> Result<(), CliError> {
     match command {
         KvCommand::Get { store, key } => {
             let entry = client.store(store).get(&key).await?;

@@ -17,14 +17,14 @@ use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// Where and how lines are printed.
-pub struct Output {
+pub(crate) struct Output {
     json: bool,
     stdout: io::Stdout,
 }
 
 impl Output {
     /// Text, or JSON lines with `json`.
-    pub fn new(json: bool) -> Output {
+    pub(crate) fn new(json: bool) -> Output {
         Output {
             json,
             stdout: io::stdout(),
@@ -32,12 +32,12 @@ impl Output {
     }
 
     /// Whether lines are JSON.
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.json
     }
 
     /// Prints `text` or `object`, whichever the mode asks for, as one line.
-    pub fn line(
+    pub(crate) fn line(
         &self,
         text: impl FnOnce() -> String,
         object: impl FnOnce() -> Value,
@@ -54,7 +54,7 @@ impl Output {
     }
 
     /// One received event: id, subject, timestamp and data.
-    pub fn event(&self, event: &Event) -> io::Result<()> {
+    pub(crate) fn event(&self, event: &Event) -> io::Result<()> {
         let data = event.data();
         self.delivered(
             (event.id(), event.subject(), event.timestamp()),
@@ -66,7 +66,7 @@ impl Output {
 
     /// One fetched event, printed as [`Output::event`] prints a received one (a raw payload has
     /// an empty type, as the Events stream delivers it).
-    pub fn fetched(&self, event: &StoredEvent) -> io::Result<()> {
+    pub(crate) fn fetched(&self, event: &StoredEvent) -> io::Result<()> {
         let type_name = match event.payload() {
             Payload::Message(any) => any.message_name(),
             Payload::Raw { .. } => "",
@@ -102,7 +102,7 @@ impl Output {
     }
 
     /// A stored event, from `read`: id, subject, timestamp and data, and in JSON its headers too.
-    pub fn stored_event(&self, event: &StoredEvent) -> io::Result<()> {
+    pub(crate) fn stored_event(&self, event: &StoredEvent) -> io::Result<()> {
         let (text, _) = stored_payload(event.payload());
         self.line(
             || {
@@ -118,7 +118,11 @@ impl Output {
     }
 
     /// A dead letter, from `dlq ls`: where it is, where it came from, why, and the event.
-    pub fn dead_letter(&self, dead_letter_stream: &str, letter: &DeadLetter) -> io::Result<()> {
+    pub(crate) fn dead_letter(
+        &self,
+        dead_letter_stream: &str,
+        letter: &DeadLetter,
+    ) -> io::Result<()> {
         let reason = match letter.reason {
             DeadLetterReason::Rejected => "rejected",
             DeadLetterReason::MaxDeliveries => "max_deliveries",
@@ -154,7 +158,7 @@ impl Output {
     }
 
     /// A key's value, from `kv get`.
-    pub fn entry(&self, key: &str, entry: &Entry) -> io::Result<()> {
+    pub(crate) fn entry(&self, key: &str, entry: &Entry) -> io::Result<()> {
         let (text, data) = payload(entry.value());
         self.line(
             || format!("{text} (revision {})", entry.revision()),
@@ -171,7 +175,7 @@ impl Output {
     }
 
     /// A change, from `kv watch`.
-    pub fn change(&self, change: &WatchEntry) -> io::Result<()> {
+    pub(crate) fn change(&self, change: &WatchEntry) -> io::Result<()> {
         let operation = match change.operation() {
             Operation::Put => "put",
             Operation::Delete => "delete",
@@ -254,12 +258,12 @@ fn stored_event_json(event: &StoredEvent) -> Value {
 }
 
 /// `1 delivery`, `2 deliveries`.
-pub fn count(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A duration the way the CLI takes it: the largest whole unit of d, h, m, s or ms (`7d`, `90s`).
-pub fn duration(value: Duration) -> String {
+pub(crate) fn duration(value: Duration) -> String {
     let millis = value.as_millis();
     if !millis.is_multiple_of(1000) || millis == 0 {
         return format!("{millis}ms");
@@ -275,14 +279,14 @@ pub fn duration(value: Duration) -> String {
 }
 
 /// A time for text output, `-` when there is none.
-pub fn timestamp(time: Option<SystemTime>) -> String {
+pub(crate) fn timestamp(time: Option<SystemTime>) -> String {
     time.map_or_else(|| "-".to_owned(), rfc3339)
 }
 
 /// RFC 3339 in UTC, e.g. `2024-07-12T10:11:12.5Z`; `-` for a time RFC 3339 cannot show (past
 /// year 9999, which an event published straight to NATS may carry). Checked all the way:
 /// `OffsetDateTime::from` panics on such a time.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let since_epoch = match time.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(after) => time::Duration::try_from(after).ok(),
         Err(before) => time::Duration::try_from(before.duration())

@@ -23,7 +23,11 @@ const MAX_LINE: u64 = 1024 * 1024;
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs `jetway publish`.
-pub async fn run(client: &Client, args: PublishArgs, output: &Output) -> Result<(), CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    args: PublishArgs,
+    output: &Output,
+) -> Result<(), CliError> {
     let mut base = PublishOptions::new();
     for (name, value) in &args.headers {
         base = base.header(name, value);

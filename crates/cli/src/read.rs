@@ -8,7 +8,7 @@ use jetway_client::{Client, ReadOptions};
 use crate::{CliError, args::ReadArgs, interrupt::Interrupt, output::Output};
 
 /// Runs `jetway read`.
-pub async fn run(client: &Client, args: ReadArgs, output: &Output) -> Result<(), CliError> {
+pub(crate) async fn run(client: &Client, args: ReadArgs, output: &Output) -> Result<(), CliError> {
     let mut options = ReadOptions::new().from(args.from);
     if let Some(subject) = &args.subject {
         options = options.subject(subject);

@@ -16,7 +16,11 @@ use crate::{
 };
 
 /// Runs a `jetway stream` subcommand.
-pub async fn run(client: &Client, command: StreamCommand, output: &Output) -> Result<(), CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    command: StreamCommand,
+    output: &Output,
+) -> Result<(), CliError> {
     match command {
         StreamCommand::Ensure(args) => ensure(client, args, output).await,
         StreamCommand::Ls => {
@@ -244,7 +248,7 @@ fn details_json(details: &StreamDetails) -> Value {
 /// The stream that holds `subject`'s events: `--stream`, else the one stream whose subjects
 /// overlap it. When none does, `--create` makes one (see [`create_missing`]); without it the
 /// error says how to go on.
-pub async fn resolve(
+pub(crate) async fn resolve(
     client: &Client,
     subject: &str,
     target: &StreamTarget,
@@ -314,7 +318,7 @@ async fn ensure(client: &Client, args: StreamEnsureArgs, output: &Output) -> Res
 }
 
 /// The stream `--create` uses for `subject`: `--stream`, else the subject's first token.
-pub fn name_for(subject: &str, target: &StreamTarget) -> Result<String, CliError> {
+pub(crate) fn name_for(subject: &str, target: &StreamTarget) -> Result<String, CliError> {
     match &target.stream {
         Some(name) => Ok(name.clone()),
         None => first_token(subject).map(str::to_owned),
@@ -339,7 +343,7 @@ fn first_token(subject: &str) -> Result<&str, CliError> {
 
 /// Creates stream `name` capturing the first token of `subject` and everything below it. Only for
 /// a stream known not to exist: ensuring an existing one would replace its subjects and limits.
-pub async fn create(client: &Client, name: &str, subject: &str) -> Result<(), CliError> {
+pub(crate) async fn create(client: &Client, name: &str, subject: &str) -> Result<(), CliError> {
     let token = first_token(subject)?;
     let subjects = [token.to_owned(), format!("{token}.>")];
     client
@@ -352,7 +356,11 @@ pub async fn create(client: &Client, name: &str, subject: &str) -> Result<(), Cl
 
 /// For a subject no stream captures: creates stream `name` for it if no stream of that name
 /// exists; if one does, it is left alone and the error says so.
-pub async fn create_missing(client: &Client, name: &str, subject: &str) -> Result<(), CliError> {
+pub(crate) async fn create_missing(
+    client: &Client,
+    name: &str,
+    subject: &str,
+) -> Result<(), CliError> {
     match client.streams().info(name).await {
         Err(error) if error.is_not_found() => create(client, name, subject).await,
         Ok(_) => Err(CliError::Conflict(format!(

@@ -152,10 +152,10 @@ impl SharedStream {
         Error,
     > {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_none_or(Opened::is_closed) {
-            *current = Some(self.open(stub.clone()).await?);
-        }
-        let opened = current.as_ref().expect("opened above");
+        let opened = match &mut *current {
+            Some(opened) if !opened.is_closed() => &*opened,
+            slot => &*slot.insert(self.open(stub.clone()).await?),
+        };
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let (tell, answer) = oneshot::channel();
         let mut waiters = lock(&opened.waiters);

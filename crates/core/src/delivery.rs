@@ -674,6 +674,10 @@ impl Subscription {
                     let (old, timeout) = (entry.deadline, entry.timeout);
                     self.deadlines.remove(&old);
                     let deadline = self.add_deadline(id, Instant::now() + timeout);
+                    #[expect(
+                        clippy::expect_used,
+                        reason = "the entry was looked up above and nothing removed it"
+                    )]
                     let entry = self.in_flight.get_mut(&id).expect("looked up above");
                     entry.deadline = deadline;
                     tracing::info!(target: telemetry::SPAN_TARGET, parent: &entry.span, "pinged");

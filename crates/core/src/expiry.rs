@@ -35,7 +35,7 @@ impl<K> Default for Expiries<K> {
 
 impl<K> Expiries<K> {
     /// Adds `key`, expiring at `at`; the returned deadline removes it again.
-    pub fn insert(&mut self, at: Instant, key: K) -> Deadline {
+    pub(crate) fn insert(&mut self, at: Instant, key: K) -> Deadline {
         self.serial += 1;
         let deadline = Deadline {
             at,
@@ -46,32 +46,32 @@ impl<K> Expiries<K> {
     }
 
     /// Removes the entry at `deadline`, if it is still there.
-    pub fn remove(&mut self, deadline: &Deadline) -> Option<K> {
+    pub(crate) fn remove(&mut self, deadline: &Deadline) -> Option<K> {
         self.order.remove(deadline)
     }
 
     /// The earliest deadline.
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.order
             .first_key_value()
             .map(|(deadline, _)| deadline.at)
     }
 
     /// Removes and returns the earliest entry if it expired at or before `now`.
-    pub fn pop_expired(&mut self, now: Instant) -> Option<K> {
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<K> {
         let entry = self.order.first_entry()?;
         (entry.key().at <= now).then(|| entry.remove())
     }
 
     /// How many entries there are.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
 
     /// Whether there are none.
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
 }

@@ -522,6 +522,10 @@ impl Fetcher {
         fetcher
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "no code panics while holding the table lock, so it is never poisoned"
+    )]
     fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().expect("the table lock is never poisoned")
     }

@@ -221,9 +221,7 @@ pub fn format_time(time: SystemTime) -> String {
         .and_then(|utc| utc.format(&Rfc3339).ok())
         .unwrap_or_else(|| {
             // Only years outside 0..=9999 cannot be written; clamp rather than fail the publish.
-            OffsetDateTime::UNIX_EPOCH
-                .format(&Rfc3339)
-                .expect("the epoch formats")
+            String::from("1970-01-01T00:00:00Z")
         })
 }
 

@@ -222,6 +222,10 @@ impl<T: Send + 'static> Pipeline<T> {
             let Poll::Ready(ready) = Pin::new(&mut self.client).poll_ready(cx) else {
                 return;
             };
+            #[expect(
+                clippy::expect_used,
+                reason = "the loop staged `next` above or returned"
+            )]
             let (tag, report, prepared) = self.next.take().expect("staged above");
             if ready.is_err() {
                 let closed = NatsError::Unavailable("the NATS client is closed".into());
@@ -239,12 +243,17 @@ impl<T: Send + 'static> Pipeline<T> {
             });
             match sent {
                 Ok(()) => {
+                    #[expect(
+                        clippy::expect_used,
+                        reason = "the loop acquired a permit above or returned"
+                    )]
+                    let permit = self.permit.take().expect("acquired above");
                     self.waiting.push_back(Some(Waiting {
                         tag,
                         report,
                         facts: prepared.facts,
                         deadline: Instant::now() + PUBLISH_ACK_TIMEOUT,
-                        _permit: self.permit.take().expect("acquired above"),
+                        _permit: permit,
                     }));
                     self.live += 1;
                 }
@@ -369,10 +378,15 @@ pub async fn publish_batch(
     while let Some((done, outcome)) = pipeline.next().await {
         outcomes[done] = Some(outcome);
     }
-    Ok(outcomes
+    #[expect(
+        clippy::expect_used,
+        reason = "the pipeline answers every event it was given exactly once"
+    )]
+    let outcomes = outcomes
         .into_iter()
         .map(|outcome| outcome.expect("the pipeline answers every event"))
-        .collect())
+        .collect();
+    Ok(outcomes)
 }
 
 /// `<prefix><token>`, built without the formatting machinery: one is made per event.

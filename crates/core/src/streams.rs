@@ -446,7 +446,12 @@ fn to_config(
     config.subjects = Vec::new();
     config.mirror = None;
     config.sources = None;
-    match spec.source.as_ref().expect("validated") {
+    #[expect(
+        clippy::expect_used,
+        reason = "`validate` rejects a spec without a source"
+    )]
+    let source = spec.source.as_ref().expect("validated");
+    match source {
         StreamSource::Subjects(subjects) => config.subjects = subjects.clone(),
         StreamSource::Mirror(source) => {
             let previous = existing.and_then(|e| e.mirror.as_ref());

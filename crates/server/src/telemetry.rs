@@ -250,6 +250,10 @@ impl<E: SpanExporter> SpanExporter for QuietExporter<E> {
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
+        #[expect(
+            clippy::expect_used,
+            reason = "the builder fails only for an empty bucket list, and LATENCY_BUCKETS is not"
+        )]
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(names::PUBLISH_DURATION.to_owned()),

@@ -225,7 +225,12 @@ impl Activity {
         if self.calls.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(*self.idle_since.lock().expect("the lock is never poisoned"))
+        #[expect(
+            clippy::expect_used,
+            reason = "no code panics while holding this lock, so it is never poisoned"
+        )]
+        let idle_since = self.idle_since.lock().expect("the lock is never poisoned");
+        Some(*idle_since)
     }
 }
 
@@ -236,11 +241,17 @@ struct CallInProgress(Arc<Activity>);
 impl Drop for CallInProgress {
     fn drop(&mut self) {
         // The time first: whoever sees the count reach zero must see when it did.
-        *self
+        #[expect(
+            clippy::expect_used,
+            reason = "no code panics while holding this lock, so it is never poisoned"
+        )]
+        let mut idle_since = self
             .0
             .idle_since
             .lock()
-            .expect("the lock is never poisoned") = Instant::now();
+            .expect("the lock is never poisoned");
+        *idle_since = Instant::now();
+        drop(idle_since);
         self.0.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -649,6 +660,10 @@ impl PerAddress {
     /// gone already.
     fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<AddressSlot> {
         let address = stream.peer_addr().ok()?.ip();
+        #[expect(
+            clippy::expect_used,
+            reason = "no code panics while holding this lock, so it is never poisoned"
+        )]
         let mut open = self
             .open
             .lock()
@@ -673,6 +688,10 @@ struct AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
+        #[expect(
+            clippy::expect_used,
+            reason = "no code panics while holding this lock, so it is never poisoned"
+        )]
         let mut open = self
             .table
             .open

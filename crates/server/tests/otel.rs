@@ -3,6 +3,10 @@
 //! delivered event's headers. A separate test binary, because telemetry installs the process-wide
 //! tracing subscriber.
 
+// Test code may panic on unwrap/expect: a panic here is a failed test with its message. clippy's
+// allow-*-in-tests covers `#[test]` functions only, not the helpers they share.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "it/harness.rs"]
 mod harness;
 

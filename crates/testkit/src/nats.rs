@@ -194,6 +194,10 @@ impl Files {
 }
 
 /// The workspace root: the testkit crate lives at `<root>/crates/testkit`.
+#[expect(
+    clippy::expect_used,
+    reason = "the testkit crate always lives two levels below the workspace root"
+)]
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()

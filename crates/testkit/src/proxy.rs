@@ -27,6 +27,10 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     /// Listens on a free loopback port and forwards to `127.0.0.1:target_port`.
+    #[expect(
+        clippy::expect_used,
+        reason = "test support: a proxy that cannot start fails the test that asked for it, with the reason"
+    )]
     pub async fn start(target_port: u16) -> TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -83,6 +87,10 @@ impl TcpProxy {
     }
 
     /// Closes every connection through the proxy; new ones are still accepted.
+    #[expect(
+        clippy::expect_used,
+        reason = "no code panics while holding the proxy's lock, so it is never poisoned"
+    )]
     pub fn cut(&self) {
         for connection in self
             .connections

@@ -1,6 +1,10 @@
 //! Integration tests of the `jetway` binary: each test starts a real nats-server and an in-process
 //! Jetway server, and runs the CLI as a separate process against it.
 
+// Test code may panic on unwrap/expect: a panic here is a failed test with its message. clippy's
+// allow-*-in-tests covers `#[test]` functions only, not the helpers they share.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 // The same server harness as the client's tests: one way to start and restart a test server.
 #[path = "../../../client/tests/it/server.rs"]
 mod server;

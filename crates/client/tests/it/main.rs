@@ -1,6 +1,10 @@
 //! Integration tests of jetway-client against a real nats-server and an in-process Jetway server:
 //! one test binary, a module per area. Every test starts its own servers (see `server`).
 
+// Test code may panic on unwrap/expect: a panic here is a failed test with its message. clippy's
+// allow-*-in-tests covers `#[test]` functions only, not the helpers they share.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod admin;
 mod calls;
 mod dead_letters;

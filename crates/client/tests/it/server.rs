@@ -20,7 +20,7 @@ use tonic_health::pb::{
 };
 
 /// A nats-server and a Jetway server in front of it.
-pub struct TestServer {
+pub(crate) struct TestServer {
     /// Kept alive for as long as the test runs (shared with the Jetway servers started
     /// [`TestServer::beside`] this one); killed on the last drop.
     nats: Arc<NatsServer>,
@@ -38,7 +38,7 @@ struct Running {
 impl TestServer {
     /// Starts a nats-server and a Jetway server on a free loopback port, and waits until Jetway
     /// reports SERVING.
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         let nats = NatsServer::start();
         let nats_url = nats.url();
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
@@ -58,7 +58,7 @@ impl TestServer {
         dead_code,
         reason = "the CLI's tests include this file and run one Jetway at a time"
     )]
-    pub async fn beside(&self) -> TestServer {
+    pub(crate) async fn beside(&self) -> TestServer {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
         let grpc_addr = grpc.local_addr().unwrap();
         let running = Running::start(&self.nats_url, grpc).await;
@@ -71,7 +71,7 @@ impl TestServer {
     }
 
     /// The server's URL, e.g. `http://127.0.0.1:41234`. Unchanged across a restart.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.grpc_addr)
     }
 
@@ -80,13 +80,13 @@ impl TestServer {
         dead_code,
         reason = "the CLI's tests include this file and do not read JetStream directly"
     )]
-    pub fn nats_url(&self) -> &str {
+    pub(crate) fn nats_url(&self) -> &str {
         &self.nats_url
     }
 
     /// Shuts Jetway down gracefully (its Events streams end with UNAVAILABLE and give their events
     /// back) and waits until it has stopped; nats-server keeps running.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown.cancel();
             running
@@ -98,7 +98,7 @@ impl TestServer {
     }
 
     /// Starts Jetway again on the same port.
-    pub async fn start_again(&mut self) {
+    pub(crate) async fn start_again(&mut self) {
         assert!(self.running.is_none(), "stop the server first");
         let addr = self.grpc_addr;
         // The old listener is closed once `stop` returns; the retry only covers a slow kernel.

@@ -18,13 +18,13 @@ use tonic::{Status, Streaming, transport::Channel};
 use crate::harness::{Env, RECV_GUARD};
 
 /// A client of `jetway.events.v1.EventsService` on the environment's Jetway.
-pub async fn events(env: &Env) -> EventsServiceClient<Channel> {
+pub(crate) async fn events(env: &Env) -> EventsServiceClient<Channel> {
     EventsServiceClient::new(env.jetway.channel().await)
 }
 
 /// A `jetway.events.v1` client on the environment's Jetway, with a stream `orders` (`orders.>`)
 /// and a pull consumer `worker` on it: the setup the Fetch tests share.
-pub async fn orders_worker(env: &mut Env) -> EventsServiceClient<Channel> {
+pub(crate) async fn orders_worker(env: &mut Env) -> EventsServiceClient<Channel> {
     env.stream("orders", &["orders.>"]).await;
     let mut client = events(env).await;
     client
@@ -35,12 +35,12 @@ pub async fn orders_worker(env: &mut Env) -> EventsServiceClient<Channel> {
 }
 
 /// A client of `jetway.admin.v1.AdminService` on the environment's Jetway.
-pub async fn admin(env: &Env) -> AdminServiceClient<Channel> {
+pub(crate) async fn admin(env: &Env) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(env.jetway.channel().await)
 }
 
 /// A publish of a StringValue.
-pub fn typed(subject: &str, value: &str) -> api::PublishEventRequest {
+pub(crate) fn typed(subject: &str, value: &str) -> api::PublishEventRequest {
     api::PublishEventRequest {
         subject: subject.into(),
         payload: Some(publish_event_request::Payload::Data(Any::pack(
@@ -53,7 +53,7 @@ pub fn typed(subject: &str, value: &str) -> api::PublishEventRequest {
 }
 
 /// A publish of raw bytes with a content type and custom headers.
-pub fn raw(
+pub(crate) fn raw(
     subject: &str,
     data: &str,
     content_type: &str,
@@ -74,7 +74,7 @@ pub fn raw(
 }
 
 /// Publishes through `jetway.events.v1` and returns the event id.
-pub async fn publish(
+pub(crate) async fn publish(
     client: &mut EventsServiceClient<Channel>,
     request: api::PublishEventRequest,
 ) -> u64 {
@@ -88,7 +88,7 @@ pub async fn publish(
 
 /// A durable consumer of `stream` on `subjects`, starting at the first event, with no delivery
 /// policy; tests add what they need.
-pub fn consumer(stream: &str, name: &str, subjects: &[&str]) -> api::EnsureConsumerRequest {
+pub(crate) fn consumer(stream: &str, name: &str, subjects: &[&str]) -> api::EnsureConsumerRequest {
     api::EnsureConsumerRequest {
         stream: stream.into(),
         name: Some(name.into()),
@@ -101,12 +101,12 @@ pub fn consumer(stream: &str, name: &str, subjects: &[&str]) -> api::EnsureConsu
 }
 
 /// A protobuf duration of whole seconds.
-pub fn seconds(s: u64) -> PbDuration {
+pub(crate) fn seconds(s: u64) -> PbDuration {
     PbDuration::from(Duration::from_secs(s))
 }
 
 /// Reads a server stream to its end: the messages, or the status it failed with.
-pub async fn collect<T>(mut stream: Streaming<T>) -> Result<Vec<T>, Status> {
+pub(crate) async fn collect<T>(mut stream: Streaming<T>) -> Result<Vec<T>, Status> {
     let mut items = Vec::new();
     loop {
         let next = tokio::time::timeout(RECV_GUARD, stream.message())
@@ -120,7 +120,7 @@ pub async fn collect<T>(mut stream: Streaming<T>) -> Result<Vec<T>, Status> {
 }
 
 /// The next message of a server stream that stays open.
-pub async fn next<T>(stream: &mut Streaming<T>) -> T {
+pub(crate) async fn next<T>(stream: &mut Streaming<T>) -> T {
     tokio::time::timeout(RECV_GUARD, stream.message())
         .await
         .expect("a message within the guard time")
@@ -129,7 +129,7 @@ pub async fn next<T>(stream: &mut Streaming<T>) -> T {
 }
 
 /// The StringValue of an event with a protobuf payload.
-pub fn value_of(event: &api::Event) -> String {
+pub(crate) fn value_of(event: &api::Event) -> String {
     match &event.payload {
         Some(api::event::Payload::Data(any)) => {
             any.unpack::<StringValue>()

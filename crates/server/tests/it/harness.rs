@@ -41,10 +41,10 @@ use tonic_health::pb::{
 };
 
 /// How long a test waits for one expected message before it fails (a hang guard, not a timing check).
-pub const RECV_GUARD: Duration = Duration::from_secs(10);
+pub(crate) const RECV_GUARD: Duration = Duration::from_secs(10);
 
 /// A running Jetway server in this process.
-pub struct Jetway {
+pub(crate) struct Jetway {
     pub grpc_addr: SocketAddr,
     pub health_addr: SocketAddr,
     pub shutdown: CancellationToken,
@@ -53,12 +53,12 @@ pub struct Jetway {
 
 impl Jetway {
     /// Serves on loopback ports against `nats_url`, with the default limits.
-    pub async fn start(nats_url: &str) -> Jetway {
+    pub(crate) async fn start(nats_url: &str) -> Jetway {
         Jetway::start_with(nats_url, Limits::default()).await
     }
 
     /// Serves on loopback ports against `nats_url`, within `limits`.
-    pub async fn start_with(nats_url: &str, limits: Limits) -> Jetway {
+    pub(crate) async fn start_with(nats_url: &str, limits: Limits) -> Jetway {
         let settings = ConnectSettings {
             url: nats_url.to_owned(),
             name: "jetway-test".into(),
@@ -83,7 +83,7 @@ impl Jetway {
         jetway
     }
 
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))
             .unwrap()
             .connect()
@@ -93,7 +93,7 @@ impl Jetway {
 
     /// A channel whose streams have a 1 KiB receive window: the server can send only a few
     /// responses ahead of a client that does not read them.
-    pub async fn slow_reader_channel(&self) -> Channel {
+    pub(crate) async fn slow_reader_channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))
             .unwrap()
             .initial_stream_window_size(Some(1024))
@@ -103,7 +103,7 @@ impl Jetway {
     }
 
     /// Waits until `grpc.health.v1` says SERVING: a bound listener alone does not mean ready.
-    pub async fn wait_serving(&self) {
+    pub(crate) async fn wait_serving(&self) {
         let channel = self.channel().await;
         eventually("jetway reports SERVING", || {
             let mut health = HealthClient::new(channel.clone());
@@ -120,7 +120,7 @@ impl Drop for Jetway {
 }
 
 /// The overall `grpc.health.v1` status, or `None` if the call failed.
-pub async fn grpc_health(health: &mut HealthClient<Channel>) -> Option<ServingStatus> {
+pub(crate) async fn grpc_health(health: &mut HealthClient<Channel>) -> Option<ServingStatus> {
     let response = health
         .check(HealthCheckRequest {
             service: String::new(),
@@ -131,12 +131,12 @@ pub async fn grpc_health(health: &mut HealthClient<Channel>) -> Option<ServingSt
 }
 
 /// GETs a path from the HTTP health server and returns the status code.
-pub async fn http_status(addr: SocketAddr, path: &str) -> u16 {
+pub(crate) async fn http_status(addr: SocketAddr, path: &str) -> u16 {
     http_get(addr, path).await.0
 }
 
 /// GETs a path from the HTTP health server and returns the status code and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
@@ -157,7 +157,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Everything a test needs.
-pub struct Env {
+pub(crate) struct Env {
     pub nats: NatsServer,
     pub jetway: Jetway,
     pub client: EventsServiceClient<Channel>,
@@ -166,12 +166,12 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn start() -> Env {
+    pub(crate) async fn start() -> Env {
         Env::start_with(Limits::default()).await
     }
 
     /// An environment whose Jetway server has `limits`.
-    pub async fn start_with(limits: Limits) -> Env {
+    pub(crate) async fn start_with(limits: Limits) -> Env {
         let nats = NatsServer::start();
         let jetway = Jetway::start_with(&nats.url(), limits).await;
         let client = EventsServiceClient::new(jetway.channel().await);
@@ -187,7 +187,7 @@ impl Env {
     }
 
     /// Ensures a stream capturing `subjects`.
-    pub async fn stream(&mut self, name: &str, subjects: &[&str]) {
+    pub(crate) async fn stream(&mut self, name: &str, subjects: &[&str]) {
         self.client
             .ensure_stream(stream_request(name, subjects))
             .await
@@ -195,7 +195,7 @@ impl Env {
     }
 
     /// Ensures a consumer and returns its id; `name` None makes it ephemeral.
-    pub async fn consumer(
+    pub(crate) async fn consumer(
         &mut self,
         stream: &str,
         name: Option<&str>,
@@ -207,7 +207,7 @@ impl Env {
     }
 
     /// Publishes a StringValue and returns the event id.
-    pub async fn publish(&mut self, subject: &str, value: &str) -> u64 {
+    pub(crate) async fn publish(&mut self, subject: &str, value: &str) -> u64 {
         self.client
             .publish_event(publish_request(subject, value))
             .await
@@ -217,22 +217,27 @@ impl Env {
     }
 
     /// Opens an Events stream and subscribes; returns the session after its `Subscribed`.
-    pub async fn subscribe(&mut self, stream: &str, consumer: &str, max: Option<u64>) -> Session {
+    pub(crate) async fn subscribe(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        max: Option<u64>,
+    ) -> Session {
         Session::subscribe(&mut self.client, stream, consumer, max).await
     }
 
     /// Opens an Events stream without sending anything.
-    pub async fn open_events(&mut self) -> Session {
+    pub(crate) async fn open_events(&mut self) -> Session {
         Session::open(&mut self.client).await
     }
 
     /// How many events `stream` holds, read directly from JetStream.
-    pub async fn event_count(&self, stream: &str) -> u64 {
+    pub(crate) async fn event_count(&self, stream: &str) -> u64 {
         self.stream_info(stream).await.state.messages
     }
 
     /// Stream info read directly from JetStream.
-    pub async fn stream_info(&self, name: &str) -> jetstream::stream::Info {
+    pub(crate) async fn stream_info(&self, name: &str) -> jetstream::stream::Info {
         self.js
             .get_stream(name)
             .await
@@ -242,7 +247,11 @@ impl Env {
     }
 
     /// Consumer info read directly from JetStream.
-    pub async fn consumer_info(&self, stream: &str, consumer: &str) -> jetstream::consumer::Info {
+    pub(crate) async fn consumer_info(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> jetstream::consumer::Info {
         let stream = self.js.get_stream(stream).await.expect("stream exists");
         stream
             .consumer_info(consumer)
@@ -252,14 +261,14 @@ impl Env {
 }
 
 /// One Events stream seen from the client.
-pub struct Session {
+pub(crate) struct Session {
     pub tx: Option<mpsc::Sender<EventsRequest>>,
     pub responses: Streaming<EventsResponse>,
 }
 
 impl Session {
     /// Opens an Events stream on `client` without sending anything.
-    pub async fn open(client: &mut EventsServiceClient<Channel>) -> Session {
+    pub(crate) async fn open(client: &mut EventsServiceClient<Channel>) -> Session {
         let (tx, rx) = mpsc::channel(64);
         let responses = client
             .events(ReceiverStream::new(rx))
@@ -274,7 +283,7 @@ impl Session {
 
     /// Opens an Events stream on `client` and subscribes; returns the session after its
     /// `Subscribed`.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         client: &mut EventsServiceClient<Channel>,
         stream: &str,
         consumer: &str,
@@ -288,7 +297,7 @@ impl Session {
         }
     }
 
-    pub async fn send(&mut self, request: events_request::Request) {
+    pub(crate) async fn send(&mut self, request: events_request::Request) {
         let tx = self.tx.as_ref().expect("the client half is still open");
         tx.send(EventsRequest {
             request: Some(request),
@@ -298,12 +307,12 @@ impl Session {
     }
 
     /// Half-closes: the client sends nothing more.
-    pub fn close_send(&mut self) {
+    pub(crate) fn close_send(&mut self) {
         self.tx = None;
     }
 
     /// The next response; panics if the stream ends or fails, or nothing comes within the guard.
-    pub async fn next(&mut self) -> Resp {
+    pub(crate) async fn next(&mut self) -> Resp {
         match self.try_next().await {
             Ok(Some(response)) => response,
             Ok(None) => panic!("the events stream ended"),
@@ -312,7 +321,7 @@ impl Session {
     }
 
     /// The next response, the end of the stream (`Ok(None)`), or its error status.
-    pub async fn try_next(&mut self) -> Result<Option<Resp>, Status> {
+    pub(crate) async fn try_next(&mut self) -> Result<Option<Resp>, Status> {
         let message = tokio::time::timeout(RECV_GUARD, self.responses.message())
             .await
             .expect("a response within the guard time")?;
@@ -320,7 +329,7 @@ impl Session {
     }
 
     /// Reads responses until the stream ends with an error, and returns that status.
-    pub async fn expect_error(&mut self) -> Status {
+    pub(crate) async fn expect_error(&mut self) -> Status {
         loop {
             match self.try_next().await {
                 Ok(Some(_)) => continue,
@@ -331,14 +340,14 @@ impl Session {
     }
 
     /// The next event, skipping nothing: panics if the next response is not an event.
-    pub async fn event(&mut self) -> jetway_api::windshift::events::v1alpha1::Event {
+    pub(crate) async fn event(&mut self) -> jetway_api::windshift::events::v1alpha1::Event {
         match self.next().await {
             Resp::Event(event) => event,
             other => panic!("expected an event, got {other:?}"),
         }
     }
 
-    pub async fn ack(
+    pub(crate) async fn ack(
         &mut self,
         ids: &[u64],
     ) -> jetway_api::windshift::events::v1alpha1::events_response::AckConfirmation {
@@ -352,7 +361,7 @@ impl Session {
         }
     }
 
-    pub async fn reject(
+    pub(crate) async fn reject(
         &mut self,
         ids: &[u64],
         permanently: Option<bool>,
@@ -370,7 +379,7 @@ impl Session {
         }
     }
 
-    pub async fn ping(
+    pub(crate) async fn ping(
         &mut self,
         ids: &[u64],
     ) -> jetway_api::windshift::events::v1alpha1::events_response::PingConfirmation {
@@ -386,7 +395,7 @@ impl Session {
 }
 
 /// Ensures a consumer through `client` and returns its id; `name` None makes it ephemeral.
-pub async fn ensure_consumer(
+pub(crate) async fn ensure_consumer(
     client: &mut EventsServiceClient<Channel>,
     stream: &str,
     name: Option<&str>,
@@ -409,7 +418,7 @@ pub async fn ensure_consumer(
         .id
 }
 
-pub fn subscribe(stream: &str, consumer: &str, max: Option<u64>) -> events_request::Request {
+pub(crate) fn subscribe(stream: &str, consumer: &str, max: Option<u64>) -> events_request::Request {
     events_request::Request::Subscribe(events_request::Subscribe {
         stream: stream.into(),
         consumer: consumer.into(),
@@ -417,7 +426,7 @@ pub fn subscribe(stream: &str, consumer: &str, max: Option<u64>) -> events_reque
     })
 }
 
-pub fn stream_request(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
+pub(crate) fn stream_request(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
     EnsureStreamRequest {
         name: name.into(),
         source: Some(ensure_stream_request::Source::Subjects(
@@ -429,7 +438,7 @@ pub fn stream_request(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
     }
 }
 
-pub fn publish_request(subject: &str, value: &str) -> PublishEventRequest {
+pub(crate) fn publish_request(subject: &str, value: &str) -> PublishEventRequest {
     PublishEventRequest {
         subject: subject.into(),
         data: Some(Any::pack(&StringValue {
@@ -440,7 +449,7 @@ pub fn publish_request(subject: &str, value: &str) -> PublishEventRequest {
 }
 
 /// The StringValue inside an event.
-pub fn value_of(event: &jetway_api::windshift::events::v1alpha1::Event) -> String {
+pub(crate) fn value_of(event: &jetway_api::windshift::events::v1alpha1::Event) -> String {
     event
         .data
         .as_ref()
@@ -453,7 +462,11 @@ pub fn value_of(event: &jetway_api::windshift::events::v1alpha1::Event) -> Strin
 
 /// Asserts that a call failed with `code` and a message mentioning `needle` (e.g. the field name).
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
+pub(crate) fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    needle: &str,
+) {
     match result {
         Ok(value) => panic!("expected {code:?} mentioning {needle:?}, got Ok({value:?})"),
         Err(status) => {
@@ -470,7 +483,7 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, 
 impl Env {
     /// Polls JetStream's view of a consumer until `check` holds, and returns that view. The way to
     /// wait for an ack, nak or pull to reach JetStream (settlements are fire-and-forget publishes).
-    pub async fn consumer_info_until(
+    pub(crate) async fn consumer_info_until(
         &self,
         stream: &str,
         consumer: &str,
@@ -486,7 +499,7 @@ impl Env {
     }
 
     /// Opens an Events stream, sends a Subscribe, and returns the session with the first response.
-    pub async fn subscribe_raw(
+    pub(crate) async fn subscribe_raw(
         &mut self,
         stream: &str,
         consumer: &str,
@@ -501,14 +514,14 @@ impl Env {
 
 impl Session {
     /// Sends a request exactly as given, e.g. one with no oneof case set.
-    pub async fn send_raw(&mut self, request: EventsRequest) {
+    pub(crate) async fn send_raw(&mut self, request: EventsRequest) {
         let tx = self.tx.as_ref().expect("the client half is still open");
         tx.send(request).await.expect("send on events stream");
     }
 }
 
 /// Runs the real `jetway-server` binary with the given environment (and nothing inherited but PATH).
-pub fn jetway_server(vars: &[(&str, &str)]) -> Command {
+pub(crate) fn jetway_server(vars: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_jetway-server"));
     command
         .env_clear()
@@ -522,7 +535,7 @@ pub fn jetway_server(vars: &[(&str, &str)]) -> Command {
 }
 
 /// The log lines of a [`jetway_server`] child, as they come; the channel closes when it exits.
-pub fn log_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+pub(crate) fn log_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     let (lines_tx, lines) = mpsc::unbounded_channel();
     let stderr = child.stderr.take().expect("stderr is piped");
     std::thread::spawn(move || {
@@ -536,7 +549,7 @@ pub fn log_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
 }
 
 /// The next log line of a [`jetway_server`] child, or `None` once it has exited.
-pub async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> Option<String> {
+pub(crate) async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> Option<String> {
     tokio::time::timeout(RECV_GUARD, lines.recv())
         .await
         .expect("a log line or the end of the log")
@@ -544,7 +557,7 @@ pub async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> Option<St
 
 /// A `jetway-server` process (the real binary) serving on free loopback ports against a NATS URL.
 /// It is killed (SIGKILL) when dropped.
-pub struct JetwayProcess {
+pub(crate) struct JetwayProcess {
     child: Child,
     pub grpc_addr: SocketAddr,
     pub health_addr: SocketAddr,
@@ -554,13 +567,17 @@ pub struct JetwayProcess {
 
 impl JetwayProcess {
     /// Runs the binary against `nats_url` on free ports and returns once `/readyz` answers 200.
-    pub async fn spawn(nats_url: &str) -> JetwayProcess {
+    pub(crate) async fn spawn(nats_url: &str) -> JetwayProcess {
         JetwayProcess::spawn_on(nats_url, 0, 0).await
     }
 
     /// Runs the binary against `nats_url` on the given gRPC and health ports (0: a free one) and
     /// returns once `/readyz` answers 200.
-    pub async fn spawn_on(nats_url: &str, grpc_port: u16, health_port: u16) -> JetwayProcess {
+    pub(crate) async fn spawn_on(
+        nats_url: &str,
+        grpc_port: u16,
+        health_port: u16,
+    ) -> JetwayProcess {
         let (grpc_port, health_port) = (grpc_port.to_string(), health_port.to_string());
         let mut child = jetway_server(&[
             ("NATS_URL", nats_url),
@@ -597,7 +614,7 @@ impl JetwayProcess {
         }
     }
 
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))
             .unwrap()
             .connect()
@@ -607,7 +624,7 @@ impl JetwayProcess {
 
     /// Stops the process with SIGTERM (a graceful shutdown, as an orchestrator's rolling restart
     /// does) and waits for it to exit; returns its exit status.
-    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
         // SAFETY: kill(2) with a valid signal touches no memory; the child is not reaped yet, so
         // its pid cannot belong to another process.
@@ -622,7 +639,7 @@ impl JetwayProcess {
     }
 
     /// Kills the process with SIGKILL (a crash: nothing is drained or nak'ed) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         // An error means it has already exited, which is what is asked for.
         let _ = self.child.kill();
         let _ = self.child.wait();
