@@ -25,16 +25,7 @@ use crate::harness::{
 async fn a_nats_url_list_connects_through_the_server_that_answers() {
     let nats = jetway_testkit::NatsServer::start();
     let jetway = Jetway::start(&format!("nats://127.0.0.1:1, {}", nats.url())).await;
-    let mut client = EventsServiceClient::new(jetway.channel().await);
-    client
-        .ensure_stream(stream_request("orders", &["orders.>"]))
-        .await
-        .expect("JetStream answers");
-    let published = client
-        .publish_event(publish_request("orders.created", "v"))
-        .await
-        .expect("published");
-    assert_eq!(published.into_inner().id, 1);
+    publish_one(jetway.channel().await).await;
 }
 
 /// Makes a stream through a Jetway server and publishes one event to it, which gets id 1.
