@@ -1,7 +1,128 @@
-//! Errors shared by every operation: a client input that fails validation, and a NATS failure sorted
-//! into what a caller can act on. Each operation has its own error enum built from these.
+//! Jetway's one error type, [`Error`], and the interpretation of NATS and JetStream failures.
+//!
+//! Every operation in core fails with an [`Error`]: a [`ErrorKind`] saying what the caller can do
+//! about it, the field or resource it is about, and a message for the client. Transports map the
+//! kind, and only the kind, to their own status (gRPC codes, HTTP statuses), each by one table.
+//! JetStream's error codes are read here, once, when a NATS failure becomes an [`Error`].
 
 use async_nats::jetstream::ErrorCode;
+
+/// What a caller can do about an [`Error`]; transports map each kind to one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A client input is not acceptable; [`Error::field`] names it.
+    Invalid,
+    /// The stream, consumer, store, key or event named in [`Error::resource`] does not exist.
+    NotFound,
+    /// What the client asked to create exists already (a key in create-only mode).
+    AlreadyExists,
+    /// The request is well formed but the state does not allow it: an expected last id or
+    /// revision that is not the latest, a declaration that conflicts with what exists, an
+    /// operation refused for the kind of resource it names.
+    Conflict,
+    /// A limit was reached; [`Error::limit`] names the setting that sets it, if Jetway's own.
+    LimitReached,
+    /// NATS did not answer in time; the outcome is unknown and the call may be retried.
+    TimedOut,
+    /// NATS or JetStream is unavailable, or the server is shutting down; retry later.
+    Unavailable,
+    /// Stored data is not what the API promises; retrying cannot help.
+    DataLoss,
+    /// Anything unexpected: a bug or an answer NATS should not give. Its message is for the log
+    /// only; transports answer with a fixed text.
+    Internal,
+}
+
+/// The error of every core operation: what kind it is, what it is about, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    field: Option<String>,
+    resource: Option<String>,
+    limit: Option<&'static str>,
+}
+
+impl Error {
+    /// An error of `kind` with the client-facing `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            field: None,
+            resource: None,
+            limit: None,
+        }
+    }
+
+    /// A validation failure of `field`; the message starts with the field's name.
+    pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        let field = field.into();
+        Error::new(ErrorKind::Invalid, format!("{field}: {reason}")).with_field(field)
+    }
+
+    /// `resource` (e.g. `stream orders`) does not exist.
+    pub fn not_found(resource: impl Into<String>) -> Self {
+        let resource = resource.into();
+        Error::new(ErrorKind::NotFound, format!("{resource} not found")).with_resource(resource)
+    }
+
+    /// The state does not allow the request; `message` says why.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Conflict, message)
+    }
+
+    /// A limit set by Jetway's `variable` was reached; `message` says which and what to do.
+    pub fn limit_reached(variable: &'static str, message: impl Into<String>) -> Self {
+        let mut err = Error::new(ErrorKind::LimitReached, message);
+        err.limit = Some(variable);
+        err
+    }
+
+    /// Something unexpected; `cause` goes to the log, never to the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Error::new(ErrorKind::Internal, cause.to_string())
+    }
+
+    /// Names the field this error is about.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Names the resource this error is about.
+    pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// What the caller can do about this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message for the client (for [`ErrorKind::Internal`], for the log only).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The input field this error is about, by its API name (e.g. `subjects[1]`).
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// The resource this error is about (e.g. `stream orders`).
+    pub fn resource(&self) -> Option<&str> {
+        self.resource.as_deref()
+    }
+
+    /// The configuration variable whose limit was reached, for [`ErrorKind::LimitReached`].
+    pub fn limit(&self) -> Option<&'static str> {
+        self.limit
+    }
+}
 
 /// A client input that is not acceptable, naming the field (by its Windshift API name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

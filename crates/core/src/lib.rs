@@ -26,4 +26,4 @@ pub mod streams;
 pub mod telemetry;
 
 pub use connection::{ConnectSettings, Nats};
-pub use error::{Invalid, NatsError};
+pub use error::{Error, ErrorKind, Invalid, NatsError};

@@ -4,7 +4,7 @@
 
 use async_nats::jetstream::ErrorCode;
 use jetway_core::{
-    Invalid, NatsError,
+    Error, ErrorKind, Invalid, NatsError,
     admin::AdminError,
     consumers::ConsumerError,
     dead_letters::DeadLetterError,
@@ -15,7 +15,7 @@ use jetway_core::{
     state::{EnsureStoreError, ReadError, WriteError},
     streams::EnsureStreamError,
 };
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::state::UndecodableValue;
 
@@ -57,6 +57,31 @@ impl ToStatus for NatsError {
                 _ => internal(self),
             },
             NatsError::Other(_) => internal(self),
+        }
+    }
+}
+
+/// The gRPC code of each kind of core error: the one table (the HTTP API has its own, by kind too).
+pub fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::Invalid => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Conflict => Code::FailedPrecondition,
+        ErrorKind::LimitReached => Code::ResourceExhausted,
+        ErrorKind::TimedOut => Code::DeadlineExceeded,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DataLoss => Code::DataLoss,
+        _ => Code::Internal,
+    }
+}
+
+impl ToStatus for Error {
+    fn to_status(&self) -> Status {
+        match (code(self.kind()), self.limit()) {
+            (Code::Internal, _) => internal(self),
+            (code, Some(variable)) => Status::new(code, format!("{self} ({variable})")),
+            (code, None) => Status::new(code, self.message()),
         }
     }
 }
