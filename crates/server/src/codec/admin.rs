@@ -1,17 +1,12 @@
 //! `jetway.admin.v1` messages to and from `jetway-core`: redrive selections, stream and consumer
 //! info, and dead letters.
 
-use std::time::SystemTime;
-
-use async_nats::jetstream::{
-    consumer,
-    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
-};
 use jetway_api::jetway::admin::v1 as api;
 use jetway_core::{
     Invalid,
-    consumers::processing_timeout,
-    dead_letters::{self, DeadLetter, Reason, Selection},
+    dead_letters::{DeadLetter, Reason, Selection},
+    info::{ConsumerInfo, RetentionKind, StreamInfo},
+    streams::{Discard, Storage},
 };
 
 use crate::codec::events::encode_event;
@@ -38,100 +33,77 @@ pub(crate) fn selection(request: &api::RedriveDeadLettersRequest) -> Result<Sele
     }
 }
 
-/// A JetStream time as a protobuf timestamp.
-pub(crate) fn timestamp(time: time::OffsetDateTime) -> jetway_api::google::protobuf::Timestamp {
-    SystemTime::from(time).into()
-}
-
-/// A limit JetStream stores as -1 (or 0) when there is none.
-pub(crate) fn limit(value: i64) -> Option<u64> {
-    u64::try_from(value).ok().filter(|v| *v > 0)
-}
-
-/// Encodes JetStream's stream info.
-pub(crate) fn stream_info(info: stream::Info) -> api::StreamInfo {
-    let config = info.config;
+/// Encodes a stream's info.
+pub(crate) fn stream_info(info: StreamInfo) -> api::StreamInfo {
+    let settings = info.settings;
     let state = info.state;
-    let encoded_config = api::StreamConfig {
-        subjects: config.subjects,
-        mirror: config.mirror.map(|mirror| mirror.name),
-        sources: config
-            .sources
-            .unwrap_or_default()
-            .into_iter()
-            .map(|source| source.name)
-            .collect(),
-        retention: match config.retention {
-            RetentionPolicy::Limits => api::RetentionPolicy::Limits,
-            RetentionPolicy::Interest => api::RetentionPolicy::Interest,
-            RetentionPolicy::WorkQueue => api::RetentionPolicy::WorkQueue,
+    let config = api::StreamConfig {
+        subjects: settings.subjects,
+        mirror: settings.mirror,
+        sources: settings.sources,
+        retention: match settings.retention {
+            RetentionKind::Limits => api::RetentionPolicy::Limits,
+            RetentionKind::Interest => api::RetentionPolicy::Interest,
+            RetentionKind::WorkQueue => api::RetentionPolicy::WorkQueue,
         }
         .into(),
-        max_age: (!config.max_age.is_zero()).then(|| config.max_age.into()),
-        max_events: limit(config.max_messages),
-        max_events_per_subject: limit(config.max_messages_per_subject),
-        max_bytes: limit(config.max_bytes),
-        discard_policy: match config.discard {
-            DiscardPolicy::Old => api::DiscardPolicy::Old,
-            DiscardPolicy::New => api::DiscardPolicy::New,
+        max_age: settings.max_age.map(Into::into),
+        max_events: settings.max_events,
+        max_events_per_subject: settings.max_events_per_subject,
+        max_bytes: settings.max_bytes,
+        discard_policy: match settings.discard {
+            Discard::Old => api::DiscardPolicy::Old,
+            Discard::New => api::DiscardPolicy::New,
         }
         .into(),
-        storage: match config.storage {
-            StorageType::File => api::StorageType::File,
-            StorageType::Memory => api::StorageType::Memory,
+        storage: match settings.storage {
+            Storage::File => api::StorageType::File,
+            Storage::Memory => api::StorageType::Memory,
         }
         .into(),
-        replicas: u32::try_from(config.num_replicas).unwrap_or(u32::MAX),
-        deduplication_window: Some(config.duplicate_window.into()),
-        max_event_size: u32::try_from(config.max_message_size)
-            .ok()
-            .filter(|size| *size > 0),
-        description: config.description.unwrap_or_default(),
+        replicas: settings.replicas,
+        deduplication_window: Some(settings.deduplication_window.into()),
+        max_event_size: settings.max_event_size,
+        description: settings.description,
     };
     api::StreamInfo {
-        name: config.name,
-        config: Some(encoded_config),
+        name: info.name,
+        config: Some(config),
         state: Some(api::StreamState {
-            events: state.messages,
+            events: state.events,
             bytes: state.bytes,
-            first_id: state.first_sequence,
-            first_time: (state.messages > 0).then(|| timestamp(state.first_timestamp)),
-            last_id: state.last_sequence,
-            last_time: (state.last_sequence > 0).then(|| timestamp(state.last_timestamp)),
-            consumer_count: u32::try_from(state.consumer_count).unwrap_or(u32::MAX),
-            subject_count: state.subjects_count,
-            deleted_count: state.deleted_count.unwrap_or_default(),
+            first_id: state.first_id,
+            first_time: state.first_time.map(Into::into),
+            last_id: state.last_id,
+            last_time: state.last_time.map(Into::into),
+            consumer_count: state.consumer_count,
+            subject_count: state.subject_count,
+            deleted_count: state.deleted_count,
         }),
-        created: Some(timestamp(info.created)),
+        created: Some(info.created.into()),
     }
 }
 
-/// Encodes JetStream's consumer info.
-pub(crate) fn consumer_info(info: &consumer::Info) -> api::ConsumerInfo {
-    let config = &info.config;
-    let subjects = if config.filter_subject.is_empty() {
-        config.filter_subjects.clone()
-    } else {
-        vec![config.filter_subject.clone()]
-    };
+/// Encodes a consumer's info.
+pub(crate) fn consumer_info(info: ConsumerInfo) -> api::ConsumerInfo {
     api::ConsumerInfo {
-        stream: info.stream_name.clone(),
-        name: info.name.clone(),
-        durable: config.durable_name.is_some(),
-        created: Some(timestamp(info.created)),
-        subjects,
-        processing_timeout: Some(processing_timeout(info).into()),
-        max_deliveries: u32::try_from(config.max_deliver).ok().filter(|n| *n > 0),
-        backoff: config.backoff.iter().map(|d| (*d).into()).collect(),
-        dead_letter_stream: config.metadata.get(dead_letters::METADATA_KEY).cloned(),
-        pull: config.deliver_subject.is_none(),
-        pending: info.num_pending,
-        ack_pending: info.num_ack_pending as u64,
-        redelivered: info.num_redelivered as u64,
-        waiting: info.num_waiting as u64,
-        last_delivered_id: info.delivered.stream_sequence,
-        ack_floor_id: info.ack_floor.stream_sequence,
-        last_active: info.delivered.last_active.map(timestamp),
+        stream: info.stream,
+        name: info.name,
+        durable: info.durable,
+        created: Some(info.created.into()),
+        subjects: info.subjects,
+        processing_timeout: Some(info.processing_timeout.into()),
+        max_deliveries: info.max_deliveries,
+        backoff: info.backoff.into_iter().map(Into::into).collect(),
+        dead_letter_stream: info.dead_letter_stream,
+        pull: info.pull,
+        pending: info.pending,
+        ack_pending: info.ack_pending,
+        redelivered: info.redelivered,
+        waiting: info.waiting,
+        last_delivered_id: info.last_delivered_id,
+        ack_floor_id: info.ack_floor_id,
+        last_active: info.last_active.map(Into::into),
     }
 }
 
@@ -179,12 +151,5 @@ mod tests {
             selection(&request(vec![], true)).unwrap(),
             Selection::All { limit: 0, .. }
         ));
-    }
-
-    #[test]
-    fn absent_limits_are_unset() {
-        assert_eq!(limit(-1), None);
-        assert_eq!(limit(0), None);
-        assert_eq!(limit(5), Some(5));
     }
 }

@@ -107,7 +107,7 @@ impl AdminService for Admin {
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(api::ListConsumersResponse {
-            consumers: page.items.iter().map(consumer_info).collect(),
+            consumers: page.items.into_iter().map(consumer_info).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }
@@ -121,7 +121,7 @@ impl AdminService for Admin {
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(api::GetConsumerInfoResponse {
-            info: Some(consumer_info(&info)),
+            info: Some(consumer_info(info)),
         }))
     }
 
