@@ -16,4 +16,6 @@ pub mod status;
 pub mod streaming;
 pub mod supervisor;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;

@@ -10,7 +10,7 @@ use jetway_client::{
     tonic::{Code, transport::Channel},
 };
 
-use crate::{next_event, server::TestServer, stream_and_consumer, text, value_of};
+use crate::{TestServer, next_event, stream_and_consumer, text, value_of};
 
 /// Stream info read directly from JetStream.
 async fn stream_config(server: &TestServer, name: &str) -> jetstream::stream::Config {

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use jetway_client::{Client, PublishOptions, SettleError, SubscribeOptions, tonic::Code};
 use jetway_testkit::eventually;
 
-use crate::{next_event, server::TestServer, stream_and_consumer, text, value_of};
+use crate::{TestServer, next_event, stream_and_consumer, text, value_of};
 
 #[tokio::test]
 async fn ack_reject_delayed_reject_and_permanent_reject_do_what_they_say() {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use jetway_client::{Client, Error, RetryPolicy, StreamOptions, Subscription};
 use jetway_testkit::{TcpProxy, eventually};
 
-use crate::{next_event, server::TestServer, stream_and_consumer, text, value_of};
+use crate::{TestServer, next_event, stream_and_consumer, text, value_of};
 
 /// Publishes `values`, then receives them on `events` (acking each); their order is the stream's.
 async fn publish_and_receive(client: &Client, events: &mut Subscription, values: &[String]) {
@@ -109,7 +109,7 @@ async fn after_more_acks(acked: &AtomicUsize, from: usize, more: usize) -> usize
 #[tokio::test]
 async fn every_publish_succeeds_once_through_cut_connections_and_a_restart() {
     let mut server = TestServer::start().await;
-    let port = server.url().rsplit(':').next().unwrap().parse().unwrap();
+    let port = server.grpc_addr().port();
     let proxy = TcpProxy::start(port).await;
     // Patient enough to ride out a restart of the in-process server.
     let policy = RetryPolicy::new()

@@ -21,7 +21,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     clients::{self, collect, consumer, publish, raw, seconds, typed, value_of},
-    harness::{Env, Jetway, assert_status},
+    harness::{Env, assert_status},
 };
 
 fn list(dead_letter_stream: &str) -> ListDeadLettersRequest {
@@ -423,8 +423,7 @@ async fn a_dead_letter_survives_a_jetway_restart() {
     let exhausted = publish(&mut events, typed("orders.created", "exhausted")).await;
 
     // Jetway goes away; a NATS client gives up on both events meanwhile.
-    env.jetway.shutdown.cancel();
-    (&mut env.jetway.task).await.unwrap().unwrap();
+    env.jetway.stop().await;
     let consumer: PullConsumer = env
         .js
         .get_consumer_from_stream("worker", "orders")
@@ -445,7 +444,7 @@ async fn a_dead_letter_survives_a_jetway_restart() {
     assert_eq!(env.stream_info("orders-dead").await.state.messages, 0);
 
     // A new Jetway on the same NATS picks them up.
-    env.jetway = Jetway::start(&env.nats.url()).await;
+    env.jetway.start_again().await;
     let found = await_dead_letters(&env, "orders-dead", 2).await;
     let mut got: Vec<_> = found
         .iter()

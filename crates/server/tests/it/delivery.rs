@@ -21,7 +21,7 @@ use tonic::Code;
 
 use crate::{
     clients,
-    harness::{Env, Jetway, value_of},
+    harness::{Env, TestServer, value_of},
 };
 
 #[tokio::test]
@@ -460,7 +460,7 @@ async fn pulls_stay_within_the_consumers_request_limits() {
 async fn after_a_connection_blip_every_event_is_delivered_once() {
     let nats = NatsServer::start();
     let proxy = TcpProxy::start(nats.port()).await;
-    let jetway = Jetway::start(&proxy.url()).await;
+    let jetway = TestServer::builder().nats_url(proxy.url()).start().await;
     let client = EventsServiceClient::new(jetway.channel().await);
     let direct = async_nats::connect(nats.url()).await.expect("direct nats");
     let mut env = Env {

@@ -729,7 +729,10 @@ impl Drop for LargePayloadNats {
 #[tokio::test]
 async fn an_event_larger_than_3_mib_on_its_own_is_fetched_alone() {
     let nats = LargePayloadNats::start().await;
-    let jetway = crate::harness::Jetway::start(&nats.url).await;
+    let jetway = crate::harness::TestServer::builder()
+        .nats_url(&nats.url)
+        .start()
+        .await;
     let channel = jetway.channel().await;
     jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient::new(
         channel.clone(),

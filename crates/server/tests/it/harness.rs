@@ -1,5 +1,6 @@
-//! The test environment: a real nats-server (from jetway-testkit), a Jetway server served in-process
-//! on loopback ports, a gRPC client, and a direct JetStream context for checking what was stored.
+//! The test environment: a real nats-server (from jetway-testkit), the in-process Jetway test server
+//! (`jetway_server::testing`) in front of it, a gRPC client, and a direct JetStream context for
+//! checking what was stored.
 //!
 //! Each test gets its own environment: tests then share nothing, and every nats-server is killed when
 //! its test ends (a process-wide server would outlive the test binary).
@@ -26,109 +27,15 @@ use jetway_api::{
         test::v1::StringValue,
     },
 };
-use jetway_core::{ConnectSettings, Nats};
-use jetway_server::{
-    app::{self, Listeners},
-    config::Limits,
-};
+use jetway_server::config::Limits;
+pub(crate) use jetway_server::testing::TestServer;
 use jetway_testkit::{NatsServer, eventually};
-use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 /// How long a test waits for one expected message before it fails (a hang guard, not a timing check).
 pub(crate) const RECV_GUARD: Duration = Duration::from_secs(10);
-
-/// A running Jetway server in this process.
-pub(crate) struct Jetway {
-    pub grpc_addr: SocketAddr,
-    pub health_addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub task: JoinHandle<Result<(), app::ServeError>>,
-}
-
-impl Jetway {
-    /// Serves on loopback ports against `nats_url`, with the default limits.
-    pub(crate) async fn start(nats_url: &str) -> Jetway {
-        Jetway::start_with(nats_url, Limits::default()).await
-    }
-
-    /// Serves on loopback ports against `nats_url`, within `limits`.
-    pub(crate) async fn start_with(nats_url: &str, limits: Limits) -> Jetway {
-        let settings = ConnectSettings {
-            url: nats_url.to_owned(),
-            name: "jetway-test".into(),
-            publish_max_pending: 256,
-        };
-        let nats = Nats::connect(&settings).await.expect("connect to nats");
-        let listeners = Listeners {
-            grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        };
-        let grpc_addr = listeners.grpc.local_addr().unwrap();
-        let health_addr = listeners.health.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, limits, shutdown.clone()));
-        let jetway = Jetway {
-            grpc_addr,
-            health_addr,
-            shutdown,
-            task,
-        };
-        jetway.wait_serving().await;
-        jetway
-    }
-
-    pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to jetway")
-    }
-
-    /// A channel whose streams have a 1 KiB receive window: the server can send only a few
-    /// responses ahead of a client that does not read them.
-    pub(crate) async fn slow_reader_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .unwrap()
-            .initial_stream_window_size(Some(1024))
-            .connect()
-            .await
-            .expect("connect to jetway")
-    }
-
-    /// Waits until `grpc.health.v1` says SERVING: a bound listener alone does not mean ready.
-    pub(crate) async fn wait_serving(&self) {
-        let channel = self.channel().await;
-        eventually("jetway reports SERVING", || {
-            let mut health = HealthClient::new(channel.clone());
-            async move { (grpc_health(&mut health).await == Some(ServingStatus::Serving)).then_some(()) }
-        })
-        .await;
-    }
-}
-
-impl Drop for Jetway {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// The overall `grpc.health.v1` status, or `None` if the call failed.
-pub(crate) async fn grpc_health(health: &mut HealthClient<Channel>) -> Option<ServingStatus> {
-    let response = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
-    ServingStatus::try_from(response.into_inner().status).ok()
-}
 
 /// GETs a path from the HTTP health server and returns the status code.
 pub(crate) async fn http_status(addr: SocketAddr, path: &str) -> u16 {
@@ -159,7 +66,8 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Everything a test needs.
 pub(crate) struct Env {
     pub nats: NatsServer,
-    pub jetway: Jetway,
+    /// The Jetway server, in front of `nats`.
+    pub jetway: TestServer,
     pub client: EventsServiceClient<Channel>,
     /// Direct JetStream access, to check what Jetway stored.
     pub js: jetstream::Context,
@@ -173,7 +81,11 @@ impl Env {
     /// An environment whose Jetway server has `limits`.
     pub(crate) async fn start_with(limits: Limits) -> Env {
         let nats = NatsServer::start();
-        let jetway = Jetway::start_with(&nats.url(), limits).await;
+        let jetway = TestServer::builder()
+            .nats_url(nats.url())
+            .limits(limits)
+            .start()
+            .await;
         let client = EventsServiceClient::new(jetway.channel().await);
         let direct = async_nats::connect(nats.url())
             .await

@@ -922,7 +922,7 @@ async fn a_read_cut_by_shutdown_ends_unavailable_even_when_the_client_lags() {
         .into_inner();
     next(&mut reading).await.event.expect("the first event");
 
-    env.jetway.shutdown.cancel();
+    env.jetway.begin_shutdown();
     // Ending OK would tell the client it read the whole range.
     let status = collect(reading).await.expect_err("the read is cut short");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

@@ -625,7 +625,7 @@ async fn a_watch_stops_when_the_client_leaves_and_ends_at_shutdown() {
     .await;
 
     let mut watch = kv.watch("w", ">", None).await;
-    kv.env.jetway.shutdown.cancel();
+    kv.env.jetway.begin_shutdown();
     let status = watch.try_next().await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("after_revision"), "{status:?}");

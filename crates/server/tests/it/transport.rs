@@ -142,7 +142,7 @@ async fn slow_and_idle_connections_on_the_health_port_are_closed() {
         l.health_header_timeout = Duration::from_millis(300);
     }))
     .await;
-    let addr = env.jetway.health_addr;
+    let addr = env.jetway.health_addr();
 
     // A header that grows by a byte every 50 ms, for as long as the connection lasts.
     let (slow, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -197,7 +197,7 @@ async fn one_address_holds_a_share_of_the_health_port_and_connections_live_a_bou
         l.health_header_timeout = Duration::from_millis(200);
     }))
     .await;
-    let addr = env.jetway.health_addr;
+    let addr = env.jetway.health_addr();
 
     // A connection that pipelines requests and reads nothing, for as long as it lasts.
     let (hog, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -249,7 +249,7 @@ async fn a_grpc_connection_without_calls_is_closed_and_one_with_a_call_is_kept()
         l.grpc_idle_timeout = Duration::from_millis(300);
     }))
     .await;
-    let addr = env.jetway.grpc_addr;
+    let addr = env.jetway.grpc_addr();
 
     // A call that stays open (a health Watch) on one connection...
     let mut busy = H2::connect(addr).await.expect("a connection");
@@ -293,7 +293,7 @@ async fn connections_over_a_port_s_cap_are_closed_at_once() {
     .await;
 
     // Health: two idle connections fill the port; a third is closed without an answer.
-    let health = env.jetway.health_addr;
+    let health = env.jetway.health_addr();
     let first = TcpStream::connect(health).await.unwrap();
     let second = TcpStream::connect(health).await.unwrap();
     eventually("a third health connection is refused", || async {
@@ -308,7 +308,7 @@ async fn connections_over_a_port_s_cap_are_closed_at_once() {
     drop(second);
 
     // gRPC: the environment's client holds one connection; one more fills the port.
-    let grpc = env.jetway.grpc_addr;
+    let grpc = env.jetway.grpc_addr();
     let held = eventually("the second gRPC connection is served", || H2::connect(grpc)).await;
     let refused = H2::connect(grpc).await;
     assert!(refused.is_none(), "a third gRPC connection is refused");
