@@ -83,7 +83,9 @@ async fn ephemeral_and_durable_consumers_get_the_windshift_defaults() {
     env.stream("orders", &["orders.>", "audit.>"]).await;
 
     let ephemeral = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert!(is_uuid_v4(&ephemeral), "{ephemeral:?} is not a UUID v4");
     let info = env.consumer_info("orders", &ephemeral).await;
@@ -98,7 +100,10 @@ async fn ephemeral_and_durable_consumers_get_the_windshift_defaults() {
 
     // An empty name is ephemeral too, and every call makes a new consumer.
     let again = env
-        .consumer("orders", Some(""), &["orders.>"], None, None)
+        .consumer("orders")
+        .named("")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert!(is_uuid_v4(&again), "{again:?} is not a UUID v4");
     assert_ne!(again, ephemeral);
@@ -111,13 +116,10 @@ async fn ephemeral_and_durable_consumers_get_the_windshift_defaults() {
     );
 
     let durable = env
-        .consumer(
-            "orders",
-            Some("worker"),
-            &["orders.>", "audit.>"],
-            None,
-            None,
-        )
+        .consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>", "audit.>"])
+        .ensure()
         .await;
     assert_eq!(durable, "worker");
     let info = env.consumer_info("orders", "worker").await;
@@ -140,20 +142,21 @@ async fn durable_updates_switch_filters_and_keep_the_timeout() {
         )
     };
 
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.a"],
-        None,
-        Some(Duration::from_secs(5)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.a"])
+        .timeout(Duration::from_secs(5))
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(filters(&info), ("orders.a".into(), vec![]));
     assert_eq!(info.config.ack_wait, Duration::from_secs(5));
 
     // One subject to another.
-    env.consumer("orders", Some("worker"), &["orders.b"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.b"])
+        .ensure()
         .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(filters(&info), ("orders.b".into(), vec![]));
@@ -164,14 +167,11 @@ async fn durable_updates_switch_filters_and_keep_the_timeout() {
     );
 
     // One to two.
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.a", "orders.b"],
-        None,
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.a", "orders.b"])
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(
         filters(&info),
@@ -179,14 +179,12 @@ async fn durable_updates_switch_filters_and_keep_the_timeout() {
     );
 
     // Part A #5: two back to one (upstream left both fields set and NATS refused).
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.c"],
-        None,
-        Some(Duration::from_secs(7)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.c"])
+        .timeout(Duration::from_secs(7))
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(filters(&info), ("orders.c".into(), vec![]));
     assert_eq!(info.config.ack_wait, Duration::from_secs(7));
@@ -198,8 +196,11 @@ async fn start_positions_map_to_deliver_policies() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let mut policy = async |name: &str, from: Option<Pointer>| {
-        env.consumer("orders", Some(name), &["orders.>"], from, None)
-            .await;
+        let mut consumer = env.consumer("orders").named(name).subjects(&["orders.>"]);
+        if let Some(from) = from {
+            consumer = consumer.from(from);
+        }
+        consumer.ensure().await;
         env.consumer_info("orders", name)
             .await
             .config
@@ -298,14 +299,12 @@ async fn an_offset_beyond_signed_64_bits_is_refused_and_the_largest_survives_a_r
     );
 
     let last = i64::MAX as u64;
-    env.consumer(
-        "orders",
-        Some("last"),
-        &["orders.>"],
-        Some(Pointer::Offset(last)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("last")
+        .subjects(&["orders.>"])
+        .from(Pointer::Offset(last))
+        .ensure()
+        .await;
     env.nats.restart();
     // A fresh connection: the harness's own one reconnects on its own schedule. The server is ready
     // once it accepts clients, and it restores streams and their consumers before that.
@@ -356,14 +355,12 @@ async fn start_times_beyond_what_jetstream_counts_keep_their_meaning() {
         ("past", year_1600, 3),
         ("epoch", Timestamp::default(), 3),
     ] {
-        env.consumer(
-            "orders",
-            Some(name),
-            &["orders.>"],
-            Some(Pointer::Time(time)),
-            None,
-        )
-        .await;
+        env.consumer("orders")
+            .named(name)
+            .subjects(&["orders.>"])
+            .from(Pointer::Time(time))
+            .ensure()
+            .await;
         let info = env.consumer_info("orders", name).await;
         assert_eq!(info.num_pending, pending, "Windshift, from {time:?}");
 
@@ -391,14 +388,12 @@ async fn updating_a_durable_keeps_its_position() {
     for value in ["one", "two", "three"] {
         env.publish("orders.created", value).await;
     }
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        Some(Pointer::Start(true)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .ensure()
+        .await;
 
     // Process the first two events directly over JetStream.
     let consumer: PullConsumer = env
@@ -425,21 +420,19 @@ async fn updating_a_durable_keeps_its_position() {
     assert_eq!(sequences, [1, 2]);
 
     // Re-ensure with another timeout and other filters: the position must survive.
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.created", "orders.updated"],
-        None,
-        Some(Duration::from_secs(45)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.created", "orders.updated"])
+        .timeout(Duration::from_secs(45))
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(info.config.ack_wait, Duration::from_secs(45));
     assert_eq!(info.ack_floor.stream_sequence, 2);
     assert_eq!(info.delivered.stream_sequence, 2);
     assert_eq!(info.num_pending, 1);
 
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let event = session.event().await;
     assert_eq!((event.id, value_of(&event)), (3, "three".to_owned()));
     assert_eq!(event.delivery_attempt, 1);
@@ -542,7 +535,10 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
     let stream = env.js.get_stream("orders").await.expect("stream");
     assert!(stream.consumer_info("worker").await.is_err());
     let id = env
-        .consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert_eq!(id, "worker");
 }
@@ -606,14 +602,12 @@ async fn processing_timeouts_and_backoff_entries_shorter_than_a_second_are_refus
     );
 
     // One second, the shortest accepted, on both APIs.
-    env.consumer(
-        "orders",
-        Some("quick"),
-        &["orders.>"],
-        None,
-        Some(Duration::from_secs(1)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("quick")
+        .subjects(&["orders.>"])
+        .timeout(Duration::from_secs(1))
+        .ensure()
+        .await;
     assert_eq!(
         env.consumer_info("orders", "quick").await.config.ack_wait,
         Duration::from_secs(1)
@@ -702,10 +696,15 @@ async fn a_filter_outside_the_streams_subjects_is_refused() {
 async fn delete_consumer_removes_it_once() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let ephemeral = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let stream = env.js.get_stream("orders").await.expect("stream");
 
@@ -749,7 +748,10 @@ async fn delete_consumer_removes_it_once() {
     );
 
     // A deleted durable can be declared again, and starts afresh.
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert_eq!(
         env.consumer_info("orders", "worker")
@@ -820,7 +822,10 @@ async fn unnamed_consumers_stop_at_their_cap_per_stream() {
     try_ensure(&mut env, request("audit", None, &["audit.>"]))
         .await
         .expect("another stream has a cap of its own");
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let id = env.publish("orders.created", "after the cap").await;
     assert_eq!(next(&mut feed).await.event.expect("an event").id, id);
@@ -866,7 +871,10 @@ async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
         "MAX_UNNAMED_CONSUMERS_PER_STREAM",
     );
 
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let mut feed = jetway
         .subscribe(api::SubscribeRequest {

@@ -119,9 +119,9 @@ async fn permanent_rejects_after_a_forced_delete_of_the_advisory_stream_are_dead
 
     let streamed = publish(&mut events, typed("orders.created", "streamed")).await;
     admin.delete_stream(delete_advisories).await.unwrap();
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     assert_eq!(session.event().await.id, streamed);
-    let rejected = session.reject(&[streamed], Some(true), None).await;
+    let rejected = session.reject(&[streamed]).permanently().await;
     assert_eq!(rejected.ids, [streamed]);
 
     let found = await_dead_letters(&env, "orders-dead", 2).await;
@@ -484,7 +484,7 @@ async fn backoff_sets_the_processing_timeout_of_each_delivery() {
         ..consumer("orders", "worker", &["orders.>"])
     };
     events.ensure_consumer(worker).await.unwrap();
-    let (mut session, first) = env.subscribe_raw("orders", "worker", None).await;
+    let (mut session, first) = env.subscribe("orders", "worker").raw().await;
     match first {
         Ok(Some(Resp::Subscribed(subscribed))) => {
             assert_eq!(subscribed.processing_timeout, Some(seconds(1)))

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tonic::{Status, transport::Channel};
 
 use crate::harness::{
-    JetwayProcess, Session, TestServer, ensure_consumer, http_status, publish_request,
+    EnsureConsumer, JetwayProcess, Session, TestServer, http_status, publish_request,
     stream_request,
 };
 
@@ -360,18 +360,18 @@ async fn consume_drill(channel: &Channel, total: u64, processing_timeout: Durati
         .ensure_stream(r3("drill", &["drill.>"]))
         .await
         .expect("an R3 stream");
-    ensure_consumer(
-        &mut client,
-        "drill",
-        Some("worker"),
-        &["drill.>"],
-        Some(Pointer::Start(true)),
-        Some(processing_timeout),
-    )
-    .await;
+    EnsureConsumer::on(&mut client, "drill")
+        .named("worker")
+        .subjects(&["drill.>"])
+        .from(Pointer::Start(true))
+        .timeout(processing_timeout)
+        .ensure()
+        .await;
     let published = Arc::default();
     publish_idempotently(channel.clone(), "drill.e", "first", total / 2, 4, published).await;
-    Session::subscribe(&mut client, "drill", "worker", Some(50)).await
+    Session::subscribe(&mut client, "drill", "worker")
+        .max(50)
+        .await
 }
 
 /// Publishes the second half of a consume drill's events, retrying through the fault.
@@ -519,8 +519,8 @@ async fn d2_a_jetway_process_is_killed_mid_consume() {
         &mut EventsServiceClient::new(channel.clone()),
         "drill",
         "worker",
-        Some(50),
     )
+    .max(50)
     .await;
     // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
     let expected: BTreeSet<u64> = (1..=TOTAL).collect();

@@ -8,8 +8,10 @@
 #![allow(dead_code)]
 
 use std::{
+    future::IntoFuture,
     io::{BufRead, BufReader},
     net::SocketAddr,
+    pin::Pin,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -106,16 +108,9 @@ impl Env {
             .expect("ensure stream");
     }
 
-    /// Ensures a consumer and returns its id; `name` None makes it ephemeral.
-    pub(crate) async fn consumer(
-        &mut self,
-        stream: &str,
-        name: Option<&str>,
-        subjects: &[&str],
-        from: Option<Pointer>,
-        timeout: Option<Duration>,
-    ) -> String {
-        ensure_consumer(&mut self.client, stream, name, subjects, from, timeout).await
+    /// A consumer on `stream` to ensure through the environment's client (see [`EnsureConsumer`]).
+    pub(crate) fn consumer(&mut self, stream: &str) -> EnsureConsumer<'_> {
+        EnsureConsumer::on(&mut self.client, stream)
     }
 
     /// Publishes a StringValue and returns the event id.
@@ -128,14 +123,10 @@ impl Env {
             .id
     }
 
-    /// Opens an Events stream and subscribes; returns the session after its `Subscribed`.
-    pub(crate) async fn subscribe(
-        &mut self,
-        stream: &str,
-        consumer: &str,
-        max: Option<u64>,
-    ) -> Session {
-        Session::subscribe(&mut self.client, stream, consumer, max).await
+    /// An Events stream to open on the environment's client and subscribe to `consumer` on
+    /// `stream` (see [`Subscribing`]).
+    pub(crate) fn subscribe(&mut self, stream: &str, consumer: &str) -> Subscribing<'_> {
+        Session::subscribe(&mut self.client, stream, consumer)
     }
 
     /// Opens an Events stream without sending anything.
@@ -193,26 +184,23 @@ impl Session {
         }
     }
 
-    /// Opens an Events stream on `client` and subscribes; returns the session after its
-    /// `Subscribed`.
-    pub(crate) async fn subscribe(
-        client: &mut EventsServiceClient<Channel>,
+    /// An Events stream to open on `client` and subscribe to `consumer` on `stream` (see
+    /// [`Subscribing`]).
+    pub(crate) fn subscribe<'a>(
+        client: &'a mut EventsServiceClient<Channel>,
         stream: &str,
         consumer: &str,
-        max: Option<u64>,
-    ) -> Session {
-        let mut session = Session::open(client).await;
-        session.send(subscribe(stream, consumer, max)).await;
-        match session.next().await {
-            Resp::Subscribed(_) => session,
-            other => panic!("expected Subscribed, got {other:?}"),
+    ) -> Subscribing<'a> {
+        Subscribing {
+            client,
+            subscribe: subscribe(stream, consumer),
         }
     }
 
-    pub(crate) async fn send(&mut self, request: events_request::Request) {
+    pub(crate) async fn send(&mut self, request: impl Into<events_request::Request>) {
         let tx = self.tx.as_ref().expect("the client half is still open");
         tx.send(EventsRequest {
-            request: Some(request),
+            request: Some(request.into()),
         })
         .await
         .expect("send on events stream");
@@ -273,21 +261,14 @@ impl Session {
         }
     }
 
-    pub(crate) async fn reject(
-        &mut self,
-        ids: &[u64],
-        permanently: Option<bool>,
-        delay: Option<Duration>,
-    ) -> jetway_api::windshift::events::v1alpha1::events_response::RejectConfirmation {
-        let reject = events_request::Reject {
-            ids: ids.to_vec(),
-            permanently,
-            delay: delay.map(PbDuration::from),
-        };
-        self.send(events_request::Request::Reject(reject)).await;
-        match self.next().await {
-            Resp::RejectConfirmation(c) => c,
-            other => panic!("expected a RejectConfirmation, got {other:?}"),
+    /// A Reject of `ids` to send (see [`Rejecting`]).
+    pub(crate) fn reject(&mut self, ids: &[u64]) -> Rejecting<'_> {
+        Rejecting {
+            session: self,
+            reject: events_request::Reject {
+                ids: ids.to_vec(),
+                ..Default::default()
+            },
         }
     }
 
@@ -306,36 +287,176 @@ impl Session {
     }
 }
 
-/// Ensures a consumer through `client` and returns its id; `name` None makes it ephemeral.
-pub(crate) async fn ensure_consumer(
-    client: &mut EventsServiceClient<Channel>,
-    stream: &str,
-    name: Option<&str>,
-    subjects: &[&str],
-    from: Option<Pointer>,
-    timeout: Option<Duration>,
-) -> String {
-    let request = EnsureConsumerRequest {
-        stream: stream.into(),
-        name: name.map(str::to_owned),
-        subjects: subjects.iter().map(|s| s.to_string()).collect(),
-        from: from.map(|p| StreamPointer { pointer: Some(p) }),
-        processing_timeout: timeout.map(PbDuration::from),
-    };
-    client
-        .ensure_consumer(request)
-        .await
-        .expect("ensure consumer")
-        .into_inner()
-        .id
+/// A consumer to ensure: unnamed (ephemeral), on every subject of its stream, starting where the
+/// server starts one and with the server's processing timeout, unless a setter says otherwise.
+/// [`EnsureConsumer::ensure`] sends it.
+#[must_use = "nothing is ensured until `ensure` is awaited"]
+pub(crate) struct EnsureConsumer<'a> {
+    client: &'a mut EventsServiceClient<Channel>,
+    request: EnsureConsumerRequest,
 }
 
-pub(crate) fn subscribe(stream: &str, consumer: &str, max: Option<u64>) -> events_request::Request {
-    events_request::Request::Subscribe(events_request::Subscribe {
+impl<'a> EnsureConsumer<'a> {
+    /// A consumer on `stream`, to ensure through `client`.
+    pub(crate) fn on(client: &'a mut EventsServiceClient<Channel>, stream: &str) -> Self {
+        EnsureConsumer {
+            client,
+            request: EnsureConsumerRequest {
+                stream: stream.into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// A durable consumer called `name`.
+    pub(crate) fn named(mut self, name: &str) -> Self {
+        self.request.name = Some(name.into());
+        self
+    }
+
+    /// Only events on these subjects.
+    pub(crate) fn subjects(mut self, subjects: &[&str]) -> Self {
+        self.request.subjects = subjects.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Starts at `pointer`.
+    pub(crate) fn from(mut self, pointer: Pointer) -> Self {
+        self.request.from = Some(StreamPointer {
+            pointer: Some(pointer),
+        });
+        self
+    }
+
+    /// Redelivers an event not settled within `timeout`.
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+        self.request.processing_timeout = Some(PbDuration::from(timeout));
+        self
+    }
+
+    /// Ensures the consumer and returns its id.
+    pub(crate) async fn ensure(self) -> String {
+        self.client
+            .ensure_consumer(self.request)
+            .await
+            .expect("ensure consumer")
+            .into_inner()
+            .id
+    }
+}
+
+/// A Subscribe request to `consumer` on `stream`; `max_processing_events` is left to the server
+/// unless [`Subscribe::max`] sets it.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscribe(events_request::Subscribe);
+
+/// A Subscribe request to `consumer` on `stream` (see [`Subscribe`]).
+pub(crate) fn subscribe(stream: &str, consumer: &str) -> Subscribe {
+    Subscribe(events_request::Subscribe {
         stream: stream.into(),
         consumer: consumer.into(),
-        max_processing_events: max,
+        max_processing_events: None,
     })
+}
+
+impl Subscribe {
+    /// At most `max` events in processing at once.
+    pub(crate) fn max(mut self, max: u64) -> Self {
+        self.0.max_processing_events = Some(max);
+        self
+    }
+}
+
+impl From<Subscribe> for events_request::Request {
+    fn from(subscribe: Subscribe) -> Self {
+        events_request::Request::Subscribe(subscribe.0)
+    }
+}
+
+/// An Events stream to open and subscribe on. Awaiting it returns the session once its
+/// `Subscribed` came (and panics on any other answer); [`Subscribing::raw`] returns whatever came
+/// first.
+#[must_use = "nothing is sent until it is awaited"]
+pub(crate) struct Subscribing<'a> {
+    client: &'a mut EventsServiceClient<Channel>,
+    subscribe: Subscribe,
+}
+
+impl Subscribing<'_> {
+    /// At most `max` events in processing at once.
+    pub(crate) fn max(mut self, max: u64) -> Self {
+        self.subscribe = self.subscribe.max(max);
+        self
+    }
+
+    /// Opens the stream, sends the Subscribe, and returns the session with the first response.
+    pub(crate) async fn raw(self) -> (Session, Result<Option<Resp>, Status>) {
+        let mut session = Session::open(self.client).await;
+        session.send(self.subscribe).await;
+        let first = session.try_next().await;
+        (session, first)
+    }
+
+    async fn subscribed(self) -> Session {
+        let mut session = Session::open(self.client).await;
+        session.send(self.subscribe).await;
+        match session.next().await {
+            Resp::Subscribed(_) => session,
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+}
+
+impl<'a> IntoFuture for Subscribing<'a> {
+    type Output = Session;
+    type IntoFuture = Pin<Box<dyn Future<Output = Session> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.subscribed())
+    }
+}
+
+/// A Reject to send on a session: the events come again after the consumer's backoff, unless a
+/// setter says otherwise. Awaiting it returns the `RejectConfirmation`.
+#[must_use = "nothing is sent until it is awaited"]
+pub(crate) struct Rejecting<'a> {
+    session: &'a mut Session,
+    reject: events_request::Reject,
+}
+
+impl Rejecting<'_> {
+    /// For good: the events are not delivered again.
+    pub(crate) fn permanently(mut self) -> Self {
+        self.reject.permanently = Some(true);
+        self
+    }
+
+    /// The events come again after `delay`.
+    pub(crate) fn delay(mut self, delay: Duration) -> Self {
+        self.reject.delay = Some(PbDuration::from(delay));
+        self
+    }
+
+    async fn confirmed(
+        self,
+    ) -> jetway_api::windshift::events::v1alpha1::events_response::RejectConfirmation {
+        self.session
+            .send(events_request::Request::Reject(self.reject))
+            .await;
+        match self.session.next().await {
+            Resp::RejectConfirmation(c) => c,
+            other => panic!("expected a RejectConfirmation, got {other:?}"),
+        }
+    }
+}
+
+impl<'a> IntoFuture for Rejecting<'a> {
+    type Output = jetway_api::windshift::events::v1alpha1::events_response::RejectConfirmation;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.confirmed())
+    }
 }
 
 pub(crate) fn stream_request(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
@@ -408,19 +529,6 @@ impl Env {
             check(&info).then_some(info)
         })
         .await
-    }
-
-    /// Opens an Events stream, sends a Subscribe, and returns the session with the first response.
-    pub(crate) async fn subscribe_raw(
-        &mut self,
-        stream: &str,
-        consumer: &str,
-        max: Option<u64>,
-    ) -> (Session, Result<Option<Resp>, Status>) {
-        let mut session = self.open_events().await;
-        session.send(subscribe(stream, consumer, max)).await;
-        let first = session.try_next().await;
-        (session, first)
     }
 }
 

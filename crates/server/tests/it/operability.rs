@@ -90,9 +90,12 @@ async fn readyz_until(addr: std::net::SocketAddr, status: u16) {
 async fn acks_during_a_nats_outage_fail_for_now_and_succeed_after_it() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let id = env.publish("orders.created", "held").await;
     assert_eq!(session.event().await.id, id);
 
@@ -132,9 +135,12 @@ async fn acks_during_a_nats_outage_fail_for_now_and_succeed_after_it() {
 async fn readiness_follows_nats_and_everything_resumes_after_a_restart() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let mut health = HealthClient::new(env.jetway.channel().await);
     let addr = env.jetway.health_addr();
     assert_eq!(http_status(addr, "/healthz").await, 200);
@@ -184,17 +190,16 @@ async fn shutdown_naks_what_subscribers_hold_and_ends_their_streams() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     // A 30 s timeout: a redelivery within the test can only come from the nak at shutdown.
-    let timeout = Some(Duration::from_secs(30));
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        Some(Pointer::Start(true)),
-        timeout,
-    )
-    .await;
+    let timeout = Duration::from_secs(30);
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .timeout(timeout)
+        .ensure()
+        .await;
     let id = env.publish("orders.created", "held").await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     assert_eq!(session.event().await.id, id);
 
     env.jetway.begin_shutdown();
@@ -208,7 +213,7 @@ async fn shutdown_naks_what_subscribers_hold_and_ends_their_streams() {
         jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient::new(
             env.jetway.channel().await,
         );
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     // Within the receive guard (10 s), well before the 30 s timeout: the shutdown nak'ed it.
     let event = session.event().await;
     assert_eq!((event.id, event.delivery_attempt), (id, 2));
@@ -396,14 +401,12 @@ fn series(metrics: &str, selector: &str) -> Option<f64> {
 async fn metrics_count_publishes_and_deliveries() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        Some(Pointer::Start(true)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .ensure()
+        .await;
     let mut keyed = publish_request("orders.created", "once");
     keyed.idempotency_key = Some("k".into());
     let id = env
@@ -424,7 +427,7 @@ async fn metrics_count_publishes_and_deliveries() {
             .code(),
         Code::FailedPrecondition
     );
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let event = session.event().await;
     // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
     let (_, held) = http_get(env.jetway.health_addr(), "/metrics").await;

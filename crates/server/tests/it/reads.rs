@@ -131,9 +131,12 @@ async fn raw_payloads_and_custom_headers_are_stored_and_read_back() {
     // A Windshift subscriber of the same stream gets both; the raw body has no message type.
     let start = WindshiftPointer::Start(true);
     let consumer = env
-        .consumer("orders", None, &["orders.>"], Some(start), None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .from(start)
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", &consumer, None).await;
+    let mut session = env.subscribe("orders", &consumer).await;
     let first = session.event().await;
     assert_eq!(
         first.data.as_ref().unwrap().value,
@@ -381,14 +384,12 @@ async fn every_read_path_carries_a_w3c_trace_context_as_events_does() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let mut client = clients::events(&env).await;
-    env.consumer(
-        "orders",
-        Some("events"),
-        &["orders.>"],
-        Some(WindshiftPointer::Start(true)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("events")
+        .subjects(&["orders.>"])
+        .from(WindshiftPointer::Start(true))
+        .ensure()
+        .await;
     client
         .ensure_consumer(api::EnsureConsumerRequest {
             dead_letter_stream: Some("orders-dead".into()),
@@ -415,7 +416,7 @@ async fn every_read_path_carries_a_w3c_trace_context_as_events_does() {
     let carried = |event: &api::Event| (event.trace_parent.clone(), event.trace_state.clone());
 
     // The Events path, as it always did.
-    let mut session = env.subscribe("orders", "events", None).await;
+    let mut session = env.subscribe("orders", "events").await;
     let delivered = session.event().await;
     let headers = delivered.headers.clone().expect("headers");
     assert_eq!(

@@ -399,7 +399,9 @@ async fn one_settlement_takes_at_most_10000_ids() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let consumer = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let too_many: Vec<u64> = (1..=10_001).collect();
     let requests = [
@@ -424,7 +426,7 @@ async fn one_settlement_takes_at_most_10000_ids() {
         ),
     ];
     for (field, request) in requests {
-        let mut session = env.subscribe("orders", &consumer, None).await;
+        let mut session = env.subscribe("orders", &consumer).await;
         session.send(request).await;
         assert_status(
             Err::<(), _>(session.expect_error().await),
@@ -433,7 +435,7 @@ async fn one_settlement_takes_at_most_10000_ids() {
         );
     }
     // 10,000 is fine.
-    let mut session = env.subscribe("orders", &consumer, None).await;
+    let mut session = env.subscribe("orders", &consumer).await;
     let id = env.publish("orders.created", "one").await;
     assert_eq!(session.event().await.id, id);
     let mut ids: Vec<u64> = (100_000..109_999).collect();
@@ -448,9 +450,11 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
     let mut env = Env::start_with(limits(|l| l.grpc_max_streaming_calls = 2)).await;
     env.stream("orders", &["orders.>"]).await;
     let consumer = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let first = env.subscribe("orders", &consumer, None).await;
+    let first = env.subscribe("orders", &consumer).await;
     // Another connection: the cap is the server's, not the connection's.
     let mut other = clients::events(&env).await;
     let live = other
@@ -463,7 +467,7 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
 
     let (tx, rx) = mpsc::channel(1);
     tx.send(EventsRequest {
-        request: Some(subscribe("orders", &consumer, None)),
+        request: Some(subscribe("orders", &consumer).into()),
     })
     .await
     .unwrap();
@@ -493,7 +497,7 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
         async move {
             let (tx, rx) = mpsc::channel(1);
             tx.send(EventsRequest {
-                request: Some(subscribe("orders", &consumer, None)),
+                request: Some(subscribe("orders", &consumer).into()),
             })
             .await
             .ok()?;
@@ -617,7 +621,7 @@ async fn a_publish_stream_of_10000_tiny_events_at_full_speed_is_answered_in_full
 async fn acking_5000_events_one_at_a_time_as_they_arrive_keeps_the_stream() {
     let mut env = Env::start().await;
     env.stream("tiny", &["tiny.>"]).await;
-    let consumer = env.consumer("tiny", None, &["tiny.>"], None, None).await;
+    let consumer = env.consumer("tiny").subjects(&["tiny.>"]).ensure().await;
     let total = 5_000u64;
     let mut client = clients::events(&env).await;
     let mut published = client
@@ -629,7 +633,7 @@ async fn acking_5000_events_one_at_a_time_as_they_arrive_keeps_the_stream() {
 
     let (tx, rx) = mpsc::channel(1);
     tx.send(EventsRequest {
-        request: Some(subscribe("tiny", &consumer, Some(1000))),
+        request: Some(subscribe("tiny", &consumer).max(1000).into()),
     })
     .await
     .unwrap();
