@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use jetway_client::{Client, Error, RetryPolicy, StreamOptions, Subscription};
+use jetway_client::{Client, ConsumerOptions, Error, RetryPolicy, StreamOptions, Subscription};
 use jetway_testkit::{TcpProxy, eventually};
 
 use crate::{TestServer, next_event, stream_and_consumer, text, value_of};
@@ -51,7 +51,12 @@ async fn publishes_and_a_subscription_carry_on_through_the_other_endpoint() {
         .unwrap();
     // A short processing timeout: an event whose session a stopping replica cuts off before it
     // could hand it back (its shutdown grace ran out) comes again within the receive guard.
-    stream_and_consumer(&client, "orders", "billing", Some(Duration::from_secs(3))).await;
+    stream_and_consumer(
+        &client,
+        "orders",
+        ConsumerOptions::durable("billing").processing_timeout(Duration::from_secs(3)),
+    )
+    .await;
     let mut events = client.subscribe("orders", "billing").await.unwrap();
     publish_and_receive(&client, &mut events, &values("both up")).await;
 

@@ -48,25 +48,17 @@ pub fn value_of(event: &Event) -> String {
     event.decode::<StringValue>().expect("a StringValue").value
 }
 
-/// Ensures stream `stream` on `<stream>.>` and a durable consumer `consumer` on it from the start,
-/// with an optional processing timeout.
-pub async fn stream_and_consumer(
-    client: &Client,
-    stream: &str,
-    consumer: &str,
-    processing_timeout: Option<Duration>,
-) {
+/// Ensures stream `stream` on `<stream>.>` and the consumer `consumer` describes on it, on
+/// `<stream>.>` from the start (e.g. `ConsumerOptions::durable("billing").processing_timeout(..)`).
+pub async fn stream_and_consumer(client: &Client, stream: &str, consumer: ConsumerOptions) {
     client
         .streams()
         .ensure(&StreamOptions::new(stream).subjects([format!("{stream}.>")]))
         .await
         .expect("ensure stream");
-    let mut options = ConsumerOptions::durable(consumer)
+    let options = consumer
         .subject(format!("{stream}.>"))
         .from(StartPosition::Start);
-    if let Some(timeout) = processing_timeout {
-        options = options.processing_timeout(timeout);
-    }
     client
         .consumers()
         .ensure(stream, &options)

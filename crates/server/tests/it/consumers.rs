@@ -24,13 +24,34 @@ use crate::{
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
 
-fn request(stream: &str, name: Option<&str>, subjects: &[&str]) -> EnsureConsumerRequest {
+/// An unnamed consumer of every subject of `stream`; the [`RequestFixture`] steps add the rest.
+fn request(stream: &str) -> EnsureConsumerRequest {
     EnsureConsumerRequest {
         stream: stream.into(),
-        name: name.map(str::to_owned),
-        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        name: None,
+        subjects: Vec::new(),
         from: None,
         processing_timeout: None,
+    }
+}
+
+/// The steps of the [`request`] fixture, each setting one field.
+trait RequestFixture {
+    /// A durable consumer called `name`.
+    fn named(self, name: &str) -> Self;
+    /// Only events on these subjects.
+    fn subjects(self, subjects: &[&str]) -> Self;
+}
+
+impl RequestFixture for EnsureConsumerRequest {
+    fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn subjects(mut self, subjects: &[&str]) -> Self {
+        self.subjects = subjects.iter().map(|s| s.to_string()).collect();
+        self
     }
 }
 
@@ -53,7 +74,7 @@ async fn try_ensure_far_future(env: &mut Env) -> Result<String, Status> {
             from: Some(StreamPointer {
                 pointer: Some(Pointer::Time(far)),
             }),
-            ..request("orders", None, &["orders.>"])
+            ..request("orders").subjects(&["orders.>"])
         },
     )
     .await
@@ -245,7 +266,7 @@ async fn start_positions_map_to_deliver_policies() {
             from: Some(StreamPointer {
                 pointer: Some(Pointer::Time(SystemTime::now().into())),
             }),
-            ..request("orders", None, &["orders.>"])
+            ..request("orders").subjects(&["orders.>"])
         })
         .await
         .expect("ephemeral from a time")
@@ -275,7 +296,7 @@ async fn an_offset_beyond_signed_64_bits_is_refused_and_the_largest_survives_a_r
                 &mut env,
                 EnsureConsumerRequest {
                     from: from_offset(offset),
-                    ..request("orders", Some("beyond"), &["orders.>"])
+                    ..request("orders").named("beyond").subjects(&["orders.>"])
                 },
             )
             .await,
@@ -451,7 +472,7 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
                     seconds: 0,
                     nanos: 0,
                 }),
-                ..request("orders", Some("worker"), &["orders.>"])
+                ..request("orders").named("worker").subjects(&["orders.>"])
             },
         )
         .await,
@@ -464,7 +485,7 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
             seconds: 100_000_000,
             nanos: 0,
         }),
-        ..request("orders", Some("worker"), &["orders.>"])
+        ..request("orders").named("worker").subjects(&["orders.>"])
     };
     assert_status(
         try_ensure(&mut env, too_long).await,
@@ -472,43 +493,55 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
         "processing_timeout",
     );
     assert_status(
-        try_ensure(&mut env, request("orders", Some("worker"), &[])).await,
+        try_ensure(&mut env, request("orders").named("worker")).await,
         Code::InvalidArgument,
         "subjects",
     );
     for bad in ["a b", "a.*b", "orders..x", "orders.>.x"] {
         assert_status(
-            try_ensure(&mut env, request("orders", None, &[bad])).await,
+            try_ensure(&mut env, request("orders").subjects(&[bad])).await,
             Code::InvalidArgument,
             "subjects[0]",
         );
     }
     assert_status(
-        try_ensure(&mut env, request("orders", None, &["orders.a", "a b"])).await,
+        try_ensure(&mut env, request("orders").subjects(&["orders.a", "a b"])).await,
         Code::InvalidArgument,
         "subjects[1]",
     );
     for bad in ["", "a.b", "a b"] {
         assert_status(
-            try_ensure(&mut env, request(bad, Some("worker"), &["orders.>"])).await,
+            try_ensure(
+                &mut env,
+                request(bad).named("worker").subjects(&["orders.>"]),
+            )
+            .await,
             Code::InvalidArgument,
             "stream",
         );
     }
     for bad in ["a.b", "a b", "a*"] {
         assert_status(
-            try_ensure(&mut env, request("orders", Some(bad), &["orders.>"])).await,
+            try_ensure(
+                &mut env,
+                request("orders").named(bad).subjects(&["orders.>"]),
+            )
+            .await,
             Code::InvalidArgument,
             "name",
         );
     }
     assert_status(
-        try_ensure(&mut env, request("missing", Some("worker"), &["orders.>"])).await,
+        try_ensure(
+            &mut env,
+            request("missing").named("worker").subjects(&["orders.>"]),
+        )
+        .await,
         Code::NotFound,
         "missing",
     );
     assert_status(
-        try_ensure(&mut env, request("missing", None, &["orders.>"])).await,
+        try_ensure(&mut env, request("missing").subjects(&["orders.>"])).await,
         Code::NotFound,
         "missing",
     );
@@ -522,7 +555,7 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
 
     // Part A #17: filters may start with a wildcard.
     for filter in ["*.created", ">"] {
-        let id = try_ensure(&mut env, request("orders", None, &[filter]))
+        let id = try_ensure(&mut env, request("orders").subjects(&[filter]))
             .await
             .unwrap_or_else(|status| panic!("filter {filter:?}: {status:?}"));
         assert_eq!(
@@ -564,7 +597,7 @@ async fn processing_timeouts_and_backoff_entries_shorter_than_a_second_are_refus
                 &mut env,
                 EnsureConsumerRequest {
                     processing_timeout: Some(timeout),
-                    ..request("orders", Some("storm"), &["orders.>"])
+                    ..request("orders").named("storm").subjects(&["orders.>"])
                 },
             )
             .await,
@@ -636,12 +669,12 @@ async fn a_filter_outside_the_streams_subjects_is_refused() {
         (&["audit.a.b"][..], "subjects[0]"),
     ] {
         assert_status(
-            try_ensure(&mut env, request("orders", Some("lost"), filters)).await,
+            try_ensure(&mut env, request("orders").named("lost").subjects(filters)).await,
             Code::InvalidArgument,
             field,
         );
         assert_status(
-            try_ensure(&mut env, request("orders", None, filters)).await,
+            try_ensure(&mut env, request("orders").subjects(filters)).await,
             Code::InvalidArgument,
             "matches none of the subjects of stream orders",
         );
@@ -666,7 +699,7 @@ async fn a_filter_outside_the_streams_subjects_is_refused() {
         ("crossing", &["*.created"][..]),
         ("several", &["orders.a", "audit.b"][..]),
     ] {
-        try_ensure(&mut env, request("orders", Some(name), filters))
+        try_ensure(&mut env, request("orders").named(name).subjects(filters))
             .await
             .unwrap_or_else(|status| panic!("{filters:?}: {status:?}"));
     }
@@ -687,9 +720,12 @@ async fn a_filter_outside_the_streams_subjects_is_refused() {
         })
         .await
         .expect("mirror");
-    try_ensure(&mut env, request("copy", Some("reader"), &["orders.>"]))
-        .await
-        .expect("a filter on a mirror");
+    try_ensure(
+        &mut env,
+        request("copy").named("reader").subjects(&["orders.>"]),
+    )
+    .await
+    .expect("a filter on a mirror");
 }
 
 #[tokio::test]
@@ -790,7 +826,7 @@ async fn unnamed_consumers_stop_at_their_cap_per_stream() {
         let mut client = env.client.clone();
         async move {
             client
-                .ensure_consumer(request("orders", None, &["orders.>"]))
+                .ensure_consumer(request("orders").subjects(&["orders.>"]))
                 .await
         }
     });
@@ -819,7 +855,7 @@ async fn unnamed_consumers_stop_at_their_cap_per_stream() {
     );
 
     // Everything else still works.
-    try_ensure(&mut env, request("audit", None, &["audit.>"]))
+    try_ensure(&mut env, request("audit").subjects(&["audit.>"]))
         .await
         .expect("another stream has a cap of its own");
     env.consumer("orders")
@@ -861,12 +897,12 @@ async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
     assert_eq!(env.stream_info("orders").await.config.max_consumers, -1);
     let mut jetway = clients::events(&env).await;
     for _ in 0..DEFAULT_MAX_UNNAMED_PER_STREAM {
-        try_ensure(&mut env, request("orders", None, &["orders.>"]))
+        try_ensure(&mut env, request("orders").subjects(&["orders.>"]))
             .await
             .expect("below the cap");
     }
     assert_status(
-        try_ensure(&mut env, request("orders", None, &["orders.>"])).await,
+        try_ensure(&mut env, request("orders").subjects(&["orders.>"])).await,
         Code::ResourceExhausted,
         "MAX_UNNAMED_CONSUMERS_PER_STREAM",
     );
@@ -919,7 +955,11 @@ async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
     );
     // And Jetway says which limit that is.
     assert_status(
-        try_ensure(&mut env, request("orders", Some("late"), &["orders.>"])).await,
+        try_ensure(
+            &mut env,
+            request("orders").named("late").subjects(&["orders.>"]),
+        )
+        .await,
         Code::ResourceExhausted,
         "default_max_consumers",
     );

@@ -12,7 +12,7 @@ use jetway_api::{
             self as admin_api, DeadLetter, GetConsumerInfoRequest, ListDeadLettersRequest,
             RedriveDeadLettersRequest, admin_service_client::AdminServiceClient,
         },
-        events::v1::{self as api, FetchRequest, GetEventRequest, RejectRequest},
+        events::v1::{self as api, GetEventRequest, RejectRequest},
     },
     windshift::events::v1alpha1::{EnsureConsumerRequest, events_response::Response as Resp},
 };
@@ -20,7 +20,9 @@ use jetway_testkit::eventually;
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    clients::{self, collect, consumer, publish, raw, seconds, typed, value_of},
+    clients::{
+        self, FetchFixture, collect, consumer, fetch, publish, raw, seconds, typed, value_of,
+    },
     harness::{Env, assert_status},
 };
 
@@ -58,15 +60,6 @@ pub(crate) async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec
     .await
 }
 
-fn fetch(max: u32, wait: Option<u64>) -> FetchRequest {
-    FetchRequest {
-        stream: "orders".into(),
-        consumer: "worker".into(),
-        max_events: max,
-        wait: wait.map(seconds),
-    }
-}
-
 fn redrive(ids: &[u64]) -> RedriveDeadLettersRequest {
     RedriveDeadLettersRequest {
         dead_letter_stream: "orders-dead".into(),
@@ -99,7 +92,7 @@ async fn permanent_rejects_after_a_forced_delete_of_the_advisory_stream_are_dead
         .delete_stream(delete_advisories.clone())
         .await
         .unwrap();
-    let batch = events.fetch(fetch(1, None)).await.unwrap().into_inner();
+    let batch = events.fetch(fetch(1)).await.unwrap().into_inner();
     assert_eq!(batch.events[0].id, fetched);
     let rejected = events
         .reject(RejectRequest {
@@ -163,7 +156,7 @@ async fn a_permanent_reject_fails_for_now_while_the_advisory_stream_cannot_be_ma
         })
         .await
         .unwrap();
-    let batch = events.fetch(fetch(1, None)).await.unwrap().into_inner();
+    let batch = events.fetch(fetch(1)).await.unwrap().into_inner();
     assert_eq!(batch.events[0].id, id);
     let reject = RejectRequest {
         stream: "orders".into(),
@@ -248,7 +241,7 @@ async fn given_up_events_are_dead_lettered_and_redriven_once() {
         .id;
     let exhausted = publish(&mut events, typed("orders.paid", "never settled")).await;
 
-    let fetched = events.fetch(fetch(2, None)).await.unwrap().into_inner();
+    let fetched = events.fetch(fetch(2)).await.unwrap().into_inner();
     assert_eq!(fetched.events.len(), 2);
     events
         .reject(RejectRequest {
@@ -262,12 +255,20 @@ async fn given_up_events_are_dead_lettered_and_redriven_once() {
         .unwrap();
     // The other one is left to time out twice: its second delivery is its last. JetStream gives
     // up on it when it would deliver it again, so while the consumer is being pulled from.
-    let again = events.fetch(fetch(1, Some(5))).await.unwrap().into_inner();
+    let again = events
+        .fetch(fetch(1).wait(seconds(5)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
         (again.events[0].id, again.events[0].delivery_attempt),
         (exhausted, 2)
     );
-    let nothing = events.fetch(fetch(1, Some(3))).await.unwrap().into_inner();
+    let nothing = events
+        .fetch(fetch(1).wait(seconds(3)))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(nothing.events.is_empty(), "no third delivery");
 
     let found = await_dead_letters(&env, "orders-dead", 2).await;
@@ -395,7 +396,11 @@ async fn given_up_events_are_dead_lettered_and_redriven_once() {
     assert!(nothing.redriven.is_empty());
 
     // The consumer gets the redriven events as new ones.
-    let fresh = events.fetch(fetch(10, Some(5))).await.unwrap().into_inner();
+    let fresh = events
+        .fetch(fetch(10).wait(seconds(5)))
+        .await
+        .unwrap()
+        .into_inner();
     let got: Vec<_> = fresh
         .events
         .iter()
