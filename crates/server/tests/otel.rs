@@ -144,14 +144,12 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
 
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer(
-        "orders",
-        Some("billing"),
-        &["orders.>"],
-        Some(Pointer::Start(true)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("billing")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .ensure()
+        .await;
 
     // The publishing client's own span.
     let (trace_id, client_span_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
@@ -184,7 +182,7 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
         .await
         .unwrap();
 
-    let mut session = env.subscribe("orders", "billing", None).await;
+    let mut session = env.subscribe("orders", "billing").await;
     let event = session.event().await;
     assert_eq!(event.id, id);
     let delivered_parent = event

@@ -7,7 +7,7 @@ use jetway_client::{Client, FetchOptions};
 use jetway_testkit::eventually;
 use serde_json::Value;
 
-use crate::{publish, run, server::TestServer, server_with_orders};
+use crate::{TestServer, publish, run, server_with_orders};
 
 /// The dead letters `jetway --json dlq ls` prints, once there are `n`.
 async fn await_dead_letters(server: &TestServer, n: usize) -> Vec<Value> {

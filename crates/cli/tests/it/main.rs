@@ -5,19 +5,15 @@
 // allow-*-in-tests covers `#[test]` functions only, not the helpers they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The same server harness as the client's tests: one way to start and restart a test server.
-#[path = "../../../client/tests/it/server.rs"]
-mod server;
-
 mod dead_letters;
 mod reads;
 mod streams;
 
 use std::{process::Stdio, time::Duration};
 
+use jetway_server::testing::TestServer;
 use jetway_testkit::eventually;
 use serde_json::Value;
-use server::TestServer;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     process::Command,

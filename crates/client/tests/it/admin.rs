@@ -8,7 +8,7 @@ use jetway_client::{
     StreamOptions, tonic::Code,
 };
 
-use crate::{server::TestServer, text};
+use crate::{TestServer, text};
 
 #[track_caller]
 fn assert_not_found<T: std::fmt::Debug>(result: Result<T, jetway_client::Error>) {

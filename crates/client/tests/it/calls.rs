@@ -10,7 +10,7 @@ use jetway_client::{
     tonic::{Code, transport::Channel},
 };
 
-use crate::{next_event, server::TestServer, stream_and_consumer, text, value_of};
+use crate::{TestServer, next_event, stream_and_consumer, text, value_of};
 
 /// Stream info read directly from JetStream.
 async fn stream_config(server: &TestServer, name: &str) -> jetstream::stream::Config {
@@ -58,7 +58,7 @@ async fn a_client_with_a_token_metadata_and_timeouts_works_and_so_does_one_from_
         .connect(server.url())
         .await
         .expect("connect");
-    stream_and_consumer(&client, "orders", "billing", None).await;
+    stream_and_consumer(&client, "orders", ConsumerOptions::durable("billing")).await;
     assert_eq!(
         client.publish("orders.created", &text("a")).await.unwrap(),
         1
@@ -242,7 +242,7 @@ async fn consumers_are_ensured_durable_or_ephemeral_and_deleted() {
 async fn publish_packs_messages_and_honours_every_option() {
     let server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "orders", "audit", None).await;
+    stream_and_consumer(&client, "orders", ConsumerOptions::durable("audit")).await;
 
     let keyed = PublishOptions::new().idempotency_key("order-42");
     let first = client

@@ -10,7 +10,7 @@ use jetway_client::{
 };
 use jetway_testkit::eventually;
 
-use crate::{server::TestServer, text};
+use crate::{TestServer, text};
 
 /// Fetching waits this long for a first event that is known to be there: a hang guard.
 const FETCH_WAIT: Duration = Duration::from_secs(5);

@@ -6,16 +6,18 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use jetway_client::{Client, PublishOptions, SettleError, SubscribeOptions, tonic::Code};
+use jetway_client::{
+    Client, ConsumerOptions, PublishOptions, SettleError, SubscribeOptions, tonic::Code,
+};
 use jetway_testkit::eventually;
 
-use crate::{next_event, server::TestServer, stream_and_consumer, text, value_of};
+use crate::{TestServer, next_event, stream_and_consumer, text, value_of};
 
 #[tokio::test]
 async fn ack_reject_delayed_reject_and_permanent_reject_do_what_they_say() {
     let server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "jobs", "worker", None).await;
+    stream_and_consumer(&client, "jobs", ConsumerOptions::durable("worker")).await;
     for value in ["ack", "reject", "later", "never"] {
         client.publish("jobs.run", &text(value)).await.unwrap();
     }
@@ -84,7 +86,12 @@ async fn ack_reject_delayed_reject_and_permanent_reject_do_what_they_say() {
 async fn a_held_event_is_pinged_past_its_processing_timeout() {
     let server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "jobs", "slow", Some(Duration::from_secs(1))).await;
+    stream_and_consumer(
+        &client,
+        "jobs",
+        ConsumerOptions::durable("slow").processing_timeout(Duration::from_secs(1)),
+    )
+    .await;
     client
         .publish("jobs.run", &text("slow work"))
         .await
@@ -116,7 +123,7 @@ async fn a_dropped_handle_is_redelivered_at_once() {
     let client = Client::connect(server.url()).await.unwrap();
     // The default 30 s timeout is well past the receive guard: a redelivery within the guard
     // comes from the reject on drop, not from the timeout.
-    stream_and_consumer(&client, "jobs", "worker", None).await;
+    stream_and_consumer(&client, "jobs", ConsumerOptions::durable("worker")).await;
     let id = client.publish("jobs.run", &text("dropped")).await.unwrap();
     let mut events = client.subscribe("jobs", "worker").await.unwrap();
     let event = next_event(&mut events).await;
@@ -132,7 +139,7 @@ async fn a_dropped_handle_is_redelivered_at_once() {
 async fn handles_outliving_their_subscription_cannot_settle_and_the_event_comes_back() {
     let server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "jobs", "worker", None).await;
+    stream_and_consumer(&client, "jobs", ConsumerOptions::durable("worker")).await;
     let id = client.publish("jobs.run", &text("orphan")).await.unwrap();
     let mut events = client.subscribe("jobs", "worker").await.unwrap();
     let event = next_event(&mut events).await;
@@ -149,7 +156,7 @@ async fn handles_outliving_their_subscription_cannot_settle_and_the_event_comes_
 async fn flow_control_holds_at_most_max_processing_events() {
     let server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "jobs", "worker", None).await;
+    stream_and_consumer(&client, "jobs", ConsumerOptions::durable("worker")).await;
     for value in ["1", "2", "3"] {
         client.publish("jobs.run", &text(value)).await.unwrap();
     }
@@ -184,7 +191,7 @@ async fn flow_control_holds_at_most_max_processing_events() {
 async fn the_subscription_resubscribes_after_a_server_restart() {
     let mut server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "jobs", "worker", None).await;
+    stream_and_consumer(&client, "jobs", ConsumerOptions::durable("worker")).await;
     let id = client.publish("jobs.run", &text("before")).await.unwrap();
     let mut events = client.subscribe("jobs", "worker").await.unwrap();
     let held = next_event(&mut events).await;
@@ -221,7 +228,7 @@ async fn the_subscription_resubscribes_after_a_server_restart() {
 async fn unknown_consumers_fail_to_subscribe_and_a_deleted_one_ends_the_subscription() {
     let server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "jobs", "worker", None).await;
+    stream_and_consumer(&client, "jobs", ConsumerOptions::durable("worker")).await;
     let missing = client.subscribe("jobs", "nobody").await;
     assert_eq!(
         missing.as_ref().map_err(|e| e.code()).err(),
@@ -257,7 +264,7 @@ async fn the_trace_context_of_the_current_span_reaches_the_consumer() {
 
     let server = TestServer::start().await;
     let client = Client::connect(server.url()).await.unwrap();
-    stream_and_consumer(&client, "jobs", "worker", None).await;
+    stream_and_consumer(&client, "jobs", ConsumerOptions::durable("worker")).await;
     let span = tracing::info_span!("checkout");
     let trace_id = span.context().span().span_context().trace_id().to_string();
     client

@@ -12,10 +12,10 @@ use std::{
 };
 
 use futures::StreamExt;
-use jetway_client::{Client, Error, RetryPolicy, StreamOptions, Subscription};
+use jetway_client::{Client, ConsumerOptions, Error, RetryPolicy, StreamOptions, Subscription};
 use jetway_testkit::{TcpProxy, eventually};
 
-use crate::{next_event, server::TestServer, stream_and_consumer, text, value_of};
+use crate::{TestServer, next_event, stream_and_consumer, text, value_of};
 
 /// Publishes `values`, then receives them on `events` (acking each); their order is the stream's.
 async fn publish_and_receive(client: &Client, events: &mut Subscription, values: &[String]) {
@@ -51,7 +51,12 @@ async fn publishes_and_a_subscription_carry_on_through_the_other_endpoint() {
         .unwrap();
     // A short processing timeout: an event whose session a stopping replica cuts off before it
     // could hand it back (its shutdown grace ran out) comes again within the receive guard.
-    stream_and_consumer(&client, "orders", "billing", Some(Duration::from_secs(3))).await;
+    stream_and_consumer(
+        &client,
+        "orders",
+        ConsumerOptions::durable("billing").processing_timeout(Duration::from_secs(3)),
+    )
+    .await;
     let mut events = client.subscribe("orders", "billing").await.unwrap();
     publish_and_receive(&client, &mut events, &values("both up")).await;
 
@@ -109,7 +114,7 @@ async fn after_more_acks(acked: &AtomicUsize, from: usize, more: usize) -> usize
 #[tokio::test]
 async fn every_publish_succeeds_once_through_cut_connections_and_a_restart() {
     let mut server = TestServer::start().await;
-    let port = server.url().rsplit(':').next().unwrap().parse().unwrap();
+    let port = server.grpc_addr().port();
     let proxy = TcpProxy::start(port).await;
     // Patient enough to ride out a restart of the in-process server.
     let policy = RetryPolicy::new()

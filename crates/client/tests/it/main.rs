@@ -1,5 +1,6 @@
 //! Integration tests of jetway-client against a real nats-server and an in-process Jetway server:
-//! one test binary, a module per area. Every test starts its own servers (see `server`).
+//! one test binary, a module per area. Every test starts its own servers
+//! (`jetway_server::testing::TestServer`).
 
 // Test code may panic on unwrap/expect: a panic here is a failed test with its message. clippy's
 // allow-*-in-tests covers `#[test]` functions only, not the helpers they share.
@@ -11,7 +12,6 @@ mod dead_letters;
 mod delivery;
 mod failover;
 mod reads;
-mod server;
 mod shared_stream;
 mod state;
 
@@ -20,6 +20,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use jetway_api::windshift::test::v1::StringValue;
 use jetway_client::{Client, ConsumerOptions, Event, StartPosition, StreamOptions, Subscription};
+/// The in-process Jetway server every test starts (shared with the server's and the CLI's tests).
+pub use jetway_server::testing::TestServer;
 
 /// How long a test waits for one expected event before it fails (a hang guard, not a timing check).
 pub const RECV_GUARD: Duration = Duration::from_secs(10);
@@ -46,25 +48,17 @@ pub fn value_of(event: &Event) -> String {
     event.decode::<StringValue>().expect("a StringValue").value
 }
 
-/// Ensures stream `stream` on `<stream>.>` and a durable consumer `consumer` on it from the start,
-/// with an optional processing timeout.
-pub async fn stream_and_consumer(
-    client: &Client,
-    stream: &str,
-    consumer: &str,
-    processing_timeout: Option<Duration>,
-) {
+/// Ensures stream `stream` on `<stream>.>` and the consumer `consumer` describes on it, on
+/// `<stream>.>` from the start (e.g. `ConsumerOptions::durable("billing").processing_timeout(..)`).
+pub async fn stream_and_consumer(client: &Client, stream: &str, consumer: ConsumerOptions) {
     client
         .streams()
         .ensure(&StreamOptions::new(stream).subjects([format!("{stream}.>")]))
         .await
         .expect("ensure stream");
-    let mut options = ConsumerOptions::durable(consumer)
+    let options = consumer
         .subject(format!("{stream}.>"))
         .from(StartPosition::Start);
-    if let Some(timeout) = processing_timeout {
-        options = options.processing_timeout(timeout);
-    }
     client
         .consumers()
         .ensure(stream, &options)

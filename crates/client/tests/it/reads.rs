@@ -10,7 +10,7 @@ use jetway_client::{
     StoredEvent, StreamOptions, tonic::Code,
 };
 
-use crate::{RECV_GUARD, server::TestServer, text};
+use crate::{RECV_GUARD, TestServer, text};
 
 async fn orders(server: &TestServer) -> Client {
     let client = Client::connect(server.url()).await.unwrap();

@@ -14,7 +14,7 @@ use futures::{StreamExt, future::join_all};
 use jetway_client::{Client, PublishOptions, RetryPolicy, StreamOptions, tonic::Code};
 use jetway_testkit::{TcpProxy, eventually};
 
-use crate::{server::TestServer, text};
+use crate::{TestServer, text};
 
 /// How many times each value is stored in stream `stream`. A read that meets a connection the
 /// proxy cut is made again.
@@ -120,7 +120,7 @@ async fn a_conflict_fails_only_its_own_publish() {
 #[tokio::test]
 async fn a_stream_cut_mid_flight_leaves_every_publish_stored_exactly_once() {
     let server = TestServer::start().await;
-    let port = server.url().rsplit(':').next().unwrap().parse().unwrap();
+    let port = server.grpc_addr().port();
     let proxy = TcpProxy::start(port).await;
     let policy = RetryPolicy::new().max_attempts(50).backoff(
         std::time::Duration::from_millis(10),

@@ -4,7 +4,7 @@ use futures::StreamExt;
 use jetway_api::windshift::test::v1::StringValue;
 use jetway_client::{Client, Operation, WatchStart, tonic::Code};
 
-use crate::{RECV_GUARD, server::TestServer, text};
+use crate::{RECV_GUARD, TestServer, text};
 
 #[tokio::test]
 async fn values_are_set_read_compared_and_deleted() {

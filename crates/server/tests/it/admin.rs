@@ -198,14 +198,11 @@ async fn consumers_are_listed_and_inspected_and_go_with_their_stream() {
     let mut admin = clients::admin(&env).await;
     let worker = api_consumer_with_policy();
     events.ensure_consumer(worker).await.unwrap();
-    env.consumer(
-        "orders",
-        Some("audit"),
-        &["orders.created", "orders.paid"],
-        None,
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("audit")
+        .subjects(&["orders.created", "orders.paid"])
+        .ensure()
+        .await;
     for i in 0..3 {
         publish(&mut events, typed("orders.created", &format!("event {i}"))).await;
     }

@@ -100,6 +100,30 @@ pub(crate) fn consumer(stream: &str, name: &str, subjects: &[&str]) -> api::Ensu
     }
 }
 
+/// A Fetch of at most `max` events for consumer `worker` on `orders` that returns at once; a
+/// [`FetchFixture::wait`] makes it wait for them.
+pub(crate) fn fetch(max: u32) -> api::FetchRequest {
+    api::FetchRequest {
+        stream: "orders".into(),
+        consumer: "worker".into(),
+        max_events: max,
+        wait: None,
+    }
+}
+
+/// The step of the [`fetch`] fixture.
+pub(crate) trait FetchFixture {
+    /// Waits up to `wait` for the events.
+    fn wait(self, wait: impl Into<PbDuration>) -> Self;
+}
+
+impl FetchFixture for api::FetchRequest {
+    fn wait(mut self, wait: impl Into<PbDuration>) -> Self {
+        self.wait = Some(wait.into());
+        self
+    }
+}
+
 /// A protobuf duration of whole seconds.
 pub(crate) fn seconds(s: u64) -> PbDuration {
     PbDuration::from(Duration::from_secs(s))

@@ -14,7 +14,7 @@ use jetway_api::{
 use jetway_testkit::{NatsCluster, eventually_within};
 use tonic::Code;
 
-use crate::harness::{Jetway, http_status, publish_request, stream_request};
+use crate::harness::{TestServer, http_status, publish_request, stream_request};
 
 /// Leader elections after a node dies take seconds; this bounds each wait for one.
 const ELECTION: Duration = Duration::from_secs(60);
@@ -51,7 +51,7 @@ async fn direct(cluster: &NatsCluster) -> jetstream::Context {
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_are_placed_on_the_cluster_and_too_many_are_refused_by_name() {
     let cluster = NatsCluster::start(3);
-    let jetway = Jetway::start(&cluster.urls()).await;
+    let jetway = TestServer::builder().nats_url(cluster.urls()).start().await;
     let mut events = EventsServiceClient::new(jetway.channel().await);
     let js = direct(&cluster).await;
 
@@ -120,7 +120,7 @@ async fn replicas_are_placed_on_the_cluster_and_too_many_are_refused_by_name() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jetway_fails_over_between_the_nodes_of_its_nats_url() {
     let mut cluster = NatsCluster::start(3);
-    let jetway = Jetway::start(&cluster.urls()).await;
+    let jetway = TestServer::builder().nats_url(cluster.urls()).start().await;
     let mut events = EventsServiceClient::new(jetway.channel().await);
     events
         .ensure_stream(replicated("orders", &["orders.>"], 3))
@@ -180,19 +180,22 @@ async fn readiness_holds_through_a_meta_leader_election() {
     })
     .await;
     let home = (meta + 1) % cluster.size();
-    let jetway = Jetway::start(&cluster.url(home)).await;
+    let jetway = TestServer::builder()
+        .nats_url(cluster.url(home))
+        .start()
+        .await;
     let mut events = EventsServiceClient::new(jetway.channel().await);
     events
         .ensure_stream(replicated("orders", &["orders.>"], 3))
         .await
         .expect("an R3 stream");
-    assert_eq!(http_status(jetway.health_addr, "/readyz").await, 200);
+    assert_eq!(http_status(jetway.health_addr(), "/readyz").await, 200);
 
     cluster.kill(meta);
     let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     eventually_within("a new meta leader", ELECTION, || {
         let leader = cluster.meta_leader();
-        let health = jetway.health_addr;
+        let health = jetway.health_addr();
         let answers = answers.clone();
         async move {
             let status = http_status(health, "/readyz").await;
@@ -216,5 +219,5 @@ async fn readiness_holds_through_a_meta_leader_election() {
         }
     })
     .await;
-    assert_eq!(http_status(jetway.health_addr, "/readyz").await, 200);
+    assert_eq!(http_status(jetway.health_addr(), "/readyz").await, 200);
 }

@@ -24,13 +24,34 @@ use crate::{
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
 
-fn request(stream: &str, name: Option<&str>, subjects: &[&str]) -> EnsureConsumerRequest {
+/// An unnamed consumer of every subject of `stream`; the [`RequestFixture`] steps add the rest.
+fn request(stream: &str) -> EnsureConsumerRequest {
     EnsureConsumerRequest {
         stream: stream.into(),
-        name: name.map(str::to_owned),
-        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        name: None,
+        subjects: Vec::new(),
         from: None,
         processing_timeout: None,
+    }
+}
+
+/// The steps of the [`request`] fixture, each setting one field.
+trait RequestFixture {
+    /// A durable consumer called `name`.
+    fn named(self, name: &str) -> Self;
+    /// Only events on these subjects.
+    fn subjects(self, subjects: &[&str]) -> Self;
+}
+
+impl RequestFixture for EnsureConsumerRequest {
+    fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn subjects(mut self, subjects: &[&str]) -> Self {
+        self.subjects = subjects.iter().map(|s| s.to_string()).collect();
+        self
     }
 }
 
@@ -53,7 +74,7 @@ async fn try_ensure_far_future(env: &mut Env) -> Result<String, Status> {
             from: Some(StreamPointer {
                 pointer: Some(Pointer::Time(far)),
             }),
-            ..request("orders", None, &["orders.>"])
+            ..request("orders").subjects(&["orders.>"])
         },
     )
     .await
@@ -83,7 +104,9 @@ async fn ephemeral_and_durable_consumers_get_the_windshift_defaults() {
     env.stream("orders", &["orders.>", "audit.>"]).await;
 
     let ephemeral = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert!(is_uuid_v4(&ephemeral), "{ephemeral:?} is not a UUID v4");
     let info = env.consumer_info("orders", &ephemeral).await;
@@ -98,7 +121,10 @@ async fn ephemeral_and_durable_consumers_get_the_windshift_defaults() {
 
     // An empty name is ephemeral too, and every call makes a new consumer.
     let again = env
-        .consumer("orders", Some(""), &["orders.>"], None, None)
+        .consumer("orders")
+        .named("")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert!(is_uuid_v4(&again), "{again:?} is not a UUID v4");
     assert_ne!(again, ephemeral);
@@ -111,13 +137,10 @@ async fn ephemeral_and_durable_consumers_get_the_windshift_defaults() {
     );
 
     let durable = env
-        .consumer(
-            "orders",
-            Some("worker"),
-            &["orders.>", "audit.>"],
-            None,
-            None,
-        )
+        .consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>", "audit.>"])
+        .ensure()
         .await;
     assert_eq!(durable, "worker");
     let info = env.consumer_info("orders", "worker").await;
@@ -140,20 +163,21 @@ async fn durable_updates_switch_filters_and_keep_the_timeout() {
         )
     };
 
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.a"],
-        None,
-        Some(Duration::from_secs(5)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.a"])
+        .timeout(Duration::from_secs(5))
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(filters(&info), ("orders.a".into(), vec![]));
     assert_eq!(info.config.ack_wait, Duration::from_secs(5));
 
     // One subject to another.
-    env.consumer("orders", Some("worker"), &["orders.b"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.b"])
+        .ensure()
         .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(filters(&info), ("orders.b".into(), vec![]));
@@ -164,14 +188,11 @@ async fn durable_updates_switch_filters_and_keep_the_timeout() {
     );
 
     // One to two.
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.a", "orders.b"],
-        None,
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.a", "orders.b"])
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(
         filters(&info),
@@ -179,14 +200,12 @@ async fn durable_updates_switch_filters_and_keep_the_timeout() {
     );
 
     // Part A #5: two back to one (upstream left both fields set and NATS refused).
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.c"],
-        None,
-        Some(Duration::from_secs(7)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.c"])
+        .timeout(Duration::from_secs(7))
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(filters(&info), ("orders.c".into(), vec![]));
     assert_eq!(info.config.ack_wait, Duration::from_secs(7));
@@ -198,8 +217,11 @@ async fn start_positions_map_to_deliver_policies() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let mut policy = async |name: &str, from: Option<Pointer>| {
-        env.consumer("orders", Some(name), &["orders.>"], from, None)
-            .await;
+        let mut consumer = env.consumer("orders").named(name).subjects(&["orders.>"]);
+        if let Some(from) = from {
+            consumer = consumer.from(from);
+        }
+        consumer.ensure().await;
         env.consumer_info("orders", name)
             .await
             .config
@@ -244,7 +266,7 @@ async fn start_positions_map_to_deliver_policies() {
             from: Some(StreamPointer {
                 pointer: Some(Pointer::Time(SystemTime::now().into())),
             }),
-            ..request("orders", None, &["orders.>"])
+            ..request("orders").subjects(&["orders.>"])
         })
         .await
         .expect("ephemeral from a time")
@@ -274,7 +296,7 @@ async fn an_offset_beyond_signed_64_bits_is_refused_and_the_largest_survives_a_r
                 &mut env,
                 EnsureConsumerRequest {
                     from: from_offset(offset),
-                    ..request("orders", Some("beyond"), &["orders.>"])
+                    ..request("orders").named("beyond").subjects(&["orders.>"])
                 },
             )
             .await,
@@ -298,14 +320,12 @@ async fn an_offset_beyond_signed_64_bits_is_refused_and_the_largest_survives_a_r
     );
 
     let last = i64::MAX as u64;
-    env.consumer(
-        "orders",
-        Some("last"),
-        &["orders.>"],
-        Some(Pointer::Offset(last)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("last")
+        .subjects(&["orders.>"])
+        .from(Pointer::Offset(last))
+        .ensure()
+        .await;
     env.nats.restart();
     // A fresh connection: the harness's own one reconnects on its own schedule. The server is ready
     // once it accepts clients, and it restores streams and their consumers before that.
@@ -356,14 +376,12 @@ async fn start_times_beyond_what_jetstream_counts_keep_their_meaning() {
         ("past", year_1600, 3),
         ("epoch", Timestamp::default(), 3),
     ] {
-        env.consumer(
-            "orders",
-            Some(name),
-            &["orders.>"],
-            Some(Pointer::Time(time)),
-            None,
-        )
-        .await;
+        env.consumer("orders")
+            .named(name)
+            .subjects(&["orders.>"])
+            .from(Pointer::Time(time))
+            .ensure()
+            .await;
         let info = env.consumer_info("orders", name).await;
         assert_eq!(info.num_pending, pending, "Windshift, from {time:?}");
 
@@ -391,14 +409,12 @@ async fn updating_a_durable_keeps_its_position() {
     for value in ["one", "two", "three"] {
         env.publish("orders.created", value).await;
     }
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        Some(Pointer::Start(true)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .ensure()
+        .await;
 
     // Process the first two events directly over JetStream.
     let consumer: PullConsumer = env
@@ -425,21 +441,19 @@ async fn updating_a_durable_keeps_its_position() {
     assert_eq!(sequences, [1, 2]);
 
     // Re-ensure with another timeout and other filters: the position must survive.
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.created", "orders.updated"],
-        None,
-        Some(Duration::from_secs(45)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.created", "orders.updated"])
+        .timeout(Duration::from_secs(45))
+        .ensure()
+        .await;
     let info = env.consumer_info("orders", "worker").await;
     assert_eq!(info.config.ack_wait, Duration::from_secs(45));
     assert_eq!(info.ack_floor.stream_sequence, 2);
     assert_eq!(info.delivered.stream_sequence, 2);
     assert_eq!(info.num_pending, 1);
 
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let event = session.event().await;
     assert_eq!((event.id, value_of(&event)), (3, "three".to_owned()));
     assert_eq!(event.delivery_attempt, 1);
@@ -458,7 +472,7 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
                     seconds: 0,
                     nanos: 0,
                 }),
-                ..request("orders", Some("worker"), &["orders.>"])
+                ..request("orders").named("worker").subjects(&["orders.>"])
             },
         )
         .await,
@@ -471,7 +485,7 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
             seconds: 100_000_000,
             nanos: 0,
         }),
-        ..request("orders", Some("worker"), &["orders.>"])
+        ..request("orders").named("worker").subjects(&["orders.>"])
     };
     assert_status(
         try_ensure(&mut env, too_long).await,
@@ -479,43 +493,55 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
         "processing_timeout",
     );
     assert_status(
-        try_ensure(&mut env, request("orders", Some("worker"), &[])).await,
+        try_ensure(&mut env, request("orders").named("worker")).await,
         Code::InvalidArgument,
         "subjects",
     );
     for bad in ["a b", "a.*b", "orders..x", "orders.>.x"] {
         assert_status(
-            try_ensure(&mut env, request("orders", None, &[bad])).await,
+            try_ensure(&mut env, request("orders").subjects(&[bad])).await,
             Code::InvalidArgument,
             "subjects[0]",
         );
     }
     assert_status(
-        try_ensure(&mut env, request("orders", None, &["orders.a", "a b"])).await,
+        try_ensure(&mut env, request("orders").subjects(&["orders.a", "a b"])).await,
         Code::InvalidArgument,
         "subjects[1]",
     );
     for bad in ["", "a.b", "a b"] {
         assert_status(
-            try_ensure(&mut env, request(bad, Some("worker"), &["orders.>"])).await,
+            try_ensure(
+                &mut env,
+                request(bad).named("worker").subjects(&["orders.>"]),
+            )
+            .await,
             Code::InvalidArgument,
             "stream",
         );
     }
     for bad in ["a.b", "a b", "a*"] {
         assert_status(
-            try_ensure(&mut env, request("orders", Some(bad), &["orders.>"])).await,
+            try_ensure(
+                &mut env,
+                request("orders").named(bad).subjects(&["orders.>"]),
+            )
+            .await,
             Code::InvalidArgument,
             "name",
         );
     }
     assert_status(
-        try_ensure(&mut env, request("missing", Some("worker"), &["orders.>"])).await,
+        try_ensure(
+            &mut env,
+            request("missing").named("worker").subjects(&["orders.>"]),
+        )
+        .await,
         Code::NotFound,
         "missing",
     );
     assert_status(
-        try_ensure(&mut env, request("missing", None, &["orders.>"])).await,
+        try_ensure(&mut env, request("missing").subjects(&["orders.>"])).await,
         Code::NotFound,
         "missing",
     );
@@ -529,7 +555,7 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
 
     // Part A #17: filters may start with a wildcard.
     for filter in ["*.created", ">"] {
-        let id = try_ensure(&mut env, request("orders", None, &[filter]))
+        let id = try_ensure(&mut env, request("orders").subjects(&[filter]))
             .await
             .unwrap_or_else(|status| panic!("filter {filter:?}: {status:?}"));
         assert_eq!(
@@ -542,7 +568,10 @@ async fn invalid_consumer_requests_are_rejected_by_field() {
     let stream = env.js.get_stream("orders").await.expect("stream");
     assert!(stream.consumer_info("worker").await.is_err());
     let id = env
-        .consumer("orders", Some("worker"), &["orders.>"], None, None)
+        .consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert_eq!(id, "worker");
 }
@@ -568,7 +597,7 @@ async fn processing_timeouts_and_backoff_entries_shorter_than_a_second_are_refus
                 &mut env,
                 EnsureConsumerRequest {
                     processing_timeout: Some(timeout),
-                    ..request("orders", Some("storm"), &["orders.>"])
+                    ..request("orders").named("storm").subjects(&["orders.>"])
                 },
             )
             .await,
@@ -606,14 +635,12 @@ async fn processing_timeouts_and_backoff_entries_shorter_than_a_second_are_refus
     );
 
     // One second, the shortest accepted, on both APIs.
-    env.consumer(
-        "orders",
-        Some("quick"),
-        &["orders.>"],
-        None,
-        Some(Duration::from_secs(1)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("quick")
+        .subjects(&["orders.>"])
+        .timeout(Duration::from_secs(1))
+        .ensure()
+        .await;
     assert_eq!(
         env.consumer_info("orders", "quick").await.config.ack_wait,
         Duration::from_secs(1)
@@ -642,12 +669,12 @@ async fn a_filter_outside_the_streams_subjects_is_refused() {
         (&["audit.a.b"][..], "subjects[0]"),
     ] {
         assert_status(
-            try_ensure(&mut env, request("orders", Some("lost"), filters)).await,
+            try_ensure(&mut env, request("orders").named("lost").subjects(filters)).await,
             Code::InvalidArgument,
             field,
         );
         assert_status(
-            try_ensure(&mut env, request("orders", None, filters)).await,
+            try_ensure(&mut env, request("orders").subjects(filters)).await,
             Code::InvalidArgument,
             "matches none of the subjects of stream orders",
         );
@@ -672,7 +699,7 @@ async fn a_filter_outside_the_streams_subjects_is_refused() {
         ("crossing", &["*.created"][..]),
         ("several", &["orders.a", "audit.b"][..]),
     ] {
-        try_ensure(&mut env, request("orders", Some(name), filters))
+        try_ensure(&mut env, request("orders").named(name).subjects(filters))
             .await
             .unwrap_or_else(|status| panic!("{filters:?}: {status:?}"));
     }
@@ -693,19 +720,27 @@ async fn a_filter_outside_the_streams_subjects_is_refused() {
         })
         .await
         .expect("mirror");
-    try_ensure(&mut env, request("copy", Some("reader"), &["orders.>"]))
-        .await
-        .expect("a filter on a mirror");
+    try_ensure(
+        &mut env,
+        request("copy").named("reader").subjects(&["orders.>"]),
+    )
+    .await
+    .expect("a filter on a mirror");
 }
 
 #[tokio::test]
 async fn delete_consumer_removes_it_once() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let ephemeral = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let stream = env.js.get_stream("orders").await.expect("stream");
 
@@ -749,7 +784,10 @@ async fn delete_consumer_removes_it_once() {
     );
 
     // A deleted durable can be declared again, and starts afresh.
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     assert_eq!(
         env.consumer_info("orders", "worker")
@@ -788,7 +826,7 @@ async fn unnamed_consumers_stop_at_their_cap_per_stream() {
         let mut client = env.client.clone();
         async move {
             client
-                .ensure_consumer(request("orders", None, &["orders.>"]))
+                .ensure_consumer(request("orders").subjects(&["orders.>"]))
                 .await
         }
     });
@@ -817,10 +855,13 @@ async fn unnamed_consumers_stop_at_their_cap_per_stream() {
     );
 
     // Everything else still works.
-    try_ensure(&mut env, request("audit", None, &["audit.>"]))
+    try_ensure(&mut env, request("audit").subjects(&["audit.>"]))
         .await
         .expect("another stream has a cap of its own");
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let id = env.publish("orders.created", "after the cap").await;
     assert_eq!(next(&mut feed).await.event.expect("an event").id, id);
@@ -856,17 +897,20 @@ async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
     assert_eq!(env.stream_info("orders").await.config.max_consumers, -1);
     let mut jetway = clients::events(&env).await;
     for _ in 0..DEFAULT_MAX_UNNAMED_PER_STREAM {
-        try_ensure(&mut env, request("orders", None, &["orders.>"]))
+        try_ensure(&mut env, request("orders").subjects(&["orders.>"]))
             .await
             .expect("below the cap");
     }
     assert_status(
-        try_ensure(&mut env, request("orders", None, &["orders.>"])).await,
+        try_ensure(&mut env, request("orders").subjects(&["orders.>"])).await,
         Code::ResourceExhausted,
         "MAX_UNNAMED_CONSUMERS_PER_STREAM",
     );
 
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let mut feed = jetway
         .subscribe(api::SubscribeRequest {
@@ -911,7 +955,11 @@ async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
     );
     // And Jetway says which limit that is.
     assert_status(
-        try_ensure(&mut env, request("orders", Some("late"), &["orders.>"])).await,
+        try_ensure(
+            &mut env,
+            request("orders").named("late").subjects(&["orders.>"]),
+        )
+        .await,
         Code::ResourceExhausted,
         "default_max_consumers",
     );

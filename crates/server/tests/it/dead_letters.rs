@@ -12,7 +12,7 @@ use jetway_api::{
             self as admin_api, DeadLetter, GetConsumerInfoRequest, ListDeadLettersRequest,
             RedriveDeadLettersRequest, admin_service_client::AdminServiceClient,
         },
-        events::v1::{self as api, FetchRequest, GetEventRequest, RejectRequest},
+        events::v1::{self as api, GetEventRequest, RejectRequest},
     },
     windshift::events::v1alpha1::{EnsureConsumerRequest, events_response::Response as Resp},
 };
@@ -20,8 +20,10 @@ use jetway_testkit::eventually;
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    clients::{self, collect, consumer, publish, raw, seconds, typed, value_of},
-    harness::{Env, Jetway, assert_status},
+    clients::{
+        self, FetchFixture, collect, consumer, fetch, publish, raw, seconds, typed, value_of,
+    },
+    harness::{Env, assert_status},
 };
 
 fn list(dead_letter_stream: &str) -> ListDeadLettersRequest {
@@ -58,15 +60,6 @@ pub(crate) async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec
     .await
 }
 
-fn fetch(max: u32, wait: Option<u64>) -> FetchRequest {
-    FetchRequest {
-        stream: "orders".into(),
-        consumer: "worker".into(),
-        max_events: max,
-        wait: wait.map(seconds),
-    }
-}
-
 fn redrive(ids: &[u64]) -> RedriveDeadLettersRequest {
     RedriveDeadLettersRequest {
         dead_letter_stream: "orders-dead".into(),
@@ -99,7 +92,7 @@ async fn permanent_rejects_after_a_forced_delete_of_the_advisory_stream_are_dead
         .delete_stream(delete_advisories.clone())
         .await
         .unwrap();
-    let batch = events.fetch(fetch(1, None)).await.unwrap().into_inner();
+    let batch = events.fetch(fetch(1)).await.unwrap().into_inner();
     assert_eq!(batch.events[0].id, fetched);
     let rejected = events
         .reject(RejectRequest {
@@ -119,9 +112,9 @@ async fn permanent_rejects_after_a_forced_delete_of_the_advisory_stream_are_dead
 
     let streamed = publish(&mut events, typed("orders.created", "streamed")).await;
     admin.delete_stream(delete_advisories).await.unwrap();
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     assert_eq!(session.event().await.id, streamed);
-    let rejected = session.reject(&[streamed], Some(true), None).await;
+    let rejected = session.reject(&[streamed]).permanently().await;
     assert_eq!(rejected.ids, [streamed]);
 
     let found = await_dead_letters(&env, "orders-dead", 2).await;
@@ -163,7 +156,7 @@ async fn a_permanent_reject_fails_for_now_while_the_advisory_stream_cannot_be_ma
         })
         .await
         .unwrap();
-    let batch = events.fetch(fetch(1, None)).await.unwrap().into_inner();
+    let batch = events.fetch(fetch(1)).await.unwrap().into_inner();
     assert_eq!(batch.events[0].id, id);
     let reject = RejectRequest {
         stream: "orders".into(),
@@ -248,7 +241,7 @@ async fn given_up_events_are_dead_lettered_and_redriven_once() {
         .id;
     let exhausted = publish(&mut events, typed("orders.paid", "never settled")).await;
 
-    let fetched = events.fetch(fetch(2, None)).await.unwrap().into_inner();
+    let fetched = events.fetch(fetch(2)).await.unwrap().into_inner();
     assert_eq!(fetched.events.len(), 2);
     events
         .reject(RejectRequest {
@@ -262,12 +255,20 @@ async fn given_up_events_are_dead_lettered_and_redriven_once() {
         .unwrap();
     // The other one is left to time out twice: its second delivery is its last. JetStream gives
     // up on it when it would deliver it again, so while the consumer is being pulled from.
-    let again = events.fetch(fetch(1, Some(5))).await.unwrap().into_inner();
+    let again = events
+        .fetch(fetch(1).wait(seconds(5)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
         (again.events[0].id, again.events[0].delivery_attempt),
         (exhausted, 2)
     );
-    let nothing = events.fetch(fetch(1, Some(3))).await.unwrap().into_inner();
+    let nothing = events
+        .fetch(fetch(1).wait(seconds(3)))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(nothing.events.is_empty(), "no third delivery");
 
     let found = await_dead_letters(&env, "orders-dead", 2).await;
@@ -395,7 +396,11 @@ async fn given_up_events_are_dead_lettered_and_redriven_once() {
     assert!(nothing.redriven.is_empty());
 
     // The consumer gets the redriven events as new ones.
-    let fresh = events.fetch(fetch(10, Some(5))).await.unwrap().into_inner();
+    let fresh = events
+        .fetch(fetch(10).wait(seconds(5)))
+        .await
+        .unwrap()
+        .into_inner();
     let got: Vec<_> = fresh
         .events
         .iter()
@@ -423,8 +428,7 @@ async fn a_dead_letter_survives_a_jetway_restart() {
     let exhausted = publish(&mut events, typed("orders.created", "exhausted")).await;
 
     // Jetway goes away; a NATS client gives up on both events meanwhile.
-    env.jetway.shutdown.cancel();
-    (&mut env.jetway.task).await.unwrap().unwrap();
+    env.jetway.stop().await;
     let consumer: PullConsumer = env
         .js
         .get_consumer_from_stream("worker", "orders")
@@ -445,7 +449,7 @@ async fn a_dead_letter_survives_a_jetway_restart() {
     assert_eq!(env.stream_info("orders-dead").await.state.messages, 0);
 
     // A new Jetway on the same NATS picks them up.
-    env.jetway = Jetway::start(&env.nats.url()).await;
+    env.jetway.start_again().await;
     let found = await_dead_letters(&env, "orders-dead", 2).await;
     let mut got: Vec<_> = found
         .iter()
@@ -485,7 +489,7 @@ async fn backoff_sets_the_processing_timeout_of_each_delivery() {
         ..consumer("orders", "worker", &["orders.>"])
     };
     events.ensure_consumer(worker).await.unwrap();
-    let (mut session, first) = env.subscribe_raw("orders", "worker", None).await;
+    let (mut session, first) = env.subscribe("orders", "worker").raw().await;
     match first {
         Ok(Some(Resp::Subscribed(subscribed))) => {
             assert_eq!(subscribed.processing_timeout, Some(seconds(1)))

@@ -21,22 +21,20 @@ use tonic::Code;
 
 use crate::{
     clients,
-    harness::{Env, Jetway, value_of},
+    harness::{Env, TestServer, value_of},
 };
 
 #[tokio::test]
 async fn an_unsettled_event_comes_again_after_the_processing_timeout_under_the_same_id() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        None,
-        Some(Duration::from_secs(1)),
-    )
-    .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .timeout(Duration::from_secs(1))
+        .ensure()
+        .await;
+    let mut session = env.subscribe("orders", "worker").await;
     let id = env.publish("orders.created", "slow").await;
     let first = session.event().await;
     assert_eq!((first.id, first.delivery_attempt), (id, 1));
@@ -65,15 +63,13 @@ async fn an_unsettled_event_comes_again_after_the_processing_timeout_under_the_s
 async fn pings_hold_an_event_past_its_processing_timeout() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        None,
-        Some(Duration::from_secs(1)),
-    )
-    .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .timeout(Duration::from_secs(1))
+        .ensure()
+        .await;
+    let mut session = env.subscribe("orders", "worker").await;
 
     let unknown = session.ping(&[1]).await;
     assert_eq!(unknown.invalid_ids, vec![1], "nothing delivered yet");
@@ -127,7 +123,7 @@ async fn tracking_expires_at_the_processing_timeout_so_a_late_settlement_is_inva
         })
         .await
         .expect("create consumer");
-    let mut session = env.subscribe("orders", "once", Some(1)).await;
+    let mut session = env.subscribe("orders", "once").max(1).await;
     let id = env.publish("orders.created", "too slow").await;
     assert_eq!(session.event().await.id, id);
 
@@ -158,13 +154,16 @@ async fn subscribers_of_one_durable_share_its_events_and_separate_durables_each_
     let mut env = Env::start().await;
     env.stream("events", &["events.>"]).await;
     for name in ["shared", "audit"] {
-        env.consumer("events", Some(name), &["events.>"], None, None)
+        env.consumer("events")
+            .named(name)
+            .subjects(&["events.>"])
+            .ensure()
             .await;
     }
     // One slot each, so neither session can take everything.
-    let mut a = env.subscribe("events", "shared", Some(1)).await;
-    let mut b = env.subscribe("events", "shared", Some(1)).await;
-    let mut audit = env.subscribe("events", "audit", None).await;
+    let mut a = env.subscribe("events", "shared").max(1).await;
+    let mut b = env.subscribe("events", "shared").max(1).await;
+    let mut audit = env.subscribe("events", "audit").await;
 
     let mut published = BTreeSet::new();
     for i in 0..10 {
@@ -219,27 +218,28 @@ async fn ephemeral_consumers_each_get_events_from_where_they_start() {
     let before = env.publish("events.test", "before").await;
 
     let one = env
-        .consumer("events", None, &["events.test"], None, None)
+        .consumer("events")
+        .subjects(&["events.test"])
+        .ensure()
         .await;
     let two = env
-        .consumer("events", None, &["events.test"], None, None)
+        .consumer("events")
+        .subjects(&["events.test"])
+        .ensure()
         .await;
     let from_start = env
-        .consumer(
-            "events",
-            None,
-            &["events.test"],
-            Some(Pointer::Start(true)),
-            None,
-        )
+        .consumer("events")
+        .subjects(&["events.test"])
+        .from(Pointer::Start(true))
+        .ensure()
         .await;
     assert!(
         one != two && !one.is_empty(),
         "each ephemeral gets its own id"
     );
-    let mut s1 = env.subscribe("events", &one, None).await;
-    let mut s2 = env.subscribe("events", &two, None).await;
-    let mut s3 = env.subscribe("events", &from_start, None).await;
+    let mut s1 = env.subscribe("events", &one).await;
+    let mut s2 = env.subscribe("events", &two).await;
+    let mut s3 = env.subscribe("events", &from_start).await;
 
     let after = env.publish("events.test", "after").await;
     for session in [&mut s1, &mut s2] {
@@ -260,21 +260,19 @@ async fn a_dropped_session_naks_its_events_for_prompt_redelivery() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     // 30 s: within the receive guard (10 s) only the nak on disconnect can bring the event back.
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        None,
-        Some(Duration::from_secs(30)),
-    )
-    .await;
-    let mut a = env.subscribe("orders", "worker", None).await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .timeout(Duration::from_secs(30))
+        .ensure()
+        .await;
+    let mut a = env.subscribe("orders", "worker").await;
     let id = env.publish("orders.created", "held").await;
     let event = a.event().await;
     assert_eq!((event.id, event.delivery_attempt), (id, 1));
     drop(a);
 
-    let mut b = env.subscribe("orders", "worker", None).await;
+    let mut b = env.subscribe("orders", "worker").await;
     let again = b.event().await;
     assert_eq!((again.id, again.delivery_attempt), (id, 2));
     assert_eq!(value_of(&again), "held");
@@ -285,9 +283,12 @@ async fn a_dropped_session_naks_its_events_for_prompt_redelivery() {
 async fn max_processing_events_bounds_what_is_in_flight() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "worker", Some(2)).await;
+    let mut session = env.subscribe("orders", "worker").max(2).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(env.publish("orders.created", &format!("event {i}")).await);
@@ -341,9 +342,12 @@ async fn max_processing_events_bounds_what_is_in_flight() {
 async fn after_a_half_close_events_still_arrive() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     session.close_send();
 
     for value in ["one", "two"] {
@@ -361,16 +365,22 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     env.stream("orders", &["orders.>"]).await;
     env.stream("audit", &["audit.>"]).await;
     for name in ["idle", "busy", "direct"] {
-        env.consumer("orders", Some(name), &["orders.>"], None, None)
+        env.consumer("orders")
+            .named(name)
+            .subjects(&["orders.>"])
+            .ensure()
             .await;
     }
-    env.consumer("audit", Some("auditor"), &["audit.>"], None, None)
+    env.consumer("audit")
+        .named("auditor")
+        .subjects(&["audit.>"])
+        .ensure()
         .await;
 
     // An idle session, consumer deleted through the API right after subscribing. A pull request
     // still queued in JetStream then is dropped without an answer; the deletion advisory is what
     // ends the session promptly.
-    let mut idle = env.subscribe("orders", "idle", None).await;
+    let mut idle = env.subscribe("orders", "idle").await;
     env.client
         .delete_consumer(DeleteConsumerRequest {
             stream: "orders".into(),
@@ -382,7 +392,7 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     // A consumer deleted straight in JetStream, behind Jetway's back.
-    let mut direct = env.subscribe("orders", "direct", None).await;
+    let mut direct = env.subscribe("orders", "direct").await;
     env.js
         .delete_consumer_from_stream("direct", "orders")
         .await
@@ -391,7 +401,7 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     // A session whose only slot is taken has no pull open, and still notices at once.
-    let mut busy = env.subscribe("orders", "busy", Some(1)).await;
+    let mut busy = env.subscribe("orders", "busy").max(1).await;
     let id = env.publish("orders.created", "held").await;
     assert_eq!(busy.event().await.id, id);
     env.js
@@ -402,15 +412,18 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     // The whole stream deleted.
-    let mut auditor = env.subscribe("audit", "auditor", None).await;
+    let mut auditor = env.subscribe("audit", "auditor").await;
     env.js.delete_stream("audit").await.expect("delete stream");
     let status = auditor.expect_error().await;
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     // Others are unaffected.
-    env.consumer("orders", Some("fresh"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("fresh")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut fresh = env.subscribe("orders", "fresh", None).await;
+    let mut fresh = env.subscribe("orders", "fresh").await;
     let id = env.publish("orders.created", "after").await;
     assert_eq!(fresh.event().await.id, id);
     assert_eq!(fresh.ack(&[id]).await.ids, vec![id]);
@@ -438,7 +451,7 @@ async fn pulls_stay_within_the_consumers_request_limits() {
         })
         .await
         .expect("create consumer");
-    let mut session = env.subscribe("orders", "limited", None).await;
+    let mut session = env.subscribe("orders", "limited").await;
     let mut published = vec![env.publish("orders.created", &"x".repeat(4096)).await];
     for n in 0..5 {
         published.push(env.publish("orders.created", &format!("e{n}")).await);
@@ -460,7 +473,7 @@ async fn pulls_stay_within_the_consumers_request_limits() {
 async fn after_a_connection_blip_every_event_is_delivered_once() {
     let nats = NatsServer::start();
     let proxy = TcpProxy::start(nats.port()).await;
-    let jetway = Jetway::start(&proxy.url()).await;
+    let jetway = TestServer::builder().nats_url(proxy.url()).start().await;
     let client = EventsServiceClient::new(jetway.channel().await);
     let direct = async_nats::connect(nats.url()).await.expect("direct nats");
     let mut env = Env {
@@ -479,7 +492,7 @@ async fn after_a_connection_blip_every_event_is_delivered_once() {
         .ensure_consumer(once)
         .await
         .expect("consumer");
-    let mut session = env.subscribe("orders", "worker", Some(2)).await;
+    let mut session = env.subscribe("orders", "worker").max(2).await;
     env.consumer_info_until("orders", "worker", "the session's pull waits", |info| {
         info.num_waiting == 1
     })

@@ -375,7 +375,7 @@ fn healthcheck(addr: std::net::SocketAddr) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_healthcheck_probe_follows_readiness() {
     let mut env = crate::harness::Env::start().await;
-    let addr = env.jetway.health_addr;
+    let addr = env.jetway.health_addr();
     let probe = || tokio::task::spawn_blocking(move || healthcheck(addr));
     let (ready, stderr) = probe().await.unwrap();
     assert!(ready, "a ready server passes: {stderr}");

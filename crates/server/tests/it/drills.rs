@@ -31,7 +31,8 @@ use tokio::task::JoinSet;
 use tonic::{Status, transport::Channel};
 
 use crate::harness::{
-    Jetway, JetwayProcess, Session, ensure_consumer, http_status, publish_request, stream_request,
+    EnsureConsumer, JetwayProcess, Session, TestServer, http_status, publish_request,
+    stream_request,
 };
 
 /// Leader elections after a node dies take seconds; this bounds each wait for one.
@@ -179,7 +180,7 @@ async fn publish_idempotently(
 async fn d1_stream_leader_killed_under_idempotent_publishing() {
     const TOTAL: u64 = 10_000;
     let mut cluster = NatsCluster::start(3);
-    let jetway = Jetway::start(&cluster.urls()).await;
+    let jetway = TestServer::builder().nats_url(cluster.urls()).start().await;
     let channel = jetway.channel().await;
     EventsServiceClient::new(channel.clone())
         .ensure_stream(r3("drill", &["drill.>"]))
@@ -359,18 +360,18 @@ async fn consume_drill(channel: &Channel, total: u64, processing_timeout: Durati
         .ensure_stream(r3("drill", &["drill.>"]))
         .await
         .expect("an R3 stream");
-    ensure_consumer(
-        &mut client,
-        "drill",
-        Some("worker"),
-        &["drill.>"],
-        Some(Pointer::Start(true)),
-        Some(processing_timeout),
-    )
-    .await;
+    EnsureConsumer::on(&mut client, "drill")
+        .named("worker")
+        .subjects(&["drill.>"])
+        .from(Pointer::Start(true))
+        .timeout(processing_timeout)
+        .ensure()
+        .await;
     let published = Arc::default();
     publish_idempotently(channel.clone(), "drill.e", "first", total / 2, 4, published).await;
-    Session::subscribe(&mut client, "drill", "worker", Some(50)).await
+    Session::subscribe(&mut client, "drill", "worker")
+        .max(50)
+        .await
 }
 
 /// Publishes the second half of a consume drill's events, retrying through the fault.
@@ -393,7 +394,7 @@ async fn publish_second_half(channel: &Channel, total: u64) {
 async fn d5_stream_leader_steps_down_during_consume() {
     const TOTAL: u64 = 1_000;
     let cluster = NatsCluster::start(3);
-    let jetway = Jetway::start(&cluster.urls()).await;
+    let jetway = TestServer::builder().nats_url(cluster.urls()).start().await;
     let channel = jetway.channel().await;
     let mut session = consume_drill(&channel, TOTAL, PROCESSING_TIMEOUT).await;
     // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
@@ -438,7 +439,7 @@ async fn d4_the_link_to_the_nats_node_is_down_for_10_s() {
         links.push(TcpProxy::start(cluster.port(node)).await);
     }
     let urls: Vec<String> = links.iter().map(TcpProxy::url).collect();
-    let jetway = Jetway::start(&urls.join(",")).await;
+    let jetway = TestServer::builder().nats_url(urls.join(",")).start().await;
     let channel = jetway.channel().await;
     let mut session = consume_drill(&channel, TOTAL, PROCESSING_TIMEOUT).await;
     // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
@@ -448,7 +449,7 @@ async fn d4_the_link_to_the_nats_node_is_down_for_10_s() {
         .position(|link| link.accepted() > 0)
         .expect("Jetway is connected through one link");
 
-    let health = jetway.health_addr;
+    let health = jetway.health_addr();
     let unready = Arc::new(Mutex::new(0));
     let seen = Mutex::default();
     let outage = async {
@@ -518,8 +519,8 @@ async fn d2_a_jetway_process_is_killed_mid_consume() {
         &mut EventsServiceClient::new(channel.clone()),
         "drill",
         "worker",
-        Some(50),
     )
+    .max(50)
     .await;
     // A fresh stream: the ids are the stream sequences 1 to TOTAL, each event stored once.
     let expected: BTreeSet<u64> = (1..=TOTAL).collect();
@@ -664,7 +665,7 @@ async fn d6_the_whole_cluster_is_killed_and_restarted() {
         sync_interval: Some("always".into()),
     };
     let mut cluster = NatsCluster::start_with(3, &options);
-    let jetway = Jetway::start(&cluster.urls()).await;
+    let jetway = TestServer::builder().nats_url(cluster.urls()).start().await;
     let channel = jetway.channel().await;
     EventsServiceClient::new(channel.clone())
         .ensure_stream(r3("drill", &["drill.>"]))

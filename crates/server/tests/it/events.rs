@@ -26,8 +26,8 @@ async fn assert_ends_with(session: &mut Session, code: Code, needle: &str) {
 /// Checks that the server still serves a normal subscription after a failed one: a fresh consumer
 /// receives a fresh event and can ack it.
 async fn assert_still_usable(env: &mut Env, stream: &str, subject: &str) {
-    let consumer = env.consumer(stream, None, &[subject], None, None).await;
-    let mut session = env.subscribe(stream, &consumer, None).await;
+    let consumer = env.consumer(stream).subjects(&[subject]).ensure().await;
+    let mut session = env.subscribe(stream, &consumer).await;
     let id = env.publish(subject, "still usable").await;
     let event = session.event().await;
     assert_eq!((event.id, value_of(&event).as_str()), (id, "still usable"));
@@ -39,18 +39,18 @@ async fn subscribed_reports_the_processing_timeout_and_events_carry_what_was_pub
     let mut env = Env::start().await;
     env.stream("events", &["events.>"]).await;
     let quick = env
-        .consumer(
-            "events",
-            None,
-            &["events.test"],
-            None,
-            Some(Duration::from_secs(7)),
-        )
+        .consumer("events")
+        .subjects(&["events.test"])
+        .timeout(Duration::from_secs(7))
+        .ensure()
         .await;
-    env.consumer("events", Some("default"), &["events.test"], None, None)
+    env.consumer("events")
+        .named("default")
+        .subjects(&["events.test"])
+        .ensure()
         .await;
 
-    let (_default, first) = env.subscribe_raw("events", "default", None).await;
+    let (_default, first) = env.subscribe("events", "default").raw().await;
     match first {
         Ok(Some(Resp::Subscribed(subscribed))) => assert_eq!(
             subscribed.processing_timeout,
@@ -59,7 +59,7 @@ async fn subscribed_reports_the_processing_timeout_and_events_carry_what_was_pub
         ),
         other => panic!("expected Subscribed first, got {other:?}"),
     }
-    let (mut session, first) = env.subscribe_raw("events", &quick, None).await;
+    let (mut session, first) = env.subscribe("events", &quick).raw().await;
     match first {
         Ok(Some(Resp::Subscribed(subscribed))) => assert_eq!(
             subscribed.processing_timeout,
@@ -104,9 +104,12 @@ async fn subscribed_reports_the_processing_timeout_and_events_carry_what_was_pub
 async fn event_id_is_the_stream_sequence_not_the_consumer_sequence() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("payments"), &["orders.paid"], None, None)
+    env.consumer("orders")
+        .named("payments")
+        .subjects(&["orders.paid"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "payments", None).await;
+    let mut session = env.subscribe("orders", "payments").await;
 
     env.publish("orders.created", "created 0").await;
     let paid0 = env.publish("orders.paid", "paid 0").await;
@@ -118,10 +121,7 @@ async fn event_id_is_the_stream_sequence_not_the_consumer_sequence() {
     assert_eq!(value_of(&first), "paid 0");
     // A redelivery has a new consumer sequence but the same stream sequence. Nothing else matches
     // the filter yet, so the next event is the redelivery.
-    assert_eq!(
-        session.reject(&[first.id], None, None).await.ids,
-        vec![paid0]
-    );
+    assert_eq!(session.reject(&[first.id]).await.ids, vec![paid0]);
     let again = session.event().await;
     assert_eq!((again.id, again.delivery_attempt), (paid0, 2));
     assert_eq!(session.ack(&[again.id]).await.ids, vec![paid0]);
@@ -148,9 +148,12 @@ async fn event_id_is_the_stream_sequence_not_the_consumer_sequence() {
 async fn acks_are_confirmed_in_the_next_message_and_settle_each_id_once() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "worker", Some(1)).await;
+    let mut session = env.subscribe("orders", "worker").max(1).await;
 
     let unknown = session.ack(&[1]).await;
     assert_eq!(unknown.invalid_ids, vec![1], "nothing was delivered yet");
@@ -199,17 +202,15 @@ async fn rejects_redeliver_now_later_or_never() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     // A long processing timeout, so every redelivery seen here comes from a reject.
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        None,
-        Some(Duration::from_secs(60)),
-    )
-    .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .timeout(Duration::from_secs(60))
+        .ensure()
+        .await;
+    let mut session = env.subscribe("orders", "worker").await;
 
-    let unknown = session.reject(&[1], None, None).await;
+    let unknown = session.reject(&[1]).await;
     assert_eq!(unknown.invalid_ids, vec![1]);
     assert!(unknown.ids.is_empty());
 
@@ -224,7 +225,7 @@ async fn rejects_redeliver_now_later_or_never() {
         .id;
     let event = session.event().await;
     assert_eq!((event.id, event.delivery_attempt), (a, 1));
-    let rejected = session.reject(&[a], None, None).await;
+    let rejected = session.reject(&[a]).await;
     assert_eq!(rejected.ids, vec![a]);
     assert!(rejected.invalid_ids.is_empty() && rejected.temporary_failed_ids.is_empty());
     let again = session.event().await;
@@ -239,9 +240,9 @@ async fn rejects_redeliver_now_later_or_never() {
     // confirmation of the second is the very next message.
     let b = env.publish("orders.created", "b").await;
     assert_eq!(session.event().await.id, b);
-    let delay = Some(Duration::from_millis(300));
-    assert_eq!(session.reject(&[b], None, delay).await.ids, vec![b]);
-    let twice = session.reject(&[b], None, delay).await;
+    let delay = Duration::from_millis(300);
+    assert_eq!(session.reject(&[b]).delay(delay).await.ids, vec![b]);
+    let twice = session.reject(&[b]).delay(delay).await;
     assert_eq!(twice.invalid_ids, vec![b]);
     assert!(twice.ids.is_empty());
     let later = session.event().await;
@@ -252,7 +253,7 @@ async fn rejects_redeliver_now_later_or_never() {
     // Permanent reject: gone for good.
     let c = env.publish("orders.created", "c").await;
     assert_eq!(session.event().await.id, c);
-    let terminated = session.reject(&[c], Some(true), None).await;
+    let terminated = session.reject(&[c]).permanently().await;
     assert_eq!(terminated.ids, vec![c]);
     env.consumer_info_until("orders", "worker", "the term reaches JetStream", |info| {
         info.num_ack_pending == 0 && info.ack_floor.stream_sequence == c
@@ -266,7 +267,7 @@ async fn rejects_redeliver_now_later_or_never() {
         "the permanently rejected event is not delivered again"
     );
     assert_eq!(
-        session.reject(&[c], Some(true), None).await.invalid_ids,
+        session.reject(&[c]).permanently().await.invalid_ids,
         vec![c]
     );
     assert_eq!(session.ack(&[marker]).await.ids, vec![marker]);
@@ -300,7 +301,10 @@ async fn requests_before_a_subscribe_end_the_stream_with_invalid_argument() {
 async fn subscribe_checks_names_the_consumer_and_the_limit() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
 
     let cases: [(&str, &str, Option<u64>, Code, &str); 8] = [
@@ -332,7 +336,11 @@ async fn subscribe_checks_names_the_consumer_and_the_limit() {
         ),
     ];
     for (stream, consumer, max, code, needle) in cases {
-        let (_session, first) = env.subscribe_raw(stream, consumer, max).await;
+        let mut subscribing = env.subscribe(stream, consumer);
+        if let Some(max) = max {
+            subscribing = subscribing.max(max);
+        }
+        let (_session, first) = subscribing.raw().await;
         match first {
             Err(status) => assert_status::<()>(Err(status), code, needle),
             Ok(other) => panic!("subscribe({stream:?}, {consumer:?}, {max:?}): got {other:?}"),
@@ -352,7 +360,7 @@ async fn subscribe_checks_names_the_consumer_and_the_limit() {
         })
         .await
         .expect("create push consumer");
-    let (_session, first) = env.subscribe_raw("orders", "pushed", None).await;
+    let (_session, first) = env.subscribe("orders", "pushed").raw().await;
     assert_status(first, Code::FailedPrecondition, "push");
 
     // Nor a pull consumer without explicit acks: JetStream would ignore its rejects ("none"), or
@@ -369,12 +377,12 @@ async fn subscribe_checks_names_the_consumer_and_the_limit() {
             })
             .await
             .expect("create pull consumer");
-        let (_session, first) = env.subscribe_raw("orders", name, None).await;
+        let (_session, first) = env.subscribe("orders", name).raw().await;
         assert_status(first, Code::FailedPrecondition, "explicit acks");
     }
 
     // The largest limit is accepted, and the subscription works.
-    let mut session = env.subscribe("orders", "worker", Some(10_000)).await;
+    let mut session = env.subscribe("orders", "worker").max(10_000).await;
     let id = env.publish("orders.created", "fine").await;
     assert_eq!(session.event().await.id, id);
     assert_eq!(session.ack(&[id]).await.ids, vec![id]);
@@ -385,24 +393,22 @@ async fn bad_requests_after_the_subscribe_end_the_stream_and_release_held_events
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     // 30 s: a prompt redelivery below proves the ended session nak'ed what it held.
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        None,
-        Some(Duration::from_secs(30)),
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .timeout(Duration::from_secs(30))
+        .ensure()
+        .await;
 
-    let mut session = env.subscribe("orders", "worker", None).await;
-    session.send(subscribe("orders", "worker", None)).await;
+    let mut session = env.subscribe("orders", "worker").await;
+    session.send(subscribe("orders", "worker")).await;
     assert_ends_with(&mut session, Code::FailedPrecondition, "subscribe").await;
 
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     session.send_raw(EventsRequest { request: None }).await;
     assert_ends_with(&mut session, Code::InvalidArgument, "request").await;
 
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let id = env.publish("orders.created", "held").await;
     assert_eq!(session.event().await.id, id);
     session
@@ -417,7 +423,7 @@ async fn bad_requests_after_the_subscribe_end_the_stream_and_release_held_events
         .await;
     assert_ends_with(&mut session, Code::InvalidArgument, "reject.delay").await;
     // Issue 17 #8: a delay longer than the longest processing timeout (7 days) is refused too.
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     assert_eq!(session.event().await.id, id);
     session
         .send(events_request::Request::Reject(events_request::Reject {
@@ -436,7 +442,7 @@ async fn bad_requests_after_the_subscribe_end_the_stream_and_release_held_events
     )
     .await;
 
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let event = session.event().await;
     assert_eq!(
         (event.id, event.delivery_attempt),
@@ -447,15 +453,12 @@ async fn bad_requests_after_the_subscribe_end_the_stream_and_release_held_events
 
     // An earlier event, from the start, on a fresh consumer: the server is fine.
     let from_start = env
-        .consumer(
-            "orders",
-            None,
-            &["orders.>"],
-            Some(Pointer::Start(true)),
-            None,
-        )
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", &from_start, None).await;
+    let mut session = env.subscribe("orders", &from_start).await;
     assert_eq!(session.event().await.id, id);
     assert_still_usable(&mut env, "orders", "orders.other").await;
 }
@@ -467,12 +470,15 @@ async fn bad_requests_after_the_subscribe_end_the_stream_and_release_held_events
 async fn a_request_too_large_ends_the_session_with_its_status() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
 
     let mut session = env.open_events().await;
     session
-        .send(subscribe("orders", &"w".repeat(5 << 20), None))
+        .send(subscribe("orders", &"w".repeat(5 << 20)))
         .await;
     assert_ends_with(
         &mut session,
@@ -481,7 +487,7 @@ async fn a_request_too_large_ends_the_session_with_its_status() {
     )
     .await;
 
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let id = env.publish("orders.created", "held").await;
     assert_eq!(session.event().await.id, id);
     session
@@ -496,7 +502,7 @@ async fn a_request_too_large_ends_the_session_with_its_status() {
     )
     .await;
 
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let event = session.event().await;
     assert_eq!((event.id, event.delivery_attempt), (id, 2), "not acked");
     assert_eq!(session.ack(&[id]).await.ids, vec![id]);

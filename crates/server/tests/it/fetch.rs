@@ -12,18 +12,9 @@ use jetway_server::config::Limits;
 use jetway_testkit::eventually;
 
 use crate::{
-    clients::{self, consumer, publish, raw, seconds, typed, value_of},
+    clients::{self, FetchFixture, consumer, fetch, publish, raw, seconds, typed, value_of},
     harness::{Env, assert_status},
 };
-
-fn fetch(max: u32, wait: Option<Duration>) -> FetchRequest {
-    FetchRequest {
-        stream: "orders".into(),
-        consumer: "worker".into(),
-        max_events: max,
-        wait: wait.map(Into::into),
-    }
-}
 
 fn ack(ids: &[u64]) -> AckRequest {
     AckRequest {
@@ -33,13 +24,35 @@ fn ack(ids: &[u64]) -> AckRequest {
     }
 }
 
-fn reject(ids: &[u64], permanently: bool, delay: Option<Duration>) -> RejectRequest {
+/// A Reject of `ids` for consumer `worker` on `orders`: they come again after the consumer's
+/// backoff, unless a [`RejectFixture`] step says otherwise.
+fn reject(ids: &[u64]) -> RejectRequest {
     RejectRequest {
         stream: "orders".into(),
         consumer: "worker".into(),
         ids: ids.to_vec(),
-        permanently,
-        delay: delay.map(Into::into),
+        permanently: false,
+        delay: None,
+    }
+}
+
+/// The steps of the [`reject`] fixture, each setting one field.
+trait RejectFixture {
+    /// For good: the events are not delivered again.
+    fn permanently(self) -> Self;
+    /// The events come again after `delay`.
+    fn delay(self, delay: Duration) -> Self;
+}
+
+impl RejectFixture for RejectRequest {
+    fn permanently(mut self) -> Self {
+        self.permanently = true;
+        self
+    }
+
+    fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay.into());
+        self
     }
 }
 
@@ -76,7 +89,7 @@ async fn fetched_events_are_settled_by_id_in_later_calls() {
     )
     .await;
 
-    let first = client.fetch(fetch(2, None)).await.unwrap().into_inner();
+    let first = client.fetch(fetch(2)).await.unwrap().into_inner();
     assert_eq!(first.processing_timeout, Some(seconds(30)));
     let got: Vec<_> = first
         .events
@@ -105,14 +118,10 @@ async fn fetched_events_are_settled_by_id_in_later_calls() {
     assert_eq!(wrong_consumer.settled, Some(settled(&[], &[ids[1]])));
 
     // Rejected without delay: back at once, as the next delivery.
-    let rejected = client
-        .reject(reject(&[ids[1]], false, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let rejected = client.reject(reject(&[ids[1]])).await.unwrap().into_inner();
     assert_eq!(rejected.settled, Some(settled(&[ids[1]], &[])));
     let second = client
-        .fetch(fetch(10, Some(Duration::from_secs(5))))
+        .fetch(fetch(10).wait(Duration::from_secs(5)))
         .await
         .unwrap()
         .into_inner();
@@ -133,14 +142,14 @@ async fn fetched_events_are_settled_by_id_in_later_calls() {
     .await;
 
     // Nothing left: a fetch without wait returns at once with nothing.
-    let empty = client.fetch(fetch(0, None)).await.unwrap().into_inner();
+    let empty = client.fetch(fetch(0)).await.unwrap().into_inner();
     assert!(empty.events.is_empty());
 
     // A fetch that waits gets the first event that comes.
     let mut waiting_client = client.clone();
     let waiting = tokio::spawn(async move {
         waiting_client
-            .fetch(fetch(5, Some(Duration::from_secs(10))))
+            .fetch(fetch(5).wait(Duration::from_secs(10)))
             .await
             .map(|r| r.into_inner())
     });
@@ -152,7 +161,7 @@ async fn fetched_events_are_settled_by_id_in_later_calls() {
     let woke = waiting.await.unwrap().unwrap();
     assert_eq!(woke.events.iter().map(|e| e.id).collect::<Vec<_>>(), [late]);
     let rejected = client
-        .reject(reject(&[late], true, None))
+        .reject(reject(&[late]).permanently())
         .await
         .unwrap()
         .into_inner();
@@ -166,7 +175,7 @@ async fn fetched_events_are_settled_by_id_in_later_calls() {
     .await;
     assert!(
         client
-            .fetch(fetch(1, None))
+            .fetch(fetch(1))
             .await
             .unwrap()
             .into_inner()
@@ -186,12 +195,12 @@ async fn an_unsettled_fetch_comes_back_after_the_processing_timeout_and_the_new_
     };
     client.ensure_consumer(request).await.unwrap();
     let id = publish(&mut client, typed("orders.created", "slow")).await;
-    let first = client.fetch(fetch(1, None)).await.unwrap().into_inner();
+    let first = client.fetch(fetch(1)).await.unwrap().into_inner();
     assert_eq!(first.events[0].delivery_attempt, 1);
 
     // Not settled: after 1 s JetStream delivers it again, to whoever fetches.
     let again = client
-        .fetch(fetch(1, Some(Duration::from_secs(5))))
+        .fetch(fetch(1).wait(Duration::from_secs(5)))
         .await
         .unwrap()
         .into_inner();
@@ -239,7 +248,7 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
     for (consumer, needle) in [("pushed", "push consumer"), ("unacked", "explicit acks")] {
         let request = FetchRequest {
             consumer: consumer.into(),
-            ..fetch(1, None)
+            ..fetch(1)
         };
         assert_status(
             client.fetch(request).await,
@@ -248,12 +257,12 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
         );
     }
     assert_status(
-        client.fetch(fetch(1001, None)).await,
+        client.fetch(fetch(1001)).await,
         Code::InvalidArgument,
         "max_events",
     );
     assert_status(
-        client.fetch(fetch(1, Some(Duration::from_secs(61)))).await,
+        client.fetch(fetch(1).wait(Duration::from_secs(61))).await,
         Code::InvalidArgument,
         "wait",
     );
@@ -262,22 +271,22 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
             seconds: -1,
             nanos: 0,
         }),
-        ..fetch(1, None)
+        ..fetch(1)
     };
     assert_status(client.fetch(negative).await, Code::InvalidArgument, "wait");
     let unknown = FetchRequest {
         consumer: "nobody".into(),
-        ..fetch(1, None)
+        ..fetch(1)
     };
     assert_status(client.fetch(unknown).await, Code::NotFound, "nobody");
     let no_stream = FetchRequest {
         stream: "nope".into(),
-        ..fetch(1, None)
+        ..fetch(1)
     };
     assert_status(client.fetch(no_stream).await, Code::NotFound, "nope");
     let bad_name = FetchRequest {
         consumer: "a.b".into(),
-        ..fetch(1, None)
+        ..fetch(1)
     };
     assert_status(
         client.fetch(bad_name).await,
@@ -296,7 +305,7 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
         "stream",
     );
     assert_status(
-        client.reject(reject(&[], false, None)).await,
+        client.reject(reject(&[])).await,
         Code::InvalidArgument,
         "ids",
     );
@@ -305,7 +314,7 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
             seconds: -5,
             nanos: 0,
         }),
-        ..reject(&[1], false, None)
+        ..reject(&[1])
     };
     assert_status(
         client.reject(negative_delay).await,
@@ -315,18 +324,14 @@ async fn fetch_ack_and_reject_reject_bad_input_and_unknown_consumers() {
     // Issue 17 #8: no longer than the longest processing timeout (7 days).
     assert_status(
         client
-            .reject(reject(
-                &[1],
-                false,
-                Some(Duration::from_secs(8 * 24 * 3600)),
-            ))
+            .reject(reject(&[1]).delay(Duration::from_secs(8 * 24 * 3600)))
             .await,
         Code::InvalidArgument,
         "delay: must be at most",
     );
     // Well-formed, but nothing was fetched: every id is invalid, and the call succeeds.
     let nothing = client
-        .reject(reject(&[1, 2], false, Some(Duration::from_secs(1))))
+        .reject(reject(&[1, 2]).delay(Duration::from_secs(1)))
         .await;
     assert_eq!(
         nothing.unwrap().into_inner().settled,
@@ -360,14 +365,14 @@ async fn fetch_stays_within_the_consumers_request_limits() {
     }
     // The default of 10 events, a wait over the consumer's 1 s, and Jetway's 3 MiB of bytes.
     let fetched = client
-        .fetch(fetch(0, Some(Duration::from_secs(5))))
+        .fetch(fetch(0).wait(Duration::from_secs(5)))
         .await
         .expect("within the limits")
         .into_inner();
     let ids: Vec<u64> = fetched.events.iter().map(|e| e.id).collect();
     assert_eq!(ids, [1, 2], "at most max_batch");
     let rest = client
-        .fetch(fetch(0, Some(Duration::from_secs(5))))
+        .fetch(fetch(0).wait(Duration::from_secs(5)))
         .await
         .expect("within the limits")
         .into_inner();
@@ -388,7 +393,7 @@ async fn fetch_stays_within_the_consumers_request_limits() {
     while ids.len() < 4 {
         let request = FetchRequest {
             consumer: "small".into(),
-            ..fetch(0, Some(Duration::from_secs(5)))
+            ..fetch(0).wait(Duration::from_secs(5))
         };
         let fetched = client.fetch(request).await.expect("within the limits");
         let events = fetched.into_inner().events;
@@ -441,9 +446,9 @@ async fn one_consumer_at_its_limit_does_not_hold_up_another() {
         publish(&mut client, typed("orders.created", &i.to_string())).await;
     }
     // The fetch takes what the consumer's limit leaves room for, not what it asked for.
-    let first = client.fetch(fetch(10, None)).await.unwrap().into_inner();
+    let first = client.fetch(fetch(10)).await.unwrap().into_inner();
     assert_eq!(ids_of(&first), [(1, 1), (2, 1)]);
-    let full = client.fetch(fetch(1, None)).await;
+    let full = client.fetch(fetch(1)).await;
     assert_status(
         full,
         Code::ResourceExhausted,
@@ -461,7 +466,7 @@ async fn one_consumer_at_its_limit_does_not_hold_up_another() {
         client.ack(ack(&[1])).await.unwrap().into_inner().settled,
         Some(settled(&[1], &[]))
     );
-    let next = client.fetch(fetch(10, None)).await.unwrap().into_inner();
+    let next = client.fetch(fetch(10)).await.unwrap().into_inner();
     assert_eq!(ids_of(&next), [(3, 1)]);
 }
 
@@ -484,7 +489,7 @@ async fn deleting_a_stream_or_a_consumer_frees_its_fetched_events() {
     let held = client.fetch(fetch_from("ft", "f1", 10)).await.unwrap();
     assert_eq!(held.into_inner().events.len(), 2);
     assert_status(
-        client.fetch(fetch(1, None)).await,
+        client.fetch(fetch(1)).await,
         Code::ResourceExhausted,
         "FETCH_MAX_IN_FLIGHT",
     );
@@ -499,7 +504,7 @@ async fn deleting_a_stream_or_a_consumer_frees_its_fetched_events() {
     // Nothing else touches ft: only JetStream's announcement can free its slots.
     let fetched = eventually("the deleted stream's events no longer count", || {
         let mut client = client.clone();
-        async move { client.fetch(fetch(10, None)).await.ok() }
+        async move { client.fetch(fetch(10)).await.ok() }
     })
     .await;
     assert_eq!(ids_of(&fetched.into_inner()), [(1, 1), (2, 1)]);
@@ -539,7 +544,7 @@ async fn a_shortened_processing_timeout_applies_to_events_already_fetched() {
     };
     client.ensure_consumer(hour.clone()).await.unwrap();
     let id = publish(&mut client, typed("orders.created", "slow")).await;
-    let first = client.fetch(fetch(1, None)).await.unwrap().into_inner();
+    let first = client.fetch(fetch(1)).await.unwrap().into_inner();
     assert_eq!(ids_of(&first), [(id, 1)]);
 
     let second = api::EnsureConsumerRequest {
@@ -551,7 +556,7 @@ async fn a_shortened_processing_timeout_applies_to_events_already_fetched() {
     let again = eventually("the redelivery is fetched", || {
         let mut client = client.clone();
         async move {
-            let fetched = client.fetch(fetch(1, None)).await.ok()?.into_inner();
+            let fetched = client.fetch(fetch(1)).await.ok()?.into_inner();
             (!fetched.events.is_empty()).then_some(fetched)
         }
     })
@@ -652,9 +657,9 @@ async fn a_fetch_returns_fewer_events_when_more_would_exceed_3_mib() {
         publish(&mut client, sized("orders.big", 900_000)).await;
     }
     // Three make 2.7 MB; a fourth would pass 3 MiB.
-    let first = client.fetch(fetch(10, None)).await.unwrap().into_inner();
+    let first = client.fetch(fetch(10)).await.unwrap().into_inner();
     assert_eq!(ids_of(&first), [(1, 1), (2, 1), (3, 1)]);
-    let rest = client.fetch(fetch(10, None)).await.unwrap().into_inner();
+    let rest = client.fetch(fetch(10)).await.unwrap().into_inner();
     assert_eq!(ids_of(&rest), [(4, 1), (5, 1)]);
     let all = [1, 2, 3, 4, 5];
     assert_eq!(
@@ -729,7 +734,10 @@ impl Drop for LargePayloadNats {
 #[tokio::test]
 async fn an_event_larger_than_3_mib_on_its_own_is_fetched_alone() {
     let nats = LargePayloadNats::start().await;
-    let jetway = crate::harness::Jetway::start(&nats.url).await;
+    let jetway = crate::harness::TestServer::builder()
+        .nats_url(&nats.url)
+        .start()
+        .await;
     let channel = jetway.channel().await;
     jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient::new(
         channel.clone(),
@@ -747,7 +755,7 @@ async fn an_event_larger_than_3_mib_on_its_own_is_fetched_alone() {
         publish(&mut client, sized("orders.big", large)).await;
     }
     for id in [1, 2] {
-        let fetched = client.fetch(fetch(10, None)).await.unwrap().into_inner();
+        let fetched = client.fetch(fetch(10)).await.unwrap().into_inner();
         assert_eq!(ids_of(&fetched), [(id, 1)], "one at a time");
     }
 }

@@ -1,5 +1,6 @@
-//! The test environment: a real nats-server (from jetway-testkit), a Jetway server served in-process
-//! on loopback ports, a gRPC client, and a direct JetStream context for checking what was stored.
+//! The test environment: a real nats-server (from jetway-testkit), the in-process Jetway test server
+//! (`jetway_server::testing`) in front of it, a gRPC client, and a direct JetStream context for
+//! checking what was stored.
 //!
 //! Each test gets its own environment: tests then share nothing, and every nats-server is killed when
 //! its test ends (a process-wide server would outlive the test binary).
@@ -7,8 +8,10 @@
 #![allow(dead_code)]
 
 use std::{
+    future::IntoFuture,
     io::{BufRead, BufReader},
     net::SocketAddr,
+    pin::Pin,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -26,109 +29,15 @@ use jetway_api::{
         test::v1::StringValue,
     },
 };
-use jetway_core::{ConnectSettings, Nats};
-use jetway_server::{
-    app::{self, Listeners},
-    config::Limits,
-};
+use jetway_server::config::Limits;
+pub(crate) use jetway_server::testing::TestServer;
 use jetway_testkit::{NatsServer, eventually};
-use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 /// How long a test waits for one expected message before it fails (a hang guard, not a timing check).
 pub(crate) const RECV_GUARD: Duration = Duration::from_secs(10);
-
-/// A running Jetway server in this process.
-pub(crate) struct Jetway {
-    pub grpc_addr: SocketAddr,
-    pub health_addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub task: JoinHandle<Result<(), app::ServeError>>,
-}
-
-impl Jetway {
-    /// Serves on loopback ports against `nats_url`, with the default limits.
-    pub(crate) async fn start(nats_url: &str) -> Jetway {
-        Jetway::start_with(nats_url, Limits::default()).await
-    }
-
-    /// Serves on loopback ports against `nats_url`, within `limits`.
-    pub(crate) async fn start_with(nats_url: &str, limits: Limits) -> Jetway {
-        let settings = ConnectSettings {
-            url: nats_url.to_owned(),
-            name: "jetway-test".into(),
-            publish_max_pending: 256,
-        };
-        let nats = Nats::connect(&settings).await.expect("connect to nats");
-        let listeners = Listeners {
-            grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        };
-        let grpc_addr = listeners.grpc.local_addr().unwrap();
-        let health_addr = listeners.health.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, limits, shutdown.clone()));
-        let jetway = Jetway {
-            grpc_addr,
-            health_addr,
-            shutdown,
-            task,
-        };
-        jetway.wait_serving().await;
-        jetway
-    }
-
-    pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to jetway")
-    }
-
-    /// A channel whose streams have a 1 KiB receive window: the server can send only a few
-    /// responses ahead of a client that does not read them.
-    pub(crate) async fn slow_reader_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .unwrap()
-            .initial_stream_window_size(Some(1024))
-            .connect()
-            .await
-            .expect("connect to jetway")
-    }
-
-    /// Waits until `grpc.health.v1` says SERVING: a bound listener alone does not mean ready.
-    pub(crate) async fn wait_serving(&self) {
-        let channel = self.channel().await;
-        eventually("jetway reports SERVING", || {
-            let mut health = HealthClient::new(channel.clone());
-            async move { (grpc_health(&mut health).await == Some(ServingStatus::Serving)).then_some(()) }
-        })
-        .await;
-    }
-}
-
-impl Drop for Jetway {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// The overall `grpc.health.v1` status, or `None` if the call failed.
-pub(crate) async fn grpc_health(health: &mut HealthClient<Channel>) -> Option<ServingStatus> {
-    let response = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
-    ServingStatus::try_from(response.into_inner().status).ok()
-}
 
 /// GETs a path from the HTTP health server and returns the status code.
 pub(crate) async fn http_status(addr: SocketAddr, path: &str) -> u16 {
@@ -159,7 +68,8 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Everything a test needs.
 pub(crate) struct Env {
     pub nats: NatsServer,
-    pub jetway: Jetway,
+    /// The Jetway server, in front of `nats`.
+    pub jetway: TestServer,
     pub client: EventsServiceClient<Channel>,
     /// Direct JetStream access, to check what Jetway stored.
     pub js: jetstream::Context,
@@ -173,7 +83,11 @@ impl Env {
     /// An environment whose Jetway server has `limits`.
     pub(crate) async fn start_with(limits: Limits) -> Env {
         let nats = NatsServer::start();
-        let jetway = Jetway::start_with(&nats.url(), limits).await;
+        let jetway = TestServer::builder()
+            .nats_url(nats.url())
+            .limits(limits)
+            .start()
+            .await;
         let client = EventsServiceClient::new(jetway.channel().await);
         let direct = async_nats::connect(nats.url())
             .await
@@ -194,16 +108,9 @@ impl Env {
             .expect("ensure stream");
     }
 
-    /// Ensures a consumer and returns its id; `name` None makes it ephemeral.
-    pub(crate) async fn consumer(
-        &mut self,
-        stream: &str,
-        name: Option<&str>,
-        subjects: &[&str],
-        from: Option<Pointer>,
-        timeout: Option<Duration>,
-    ) -> String {
-        ensure_consumer(&mut self.client, stream, name, subjects, from, timeout).await
+    /// A consumer on `stream` to ensure through the environment's client (see [`EnsureConsumer`]).
+    pub(crate) fn consumer(&mut self, stream: &str) -> EnsureConsumer<'_> {
+        EnsureConsumer::on(&mut self.client, stream)
     }
 
     /// Publishes a StringValue and returns the event id.
@@ -216,14 +123,10 @@ impl Env {
             .id
     }
 
-    /// Opens an Events stream and subscribes; returns the session after its `Subscribed`.
-    pub(crate) async fn subscribe(
-        &mut self,
-        stream: &str,
-        consumer: &str,
-        max: Option<u64>,
-    ) -> Session {
-        Session::subscribe(&mut self.client, stream, consumer, max).await
+    /// An Events stream to open on the environment's client and subscribe to `consumer` on
+    /// `stream` (see [`Subscribing`]).
+    pub(crate) fn subscribe(&mut self, stream: &str, consumer: &str) -> Subscribing<'_> {
+        Session::subscribe(&mut self.client, stream, consumer)
     }
 
     /// Opens an Events stream without sending anything.
@@ -281,26 +184,23 @@ impl Session {
         }
     }
 
-    /// Opens an Events stream on `client` and subscribes; returns the session after its
-    /// `Subscribed`.
-    pub(crate) async fn subscribe(
-        client: &mut EventsServiceClient<Channel>,
+    /// An Events stream to open on `client` and subscribe to `consumer` on `stream` (see
+    /// [`Subscribing`]).
+    pub(crate) fn subscribe<'a>(
+        client: &'a mut EventsServiceClient<Channel>,
         stream: &str,
         consumer: &str,
-        max: Option<u64>,
-    ) -> Session {
-        let mut session = Session::open(client).await;
-        session.send(subscribe(stream, consumer, max)).await;
-        match session.next().await {
-            Resp::Subscribed(_) => session,
-            other => panic!("expected Subscribed, got {other:?}"),
+    ) -> Subscribing<'a> {
+        Subscribing {
+            client,
+            subscribe: subscribe(stream, consumer),
         }
     }
 
-    pub(crate) async fn send(&mut self, request: events_request::Request) {
+    pub(crate) async fn send(&mut self, request: impl Into<events_request::Request>) {
         let tx = self.tx.as_ref().expect("the client half is still open");
         tx.send(EventsRequest {
-            request: Some(request),
+            request: Some(request.into()),
         })
         .await
         .expect("send on events stream");
@@ -361,21 +261,14 @@ impl Session {
         }
     }
 
-    pub(crate) async fn reject(
-        &mut self,
-        ids: &[u64],
-        permanently: Option<bool>,
-        delay: Option<Duration>,
-    ) -> jetway_api::windshift::events::v1alpha1::events_response::RejectConfirmation {
-        let reject = events_request::Reject {
-            ids: ids.to_vec(),
-            permanently,
-            delay: delay.map(PbDuration::from),
-        };
-        self.send(events_request::Request::Reject(reject)).await;
-        match self.next().await {
-            Resp::RejectConfirmation(c) => c,
-            other => panic!("expected a RejectConfirmation, got {other:?}"),
+    /// A Reject of `ids` to send (see [`Rejecting`]).
+    pub(crate) fn reject(&mut self, ids: &[u64]) -> Rejecting<'_> {
+        Rejecting {
+            session: self,
+            reject: events_request::Reject {
+                ids: ids.to_vec(),
+                ..Default::default()
+            },
         }
     }
 
@@ -394,36 +287,176 @@ impl Session {
     }
 }
 
-/// Ensures a consumer through `client` and returns its id; `name` None makes it ephemeral.
-pub(crate) async fn ensure_consumer(
-    client: &mut EventsServiceClient<Channel>,
-    stream: &str,
-    name: Option<&str>,
-    subjects: &[&str],
-    from: Option<Pointer>,
-    timeout: Option<Duration>,
-) -> String {
-    let request = EnsureConsumerRequest {
-        stream: stream.into(),
-        name: name.map(str::to_owned),
-        subjects: subjects.iter().map(|s| s.to_string()).collect(),
-        from: from.map(|p| StreamPointer { pointer: Some(p) }),
-        processing_timeout: timeout.map(PbDuration::from),
-    };
-    client
-        .ensure_consumer(request)
-        .await
-        .expect("ensure consumer")
-        .into_inner()
-        .id
+/// A consumer to ensure: unnamed (ephemeral), on every subject of its stream, starting where the
+/// server starts one and with the server's processing timeout, unless a setter says otherwise.
+/// [`EnsureConsumer::ensure`] sends it.
+#[must_use = "nothing is ensured until `ensure` is awaited"]
+pub(crate) struct EnsureConsumer<'a> {
+    client: &'a mut EventsServiceClient<Channel>,
+    request: EnsureConsumerRequest,
 }
 
-pub(crate) fn subscribe(stream: &str, consumer: &str, max: Option<u64>) -> events_request::Request {
-    events_request::Request::Subscribe(events_request::Subscribe {
+impl<'a> EnsureConsumer<'a> {
+    /// A consumer on `stream`, to ensure through `client`.
+    pub(crate) fn on(client: &'a mut EventsServiceClient<Channel>, stream: &str) -> Self {
+        EnsureConsumer {
+            client,
+            request: EnsureConsumerRequest {
+                stream: stream.into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// A durable consumer called `name`.
+    pub(crate) fn named(mut self, name: &str) -> Self {
+        self.request.name = Some(name.into());
+        self
+    }
+
+    /// Only events on these subjects.
+    pub(crate) fn subjects(mut self, subjects: &[&str]) -> Self {
+        self.request.subjects = subjects.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Starts at `pointer`.
+    pub(crate) fn from(mut self, pointer: Pointer) -> Self {
+        self.request.from = Some(StreamPointer {
+            pointer: Some(pointer),
+        });
+        self
+    }
+
+    /// Redelivers an event not settled within `timeout`.
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+        self.request.processing_timeout = Some(PbDuration::from(timeout));
+        self
+    }
+
+    /// Ensures the consumer and returns its id.
+    pub(crate) async fn ensure(self) -> String {
+        self.client
+            .ensure_consumer(self.request)
+            .await
+            .expect("ensure consumer")
+            .into_inner()
+            .id
+    }
+}
+
+/// A Subscribe request to `consumer` on `stream`; `max_processing_events` is left to the server
+/// unless [`Subscribe::max`] sets it.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscribe(events_request::Subscribe);
+
+/// A Subscribe request to `consumer` on `stream` (see [`Subscribe`]).
+pub(crate) fn subscribe(stream: &str, consumer: &str) -> Subscribe {
+    Subscribe(events_request::Subscribe {
         stream: stream.into(),
         consumer: consumer.into(),
-        max_processing_events: max,
+        max_processing_events: None,
     })
+}
+
+impl Subscribe {
+    /// At most `max` events in processing at once.
+    pub(crate) fn max(mut self, max: u64) -> Self {
+        self.0.max_processing_events = Some(max);
+        self
+    }
+}
+
+impl From<Subscribe> for events_request::Request {
+    fn from(subscribe: Subscribe) -> Self {
+        events_request::Request::Subscribe(subscribe.0)
+    }
+}
+
+/// An Events stream to open and subscribe on. Awaiting it returns the session once its
+/// `Subscribed` came (and panics on any other answer); [`Subscribing::raw`] returns whatever came
+/// first.
+#[must_use = "nothing is sent until it is awaited"]
+pub(crate) struct Subscribing<'a> {
+    client: &'a mut EventsServiceClient<Channel>,
+    subscribe: Subscribe,
+}
+
+impl Subscribing<'_> {
+    /// At most `max` events in processing at once.
+    pub(crate) fn max(mut self, max: u64) -> Self {
+        self.subscribe = self.subscribe.max(max);
+        self
+    }
+
+    /// Opens the stream, sends the Subscribe, and returns the session with the first response.
+    pub(crate) async fn raw(self) -> (Session, Result<Option<Resp>, Status>) {
+        let mut session = Session::open(self.client).await;
+        session.send(self.subscribe).await;
+        let first = session.try_next().await;
+        (session, first)
+    }
+
+    async fn subscribed(self) -> Session {
+        let mut session = Session::open(self.client).await;
+        session.send(self.subscribe).await;
+        match session.next().await {
+            Resp::Subscribed(_) => session,
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+}
+
+impl<'a> IntoFuture for Subscribing<'a> {
+    type Output = Session;
+    type IntoFuture = Pin<Box<dyn Future<Output = Session> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.subscribed())
+    }
+}
+
+/// A Reject to send on a session: the events come again after the consumer's backoff, unless a
+/// setter says otherwise. Awaiting it returns the `RejectConfirmation`.
+#[must_use = "nothing is sent until it is awaited"]
+pub(crate) struct Rejecting<'a> {
+    session: &'a mut Session,
+    reject: events_request::Reject,
+}
+
+impl Rejecting<'_> {
+    /// For good: the events are not delivered again.
+    pub(crate) fn permanently(mut self) -> Self {
+        self.reject.permanently = Some(true);
+        self
+    }
+
+    /// The events come again after `delay`.
+    pub(crate) fn delay(mut self, delay: Duration) -> Self {
+        self.reject.delay = Some(PbDuration::from(delay));
+        self
+    }
+
+    async fn confirmed(
+        self,
+    ) -> jetway_api::windshift::events::v1alpha1::events_response::RejectConfirmation {
+        self.session
+            .send(events_request::Request::Reject(self.reject))
+            .await;
+        match self.session.next().await {
+            Resp::RejectConfirmation(c) => c,
+            other => panic!("expected a RejectConfirmation, got {other:?}"),
+        }
+    }
+}
+
+impl<'a> IntoFuture for Rejecting<'a> {
+    type Output = jetway_api::windshift::events::v1alpha1::events_response::RejectConfirmation;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.confirmed())
+    }
 }
 
 pub(crate) fn stream_request(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
@@ -496,19 +529,6 @@ impl Env {
             check(&info).then_some(info)
         })
         .await
-    }
-
-    /// Opens an Events stream, sends a Subscribe, and returns the session with the first response.
-    pub(crate) async fn subscribe_raw(
-        &mut self,
-        stream: &str,
-        consumer: &str,
-        max: Option<u64>,
-    ) -> (Session, Result<Option<Resp>, Status>) {
-        let mut session = self.open_events().await;
-        session.send(subscribe(stream, consumer, max)).await;
-        let first = session.try_next().await;
-        (session, first)
     }
 }
 

@@ -7,6 +7,7 @@ use jetway_api::windshift::events::v1alpha1::{
     events_request, events_response::Response as Resp, events_service_client::EventsServiceClient,
     stream_pointer::Pointer,
 };
+use jetway_server::testing::grpc_health;
 use jetway_testkit::eventually;
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
@@ -16,15 +17,18 @@ use tonic_reflection::pb::v1::{
 };
 
 use crate::harness::{
-    Env, Jetway, RECV_GUARD, grpc_health, http_get, http_status, jetway_server, log_lines,
-    next_line, publish_request, stream_request, value_of,
+    Env, TestServer, http_get, http_status, jetway_server, log_lines, next_line, publish_request,
+    stream_request, value_of,
 };
 
 /// `NATS_URL` may list several servers: Jetway connects through whichever answers.
 #[tokio::test]
 async fn a_nats_url_list_connects_through_the_server_that_answers() {
     let nats = jetway_testkit::NatsServer::start();
-    let jetway = Jetway::start(&format!("nats://127.0.0.1:1, {}", nats.url())).await;
+    let jetway = TestServer::builder()
+        .nats_url(format!("nats://127.0.0.1:1, {}", nats.url()))
+        .start()
+        .await;
     publish_one(jetway.channel().await).await;
 }
 
@@ -66,8 +70,8 @@ async fn credentials_in_the_nats_url_authenticate() {
             "nats://{userinfo}@127.0.0.1:1,nats://{userinfo}@127.0.0.1:{}",
             nats.port()
         );
-        let jetway = Jetway::start(&url).await;
-        readyz_until(jetway.health_addr, 200).await;
+        let jetway = TestServer::builder().nats_url(url).start().await;
+        readyz_until(jetway.health_addr(), 200).await;
         publish_one(jetway.channel().await).await;
     }
 }
@@ -86,14 +90,17 @@ async fn readyz_until(addr: std::net::SocketAddr, status: u16) {
 async fn acks_during_a_nats_outage_fail_for_now_and_succeed_after_it() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let id = env.publish("orders.created", "held").await;
     assert_eq!(session.event().await.id, id);
 
     env.nats.stop();
-    let addr = env.jetway.health_addr;
+    let addr = env.jetway.health_addr();
     readyz_until(addr, 503).await;
     let during = session.ack(&[id]).await;
     assert_eq!(
@@ -128,11 +135,14 @@ async fn acks_during_a_nats_outage_fail_for_now_and_succeed_after_it() {
 async fn readiness_follows_nats_and_everything_resumes_after_a_restart() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer("orders", Some("worker"), &["orders.>"], None, None)
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let mut health = HealthClient::new(env.jetway.channel().await);
-    let addr = env.jetway.health_addr;
+    let addr = env.jetway.health_addr();
     assert_eq!(http_status(addr, "/healthz").await, 200);
     assert_eq!(http_status(addr, "/readyz").await, 200);
     assert_eq!(grpc_health(&mut health).await, Some(ServingStatus::Serving));
@@ -180,35 +190,30 @@ async fn shutdown_naks_what_subscribers_hold_and_ends_their_streams() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     // A 30 s timeout: a redelivery within the test can only come from the nak at shutdown.
-    let timeout = Some(Duration::from_secs(30));
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        Some(Pointer::Start(true)),
-        timeout,
-    )
-    .await;
+    let timeout = Duration::from_secs(30);
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .timeout(timeout)
+        .ensure()
+        .await;
     let id = env.publish("orders.created", "held").await;
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     assert_eq!(session.event().await.id, id);
 
-    env.jetway.shutdown.cancel();
+    env.jetway.begin_shutdown();
     let status = session.expect_error().await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let task = &mut env.jetway.task;
-    let result = tokio::time::timeout(RECV_GUARD, task)
-        .await
-        .expect("the server stops")
-        .expect("no panic");
-    assert!(result.is_ok(), "{result:?}");
+    // Within its guard time, without a panic, and cleanly.
+    env.jetway.stop().await;
 
-    env.jetway = Jetway::start(&env.nats.url()).await;
+    env.jetway.start_again().await;
     env.client =
         jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient::new(
             env.jetway.channel().await,
         );
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     // Within the receive guard (10 s), well before the 30 s timeout: the shutdown nak'ed it.
     let event = session.event().await;
     assert_eq!((event.id, event.delivery_attempt), (id, 2));
@@ -396,14 +401,12 @@ fn series(metrics: &str, selector: &str) -> Option<f64> {
 async fn metrics_count_publishes_and_deliveries() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
-    env.consumer(
-        "orders",
-        Some("worker"),
-        &["orders.>"],
-        Some(Pointer::Start(true)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .ensure()
+        .await;
     let mut keyed = publish_request("orders.created", "once");
     keyed.idempotency_key = Some("k".into());
     let id = env
@@ -424,10 +427,10 @@ async fn metrics_count_publishes_and_deliveries() {
             .code(),
         Code::FailedPrecondition
     );
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let event = session.event().await;
     // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
-    let (_, held) = http_get(env.jetway.health_addr, "/metrics").await;
+    let (_, held) = http_get(env.jetway.health_addr(), "/metrics").await;
     let in_flight = series(&held, "jetway_events_in_flight{path=\"events\"}");
     assert!(
         in_flight >= Some(1.0),
@@ -435,7 +438,7 @@ async fn metrics_count_publishes_and_deliveries() {
     );
     assert_eq!(session.ack(&[event.id]).await.ids, vec![id]);
 
-    let (status, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
+    let (status, metrics) = http_get(env.jetway.health_addr(), "/metrics").await;
     assert_eq!(status, 200);
     for (name, at_least) in [
         ("jetway_publishes_total{result=\"ok\"}", 1.0),
@@ -483,7 +486,7 @@ async fn metrics_count_the_fetch_path_under_its_own_label() {
     let fetched = client.fetch(fetch.clone()).await.unwrap().into_inner();
     assert_eq!(fetched.events.len(), 3);
     // Metrics are process-wide and other tests run alongside, so counts are lower bounds.
-    let (_, held) = http_get(env.jetway.health_addr, "/metrics").await;
+    let (_, held) = http_get(env.jetway.health_addr(), "/metrics").await;
     let in_flight = series(&held, "jetway_events_in_flight{path=\"fetch\"}");
     assert!(
         in_flight >= Some(3.0),
@@ -509,7 +512,7 @@ async fn metrics_count_the_fetch_path_under_its_own_label() {
     let again = client.fetch(fetch).await.unwrap().into_inner();
     assert_eq!(again.events[0].delivery_attempt, 2);
 
-    let (_, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
+    let (_, metrics) = http_get(env.jetway.health_addr(), "/metrics").await;
     for (name, at_least) in [
         ("jetway_events_delivered_total{path=\"fetch\"}", 4.0),
         ("jetway_events_redelivered_total{path=\"fetch\"}", 1.0),

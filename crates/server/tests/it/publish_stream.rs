@@ -258,7 +258,7 @@ async fn server_shutdown_ends_a_stream_with_unavailable_after_its_answers() {
     let answer: PublishStreamResponse = next(&mut responses).await;
     assert_eq!(answer.correlation_id, 1);
 
-    env.jetway.shutdown.cancel();
+    env.jetway.begin_shutdown();
     let message = tokio::time::timeout(RECV_GUARD, responses.message())
         .await
         .expect("the end within the guard time");

@@ -21,12 +21,42 @@ use crate::{
     harness::{Env, assert_status, value_of as windshift_value_of},
 };
 
-fn read(stream: &str, from: Option<Pointer>, subject: &str, limit: u32) -> ReadEventsRequest {
+/// A read of `stream` with no start, subject or limit set; the [`ReadFixture`] steps set them.
+fn read(stream: &str) -> ReadEventsRequest {
     ReadEventsRequest {
         stream: stream.into(),
-        from: from.map(|p| StreamPointer { pointer: Some(p) }),
-        subject: subject.into(),
-        limit,
+        from: None,
+        subject: String::new(),
+        limit: 0,
+    }
+}
+
+/// The steps of the [`read`] fixture, each setting one field.
+trait ReadFixture {
+    /// Starts at `pointer`.
+    fn from(self, pointer: Pointer) -> Self;
+    /// Only events on `subject`.
+    fn subject(self, subject: &str) -> Self;
+    /// At most `limit` events.
+    fn limit(self, limit: u32) -> Self;
+}
+
+impl ReadFixture for ReadEventsRequest {
+    fn from(mut self, pointer: Pointer) -> Self {
+        self.from = Some(StreamPointer {
+            pointer: Some(pointer),
+        });
+        self
+    }
+
+    fn subject(mut self, subject: &str) -> Self {
+        self.subject = subject.into();
+        self
+    }
+
+    fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
     }
 }
 
@@ -131,9 +161,12 @@ async fn raw_payloads_and_custom_headers_are_stored_and_read_back() {
     // A Windshift subscriber of the same stream gets both; the raw body has no message type.
     let start = WindshiftPointer::Start(true);
     let consumer = env
-        .consumer("orders", None, &["orders.>"], Some(start), None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .from(start)
+        .ensure()
         .await;
-    let mut session = env.subscribe("orders", &consumer, None).await;
+    let mut session = env.subscribe("orders", &consumer).await;
     let first = session.event().await;
     assert_eq!(
         first.data.as_ref().unwrap().value,
@@ -258,7 +291,7 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
 
     let all = collect(
         client
-            .read_events(read("orders", None, "", 0))
+            .read_events(read("orders"))
             .await
             .unwrap()
             .into_inner(),
@@ -270,7 +303,7 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
 
     let from_id = collect(
         client
-            .read_events(read("orders", Some(Pointer::Id(published[4])), "", 0))
+            .read_events(read("orders").from(Pointer::Id(published[4])))
             .await
             .unwrap()
             .into_inner(),
@@ -281,7 +314,12 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
 
     let filtered = collect(
         client
-            .read_events(read("orders", Some(Pointer::Start(true)), "orders.paid", 2))
+            .read_events(
+                read("orders")
+                    .from(Pointer::Start(true))
+                    .subject("orders.paid")
+                    .limit(2),
+            )
             .await
             .unwrap()
             .into_inner(),
@@ -296,12 +334,7 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
 
     let from_time = collect(
         client
-            .read_events(read(
-                "orders",
-                Some(Pointer::Time(Timestamp::from(between))),
-                "",
-                0,
-            ))
+            .read_events(read("orders").from(Pointer::Time(Timestamp::from(between))))
             .await
             .unwrap()
             .into_inner(),
@@ -312,11 +345,11 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
 
     // Past the end, from the end, and a filter nothing matches: no events, and the stream ends.
     for request in [
-        read("orders", Some(Pointer::Id(late + 1)), "", 0),
-        read("orders", Some(Pointer::Id(1_000_000)), "", 0),
-        read("orders", Some(Pointer::End(true)), "", 0),
-        read("orders", None, "orders.refunded", 0),
-        read("orders", None, "billing.>", 0),
+        read("orders").from(Pointer::Id(late + 1)),
+        read("orders").from(Pointer::Id(1_000_000)),
+        read("orders").from(Pointer::End(true)),
+        read("orders").subject("orders.refunded"),
+        read("orders").subject("billing.>"),
     ] {
         let events = collect(client.read_events(request).await.unwrap().into_inner())
             .await
@@ -326,7 +359,7 @@ async fn read_events_replays_ranges_and_ends_once_caught_up() {
 
     // A read ends at the last event stored when it started, even if more come meanwhile.
     let mut reading = client
-        .read_events(read("orders", None, "", 0))
+        .read_events(read("orders"))
         .await
         .unwrap()
         .into_inner();
@@ -354,7 +387,7 @@ async fn read_events_from_a_time_beyond_what_jetstream_counts_keeps_its_meaning(
     for value in ["one", "two"] {
         published.push(publish(&mut client, typed("orders.created", value)).await);
     }
-    let from = |seconds: i64| Some(Pointer::Time(Timestamp { seconds, nanos: 0 }));
+    let from = |seconds: i64| Pointer::Time(Timestamp { seconds, nanos: 0 });
     for (what, seconds, expected) in [
         ("the year 3000", 32_503_680_000, vec![]),
         ("the year 1600", -11_676_096_000, published.clone()),
@@ -362,7 +395,7 @@ async fn read_events_from_a_time_beyond_what_jetstream_counts_keeps_its_meaning(
     ] {
         let events = collect(
             client
-                .read_events(read("orders", from(seconds), "", 0))
+                .read_events(read("orders").from(from(seconds)))
                 .await
                 .unwrap()
                 .into_inner(),
@@ -381,14 +414,12 @@ async fn every_read_path_carries_a_w3c_trace_context_as_events_does() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let mut client = clients::events(&env).await;
-    env.consumer(
-        "orders",
-        Some("events"),
-        &["orders.>"],
-        Some(WindshiftPointer::Start(true)),
-        None,
-    )
-    .await;
+    env.consumer("orders")
+        .named("events")
+        .subjects(&["orders.>"])
+        .from(WindshiftPointer::Start(true))
+        .ensure()
+        .await;
     client
         .ensure_consumer(api::EnsureConsumerRequest {
             dead_letter_stream: Some("orders-dead".into()),
@@ -415,7 +446,7 @@ async fn every_read_path_carries_a_w3c_trace_context_as_events_does() {
     let carried = |event: &api::Event| (event.trace_parent.clone(), event.trace_state.clone());
 
     // The Events path, as it always did.
-    let mut session = env.subscribe("orders", "events", None).await;
+    let mut session = env.subscribe("orders", "events").await;
     let delivered = session.event().await;
     let headers = delivered.headers.clone().expect("headers");
     assert_eq!(
@@ -452,7 +483,7 @@ async fn every_read_path_carries_a_w3c_trace_context_as_events_does() {
 
     let read = collect(
         client
-            .read_events(read("orders", None, "", 0))
+            .read_events(read("orders"))
             .await
             .unwrap()
             .into_inner(),
@@ -503,18 +534,18 @@ async fn read_events_rejects_bad_input_and_unknown_streams() {
     env.stream("orders", &["orders.>"]).await;
     let mut client = clients::events(&env).await;
     assert_status(
-        client.read_events(read("nope", None, "", 0)).await,
+        client.read_events(read("nope")).await,
         Code::NotFound,
         "nope",
     );
     assert_status(
-        client.read_events(read("a b", None, "", 0)).await,
+        client.read_events(read("a b")).await,
         Code::InvalidArgument,
         "stream",
     );
     assert_status(
         client
-            .read_events(read("orders", Some(Pointer::Id(0)), "", 0))
+            .read_events(read("orders").from(Pointer::Id(0)))
             .await,
         Code::InvalidArgument,
         "from.id",
@@ -522,14 +553,14 @@ async fn read_events_rejects_bad_input_and_unknown_streams() {
     // Issue 17 #6: a sequence JetStream cannot hold (above 2^63−1).
     assert_status(
         client
-            .read_events(read("orders", Some(Pointer::Id(u64::MAX)), "", 0))
+            .read_events(read("orders").from(Pointer::Id(u64::MAX)))
             .await,
         Code::InvalidArgument,
         "from.id",
     );
     let no_position = ReadEventsRequest {
         from: Some(StreamPointer { pointer: None }),
-        ..read("orders", None, "", 0)
+        ..read("orders")
     };
     assert_status(
         client.read_events(no_position).await,
@@ -541,15 +572,13 @@ async fn read_events_rejects_bad_input_and_unknown_streams() {
         nanos: 0,
     });
     assert_status(
-        client
-            .read_events(read("orders", Some(bad_time), "", 0))
-            .await,
+        client.read_events(read("orders").from(bad_time)).await,
         Code::InvalidArgument,
         "from.time",
     );
     assert_status(
         client
-            .read_events(read("orders", None, "orders..a", 0))
+            .read_events(read("orders").subject("orders..a"))
             .await,
         Code::InvalidArgument,
         "subject",
@@ -573,7 +602,7 @@ async fn read_events_rejects_bad_input_and_unknown_streams() {
         .await
         .unwrap();
     assert_status(
-        client.read_events(read("jobs", None, "", 0)).await,
+        client.read_events(read("jobs")).await,
         Code::FailedPrecondition,
         "stream jobs is a work-queue stream",
     );
@@ -916,13 +945,13 @@ async fn a_read_cut_by_shutdown_ends_unavailable_even_when_the_client_lags() {
     };
     client.publish_batch(batch).await.unwrap();
     let mut reading = client
-        .read_events(read("orders", None, "", 0))
+        .read_events(read("orders"))
         .await
         .unwrap()
         .into_inner();
     next(&mut reading).await.event.expect("the first event");
 
-    env.jetway.shutdown.cancel();
+    env.jetway.begin_shutdown();
     // Ending OK would tell the client it read the whole range.
     let status = collect(reading).await.expect_err("the read is cut short");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -1008,7 +1037,7 @@ async fn slow_range_read(
     let channel = env.jetway.slow_reader_channel().await;
     let mut slow = api::events_service_client::EventsServiceClient::new(channel);
     let mut responses = slow
-        .read_events(read("orders", None, filter, 0))
+        .read_events(read("orders").subject(filter))
         .await
         .unwrap()
         .into_inner();

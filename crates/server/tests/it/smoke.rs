@@ -11,16 +11,14 @@ async fn publish_subscribe_ack() {
     let id = env.publish("orders.created", "first").await;
     assert_eq!(id, 1);
     let consumer = env
-        .consumer(
-            "orders",
-            Some("worker"),
-            &["orders.>"],
-            Some(Pointer::Start(true)),
-            None,
-        )
+        .consumer("orders")
+        .named("worker")
+        .subjects(&["orders.>"])
+        .from(Pointer::Start(true))
+        .ensure()
         .await;
     assert_eq!(consumer, "worker");
-    let mut session = env.subscribe("orders", "worker", None).await;
+    let mut session = env.subscribe("orders", "worker").await;
     let event = session.event().await;
     assert_eq!(
         (event.id, event.delivery_attempt, event.subject.as_str()),

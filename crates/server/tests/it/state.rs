@@ -3,7 +3,7 @@
 //! nats-server. CAS races run the two writers concurrently, many rounds, and assert that exactly one
 //! wins each round.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, future::IntoFuture, pin::Pin, time::Duration};
 
 use async_nats::jetstream::stream::StorageType;
 use futures::TryStreamExt;
@@ -64,24 +64,16 @@ impl Kv {
             .expect("ensure store with options");
     }
 
-    async fn try_set(
-        &mut self,
-        store: &str,
-        key: &str,
-        value: &str,
-        create_only: Option<bool>,
-        last_revision: Option<u64>,
-    ) -> Result<u64, Status> {
-        self.ws
-            .set(set_request(store, key, value, create_only, last_revision))
-            .await
-            .map(|r| r.into_inner().revision)
+    /// A Set of `key` to `value` in `store` (see [`Setting`]).
+    fn try_set(&mut self, store: &str, key: &str, value: &str) -> Setting<'_> {
+        Setting {
+            ws: &mut self.ws,
+            request: set_request(store, key, value),
+        }
     }
 
     async fn set(&mut self, store: &str, key: &str, value: &str) -> u64 {
-        self.try_set(store, key, value, None, None)
-            .await
-            .expect("set")
+        self.try_set(store, key, value).await.expect("set")
     }
 
     async fn try_get(&mut self, store: &str, key: &str) -> Result<ws::GetResponse, Status> {
@@ -103,34 +95,28 @@ impl Kv {
         )
     }
 
-    async fn try_delete(
-        &mut self,
-        store: &str,
-        key: &str,
-        last_revision: Option<u64>,
-    ) -> Result<(), Status> {
-        self.ws
-            .delete(ws::DeleteRequest {
+    /// A Delete of `key` in `store` (see [`Deleting`]).
+    fn try_delete(&mut self, store: &str, key: &str) -> Deleting<'_> {
+        Deleting {
+            ws: &mut self.ws,
+            request: ws::DeleteRequest {
                 store: store.into(),
                 key: key.into(),
-                last_revision,
-            })
-            .await
-            .map(drop)
+                last_revision: None,
+            },
+        }
     }
 
-    async fn watch(&mut self, store: &str, key: &str, start: Option<Start>) -> Watch {
-        let entries = self
-            .ext
-            .watch(ext::WatchRequest {
+    /// A watch of the keys matching `key` in `store` (see [`Watching`]).
+    fn watch(&mut self, store: &str, key: &str) -> Watching<'_> {
+        Watching {
+            ext: &mut self.ext,
+            request: ext::WatchRequest {
                 store: store.into(),
                 key: key.into(),
-                start,
-            })
-            .await
-            .expect("open watch")
-            .into_inner();
-        Watch { entries }
+                start: None,
+            },
+        }
     }
 
     async fn keys(&mut self, store: &str, filter: &str) -> BTreeSet<String> {
@@ -212,19 +198,128 @@ fn text_of(any: &Any) -> String {
         .value
 }
 
-fn set_request(
-    store: &str,
-    key: &str,
-    value: &str,
-    create_only: Option<bool>,
-    last_revision: Option<u64>,
-) -> ws::SetRequest {
+/// An unconditional Set of `key` to `value` in `store`; the [`SetFixture`] steps add conditions.
+fn set_request(store: &str, key: &str, value: &str) -> ws::SetRequest {
     ws::SetRequest {
         store: store.into(),
         key: key.into(),
         value: Some(text(value)),
-        create_only,
-        last_revision,
+        create_only: None,
+        last_revision: None,
+    }
+}
+
+/// The steps of the [`set_request`] fixture, each setting one field.
+trait SetFixture {
+    /// Sets `create_only` (`false` is sent as such, not left out).
+    fn create_only(self, create_only: bool) -> Self;
+    /// Only if the key is at `revision` (0: only if it does not exist).
+    fn last_revision(self, revision: u64) -> Self;
+}
+
+impl SetFixture for ws::SetRequest {
+    fn create_only(mut self, create_only: bool) -> Self {
+        self.create_only = Some(create_only);
+        self
+    }
+
+    fn last_revision(mut self, revision: u64) -> Self {
+        self.last_revision = Some(revision);
+        self
+    }
+}
+
+/// A Set through a [`Kv`]'s Windshift client: unconditional unless a step says otherwise.
+/// Awaiting it returns the new revision or the call's status.
+#[must_use = "nothing is sent until it is awaited"]
+struct Setting<'a> {
+    ws: &'a mut WsClient<Channel>,
+    request: ws::SetRequest,
+}
+
+impl Setting<'_> {
+    /// See [`SetFixture::create_only`].
+    fn create_only(mut self, create_only: bool) -> Self {
+        self.request = self.request.create_only(create_only);
+        self
+    }
+
+    /// See [`SetFixture::last_revision`].
+    fn last_revision(mut self, revision: u64) -> Self {
+        self.request = self.request.last_revision(revision);
+        self
+    }
+}
+
+impl<'a> IntoFuture for Setting<'a> {
+    type Output = Result<u64, Status>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.ws
+                .set(self.request)
+                .await
+                .map(|r| r.into_inner().revision)
+        })
+    }
+}
+
+/// A Delete through a [`Kv`]'s Windshift client: unconditional unless
+/// [`Deleting::last_revision`] says otherwise. Awaiting it returns the call's result.
+#[must_use = "nothing is sent until it is awaited"]
+struct Deleting<'a> {
+    ws: &'a mut WsClient<Channel>,
+    request: ws::DeleteRequest,
+}
+
+impl Deleting<'_> {
+    /// Only if the key is at `revision`.
+    fn last_revision(mut self, revision: u64) -> Self {
+        self.request.last_revision = Some(revision);
+        self
+    }
+}
+
+impl<'a> IntoFuture for Deleting<'a> {
+    type Output = Result<(), Status>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.ws.delete(self.request).await.map(drop) })
+    }
+}
+
+/// A watch through a [`Kv`]'s Jetway client, starting where the server starts one unless
+/// [`Watching::start`] says otherwise. Awaiting it opens the watch.
+#[must_use = "nothing is sent until it is awaited"]
+struct Watching<'a> {
+    ext: &'a mut ExtClient<Channel>,
+    request: ext::WatchRequest,
+}
+
+impl Watching<'_> {
+    /// Starts at `start`.
+    fn start(mut self, start: Start) -> Self {
+        self.request.start = Some(start);
+        self
+    }
+}
+
+impl<'a> IntoFuture for Watching<'a> {
+    type Output = Watch;
+    type IntoFuture = Pin<Box<dyn Future<Output = Watch> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let entries = self
+                .ext
+                .watch(self.request)
+                .await
+                .expect("open watch")
+                .into_inner();
+            Watch { entries }
+        })
     }
 }
 
@@ -262,7 +357,7 @@ async fn get_set_delete_round_trip_with_revisions() {
     assert!(second > first);
     assert_eq!(kv.get("config", "app.color").await, ("red".into(), second));
 
-    kv.try_delete("config", "app.color", None).await.unwrap();
+    kv.try_delete("config", "app.color").await.unwrap();
     assert_status(
         kv.try_get("config", "app.color").await,
         Code::NotFound,
@@ -274,7 +369,7 @@ async fn get_set_delete_round_trip_with_revisions() {
 
     // Never written, and deleting a missing key succeeds.
     assert_status(kv.try_get("config", "other").await, Code::NotFound, "other");
-    kv.try_delete("config", "other", None).await.unwrap();
+    kv.try_delete("config", "other").await.unwrap();
     assert_status(kv.try_get("config", "other").await, Code::NotFound, "other");
 }
 
@@ -339,24 +434,29 @@ async fn last_revision_is_compare_and_set() {
     kv.store("s").await;
     // 0 on a missing key creates it; any other revision fails and writes nothing.
     assert_status(
-        kv.try_set("s", "fresh", "x", None, Some(1)).await,
+        kv.try_set("s", "fresh", "x").last_revision(1).await,
         Code::FailedPrecondition,
         "last_revision 1",
     );
     assert_status(kv.try_get("s", "fresh").await, Code::NotFound, "fresh");
-    let created = kv.try_set("s", "fresh", "a", None, Some(0)).await.unwrap();
+    let created = kv
+        .try_set("s", "fresh", "a")
+        .last_revision(0)
+        .await
+        .unwrap();
 
     let updated = kv
-        .try_set("s", "fresh", "b", None, Some(created))
+        .try_set("s", "fresh", "b")
+        .last_revision(created)
         .await
         .unwrap();
     assert_status(
-        kv.try_set("s", "fresh", "c", None, Some(created)).await,
+        kv.try_set("s", "fresh", "c").last_revision(created).await,
         Code::FailedPrecondition,
         "fresh",
     );
     assert_status(
-        kv.try_set("s", "fresh", "c", None, Some(0)).await,
+        kv.try_set("s", "fresh", "c").last_revision(0).await,
         Code::FailedPrecondition,
         "fresh",
     );
@@ -364,12 +464,15 @@ async fn last_revision_is_compare_and_set() {
 
     // Delete with a stale revision keeps the value; with the current one it deletes.
     assert_status(
-        kv.try_delete("s", "fresh", Some(created)).await,
+        kv.try_delete("s", "fresh").last_revision(created).await,
         Code::FailedPrecondition,
         "fresh",
     );
     assert_eq!(kv.get("s", "fresh").await, ("b".into(), updated));
-    kv.try_delete("s", "fresh", Some(updated)).await.unwrap();
+    kv.try_delete("s", "fresh")
+        .last_revision(updated)
+        .await
+        .unwrap();
     assert_status(kv.try_get("s", "fresh").await, Code::NotFound, "fresh");
 }
 
@@ -377,24 +480,27 @@ async fn last_revision_is_compare_and_set() {
 async fn create_only_fails_on_an_existing_key_and_recreates_a_deleted_one() {
     let mut kv = Kv::start().await;
     kv.store("s").await;
-    let first = kv.try_set("s", "k", "a", Some(true), None).await.unwrap();
+    let first = kv.try_set("s", "k", "a").create_only(true).await.unwrap();
     assert_status(
-        kv.try_set("s", "k", "b", Some(true), None).await,
+        kv.try_set("s", "k", "b").create_only(true).await,
         Code::AlreadyExists,
         "k",
     );
     // create_only wins over last_revision.
     assert_status(
-        kv.try_set("s", "k", "b", Some(true), Some(first)).await,
+        kv.try_set("s", "k", "b")
+            .create_only(true)
+            .last_revision(first)
+            .await,
         Code::AlreadyExists,
         "k",
     );
     assert_eq!(kv.get("s", "k").await, ("a".into(), first));
-    kv.try_delete("s", "k", None).await.unwrap();
-    let again = kv.try_set("s", "k", "c", Some(true), None).await.unwrap();
+    kv.try_delete("s", "k").await.unwrap();
+    let again = kv.try_set("s", "k", "c").create_only(true).await.unwrap();
     assert_eq!(kv.get("s", "k").await, ("c".into(), again));
     // create_only false is a plain set.
-    let plain = kv.try_set("s", "k", "d", Some(false), None).await.unwrap();
+    let plain = kv.try_set("s", "k", "d").create_only(false).await.unwrap();
     assert_eq!(kv.get("s", "k").await, ("d".into(), plain));
 }
 
@@ -406,20 +512,8 @@ async fn concurrent_writers_with_the_same_last_revision_exactly_one_wins() {
     for round in 0..20 {
         let (mut a, mut b) = (kv.ws.clone(), kv.ws.clone());
         let (left, right) = tokio::join!(
-            a.set(set_request(
-                "race",
-                "counter",
-                &format!("a{round}"),
-                None,
-                Some(revision)
-            )),
-            b.set(set_request(
-                "race",
-                "counter",
-                &format!("b{round}"),
-                None,
-                Some(revision)
-            )),
+            a.set(set_request("race", "counter", &format!("a{round}")).last_revision(revision)),
+            b.set(set_request("race", "counter", &format!("b{round}")).last_revision(revision)),
         );
         let (winner, loser) = match (left, right) {
             (Ok(won), Err(lost)) => ((format!("a{round}"), won.into_inner().revision), lost),
@@ -440,12 +534,12 @@ async fn concurrent_create_only_exactly_one_wins() {
         let key = format!("k{}", round % 5);
         // Rounds 5.. create keys that were deleted, which takes the delete marker's revision.
         if round >= 5 {
-            kv.try_delete("race", &key, None).await.unwrap();
+            kv.try_delete("race", &key).await.unwrap();
         }
         let (mut a, mut b) = (kv.ws.clone(), kv.ws.clone());
         let (left, right) = tokio::join!(
-            a.set(set_request("race", &key, "a", Some(true), None)),
-            b.set(set_request("race", &key, "b", Some(true), None)),
+            a.set(set_request("race", &key, "a").create_only(true)),
+            b.set(set_request("race", &key, "b").create_only(true)),
         );
         let (winner, loser) = match (left, right) {
             (Ok(won), Err(lost)) => (("a".to_owned(), won.into_inner().revision), lost),
@@ -463,7 +557,7 @@ async fn a_deleted_key_is_not_found_and_its_history_shows_the_delete() {
     kv.store_with_history("h", 10).await;
     let one = kv.set("h", "k", "v1").await;
     let two = kv.set("h", "k", "v2").await;
-    kv.try_delete("h", "k", None).await.unwrap();
+    kv.try_delete("h", "k").await.unwrap();
     assert_status(kv.try_get("h", "k").await, Code::NotFound, "k");
 
     let history = kv.try_history("h", "k").await.unwrap();
@@ -480,7 +574,7 @@ async fn a_deleted_key_is_not_found_and_its_history_shows_the_delete() {
     // The Windshift default keeps one revision per key: only the delete marker is left.
     kv.store("short").await;
     kv.set("short", "k", "v1").await;
-    kv.try_delete("short", "k", None).await.unwrap();
+    kv.try_delete("short", "k").await.unwrap();
     let history = kv.try_history("short", "k").await.unwrap();
     assert_eq!(
         history.iter().map(summary).collect::<Vec<_>>(),
@@ -496,7 +590,8 @@ async fn watch_sees_a_concurrent_writers_updates_in_order() {
     kv.store("w").await;
     // Once the call returns, the watch is in place: nothing written after it is missed.
     let mut watch = kv
-        .watch("w", "users.>", Some(Start::UpdatesOnly(true)))
+        .watch("w", "users.>")
+        .start(Start::UpdatesOnly(true))
         .await;
     let mut writer = kv.ws.clone();
     let writes = tokio::spawn(async move {
@@ -504,13 +599,13 @@ async fn watch_sees_a_concurrent_writers_updates_in_order() {
         for i in 0..20 {
             let key = format!("users.{}", i % 3);
             let response = writer
-                .set(set_request("w", &key, &format!("v{i}"), None, None))
+                .set(set_request("w", &key, &format!("v{i}")))
                 .await
                 .expect("set");
             revisions.push((key, format!("v{i}"), response.into_inner().revision));
             // A key the watch does not match.
             writer
-                .set(set_request("w", "orders.1", "ignored", None, None))
+                .set(set_request("w", "orders.1", "ignored"))
                 .await
                 .expect("set");
         }
@@ -546,18 +641,18 @@ async fn watch_starts_at_the_current_values_or_the_whole_history() {
     kv.set("w", "a", "a1").await;
     kv.set("w", "a", "a2").await;
     kv.set("w", "b", "b1").await;
-    kv.try_delete("w", "b", None).await.unwrap();
+    kv.try_delete("w", "b").await.unwrap();
 
     // The default: the latest entry of each key (a delete marker too), then changes.
-    let mut current = kv.watch("w", "", None).await;
+    let mut current = kv.watch("w", "").await;
     assert_eq!(summary(&current.next().await), put("a", "a2"));
     assert_eq!(summary(&current.next().await), deleted("b"));
     // `false` flags mean the same as no start at all.
-    let mut also_current = kv.watch("w", "*", Some(Start::IncludeHistory(false))).await;
+    let mut also_current = kv.watch("w", "*").start(Start::IncludeHistory(false)).await;
     assert_eq!(summary(&also_current.next().await), put("a", "a2"));
     assert_eq!(summary(&also_current.next().await), deleted("b"));
 
-    let mut history = kv.watch("w", ">", Some(Start::IncludeHistory(true))).await;
+    let mut history = kv.watch("w", ">").start(Start::IncludeHistory(true)).await;
     for expected in [put("a", "a1"), put("a", "a2"), put("b", "b1"), deleted("b")] {
         assert_eq!(summary(&history.next().await), expected);
     }
@@ -572,7 +667,7 @@ async fn watch_starts_at_the_current_values_or_the_whole_history() {
 async fn watch_resumes_after_the_last_revision_seen() {
     let mut kv = Kv::start().await;
     kv.store_with_history("w", 10).await;
-    let mut watch = kv.watch("w", "k.*", None).await;
+    let mut watch = kv.watch("w", "k.*").await;
     let mut revisions = Vec::new();
     for i in 1..=3 {
         revisions.push(kv.set("w", "k.1", &format!("v{i}")).await);
@@ -590,7 +685,8 @@ async fn watch_resumes_after_the_last_revision_seen() {
         kv.set("w", "k.2", "other").await,
     ];
     let mut resumed = kv
-        .watch("w", "k.*", Some(Start::AfterRevision(last_seen)))
+        .watch("w", "k.*")
+        .start(Start::AfterRevision(last_seen))
         .await;
     assert_eq!(summary(&resumed.next().await), put("k.1", "v4"));
     assert_eq!(summary(&resumed.next().await), put("k.2", "other"));
@@ -600,7 +696,7 @@ async fn watch_resumes_after_the_last_revision_seen() {
     assert!(missed[0] > last_seen);
 
     // Resuming after revision 0 replays everything still stored.
-    let mut from_zero = kv.watch("w", "k.*", Some(Start::AfterRevision(0))).await;
+    let mut from_zero = kv.watch("w", "k.*").start(Start::AfterRevision(0)).await;
     assert_eq!(from_zero.next().await.revision, revisions[0]);
 }
 
@@ -613,7 +709,7 @@ async fn a_watch_stops_when_the_client_leaves_and_ends_at_shutdown() {
         let consumers: Vec<_> = stream.consumers().try_collect().await.unwrap();
         consumers.iter().filter(|c| c.push_bound).count()
     };
-    let watch = kv.watch("w", ">", None).await;
+    let watch = kv.watch("w", ">").await;
     eventually("the watch's consumer is bound", || async {
         (bound().await == 1).then_some(())
     })
@@ -624,8 +720,8 @@ async fn a_watch_stops_when_the_client_leaves_and_ends_at_shutdown() {
     })
     .await;
 
-    let mut watch = kv.watch("w", ">", None).await;
-    kv.env.jetway.shutdown.cancel();
+    let mut watch = kv.watch("w", ">").await;
+    kv.env.jetway.begin_shutdown();
     let status = watch.try_next().await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("after_revision"), "{status:?}");
@@ -635,7 +731,7 @@ async fn a_watch_stops_when_the_client_leaves_and_ends_at_shutdown() {
 async fn a_watch_ends_with_not_found_when_its_store_is_deleted() {
     let mut kv = Kv::start().await;
     kv.store("doomed").await;
-    let mut watch = kv.watch("doomed", ">", None).await;
+    let mut watch = kv.watch("doomed", ">").await;
     kv.env.js.delete_key_value("doomed").await.unwrap();
     // The watch notices through the consumer's missing heartbeats, which takes 10 to 15 s.
     let status = tokio::time::timeout(Duration::from_secs(30), watch.entries.message())
@@ -654,7 +750,7 @@ async fn keys_lists_current_keys_with_and_without_a_filter() {
     for key in ["users.1", "users.2", "users.3.name", "orders.1", "gone"] {
         kv.set("k", key, "x").await;
     }
-    kv.try_delete("k", "gone", None).await.unwrap();
+    kv.try_delete("k", "gone").await.unwrap();
     let set = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
     assert_eq!(
         kv.keys("k", "").await,
@@ -796,15 +892,11 @@ async fn bad_names_keys_options_and_values_are_invalid_arguments() {
     for key in ["", ".a", "a.", "a..b", "a b", "a*", "a.>", "ä"] {
         assert_status(kv.try_get("s", key).await, Code::InvalidArgument, "key");
         assert_status(
-            kv.try_set("s", key, "x", None, None).await,
+            kv.try_set("s", key, "x").await,
             Code::InvalidArgument,
             "key",
         );
-        assert_status(
-            kv.try_delete("s", key, None).await,
-            Code::InvalidArgument,
-            "key",
-        );
+        assert_status(kv.try_delete("s", key).await, Code::InvalidArgument, "key");
     }
     let no_value = kv
         .ws
@@ -921,7 +1013,7 @@ async fn oversized_values_are_invalid_arguments_stating_the_limit() {
     // StringValue "x" packed in an Any is about 60 bytes.
     kv.set("small", "k", "x").await;
     assert_status(
-        kv.try_set("small", "k", &"x".repeat(200), None, None).await,
+        kv.try_set("small", "k", &"x".repeat(200)).await,
         Code::InvalidArgument,
         "limit of 128 bytes",
     );
@@ -930,8 +1022,7 @@ async fn oversized_values_are_invalid_arguments_stating_the_limit() {
     // Without a limit of the store's own, NATS's max payload (1 MiB) applies.
     kv.store("big").await;
     assert_status(
-        kv.try_set("big", "k", &"x".repeat(1 << 20), None, None)
-            .await,
+        kv.try_set("big", "k", &"x".repeat(1 << 20)).await,
         Code::InvalidArgument,
         "limit of 1048576 bytes",
     );
@@ -942,26 +1033,18 @@ async fn oversized_values_are_invalid_arguments_stating_the_limit() {
 async fn an_unknown_store_is_not_found_everywhere() {
     let mut kv = Kv::start().await;
     assert_status(kv.try_get("nope", "k").await, Code::NotFound, "nope");
+    assert_status(kv.try_set("nope", "k", "x").await, Code::NotFound, "nope");
     assert_status(
-        kv.try_set("nope", "k", "x", None, None).await,
+        kv.try_set("nope", "k", "x").create_only(true).await,
         Code::NotFound,
         "nope",
     );
     assert_status(
-        kv.try_set("nope", "k", "x", Some(true), None).await,
+        kv.try_set("nope", "k", "x").last_revision(3).await,
         Code::NotFound,
         "nope",
     );
-    assert_status(
-        kv.try_set("nope", "k", "x", None, Some(3)).await,
-        Code::NotFound,
-        "nope",
-    );
-    assert_status(
-        kv.try_delete("nope", "k", None).await,
-        Code::NotFound,
-        "nope",
-    );
+    assert_status(kv.try_delete("nope", "k").await, Code::NotFound, "nope");
     let watch = kv
         .ext
         .watch(ext::WatchRequest {
@@ -994,7 +1077,7 @@ async fn the_server_stays_usable_after_errors() {
         .put("corrupt", bytes::Bytes::from_static(b"\xff"))
         .await
         .unwrap();
-    let mut watch = kv.watch("s", "k", Some(Start::UpdatesOnly(true))).await;
+    let mut watch = kv.watch("s", "k").start(Start::UpdatesOnly(true)).await;
     // One of every kind of failure, on the same connection.
     let failures = [
         kv.try_get("bad store", "k").await.map(drop),
@@ -1002,13 +1085,12 @@ async fn the_server_stays_usable_after_errors() {
         kv.try_get("nope", "k").await.map(drop),
         kv.try_get("s", "missing").await.map(drop),
         kv.try_get("s", "corrupt").await.map(drop),
-        kv.try_set("s", "k", "x", None, Some(revision + 100))
+        kv.try_set("s", "k", "x")
+            .last_revision(revision + 100)
             .await
             .map(drop),
-        kv.try_set("s", "k", "x", Some(true), None).await.map(drop),
-        kv.try_set("s", "k", &"x".repeat(1 << 20), None, None)
-            .await
-            .map(drop),
+        kv.try_set("s", "k", "x").create_only(true).await.map(drop),
+        kv.try_set("s", "k", &"x".repeat(1 << 20)).await.map(drop),
         kv.try_history("s", "missing").await.map(drop),
     ];
     let codes: Vec<Code> = failures
@@ -1032,7 +1114,8 @@ async fn the_server_stays_usable_after_errors() {
     // Nothing was written by the failed calls, and everything still works.
     assert_eq!(kv.get("s", "k").await, ("v".into(), revision));
     let next = kv
-        .try_set("s", "k", "w", None, Some(revision))
+        .try_set("s", "k", "w")
+        .last_revision(revision)
         .await
         .unwrap();
     let entry = watch.next().await;

@@ -38,11 +38,27 @@ fn with_retention(
     }
 }
 
-fn source(name: &str, from: Option<Pointer>) -> StreamSource {
+/// Stream `name` as a source with no start set; [`SourceFixture::from`] sets one.
+fn source(name: &str) -> StreamSource {
     StreamSource {
         name: name.into(),
-        from: from.map(|p| StreamPointer { pointer: Some(p) }),
+        from: None,
         filter_subjects: Vec::new(),
+    }
+}
+
+/// The step of the [`source`] fixture.
+trait SourceFixture {
+    /// Starts at `pointer`.
+    fn from(self, pointer: Pointer) -> Self;
+}
+
+impl SourceFixture for StreamSource {
+    fn from(mut self, pointer: Pointer) -> Self {
+        self.from = Some(StreamPointer {
+            pointer: Some(pointer),
+        });
+        self
     }
 }
 
@@ -497,7 +513,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
     env.publish("orders.created", "old-2").await;
 
     // Part A #4: no `from` means from the beginning (upstream panicked here).
-    ensure(&mut env, mirror("copy", source("orders", None))).await;
+    ensure(&mut env, mirror("copy", source("orders"))).await;
     let mirrored = env
         .stream_info("copy")
         .await
@@ -512,7 +528,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
     // From an offset: only that event and those after it.
     ensure(
         &mut env,
-        mirror("from-two", source("orders", Some(Pointer::Offset(2)))),
+        mirror("from-two", source("orders").from(Pointer::Offset(2))),
     )
     .await;
     let mirrored = env
@@ -526,7 +542,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
     assert_eq!(value_at(&env, "from-two", 2).await, "old-2");
 
     // From the end, ensured twice: the second call must not count as a mirror change.
-    let tail = mirror("tail", source("orders", Some(Pointer::End(true))));
+    let tail = mirror("tail", source("orders").from(Pointer::End(true)));
     ensure(&mut env, tail.clone()).await;
     let first = env.stream_info("tail").await.config.mirror;
     ensure(&mut env, tail).await;
@@ -549,7 +565,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
     };
     assert_status(
         env.client
-            .ensure_stream(mirror("far", source("orders", Some(Pointer::Time(far)))))
+            .ensure_stream(mirror("far", source("orders").from(Pointer::Time(far))))
             .await,
         Code::InvalidArgument,
         "mirror.from.time",
@@ -559,7 +575,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
         env.client
             .ensure_stream(mirror(
                 "beyond",
-                source("orders", Some(Pointer::Offset(u64::MAX))),
+                source("orders").from(Pointer::Offset(u64::MAX)),
             ))
             .await,
         Code::InvalidArgument,
@@ -575,7 +591,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
         &mut env,
         mirror(
             "since-1600",
-            source("orders", Some(Pointer::Time(year_1600))),
+            source("orders").from(Pointer::Time(year_1600)),
         ),
     )
     .await;
@@ -586,10 +602,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
     };
     ensure(
         &mut env,
-        mirror(
-            "from-3000",
-            source("orders", Some(Pointer::Time(year_3000))),
-        ),
+        mirror("from-3000", source("orders").from(Pointer::Time(year_3000))),
     )
     .await;
     let start = env
@@ -606,7 +619,7 @@ async fn mirrors_copy_from_the_beginning_unless_told_otherwise() {
                 "two-filters",
                 StreamSource {
                     filter_subjects: vec!["orders.a".into(), "orders.b".into()],
-                    ..source("orders", None)
+                    ..source("orders")
                 },
             ))
             .await,
@@ -623,17 +636,14 @@ async fn a_mirror_or_source_of_a_missing_stream_is_refused() {
     env.stream("orders", &["orders.>"]).await;
     assert_status(
         env.client
-            .ensure_stream(mirror("copy", source("missing", None)))
+            .ensure_stream(mirror("copy", source("missing")))
             .await,
         Code::FailedPrecondition,
         "mirror.name: stream missing does not exist",
     );
     assert_status(
         env.client
-            .ensure_stream(aggregate(
-                "all",
-                vec![source("orders", None), source("missing", None)],
-            ))
+            .ensure_stream(aggregate("all", vec![source("orders"), source("missing")]))
             .await,
         Code::FailedPrecondition,
         "aggregate.sources[1].name: stream missing does not exist",
@@ -649,10 +659,10 @@ async fn a_mirror_or_source_of_a_missing_stream_is_refused() {
 
     // Once the source exists, the same declarations work.
     env.stream("missing", &["missing.>"]).await;
-    ensure(&mut env, mirror("copy", source("missing", None))).await;
+    ensure(&mut env, mirror("copy", source("missing"))).await;
     ensure(
         &mut env,
-        aggregate("all", vec![source("orders", None), source("missing", None)]),
+        aggregate("all", vec![source("orders"), source("missing")]),
     )
     .await;
 }
@@ -668,7 +678,7 @@ async fn aggregates_list_sources_in_order_and_honour_start_positions() {
 
     ensure(
         &mut env,
-        aggregate("all", vec![source("alpha", None), source("beta", None)]),
+        aggregate("all", vec![source("alpha"), source("beta")]),
     )
     .await;
     let sources = env
@@ -685,7 +695,7 @@ async fn aggregates_list_sources_in_order_and_honour_start_positions() {
         &mut env,
         aggregate(
             "from-start",
-            vec![source("alpha", Some(Pointer::Start(true)))],
+            vec![source("alpha").from(Pointer::Start(true))],
         ),
     )
     .await;
@@ -696,7 +706,7 @@ async fn aggregates_list_sources_in_order_and_honour_start_positions() {
         &mut env,
         aggregate(
             "from-offset",
-            vec![source("alpha", Some(Pointer::Offset(2)))],
+            vec![source("alpha").from(Pointer::Offset(2))],
         ),
     )
     .await;
@@ -712,7 +722,7 @@ async fn aggregates_list_sources_in_order_and_honour_start_positions() {
     assert_eq!(value_at(&env, "from-offset", 1).await, "a2");
 
     // From the end, ensured twice: the source keeps the start it got when it was added.
-    let from_end = aggregate("from-end", vec![source("alpha", Some(Pointer::End(true)))]);
+    let from_end = aggregate("from-end", vec![source("alpha").from(Pointer::End(true))]);
     ensure(&mut env, from_end.clone()).await;
     let first = env.stream_info("from-end").await.config.sources;
     assert!(first.as_ref().is_some_and(|s| s[0].start_time.is_some()));

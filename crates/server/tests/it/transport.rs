@@ -142,7 +142,7 @@ async fn slow_and_idle_connections_on_the_health_port_are_closed() {
         l.health_header_timeout = Duration::from_millis(300);
     }))
     .await;
-    let addr = env.jetway.health_addr;
+    let addr = env.jetway.health_addr();
 
     // A header that grows by a byte every 50 ms, for as long as the connection lasts.
     let (slow, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -197,7 +197,7 @@ async fn one_address_holds_a_share_of_the_health_port_and_connections_live_a_bou
         l.health_header_timeout = Duration::from_millis(200);
     }))
     .await;
-    let addr = env.jetway.health_addr;
+    let addr = env.jetway.health_addr();
 
     // A connection that pipelines requests and reads nothing, for as long as it lasts.
     let (hog, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -249,7 +249,7 @@ async fn a_grpc_connection_without_calls_is_closed_and_one_with_a_call_is_kept()
         l.grpc_idle_timeout = Duration::from_millis(300);
     }))
     .await;
-    let addr = env.jetway.grpc_addr;
+    let addr = env.jetway.grpc_addr();
 
     // A call that stays open (a health Watch) on one connection...
     let mut busy = H2::connect(addr).await.expect("a connection");
@@ -293,7 +293,7 @@ async fn connections_over_a_port_s_cap_are_closed_at_once() {
     .await;
 
     // Health: two idle connections fill the port; a third is closed without an answer.
-    let health = env.jetway.health_addr;
+    let health = env.jetway.health_addr();
     let first = TcpStream::connect(health).await.unwrap();
     let second = TcpStream::connect(health).await.unwrap();
     eventually("a third health connection is refused", || async {
@@ -308,7 +308,7 @@ async fn connections_over_a_port_s_cap_are_closed_at_once() {
     drop(second);
 
     // gRPC: the environment's client holds one connection; one more fills the port.
-    let grpc = env.jetway.grpc_addr;
+    let grpc = env.jetway.grpc_addr();
     let held = eventually("the second gRPC connection is served", || H2::connect(grpc)).await;
     let refused = H2::connect(grpc).await;
     assert!(refused.is_none(), "a third gRPC connection is refused");
@@ -399,7 +399,9 @@ async fn one_settlement_takes_at_most_10000_ids() {
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     let consumer = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
     let too_many: Vec<u64> = (1..=10_001).collect();
     let requests = [
@@ -424,7 +426,7 @@ async fn one_settlement_takes_at_most_10000_ids() {
         ),
     ];
     for (field, request) in requests {
-        let mut session = env.subscribe("orders", &consumer, None).await;
+        let mut session = env.subscribe("orders", &consumer).await;
         session.send(request).await;
         assert_status(
             Err::<(), _>(session.expect_error().await),
@@ -433,7 +435,7 @@ async fn one_settlement_takes_at_most_10000_ids() {
         );
     }
     // 10,000 is fine.
-    let mut session = env.subscribe("orders", &consumer, None).await;
+    let mut session = env.subscribe("orders", &consumer).await;
     let id = env.publish("orders.created", "one").await;
     assert_eq!(session.event().await.id, id);
     let mut ids: Vec<u64> = (100_000..109_999).collect();
@@ -448,9 +450,11 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
     let mut env = Env::start_with(limits(|l| l.grpc_max_streaming_calls = 2)).await;
     env.stream("orders", &["orders.>"]).await;
     let consumer = env
-        .consumer("orders", None, &["orders.>"], None, None)
+        .consumer("orders")
+        .subjects(&["orders.>"])
+        .ensure()
         .await;
-    let first = env.subscribe("orders", &consumer, None).await;
+    let first = env.subscribe("orders", &consumer).await;
     // Another connection: the cap is the server's, not the connection's.
     let mut other = clients::events(&env).await;
     let live = other
@@ -463,7 +467,7 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
 
     let (tx, rx) = mpsc::channel(1);
     tx.send(EventsRequest {
-        request: Some(subscribe("orders", &consumer, None)),
+        request: Some(subscribe("orders", &consumer).into()),
     })
     .await
     .unwrap();
@@ -493,7 +497,7 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
         async move {
             let (tx, rx) = mpsc::channel(1);
             tx.send(EventsRequest {
-                request: Some(subscribe("orders", &consumer, None)),
+                request: Some(subscribe("orders", &consumer).into()),
             })
             .await
             .ok()?;
@@ -617,7 +621,7 @@ async fn a_publish_stream_of_10000_tiny_events_at_full_speed_is_answered_in_full
 async fn acking_5000_events_one_at_a_time_as_they_arrive_keeps_the_stream() {
     let mut env = Env::start().await;
     env.stream("tiny", &["tiny.>"]).await;
-    let consumer = env.consumer("tiny", None, &["tiny.>"], None, None).await;
+    let consumer = env.consumer("tiny").subjects(&["tiny.>"]).ensure().await;
     let total = 5_000u64;
     let mut client = clients::events(&env).await;
     let mut published = client
@@ -629,7 +633,7 @@ async fn acking_5000_events_one_at_a_time_as_they_arrive_keeps_the_stream() {
 
     let (tx, rx) = mpsc::channel(1);
     tx.send(EventsRequest {
-        request: Some(subscribe("tiny", &consumer, Some(1000))),
+        request: Some(subscribe("tiny", &consumer).max(1000).into()),
     })
     .await
     .unwrap();
