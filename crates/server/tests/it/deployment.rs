@@ -1,7 +1,8 @@
 //! The deployment files, checked with real parsers since no container engine runs here: the compose
-//! file parses and wires NATS, Jaeger and Jetway as the README says, every variable it sets for
-//! Jetway is one the server reads, and `.envrc.example` and the README's configuration table
-//! document every variable there is, as `jetway_server::config::VARIABLES` declares it.
+//! file parses and wires NATS, Jaeger and Jetway as docs/deployment.md and docs/observability.md
+//! say, every variable it sets for Jetway is one the server reads, and `.envrc.example` and the
+//! configuration table of docs/configuration.md document every variable there is, as
+//! `jetway_server::config::VARIABLES` declares it.
 
 use std::collections::BTreeSet;
 
@@ -312,46 +313,44 @@ fn envrc_example_documents_every_variable_with_its_default() {
 
 const TABLE_BEGIN: &str = "<!-- configuration-table: generated from VARIABLES";
 const TABLE_END: &str = "<!-- configuration-table: end -->";
+/// The page that holds the configuration table, from the repository's root.
+const CONFIGURATION_PAGE: &str = "docs/configuration.md";
 const REGENERATE: &str = "cargo test -p jetway-server --test it -- --ignored \
-                          deployment::regenerate_readme_configuration_table";
+                          deployment::regenerate_configuration_table";
 
-/// The README with its configuration table (between the marker comments) replaced by the one
+/// The configuration page with its table (between the marker comments) replaced by the one
 /// `VARIABLES` renders.
-fn readme_with_generated_table(readme: &str) -> String {
-    let begin = readme
+fn page_with_generated_table(page: &str) -> String {
+    let begin = page
         .find(TABLE_BEGIN)
-        .expect("the table's begin marker in README.md");
-    let begin = begin + readme[begin..].find('\n').expect("a line after the marker") + 1;
+        .unwrap_or_else(|| panic!("the table's begin marker in {CONFIGURATION_PAGE}"));
+    let begin = begin + page[begin..].find('\n').expect("a line after the marker") + 1;
     let end = begin
-        + readme[begin..]
+        + page[begin..]
             .find(TABLE_END)
-            .expect("the table's end marker in README.md");
-    format!(
-        "{}\n{}\n{}",
-        &readme[..begin],
-        markdown_table(),
-        &readme[end..]
-    )
+            .unwrap_or_else(|| panic!("the table's end marker in {CONFIGURATION_PAGE}"));
+    format!("{}\n{}\n{}", &page[..begin], markdown_table(), &page[end..])
 }
 
 #[test]
-fn the_readme_configuration_table_is_the_declared_one() {
-    let readme = repo_file("README.md");
+fn the_documented_configuration_table_is_the_declared_one() {
+    let page = repo_file(CONFIGURATION_PAGE);
     assert!(
-        readme == readme_with_generated_table(&readme),
-        "README.md's configuration table differs from VARIABLES in crates/server/src/config.rs; \
-         regenerate it with `{REGENERATE}`"
+        page == page_with_generated_table(&page),
+        "{CONFIGURATION_PAGE}'s configuration table differs from VARIABLES in \
+         crates/server/src/config.rs; regenerate it with `{REGENERATE}`"
     );
 }
 
-/// Rewrites README.md's configuration table from `VARIABLES`; see
-/// `the_readme_configuration_table_is_the_declared_one`.
+/// Rewrites the configuration table of docs/configuration.md from `VARIABLES`; see
+/// `the_documented_configuration_table_is_the_declared_one`.
 #[test]
-#[ignore = "rewrites README.md; run it to regenerate the configuration table"]
-fn regenerate_readme_configuration_table() {
-    let path = format!("{}/../../README.md", env!("CARGO_MANIFEST_DIR"));
-    let readme = repo_file("README.md");
-    std::fs::write(&path, readme_with_generated_table(&readme)).expect("writing README.md");
+#[ignore = "rewrites docs/configuration.md; run it to regenerate the configuration table"]
+fn regenerate_configuration_table() {
+    let path = format!("{}/../../{CONFIGURATION_PAGE}", env!("CARGO_MANIFEST_DIR"));
+    let page = repo_file(CONFIGURATION_PAGE);
+    std::fs::write(&path, page_with_generated_table(&page))
+        .unwrap_or_else(|err| panic!("writing {path}: {err}"));
 }
 
 /// Runs `jetway-server healthcheck` against the health port at `addr`, as a container runtime does,
