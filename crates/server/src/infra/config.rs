@@ -4,8 +4,8 @@
 //! Each variable is declared once, in [`VARIABLES`]: its name, its default (as it would be written in
 //! the environment), the text that documents it, how its value is parsed into [`Config`] and how
 //! the effective value is shown at start. The loader, [`KNOWN_VARIABLES`], [`Config::log_summary`]
-//! and the README's configuration table ([`markdown_table`]) are all produced from it, so they
-//! cannot drift apart.
+//! and the configuration table of docs/configuration.md ([`markdown_table`]) are all produced from
+//! it, so they cannot drift apart.
 //!
 //! [`Config`] is the single typed view of the environment, read with envy and then parsed variable by
 //! variable against the declarations. Loading reports *every* bad variable in
@@ -475,7 +475,8 @@ impl Variable {
         self.default
     }
 
-    /// What the variable does, as the README's configuration table says it (markdown).
+    /// What the variable does, as the configuration table of docs/configuration.md says it
+    /// (markdown).
     pub fn doc(&self) -> &'static str {
         self.doc
     }
@@ -490,7 +491,8 @@ impl Variable {
     }
 }
 
-/// The README's configuration table, one row per variable of [`VARIABLES`], in markdown.
+/// The configuration table of docs/configuration.md, one row per variable of [`VARIABLES`], in
+/// markdown.
 pub fn markdown_table() -> String {
     let mut table = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for variable in VARIABLES {
@@ -548,8 +550,8 @@ pub struct Config {
 
 /// Every limit a client can reach, in one place: on the two listeners (connections, idle and slow
 /// connections, calls, request sizes), unnamed consumers, live subscribers and fetched events. Each
-/// is documented in the README's configuration table (from [`VARIABLES`]) and answered as that
-/// table says.
+/// is documented in the configuration table of docs/configuration.md (from [`VARIABLES`]) and
+/// answered as that table says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `GRPC_MAX_CONNECTIONS`: the most connections open on the gRPC port at once.

@@ -1,7 +1,9 @@
 //! The deployment files, checked with real parsers since no container engine runs here: the compose
-//! file parses and wires NATS, Jaeger and Jetway as the README says, every variable it sets for
-//! Jetway is one the server reads, and `.envrc.example` and the README's configuration table
-//! document every variable there is, as `jetway_server::config::VARIABLES` declares it.
+//! file parses and wires NATS, Jaeger and Jetway as docs/deployment.md and docs/observability.md
+//! say, every variable it sets for Jetway is one the server reads, and `.envrc.example` and the
+//! configuration table of docs/configuration.md document every variable there is, as
+//! `jetway_server::config::VARIABLES` declares it. Every relative link of README.md and the pages of
+//! docs/ leads to a file that exists, and to a heading of it when it names one.
 
 use std::collections::BTreeSet;
 
@@ -312,46 +314,182 @@ fn envrc_example_documents_every_variable_with_its_default() {
 
 const TABLE_BEGIN: &str = "<!-- configuration-table: generated from VARIABLES";
 const TABLE_END: &str = "<!-- configuration-table: end -->";
+/// The page that holds the configuration table, from the repository's root.
+const CONFIGURATION_PAGE: &str = "docs/configuration.md";
 const REGENERATE: &str = "cargo test -p jetway-server --test it -- --ignored \
-                          deployment::regenerate_readme_configuration_table";
+                          deployment::regenerate_configuration_table";
 
-/// The README with its configuration table (between the marker comments) replaced by the one
+/// The configuration page with its table (between the marker comments) replaced by the one
 /// `VARIABLES` renders.
-fn readme_with_generated_table(readme: &str) -> String {
-    let begin = readme
+fn page_with_generated_table(page: &str) -> String {
+    let begin = page
         .find(TABLE_BEGIN)
-        .expect("the table's begin marker in README.md");
-    let begin = begin + readme[begin..].find('\n').expect("a line after the marker") + 1;
+        .unwrap_or_else(|| panic!("the table's begin marker in {CONFIGURATION_PAGE}"));
+    let begin = begin + page[begin..].find('\n').expect("a line after the marker") + 1;
     let end = begin
-        + readme[begin..]
+        + page[begin..]
             .find(TABLE_END)
-            .expect("the table's end marker in README.md");
-    format!(
-        "{}\n{}\n{}",
-        &readme[..begin],
-        markdown_table(),
-        &readme[end..]
-    )
+            .unwrap_or_else(|| panic!("the table's end marker in {CONFIGURATION_PAGE}"));
+    format!("{}\n{}\n{}", &page[..begin], markdown_table(), &page[end..])
 }
 
 #[test]
-fn the_readme_configuration_table_is_the_declared_one() {
-    let readme = repo_file("README.md");
+fn the_documented_configuration_table_is_the_declared_one() {
+    let page = repo_file(CONFIGURATION_PAGE);
     assert!(
-        readme == readme_with_generated_table(&readme),
-        "README.md's configuration table differs from VARIABLES in crates/server/src/config.rs; \
-         regenerate it with `{REGENERATE}`"
+        page == page_with_generated_table(&page),
+        "{CONFIGURATION_PAGE}'s configuration table differs from VARIABLES in \
+         crates/server/src/infra/config.rs; regenerate it with `{REGENERATE}`"
     );
 }
 
-/// Rewrites README.md's configuration table from `VARIABLES`; see
-/// `the_readme_configuration_table_is_the_declared_one`.
+/// Rewrites the configuration table of docs/configuration.md from `VARIABLES`; see
+/// `the_documented_configuration_table_is_the_declared_one`.
 #[test]
-#[ignore = "rewrites README.md; run it to regenerate the configuration table"]
-fn regenerate_readme_configuration_table() {
-    let path = format!("{}/../../README.md", env!("CARGO_MANIFEST_DIR"));
-    let readme = repo_file("README.md");
-    std::fs::write(&path, readme_with_generated_table(&readme)).expect("writing README.md");
+#[ignore = "rewrites docs/configuration.md; run it to regenerate the configuration table"]
+fn regenerate_configuration_table() {
+    let path = format!("{}/../../{CONFIGURATION_PAGE}", env!("CARGO_MANIFEST_DIR"));
+    let page = repo_file(CONFIGURATION_PAGE);
+    std::fs::write(&path, page_with_generated_table(&page))
+        .unwrap_or_else(|err| panic!("writing {path}: {err}"));
+}
+
+/// The markdown pages of the repository: README.md and every page of docs/, as paths from the
+/// repository's root.
+fn markdown_pages() -> Vec<String> {
+    let docs = format!("{}/../../docs", env!("CARGO_MANIFEST_DIR"));
+    let mut pages: Vec<String> = std::fs::read_dir(&docs)
+        .unwrap_or_else(|err| panic!("reading {docs}: {err}"))
+        .map(|entry| entry.expect("a directory entry").file_name())
+        .filter_map(|name| name.to_str().map(str::to_owned))
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    pages.sort();
+    pages.insert(0, "README.md".to_owned());
+    pages
+}
+
+/// The lines of a markdown page outside fenced code blocks, with their line numbers.
+fn prose_lines(page: &str) -> Vec<(usize, &str)> {
+    let mut in_fence = false;
+    let mut lines = Vec::new();
+    for (index, line) in page.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+        } else if !in_fence {
+            lines.push((index + 1, line));
+        }
+    }
+    lines
+}
+
+/// The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens,
+/// and `-1`, `-2`… after a repeated one.
+fn anchors(page: &str) -> BTreeSet<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut anchors = BTreeSet::new();
+    for (_, line) in prose_lines(page) {
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some(text) = heading.trim_start_matches('#').strip_prefix(' ') else {
+            continue;
+        };
+        let slug: String = text
+            .replace('`', "")
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let count = seen.entry(slug.clone()).or_insert(0);
+        anchors.insert(if *count == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{count}")
+        });
+        *count += 1;
+    }
+    anchors
+}
+
+/// The relative link targets of a page (`path`, `path#anchor` or `#anchor`), with their line numbers;
+/// links with a scheme (`https:`, `mailto:`) are left out.
+fn relative_links(page: &str) -> Vec<(usize, String)> {
+    let mut links = Vec::new();
+    for (number, line) in prose_lines(page) {
+        // A link inside inline code is not one: keep only the text between code spans.
+        let line: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        for (start, _) in line.match_indices("](") {
+            let rest = &line[start + 2..];
+            let target = &rest[..rest.find(')').unwrap_or(rest.len())];
+            let scheme = target
+                .split_once(':')
+                .is_some_and(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphabetic()));
+            if !scheme {
+                links.push((number, target.to_owned()));
+            }
+        }
+    }
+    links
+}
+
+#[test]
+fn every_link_between_the_readme_and_the_docs_pages_resolves() {
+    let root = std::path::PathBuf::from(format!("{}/../..", env!("CARGO_MANIFEST_DIR")));
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in markdown_pages() {
+        let text = repo_file(&page);
+        let directory = std::path::Path::new(&page).parent().expect("a parent");
+        for (line, target) in relative_links(&text) {
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let linked = if path.is_empty() {
+                root.join(&page)
+            } else {
+                root.join(directory).join(path)
+            };
+            if !linked.exists() {
+                broken.push(format!("{page}:{line}: {target}: no such file"));
+            } else if !anchor.is_empty()
+                && linked.extension().is_some_and(|ext| ext == "md")
+                && !anchors(&std::fs::read_to_string(&linked).expect("a readable page"))
+                    .contains(anchor)
+            {
+                broken.push(format!("{page}:{line}: {target}: no such heading"));
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} links found: is the parser broken?"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn anchors_are_made_as_github_makes_them() {
+    let page = "# Jetway\n## Jetway's events API\n```sh\n# not a heading\n```\n## Fetch, Ack and \
+                Reject\n## HTTP/2 flow control\n## `jetway` CLI\n## Jetway\n";
+    let expected: BTreeSet<String> = [
+        "jetway",
+        "jetways-events-api",
+        "fetch-ack-and-reject",
+        "http2-flow-control",
+        "jetway-cli",
+        "jetway-1",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(anchors(page), expected);
+    assert_eq!(
+        relative_links("[a](b.md#c) `[x](y.md)` [d](https://e) [f](#g)"),
+        vec![(1, "b.md#c".to_owned()), (1, "#g".to_owned())]
+    );
 }
 
 /// Runs `jetway-server healthcheck` against the health port at `addr`, as a container runtime does,
