@@ -5,6 +5,8 @@
 //! The server answers every request with exactly one confirmation, in order, so the book keeps the
 //! requests sent in a queue and matches each confirmation to the oldest one.
 //!
+//! The book does no I/O and reads no clock: the task passes it the time.
+//!
 //! Both queues are bounded: the server sends at most `max_processing_events` unsettled events, and
 //! the task stops taking commands while the outbox is full ([`Book::outbox_full`]).
 
@@ -138,11 +140,11 @@ impl Book {
         self.ready.pop_front()
     }
 
-    /// Applies a message of the server: an event, or a confirmation.
-    pub(super) fn handle(&mut self, response: EventsResponse) -> Result<(), Error> {
+    /// Applies a message of the server that came at `now`: an event, or a confirmation.
+    pub(super) fn handle(&mut self, response: EventsResponse, now: Instant) -> Result<(), Error> {
         let (kind, confirmation) = match response.response {
             Some(Response::Event(event)) => {
-                self.receive(event);
+                self.receive(event, now);
                 return Ok(());
             }
             Some(Response::AckConfirmation(c)) => {
@@ -156,10 +158,10 @@ impl Book {
             }
             other => return Err(Error::Protocol(format!("unexpected {other:?}"))),
         };
-        self.confirm(kind, confirmation)
+        self.confirm(kind, confirmation, now)
     }
 
-    fn receive(&mut self, event: Event) {
+    fn receive(&mut self, event: Event, now: Instant) {
         let id = event.id;
         // The same id again (redelivered to this stream after its timeout): the new delivery
         // replaces the old one, which the server no longer tracks.
@@ -171,7 +173,7 @@ impl Book {
                 due: None,
             },
         );
-        self.schedule(id, Instant::now() + self.ping_interval);
+        self.schedule(id, now + self.ping_interval);
         self.ready.push_back(event);
     }
 
@@ -286,6 +288,7 @@ impl Book {
         &mut self,
         kind: Kind,
         (ids, _invalid, temporary): (Vec<u64>, Vec<u64>, Vec<u64>),
+        now: Instant,
     ) -> Result<(), Error> {
         let pending = self
             .pending
@@ -310,7 +313,6 @@ impl Book {
                 Outcome::NotHeld
             }
         };
-        let now = Instant::now();
         match pending {
             Pending::Ping(ids) => {
                 for id in ids {
@@ -383,4 +385,291 @@ fn reject(ids: Vec<u64>, permanently: Option<bool>, delay: Option<Duration>) -> 
         permanently,
         delay: delay.map(Into::into),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use jetway_api::windshift::events::v1alpha1::events_response::{
+        AckConfirmation, PingConfirmation, RejectConfirmation,
+    };
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(15);
+
+    fn event(id: u64) -> EventsResponse {
+        EventsResponse {
+            response: Some(Response::Event(Event {
+                id,
+                ..Event::default()
+            })),
+        }
+    }
+
+    fn acked(ids: &[u64], temporary: &[u64]) -> EventsResponse {
+        EventsResponse {
+            response: Some(Response::AckConfirmation(AckConfirmation {
+                ids: ids.to_vec(),
+                invalid_ids: Vec::new(),
+                temporary_failed_ids: temporary.to_vec(),
+            })),
+        }
+    }
+
+    fn rejected(ids: &[u64], temporary: &[u64]) -> EventsResponse {
+        EventsResponse {
+            response: Some(Response::RejectConfirmation(RejectConfirmation {
+                ids: ids.to_vec(),
+                invalid_ids: Vec::new(),
+                temporary_failed_ids: temporary.to_vec(),
+            })),
+        }
+    }
+
+    fn pinged(ids: &[u64], invalid: &[u64]) -> EventsResponse {
+        EventsResponse {
+            response: Some(Response::PingConfirmation(PingConfirmation {
+                ids: ids.to_vec(),
+                invalid_ids: invalid.to_vec(),
+                temporary_failed_ids: Vec::new(),
+            })),
+        }
+    }
+
+    fn ping(ids: &[u64]) -> Request {
+        Request::Ping(events_request::Ping { ids: ids.to_vec() })
+    }
+
+    fn ack(id: u64) -> Request {
+        Request::Ack(events_request::Ack { ids: vec![id] })
+    }
+
+    /// A book holding events `ids`, received at `now` and taken by the application.
+    fn holding(ids: &[u64], now: Instant) -> Book {
+        let mut book = Book::new(INTERVAL);
+        for &id in ids {
+            book.handle(event(id), now).unwrap();
+            assert_eq!(book.take_ready().map(|event| event.id), Some(id));
+        }
+        book
+    }
+
+    /// The requests of the outbox, now sent.
+    fn sent(book: &mut Book) -> Vec<Request> {
+        std::iter::from_fn(|| book.send_next())
+            .map(|request| request.request.unwrap())
+            .collect()
+    }
+
+    /// Queues the settle of a handle, and returns where its answer comes.
+    fn settle(book: &mut Book, id: u64, action: Action) -> oneshot::Receiver<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        book.settle(Command {
+            id,
+            generation: 0,
+            action,
+            reply,
+        });
+        answer
+    }
+
+    #[test]
+    fn a_held_event_is_pinged_every_interval_until_settled() {
+        let now = Instant::now();
+        let mut book = holding(&[1, 2], now);
+        assert_eq!(book.next_timer(), Some(now + INTERVAL));
+        book.fire_timers(now + INTERVAL - Duration::from_nanos(1));
+        assert!(!book.has_outgoing(), "not due yet");
+
+        book.fire_timers(now + INTERVAL);
+        assert_eq!(sent(&mut book), [ping(&[1, 2])]);
+        assert_eq!(book.next_timer(), Some(now + 2 * INTERVAL));
+        book.handle(pinged(&[1, 2], &[]), now + INTERVAL).unwrap();
+
+        let mut answer = settle(&mut book, 1, Action::Ack);
+        assert_eq!(sent(&mut book), [ack(1)]);
+        book.handle(acked(&[1], &[]), now + INTERVAL).unwrap();
+        assert_eq!(answer.try_recv(), Ok(Outcome::Settled));
+        book.fire_timers(now + 2 * INTERVAL);
+        assert_eq!(
+            sent(&mut book),
+            [ping(&[2])],
+            "the settled one is not pinged"
+        );
+    }
+
+    #[test]
+    fn an_event_the_server_does_not_hold_is_no_longer_pinged() {
+        let now = Instant::now();
+        let mut book = holding(&[1, 2], now);
+        book.fire_timers(now + INTERVAL);
+        sent(&mut book);
+        book.handle(pinged(&[2], &[1]), now + INTERVAL).unwrap();
+        book.fire_timers(now + 2 * INTERVAL);
+        assert_eq!(sent(&mut book), [ping(&[2])]);
+    }
+
+    #[test]
+    fn settles_are_sent_as_asked_and_answered_by_their_confirmation() {
+        let now = Instant::now();
+        let mut book = holding(&[1, 2, 3], now);
+        let delay = Duration::from_secs(5);
+        let mut answers = [
+            settle(&mut book, 1, Action::Reject(Some(delay))),
+            settle(&mut book, 2, Action::RejectPermanently),
+            settle(&mut book, 3, Action::Ack),
+        ];
+        assert_eq!(
+            sent(&mut book),
+            [
+                reject(vec![1], None, Some(delay)),
+                reject(vec![2], Some(true), None),
+                ack(3),
+            ]
+        );
+        // Confirmations come in request order; each answers the oldest request.
+        book.handle(rejected(&[1], &[]), now).unwrap();
+        book.handle(rejected(&[], &[]), now).unwrap();
+        book.handle(acked(&[3], &[]), now).unwrap();
+        let outcomes = answers.each_mut().map(|answer| answer.try_recv());
+        assert_eq!(
+            outcomes,
+            [
+                Ok(Outcome::Settled),
+                Ok(Outcome::NotHeld),
+                Ok(Outcome::Settled)
+            ]
+        );
+        assert_eq!(book.next_timer(), None, "nothing is held any more");
+    }
+
+    #[test]
+    fn a_confirmation_of_another_kind_or_without_a_request_is_a_protocol_error() {
+        let now = Instant::now();
+        let mut book = holding(&[1], now);
+        assert!(matches!(
+            book.handle(acked(&[1], &[]), now),
+            Err(Error::Protocol(_))
+        ));
+        let _answer = settle(&mut book, 1, Action::Ack);
+        sent(&mut book);
+        assert!(matches!(
+            book.handle(rejected(&[1], &[]), now),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(
+            book.handle(EventsResponse { response: None }, now),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_settle_that_failed_for_now_keeps_the_event_alive_for_its_handle_to_retry() {
+        let now = Instant::now();
+        let mut book = holding(&[1], now);
+        let mut answer = settle(&mut book, 1, Action::Ack);
+        assert_eq!(
+            book.next_timer(),
+            None,
+            "no ping while the settle is under way"
+        );
+        sent(&mut book);
+        let later = now + Duration::from_secs(1);
+        book.handle(acked(&[], &[1]), later).unwrap();
+        assert_eq!(answer.try_recv(), Ok(Outcome::TemporaryFailure));
+        assert_eq!(book.next_timer(), Some(later + INTERVAL), "pinged again");
+    }
+
+    #[test]
+    fn a_settle_that_failed_for_now_after_its_handle_went_turns_into_a_reject() {
+        let now = Instant::now();
+        let mut book = holding(&[1], now);
+        drop(settle(&mut book, 1, Action::Ack));
+        sent(&mut book);
+        book.handle(acked(&[], &[1]), now).unwrap();
+        assert_eq!(book.next_timer(), Some(now + RETRY_DELAY));
+        book.fire_timers(now + RETRY_DELAY);
+        assert_eq!(sent(&mut book), [reject(vec![1], None, None)]);
+    }
+
+    #[test]
+    fn a_dropped_handle_is_rejected_and_the_reject_retried_until_confirmed() {
+        let now = Instant::now();
+        let mut book = holding(&[1, 2], now);
+        book.abandon(vec![1, 2, 9]);
+        assert_eq!(
+            sent(&mut book),
+            [reject(vec![1, 2], None, None)],
+            "an id not held is skipped"
+        );
+        assert_eq!(book.next_timer(), None, "abandoned events are not pinged");
+        book.handle(rejected(&[1], &[2]), now).unwrap();
+        assert_eq!(book.next_timer(), Some(now + RETRY_DELAY));
+        book.fire_timers(now + RETRY_DELAY);
+        assert_eq!(sent(&mut book), [reject(vec![2], None, None)]);
+        book.handle(rejected(&[2], &[]), now).unwrap();
+        assert_eq!(book.next_timer(), None);
+    }
+
+    #[test]
+    fn a_handle_dropped_while_its_settle_is_under_way_lets_the_settle_decide() {
+        let now = Instant::now();
+        let mut book = holding(&[1], now);
+        let mut answer = settle(&mut book, 1, Action::Ack);
+        book.abandon(vec![1]);
+        assert_eq!(sent(&mut book), [ack(1)], "no reject next to the ack");
+        book.handle(acked(&[], &[1]), now).unwrap();
+        assert_eq!(
+            answer.try_recv(),
+            Err(TryRecvError::Closed),
+            "the handle is gone: nobody is told"
+        );
+        book.fire_timers(now + RETRY_DELAY);
+        assert_eq!(sent(&mut book), [reject(vec![1], None, None)]);
+    }
+
+    #[test]
+    fn a_lost_connection_answers_every_settle_still_waiting() {
+        let now = Instant::now();
+        let mut book = holding(&[1, 2], now);
+        let mut confirmed_late = settle(&mut book, 1, Action::Ack);
+        sent(&mut book);
+        let mut never_sent = settle(&mut book, 2, Action::Ack);
+        book.fail_pending();
+        assert_eq!(confirmed_late.try_recv(), Ok(Outcome::ConnectionLost));
+        assert_eq!(never_sent.try_recv(), Ok(Outcome::ConnectionLost));
+        assert!(!book.has_outgoing());
+    }
+
+    #[test]
+    fn the_outbox_stops_taking_commands_when_full() {
+        let now = Instant::now();
+        let ids: Vec<u64> = (0..OUTBOX_LIMIT as u64).collect();
+        let mut book = holding(&ids, now);
+        let answers: Vec<_> = ids[..OUTBOX_LIMIT - 1]
+            .iter()
+            .map(|&id| settle(&mut book, id, Action::Ack))
+            .collect();
+        assert!(!book.outbox_full());
+        let _last = settle(&mut book, OUTBOX_LIMIT as u64 - 1, Action::Ack);
+        assert!(book.outbox_full());
+        assert!(book.send_next().is_some());
+        assert!(!book.outbox_full());
+        drop(answers);
+    }
+
+    #[test]
+    fn a_redelivered_event_replaces_the_one_held() {
+        let now = Instant::now();
+        let mut book = holding(&[1], now);
+        let later = now + Duration::from_secs(40);
+        book.handle(event(1), later).unwrap();
+        assert_eq!(
+            book.next_timer(),
+            Some(later + INTERVAL),
+            "one timer, the new one"
+        );
+        assert!(book.has_ready());
+    }
 }

@@ -152,7 +152,7 @@ impl Task {
             tokio::select! {
                 message = session.inbound.message() => match message {
                     Ok(Some(response)) => {
-                        if let Err(error) = session.book.handle(response) {
+                        if let Err(error) = session.book.handle(response, Instant::now()) {
                             return End::Fatal(error);
                         }
                     }
