@@ -14,12 +14,15 @@
 //! Delivery is at-least-once: an event is settled only by an explicit ack or a permanent reject.
 //!
 //! A [`Subscription`] is owned by one task; nothing in it is shared, so the hot path takes no lock.
+//! It does the I/O; its flow-control state, and every rule above, is in `flow`, a plain struct with
+//! unit tests.
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    pin::Pin,
-    time::{Duration, SystemTime},
-};
+mod ack_subject;
+mod flow;
+
+pub(crate) use ack_subject::AckMetadata;
+
+use std::{collections::HashSet, pin::Pin, time::Duration};
 
 use async_nats::{
     StatusCode, Subject, Subscriber,
@@ -44,8 +47,8 @@ use crate::{
         processing_timeout, require_explicit_acks, within_request_limits,
     },
     dead_letters,
+    delivery::flow::{Admission, Flow},
     error::{Classify, Invalid, NatsError},
-    expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_name,
     telemetry::{self, metrics::Path},
@@ -57,13 +60,8 @@ pub const DEFAULT_MAX_PROCESSING_EVENTS: u64 = 50;
 pub const MAX_PROCESSING_EVENTS_LIMIT: u64 = 10_000;
 /// How long one pull request waits on the server for messages. Idle subscriptions re-pull this often.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
-/// After this much longer than `PULL_EXPIRES` without an answer, a pull request is taken as lost
-/// (e.g. NATS restarted and forgot it) and its slots are requested again.
-const PULL_GRACE: Duration = Duration::from_secs(2);
 /// How long closing waits for its naks to be written out.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Wait before pulling again after JetStream did not answer a pull at all.
-const PULL_RETRY: Duration = Duration::from_secs(1);
 
 /// Which consumer to subscribe to, and how many events to hold at once.
 #[derive(Debug, Clone)]
@@ -187,70 +185,12 @@ pub enum DeliveryError {
     Nats(#[from] NatsError),
 }
 
-struct InFlight {
+/// What settles an event in flight.
+struct Receipt {
+    /// Its ack subject.
     reply: Subject,
-    deadline: Deadline,
-    /// How long JetStream waits for this delivery's settlement: its backoff entry, or the
-    /// processing timeout. A ping restarts the same wait.
-    timeout: Duration,
     /// The `<subject> receive` span; it ends when the entry goes.
     span: tracing::Span,
-}
-
-/// What JetStream says about a delivery in its ack subject. Events streams and Fetch read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AckMetadata {
-    /// The event id.
-    pub stream_sequence: u64,
-    /// The delivery attempt, from 1.
-    pub delivered: u64,
-    /// When JetStream stored the event.
-    pub stored: SystemTime,
-}
-
-impl AckMetadata {
-    /// Takes the ack subject out of a delivered message, with what it says. `None`, with a
-    /// warning and the message left as it was, for a message without one: there is no id to settle
-    /// it by, and JetStream redelivers it later.
-    ///
-    /// The subject is moved rather than cloned: async-nats reads it into a buffer of its own, and
-    /// the first clone of such a buffer allocates.
-    pub(crate) fn take(message: &mut async_nats::Message) -> Option<(Subject, AckMetadata)> {
-        let Some(metadata) = message.reply.as_deref().and_then(AckMetadata::parse) else {
-            tracing::warn!(subject = %message.subject, reply = ?message.reply, "dropping a message without JetStream metadata");
-            return None;
-        };
-        Some((message.reply.take()?, metadata))
-    }
-
-    /// Reads a JetStream ack subject (ADR-15): `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
-    /// seq>.<consumer seq>.<timestamp ns>.<pending>`, or the newer form with `<domain>.<account
-    /// hash>.` before the stream and possibly more tokens after `<pending>`.
-    ///
-    /// Parsed here rather than through `jetstream::Message::info`, which needs a JetStream context
-    /// cloned into every message and converts the timestamp to a calendar date.
-    fn parse(reply: &str) -> Option<AckMetadata> {
-        let tokens = reply.strip_prefix("$JS.ACK.")?.split('.');
-        let mut fields = [""; 9];
-        let mut count = 0;
-        for token in tokens.take(fields.len()) {
-            fields[count] = token;
-            count += 1;
-        }
-        // The old form has exactly 7 tokens after the prefix; the new one at least 9, of which the
-        // first two are the domain and the account hash.
-        let fields = match count {
-            7 => &fields[2..7],
-            9 => &fields[4..9],
-            _ => return None,
-        };
-        let number = |token: &str| token.parse::<u64>().ok();
-        Some(AckMetadata {
-            delivered: number(fields[0])?.max(1),
-            stream_sequence: number(fields[1])?,
-            stored: SystemTime::UNIX_EPOCH + Duration::from_nanos(number(fields[3])?),
-        })
-    }
 }
 
 /// A live subscription to a pull consumer. See the module docs.
@@ -268,29 +208,11 @@ pub struct Subscription {
     connected: watch::Receiver<bool>,
     /// False once the connection watch has no sender left; it is then not polled again.
     watching_connection: bool,
-    max: usize,
     processing_timeout: Duration,
-    /// Keyed by stream sequence with foldhash: the ids come from JetStream, not from the client,
-    /// so a fast hash costs nothing in safety, and SipHash was a visible share of each delivery.
-    in_flight: HashMap<u64, InFlight, foldhash::fast::RandomState>,
-    /// The in-flight events by processing deadline.
-    deadlines: Expiries<u64>,
-    /// Fires at `timer_at`, a deadline no later than the earliest in `deadlines`. It is moved only
-    /// to an earlier deadline: settling the earliest event leaves it in place, and an early wake-up
-    /// just sets it again, which costs less than moving it after every Ack.
+    /// In flight, requested and held: what the next step is.
+    flow: Flow<Receipt, async_nats::Message>,
+    /// Fires where `flow` says the timer is (see [`Flow::expire`]).
     timer: Pin<Box<Sleep>>,
-    timer_at: Option<Instant>,
-    /// Messages requested from JetStream and not yet received or given up.
-    requested: usize,
-    /// Deliveries beyond `max`, with when they came, held until a slot frees. They come from pull
-    /// requests that outlived a reconnect: the server keeps them, and their late "request timeout"
-    /// makes `requested` undercount. Handing them back would count as a delivery in JetStream (with
-    /// one delivery allowed, the event would be gone unseen). At most `max` are held.
-    held: VecDeque<(Instant, async_nats::Message)>,
-    /// When every pull request sent so far has expired on the server.
-    pulls_expire_at: Instant,
-    /// No pull before this instant (after JetStream failed to answer one).
-    pull_not_before: Instant,
     meters: telemetry::metrics::Delivery,
     subscriptions: metrics::Gauge,
 }
@@ -298,7 +220,7 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.subscriptions.decrement(1.0);
-        self.meters.released(self.in_flight.len());
+        self.meters.released(self.flow.len());
     }
 }
 
@@ -366,17 +288,9 @@ impl Subscription {
             deletions: futures::stream::select(consumer_deleted, stream_deleted),
             connected: nats.connected(),
             watching_connection: true,
-            max,
             processing_timeout,
-            // Grown on demand: reserving `max` up front cost an idle subscription hundreds of KiB.
-            in_flight: HashMap::default(),
-            deadlines: Expiries::default(),
+            flow: Flow::new(max, now),
             timer: Box::pin(tokio::time::sleep_until(now)),
-            timer_at: None,
-            requested: 0,
-            held: VecDeque::new(),
-            pulls_expire_at: now,
-            pull_not_before: now,
             meters,
             subscriptions,
         })
@@ -391,25 +305,16 @@ impl Subscription {
     /// nothing, and the next call carries on.
     pub async fn next(&mut self) -> Result<Delivery, DeliveryError> {
         loop {
-            while self.in_flight.len() < self.max {
-                let Some((came, message)) = self.held.pop_front() else {
-                    break;
-                };
+            while let Some((came, message)) = self.flow.next_held() {
                 if let Some(delivery) = self.deliver(message, Some(came)).await {
                     return Ok(delivery);
                 }
             }
             self.pull_if_needed().await?;
-            let wake_at = if self.requested > 0 {
-                Some(self.pulls_expire_at)
-            } else if self.free_slots() > 0 {
-                Some(self.pull_not_before)
-            } else {
-                None
-            };
+            let wake_at = self.flow.wake_at();
             tokio::select! {
                 biased;
-                () = &mut self.timer, if self.timer_at.is_some() => self.expire(),
+                () = &mut self.timer, if self.flow.timer_set() => self.expire(),
                 message = self.messages.next() => match message {
                     Some(message) => {
                         if let Some(delivery) = self.receive(message).await? {
@@ -421,32 +326,23 @@ impl Subscription {
                 Some(_) = self.deletions.next() => return Err(self.deleted()),
                 changed = self.connected.changed(), if self.watching_connection => match changed {
                     // Pull requests do not survive a reconnect; request the slots again.
-                    Ok(()) if *self.connected.borrow_and_update() => self.requested = 0,
+                    Ok(()) if *self.connected.borrow_and_update() => self.flow.reconnected(),
                     Ok(()) => {}
                     Err(_) => self.watching_connection = false,
                 },
                 () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
-                    if self.requested > 0 && Instant::now() >= self.pulls_expire_at {
-                        self.requested = 0;
-                    }
+                    self.flow.woke(Instant::now());
                 }
             }
         }
     }
 
-    fn free_slots(&self) -> usize {
-        self.max
-            .saturating_sub(self.in_flight.len() + self.requested + self.held.len())
-    }
-
-    /// Requests as many messages as there are free slots. Small top-ups wait until half the window
-    /// is free, so a busy subscription sends few, large pull requests.
+    /// Requests as many messages as there are free slots, when a pull is worth it (see
+    /// [`Flow::pull_size`]).
     async fn pull_if_needed(&mut self) -> Result<(), DeliveryError> {
-        let free = self.free_slots();
-        let worth_it = self.requested == 0 || free >= self.max.div_ceil(2);
-        if free == 0 || !worth_it || Instant::now() < self.pull_not_before {
+        let Some(free) = self.flow.pull_size(Instant::now()) else {
             return Ok(());
-        }
+        };
         let (batch, max_bytes, expires) = within_request_limits(
             &self.consumer.cached_info().config,
             free,
@@ -464,8 +360,7 @@ impl Subscription {
             .request_batch(request, self.inbox.clone())
             .await
             .map_err(|err| NatsError::Unavailable(format!("sending a pull request: {err}")))?;
-        self.requested += batch;
-        self.pulls_expire_at = Instant::now() + expires + PULL_GRACE;
+        self.flow.pulled(batch, expires, Instant::now());
         Ok(())
     }
 
@@ -476,7 +371,7 @@ impl Subscription {
     ) -> Result<Option<Delivery>, DeliveryError> {
         match message.status {
             None | Some(StatusCode::OK) => {
-                self.requested = self.requested.saturating_sub(1);
+                self.flow.arrived();
                 Ok(self.deliver(message, None).await)
             }
             Some(StatusCode::TIMEOUT) | Some(StatusCode::REQUEST_TERMINATED) => {
@@ -495,23 +390,21 @@ impl Subscription {
                     .as_ref()
                     .and_then(|h| h.get("Nats-Pending-Messages"))
                     .and_then(|v| v.as_str().parse::<usize>().ok());
-                self.requested = match unsent {
-                    Some(unsent) => self.requested.saturating_sub(unsent),
+                match unsent {
+                    Some(unsent) => self.flow.request_ended(unsent),
                     None => {
                         // A refusal rather than an ending ("Exceeded MaxWaiting", ...): asking
                         // again at once would be refused again, in a loop.
                         tracing::warn!(description = ?message.description, stream = %self.stream,
                             consumer = %self.name, "JetStream refused a pull request; retrying shortly");
-                        self.pull_not_before = Instant::now() + PULL_RETRY;
-                        0
+                        self.flow.pull_failed(Instant::now());
                     }
-                };
+                }
                 Ok(None)
             }
             Some(StatusCode::NO_RESPONDERS) => {
                 // Nobody serves the consumer's pull subject: it is gone, or JetStream is not up yet.
-                self.requested = 0;
-                self.pull_not_before = Instant::now() + PULL_RETRY;
+                self.flow.pull_failed(Instant::now());
                 match self.consumer.get_info().await {
                     Err(err)
                         if matches!(
@@ -555,28 +448,24 @@ impl Subscription {
                 stored,
             },
         ) = AckMetadata::take(&mut message)?;
-        if let Some(previous) = self.in_flight.remove(&id) {
-            // A redelivery of an event this subscription still holds: the newest delivery wins.
-            self.deadlines.remove(&previous.deadline);
-            self.meters.released(1);
-        } else if self.in_flight.len() >= self.max {
-            if self.held.len() < self.max {
+        match self.flow.admit(id) {
+            Admission::Free => {}
+            // The old delivery's receive span ends here.
+            Admission::Replaced(_) => self.meters.released(1),
+            Admission::Full => {
                 message.reply = Some(reply);
-                self.held
-                    .push_back((held_since.unwrap_or_else(Instant::now), message));
-            } else {
-                // More than a window over: something else is wrong; give it back.
-                self.send_ack(&reply, AckKind::Nak(None)).await.ok();
+                let since = held_since.unwrap_or_else(Instant::now);
+                if let Err(message) = self.flow.hold(since, message)
+                    && let Some(reply) = &message.reply
+                {
+                    // More than a window over: something else is wrong; give it back.
+                    self.send_ack(reply, AckKind::Nak(None)).await.ok();
+                }
+                return None;
             }
-            return None;
         }
         let timeout = attempt_timeout(&self.consumer.cached_info().config, attempt);
-        let came = match held_since {
-            // Held past its processing timeout: JetStream delivers it again by itself.
-            Some(since) if since + timeout <= Instant::now() => return None,
-            Some(since) => since,
-            None => Instant::now(),
-        };
+        let came = flow::started(held_since, timeout, Instant::now())?;
 
         let mut event = format::decode(
             id,
@@ -586,16 +475,8 @@ impl Subscription {
             stored,
         );
         let span = telemetry::receive(&mut event, &self.name);
-        let deadline = self.add_deadline(id, came + timeout);
-        self.in_flight.insert(
-            id,
-            InFlight {
-                reply,
-                deadline,
-                timeout,
-                span,
-            },
-        );
+        let timer = self.flow.insert(id, Receipt { reply, span }, came, timeout);
+        self.set_timer(timer);
         self.meters.delivered(attempt);
 
         Some(Delivery {
@@ -609,20 +490,20 @@ impl Subscription {
         // Deadlines that passed while the timer was not polled (the session was busy, or the
         // request came first) expire now: JetStream may already have handed such an event to
         // another subscriber, and a late ack, nak or ping would act on that delivery instead.
-        if self.timer_at.is_some_and(|at| at <= Instant::now()) {
+        if self.flow.timer_due(Instant::now()) {
             self.expire();
         }
         if how == Settle::Ping {
             return self.ping(ids).await;
         }
         if how == Settle::RejectPermanently
-            && ids.iter().any(|id| self.in_flight.contains_key(id))
+            && ids.iter().any(|&id| self.flow.contains(id))
             && let Err(err) =
                 dead_letters::prepare_reject(&self.nats, &self.stream, &self.name).await
         {
             tracing::warn!(%err, stream = %self.stream, consumer = %self.name,
                 "cannot make sure that permanently rejected events are dead-lettered; not rejecting them");
-            return Settled::none_sent(ids, |id| self.in_flight.contains_key(&id));
+            return Settled::none_sent(ids, |id| self.flow.contains(id));
         }
         let kind = how.ack_kind();
         let mut settled = Settled {
@@ -632,20 +513,20 @@ impl Subscription {
         for &id in ids {
             // Taken out while its settlement is sent, and put back if that fails; the deadline
             // stays queued until then.
-            let Some(entry) = self.in_flight.remove(&id) else {
+            let Some(taken) = self.flow.take(id) else {
                 settled.invalid_ids.push(id);
                 continue;
             };
-            match self.send_ack(&entry.reply, kind).await {
+            match self.send_ack(&taken.entry.reply, kind).await {
                 Ok(()) => {
                     settled.ids.push(id);
-                    self.deadlines.remove(&entry.deadline);
-                    how.record(&entry.span);
+                    let receipt = self.flow.settled(taken);
+                    how.record(&receipt.span);
                 }
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle an event");
                     settled.temporary_failed_ids.push(id);
-                    self.in_flight.insert(id, entry);
+                    self.flow.put_back(id, taken);
                 }
             }
         }
@@ -660,7 +541,7 @@ impl Subscription {
         // Pings keep their entries, so a repeated id would be found twice; remember what was seen.
         let mut seen = HashSet::new();
         for &id in ids {
-            let Some(entry) = self.in_flight.get(&id) else {
+            let Some(receipt) = self.flow.get(id) else {
                 settled.invalid_ids.push(id);
                 continue;
             };
@@ -668,19 +549,14 @@ impl Subscription {
                 settled.invalid_ids.push(id);
                 continue;
             }
-            match self.send_ack(&entry.reply, AckKind::Progress).await {
+            match self.send_ack(&receipt.reply, AckKind::Progress).await {
                 Ok(()) => {
                     settled.ids.push(id);
-                    let (old, timeout) = (entry.deadline, entry.timeout);
-                    self.deadlines.remove(&old);
-                    let deadline = self.add_deadline(id, Instant::now() + timeout);
-                    #[expect(
-                        clippy::expect_used,
-                        reason = "the entry was looked up above and nothing removed it"
-                    )]
-                    let entry = self.in_flight.get_mut(&id).expect("looked up above");
-                    entry.deadline = deadline;
-                    tracing::info!(target: telemetry::SPAN_TARGET, parent: &entry.span, "pinged");
+                    let timer = self.flow.restart(id, Instant::now());
+                    self.set_timer(timer);
+                    if let Some(receipt) = self.flow.get(id) {
+                        tracing::info!(target: telemetry::SPAN_TARGET, parent: &receipt.span, "pinged");
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle an event");
@@ -691,30 +567,22 @@ impl Subscription {
         settled
     }
 
-    /// Records that event `id` expires at `at`, and makes sure the timer fires by then.
-    fn add_deadline(&mut self, id: u64, at: Instant) -> Deadline {
-        let deadline = self.deadlines.insert(at, id);
-        if self.timer_at.is_none_or(|at| deadline.at < at) {
-            self.timer.as_mut().reset(deadline.at);
-            self.timer_at = Some(deadline.at);
+    /// Sets the timer to where `flow` moved it, if it did.
+    fn set_timer(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.timer.as_mut().reset(at);
         }
-        deadline
     }
 
     /// Drops the events whose processing timeout passed (JetStream redelivers them on its own), and
     /// sets the timer for the next deadline.
     fn expire(&mut self) {
-        let now = Instant::now();
-        while let Some(id) = self.deadlines.pop_expired(now) {
-            if let Some(entry) = self.in_flight.remove(&id) {
-                telemetry::error(&entry.span, "processing timeout");
-                self.meters.released(1);
-            }
-        }
-        self.timer_at = self.deadlines.next();
-        if let Some(at) = self.timer_at {
-            self.timer.as_mut().reset(at);
-        }
+        let meters = &self.meters;
+        let next = self.flow.expire(Instant::now(), |receipt| {
+            telemetry::error(&receipt.span, "processing timeout");
+            meters.released(1);
+        });
+        self.set_timer(next);
     }
 
     async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), NatsError> {
@@ -732,13 +600,13 @@ impl Subscription {
         if let Err(err) = self.messages.unsubscribe().await {
             tracing::warn!(%err, "unsubscribing the pull inbox on close failed");
         }
-        let ids: Vec<u64> = self.in_flight.keys().copied().collect();
+        let ids: Vec<u64> = self.flow.ids();
         let settled = self.settle(&ids, Settle::Reject(None)).await;
         // Deliveries held over the limit or already buffered in the inbox were never handed out;
         // give them back too. Only what is there now: while NATS reconnects, the unsubscribe is
         // not processed and waiting for the end of the inbox would wait for NATS.
         let mut returned = 0;
-        let held: Vec<_> = self.held.drain(..).map(|(_, message)| message).collect();
+        let held = self.flow.drain_held();
         let buffered = std::iter::from_fn(|| self.messages.next().now_or_never().flatten());
         for message in held.into_iter().chain(buffered.collect::<Vec<_>>()) {
             if let (None | Some(StatusCode::OK), Some(reply)) = (message.status, &message.reply)
@@ -783,39 +651,5 @@ mod tests {
         );
         let over = reject(Some(MAX_PROCESSING_TIMEOUT + Duration::from_nanos(1)));
         assert_eq!(over.unwrap_err().field, "delay");
-    }
-
-    #[test]
-    fn reads_both_forms_of_the_ack_subject() {
-        let expected = AckMetadata {
-            stream_sequence: 42,
-            delivered: 3,
-            stored: SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
-        };
-        assert_eq!(
-            AckMetadata::parse("$JS.ACK.orders.billing.3.42.7.1700000000123456789.0"),
-            Some(expected)
-        );
-        assert_eq!(
-            AckMetadata::parse(
-                "$JS.ACK.hub.ACCHASH.orders.billing.3.42.7.1700000000123456789.0.rnd"
-            ),
-            Some(expected)
-        );
-    }
-
-    #[test]
-    fn a_first_delivery_counts_as_attempt_one_and_garbage_is_refused() {
-        let first = AckMetadata::parse("$JS.ACK.s.c.0.1.1.0.0").map(|m| m.delivered);
-        assert_eq!(first, Some(1));
-        for bad in [
-            "",
-            "_INBOX.abc",
-            "$JS.ACK.s.c.1.2.3.4",
-            "$JS.ACK.s.c.1.x.3.4.0",
-            "$JS.ACK.d.h.s.c.1.2.3.-4.0",
-        ] {
-            assert_eq!(AckMetadata::parse(bad), None, "{bad:?}");
-        }
     }
 }

@@ -17,6 +17,23 @@
 //! Answers come as JetStream's acks arrive. Acks of one stream arrive in publish order, but an
 //! item that fails before reaching JetStream (invalid, or NATS down) is answered at once, ahead of
 //! earlier items, so callers must not rely on the order of answers.
+//!
+//! # The life of a publish
+//!
+//! Each state is a field of the [`Pipeline`]:
+//! 1. **queued**: pushed, its body not yet built into a NATS message;
+//! 2. **staged**: built, waiting for a permit of the ack window and room in the client's channel
+//!    (one publish at a time, so an idle pipeline holds neither);
+//! 3. **waiting**: handed to NATS under a token, waiting for JetStream's ack or its deadline (the
+//!    table of tokens, with its rules, is `waiting::AckTable`, plain state with unit tests; the
+//!    tokens' reply subjects and the reading of JetStream's replies are in `wire`);
+//! 4. **failing**: failed, its error being sorted (which may ask NATS);
+//!
+//! and then answered by [`Pipeline::next`]. An item that could not even be decoded goes straight to
+//! failing.
+
+mod waiting;
+mod wire;
 
 use std::{
     collections::VecDeque,
@@ -27,12 +44,8 @@ use std::{
 };
 
 use async_nats::{
-    Client, Message, StatusCode, Subject, Subscriber,
-    client::PublishErrorKind as SendErrorKind,
-    jetstream::{
-        self, ErrorCode,
-        context::{PublishError as JsPublishError, PublishErrorKind},
-    },
+    Client, Message, Subscriber,
+    jetstream::context::{PublishError as JsPublishError, PublishErrorKind},
     message::OutboundMessage,
 };
 use futures::{Sink, StreamExt, future::BoxFuture, stream::FuturesUnordered};
@@ -49,6 +62,8 @@ use crate::{
     error::NatsError,
     publish::{Facts, Prepared, Publication, PublishError, Published, Publisher, Report},
 };
+use waiting::AckTable;
+use wire::{read_ack, reply_subject, sort_send_error, token};
 
 /// How far, in publishes, the newest one sent may be ahead of the oldest one waiting, as a multiple
 /// of the window. Acks of different streams come back independently; one stuck ack (a stream
@@ -72,21 +87,18 @@ pub struct Pipeline<T> {
     replies: Subscriber,
     /// `<inbox>.`: a reply subject is this and the token.
     reply_prefix: String,
-    /// Pushed, not yet handed to NATS, in push order.
+    /// Queued: pushed, not yet handed to NATS, in push order.
     queued: VecDeque<(T, Publication)>,
     /// The body bytes in `queued`.
     queued_bytes: usize,
-    /// The next publish, built and waiting for a permit and room in the client's channel.
-    next: Option<(T, Report, Prepared)>,
-    /// Handed to NATS, in send order: entry `i` has token `first + i`, and is `None` once answered.
-    /// The front entry, when there is one, is waiting.
-    waiting: VecDeque<Option<Waiting<T>>>,
-    first: u64,
-    /// The entries of `waiting` that are not `None`.
-    live: usize,
+    /// Staged: the next publish, built and waiting for a permit and room in the client's channel.
+    staged: Option<(T, Report, Prepared)>,
+    /// Waiting: handed to NATS, by token.
+    waiting: AckTable<Waiting<T>>,
     /// Fires at or before the deadline of the oldest waiting publish; `None` when disarmed.
     timer: Option<Pin<Box<Sleep>>>,
-    /// Failures being answered; sorting an error may ask NATS (which stream has that subject?).
+    /// Failing: failures being answered; sorting an error may ask NATS (which stream has that
+    /// subject?).
     failing: FuturesUnordered<BoxFuture<'static, (T, Outcome)>>,
 }
 
@@ -95,7 +107,6 @@ struct Waiting<T> {
     tag: T,
     report: Report,
     facts: Facts,
-    deadline: Instant,
     /// Returned to the connection's ack window when the publish is answered.
     _permit: OwnedSemaphorePermit,
 }
@@ -121,10 +132,8 @@ impl<T: Send + 'static> Pipeline<T> {
             reply_prefix: format!("{inbox}."),
             queued: VecDeque::new(),
             queued_bytes: 0,
-            next: None,
-            waiting: VecDeque::new(),
-            first: 0,
-            live: 0,
+            staged: None,
+            waiting: AckTable::default(),
             timer: None,
             failing: FuturesUnordered::new(),
         })
@@ -137,7 +146,10 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Unanswered publishes.
     pub fn len(&self) -> usize {
-        self.queued.len() + usize::from(self.next.is_some()) + self.live + self.failing.len()
+        self.queued.len()
+            + usize::from(self.staged.is_some())
+            + self.waiting.live()
+            + self.failing.len()
     }
 
     /// The body bytes of the publishes pushed and not yet built into a NATS message: what the
@@ -180,7 +192,7 @@ impl<T: Send + 'static> Pipeline<T> {
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Option<(T, Outcome)>> {
         self.send_queued(cx);
         while let Poll::Ready(Some(reply)) = self.replies.poll_next_unpin(cx) {
-            if let Some(answer) = self.settle(&reply) {
+            if let Some(answer) = self.take_ack(&reply) {
                 return Poll::Ready(Some(answer));
             }
         }
@@ -199,13 +211,13 @@ impl<T: Send + 'static> Pipeline<T> {
         // Only answering the oldest waiting publish shrinks the span. That happens in `poll_answer`,
         // which then returns an answer or is woken by one, and comes back here.
         while self.waiting.len() < self.window * SPAN_PER_WINDOW {
-            if self.next.is_none() {
+            if self.staged.is_none() {
                 let Some((tag, event)) = self.queued.pop_front() else {
                     return;
                 };
                 self.queued_bytes -= event.body.len();
                 match self.publisher.prepare(event) {
-                    (report, Ok(prepared)) => self.next = Some((tag, report, prepared)),
+                    (report, Ok(prepared)) => self.staged = Some((tag, report, prepared)),
                     (report, Err(err)) => {
                         self.answer_failed(tag, report, err);
                         continue;
@@ -224,16 +236,15 @@ impl<T: Send + 'static> Pipeline<T> {
             };
             #[expect(
                 clippy::expect_used,
-                reason = "the loop staged `next` above or returned"
+                reason = "the loop staged a publish above or returned"
             )]
-            let (tag, report, prepared) = self.next.take().expect("staged above");
+            let (tag, report, prepared) = self.staged.take().expect("staged above");
             if ready.is_err() {
                 let closed = NatsError::Unavailable("the NATS client is closed".into());
                 self.answer_failed(tag, report, closed.into());
                 continue;
             }
-            let token = self.first + self.waiting.len() as u64;
-            let reply = reply_subject(&self.reply_prefix, token);
+            let reply = reply_subject(&self.reply_prefix, self.waiting.next_token());
             let message = prepared.message.outbound_message(prepared.subject);
             let sent = Pin::new(&mut self.client).start_send(OutboundMessage {
                 subject: message.subject,
@@ -248,14 +259,15 @@ impl<T: Send + 'static> Pipeline<T> {
                         reason = "the loop acquired a permit above or returned"
                     )]
                     let permit = self.permit.take().expect("acquired above");
-                    self.waiting.push_back(Some(Waiting {
-                        tag,
-                        report,
-                        facts: prepared.facts,
-                        deadline: Instant::now() + PUBLISH_ACK_TIMEOUT,
-                        _permit: permit,
-                    }));
-                    self.live += 1;
+                    self.waiting.push(
+                        Instant::now() + PUBLISH_ACK_TIMEOUT,
+                        Waiting {
+                            tag,
+                            report,
+                            facts: prepared.facts,
+                            _permit: permit,
+                        },
+                    );
                 }
                 Err(err) => self.fail_sorted(tag, report, prepared.facts, sort_send_error(&err)),
             }
@@ -264,16 +276,10 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Answers the publish `reply` is for, unless its answer needs sorting first (then it goes to
     /// `failing`). Replies for unknown or timed-out tokens are dropped.
-    fn settle(&mut self, reply: &Message) -> Option<(T, Outcome)> {
-        let token = reply
-            .subject
-            .strip_prefix(self.reply_prefix.as_str())?
-            .parse::<u64>()
-            .ok()?;
-        let index = usize::try_from(token.checked_sub(self.first)?).ok()?;
-        let waiting = self.waiting.get_mut(index)?.take()?;
-        self.live -= 1;
-        self.drop_answered();
+    fn take_ack(&mut self, reply: &Message) -> Option<(T, Outcome)> {
+        let waiting = self
+            .waiting
+            .answer(token(&reply.subject, &self.reply_prefix)?)?;
         match read_ack(reply) {
             Ok(published) => {
                 let outcome = Ok(published);
@@ -290,11 +296,10 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Times out the publishes past their deadline, and keeps the timer on the oldest one left.
     fn poll_deadlines(&mut self, cx: &mut Context<'_>) {
         loop {
-            let Some(Some(oldest)) = self.waiting.front() else {
+            let Some(deadline) = self.waiting.oldest_deadline() else {
                 self.timer = None;
                 return;
             };
-            let deadline = oldest.deadline;
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -303,26 +308,12 @@ impl<T: Send + 'static> Pipeline<T> {
             if timer.as_mut().poll(cx).is_pending() {
                 return;
             }
-            if Instant::now() < deadline {
+            let Some(expired) = self.waiting.pop_expired(Instant::now()) else {
                 timer.as_mut().reset(deadline);
                 continue;
-            }
-            let Some(Some(expired)) = self.waiting.pop_front() else {
-                unreachable!("the front entry was checked above");
             };
-            self.first += 1;
-            self.live -= 1;
-            self.drop_answered();
             let err = JsPublishError::new(PublishErrorKind::TimedOut);
             self.fail_sorted(expired.tag, expired.report, expired.facts, err);
-        }
-    }
-
-    /// Pops answered entries off the front of `waiting`, so its front is the oldest waiting one.
-    fn drop_answered(&mut self) {
-        while let Some(None) = self.waiting.front() {
-            self.waiting.pop_front();
-            self.first += 1;
         }
     }
 
@@ -387,63 +378,6 @@ pub async fn publish_batch(
         .map(|outcome| outcome.expect("the pipeline answers every event"))
         .collect();
     Ok(outcomes)
-}
-
-/// `<prefix><token>`, built without the formatting machinery: one is made per event.
-fn reply_subject(prefix: &str, token: u64) -> Subject {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(token);
-    let mut subject = String::with_capacity(prefix.len() + digits.len());
-    subject.push_str(prefix);
-    subject.push_str(digits);
-    Subject::from(subject)
-}
-
-/// What JetStream's reply to a publish says: the stored event, or why not.
-fn read_ack(reply: &Message) -> Result<Published, JsPublishError> {
-    /// A publish ack (`{"stream":…,"seq":…,"duplicate":…}`) or an API error; fields not needed
-    /// here are skipped without being copied.
-    #[derive(serde::Deserialize)]
-    struct Ack {
-        seq: Option<u64>,
-        #[serde(default)]
-        duplicate: bool,
-        error: Option<jetstream::Error>,
-    }
-    // No stream captures the subject, or JetStream is not answering yet.
-    if reply.status == Some(StatusCode::NO_RESPONDERS) {
-        return Err(JsPublishError::new(PublishErrorKind::StreamNotFound));
-    }
-    let ack: Ack = serde_json::from_slice(&reply.payload)
-        .map_err(|err| JsPublishError::with_source(PublishErrorKind::Other, err))?;
-    match (ack.error, ack.seq) {
-        (Some(error), _) => {
-            let kind = match error.error_code() {
-                ErrorCode::STREAM_WRONG_LAST_SEQUENCE => PublishErrorKind::WrongLastSequence,
-                ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID => PublishErrorKind::WrongLastMessageId,
-                _ => PublishErrorKind::Other,
-            };
-            Err(JsPublishError::with_source(kind, error))
-        }
-        (None, Some(id)) => Ok(Published {
-            id,
-            duplicate: ack.duplicate,
-        }),
-        (None, None) => Err(JsPublishError::with_source(
-            PublishErrorKind::Other,
-            "JetStream's publish ack has no sequence",
-        )),
-    }
-}
-
-/// The JetStream view of a message the client would not send.
-fn sort_send_error(err: &async_nats::client::PublishError) -> JsPublishError {
-    match err.kind() {
-        SendErrorKind::MaxPayloadExceeded => {
-            JsPublishError::new(PublishErrorKind::MaxPayloadExceeded)
-        }
-        _ => JsPublishError::new(PublishErrorKind::BrokenPipe),
-    }
 }
 
 #[cfg(test)]
