@@ -525,6 +525,18 @@ pub(crate) fn attempt_timeout(config: &consumer::Config, attempt: u64) -> Durati
 mod tests {
     use super::*;
 
+    #[test]
+    fn too_many_unnamed_consumers_names_the_variable() {
+        let err = too_many_unnamed("s", 5);
+        assert_eq!(err.kind(), crate::ErrorKind::LimitReached);
+        assert_eq!(err.limit(), Some("MAX_UNNAMED_CONSUMERS_PER_STREAM"));
+        assert!(
+            err.message()
+                .starts_with("stream s has 5 unnamed consumers"),
+            "{err}"
+        );
+    }
+
     fn spec(subjects: &[&str]) -> ConsumerSpec {
         ConsumerSpec {
             stream: "s".into(),

@@ -318,3 +318,21 @@ impl Drop for Member {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_subscriber_learns_the_variable_and_where_to_read_on() {
+        let err = too_slow(5, 9);
+        assert_eq!(err.kind(), crate::ErrorKind::LimitReached);
+        assert_eq!(err.limit(), Some("SUBSCRIBER_BUFFER_EVENTS"));
+        assert!(
+            err.message()
+                .starts_with("this subscriber fell 5 events behind")
+                && err.message().contains("the first event not sent is id 9"),
+            "{err}"
+        );
+    }
+}

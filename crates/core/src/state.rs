@@ -556,10 +556,7 @@ async fn classify_write(
         Failure::Disconnected(cause) => {
             Error::unavailable(format!("writing to store {store}: {cause}"))
         }
-        Failure::TooLarge { limit } => Error::invalid(
-            "value",
-            format!("the value is {size} bytes with its headers, over the limit of {limit} bytes"),
-        ),
+        Failure::TooLarge { limit } => value_too_large(size, limit),
         // A store's own headers are a few bytes, and a full store is reported as the API error it
         // has always been.
         Failure::HeadersTooLarge(api) | Failure::StreamFull(api) | Failure::Api(api) => {
@@ -567,6 +564,14 @@ async fn classify_write(
         }
         Failure::Nats(err) => err,
     }
+}
+
+/// The error of a value of `size` bytes, headers included, over the `limit` of the store or NATS.
+fn value_too_large(size: usize, limit: usize) -> Error {
+    Error::invalid(
+        "value",
+        format!("the value is {size} bytes with its headers, over the limit of {limit} bytes"),
+    )
 }
 
 async fn store_exists(nats: &Nats, store: &str) -> Result<bool, Error> {
@@ -824,6 +829,16 @@ mod tests {
             stream_config(&memory, Some(&existing)),
             Err(err) if err.kind() == ErrorKind::Conflict
         ));
+    }
+
+    #[test]
+    fn a_value_too_large_names_the_field_and_the_limit() {
+        let err = value_too_large(2, 1);
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert_eq!(
+            err.message(),
+            "value: the value is 2 bytes with its headers, over the limit of 1 bytes"
+        );
     }
 
     #[test]
