@@ -6,12 +6,12 @@
 //! Listings are paged the way JetStream pages them (up to 256 per page, by name), and the page token
 //! is the offset of the next page.
 
-use async_nats::jetstream::{ErrorCode, consumer, stream};
+use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 
 use crate::{
-    Nats, dead_letters,
-    error::{Classify, Invalid, NatsError, api_request},
+    Error, Nats, dead_letters,
+    error::{Classify, about_consumer, api_request},
     info::{ConsumerInfo, StreamInfo},
     names::{validate_existing_filter, validate_existing_name},
 };
@@ -39,56 +39,8 @@ pub struct StreamDetails {
     pub subjects_truncated: bool,
 }
 
-/// Why an administration call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The stream does not exist.
-    #[error("stream {0} not found")]
-    StreamNotFound(String),
-    /// The consumer does not exist.
-    #[error("consumer {consumer} not found on stream {stream}")]
-    ConsumerNotFound {
-        /// The stream.
-        stream: String,
-        /// The consumer.
-        consumer: String,
-    },
-    /// The stream is one of Jetway's own ([`internal_stream`]) and the call was not forced.
-    #[error("stream {stream} is internal to Jetway: {purpose}; pass force to {action} it anyway")]
-    Internal {
-        /// The stream.
-        stream: String,
-        /// What Jetway keeps in it.
-        purpose: &'static str,
-        /// `delete` or `purge`.
-        action: &'static str,
-    },
-    /// JetStream refused (e.g. purging a stream that denies purges).
-    #[error("{0}")]
-    Rejected(String),
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
-impl AdminError {
-    fn from_nats(err: NatsError, stream: &str, consumer: &str) -> Self {
-        match err.api_code() {
-            Some(ErrorCode::STREAM_NOT_FOUND) => AdminError::StreamNotFound(stream.to_owned()),
-            Some(ErrorCode::CONSUMER_NOT_FOUND) => AdminError::ConsumerNotFound {
-                stream: stream.to_owned(),
-                consumer: consumer.to_owned(),
-            },
-            _ => AdminError::Nats(err),
-        }
-    }
-}
-
 /// ListStreams: one page of streams.
-pub async fn list_streams(nats: &Nats, page_token: &str) -> Result<Page<StreamInfo>, AdminError> {
+pub async fn list_streams(nats: &Nats, page_token: &str) -> Result<Page<StreamInfo>, Error> {
     let offset = offset(page_token)?;
     let answer = api_request(
         nats,
@@ -110,7 +62,7 @@ pub async fn list_consumers(
     nats: &Nats,
     stream: &str,
     page_token: &str,
-) -> Result<Page<ConsumerInfo>, AdminError> {
+) -> Result<Page<ConsumerInfo>, Error> {
     validate_existing_name("stream", stream)?;
     let offset = offset(page_token)?;
     let answer = api_request(
@@ -119,7 +71,7 @@ pub async fn list_consumers(
         serde_json::json!({ "offset": offset }),
     )
     .await
-    .map_err(|err| AdminError::from_nats(err, stream, ""))?;
+    .map_err(|err| about_consumer(err, stream, ""))?;
     page(
         &answer,
         "consumers",
@@ -129,7 +81,7 @@ pub async fn list_consumers(
     )
 }
 
-fn offset(page_token: &str) -> Result<u64, Invalid> {
+fn offset(page_token: &str) -> Result<u64, Error> {
     if page_token.is_empty() {
         return Ok(0);
     }
@@ -138,7 +90,7 @@ fn offset(page_token: &str) -> Result<u64, Invalid> {
         .parse::<u64>()
         .ok()
         .filter(|offset| i64::try_from(*offset).is_ok())
-        .ok_or_else(|| Invalid::new("page_token", "is not a token from a previous page"))
+        .ok_or_else(|| Error::invalid("page_token", "is not a token from a previous page"))
 }
 
 /// Reads one page of a JetStream listing answer: `total`, and the items under `key`, each read by
@@ -149,13 +101,13 @@ fn page<T>(
     offset: u64,
     parse: fn(serde_json::Value) -> serde_json::Result<T>,
     name: impl Fn(&T) -> String,
-) -> Result<Page<T>, AdminError> {
+) -> Result<Page<T>, Error> {
     let mut items: Vec<T> = match answer.get(key) {
         Some(serde_json::Value::Array(items)) => items
             .iter()
             .map(|item| parse(item.clone()))
             .collect::<Result<_, _>>()
-            .map_err(|err| NatsError::Other(format!("reading a JetStream {key} page: {err}")))?,
+            .map_err(|err| Error::internal(format!("reading a JetStream {key} page: {err}")))?,
         _ => Vec::new(),
     };
     items.sort_by_key(|item| name(item));
@@ -173,7 +125,7 @@ pub async fn stream_info(
     nats: &Nats,
     stream: &str,
     subject_filter: &str,
-) -> Result<StreamDetails, AdminError> {
+) -> Result<StreamDetails, Error> {
     validate_existing_name("stream", stream)?;
     let filter = match subject_filter {
         "" => ">",
@@ -182,7 +134,7 @@ pub async fn stream_info(
             filter
         }
     };
-    let lookup = |err: NatsError| AdminError::from_nats(err, stream, "");
+    let lookup = |err: Error| about_consumer(err, stream, "");
     let handle = nats
         .jetstream()
         .get_stream_no_info(stream)
@@ -224,13 +176,12 @@ pub fn internal_stream(stream: &str) -> Option<&'static str> {
 }
 
 /// Refuses to `action` an internal stream unless `force`d, and logs a forced one.
-fn check_internal(stream: &str, action: &'static str, force: bool) -> Result<(), AdminError> {
+fn check_internal(stream: &str, action: &'static str, force: bool) -> Result<(), Error> {
     match internal_stream(stream) {
-        Some(purpose) if !force => Err(AdminError::Internal {
-            stream: stream.to_owned(),
-            purpose,
-            action,
-        }),
+        Some(purpose) if !force => Err(Error::conflict(format!(
+            "stream {stream} is internal to Jetway: {purpose}; pass force to {action} it anyway"
+        ))
+        .with_resource(format!("stream {stream}"))),
         Some(purpose) => {
             tracing::warn!(%stream, purpose, action, "forced on an internal stream");
             Ok(())
@@ -241,13 +192,13 @@ fn check_internal(stream: &str, action: &'static str, force: bool) -> Result<(),
 
 /// DeleteStream: deletes a stream with its events and consumers. An internal stream
 /// ([`internal_stream`]) only with `force`.
-pub async fn delete_stream(nats: &Nats, stream: &str, force: bool) -> Result<(), AdminError> {
+pub async fn delete_stream(nats: &Nats, stream: &str, force: bool) -> Result<(), Error> {
     validate_existing_name("stream", stream)?;
     check_internal(stream, "delete", force)?;
     nats.jetstream()
         .delete_stream(stream)
         .await
-        .map_err(|err| AdminError::from_nats(err.classify(), stream, ""))?;
+        .map_err(|err| about_consumer(err.classify(), stream, ""))?;
     tracing::info!(%stream, "stream deleted");
     Ok(())
 }
@@ -261,17 +212,18 @@ pub async fn purge_stream(
     subject: &str,
     keep: u64,
     force: bool,
-) -> Result<u64, AdminError> {
+) -> Result<u64, Error> {
     validate_existing_name("stream", stream)?;
     if !subject.is_empty() {
         validate_existing_filter("subject", subject)?;
     }
     check_internal(stream, "purge", force)?;
-    let lookup = |err: NatsError| match AdminError::from_nats(err, stream, "") {
-        AdminError::Nats(NatsError::Api { description, .. }) => AdminError::Rejected(format!(
-            "JetStream refused to purge {stream}: {description}"
-        )),
-        other => other,
+    let lookup = |err: Error| {
+        about_consumer(err, stream, "").refused(|_, description| {
+            Error::conflict(format!(
+                "JetStream refused to purge {stream}: {description}"
+            ))
+        })
     };
     let handle = nats
         .jetstream()
@@ -296,10 +248,10 @@ pub async fn consumer_info(
     nats: &Nats,
     stream: &str,
     consumer: &str,
-) -> Result<ConsumerInfo, AdminError> {
+) -> Result<ConsumerInfo, Error> {
     validate_existing_name("stream", stream)?;
     validate_existing_name("consumer", consumer)?;
-    let lookup = |err: NatsError| AdminError::from_nats(err, stream, consumer);
+    let lookup = |err: Error| about_consumer(err, stream, consumer);
     nats.jetstream()
         .get_stream_no_info(stream)
         .await
@@ -325,10 +277,10 @@ mod tests {
         assert_eq!(last.next_page_token, None);
         assert_eq!(offset("").unwrap(), 0);
         assert_eq!(offset("7").unwrap(), 7);
-        assert_eq!(offset("x").unwrap_err().field, "page_token");
+        assert_eq!(offset("x").unwrap_err().field(), Some("page_token"));
         assert_eq!(
-            offset("9223372036854775808").unwrap_err().field,
-            "page_token"
+            offset("9223372036854775808").unwrap_err().field(),
+            Some("page_token")
         );
     }
 

@@ -9,8 +9,8 @@ use async_nats::{
 };
 use tokio::sync::{Semaphore, watch};
 
-use crate::error::{Classify, NatsError};
 use crate::telemetry::metrics::NATS_CONNECTED;
+use crate::{Error, error::Classify};
 
 /// How long a readiness probe waits for JetStream to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -289,14 +289,14 @@ impl Nats {
     /// once while the connection is down: async-nats queues commands until it reconnects, and once
     /// its queue is full a publish waits for NATS, holding up the caller (a session, and with it
     /// its shutdown). Callers report a refusal as a temporary failure; the event stays in flight.
-    pub(crate) async fn send_ack(&self, reply: Subject, kind: AckKind) -> Result<(), NatsError> {
+    pub(crate) async fn send_ack(&self, reply: Subject, kind: AckKind) -> Result<(), Error> {
         if !self.is_connected() {
-            return Err(NatsError::Unavailable("NATS is not connected".into()));
+            return Err(Error::unavailable("NATS is not connected"));
         }
         self.client
             .publish(reply, kind.into())
             .await
-            .map_err(|err| NatsError::Unavailable(err.to_string()))
+            .map_err(Error::unavailable)
     }
 
     /// Whether the client is connected right now.
@@ -315,16 +315,14 @@ impl Nats {
     }
 
     /// Checks that NATS is connected and JetStream answers an account-info request.
-    pub async fn check_ready(&self) -> Result<(), NatsError> {
+    pub async fn check_ready(&self) -> Result<(), Error> {
         if !self.is_connected() {
-            return Err(NatsError::Unavailable("not connected to NATS".into()));
+            return Err(Error::unavailable("not connected to NATS"));
         }
         match tokio::time::timeout(READY_TIMEOUT, self.jetstream.query_account()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(err.classify()),
-            Err(_) => Err(NatsError::Unavailable(
-                "JetStream did not answer in time".into(),
-            )),
+            Err(_) => Err(Error::unavailable("JetStream did not answer in time")),
         }
     }
 

@@ -22,8 +22,8 @@ use async_nats::jetstream::{
 };
 
 use crate::{
-    Nats, dead_letters,
-    error::{Classify, Invalid, NatsError, api_request},
+    Error, Nats, dead_letters,
+    error::{Classify, about_consumer, api_request},
     format,
     names::{subjects_overlap, validate_filter, validate_name},
     streams::StreamPointer,
@@ -79,15 +79,15 @@ pub const MAX_PROCESSING_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 6
 pub const MIN_PROCESSING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Checks a processing timeout (or a backoff entry, which is one) given by a client.
-fn validate_timeout(field: &str, timeout: Duration) -> Result<(), Invalid> {
+fn validate_timeout(field: &str, timeout: Duration) -> Result<(), Error> {
     if timeout < MIN_PROCESSING_TIMEOUT {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             field,
             format!("must be at least {MIN_PROCESSING_TIMEOUT:?}"),
         ));
     }
     if timeout > MAX_PROCESSING_TIMEOUT {
-        return Err(Invalid::new(field, "must be at most 7 days (168h)"));
+        return Err(Error::invalid(field, "must be at most 7 days (168h)"));
     }
     Ok(())
 }
@@ -141,60 +141,17 @@ pub fn is_unnamed(name: &str) -> bool {
     })
 }
 
-/// Why EnsureConsumer or DeleteConsumer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The stream does not exist.
-    #[error("stream {0} not found")]
-    StreamNotFound(String),
-    /// The consumer does not exist.
-    #[error("consumer {consumer} not found on stream {stream}")]
-    ConsumerNotFound {
-        /// The stream.
-        stream: String,
-        /// The consumer name.
-        consumer: String,
-    },
-    /// JetStream refused the consumer configuration (e.g. a filter outside the stream's subjects).
-    #[error("{0}")]
-    Rejected(String),
-    /// The stream has as many unnamed consumers as [`UnnamedLimit`] allows.
-    #[error(
-        "stream {stream} has {limit} unnamed consumers, the most allowed per stream; name the \
-         consumer, delete unnamed ones no longer used, or wait for them to expire (1 h after their \
-         last subscriber)"
-    )]
-    TooManyUnnamed {
-        /// The stream.
-        stream: String,
-        /// The cap.
-        limit: usize,
-    },
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
-impl ConsumerError {
-    /// Maps a NATS failure on `stream`/`consumer`, turning "not found" codes into their variants and
-    /// other refusals, but for want of room, into [`ConsumerError::Rejected`].
-    pub(crate) fn from_nats(err: NatsError, stream: &str, consumer: &str) -> Self {
-        if err.is_resource_limit() {
-            return ConsumerError::Nats(err);
-        }
-        match err.api_code() {
-            Some(ErrorCode::STREAM_NOT_FOUND) => ConsumerError::StreamNotFound(stream.to_owned()),
-            Some(ErrorCode::CONSUMER_NOT_FOUND) => ConsumerError::ConsumerNotFound {
-                stream: stream.to_owned(),
-                consumer: consumer.to_owned(),
-            },
-            Some(_) => ConsumerError::Rejected(err.to_string()),
-            None => ConsumerError::Nats(err),
-        }
-    }
+/// The error of EnsureConsumer when the stream has as many unnamed consumers as [`UnnamedLimit`]
+/// allows.
+fn too_many_unnamed(stream: &str, limit: usize) -> Error {
+    Error::limit_reached(
+        "MAX_UNNAMED_CONSUMERS_PER_STREAM",
+        format!(
+            "stream {stream} has {limit} unnamed consumers, the most allowed per stream; name the \
+             consumer, delete unnamed ones no longer used, or wait for them to expire (1 h after \
+             their last subscriber)"
+        ),
+    )
 }
 
 /// A pull request within the consumer's own request limits (`max_batch`, `max_bytes`, `max_expires`;
@@ -233,7 +190,7 @@ pub(crate) fn require_explicit_acks(
     stream: &str,
     name: &str,
     call: &str,
-) -> Result<(), ConsumerError> {
+) -> Result<(), Error> {
     let wrong = if config.deliver_subject.is_some() {
         "is a push consumer; it needs a pull consumer"
     } else if config.ack_policy != AckPolicy::Explicit {
@@ -241,7 +198,7 @@ pub(crate) fn require_explicit_acks(
     } else {
         return Ok(());
     };
-    Err(ConsumerError::Rejected(format!(
+    Err(Error::conflict(format!(
         "consumer {name} on stream {stream} {wrong} for {call}"
     )))
 }
@@ -253,10 +210,13 @@ pub async fn ensure_consumer(
     nats: &Nats,
     spec: &ConsumerSpec,
     unnamed: &UnnamedLimit,
-) -> Result<String, ConsumerError> {
+) -> Result<String, Error> {
     validate_name("stream", &spec.stream)?;
     if spec.subjects.is_empty() {
-        return Err(Invalid::new("subjects", "one or more subjects must be specified").into());
+        return Err(Error::invalid(
+            "subjects",
+            "one or more subjects must be specified",
+        ));
     }
     for (i, subject) in spec.subjects.iter().enumerate() {
         validate_filter(&format!("subjects[{i}]"), subject)?;
@@ -270,11 +230,10 @@ pub async fn ensure_consumer(
     }
     match spec.processing_timeout {
         Some(timeout) if timeout.is_zero() => {
-            return Err(Invalid::new(
+            return Err(Error::invalid(
                 "processing_timeout",
                 "must be greater than zero; omit it for the default of 30s",
-            )
-            .into());
+            ));
         }
         Some(timeout) => validate_timeout("processing_timeout", timeout)?,
         None => {}
@@ -286,7 +245,7 @@ pub async fn ensure_consumer(
     let stream = js
         .get_stream(&spec.stream)
         .await
-        .map_err(|err| ConsumerError::from_nats(err.classify(), &spec.stream, ""))?;
+        .map_err(|err| about_consumer(err.classify(), &spec.stream, ""))?;
     validate_filters_in(&spec.subjects, stream.cached_info())?;
     if let Some(dead_letters) = spec
         .delivery
@@ -305,10 +264,7 @@ pub async fn ensure_consumer(
             if count_unnamed(nats, &spec.stream, unnamed.max_per_stream).await?
                 >= unnamed.max_per_stream
             {
-                return Err(ConsumerError::TooManyUnnamed {
-                    stream: spec.stream.clone(),
-                    limit: unnamed.max_per_stream,
-                });
+                return Err(too_many_unnamed(&spec.stream, unnamed.max_per_stream));
             }
             let name = uuid::Uuid::new_v4().to_string();
             let config = pull::Config {
@@ -325,15 +281,15 @@ pub async fn ensure_consumer(
                 .await
             {
                 Ok(consumer) => Some(consumer.cached_info().config.clone()),
-                Err(err) => match err.classify().api_code() {
-                    Some(ErrorCode::CONSUMER_NOT_FOUND) => None,
-                    _ => return Err(ConsumerError::from_nats(err.classify(), &spec.stream, name)),
+                Err(err) => match err.classify() {
+                    err if err.api_code() == Some(ErrorCode::CONSUMER_NOT_FOUND) => None,
+                    err => return Err(about_consumer(err, &spec.stream, name)),
                 },
             };
             let config = match existing {
                 Some(existing) => {
                     let existing = pull::Config::try_from_consumer_config(existing).map_err(|_| {
-                        ConsumerError::Rejected(format!(
+                        Error::conflict(format!(
                             "consumer {name} on stream {} is a push consumer; Jetway only serves pull consumers",
                             spec.stream
                         ))
@@ -345,7 +301,7 @@ pub async fn ensure_consumer(
                             .processing_timeout
                             .is_some_and(|t| existing.backoff.first().is_some_and(|&b| b != t))
                     {
-                        return Err(ConsumerError::Rejected(format!(
+                        return Err(Error::conflict(format!(
                             "processing_timeout: consumer {name} on stream {} has a backoff \
                              schedule, whose first entry is its processing timeout; give it a \
                              delivery policy without backoff first (jetway.events.v1 EnsureConsumer)",
@@ -367,14 +323,18 @@ pub async fn ensure_consumer(
     };
     js.create_consumer_on_stream(config, &spec.stream)
         .await
-        .map_err(|err| ConsumerError::from_nats(err.classify(), &spec.stream, &name))?;
+        .map_err(|err| {
+            about_consumer(err.classify(), &spec.stream, &name).refused(|code, description| {
+                Error::conflict(format!("JetStream error {}: {description}", code.0))
+            })
+        })?;
     tracing::info!(stream = %spec.stream, consumer = %name, durable = durable.is_some(), "consumer ensured");
     Ok(name)
 }
 
 /// How many unnamed consumers `stream` has, counting up to `enough`. The names come a page (up to
 /// 1,024) at a time.
-async fn count_unnamed(nats: &Nats, stream: &str, enough: usize) -> Result<usize, ConsumerError> {
+async fn count_unnamed(nats: &Nats, stream: &str, enough: usize) -> Result<usize, Error> {
     let mut count = 0;
     let mut offset = 0;
     loop {
@@ -384,7 +344,7 @@ async fn count_unnamed(nats: &Nats, stream: &str, enough: usize) -> Result<usize
             serde_json::json!({ "offset": offset }),
         )
         .await
-        .map_err(|err| ConsumerError::from_nats(err, stream, ""))?;
+        .map_err(|err| about_consumer(err, stream, ""))?;
         // An empty page is `null`.
         let names = answer["consumers"]
             .as_array()
@@ -404,14 +364,14 @@ async fn count_unnamed(nats: &Nats, stream: &str, enough: usize) -> Result<usize
 /// Checks that each filter can match events of the stream: JetStream accepts a filter outside the
 /// stream's subjects, and the consumer then never delivers anything. The events of a mirror or of
 /// a stream with sources keep their sources' subjects, so there any filter may match.
-fn validate_filters_in(filters: &[String], stream: &stream::Info) -> Result<(), Invalid> {
+fn validate_filters_in(filters: &[String], stream: &stream::Info) -> Result<(), Error> {
     let config = &stream.config;
     if config.mirror.is_some() || config.sources.as_ref().is_some_and(|s| !s.is_empty()) {
         return Ok(());
     }
     for (i, filter) in filters.iter().enumerate() {
         if !config.subjects.iter().any(|s| subjects_overlap(filter, s)) {
-            return Err(Invalid::new(
+            return Err(Error::invalid(
                 format!("subjects[{i}]"),
                 format!(
                     "{filter} matches none of the subjects of stream {} ({}), so the consumer would never receive an event",
@@ -424,15 +384,15 @@ fn validate_filters_in(filters: &[String], stream: &stream::Info) -> Result<(), 
     Ok(())
 }
 
-fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), Invalid> {
+fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), Error> {
     if policy.max_deliveries == Some(0) {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "max_deliveries",
             "must be at least 1; omit it for no limit",
         ));
     }
     if policy.backoff.len() > MAX_BACKOFF_ENTRIES {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "backoff",
             format!("must have at most {MAX_BACKOFF_ENTRIES} entries"),
         ));
@@ -441,7 +401,7 @@ fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), I
         validate_timeout(&format!("backoff[{i}]"), *timeout)?;
     }
     if !policy.backoff.is_empty() && spec.processing_timeout.is_some() {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "processing_timeout",
             "cannot be combined with backoff, whose first entry is the processing timeout",
         ));
@@ -449,7 +409,7 @@ fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), I
     if let Some(max) = policy.max_deliveries
         && policy.backoff.len() > max as usize
     {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "backoff",
             format!(
                 "has {} entries, more than max_deliveries ({max})",
@@ -460,7 +420,7 @@ fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), I
     if let Some(dead_letters) = &policy.dead_letter_stream {
         validate_name("dead_letter_stream", dead_letters)?;
         if *dead_letters == spec.stream {
-            return Err(Invalid::new(
+            return Err(Error::invalid(
                 "dead_letter_stream",
                 "must be another stream than the consumer's",
             ));
@@ -470,17 +430,13 @@ fn validate_policy(spec: &ConsumerSpec, policy: &DeliveryPolicy) -> Result<(), I
 }
 
 /// Deletes a consumer.
-pub async fn delete_consumer(
-    nats: &Nats,
-    stream: &str,
-    consumer: &str,
-) -> Result<(), ConsumerError> {
+pub async fn delete_consumer(nats: &Nats, stream: &str, consumer: &str) -> Result<(), Error> {
     validate_name("stream", stream)?;
     validate_name("id", consumer)?;
     nats.jetstream()
         .delete_consumer_from_stream(consumer, stream)
         .await
-        .map_err(|err| ConsumerError::from_nats(err.classify(), stream, consumer))?;
+        .map_err(|err| about_consumer(err.classify(), stream, consumer))?;
     tracing::info!(%stream, %consumer, "consumer deleted");
     Ok(())
 }
@@ -568,6 +524,18 @@ pub(crate) fn attempt_timeout(config: &consumer::Config, attempt: u64) -> Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_unnamed_consumers_names_the_variable() {
+        let err = too_many_unnamed("s", 5);
+        assert_eq!(err.kind(), crate::ErrorKind::LimitReached);
+        assert_eq!(err.limit(), Some("MAX_UNNAMED_CONSUMERS_PER_STREAM"));
+        assert!(
+            err.message()
+                .starts_with("stream s has 5 unnamed consumers"),
+            "{err}"
+        );
+    }
 
     fn spec(subjects: &[&str]) -> ConsumerSpec {
         ConsumerSpec {
@@ -681,7 +649,11 @@ mod tests {
                 processing_timeout: timeout,
                 ..spec(&["a"])
             };
-            validate_policy(&spec, &policy).unwrap_err().field
+            validate_policy(&spec, &policy)
+                .unwrap_err()
+                .field()
+                .unwrap_or_default()
+                .to_owned()
         };
         let second = Duration::from_secs(1);
         let policy =

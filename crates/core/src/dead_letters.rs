@@ -40,13 +40,12 @@ use futures::{StreamExt, stream::BoxStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Nats,
-    consumers::ConsumerError,
-    error::{Classify, Invalid, NatsError},
+    Error, ErrorKind, Nats,
+    error::{Classify, about_consumer},
     format::{self, Event},
     names::{validate_existing_name, validate_name},
-    publish::{self, PublishError},
-    reads::{Bound, EventReadError, Reader},
+    publish,
+    reads::{Bound, Reader},
     streams::{DEFAULT_DEDUPE_WINDOW, validate_sequence},
 };
 
@@ -125,7 +124,7 @@ pub struct DeadLetter {
 }
 
 /// A stream of dead letters, ending at the first error.
-pub type DeadLetters = BoxStream<'static, Result<DeadLetter, DeadLetterError>>;
+pub type DeadLetters = BoxStream<'static, Result<DeadLetter, Error>>;
 
 /// Which dead letters ListDeadLetters sends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -170,39 +169,6 @@ pub struct Redriven {
     pub temporary_failed_ids: Vec<u64>,
 }
 
-/// Why ListDeadLetters or RedriveDeadLetters failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The dead-letter stream does not exist.
-    #[error("stream {0} not found")]
-    StreamNotFound(String),
-    /// The stream exists but is not a dead-letter stream.
-    #[error("stream {0} is not a dead-letter stream")]
-    NotDeadLetterStream(String),
-    /// JetStream did not acknowledge a redriven event in time; it may have been stored. Redriving
-    /// again is safe: each dead letter is published under the same message id every time.
-    #[error("JetStream did not acknowledge the redriven event {0} in time; redrive again")]
-    TimedOut(u64),
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
-impl From<EventReadError> for DeadLetterError {
-    fn from(err: EventReadError) -> Self {
-        match err {
-            EventReadError::Invalid(invalid) => invalid.into(),
-            EventReadError::StreamNotFound(stream) => DeadLetterError::StreamNotFound(stream),
-            EventReadError::Nats(err) => err.into(),
-            // Reading a dead-letter stream asks for no single event and names its stream.
-            other => NatsError::Other(other.to_string()).into(),
-        }
-    }
-}
-
 /// The subjects of a dead-letter stream.
 fn subjects(dead_letters: &str) -> String {
     format!("$JW.DLQ.{dead_letters}.>")
@@ -217,14 +183,10 @@ fn subject(dead_letters: &str, stream: &str, consumer: &str, sequence: &str) -> 
 /// that JetStream publishes is lost unless the advisory stream captures it, so for a consumer with
 /// a dead-letter stream that stream is made again if it was deleted. An error means the reject must
 /// not be sent (the event stays in flight); a consumer that no longer exists needs nothing.
-pub(crate) async fn prepare_reject(
-    nats: &Nats,
-    stream: &str,
-    consumer: &str,
-) -> Result<(), NatsError> {
+pub(crate) async fn prepare_reject(nats: &Nats, stream: &str, consumer: &str) -> Result<(), Error> {
     // Refused at once, as the reject itself would be, instead of waiting out two request timeouts.
     if !nats.is_connected() {
-        return Err(NatsError::Unavailable("NATS is not connected".into()));
+        return Err(Error::unavailable("NATS is not connected"));
     }
     let info = async {
         nats.jetstream()
@@ -254,12 +216,12 @@ pub(crate) async fn prepare_reject(
 
 /// Makes what a consumer with a dead-letter stream needs: the advisory stream and the dead-letter
 /// stream itself.
-pub(crate) async fn prepare(nats: &Nats, dead_letters: &str) -> Result<(), ConsumerError> {
+pub(crate) async fn prepare(nats: &Nats, dead_letters: &str) -> Result<(), Error> {
     ensure_advisory_stream(nats).await?;
     ensure_dead_letter_stream(nats, dead_letters).await
 }
 
-async fn ensure_advisory_stream(nats: &Nats) -> Result<(), NatsError> {
+async fn ensure_advisory_stream(nats: &Nats) -> Result<(), Error> {
     let config = stream::Config {
         name: ADVISORY_STREAM.to_owned(),
         description: Some(
@@ -284,7 +246,7 @@ async fn ensure_advisory_stream(nats: &Nats) -> Result<(), NatsError> {
     }
 }
 
-async fn ensure_dead_letter_stream(nats: &Nats, dead_letters: &str) -> Result<(), ConsumerError> {
+async fn ensure_dead_letter_stream(nats: &Nats, dead_letters: &str) -> Result<(), Error> {
     let js = nats.jetstream();
     let config = stream::Config {
         name: dead_letters.to_owned(),
@@ -300,36 +262,31 @@ async fn ensure_dead_letter_stream(nats: &Nats, dead_letters: &str) -> Result<()
         Ok(_) => true,
         Err(err) => match err.classify() {
             e if e.api_code() == Some(ErrorCode::STREAM_NAME_EXIST) => false,
-            e => return Err(ConsumerError::from_nats(e, dead_letters, "")),
+            e => return Err(about_consumer(e, dead_letters, "")),
         },
     };
     if !created {
         check_dead_letter_stream(nats, dead_letters)
             .await
-            .map_err(|err| match err {
-                DeadLetterError::NotDeadLetterStream(_) => ConsumerError::Rejected(format!(
-                    "dead_letter_stream: {err}: it does not capture {}",
+            .map_err(|err| match err.kind() {
+                ErrorKind::Conflict => Error::conflict(format!(
+                    "{err}: it does not capture {}",
                     subjects(dead_letters)
-                )),
-                DeadLetterError::Nats(err) => err.into(),
-                other => ConsumerError::Rejected(other.to_string()),
+                ))
+                .with_field("dead_letter_stream"),
+                _ => err,
             })?;
     }
     Ok(())
 }
 
 /// Checks that a stream exists and is a dead-letter stream.
-async fn check_dead_letter_stream(nats: &Nats, dead_letters: &str) -> Result<(), DeadLetterError> {
+async fn check_dead_letter_stream(nats: &Nats, dead_letters: &str) -> Result<(), Error> {
     let stream = nats
         .jetstream()
         .get_stream(dead_letters)
         .await
-        .map_err(|err| match err.classify() {
-            e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => {
-                DeadLetterError::StreamNotFound(dead_letters.to_owned())
-            }
-            e => e.into(),
-        })?;
+        .map_err(|err| about_consumer(err.classify(), dead_letters, ""))?;
     if stream
         .cached_info()
         .config
@@ -338,9 +295,10 @@ async fn check_dead_letter_stream(nats: &Nats, dead_letters: &str) -> Result<(),
     {
         Ok(())
     } else {
-        Err(DeadLetterError::NotDeadLetterStream(
-            dead_letters.to_owned(),
+        Err(Error::conflict(format!(
+            "dead_letter_stream: stream {dead_letters} is not a dead-letter stream"
         ))
+        .with_field("dead_letter_stream"))
     }
 }
 
@@ -417,7 +375,7 @@ enum Worker {
 
 /// Opens the worker's consumer; if the advisory stream does not exist, makes it when `recreate`,
 /// else waits for it.
-async fn open_worker(nats: &Nats, recreate: bool) -> Result<Worker, NatsError> {
+async fn open_worker(nats: &Nats, recreate: bool) -> Result<Worker, Error> {
     // Subscribed before the lookup, so a stream made right after it is not missed.
     let created = nats
         .client()
@@ -425,7 +383,7 @@ async fn open_worker(nats: &Nats, recreate: bool) -> Result<Worker, NatsError> {
             "$JS.EVENT.ADVISORY.STREAM.CREATED.{ADVISORY_STREAM}"
         ))
         .await
-        .map_err(NatsError::unavailable)?;
+        .map_err(Error::unavailable)?;
     let js = nats.jetstream();
     let stream = js
         .get_stream_no_info(ADVISORY_STREAM)
@@ -461,7 +419,7 @@ async fn open_worker(nats: &Nats, recreate: bool) -> Result<Worker, NatsError> {
         .max_messages_per_batch(WORKER_BATCH)
         .messages()
         .await
-        .map_err(|err| NatsError::Unavailable(format!("pulling advisories: {err}")))?;
+        .map_err(|err| Error::unavailable(format!("pulling advisories: {err}")))?;
     Ok(Worker::Running(Box::new(advisories)))
 }
 
@@ -530,7 +488,7 @@ async fn dead_letter(nats: &Nats, advisory: &Advisory) -> Outcome {
             return Outcome::Done;
         }
     };
-    let gone = |err: &NatsError| {
+    let gone = |err: &Error| {
         matches!(
             err.api_code(),
             Some(ErrorCode::STREAM_NOT_FOUND | ErrorCode::CONSUMER_NOT_FOUND)
@@ -584,21 +542,22 @@ async fn dead_letter(nats: &Nats, advisory: &Advisory) -> Outcome {
         }
         Err(err) => publish::classify(nats, err, &subject, Some(0), size).await,
     };
-    match err {
+    match err.kind() {
         // Stored before: this advisory was processed once already.
-        PublishError::WrongLastId { .. } => Outcome::Done,
-        PublishError::NoStream(_) => {
+        ErrorKind::Conflict => Outcome::Done,
+        ErrorKind::NotFound => {
             // The dead-letter stream was deleted; make it again and retry.
             if let Err(err) = ensure_dead_letter_stream(nats, &dead_letters).await {
                 tracing::warn!(%err, %dead_letters, "cannot recreate a dead-letter stream");
             }
             Outcome::Retry
         }
-        PublishError::TooLarge { .. } => {
+        // The copy is too large, or its headers are: it never will be stored.
+        ErrorKind::Invalid => {
             tracing::error!(%err, %stream, sequence, %dead_letters, "cannot dead-letter an event: the copy is too large; the event stays in its stream");
             Outcome::Done
         }
-        err => {
+        _ => {
             tracing::warn!(%err, %dead_letters, "cannot store a dead letter; retrying");
             Outcome::Retry
         }
@@ -677,7 +636,7 @@ fn decode(message: StreamMessage) -> Option<DeadLetter> {
     })
 }
 
-fn validate_filters(stream: &str, consumer: &str) -> Result<(), Invalid> {
+fn validate_filters(stream: &str, consumer: &str) -> Result<(), Error> {
     if !stream.is_empty() {
         validate_existing_name("stream", stream)?;
     }
@@ -695,7 +654,7 @@ async fn read(
     consumer: &str,
     from_id: u64,
     limit: Option<u64>,
-) -> Result<Reader, DeadLetterError> {
+) -> Result<Reader, Error> {
     validate_name("dead_letter_stream", dead_letters)?;
     validate_filters(stream, consumer)?;
     validate_sequence("from_id", from_id)?;
@@ -706,11 +665,11 @@ async fn read(
         0 => jetstream::consumer::DeliverPolicy::All,
         start_sequence => jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
     };
-    Ok(Reader::open(nats, dead_letters, from, &filter, Bound::CaughtUp(limit)).await?)
+    Reader::open(nats, dead_letters, from, &filter, Bound::CaughtUp(limit)).await
 }
 
 /// ListDeadLetters: the dead letters matching `spec`, oldest first, up to the last one stored now.
-pub async fn list(nats: &Nats, spec: &ListSpec) -> Result<DeadLetters, DeadLetterError> {
+pub async fn list(nats: &Nats, spec: &ListSpec) -> Result<DeadLetters, Error> {
     let reader = read(
         nats,
         &spec.dead_letter_stream,
@@ -728,7 +687,7 @@ pub async fn list(nats: &Nats, spec: &ListSpec) -> Result<DeadLetters, DeadLette
                     // Something else stored on a dead-letter subject: not a dead letter.
                     None => continue,
                 },
-                Err(err) => return Some((Err(err.into()), reader)),
+                Err(err) => return Some((Err(err), reader)),
             }
         }
     })
@@ -741,16 +700,19 @@ pub async fn redrive(
     nats: &Nats,
     dead_letters: &str,
     selection: &Selection,
-) -> Result<Redriven, DeadLetterError> {
+) -> Result<Redriven, Error> {
     let mut result = Redriven::default();
     match selection {
         Selection::Ids(ids) => {
             validate_name("dead_letter_stream", dead_letters)?;
             if ids.is_empty() {
-                return Err(Invalid::new("ids", "list ids, or set all").into());
+                return Err(Error::invalid("ids", "list ids, or set all"));
             }
             if ids.len() > MAX_REDRIVE as usize {
-                return Err(Invalid::new("ids", format!("must list at most {MAX_REDRIVE}")).into());
+                return Err(Error::invalid(
+                    "ids",
+                    format!("must list at most {MAX_REDRIVE}"),
+                ));
             }
             check_dead_letter_stream(nats, dead_letters).await?;
             let stream = nats
@@ -769,7 +731,7 @@ pub async fn redrive(
                     Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
                         result.invalid_ids.push(id);
                     }
-                    Err(err) => return Err(err.classify().into()),
+                    Err(err) => return Err(err.classify()),
                 }
             }
         }
@@ -779,7 +741,10 @@ pub async fn redrive(
             limit,
         } => {
             if *limit > MAX_REDRIVE {
-                return Err(Invalid::new("limit", format!("must be at most {MAX_REDRIVE}")).into());
+                return Err(Error::invalid(
+                    "limit",
+                    format!("must be at most {MAX_REDRIVE}"),
+                ));
             }
             let limit = match limit {
                 0 => MAX_REDRIVE,
@@ -801,7 +766,7 @@ async fn redrive_one(
     dead_letters: &str,
     message: StreamMessage,
     result: &mut Redriven,
-) -> Result<(), DeadLetterError> {
+) -> Result<(), Error> {
     let id = message.sequence;
     let Some(subject) = message
         .headers
@@ -828,17 +793,24 @@ async fn redrive_one(
     let event_id = match published {
         Ok(ack) => ack.sequence,
         Err(err) => {
-            return match publish::classify(nats, err, &subject, None, size).await {
-                err @ (PublishError::NoStream(_)
-                | PublishError::TooLarge { .. }
-                | PublishError::StreamFull(_)) => {
+            let err = publish::classify(nats, err, &subject, None, size).await;
+            return match err.kind() {
+                // No stream takes it now, it is too large for the one that does, or that one is
+                // full: it stays a dead letter.
+                ErrorKind::NotFound | ErrorKind::Invalid | ErrorKind::LimitReached => {
                     tracing::warn!(%err, id, %dead_letters, "cannot redrive a dead letter");
                     result.temporary_failed_ids.push(id);
                     Ok(())
                 }
-                PublishError::TimedOut => Err(DeadLetterError::TimedOut(id)),
-                PublishError::Nats(err) => Err(err.into()),
-                other => Err(NatsError::Other(other.to_string()).into()),
+                // It may have been stored; redriving again is safe, as each dead letter is
+                // published under the same message id every time.
+                ErrorKind::TimedOut => Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "JetStream did not acknowledge the redriven event {id} in time; redrive again"
+                    ),
+                )),
+                _ => Err(err),
             };
         }
     };
@@ -851,7 +823,7 @@ async fn redrive_one(
         Ok(_) => {}
         // Removed meanwhile (a concurrent redrive of the same dead letter).
         Err(err) if err.classify().api_code() == Some(ErrorCode::NO_MESSAGE_FOUND) => {}
-        Err(err) => return Err(err.classify().into()),
+        Err(err) => return Err(err.classify()),
     }
     tracing::info!(id, event_id, %subject, %dead_letters, "dead letter redriven");
     result.redriven.push((id, event_id));

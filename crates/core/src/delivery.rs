@@ -41,14 +41,14 @@ use tokio::{
 };
 
 use crate::{
-    Nats,
+    Error, ErrorKind, Nats,
     consumers::{
-        ConsumerError, MAX_PROCESSING_TIMEOUT, MIN_PROCESSING_TIMEOUT, attempt_timeout,
-        processing_timeout, require_explicit_acks, within_request_limits,
+        MAX_PROCESSING_TIMEOUT, MIN_PROCESSING_TIMEOUT, attempt_timeout, processing_timeout,
+        require_explicit_acks, within_request_limits,
     },
     dead_letters,
     delivery::flow::{Admission, Flow},
-    error::{Classify, Invalid, NatsError},
+    error::{Classify, about_consumer},
     format::{self, Event},
     names::validate_name,
     telemetry::{self, metrics::Path},
@@ -105,9 +105,9 @@ impl Settle {
     /// [`MIN_PROCESSING_TIMEOUT`] is raised to it rather than refused, because Windshift clients
     /// send any delay and a refusal ends their whole Events stream; so a delayed event, like a
     /// timed-out one, comes back at most once a second.
-    pub fn reject(field: &str, delay: Option<Duration>) -> Result<Settle, Invalid> {
+    pub fn reject(field: &str, delay: Option<Duration>) -> Result<Settle, Error> {
         match delay {
-            Some(delay) if delay > MAX_PROCESSING_TIMEOUT => Err(Invalid::new(
+            Some(delay) if delay > MAX_PROCESSING_TIMEOUT => Err(Error::invalid(
                 field,
                 "must be at most 7 days (168h), the longest processing timeout",
             )),
@@ -169,22 +169,6 @@ impl Settled {
     }
 }
 
-/// Why a subscription stopped delivering.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The consumer (or its stream) was deleted while subscribed.
-    #[error("consumer {consumer} on stream {stream} was deleted")]
-    ConsumerDeleted {
-        /// The stream.
-        stream: String,
-        /// The consumer.
-        consumer: String,
-    },
-    /// NATS failed in a way the subscription cannot recover from.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
 /// What settles an event in flight.
 struct Receipt {
     /// Its ack subject.
@@ -226,17 +210,16 @@ impl Drop for Subscription {
 
 impl Subscription {
     /// Subscribes to an existing pull consumer.
-    pub async fn open(nats: &Nats, spec: &SubscribeSpec) -> Result<Subscription, ConsumerError> {
+    pub async fn open(nats: &Nats, spec: &SubscribeSpec) -> Result<Subscription, Error> {
         validate_name("stream", &spec.stream)?;
         validate_name("consumer", &spec.consumer)?;
         let max = match spec.max_processing_events {
             None | Some(0) => DEFAULT_MAX_PROCESSING_EVENTS,
             Some(n) if n > MAX_PROCESSING_EVENTS_LIMIT => {
-                return Err(Invalid::new(
+                return Err(Error::invalid(
                     "max_processing_events",
                     format!("must be at most {MAX_PROCESSING_EVENTS_LIMIT}"),
-                )
-                .into());
+                ));
             }
             Some(n) => n,
         } as usize;
@@ -244,7 +227,7 @@ impl Subscription {
         let client = nats.client();
         let advisory = |subject: String| async move {
             client.subscribe(subject).await.map_err(|err| {
-                NatsError::Unavailable(format!("subscribing to deletion advisories: {err}"))
+                Error::unavailable(format!("subscribing to deletion advisories: {err}"))
             })
         };
         let consumer_deleted = advisory(format!(
@@ -255,7 +238,7 @@ impl Subscription {
         let stream_deleted =
             advisory(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{}", spec.stream)).await?;
         let js = nats.jetstream();
-        let lookup = |err: NatsError| ConsumerError::from_nats(err, &spec.stream, &spec.consumer);
+        let lookup = |err: Error| about_consumer(err, &spec.stream, &spec.consumer);
         let stream = js
             .get_stream_no_info(&spec.stream)
             .await
@@ -266,13 +249,14 @@ impl Subscription {
             .map_err(|e| lookup(e.classify()))?;
         require_explicit_acks(&info.config, &spec.stream, &spec.consumer, "Events")?;
         let processing_timeout = processing_timeout(&info);
-        let config = pull::Config::try_from_consumer_config(info.config.clone())
-            .map_err(|err| NatsError::Other(err.to_string()))?;
+        let config =
+            pull::Config::try_from_consumer_config(info.config.clone()).map_err(Error::other)?;
         let consumer = PullConsumer::new(config, info, js.clone());
         let inbox = Subject::from(client.new_inbox());
-        let messages = client.subscribe(inbox.clone()).await.map_err(|err| {
-            NatsError::Unavailable(format!("subscribing to the pull inbox: {err}"))
-        })?;
+        let messages = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| Error::unavailable(format!("subscribing to the pull inbox: {err}")))?;
         let now = Instant::now();
         let meters = telemetry::metrics::Delivery::new(Path::Events);
         let subscriptions = metrics::gauge!(telemetry::metrics::SUBSCRIPTIONS);
@@ -303,7 +287,7 @@ impl Subscription {
 
     /// Waits for the next event and records it as in flight. Cancel-safe: a cancelled call loses
     /// nothing, and the next call carries on.
-    pub async fn next(&mut self) -> Result<Delivery, DeliveryError> {
+    pub async fn next(&mut self) -> Result<Delivery, Error> {
         loop {
             while let Some((came, message)) = self.flow.next_held() {
                 if let Some(delivery) = self.deliver(message, Some(came)).await {
@@ -321,7 +305,7 @@ impl Subscription {
                             return Ok(delivery);
                         }
                     }
-                    None => return Err(NatsError::Other("the pull inbox subscription closed".into()).into()),
+                    None => return Err(Error::other("the pull inbox subscription closed")),
                 },
                 Some(_) = self.deletions.next() => return Err(self.deleted()),
                 changed = self.connected.changed(), if self.watching_connection => match changed {
@@ -339,7 +323,7 @@ impl Subscription {
 
     /// Requests as many messages as there are free slots, when a pull is worth it (see
     /// [`Flow::pull_size`]).
-    async fn pull_if_needed(&mut self) -> Result<(), DeliveryError> {
+    async fn pull_if_needed(&mut self) -> Result<(), Error> {
         let Some(free) = self.flow.pull_size(Instant::now()) else {
             return Ok(());
         };
@@ -359,16 +343,13 @@ impl Subscription {
         self.consumer
             .request_batch(request, self.inbox.clone())
             .await
-            .map_err(|err| NatsError::Unavailable(format!("sending a pull request: {err}")))?;
+            .map_err(|err| Error::unavailable(format!("sending a pull request: {err}")))?;
         self.flow.pulled(batch, expires, Instant::now());
         Ok(())
     }
 
     /// Handles one message on the pull inbox: an event, or a status about our pull requests.
-    async fn receive(
-        &mut self,
-        message: async_nats::Message,
-    ) -> Result<Option<Delivery>, DeliveryError> {
+    async fn receive(&mut self, message: async_nats::Message) -> Result<Option<Delivery>, Error> {
         match message.status {
             None | Some(StatusCode::OK) => {
                 self.flow.arrived();
@@ -378,9 +359,7 @@ impl Subscription {
                 match message.description.as_deref() {
                     Some("Consumer Deleted") => return Err(self.deleted()),
                     Some("Consumer is push based") => {
-                        return Err(
-                            NatsError::Other("the consumer became a push consumer".into()).into(),
-                        );
+                        return Err(Error::other("the consumer became a push consumer"));
                     }
                     _ => {}
                 }
@@ -426,11 +405,16 @@ impl Subscription {
         }
     }
 
-    fn deleted(&self) -> DeliveryError {
-        DeliveryError::ConsumerDeleted {
-            stream: self.stream.clone(),
-            consumer: self.name.clone(),
-        }
+    /// The error that ends a subscription whose consumer (or its stream) was deleted.
+    fn deleted(&self) -> Error {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "consumer {} on stream {} was deleted",
+                self.name, self.stream
+            ),
+        )
+        .with_resource(format!("consumer {} on stream {}", self.name, self.stream))
     }
 
     /// Turns a JetStream message into a [`Delivery`] and records it as in flight, or holds it while
@@ -585,7 +569,7 @@ impl Subscription {
         self.set_timer(next);
     }
 
-    async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), NatsError> {
+    async fn send_ack(&self, reply: &Subject, kind: AckKind) -> Result<(), Error> {
         self.nats.send_ack(reply.clone(), kind).await
     }
 
@@ -637,19 +621,19 @@ mod tests {
     #[test]
     fn reject_delays_are_raised_to_a_second_and_refused_past_a_week() {
         let reject = |delay: Option<Duration>| Settle::reject("delay", delay);
-        assert_eq!(reject(None), Ok(Settle::Reject(None)));
-        assert_eq!(reject(Some(Duration::ZERO)), Ok(Settle::Reject(None)));
+        assert_eq!(reject(None).unwrap(), Settle::Reject(None));
+        assert_eq!(reject(Some(Duration::ZERO)).unwrap(), Settle::Reject(None));
         assert_eq!(
-            reject(Some(Duration::from_nanos(1))),
-            Ok(Settle::Reject(Some(MIN_PROCESSING_TIMEOUT)))
+            reject(Some(Duration::from_nanos(1))).unwrap(),
+            Settle::Reject(Some(MIN_PROCESSING_TIMEOUT))
         );
         let minute = Duration::from_secs(60);
-        assert_eq!(reject(Some(minute)), Ok(Settle::Reject(Some(minute))));
+        assert_eq!(reject(Some(minute)).unwrap(), Settle::Reject(Some(minute)));
         assert_eq!(
-            reject(Some(MAX_PROCESSING_TIMEOUT)),
-            Ok(Settle::Reject(Some(MAX_PROCESSING_TIMEOUT)))
+            reject(Some(MAX_PROCESSING_TIMEOUT)).unwrap(),
+            Settle::Reject(Some(MAX_PROCESSING_TIMEOUT))
         );
         let over = reject(Some(MAX_PROCESSING_TIMEOUT + Duration::from_nanos(1)));
-        assert_eq!(over.unwrap_err().field, "delay");
+        assert_eq!(over.unwrap_err().field(), Some("delay"));
     }
 }

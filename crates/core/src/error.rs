@@ -7,9 +7,9 @@
 
 use async_nats::jetstream::ErrorCode;
 
-/// What a caller can do about an [`Error`]; transports map each kind to one status.
+/// What a caller can do about an [`Error`]; transports map each kind to one status. Not
+/// `non_exhaustive`, on purpose: a kind added here must get its status in every transport's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorKind {
     /// A client input is not acceptable; [`Error::field`] names it.
     Invalid,
@@ -36,24 +36,34 @@ pub enum ErrorKind {
 
 /// The error of every core operation: what kind it is, what it is about, and why.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+#[error("{}", self.inner.message)]
 pub struct Error {
+    // Boxed: every core call returns it, and the happy path should not carry its size.
+    inner: Box<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     field: Option<String>,
     resource: Option<String>,
     limit: Option<&'static str>,
+    api: Option<Api>,
 }
 
 impl Error {
     /// An error of `kind` with the client-facing `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
-            kind,
-            message: message.into(),
-            field: None,
-            resource: None,
-            limit: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                field: None,
+                resource: None,
+                limit: None,
+                api: None,
+            }),
         }
     }
 
@@ -77,7 +87,7 @@ impl Error {
     /// A limit set by Jetway's `variable` was reached; `message` says which and what to do.
     pub fn limit_reached(variable: &'static str, message: impl Into<String>) -> Self {
         let mut err = Error::new(ErrorKind::LimitReached, message);
-        err.limit = Some(variable);
+        err.inner.limit = Some(variable);
         err
     }
 
@@ -88,276 +98,324 @@ impl Error {
 
     /// Names the field this error is about.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.inner.field = Some(field.into());
         self
     }
 
     /// Names the resource this error is about.
     pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = Some(resource.into());
+        self.inner.resource = Some(resource.into());
         self
     }
 
     /// What the caller can do about this error.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The message for the client (for [`ErrorKind::Internal`], for the log only).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// The input field this error is about, by its API name (e.g. `subjects[1]`).
     pub fn field(&self) -> Option<&str> {
-        self.field.as_deref()
+        self.inner.field.as_deref()
     }
 
     /// The resource this error is about (e.g. `stream orders`).
     pub fn resource(&self) -> Option<&str> {
-        self.resource.as_deref()
+        self.inner.resource.as_deref()
     }
 
     /// The configuration variable whose limit was reached, for [`ErrorKind::LimitReached`].
     pub fn limit(&self) -> Option<&'static str> {
-        self.limit
+        self.inner.limit
     }
 }
 
-/// A client input that is not acceptable, naming the field (by its Windshift API name).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct Invalid {
-    /// The field path, e.g. `retention_policy.max_age` or `subjects[1]`.
-    pub field: String,
-    /// Why the value is rejected.
-    pub reason: String,
+/// The result of every core operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A JetStream API error, kept beside the [`Error`] it became so that an operation can say what
+/// it means for its own request (e.g. "no such stream" as "store orders not found").
+#[derive(Debug, Clone)]
+struct Api {
+    code: ErrorCode,
+    description: String,
 }
 
-impl Invalid {
-    /// A validation failure of `field`.
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// A failure talking to NATS or JetStream that no more specific error variant covers.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum NatsError {
-    /// NATS is not connected, JetStream does not answer, or the request timed out.
-    #[error("NATS is unavailable: {0}")]
-    Unavailable(String),
-    /// JetStream answered with an API error.
-    #[error("JetStream error {code}: {description}")]
-    Api {
-        /// The JetStream `err_code`.
-        code: u64,
-        /// JetStream's own description.
-        description: String,
-    },
-    /// Anything else; a bug or an unexpected server answer.
-    #[error("unexpected NATS failure: {0}")]
-    Other(String),
-}
-
-impl NatsError {
-    /// The JetStream API error code, if this is an API error.
-    pub fn api_code(&self) -> Option<ErrorCode> {
-        match self {
-            NatsError::Api { code, .. } => Some(ErrorCode(*code)),
-            _ => None,
-        }
-    }
-
-    /// Whether JetStream refused for want of room: a limit of the server, the account or the
-    /// stream (consumers, streams, storage, memory), which the client may retry once room is made.
-    pub fn is_resource_limit(&self) -> bool {
-        matches!(
-            self.api_code(),
-            Some(
-                ErrorCode::INSUFFICIENT_RESOURCES
-                    | ErrorCode::STORAGE_RESOURCES_EXCEEDED
-                    | ErrorCode::MEMORY_RESOURCES_EXCEEDED
-                    | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
-                    | ErrorCode::MAXIMUM_STREAMS_LIMIT
-                    | ErrorCode::MAXIMUM_CONSUMERS_LIMIT
-            )
+impl Error {
+    /// NATS or JetStream does not answer; `cause` says what could not be done.
+    pub(crate) fn unavailable(cause: impl std::fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("NATS is unavailable: {cause}"),
         )
     }
 
-    pub(crate) fn api(err: &async_nats::jetstream::Error) -> Self {
-        // The Display form is "<description> (code N, error code M)"; the codes are kept apart.
-        let text = err.to_string();
-        let description = text.split(" (code ").next().unwrap_or_default().to_owned();
-        NatsError::Api {
-            code: err.error_code().0,
-            description,
-        }
+    /// The reading of a JetStream API error: the one place its code becomes a kind. An operation
+    /// may still say more about it for its own request ([`Error::api_code`]).
+    pub(crate) fn jetstream(err: &async_nats::jetstream::Error) -> Self {
+        Error::api(err.error_code(), description(err))
     }
 
-    pub(crate) fn unavailable(err: impl std::fmt::Display) -> Self {
-        NatsError::Unavailable(err.to_string())
+    fn api(code: ErrorCode, description: String) -> Self {
+        let (kind, message) = match code {
+            ErrorCode::MAXIMUM_CONSUMERS_LIMIT => (
+                ErrorKind::LimitReached,
+                format!(
+                    "JetStream: {description} (the stream's max_consumers; for a stream without \
+                     one, nats-server's jetstream.limits.default_max_consumers, 1,000 unless \
+                     configured)"
+                ),
+            ),
+            // A limit of the server, the account or the stream, which the client may retry once
+            // room is made.
+            ErrorCode::INSUFFICIENT_RESOURCES
+            | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+            | ErrorCode::MEMORY_RESOURCES_EXCEEDED
+            | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+            | ErrorCode::MAXIMUM_STREAMS_LIMIT => {
+                (ErrorKind::LimitReached, format!("JetStream: {description}"))
+            }
+            ErrorCode::CLUSTER_NOT_AVAILABLE
+            | ErrorCode::CLUSTER_NOT_ACTIVE
+            | ErrorCode::CLUSTER_NO_PEERS
+            | ErrorCode::JETSTREAM_NOT_ENABLED
+            | ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT => {
+                (ErrorKind::Unavailable, format!("JetStream: {description}"))
+            }
+            ErrorCode::STREAM_NOT_FOUND | ErrorCode::CONSUMER_NOT_FOUND => {
+                (ErrorKind::NotFound, format!("JetStream: {description}"))
+            }
+            // Any other answer is one JetStream should not give to Jetway's requests; an operation
+            // that sends a declaration says it was refused instead ([`Error::refused`]).
+            _ => (
+                ErrorKind::Internal,
+                format!("JetStream error {}: {description}", code.0),
+            ),
+        };
+        let mut err = Error::new(kind, message);
+        err.inner.api = Some(Api { code, description });
+        err
     }
 
+    /// A NATS failure that is neither an API error nor unavailability: a bug or an unexpected
+    /// answer. For the log only.
     pub(crate) fn other(err: impl std::fmt::Display) -> Self {
-        NatsError::Other(err.to_string())
+        Error::internal(format!("unexpected NATS failure: {err}"))
+    }
+
+    /// The JetStream API error code behind this error, if JetStream answered with one.
+    pub(crate) fn api_code(&self) -> Option<ErrorCode> {
+        self.inner.api.as_ref().map(|api| api.code)
+    }
+
+    /// JetStream's own description of the API error behind this error.
+    pub(crate) fn api_description(&self) -> Option<&str> {
+        self.inner.api.as_ref().map(|api| api.description.as_str())
+    }
+
+    /// JetStream answered a declaration (a stream, store or consumer to create or update) with an
+    /// error that no kind covers: it refused the declaration, which the client must change.
+    /// `refusal` says what was refused, from the code and JetStream's description. Any other
+    /// error stays as it is.
+    pub(crate) fn refused(self, refusal: impl FnOnce(ErrorCode, &str) -> Error) -> Self {
+        match &self.inner.api {
+            Some(api) if self.inner.kind == ErrorKind::Internal => {
+                refusal(api.code, &api.description)
+            }
+            _ => self,
+        }
     }
 }
 
-/// Sorts the error of one async-nats JetStream call into a [`NatsError`]. async-nats gives each
+/// JetStream's description of an API error. async-nats has no accessor for it, but serializes the
+/// error as JetStream sent it.
+fn description(err: &async_nats::jetstream::Error) -> String {
+    serde_json::to_value(err)
+        .ok()
+        .and_then(|value| value.get("description")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The error of a stream that does not exist (`stream orders not found`).
+pub(crate) fn stream_not_found(stream: &str) -> Error {
+    Error::not_found(format!("stream {stream}"))
+}
+
+/// The error of a consumer that does not exist.
+pub(crate) fn consumer_not_found(stream: &str, consumer: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("consumer {consumer} not found on stream {stream}"),
+    )
+    .with_resource(format!("consumer {consumer} on stream {stream}"))
+}
+
+/// What a failed call about the consumer `consumer` of `stream` (empty: about the stream alone)
+/// means: "no such stream" and "no such consumer" name them. Every call that looks up a stream or
+/// a consumer reads JetStream's answer this way, whichever API it serves.
+pub(crate) fn about_consumer(err: Error, stream: &str, consumer: &str) -> Error {
+    match err.api_code() {
+        Some(ErrorCode::STREAM_NOT_FOUND) => stream_not_found(stream),
+        Some(ErrorCode::CONSUMER_NOT_FOUND) => consumer_not_found(stream, consumer),
+        _ => err,
+    }
+}
+
+/// Sorts the error of one async-nats JetStream call into an [`Error`]. async-nats gives each
 /// call its own error kind enum, so this is implemented once per kind used here.
 pub(crate) trait Classify {
-    fn classify(&self) -> NatsError;
+    fn classify(&self) -> Error;
 }
 
 use async_nats::jetstream::{context, kv, stream};
 
 impl Classify for context::GetStreamError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         match self.kind() {
-            context::GetStreamErrorKind::JetStream(err) => NatsError::api(&err),
-            context::GetStreamErrorKind::Request => NatsError::unavailable(self),
-            _ => NatsError::other(self),
+            context::GetStreamErrorKind::JetStream(err) => Error::jetstream(&err),
+            context::GetStreamErrorKind::Request => Error::unavailable(self),
+            _ => Error::other(self),
         }
     }
 }
 
 impl Classify for context::CreateStreamError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use context::CreateStreamErrorKind as K;
         match self.kind() {
-            K::JetStream(err) => NatsError::api(&err),
-            K::JetStreamUnavailable | K::TimedOut => NatsError::unavailable(self),
+            K::JetStream(err) => Error::jetstream(&err),
+            K::JetStreamUnavailable | K::TimedOut => Error::unavailable(self),
             K::NotFound => api_code(ErrorCode::STREAM_NOT_FOUND, self),
-            _ => NatsError::other(self),
+            _ => Error::other(self),
         }
     }
 }
 
 impl Classify for stream::ConsumerError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use stream::ConsumerErrorKind as K;
         match self.kind() {
-            K::JetStream(err) => NatsError::api(&err),
-            K::TimedOut | K::Request => NatsError::unavailable(self),
-            _ => NatsError::other(self),
+            K::JetStream(err) => Error::jetstream(&err),
+            K::TimedOut | K::Request => Error::unavailable(self),
+            _ => Error::other(self),
         }
     }
 }
 
 impl Classify for context::ConsumerInfoError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use context::ConsumerInfoErrorKind as K;
         match self.kind() {
-            K::JetStream(err) => NatsError::api(&err),
+            K::JetStream(err) => Error::jetstream(&err),
             K::NotFound => api_code(ErrorCode::CONSUMER_NOT_FOUND, self),
             K::StreamNotFound => api_code(ErrorCode::STREAM_NOT_FOUND, self),
-            K::TimedOut | K::NoResponders | K::Request | K::Offline => NatsError::unavailable(self),
-            K::InvalidName => NatsError::other(self),
+            K::TimedOut | K::NoResponders | K::Request | K::Offline => Error::unavailable(self),
+            K::InvalidName => Error::other(self),
         }
     }
 }
 
 impl Classify for context::AccountError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use context::AccountErrorKind as K;
         match self.kind() {
-            K::JetStream(err) => NatsError::api(&err),
-            K::TimedOut | K::JetStreamUnavailable | K::Other => NatsError::unavailable(self),
+            K::JetStream(err) => Error::jetstream(&err),
+            K::TimedOut | K::JetStreamUnavailable | K::Other => Error::unavailable(self),
         }
     }
 }
 
 impl Classify for stream::LastRawMessageError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use stream::LastRawMessageErrorKind as K;
         match self.kind() {
-            K::JetStream(err) => NatsError::api(&err),
-            K::Other if is_unanswered(self) => NatsError::unavailable(self),
-            K::Other | K::NoMessageFound | K::InvalidSubject => NatsError::other(self),
+            K::JetStream(err) => Error::jetstream(&err),
+            K::Other if is_unanswered(self) => Error::unavailable(self),
+            K::Other | K::NoMessageFound | K::InvalidSubject => Error::other(self),
         }
     }
 }
 
 impl Classify for stream::DirectGetError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use stream::DirectGetErrorKind as K;
         match self.kind() {
-            K::TimedOut => NatsError::unavailable(self),
+            K::TimedOut => Error::unavailable(self),
             K::NotFound | K::InvalidSubject | K::Request | K::ErrorResponse(..) | K::Other => {
-                NatsError::other(self)
+                Error::other(self)
             }
         }
     }
 }
 
 impl Classify for kv::WatchError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use kv::WatchErrorKind as K;
         match self.kind() {
-            K::TimedOut => NatsError::unavailable(self),
+            K::TimedOut => Error::unavailable(self),
             // Creating the ordered consumer failed; its own error says why (e.g. no such stream).
             K::Other | K::ConsumerCreate => match source::<stream::ConsumerError>(self) {
                 Some(err) => err.classify(),
-                None => NatsError::other(self),
+                None => Error::other(self),
             },
-            K::InvalidKey => NatsError::other(self),
+            K::InvalidKey => Error::other(self),
         }
     }
 }
 
 impl Classify for kv::WatcherError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         match self.kind() {
             // The ordered consumer behind a watch, key listing or history failed.
-            kv::WatcherErrorKind::Consumer => NatsError::unavailable(self),
-            kv::WatcherErrorKind::Other => NatsError::other(self),
+            kv::WatcherErrorKind::Consumer => Error::unavailable(self),
+            kv::WatcherErrorKind::Other => Error::other(self),
         }
     }
 }
 
 impl Classify for context::KeyValueError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         match source::<context::GetStreamError>(self) {
             Some(err) => err.classify(),
-            None => NatsError::other(self),
+            None => Error::other(self),
         }
     }
 }
 
 impl Classify for context::RequestError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use context::RequestErrorKind as K;
         match self.kind() {
-            K::NoResponders | K::TimedOut => NatsError::unavailable(self),
+            K::NoResponders | K::TimedOut => Error::unavailable(self),
             // An API error answer arrives wrapped in a request error.
             K::Other | K::InvalidSubject => match source::<async_nats::jetstream::Error>(self) {
-                Some(err) => NatsError::api(err),
-                None => NatsError::other(self),
+                Some(err) => Error::jetstream(err),
+                None => Error::other(self),
             },
         }
     }
 }
 
 impl Classify for stream::PurgeError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use stream::PurgeErrorKind as K;
         match self.kind() {
-            K::JetStream(err) => NatsError::api(&err),
-            K::Request | K::TimedOut => NatsError::unavailable(self),
+            K::JetStream(err) => Error::jetstream(&err),
+            K::Request | K::TimedOut => Error::unavailable(self),
         }
     }
 }
 
 impl Classify for stream::DeleteMessageError {
-    fn classify(&self) -> NatsError {
+    fn classify(&self) -> Error {
         use stream::DeleteMessageErrorKind as K;
         match self.kind() {
-            K::JetStream(err) => NatsError::api(&err),
-            K::Request | K::TimedOut => NatsError::unavailable(self),
+            K::JetStream(err) => Error::jetstream(&err),
+            K::Request | K::TimedOut => Error::unavailable(self),
         }
     }
 }
@@ -368,7 +426,7 @@ pub(crate) async fn api_request(
     nats: &crate::Nats,
     subject: String,
     payload: serde_json::Value,
-) -> Result<serde_json::Value, NatsError> {
+) -> Result<serde_json::Value> {
     use async_nats::jetstream::response::Response;
     match nats
         .jetstream()
@@ -376,7 +434,7 @@ pub(crate) async fn api_request(
         .await
     {
         Ok(Response::Ok(value)) => Ok(value),
-        Ok(Response::Err { error }) => Err(NatsError::api(&error)),
+        Ok(Response::Err { error }) => Err(Error::jetstream(&error)),
         Err(err) => Err(err.classify()),
     }
 }
@@ -393,9 +451,141 @@ fn is_unanswered(err: &dyn std::error::Error) -> bool {
         .is_some_and(|request| matches!(request.kind(), K::NoResponders | K::TimedOut))
 }
 
-fn api_code(code: ErrorCode, err: impl std::fmt::Display) -> NatsError {
-    NatsError::Api {
-        code: code.0,
-        description: err.to_string(),
+/// An async-nats error that stands for the JetStream API error `code`.
+fn api_code(code: ErrorCode, err: impl std::fmt::Display) -> Error {
+    Error::api(code, err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JetStream API error as JetStream sends it.
+    fn api_error(code: ErrorCode, description: &str) -> async_nats::jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400,
+            "err_code": code.0,
+            "description": description,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_jetstream_code_has_one_kind() {
+        let read = |code, description| Error::jetstream(&api_error(code, description));
+        let max = read(
+            ErrorCode::MAXIMUM_CONSUMERS_LIMIT,
+            "maximum consumers limit reached",
+        );
+        assert_eq!(max.kind(), ErrorKind::LimitReached);
+        assert_eq!(
+            max.message(),
+            "JetStream: maximum consumers limit reached (the stream's max_consumers; for a stream \
+             without one, nats-server's jetstream.limits.default_max_consumers, 1,000 unless \
+             configured)"
+        );
+        assert_eq!(
+            max.limit(),
+            None,
+            "JetStream's limit, not one of Jetway's settings"
+        );
+        let storage = read(
+            ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+            "insufficient storage",
+        );
+        assert_eq!(storage.kind(), ErrorKind::LimitReached);
+        assert_eq!(storage.message(), "JetStream: insufficient storage");
+        let cluster = read(
+            ErrorCode::CLUSTER_NOT_AVAILABLE,
+            "system temporarily unavailable",
+        );
+        assert_eq!(cluster.kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            cluster.message(),
+            "JetStream: system temporarily unavailable"
+        );
+        assert_eq!(
+            read(ErrorCode::STREAM_NOT_FOUND, "stream not found").kind(),
+            ErrorKind::NotFound
+        );
+        let other = read(ErrorCode::STREAM_INVALID_CONFIG, "bad config");
+        assert_eq!(other.kind(), ErrorKind::Internal);
+        assert_eq!(other.message(), "JetStream error 10052: bad config");
+        assert_eq!(other.api_code(), Some(ErrorCode::STREAM_INVALID_CONFIG));
+    }
+
+    #[test]
+    fn the_description_is_read_as_sent_not_cut_from_display_text() {
+        let err = Error::jetstream(&api_error(
+            ErrorCode(10999),
+            "odd (code 7, error code 8) text",
+        ));
+        assert_eq!(
+            err.api_description(),
+            Some("odd (code 7, error code 8) text")
+        );
+        assert_eq!(
+            err.message(),
+            "JetStream error 10999: odd (code 7, error code 8) text"
+        );
+        let bare: async_nats::jetstream::Error =
+            serde_json::from_value(serde_json::json!({"code": 500, "err_code": 10999})).unwrap();
+        assert_eq!(Error::jetstream(&bare).api_description(), Some("unknown"));
+    }
+
+    /// The same JetStream answer to a lookup means the same whichever API made it: consumers
+    /// (EnsureConsumer, DeleteConsumer, Events, Fetch) and administration (GetConsumerInfo, ...)
+    /// both read it with `about_consumer`. It used to be FAILED_PRECONDITION through the first and
+    /// INTERNAL through the second for an unlisted code.
+    #[test]
+    fn a_lookup_error_means_the_same_through_consumers_and_admin() {
+        let stream = about_consumer(
+            Error::jetstream(&api_error(ErrorCode::STREAM_NOT_FOUND, "stream not found")),
+            "orders",
+            "worker",
+        );
+        assert_eq!(stream.kind(), ErrorKind::NotFound);
+        assert_eq!(stream.message(), "stream orders not found");
+        let consumer = about_consumer(
+            Error::jetstream(&api_error(
+                ErrorCode::CONSUMER_NOT_FOUND,
+                "consumer not found",
+            )),
+            "orders",
+            "worker",
+        );
+        assert_eq!(
+            consumer.message(),
+            "consumer worker not found on stream orders"
+        );
+        for code in [
+            ErrorCode::MAXIMUM_CONSUMERS_LIMIT,
+            ErrorCode::CLUSTER_NOT_ACTIVE,
+            ErrorCode::CONSUMER_OFFLINE,
+        ] {
+            let read = Error::jetstream(&api_error(code, "why"));
+            let through = about_consumer(read.clone(), "orders", "worker");
+            assert_eq!(
+                (through.kind(), through.message()),
+                (read.kind(), read.message()),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_refused_declaration_becomes_a_conflict() {
+        let refusal =
+            |code: ErrorCode, _: &str| Error::conflict(format!("refused with {}", code.0));
+        let unlisted = Error::jetstream(&api_error(ErrorCode::STREAM_INVALID_CONFIG, "bad"));
+        let refused = unlisted.refused(refusal);
+        assert_eq!(refused.kind(), ErrorKind::Conflict);
+        assert_eq!(refused.message(), "refused with 10052");
+        let limit = Error::jetstream(&api_error(ErrorCode::MAXIMUM_STREAMS_LIMIT, "max"));
+        assert_eq!(limit.refused(refusal).kind(), ErrorKind::LimitReached);
+        assert_eq!(
+            Error::unavailable("down").refused(refusal).kind(),
+            ErrorKind::Unavailable
+        );
     }
 }

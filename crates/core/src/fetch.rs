@@ -50,14 +50,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
 use crate::{
-    Nats,
+    Error, ErrorKind, Nats,
     consumers::{
-        ConsumerError, attempt_timeout, processing_timeout, require_explicit_acks,
-        within_request_limits,
+        attempt_timeout, processing_timeout, require_explicit_acks, within_request_limits,
     },
     dead_letters,
     delivery::{AckMetadata, Settle, Settled},
-    error::{Classify, Invalid, NatsError},
+    error::{Classify, about_consumer, consumer_not_found},
     expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_existing_name,
@@ -144,48 +143,27 @@ pub struct FetchedEvents {
     pub processing_timeout: Duration,
 }
 
-/// The limit on fetched events in flight that a fetch ran into.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InFlightLimit {
-    /// [`FetchLimits::per_consumer`].
-    #[error(
-        "consumer {consumer} on stream {stream} has {max} fetched events in flight on this \
-         server, its limit; ack or reject some first, or wait for their processing timeout"
-    )]
-    Consumer {
-        /// The stream.
-        stream: String,
-        /// The consumer.
-        consumer: String,
-        /// The limit.
-        max: usize,
-    },
-    /// [`FetchLimits::total`].
-    #[error(
-        "this server holds {max} fetched events in flight over all consumers, its limit; ack or \
-         reject some first, or wait for their processing timeout"
-    )]
-    Server {
-        /// The limit.
-        max: usize,
-    },
+/// The error of a fetch from `stream`'s `consumer` when it has [`FetchLimits::per_consumer`]
+/// events in flight.
+fn consumer_full(stream: &str, consumer: &str, max: usize) -> Error {
+    Error::limit_reached(
+        "FETCH_MAX_IN_FLIGHT_PER_CONSUMER",
+        format!(
+            "consumer {consumer} on stream {stream} has {max} fetched events in flight on this \
+             server, its limit; ack or reject some first, or wait for their processing timeout"
+        ),
+    )
 }
 
-/// Why a Fetch, Ack or Reject failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The stream or consumer does not exist, or the consumer cannot be fetched from.
-    #[error(transparent)]
-    Consumer(#[from] ConsumerError),
-    /// A limit on fetched events in flight is reached.
-    #[error(transparent)]
-    TooManyInFlight(#[from] InFlightLimit),
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
+/// The error of a fetch when this server holds [`FetchLimits::total`] events in flight.
+fn server_full(max: usize) -> Error {
+    Error::limit_reached(
+        "FETCH_MAX_IN_FLIGHT",
+        format!(
+            "this server holds {max} fetched events in flight over all consumers, its limit; ack \
+             or reject some first, or wait for their processing timeout"
+        ),
+    )
 }
 
 /// A consumer, by stream and name.
@@ -402,7 +380,7 @@ impl Table {
         info: &consumer::Info,
         wanted: usize,
         limits: &FetchLimits,
-    ) -> Result<usize, InFlightLimit> {
+    ) -> Result<usize, Error> {
         let now = Instant::now();
         self.expire(key, now);
         self.sync(key, info);
@@ -425,13 +403,9 @@ impl Table {
                 self.holders.remove(key);
             }
             return Err(if consumer_room == 0 {
-                InFlightLimit::Consumer {
-                    stream: key.0.clone(),
-                    consumer: key.1.clone(),
-                    max: limits.per_consumer,
-                }
+                consumer_full(&key.0, &key.1, limits.per_consumer)
             } else {
-                InFlightLimit::Server { max: limits.total }
+                server_full(limits.total)
             });
         }
         let granted = wanted.min(room);
@@ -531,14 +505,20 @@ impl Fetcher {
     }
 
     /// Fetch: up to `max_events` events, waiting up to `wait` for the first one.
-    pub async fn fetch(&self, spec: &FetchSpec) -> Result<FetchedEvents, FetchError> {
+    pub async fn fetch(&self, spec: &FetchSpec) -> Result<FetchedEvents, Error> {
         validate_existing_name("stream", &spec.stream)?;
         validate_existing_name("consumer", &spec.consumer)?;
         if spec.max_events > MAX_EVENTS {
-            return Err(Invalid::new("max_events", format!("must be at most {MAX_EVENTS}")).into());
+            return Err(Error::invalid(
+                "max_events",
+                format!("must be at most {MAX_EVENTS}"),
+            ));
         }
         if spec.wait.is_some_and(|wait| wait > MAX_WAIT) {
-            return Err(Invalid::new("wait", format!("must be at most {MAX_WAIT:?}")).into());
+            return Err(Error::invalid(
+                "wait",
+                format!("must be at most {MAX_WAIT:?}"),
+            ));
         }
         let max = match spec.max_events {
             0 => DEFAULT_MAX_EVENTS,
@@ -591,20 +571,15 @@ impl Fetcher {
                     "a pull ended early; returning the events that came");
             }
             Ok(Ended::Deleted) => {
-                return Err(ConsumerError::ConsumerNotFound {
-                    stream: spec.stream.clone(),
-                    consumer: spec.consumer.clone(),
-                }
-                .into());
+                return Err(consumer_not_found(&spec.stream, &spec.consumer));
             }
             Ok(Ended::Refused(reason)) => {
-                return Err(NatsError::Unavailable(format!(
+                return Err(Error::unavailable(format!(
                     "JetStream refused a pull from consumer {} on stream {}: {reason}",
                     spec.consumer, spec.stream
-                ))
-                .into());
+                )));
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(err),
         }
 
         // From here on nothing waits, so the call can no longer be cancelled.
@@ -658,13 +633,13 @@ impl Fetcher {
         consumer: &PullConsumer,
         request: BatchConfig,
         into: &mut Vec<(Instant, async_nats::Message)>,
-    ) -> Result<Ended, NatsError> {
+    ) -> Result<Ended, Error> {
         let client = self.nats.client();
         let inbox = Subject::from(client.new_inbox());
         let mut answers = client
             .subscribe(inbox.clone())
             .await
-            .map_err(|err| NatsError::Unavailable(format!("subscribing to a pull inbox: {err}")))?;
+            .map_err(|err| Error::unavailable(format!("subscribing to a pull inbox: {err}")))?;
         // The request expires on the server after `expires`; the margin covers a lost answer.
         let deadline = Instant::now() + request.expires.unwrap_or_default() + FETCH_MARGIN;
         let (mut events_left, byte_limit) = (request.batch, request.max_bytes);
@@ -672,12 +647,12 @@ impl Fetcher {
         consumer
             .request_batch(request, inbox)
             .await
-            .map_err(|err| NatsError::Unavailable(format!("sending a pull request: {err}")))?;
+            .map_err(|err| Error::unavailable(format!("sending a pull request: {err}")))?;
         loop {
             let message = match tokio::time::timeout_at(deadline, answers.next()).await {
                 Ok(Some(message)) => message,
                 Ok(None) => {
-                    return Err(NatsError::Unavailable("the pull inbox closed".into()));
+                    return Err(Error::unavailable("the pull inbox closed"));
                 }
                 Err(_) => return Ok(Ended::Lost),
             };
@@ -722,26 +697,26 @@ impl Fetcher {
     }
 
     /// Looks up a consumer that Fetch can serve: a pull consumer with explicit acks.
-    async fn consumer(&self, stream: &str, name: &str) -> Result<PullConsumer, FetchError> {
+    async fn consumer(&self, stream: &str, name: &str) -> Result<PullConsumer, Error> {
         let consumer: PullConsumer = self
             .nats
             .jetstream()
             .get_consumer_from_stream(name, stream)
             .await
             .map_err(|err| match err.kind() {
-                ConsumerErrorKind::InvalidConsumerType => ConsumerError::Rejected(format!(
+                ConsumerErrorKind::InvalidConsumerType => Error::conflict(format!(
                     "consumer {name} on stream {stream} is a push consumer; Fetch needs a pull consumer"
                 )),
-                _ => ConsumerError::from_nats(err.classify(), stream, name),
+                _ => about_consumer(err.classify(), stream, name),
             })?;
         require_explicit_acks(&consumer.cached_info().config, stream, name, "Fetch")?;
         Ok(consumer)
     }
 
     /// JetStream's description of a consumer.
-    async fn info(&self, key: &Key) -> Result<consumer::Info, ConsumerError> {
+    async fn info(&self, key: &Key) -> Result<consumer::Info, Error> {
         let (stream, name) = key;
-        let lookup = |err: NatsError| ConsumerError::from_nats(err, stream, name);
+        let lookup = |err: Error| about_consumer(err, stream, name);
         self.nats
             .jetstream()
             .get_stream_no_info(stream)
@@ -755,7 +730,7 @@ impl Fetcher {
     /// Checks that a consumer still is the one its entries came from; drops them if it is gone,
     /// and answers NOT_FOUND then. While NATS is unreachable nothing is checked: settlements fail
     /// as temporary then, and the events stay in flight.
-    async fn check(&self, key: &Key) -> Result<(), ConsumerError> {
+    async fn check(&self, key: &Key) -> Result<(), Error> {
         if !self.nats.is_connected() {
             return Ok(());
         }
@@ -764,9 +739,7 @@ impl Fetcher {
                 self.table().sync(key, &info);
                 Ok(())
             }
-            Err(
-                err @ (ConsumerError::StreamNotFound(_) | ConsumerError::ConsumerNotFound { .. }),
-            ) => {
+            Err(err) if err.kind() == ErrorKind::NotFound => {
                 self.table().forget(key, None);
                 Err(err)
             }
@@ -814,14 +787,17 @@ impl Fetcher {
         consumer: &str,
         ids: &[u64],
         how: Settle,
-    ) -> Result<Settled, FetchError> {
+    ) -> Result<Settled, Error> {
         validate_existing_name("stream", stream)?;
         validate_existing_name("consumer", consumer)?;
         if ids.is_empty() {
-            return Err(Invalid::new("ids", "must list at least one id").into());
+            return Err(Error::invalid("ids", "must list at least one id"));
         }
         if ids.len() > MAX_SETTLE_IDS {
-            return Err(Invalid::new("ids", format!("must list at most {MAX_SETTLE_IDS}")).into());
+            return Err(Error::invalid(
+                "ids",
+                format!("must list at most {MAX_SETTLE_IDS}"),
+            ));
         }
         let key = (stream.to_owned(), consumer.to_owned());
         self.check(&key).await?;
@@ -1064,20 +1040,14 @@ mod tests {
         let mut table = Table::new();
         let one = info(1, 30);
         fetch(&mut table, "a", &one, &[1, 2, 3]);
-        assert_eq!(
-            table.reserve(&key("a"), &one, 1, &LIMITS),
-            Err(InFlightLimit::Consumer {
-                stream: "s".into(),
-                consumer: "a".into(),
-                max: 3
-            })
-        );
+        let full = table.reserve(&key("a"), &one, 1, &LIMITS).unwrap_err();
+        assert_eq!(full.message(), consumer_full("s", "a", 3).message());
+        assert_eq!(full.limit(), Some("FETCH_MAX_IN_FLIGHT_PER_CONSUMER"));
         // Another consumer still gets what the server has left.
-        assert_eq!(table.reserve(&key("b"), &one, 5, &LIMITS), Ok(1));
-        assert_eq!(
-            table.reserve(&key("c"), &one, 1, &LIMITS),
-            Err(InFlightLimit::Server { max: 4 })
-        );
+        assert_eq!(table.reserve(&key("b"), &one, 5, &LIMITS).unwrap(), 1);
+        let full = table.reserve(&key("c"), &one, 1, &LIMITS).unwrap_err();
+        assert_eq!(full.message(), server_full(4).message());
+        assert_eq!(full.limit(), Some("FETCH_MAX_IN_FLIGHT"));
         table.release(&key("b"), 1);
         assert!(!table.holders.contains_key(&key("b")) && !table.holders.contains_key(&key("c")));
         assert_eq!((table.held, table.reserved), (3, 0));
@@ -1089,14 +1059,14 @@ mod tests {
         let one = info(1, 1);
         let past = Instant::now() - Duration::from_secs(5);
         let (a, b) = (key("a"), key("b"));
-        assert_eq!(table.reserve(&a, &one, 4, &LIMITS), Ok(3));
+        assert_eq!(table.reserve(&a, &one, 4, &LIMITS).unwrap(), 3);
         for id in 1..=3 {
             table.insert(&a, id, delivered("r", 1, past));
         }
         table.release(&a, 3);
-        assert_eq!(table.reserve(&b, &one, 1, &LIMITS), Ok(1));
+        assert_eq!(table.reserve(&b, &one, 1, &LIMITS).unwrap(), 1);
         // The server is full until the expired entries of "a" are looked at.
-        assert_eq!(table.reserve(&key("c"), &one, 1, &LIMITS), Ok(1));
+        assert_eq!(table.reserve(&key("c"), &one, 1, &LIMITS).unwrap(), 1);
         table.insert(&key("c"), 9, delivered("r", 1, Instant::now()));
         assert_eq!(table.holders[&key("c")].held.len(), 1);
         assert!(!table.holders.contains_key(&a));

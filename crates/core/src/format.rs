@@ -16,7 +16,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::error::Invalid;
+use crate::Error;
 
 /// The event's message type: the full protobuf name, e.g. `windshift.test.v1.StringValue`.
 pub const DATA_TYPE: &str = "WS-Data-Type";
@@ -148,15 +148,15 @@ pub fn is_reserved(name: &str) -> bool {
 
 /// Checks the custom headers of a publish: at most [`MAX_HEADERS`], names NATS accepts and nobody
 /// reserved, values without line breaks or other control characters.
-pub fn validate_headers(field: &str, headers: &[(String, String)]) -> Result<(), Invalid> {
+pub fn validate_headers(field: &str, headers: &[(String, String)]) -> Result<(), Error> {
     if headers.len() > MAX_HEADERS {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             field,
             format!("at most {MAX_HEADERS} headers are allowed"),
         ));
     }
     for (name, value) in headers {
-        let invalid = |why: &str| Invalid::new(format!("{field}[{name:?}]"), why);
+        let invalid = |why: &str| Error::invalid(format!("{field}[{name:?}]"), why);
         if name.is_empty() || name.len() > MAX_HEADER_NAME_LEN {
             return Err(invalid(&format!(
                 "a header name must be 1 to {MAX_HEADER_NAME_LEN} characters"
@@ -180,9 +180,9 @@ pub fn validate_headers(field: &str, headers: &[(String, String)]) -> Result<(),
 }
 
 /// Checks a raw payload's content type: a header value of sane length.
-pub fn validate_content_type(field: &str, content_type: &str) -> Result<(), Invalid> {
+pub fn validate_content_type(field: &str, content_type: &str) -> Result<(), Error> {
     if content_type.len() > MAX_HEADER_NAME_LEN || !is_header_value(content_type) {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             field,
             format!("must be at most {MAX_HEADER_NAME_LEN} characters without control characters"),
         ));
@@ -253,10 +253,10 @@ pub(crate) fn start_time(time: SystemTime) -> OffsetDateTime {
 }
 
 /// Checks that a start time given by a client can be represented (years 0 to 9999 in practice).
-pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), Invalid> {
+pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), Error> {
     match to_utc(time).filter(|t| t.year() <= 9999) {
         Some(_) => Ok(()),
-        None => Err(Invalid::new(field, "is outside the years 0 to 9999")),
+        None => Err(Error::invalid(field, "is outside the years 0 to 9999")),
     }
 }
 
@@ -292,8 +292,8 @@ mod tests {
     fn start_times_beyond_year_9999_are_invalid() {
         let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
         assert_eq!(
-            validate_time("from.time", far).unwrap_err().field,
-            "from.time"
+            validate_time("from.time", far).unwrap_err().field(),
+            Some("from.time")
         );
         assert!(validate_time("from.time", UNIX_EPOCH + Duration::from_secs(1)).is_ok());
     }
@@ -416,7 +416,7 @@ mod tests {
         ] {
             assert!(is_reserved(reserved), "{reserved}");
             let err = validate_headers("headers", &[(reserved.into(), "v".into())]).unwrap_err();
-            assert_eq!(err.field, format!("headers[{reserved:?}]"));
+            assert_eq!(err.field(), Some(format!("headers[{reserved:?}]").as_str()));
         }
         for bad in ["", "a b", "a:b", "ä"] {
             assert!(

@@ -4,7 +4,9 @@
 //! Events subscription, unary fetching, reads without a consumer, live feeds shared by their
 //! subscribers, dead letters, stream administration, and key-value stores.
 //!
-//! Every operation has its own error enum; the server maps them to gRPC statuses in one place.
+//! Every operation fails with the one [`Error`], whose [`ErrorKind`] says what the caller can do
+//! about it; JetStream's error codes are read once, in [`error`]. The server maps the kind to a gRPC
+//! code by one table.
 
 pub mod admin;
 pub mod connection;
@@ -27,4 +29,4 @@ pub mod streams;
 pub mod telemetry;
 
 pub use connection::{ConnectSettings, Nats};
-pub use error::{Error, ErrorKind, Invalid, NatsError};
+pub use error::{Error, ErrorKind, Result};

@@ -10,7 +10,7 @@
 //!
 //! Each subscriber has a queue of at most `buffer` events. A feed never waits for a subscriber: one
 //! whose queue is full when the next event comes is cut off, its call ending after the events it
-//! was sent, with [`EventReadError::TooSlow`] naming the first event it missed. So a slow
+//! was sent, with a [`crate::ErrorKind::LimitReached`] error naming the first event it missed. So a slow
 //! subscriber neither delays the others nor misses an event silently, and it holds at most `buffer`
 //! events, which it shares with the other subscribers (each event is decoded once).
 //!
@@ -29,10 +29,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Nats, NatsError,
+    Error, Nats,
     format::Event,
     names::{validate_existing_filter, validate_existing_name},
-    reads::{Bound, EventReadError, Events, Reader, event_of, stream_of},
+    reads::{Bound, Events, Reader, event_of, stream_of},
 };
 
 /// The most events a subscriber may have waiting when none is configured. Events are shared, so
@@ -56,7 +56,7 @@ type Key = (String, String);
 type Registry = Arc<Mutex<HashMap<Key, Arc<Feed>>>>;
 
 /// What a subscriber's queue carries: an event, or why its call ends.
-type Item = Result<Arc<Event>, EventReadError>;
+type Item = Result<Arc<Event>, Error>;
 
 /// The live feeds of this server, shared by every Subscribe call.
 #[derive(Clone)]
@@ -87,7 +87,7 @@ struct Subscribers {
 enum Opening {
     Pending,
     Open,
-    Failed(EventReadError),
+    Failed(Error),
 }
 
 impl LiveFeeds {
@@ -102,7 +102,7 @@ impl LiveFeeds {
 
     /// Subscribe: every event stored from now on, until the stream is deleted, the subscriber falls
     /// behind, or the caller stops. The feed is open when this returns.
-    pub async fn subscribe(&self, spec: &LiveSpec) -> Result<Events, EventReadError> {
+    pub async fn subscribe(&self, spec: &LiveSpec) -> Result<Events, Error> {
         validate_existing_filter("subject", &spec.subject)?;
         let stream = if spec.stream.is_empty() {
             stream_of(&self.nats, &spec.subject).await?
@@ -121,7 +121,7 @@ impl LiveFeeds {
             Ok(Opening::Failed(err)) => return Err(err),
             // The feed's task ended without a word: it panicked.
             Ok(Opening::Pending) | Err(_) => {
-                return Err(NatsError::Other("a live feed stopped while opening".into()).into());
+                return Err(Error::internal("a live feed stopped while opening"));
             }
         }
         let events = futures::stream::unfold((member, queue), |(member, mut queue)| async move {
@@ -221,10 +221,10 @@ async fn run(
             None => {
                 // A live reader does not end by itself; should it, its subscribers must not be
                 // told that their feed completed.
-                let err = NatsError::Unavailable(format!(
+                let err = Error::unavailable(format!(
                     "the live feed of stream {stream} stopped; subscribe again"
                 ));
-                end(&feeds, &key, &feed, &err.into());
+                end(&feeds, &key, &feed, &err);
                 break;
             }
         }
@@ -234,7 +234,7 @@ async fn run(
 
 /// Ends a failed feed: no new subscriber joins it, and each of its subscribers gets `err` after the
 /// events it has waiting.
-fn end(feeds: &Registry, key: &Key, feed: &Arc<Feed>, err: &EventReadError) {
+fn end(feeds: &Registry, key: &Key, feed: &Arc<Feed>, err: &Error) {
     let mut feeds = lock(feeds);
     if feeds
         .get(key)
@@ -264,15 +264,25 @@ impl Feed {
             if tx.capacity() > 1 {
                 tx.try_send(Ok(Arc::clone(&event))).ok();
             } else {
-                let slow = EventReadError::TooSlow {
-                    limit: self.buffer,
-                    next: event.id,
-                };
+                let slow = too_slow(self.buffer, event.id);
                 tx.try_send(Err(slow)).ok();
                 *queue = None;
             }
         }
     }
+}
+
+/// The error of a subscriber cut off from its feed: it fell `limit` events behind, and `next` is
+/// the first event it was not sent.
+fn too_slow(limit: usize, next: u64) -> Error {
+    Error::limit_reached(
+        "SUBSCRIBER_BUFFER_EVENTS",
+        format!(
+            "this subscriber fell {limit} events behind the live feed, the most one may have \
+             waiting; the first event not sent is id {next}: read on from there with ReadEvents, \
+             then subscribe again"
+        ),
+    )
 }
 
 /// A subscriber's place in a feed, given up when its call ends (the event stream is dropped); the
@@ -307,4 +317,22 @@ impl Drop for Member {
 /// still be whole: the next user carries on.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_subscriber_learns_the_variable_and_where_to_read_on() {
+        let err = too_slow(5, 9);
+        assert_eq!(err.kind(), crate::ErrorKind::LimitReached);
+        assert_eq!(err.limit(), Some("SUBSCRIBER_BUFFER_EVENTS"));
+        assert!(
+            err.message()
+                .starts_with("this subscriber fell 5 events behind")
+                && err.message().contains("the first event not sent is id 9"),
+            "{err}"
+        );
+    }
 }

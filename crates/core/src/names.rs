@@ -9,7 +9,7 @@
 //! by Jetway itself (`$JW.DLQ.…`, `$KV.…`), can be named. Keys follow JetStream's key-value rules,
 //! so keys written by other NATS clients (which may contain `/` and `=`) can be read through Jetway.
 
-use crate::error::Invalid;
+use crate::Error;
 
 /// Longest name or subject accepted. JetStream allows names up to 255 bytes in file paths.
 const MAX_NAME_LEN: usize = 255;
@@ -63,7 +63,7 @@ const KEY_CHARS: Charset = Charset {
 };
 
 /// Checks a stream, consumer or store name: non-empty, only `a-z A-Z 0-9 _ -`.
-pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
+pub fn validate_name(field: &str, name: &str) -> Result<(), Error> {
     check_name(field, name, is_name_char, |c| {
         format!("{name:?} contains {c:?}; only letters, digits, '_' and '-' are allowed")
     })
@@ -73,7 +73,7 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
 /// (reads, administration, Fetch, dead-letter filters), by JetStream's own rule, which is looser
 /// than [`validate_name`]'s: streams and consumers made by other NATS clients (`orders:v1`,
 /// `KV_config`) can be named too. Windshift's calls keep Windshift's rule.
-pub fn validate_existing_name(field: &str, name: &str) -> Result<(), Invalid> {
+pub fn validate_existing_name(field: &str, name: &str) -> Result<(), Error> {
     check_name(field, name, is_nats_name_char, |c| {
         format!("{name:?} contains {c:?}, which JetStream does not allow in a name")
     })
@@ -86,18 +86,18 @@ fn check_name(
     name: &str,
     allowed: fn(char) -> bool,
     why: impl FnOnce(char) -> String,
-) -> Result<(), Invalid> {
+) -> Result<(), Error> {
     if name.is_empty() {
-        return Err(Invalid::new(field, "must not be empty"));
+        return Err(Error::invalid(field, "must not be empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             field,
             format!("must be at most {MAX_NAME_LEN} characters"),
         ));
     }
     match name.chars().find(|c| !allowed(*c)) {
-        Some(c) => Err(Invalid::new(field, why(c))),
+        Some(c) => Err(Error::invalid(field, why(c))),
         None => Ok(()),
     }
 }
@@ -105,30 +105,30 @@ fn check_name(
 /// Checks a subject filter over what is already stored (reads and administration) by JetStream's
 /// own rule, so subjects that other NATS clients or Jetway itself wrote (`$JW.DLQ.>`, `$KV.config.>`)
 /// can be named; a wildcard is still a whole token.
-pub fn validate_existing_filter(field: &str, filter: &str) -> Result<(), Invalid> {
+pub fn validate_existing_filter(field: &str, filter: &str) -> Result<(), Error> {
     check_subject(field, filter, true, NATS_CHARS)
 }
 
 /// Checks a concrete subject (publishing): dot-separated tokens of `a-z A-Z 0-9 _ -`.
-pub fn validate_subject(field: &str, subject: &str) -> Result<(), Invalid> {
+pub fn validate_subject(field: &str, subject: &str) -> Result<(), Error> {
     check_subject(field, subject, false, SUBJECT_CHARS)
 }
 
 /// Checks a subject filter: like [`validate_subject`], but a token may also be `*` (one token) or,
 /// as the last token, `>` (one or more tokens).
-pub fn validate_filter(field: &str, filter: &str) -> Result<(), Invalid> {
+pub fn validate_filter(field: &str, filter: &str) -> Result<(), Error> {
     check_subject(field, filter, true, SUBJECT_CHARS)
 }
 
 /// Checks a key-value key, by JetStream's rules: dot-separated tokens of `a-z A-Z 0-9 _ - / =`, so no
 /// leading, trailing or double `.`.
-pub fn validate_key(field: &str, key: &str) -> Result<(), Invalid> {
+pub fn validate_key(field: &str, key: &str) -> Result<(), Error> {
     check_subject(field, key, false, KEY_CHARS)
 }
 
 /// Checks a key pattern: like [`validate_key`], but a token may also be `*` (one token) or, as the
 /// last token, `>` (one or more tokens).
-pub fn validate_key_filter(field: &str, filter: &str) -> Result<(), Invalid> {
+pub fn validate_key_filter(field: &str, filter: &str) -> Result<(), Error> {
     check_subject(field, filter, true, KEY_CHARS)
 }
 
@@ -151,19 +151,19 @@ fn check_subject(
     subject: &str,
     wildcards: bool,
     charset: Charset,
-) -> Result<(), Invalid> {
+) -> Result<(), Error> {
     if subject.is_empty() {
-        return Err(Invalid::new(field, "must not be empty"));
+        return Err(Error::invalid(field, "must not be empty"));
     }
     if subject.len() > MAX_SUBJECT_LEN {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             field,
             format!("must be at most {MAX_SUBJECT_LEN} characters"),
         ));
     }
     let noun = charset.noun;
     let invalid =
-        |why: &str| Invalid::new(field, format!("{subject:?} is not a valid {noun}: {why}"));
+        |why: &str| Error::invalid(field, format!("{subject:?} is not a valid {noun}: {why}"));
     let mut tokens = subject.split('.').peekable();
     while let Some(token) = tokens.next() {
         let last = tokens.peek().is_none();
@@ -357,13 +357,13 @@ mod tests {
             );
         }
         let err = validate_key("key", "a:b").unwrap_err();
-        assert!(err.reason.contains("'/', '='"), "{err}");
+        assert!(err.message().contains("'/', '='"), "{err}");
     }
 
     #[test]
     fn errors_name_the_field() {
         let err = validate_name("consumer", "a b").unwrap_err();
-        assert_eq!(err.field, "consumer");
+        assert_eq!(err.field(), Some("consumer"));
         assert!(err.to_string().starts_with("consumer: "), "{err}");
     }
 }

@@ -57,10 +57,9 @@ use tokio_util::sync::PollSemaphore;
 use tracing::Instrument;
 
 use crate::{
-    Invalid,
+    Error,
     connection::PUBLISH_ACK_TIMEOUT,
-    error::NatsError,
-    publish::{Facts, Prepared, Publication, PublishError, Published, Publisher, Report},
+    publish::{Facts, Prepared, Publication, Published, Publisher, Report},
 };
 use waiting::AckTable;
 use wire::{read_ack, reply_subject, sort_send_error, token};
@@ -72,7 +71,7 @@ use wire::{read_ack, reply_subject, sort_send_error, token};
 const SPAN_PER_WINDOW: usize = 4;
 
 /// The outcome of one publish of a pipeline.
-pub type Outcome = Result<Published, PublishError>;
+pub type Outcome = Result<Published, Error>;
 
 /// Publishes with their acks in flight together; see the module docs. Owned by one task.
 pub struct Pipeline<T> {
@@ -114,14 +113,14 @@ struct Waiting<T> {
 impl<T: Send + 'static> Pipeline<T> {
     /// Opens a pipeline that holds at most `window` (at least 1) unanswered publishes: subscribes to
     /// its acks. Fails only when the NATS client is closed.
-    pub async fn open(publisher: Publisher, window: usize) -> Result<Pipeline<T>, PublishError> {
+    pub async fn open(publisher: Publisher, window: usize) -> Result<Pipeline<T>, Error> {
         let nats = publisher.nats();
         let client = nats.client().clone();
         let inbox = client.new_inbox();
         let replies = client
             .subscribe(format!("{inbox}.*"))
             .await
-            .map_err(|err| NatsError::Unavailable(format!("subscribing to publish acks: {err}")))?;
+            .map_err(|err| Error::unavailable(format!("subscribing to publish acks: {err}")))?;
         Ok(Pipeline {
             permits: PollSemaphore::new(Arc::clone(nats.publish_window())),
             publisher,
@@ -170,7 +169,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// # Panics
     ///
     /// Without room (see [`Pipeline::has_room`]): the caller must wait for answers first.
-    pub fn push(&mut self, tag: T, event: Result<Publication, Invalid>) {
+    pub fn push(&mut self, tag: T, event: Result<Publication, Error>) {
         assert!(self.has_room(), "Pipeline::push without room");
         match event {
             Ok(event) => {
@@ -179,7 +178,7 @@ impl<T: Send + 'static> Pipeline<T> {
             }
             Err(invalid) => self
                 .failing
-                .push(Box::pin(std::future::ready((tag, Err(invalid.into()))))),
+                .push(Box::pin(std::future::ready((tag, Err(invalid))))),
         }
     }
 
@@ -240,8 +239,8 @@ impl<T: Send + 'static> Pipeline<T> {
             )]
             let (tag, report, prepared) = self.staged.take().expect("staged above");
             if ready.is_err() {
-                let closed = NatsError::Unavailable("the NATS client is closed".into());
-                self.answer_failed(tag, report, closed.into());
+                let closed = Error::unavailable("the NATS client is closed");
+                self.answer_failed(tag, report, closed);
                 continue;
             }
             let reply = reply_subject(&self.reply_prefix, self.waiting.next_token());
@@ -318,7 +317,7 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Answers a publish that failed with an error already sorted.
-    fn answer_failed(&mut self, tag: T, report: Report, err: PublishError) {
+    fn answer_failed(&mut self, tag: T, report: Report, err: Error) {
         let outcome = Err(err);
         self.publisher.finish(report, &outcome);
         self.failing
@@ -348,17 +347,16 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 /// as a whole fails only when it is invalid, or the NATS client is closed.
 pub async fn publish_batch(
     publisher: &Publisher,
-    events: Vec<Result<Publication, Invalid>>,
-) -> Result<Vec<Outcome>, PublishError> {
+    events: Vec<Result<Publication, Error>>,
+) -> Result<Vec<Outcome>, Error> {
     if events.is_empty() {
-        return Err(Invalid::new("events", "at least one event is required").into());
+        return Err(Error::invalid("events", "at least one event is required"));
     }
     if events.len() > MAX_BATCH_EVENTS {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "events",
             format!("at most {MAX_BATCH_EVENTS} events are allowed in one batch"),
-        )
-        .into());
+        ));
     }
     let mut outcomes: Vec<Option<Outcome>> = Vec::new();
     outcomes.resize_with(events.len(), || None);
@@ -383,6 +381,7 @@ pub async fn publish_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
     use crate::{ConnectSettings, Nats};
     use bytes::Bytes;
     use jetway_testkit::{NatsServer, eventually};
@@ -431,7 +430,7 @@ mod tests {
         // if the acks are awaited while later events wait for a slot.
         let publisher = Publisher::new(connect(&server, 2).await);
         let mut events: Vec<_> = (0..100).map(|_| Ok(event("s.a"))).collect();
-        events[50] = Err(Invalid::new("payload", "set data or raw"));
+        events[50] = Err(Error::invalid("payload", "set data or raw"));
         events[70] = Ok(event("s.*"));
         let outcomes = publish_batch(&publisher, events).await.unwrap();
         assert_eq!(outcomes.len(), 100);
@@ -445,8 +444,8 @@ mod tests {
             (1..=98).collect::<Vec<_>>(),
             "stored in order, failures skipped"
         );
-        assert!(matches!(&outcomes[50], Err(PublishError::Invalid(i)) if i.field == "payload"));
-        assert!(matches!(&outcomes[70], Err(PublishError::Invalid(i)) if i.field == "subject"));
+        assert!(matches!(&outcomes[50], Err(e) if e.field() == Some("payload")));
+        assert!(matches!(&outcomes[70], Err(e) if e.field() == Some("subject")));
     }
 
     #[tokio::test]
@@ -460,7 +459,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            matches!(outcomes[0], Err(PublishError::TimedOut)),
+            matches!(&outcomes[0], Err(e) if e.kind() == ErrorKind::TimedOut),
             "{:?}",
             outcomes[0]
         );
@@ -481,7 +480,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            matches!(outcomes[0], Err(PublishError::TooLarge { limit, .. }) if limit == 1024 * 1024),
+            matches!(&outcomes[0], Err(e) if e.field() == Some("data") && e.message().ends_with("over the limit of 1048576 bytes")),
             "{:?}",
             outcomes[0]
         );
@@ -517,7 +516,7 @@ mod tests {
         assert!(
             outcomes
                 .iter()
-                .any(|(tag, o)| *tag == 0 && matches!(o, Err(PublishError::TimedOut)))
+                .any(|(tag, o)| *tag == 0 && matches!(o, Err(e) if e.kind() == ErrorKind::TimedOut))
         );
         assert!(pipeline.next().await.is_none());
     }

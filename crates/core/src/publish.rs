@@ -16,9 +16,7 @@ use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use crate::{
-    Nats,
-    error::{Invalid, NatsError},
-    format,
+    Error, ErrorKind, Nats, format,
     names::validate_subject,
     publish_failure::{self, Failure, Target},
     telemetry::{self, TraceContext},
@@ -62,42 +60,6 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// Why a publish failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// No stream captures the subject.
-    #[error("no stream is bound to subject {0}")]
-    NoStream(String),
-    /// `expected_last_id` did not match the last event on the subject.
-    #[error("expected_last_id {expected} does not match the last event on subject {subject}")]
-    WrongLastId {
-        /// The subject.
-        subject: String,
-        /// What the client expected.
-        expected: u64,
-    },
-    /// The event is larger than the stream or NATS accepts.
-    #[error("the event is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge {
-        /// The size of the message, headers included.
-        size: usize,
-        /// The limit that applies.
-        limit: usize,
-    },
-    /// The stream is at a limit and refuses new events (discard policy `new`).
-    #[error("the stream refuses new events: {0}")]
-    StreamFull(String),
-    /// JetStream did not acknowledge in time; the event may or may not be stored.
-    #[error("publish timed out waiting for JetStream")]
-    TimedOut,
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
 /// Publishes events: the one path behind PublishEvent, PublishStream and PublishBatch, so all of
 /// them validate, store and report errors alike. Cheap to clone; the metric handles are resolved
 /// once here, so the hot path does no registry lookup.
@@ -134,7 +96,7 @@ impl Publisher {
     /// Publishes one event and waits for JetStream to store it. The publish runs inside a
     /// `<subject> publish` span, and waits while the connection's ack window
     /// ([`crate::ConnectSettings::publish_max_pending`]) is full.
-    pub async fn publish(&self, event: Publication) -> Result<Published, PublishError> {
+    pub async fn publish(&self, event: Publication) -> Result<Published, Error> {
         let (report, prepared) = self.prepare(event);
         let result = match prepared {
             Ok(message) => self.store(message).instrument(report.span.clone()).await,
@@ -144,7 +106,7 @@ impl Publisher {
         result
     }
 
-    async fn store(&self, message: Prepared) -> Result<Published, PublishError> {
+    async fn store(&self, message: Prepared) -> Result<Published, Error> {
         let nats = &self.inner.nats;
         // Held until JetStream answers, so the window counts acks in flight. The window is never
         // closed, so acquiring cannot fail.
@@ -174,10 +136,7 @@ impl Publisher {
     /// Starts the publish of `event`: opens its span, with the trace context it stores, and builds
     /// its message, or says why it cannot be sent. Every publish path starts here and ends in
     /// [`Publisher::finish`].
-    pub(crate) fn prepare(
-        &self,
-        mut event: Publication,
-    ) -> (Report, Result<Prepared, PublishError>) {
+    pub(crate) fn prepare(&self, mut event: Publication) -> (Report, Result<Prepared, Error>) {
         let span = telemetry::publish_span(&event.subject);
         let started = Instant::now();
         // The stored trace context is the producer span's, or the caller's when spans are off.
@@ -189,9 +148,9 @@ impl Publisher {
         (event.trace_parent, event.trace_state) = (trace.parent, trace.state);
         let expected = event.expected_last_id;
         let prepared = match build(event) {
-            Err(invalid) => Err(invalid.into()),
+            Err(invalid) => Err(invalid),
             Ok(_) if !self.inner.nats.is_connected() => {
-                Err(NatsError::Unavailable("not connected to NATS".into()).into())
+                Err(Error::unavailable("not connected to NATS"))
             }
             Ok((subject, message, size)) => Ok(Prepared {
                 facts: Facts {
@@ -207,7 +166,7 @@ impl Publisher {
     }
 
     /// Ends a publish: records the outcome on its span and in the metrics.
-    pub(crate) fn finish(&self, report: Report, result: &Result<Published, PublishError>) {
+    pub(crate) fn finish(&self, report: Report, result: &Result<Published, Error>) {
         let inner = &self.inner;
         let Report { span, started } = report;
         let counter = match result {
@@ -222,7 +181,8 @@ impl Publisher {
             }
             Err(err) => {
                 telemetry::error(&span, &err.to_string());
-                if matches!(err, PublishError::WrongLastId { .. }) {
+                // A publish conflicts only when its expected_last_id is not the last event's.
+                if err.kind() == ErrorKind::Conflict {
                     &inner.conflict
                 } else {
                     &inner.error
@@ -260,18 +220,18 @@ pub(crate) struct Facts {
 
 impl Facts {
     /// Sorts `err`, a failed publish of this message (see [`classify`]).
-    pub(crate) async fn classify(&self, nats: &Nats, err: JsPublishError) -> PublishError {
+    pub(crate) async fn classify(&self, nats: &Nats, err: JsPublishError) -> Error {
         classify(nats, err, &self.subject, self.expected, self.size).await
     }
 }
 
 /// Builds the message, and returns it with its subject and its size (body and headers) for error
 /// reports.
-fn build(mut event: Publication) -> Result<(Subject, PublishMessage, usize), Invalid> {
+fn build(mut event: Publication) -> Result<(Subject, PublishMessage, usize), Error> {
     validate_subject("subject", &event.subject)?;
     let subject = Subject::from(std::mem::take(&mut event.subject));
     if !is_header_safe(&event.data_type) {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "data.type_url",
             "must be printable ASCII without spaces",
         ));
@@ -297,7 +257,7 @@ fn build(mut event: Publication) -> Result<(Subject, PublishMessage, usize), Inv
     for (name, value) in event.headers {
         // Checked by `validate_headers` above, so this does not fail.
         let name =
-            HeaderName::try_from(name).map_err(|err| Invalid::new("headers", err.to_string()))?;
+            HeaderName::try_from(name).map_err(|err| Error::invalid("headers", err.to_string()))?;
         insert(name, value);
     }
     let time = event.timestamp.unwrap_or_else(SystemTime::now);
@@ -328,13 +288,13 @@ fn build(mut event: Publication) -> Result<(Subject, PublishMessage, usize), Inv
     let mut message = PublishMessage::build().payload(event.body).headers(headers);
     if let Some(key) = event.idempotency_key.filter(|key| !key.is_empty()) {
         if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-            return Err(Invalid::new(
+            return Err(Error::invalid(
                 "idempotency_key",
                 format!("must be at most {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
             ));
         }
         if !format::is_header_value(&key) {
-            return Err(Invalid::new(
+            return Err(Error::invalid(
                 "idempotency_key",
                 "must not contain control characters",
             ));
@@ -360,29 +320,47 @@ pub(crate) async fn classify(
     subject: &str,
     expected: Option<u64>,
     size: usize,
-) -> PublishError {
+) -> Error {
     match publish_failure::sort(nats, &err, Target::Subject(subject)).await {
-        Failure::WrongLastSequence => PublishError::WrongLastId {
-            subject: subject.to_owned(),
-            expected: expected.unwrap_or_default(),
-        },
-        Failure::NoStream => PublishError::NoStream(subject.to_owned()),
+        Failure::WrongLastSequence => Error::conflict(format!(
+            "expected_last_id {} does not match the last event on subject {subject}",
+            expected.unwrap_or_default()
+        ))
+        .with_field("expected_last_id"),
+        Failure::NoStream => Error::new(
+            ErrorKind::NotFound,
+            format!("no stream is bound to subject {subject}"),
+        )
+        .with_resource(format!("subject {subject}")),
         Failure::Unanswered { stream } => {
-            NatsError::Unavailable(format!("stream {stream} did not answer the publish")).into()
+            Error::unavailable(format!("stream {stream} did not answer the publish"))
         }
-        Failure::TimedOut => PublishError::TimedOut,
+        Failure::TimedOut => Error::new(
+            ErrorKind::TimedOut,
+            "publish timed out waiting for JetStream",
+        ),
         Failure::Disconnected(cause) => {
-            NatsError::Unavailable(format!("publishing to {subject}: {cause}")).into()
+            Error::unavailable(format!("publishing to {subject}: {cause}"))
         }
-        Failure::TooLarge { limit } => PublishError::TooLarge { size, limit },
-        Failure::HeadersTooLarge(_) => Invalid::new(
+        Failure::TooLarge { limit } => Error::invalid(
+            "data",
+            format!("the event is {size} bytes, over the limit of {limit} bytes"),
+        ),
+        Failure::HeadersTooLarge(_) => Error::invalid(
             "headers",
             "the event's headers (custom headers, the data type, idempotency key and trace \
              context together) exceed JetStream's limit of 64 KiB",
-        )
-        .into(),
-        Failure::StreamFull(api) => PublishError::StreamFull(api.to_string()),
-        Failure::Api(err) | Failure::Nats(err) => err.into(),
+        ),
+        // The stream's limit, named in JetStream's description; not one of Jetway's settings.
+        Failure::StreamFull(api) => Error::new(
+            ErrorKind::LimitReached,
+            format!(
+                "the stream refuses new events: JetStream error {}: {}",
+                api.api_code().map_or(0, |code| code.0),
+                api.api_description().unwrap_or_default()
+            ),
+        ),
+        Failure::Api(err) | Failure::Nats(err) => err,
     }
 }
 
@@ -433,7 +411,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_fields_by_name() {
-        let field = |e: Publication| build(e).map(drop).unwrap_err().field;
+        let field = |e: Publication| {
+            let err = build(e).map(drop).unwrap_err();
+            err.field().unwrap_or_default().to_owned()
+        };
         let mut e = event();
         e.subject = "orders.*".into();
         assert_eq!(field(e), "subject");

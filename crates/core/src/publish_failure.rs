@@ -11,10 +11,7 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy},
 };
 
-use crate::{
-    Nats,
-    error::{Classify, NatsError},
-};
+use crate::{Error, Nats, error::Classify};
 
 /// Where the failed message went, so that the stream behind it can be looked up.
 #[derive(Debug, Clone, Copy)]
@@ -48,14 +45,14 @@ pub(crate) enum Failure {
         limit: usize,
     },
     /// The message's headers are over JetStream's limit (the API error).
-    HeadersTooLarge(NatsError),
+    HeadersTooLarge(Error),
     /// A stream with discard policy `new` is at one of its limits and refuses new messages (the
     /// API error, whose description names the limit).
-    StreamFull(NatsError),
+    StreamFull(Error),
     /// Any other JetStream API error.
-    Api(NatsError),
+    Api(Error),
     /// Looking the stream up failed, or something other than JetStream answered.
-    Nats(NatsError),
+    Nats(Error),
 }
 
 /// Sorts `err`, the failure of a publish to `target`.
@@ -87,27 +84,27 @@ pub(crate) async fn sort(nats: &Nats, err: &PublishError, target: Target<'_>) ->
                         .unwrap_or(0),
                 },
                 ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => {
-                    Failure::HeadersTooLarge(NatsError::api(api))
+                    Failure::HeadersTooLarge(Error::jetstream(api))
                 }
                 // JetStream reports a stream at a limit under the generic "store failed" code, as
                 // it does a failing disk; the stream's policy tells them apart.
                 ErrorCode::STREAM_STORE_FAILED if refuses_when_full(nats, target).await => {
-                    Failure::StreamFull(NatsError::api(api))
+                    Failure::StreamFull(Error::jetstream(api))
                 }
-                _ => Failure::Api(NatsError::api(api)),
+                _ => Failure::Api(Error::jetstream(api)),
             },
             // Something other than JetStream answered (a core NATS service on a subject no stream
             // captures), with something that is not an ack.
             None => match find_stream(nats, target).await {
                 Ok(None) => Failure::NoStream,
-                _ => Failure::Nats(NatsError::other(err)),
+                _ => Failure::Nats(Error::other(err)),
             },
         },
     }
 }
 
 /// Whether the stream named `name` exists.
-pub(crate) async fn stream_exists(nats: &Nats, name: &str) -> Result<bool, NatsError> {
+pub(crate) async fn stream_exists(nats: &Nats, name: &str) -> Result<bool, Error> {
     match nats.jetstream().get_stream(name).await {
         Ok(_) => Ok(true),
         Err(err) => match err.classify() {
@@ -123,12 +120,12 @@ fn api_error(err: &PublishError) -> Option<&async_nats::jetstream::Error> {
 }
 
 /// The stream that takes messages to `target`, `None` when there is none.
-async fn find_stream(nats: &Nats, target: Target<'_>) -> Result<Option<String>, NatsError> {
+async fn find_stream(nats: &Nats, target: Target<'_>) -> Result<Option<String>, Error> {
     match target {
         Target::Subject(subject) => match nats.jetstream().stream_by_subject(subject).await {
             Ok(stream) => Ok(Some(stream)),
             Err(err) if err.kind() == GetStreamByNameErrorKind::NotFound => Ok(None),
-            Err(err) => Err(NatsError::Unavailable(format!(
+            Err(err) => Err(Error::unavailable(format!(
                 "looking up the stream of {subject}: {err}"
             ))),
         },

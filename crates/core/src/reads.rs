@@ -37,8 +37,8 @@ use tokio::{
 };
 
 use crate::{
-    Nats,
-    error::{Classify, Invalid, NatsError, api_request},
+    Error, ErrorKind, Nats,
+    error::{Classify, api_request, stream_not_found},
     format::{self, Event},
     names::{validate_existing_filter, validate_existing_name},
     streams::StreamPointer,
@@ -64,7 +64,7 @@ pub const READ_PREFIX: &str = "jetway-read-";
 pub const LIVE_PREFIX: &str = "jetway-live-";
 
 /// A stream of events (ReadEvents, Subscribe), ending at the first error.
-pub type Events = BoxStream<'static, Result<Event, EventReadError>>;
+pub type Events = BoxStream<'static, Result<Event, Error>>;
 
 /// A range read, as ReadEvents receives it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,86 +79,54 @@ pub struct ReadSpec {
     pub limit: Option<u64>,
 }
 
-/// Why GetEvent, ReadEvents or Subscribe failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EventReadError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The stream does not exist, or was deleted during the call.
-    #[error("stream {0} not found")]
-    StreamNotFound(String),
-    /// No stream captures the subject.
-    #[error("no stream captures subject {0}")]
-    NoStream(String),
-    /// JetStream refuses a reader on the stream: a work-queue stream allows only consumers with
-    /// acks, each with a subject of its own.
-    #[error(
-        "stream {0} is a work-queue stream, which JetStream lets only its own consumers (explicit acks, one per subject) read"
-    )]
-    WorkQueue(String),
-    /// The stream has no event with this id.
-    #[error("stream {stream} has no event with id {id}")]
-    EventNotFound {
-        /// The stream.
-        stream: String,
-        /// The id asked for.
-        id: u64,
-    },
-    /// A live subscriber fell behind its feed by the most events it may have waiting (see
-    /// [`crate::live`]); its call ends after the events it was sent, without a gap.
-    #[error(
-        "this subscriber fell {limit} events behind the live feed, the most one may have waiting; \
-         the first event not sent is id {next}: read on from there with ReadEvents, then subscribe \
-         again"
-    )]
-    TooSlow {
-        /// The most events a subscriber may have waiting.
-        limit: usize,
-        /// The id of the first event not sent.
-        next: u64,
-    },
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
-impl EventReadError {
-    fn from_nats(err: NatsError, stream: &str) -> Self {
-        match err.api_code() {
-            Some(ErrorCode::STREAM_NOT_FOUND) => EventReadError::StreamNotFound(stream.to_owned()),
-            Some(
-                ErrorCode::CONSUMER_PULL_REQUIRES_ACK
-                | ErrorCode::CONSUMER_WQ_REQUIRES_EXPLICIT_ACK
-                | ErrorCode::CONSUMER_WQ_MULTIPLE_UNFILTERED
-                | ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE
-                | ErrorCode::CONSUMER_WQ_CONSUMER_NOT_DELIVER_ALL,
-            ) => EventReadError::WorkQueue(stream.to_owned()),
-            _ => EventReadError::Nats(err),
-        }
+/// What a failed call reading `stream` means: "no such stream" names it, and JetStream's refusal
+/// of a reader on a work-queue stream says so.
+fn about_stream(err: Error, stream: &str) -> Error {
+    match err.api_code() {
+        Some(ErrorCode::STREAM_NOT_FOUND) => stream_not_found(stream),
+        Some(
+            ErrorCode::CONSUMER_PULL_REQUIRES_ACK
+            | ErrorCode::CONSUMER_WQ_REQUIRES_EXPLICIT_ACK
+            | ErrorCode::CONSUMER_WQ_MULTIPLE_UNFILTERED
+            | ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE
+            | ErrorCode::CONSUMER_WQ_CONSUMER_NOT_DELIVER_ALL,
+        ) => Error::conflict(format!(
+            "stream {stream} is a work-queue stream, which JetStream lets only its own consumers \
+             (explicit acks, one per subject) read"
+        ))
+        .with_resource(format!("stream {stream}")),
+        _ => err,
     }
 }
 
+/// No stream captures `subject`.
+pub(crate) fn no_stream(subject: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no stream captures subject {subject}"),
+    )
+    .with_resource(format!("subject {subject}"))
+}
+
 /// GetEvent: the event with this id.
-pub async fn get_event(nats: &Nats, stream: &str, id: u64) -> Result<Event, EventReadError> {
+pub async fn get_event(nats: &Nats, stream: &str, id: u64) -> Result<Event, Error> {
     validate_existing_name("stream", stream)?;
     if id == 0 {
-        return Err(Invalid::new("id", "must be at least 1").into());
+        return Err(Error::invalid("id", "must be at least 1"));
     }
     let handle = nats
         .jetstream()
         .get_stream_no_info(stream)
         .await
-        .map_err(|err| EventReadError::from_nats(err.classify(), stream))?;
+        .map_err(|err| about_stream(err.classify(), stream))?;
     match handle.get_raw_message(id).await {
         Ok(message) => Ok(event_of(message)),
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
-            Err(EventReadError::EventNotFound {
-                stream: stream.to_owned(),
-                id,
-            })
-        }
-        Err(err) => Err(EventReadError::from_nats(err.classify(), stream)),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Err(Error::new(
+            ErrorKind::NotFound,
+            format!("stream {stream} has no event with id {id}"),
+        )
+        .with_resource(format!("event {id}"))),
+        Err(err) => Err(about_stream(err.classify(), stream)),
     }
 }
 
@@ -174,7 +142,7 @@ pub(crate) fn event_of(message: StreamMessage) -> Event {
 }
 
 /// ReadEvents: the stored events from `spec.from`, up to the last one stored now.
-pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, EventReadError> {
+pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, Error> {
     validate_existing_name("stream", &spec.stream)?;
     if !spec.subject.is_empty() {
         validate_existing_filter("subject", &spec.subject)?;
@@ -192,7 +160,7 @@ pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, EventRe
 }
 
 /// The one stream whose subjects overlap `subject`.
-pub(crate) async fn stream_of(nats: &Nats, subject: &str) -> Result<String, EventReadError> {
+pub(crate) async fn stream_of(nats: &Nats, subject: &str) -> Result<String, Error> {
     let answer = api_request(
         nats,
         "STREAM.NAMES".into(),
@@ -209,25 +177,24 @@ pub(crate) async fn stream_of(nats: &Nats, subject: &str) -> Result<String, Even
         })
         .unwrap_or_default();
     match names.len() {
-        0 => Err(EventReadError::NoStream(subject.to_owned())),
+        0 => Err(no_stream(subject)),
         1 => Ok(names.remove(0)),
         _ => {
             names.sort();
-            Err(Invalid::new(
+            Err(Error::invalid(
                 "stream",
                 format!(
                     "subject {subject} overlaps the streams {}; name one",
                     names.join(", ")
                 ),
-            )
-            .into())
+            ))
         }
     }
 }
 
 /// Where a read starts, as a deliver policy: the first event when unset. A start time must be
 /// representable.
-fn deliver_policy(field: &str, from: Option<StreamPointer>) -> Result<DeliverPolicy, Invalid> {
+fn deliver_policy(field: &str, from: Option<StreamPointer>) -> Result<DeliverPolicy, Error> {
     Ok(match from {
         None | Some(StreamPointer::Start) => DeliverPolicy::All,
         Some(StreamPointer::End | StreamPointer::Offset(0)) => DeliverPolicy::New,
@@ -293,20 +260,20 @@ impl Reader {
         from: DeliverPolicy,
         filter: &str,
         bound: Bound,
-    ) -> Result<Reader, EventReadError> {
+    ) -> Result<Reader, Error> {
         // Subscribed before the lookup, so a deletion right after it is not missed.
         let deleted = nats
             .client()
             .subscribe(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{stream}"))
             .await
             .map_err(|err| {
-                NatsError::Unavailable(format!("subscribing to deletion advisories: {err}"))
+                Error::unavailable(format!("subscribing to deletion advisories: {err}"))
             })?;
         let js = nats.jetstream();
         let handle = js
             .get_stream(stream)
             .await
-            .map_err(|err| EventReadError::from_nats(err.classify(), stream))?;
+            .map_err(|err| about_stream(err.classify(), stream))?;
         let (last, remaining) = match bound {
             Bound::CaughtUp(limit) => (Some(handle.cached_info().state.last_sequence), limit),
             Bound::Live => (None, None),
@@ -350,7 +317,7 @@ impl Reader {
         &mut self,
         handle: &jetstream::stream::Stream<impl Send + Sync>,
         from: DeliverPolicy,
-    ) -> Result<jetstream::consumer::Consumer<pull::OrderedConfig>, EventReadError> {
+    ) -> Result<jetstream::consumer::Consumer<pull::OrderedConfig>, Error> {
         let prefix = if self.last.is_some() {
             READ_PREFIX
         } else {
@@ -369,7 +336,7 @@ impl Reader {
         let consumer = handle
             .create_consumer(config)
             .await
-            .map_err(|err| EventReadError::from_nats(err.classify(), &self.stream))?;
+            .map_err(|err| about_stream(err.classify(), &self.stream))?;
         if let Some(old) = self.consumer.replace(name) {
             self.delete_later(old);
         }
@@ -377,7 +344,7 @@ impl Reader {
     }
 
     /// Makes the consumer again, from the event after the last one read (see `reconnected`).
-    async fn resume(&mut self) -> Result<(), EventReadError> {
+    async fn resume(&mut self) -> Result<(), Error> {
         // Stop pulling first, so the old ordered consumer does not recreate itself meanwhile.
         self.messages = None;
         let handle = self
@@ -385,7 +352,7 @@ impl Reader {
             .jetstream()
             .get_stream_no_info(&self.stream)
             .await
-            .map_err(|err| EventReadError::from_nats(err.classify(), &self.stream))?;
+            .map_err(|err| about_stream(err.classify(), &self.stream))?;
         let from = DeliverPolicy::ByStartSequence {
             start_sequence: self.read_up_to + 1,
         };
@@ -421,7 +388,7 @@ impl Reader {
     }
 
     /// The next stored message, `None` once the read is complete.
-    pub(crate) async fn next(&mut self) -> Option<Result<StreamMessage, EventReadError>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<StreamMessage, Error>> {
         // A range read's quiet time counts from here: a caller slow to ask for the next event
         // (its client reads slowly) is not a quiet range.
         if self.last.is_some() {
@@ -431,9 +398,8 @@ impl Reader {
             if self.reconnected {
                 match self.resume().await {
                     Ok(()) => self.reconnected = false,
-                    Err(
-                        err @ (EventReadError::StreamNotFound(_) | EventReadError::WorkQueue(_)),
-                    ) => {
+                    // The stream is gone, or refuses readers: trying again cannot help.
+                    Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Conflict) => {
                         self.reconnected = false;
                         return Some(Err(err));
                     }
@@ -445,7 +411,7 @@ impl Reader {
                         tokio::select! {
                             Some(_) = self.deleted.next() => {
                                 self.reconnected = false;
-                                return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
+                                return Some(Err(stream_not_found(&self.stream)));
                             }
                             () = tokio::time::sleep(RESUME_RETRY) => {}
                             Ok(()) = self.connected.changed() => {}
@@ -460,7 +426,7 @@ impl Reader {
                 biased;
                 Some(_) = self.deleted.next() => {
                     self.messages = None;
-                    return Some(Err(EventReadError::StreamNotFound(self.stream.clone())));
+                    return Some(Err(stream_not_found(&self.stream)));
                 }
                 message = messages.next() => message,
                 Ok(()) = self.connected.changed() => {
@@ -492,11 +458,10 @@ impl Reader {
                 Some(Ok(message)) => message,
                 Some(Err(err)) => {
                     self.messages = None;
-                    return Some(Err(NatsError::Unavailable(format!(
+                    return Some(Err(Error::unavailable(format!(
                         "reading stream {}: {err}",
                         self.stream
-                    ))
-                    .into()));
+                    ))));
                 }
             };
             let Ok(info) = message.info() else {
@@ -546,11 +511,11 @@ impl Reader {
 async fn pull(
     consumer: jetstream::consumer::Consumer<pull::OrderedConfig>,
     stream: &str,
-) -> Result<pull::Ordered, EventReadError> {
+) -> Result<pull::Ordered, Error> {
     consumer
         .messages()
         .await
-        .map_err(|err| NatsError::Unavailable(format!("reading stream {stream}: {err}")).into())
+        .map_err(|err| Error::unavailable(format!("reading stream {stream}: {err}")))
 }
 
 /// What a range read has left: events on `filter` after `after`, up to `last`.

@@ -30,8 +30,8 @@ use bytes::Bytes;
 use futures::{StreamExt, stream::BoxStream};
 
 use crate::{
-    Nats,
-    error::{Classify, Invalid, NatsError},
+    Error, ErrorKind, Nats,
+    error::Classify,
     format,
     names::{validate_key, validate_key_filter, validate_name},
     publish_failure::{self, Failure, Target},
@@ -81,10 +81,10 @@ pub struct Entry {
 }
 
 /// A stream of entries (Watch, History), ending at the first error.
-pub type Entries = BoxStream<'static, Result<Entry, ReadError>>;
+pub type Entries = BoxStream<'static, Result<Entry, Error>>;
 
 /// A stream of keys (Keys), ending at the first error.
-pub type KeyNames = BoxStream<'static, Result<String, ReadError>>;
+pub type KeyNames = BoxStream<'static, Result<String, Error>>;
 
 /// A store's options, as Jetway's EnsureStore receives them. `None` means the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,105 +144,30 @@ pub struct WatchSpec {
     pub from: WatchFrom,
 }
 
-/// Why EnsureStore failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EnsureStoreError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The store exists and cannot be changed this way (e.g. its storage type), or JetStream refused
-    /// the options (e.g. more replicas than the cluster has).
-    #[error("{0}")]
-    Conflict(String),
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
-/// Why a read (Get, Watch, Keys, History) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The store does not exist.
-    #[error("store {0} not found")]
-    StoreNotFound(String),
-    /// The key has no value (never written, deleted or purged), or, for History, no entries.
-    #[error("key {key} not found in store {store}")]
-    KeyNotFound {
-        /// The store.
-        store: String,
-        /// The key.
-        key: String,
-    },
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
-impl ReadError {
-    fn from_nats(err: NatsError, store: &str) -> Self {
-        match err.api_code() {
-            Some(ErrorCode::STREAM_NOT_FOUND) => ReadError::StoreNotFound(store.to_owned()),
-            _ => ReadError::Nats(err),
-        }
+/// What a failed call on `store` means: "no such stream" is "no such store".
+fn about_store(err: Error, store: &str) -> Error {
+    match err.api_code() {
+        Some(ErrorCode::STREAM_NOT_FOUND) => store_not_found(store),
+        _ => err,
     }
 }
 
-/// Why a write (Set, Delete) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The request is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The store does not exist.
-    #[error("store {0} not found")]
-    StoreNotFound(String),
-    /// `create_only` was set and the key has a value.
-    #[error("key {key} already exists in store {store}")]
-    KeyExists {
-        /// The store.
-        store: String,
-        /// The key.
-        key: String,
-    },
-    /// `last_revision` is not the key's latest revision; nothing was written.
-    #[error("last_revision {expected} is not the latest revision of key {key}")]
-    WrongRevision {
-        /// The key.
-        key: String,
-        /// What the client expected.
-        expected: u64,
-    },
-    /// The message (value and headers) is larger than the store or NATS accepts.
-    #[error("the value is {size} bytes with its headers, over the limit of {limit} bytes")]
-    TooLarge {
-        /// The size of the message, headers included.
-        size: usize,
-        /// The limit that applies.
-        limit: usize,
-    },
-    /// JetStream did not acknowledge in time; the write may or may not be stored.
-    #[error("the write timed out waiting for JetStream")]
-    TimedOut,
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
+fn store_not_found(store: &str) -> Error {
+    Error::not_found(format!("store {store}"))
 }
 
-impl WriteError {
-    fn from_nats(err: NatsError, store: &str) -> Self {
-        match err.api_code() {
-            Some(ErrorCode::STREAM_NOT_FOUND) => WriteError::StoreNotFound(store.to_owned()),
-            _ => WriteError::Nats(err),
-        }
-    }
+/// The key has no value (never written, deleted or purged), or, for History, no entries.
+fn key_not_found(store: &str, key: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("key {key} not found in store {store}"),
+    )
+    .with_resource(format!("key {key}"))
 }
 
 /// Windshift's EnsureStore: creates the store with the default options if it does not exist. An
 /// existing store is never changed, whatever its options.
-pub async fn ensure_store(nats: &Nats, store: &str) -> Result<(), EnsureStoreError> {
+pub async fn ensure_store(nats: &Nats, store: &str) -> Result<(), Error> {
     validate_store(store)?;
     let spec = StoreSpec {
         store: store.to_owned(),
@@ -265,7 +190,7 @@ pub async fn ensure_store(nats: &Nats, store: &str) -> Result<(), EnsureStoreErr
 /// Jetway's EnsureStore: creates the store with these options, or updates it to them. Options the
 /// spec leaves out go back to their defaults; settings Jetway does not manage (e.g. a description
 /// set by another client) are kept. Returns whether the store was created.
-pub async fn configure_store(nats: &Nats, spec: &StoreSpec) -> Result<bool, EnsureStoreError> {
+pub async fn configure_store(nats: &Nats, spec: &StoreSpec) -> Result<bool, Error> {
     validate_spec(spec)?;
     let applied = apply_config(nats, &stream_name(&spec.store), |existing| {
         stream_config(spec, existing)
@@ -283,33 +208,34 @@ pub async fn configure_store(nats: &Nats, spec: &StoreSpec) -> Result<bool, Ensu
 
 /// Sorts a failed create or update: a configuration JetStream finds invalid is the client's to fix,
 /// and any other refusal is a conflict with the store as it is.
-fn rejected(spec: &StoreSpec, err: NatsError) -> EnsureStoreError {
+fn rejected(spec: &StoreSpec, err: Error) -> Error {
     let store = &spec.store;
-    match err {
-        err if is_placement_refusal(&err) => EnsureStoreError::Conflict(placement_message(
+    if is_placement_refusal(&err) {
+        return Error::conflict(placement_message(
             "replicas",
             spec.replicas.unwrap_or(1),
             &format!("store {store}"),
             &err,
-        )),
-        NatsError::Api { code, description } if code == ErrorCode::STREAM_INVALID_CONFIG.0 => {
-            Invalid::new(
+        ));
+    }
+    err.refused(|code, description| {
+        if code == ErrorCode::STREAM_INVALID_CONFIG {
+            Error::invalid(
                 "store",
                 format!("JetStream rejected the configuration: {description}"),
             )
-            .into()
+        } else {
+            Error::conflict(format!(
+                "JetStream rejected the store {store}: {description}"
+            ))
         }
-        NatsError::Api { description, .. } => EnsureStoreError::Conflict(format!(
-            "JetStream rejected the store {store}: {description}"
-        )),
-        other => other.into(),
-    }
+    })
 }
 
-fn validate_store(store: &str) -> Result<(), Invalid> {
+fn validate_store(store: &str) -> Result<(), Error> {
     validate_name("store", store)?;
     if store.len() > MAX_STORE_NAME_LEN {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "store",
             format!("must be at most {MAX_STORE_NAME_LEN} characters"),
         ));
@@ -317,10 +243,10 @@ fn validate_store(store: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn validate_spec(spec: &StoreSpec) -> Result<(), Invalid> {
+fn validate_spec(spec: &StoreSpec) -> Result<(), Error> {
     validate_store(&spec.store)?;
     if spec.ttl.is_some_and(|ttl| ttl < MIN_TTL) {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "ttl",
             format!("must be at least {MIN_TTL:?}; omit it to keep entries forever"),
         ));
@@ -329,13 +255,13 @@ fn validate_spec(spec: &StoreSpec) -> Result<(), Invalid> {
         .history
         .is_some_and(|history| !(1..=MAX_HISTORY).contains(&history))
     {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "history",
             format!("must be between 1 and {MAX_HISTORY}"),
         ));
     }
     if spec.max_value_size == Some(0) {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "max_value_size",
             "must be greater than zero; omit it for no limit of the store's own",
         ));
@@ -344,13 +270,13 @@ fn validate_spec(spec: &StoreSpec) -> Result<(), Invalid> {
         .max_value_size
         .is_some_and(|size| size > i32::MAX as u32)
     {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "max_value_size",
             format!("must be at most {}", i32::MAX),
         ));
     }
     if spec.replicas == Some(0) {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "replicas",
             "must be greater than zero; omit it for 1",
         ));
@@ -372,7 +298,7 @@ fn subject(store: &str, key: &str) -> String {
 fn stream_config(
     spec: &StoreSpec,
     existing: Option<&stream::Config>,
-) -> Result<stream::Config, EnsureStoreError> {
+) -> Result<stream::Config, Error> {
     let mut config = starting_config(existing, spec.storage, || stream::Config {
         max_messages: -1,
         max_bytes: -1,
@@ -380,7 +306,7 @@ fn stream_config(
         ..Default::default()
     })
     .map_err(|stored| {
-        EnsureStoreError::Conflict(format!(
+        Error::conflict(format!(
             "storage: store {} is stored in {stored:?} and its storage type cannot change",
             spec.store
         ))
@@ -409,19 +335,16 @@ fn stream_config(
 }
 
 /// Windshift's Get: the key's current value. A key that was never written, or whose latest entry is
-/// a delete or purge marker, is [`ReadError::KeyNotFound`].
-pub async fn get(nats: &Nats, store: &str, key: &str) -> Result<Entry, ReadError> {
+/// a delete or purge marker, is [`ErrorKind::NotFound`].
+pub async fn get(nats: &Nats, store: &str, key: &str) -> Result<Entry, Error> {
     validate_store(store)?;
     validate_key("key", key)?;
     match latest(nats, store, key, ReadFrom::AnyReplica)
         .await
-        .map_err(|e| ReadError::from_nats(e, store))?
+        .map_err(|e| about_store(e, store))?
     {
         Some(entry) if entry.operation == Operation::Put => Ok(entry),
-        _ => Err(ReadError::KeyNotFound {
-            store: store.to_owned(),
-            key: key.to_owned(),
-        }),
+        _ => Err(key_not_found(store, key)),
     }
 }
 
@@ -443,7 +366,7 @@ async fn latest(
     store: &str,
     key: &str,
     from: ReadFrom,
-) -> Result<Option<Entry>, NatsError> {
+) -> Result<Option<Entry>, Error> {
     let stream = nats
         .jetstream()
         .get_stream_no_info(stream_name(store))
@@ -495,7 +418,7 @@ fn operation(headers: &HeaderMap) -> Operation {
 }
 
 /// Windshift's Set: stores the value and returns its revision.
-pub async fn set(nats: &Nats, write: Write) -> Result<u64, WriteError> {
+pub async fn set(nats: &Nats, write: Write) -> Result<u64, Error> {
     validate_store(&write.store)?;
     validate_key("key", &write.key)?;
     if write.create_only {
@@ -513,23 +436,27 @@ pub async fn set(nats: &Nats, write: Write) -> Result<u64, WriteError> {
 
 /// Set with `create_only`. The write is conditional on the revision it expects, so of two concurrent
 /// creates exactly one wins.
-async fn create(nats: &Nats, write: Write) -> Result<u64, WriteError> {
+async fn create(nats: &Nats, write: Write) -> Result<u64, Error> {
     let Write {
         store, key, value, ..
     } = write;
-    let exists = || WriteError::KeyExists {
-        store: store.clone(),
-        key: key.clone(),
+    let exists = || {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!("key {key} already exists in store {store}"),
+        )
+        .with_resource(format!("key {key}"))
     };
-    // The common case: the key was never written.
+    // The common case: the key was never written. A conflict from `publish` is always a revision
+    // that is not the latest.
     match publish(nats, &store, &key, value.clone(), None, Some(0)).await {
-        Err(WriteError::WrongRevision { .. }) => {}
+        Err(err) if err.kind() == ErrorKind::Conflict => {}
         done => return done,
     }
     // The key has entries. It may be created again only if the latest is a delete or purge marker.
     let latest = latest(nats, &store, &key, ReadFrom::Leader)
         .await
-        .map_err(|e| WriteError::from_nats(e, &store))?;
+        .map_err(|e| about_store(e, &store))?;
     let expected = match latest {
         Some(entry) if entry.operation == Operation::Put => return Err(exists()),
         Some(marker) => marker.revision,
@@ -538,10 +465,10 @@ async fn create(nats: &Nats, write: Write) -> Result<u64, WriteError> {
     };
     publish(nats, &store, &key, value, None, Some(expected))
         .await
-        .map_err(|err| match err {
+        .map_err(|err| match err.kind() {
             // Someone else wrote the key since we looked.
-            WriteError::WrongRevision { .. } => exists(),
-            other => other,
+            ErrorKind::Conflict => exists(),
+            _ => err,
         })
 }
 
@@ -552,7 +479,7 @@ pub async fn delete(
     store: &str,
     key: &str,
     last_revision: Option<u64>,
-) -> Result<(), WriteError> {
+) -> Result<(), Error> {
     validate_store(store)?;
     validate_key("key", key)?;
     publish(
@@ -577,7 +504,7 @@ async fn publish(
     value: Bytes,
     marker: Option<&'static str>,
     expected: Option<u64>,
-) -> Result<u64, WriteError> {
+) -> Result<u64, Error> {
     let mut headers = HeaderMap::new();
     if let Some(marker) = marker {
         headers.insert(OPERATION_HEADER, marker);
@@ -587,7 +514,7 @@ async fn publish(
     }
     let size = value.len() + format::header_size(&headers);
     if !nats.is_connected() {
-        return Err(NatsError::Unavailable("not connected to NATS".into()).into());
+        return Err(Error::unavailable("not connected to NATS"));
     }
     let message = PublishMessage::build().payload(value).headers(headers);
     let js = nats.jetstream();
@@ -610,47 +537,59 @@ async fn classify_write(
     key: &str,
     expected: Option<u64>,
     size: usize,
-) -> WriteError {
+) -> Error {
     let stream = stream_name(store);
     match publish_failure::sort(nats, &err, Target::Stream(&stream)).await {
-        Failure::WrongLastSequence => WriteError::WrongRevision {
-            key: key.to_owned(),
-            expected: expected.unwrap_or_default(),
-        },
-        Failure::NoStream => WriteError::StoreNotFound(store.to_owned()),
+        Failure::WrongLastSequence => Error::conflict(format!(
+            "last_revision {} is not the latest revision of key {key}",
+            expected.unwrap_or_default()
+        ))
+        .with_field("last_revision"),
+        Failure::NoStream => store_not_found(store),
         Failure::Unanswered { .. } => {
-            NatsError::Unavailable(format!("store {store} did not answer the write")).into()
+            Error::unavailable(format!("store {store} did not answer the write"))
         }
-        Failure::TimedOut => WriteError::TimedOut,
+        Failure::TimedOut => Error::new(
+            ErrorKind::TimedOut,
+            "the write timed out waiting for JetStream",
+        ),
         Failure::Disconnected(cause) => {
-            NatsError::Unavailable(format!("writing to store {store}: {cause}")).into()
+            Error::unavailable(format!("writing to store {store}: {cause}"))
         }
-        Failure::TooLarge { limit } => WriteError::TooLarge { size, limit },
+        Failure::TooLarge { limit } => value_too_large(size, limit),
         // A store's own headers are a few bytes, and a full store is reported as the API error it
         // has always been.
         Failure::HeadersTooLarge(api) | Failure::StreamFull(api) | Failure::Api(api) => {
-            WriteError::from_nats(api, store)
+            about_store(api, store)
         }
-        Failure::Nats(err) => err.into(),
+        Failure::Nats(err) => err,
     }
 }
 
-async fn store_exists(nats: &Nats, store: &str) -> Result<bool, NatsError> {
+/// The error of a value of `size` bytes, headers included, over the `limit` of the store or NATS.
+fn value_too_large(size: usize, limit: usize) -> Error {
+    Error::invalid(
+        "value",
+        format!("the value is {size} bytes with its headers, over the limit of {limit} bytes"),
+    )
+}
+
+async fn store_exists(nats: &Nats, store: &str) -> Result<bool, Error> {
     publish_failure::stream_exists(nats, &stream_name(store)).await
 }
 
 /// The bucket handle for the long-lived reads.
-async fn bucket(nats: &Nats, store: &str) -> Result<kv::Store, ReadError> {
+async fn bucket(nats: &Nats, store: &str) -> Result<kv::Store, Error> {
     nats.jetstream()
         .get_key_value(store)
         .await
-        .map_err(|err| ReadError::from_nats(err.classify(), store))
+        .map_err(|err| about_store(err.classify(), store))
 }
 
 /// Jetway's Watch: the entries of the keys matching the spec's pattern, from where it says, then
 /// every change, in revision order. The stream ends only at an error; if the store is deleted, that
-/// error is [`ReadError::StoreNotFound`].
-pub async fn watch(nats: &Nats, spec: &WatchSpec) -> Result<Entries, ReadError> {
+/// error is [`ErrorKind::NotFound`].
+pub async fn watch(nats: &Nats, spec: &WatchSpec) -> Result<Entries, Error> {
     validate_store(&spec.store)?;
     let pattern = match spec.key.as_str() {
         "" => ">",
@@ -663,7 +602,10 @@ pub async fn watch(nats: &Nats, spec: &WatchSpec) -> Result<Entries, ReadError> 
         && revision >= MAX_SEQUENCE
     {
         // The watch starts at the next revision, which must be a sequence JetStream can hold.
-        return Err(Invalid::new("after_revision", format!("must be below {MAX_SEQUENCE}")).into());
+        return Err(Error::invalid(
+            "after_revision",
+            format!("must be below {MAX_SEQUENCE}"),
+        ));
     }
     let bucket = bucket(nats, &spec.store).await?;
     let watch = match spec.from {
@@ -677,7 +619,7 @@ pub async fn watch(nats: &Nats, spec: &WatchSpec) -> Result<Entries, ReadError> 
                 .await
         }
     }
-    .map_err(|err| ReadError::from_nats(err.classify(), &spec.store))?;
+    .map_err(|err| about_store(err.classify(), &spec.store))?;
     let watcher = Watcher {
         nats: nats.clone(),
         store: spec.store.clone(),
@@ -703,7 +645,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    async fn next(&mut self) -> Option<Result<Entry, ReadError>> {
+    async fn next(&mut self) -> Option<Result<Entry, Error>> {
         loop {
             match self.watch.next().await? {
                 Ok(entry) => return Some(Ok(from_kv(entry))),
@@ -713,12 +655,12 @@ impl Watcher {
                 Err(err) if missed_heartbeat(&err) => {
                     match store_exists(&self.nats, &self.store).await {
                         Ok(false) => {
-                            return Some(Err(ReadError::StoreNotFound(self.store.clone())));
+                            return Some(Err(store_not_found(&self.store)));
                         }
                         Ok(true) | Err(_) => continue,
                     }
                 }
-                Err(err) => return Some(Err(err.classify().into())),
+                Err(err) => return Some(Err(err.classify())),
             }
         }
     }
@@ -747,7 +689,7 @@ fn from_kv(entry: kv::Entry) -> Entry {
 /// Jetway's Keys: the keys that have a value, matching `filter` (a pattern; empty means all). JetStream
 /// sends the latest entry of every key (headers only), and the filter is applied here, so the cost
 /// grows with the number of keys in the store, not with the number that match.
-pub async fn keys(nats: &Nats, store: &str, filter: &str) -> Result<KeyNames, ReadError> {
+pub async fn keys(nats: &Nats, store: &str, filter: &str) -> Result<KeyNames, Error> {
     validate_store(store)?;
     if !filter.is_empty() {
         validate_key_filter("filter", filter)?;
@@ -756,14 +698,14 @@ pub async fn keys(nats: &Nats, store: &str, filter: &str) -> Result<KeyNames, Re
         .await?
         .keys()
         .await
-        .map_err(|err| ReadError::from_nats(err.classify(), store))?;
+        .map_err(|err| about_store(err.classify(), store))?;
     let filter = filter.to_owned();
     Ok(keys
         .filter_map(move |key| {
             let item = match key {
                 Ok(key) if filter.is_empty() || matches(&filter, &key) => Some(Ok(key)),
                 Ok(_) => None,
-                Err(err) => Some(Err(err.classify().into())),
+                Err(err) => Some(Err(err.classify())),
             };
             std::future::ready(item)
         })
@@ -786,27 +728,24 @@ fn matches(pattern: &str, key: &str) -> bool {
 }
 
 /// Jetway's History: every stored entry of the key, oldest first, markers included. A key with no
-/// entries is [`ReadError::KeyNotFound`].
-pub async fn history(nats: &Nats, store: &str, key: &str) -> Result<Entries, ReadError> {
+/// entries is [`ErrorKind::NotFound`].
+pub async fn history(nats: &Nats, store: &str, key: &str) -> Result<Entries, Error> {
     validate_store(store)?;
     validate_key("key", key)?;
     let mut history = bucket(nats, store)
         .await?
         .history(key)
         .await
-        .map_err(|err| ReadError::from_nats(err.classify(), store))?;
+        .map_err(|err| about_store(err.classify(), store))?;
     // The first entry is read here, so an unknown key fails the call instead of giving an empty
     // stream.
     let first = match history.next().await {
-        Some(first) => first.map_err(|err| ReadError::from(err.classify()))?,
+        Some(first) => first.map_err(|err| err.classify())?,
         None => {
-            return Err(ReadError::KeyNotFound {
-                store: store.to_owned(),
-                key: key.to_owned(),
-            });
+            return Err(key_not_found(store, key));
         }
     };
-    let rest = history.map(|entry| entry.map(from_kv).map_err(|err| err.classify().into()));
+    let rest = history.map(|entry| entry.map(from_kv).map_err(|err| err.classify()));
     Ok(
         futures::stream::once(std::future::ready(Ok(from_kv(first))))
             .chain(rest)
@@ -888,13 +827,26 @@ mod tests {
         };
         assert!(matches!(
             stream_config(&memory, Some(&existing)),
-            Err(EnsureStoreError::Conflict(_))
+            Err(err) if err.kind() == ErrorKind::Conflict
         ));
     }
 
     #[test]
+    fn a_value_too_large_names_the_field_and_the_limit() {
+        let err = value_too_large(2, 1);
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert_eq!(
+            err.message(),
+            "value: the value is 2 bytes with its headers, over the limit of 1 bytes"
+        );
+    }
+
+    #[test]
     fn invalid_options_name_the_field() {
-        let field = |spec: StoreSpec| validate_spec(&spec).unwrap_err().field;
+        let field = |spec: StoreSpec| {
+            let err = validate_spec(&spec).unwrap_err();
+            err.field().unwrap_or_default().to_owned()
+        };
         let spec = || StoreSpec {
             store: "s".into(),
             ..Default::default()

@@ -10,8 +10,8 @@ use async_nats::jetstream::{
 };
 
 use crate::{
-    Nats,
-    error::{Classify, Invalid, NatsError},
+    Error, Nats,
+    error::Classify,
     format,
     names::{validate_filter, validate_name},
 };
@@ -26,9 +26,9 @@ pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 pub const MAX_SEQUENCE: u64 = i64::MAX as u64;
 
 /// Checks a stream sequence that a client gives as a start position (an offset or id).
-pub fn validate_sequence(field: &str, sequence: u64) -> Result<(), Invalid> {
+pub fn validate_sequence(field: &str, sequence: u64) -> Result<(), Error> {
     if sequence > MAX_SEQUENCE {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             field,
             format!("must be at most {MAX_SEQUENCE}"),
         ));
@@ -127,23 +127,8 @@ pub struct StreamSpec {
     pub max_event_size: Option<u32>,
 }
 
-/// Why EnsureStream failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EnsureStreamError {
-    /// The declaration is invalid.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The stream exists and cannot be changed this way (e.g. its storage type), it conflicts with
-    /// another stream (overlapping subjects), or a stream it copies from does not exist.
-    #[error("{0}")]
-    Conflict(String),
-    /// NATS failed.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-}
-
 /// Creates the stream, or updates it in place.
-pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), Error> {
     validate(spec)?;
     require_sources(nats, spec).await?;
     let applied = apply_config(nats, &spec.name, |existing| {
@@ -157,45 +142,39 @@ pub async fn ensure_stream(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureS
         }
         Err(ApplyError::Build(err)) => Err(err),
         Err(ApplyError::Refused(err)) if is_placement_refusal(&err) => {
-            Err(EnsureStreamError::Conflict(placement_message(
+            Err(Error::conflict(placement_message(
                 "storage.replicas",
                 spec.replicas.unwrap_or(1),
                 &format!("stream {}", spec.name),
                 &err,
             )))
         }
-        Err(ApplyError::Refused(NatsError::Api { code, description }))
-            if code == ErrorCode::STREAM_INVALID_CONFIG.0 =>
-        {
-            Err(Invalid::new(
-                "stream",
-                format!("JetStream rejected the configuration: {description}"),
-            )
-            .into())
-        }
-        Err(ApplyError::Refused(NatsError::Api { description, .. })) => {
-            Err(EnsureStreamError::Conflict(format!(
-                "JetStream rejected the stream {}: {description}",
-                spec.name
-            )))
-        }
-        Err(ApplyError::Refused(err)) => Err(err.into()),
+        Err(ApplyError::Refused(err)) => Err(err.refused(|code, description| {
+            if code == ErrorCode::STREAM_INVALID_CONFIG {
+                Error::invalid(
+                    "stream",
+                    format!("JetStream rejected the configuration: {description}"),
+                )
+            } else {
+                Error::conflict(format!(
+                    "JetStream rejected the stream {}: {description}",
+                    spec.name
+                ))
+            }
+        })),
     }
 }
 
 /// Whether JetStream refused a stream because it cannot place its replicas: the cluster has fewer
 /// JetStream servers than the replicas asked for (or none that fit its placement).
-pub(crate) fn is_placement_refusal(err: &NatsError) -> bool {
+pub(crate) fn is_placement_refusal(err: &Error) -> bool {
     err.api_code() == Some(ErrorCode::CLUSTER_NO_PEERS)
 }
 
 /// The message of a placement refusal, naming the request's `field` and keeping NATS's reason, so the
 /// user sees that the replica count is the cause.
-pub(crate) fn placement_message(field: &str, replicas: u32, what: &str, err: &NatsError) -> String {
-    let reason = match err {
-        NatsError::Api { description, .. } => description.as_str(),
-        _ => "",
-    };
+pub(crate) fn placement_message(field: &str, replicas: u32, what: &str, err: &Error) -> String {
+    let reason = err.api_description().unwrap_or_default();
     format!(
         "{field}: JetStream cannot place {replicas} replicas of {what}: {reason}; ask for at most as \
          many replicas as the NATS cluster has JetStream servers"
@@ -204,7 +183,7 @@ pub(crate) fn placement_message(field: &str, replicas: u32, what: &str, err: &Na
 
 /// Checks that the streams a mirror or an aggregate copies from exist. JetStream accepts a source
 /// that does not, and then retries it (and logs an error) every minute, forever.
-async fn require_sources(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+async fn require_sources(nats: &Nats, spec: &StreamSpec) -> Result<(), Error> {
     let sources: Vec<(String, &SourceSpec)> = match &spec.source {
         Some(StreamSource::Mirror(source)) => vec![("mirror".to_owned(), source)],
         Some(StreamSource::Aggregate(sources)) => sources
@@ -219,12 +198,12 @@ async fn require_sources(nats: &Nats, spec: &StreamSpec) -> Result<(), EnsureStr
             Ok(_) => {}
             Err(err) => match err.classify() {
                 e if e.api_code() == Some(ErrorCode::STREAM_NOT_FOUND) => {
-                    return Err(EnsureStreamError::Conflict(format!(
+                    return Err(Error::conflict(format!(
                         "{field}.name: stream {} does not exist; create it first",
                         source.name
                     )));
                 }
-                e => return Err(e.into()),
+                e => return Err(e),
             },
         }
     }
@@ -236,7 +215,7 @@ pub(crate) enum ApplyError<E> {
     /// The caller's `build` refused.
     Build(E),
     /// JetStream refused (an API error says why) or NATS failed.
-    Refused(NatsError),
+    Refused(Error),
 }
 
 /// Creates the stream `name`, or updates it in place, with the configuration `build` makes from the
@@ -298,13 +277,14 @@ pub(crate) fn starting_config(
     Ok(config)
 }
 
-fn validate(spec: &StreamSpec) -> Result<(), EnsureStreamError> {
+fn validate(spec: &StreamSpec) -> Result<(), Error> {
     validate_name("name", &spec.name)?;
     match &spec.source {
         None => {
-            return Err(
-                Invalid::new("source", "one of subjects, mirror or aggregate must be set").into(),
-            );
+            return Err(Error::invalid(
+                "source",
+                "one of subjects, mirror or aggregate must be set",
+            ));
         }
         Some(StreamSource::Subjects(subjects)) => {
             for (i, subject) in subjects.iter().enumerate() {
@@ -314,9 +294,10 @@ fn validate(spec: &StreamSpec) -> Result<(), EnsureStreamError> {
         Some(StreamSource::Mirror(source)) => validate_source("mirror", source)?,
         Some(StreamSource::Aggregate(sources)) => {
             if sources.is_empty() {
-                return Err(
-                    Invalid::new("aggregate.sources", "must list at least one stream").into(),
-                );
+                return Err(Error::invalid(
+                    "aggregate.sources",
+                    "must list at least one stream",
+                ));
             }
             for (i, source) in sources.iter().enumerate() {
                 validate_source(&format!("aggregate.sources[{i}]"), source)?;
@@ -343,40 +324,44 @@ fn validate(spec: &StreamSpec) -> Result<(), EnsureStreamError> {
         ("retention_policy.max_bytes", retention.max_bytes),
     ] {
         if value.is_some_and(|v| v > i64::MAX as u64) {
-            return Err(Invalid::new(field, format!("must be at most {}", i64::MAX)).into());
+            return Err(Error::invalid(
+                field,
+                format!("must be at most {}", i64::MAX),
+            ));
         }
     }
     if retention.discard_new_per_subject
         && (retention.discard != Discard::New || retention.max_events_per_subject.unwrap_or(0) == 0)
     {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "retention_policy.discard_new_per_subject",
             "needs discard_policy DISCARD_POLICY_NEW and a max_events_per_subject",
-        )
-        .into());
+        ));
     }
     if let (Some(window), Some(max_age)) = (spec.dedupe_window, retention.max_age)
         && window > max_age
     {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             "deduplication_window",
             "must not be longer than retention_policy.max_age",
-        )
-        .into());
+        ));
     }
     if spec.replicas == Some(0) {
-        return Err(Invalid::new("storage.replicas", "must be greater than 0").into());
+        return Err(Error::invalid("storage.replicas", "must be greater than 0"));
     }
     if spec
         .max_event_size
         .is_some_and(|size| size > i32::MAX as u32)
     {
-        return Err(Invalid::new("max_event_size", format!("must be at most {}", i32::MAX)).into());
+        return Err(Error::invalid(
+            "max_event_size",
+            format!("must be at most {}", i32::MAX),
+        ));
     }
     Ok(())
 }
 
-fn validate_source(field: &str, source: &SourceSpec) -> Result<(), Invalid> {
+fn validate_source(field: &str, source: &SourceSpec) -> Result<(), Error> {
     validate_name(&format!("{field}.name"), &source.name)?;
     if let Some(StreamPointer::Time(time)) = source.from {
         format::validate_time(&format!("{field}.from.time"), time)?;
@@ -384,7 +369,7 @@ fn validate_source(field: &str, source: &SourceSpec) -> Result<(), Invalid> {
     match source.filter_subjects.as_slice() {
         [] => Ok(()),
         [filter] => validate_filter(&format!("{field}.filter_subjects[0]"), filter),
-        _ => Err(Invalid::new(
+        _ => Err(Error::invalid(
             format!("{field}.filter_subjects"),
             "at most one filter subject is supported",
         )),
@@ -392,9 +377,9 @@ fn validate_source(field: &str, source: &SourceSpec) -> Result<(), Invalid> {
 }
 
 /// A duration that is given must be positive: zero has no useful meaning for these fields.
-fn positive(field: &str, value: Option<Duration>, hint: &str) -> Result<(), Invalid> {
+fn positive(field: &str, value: Option<Duration>, hint: &str) -> Result<(), Error> {
     match value {
-        Some(d) if d.is_zero() => Err(Invalid::new(
+        Some(d) if d.is_zero() => Err(Error::invalid(
             field,
             format!("must be greater than zero; {hint}"),
         )),
@@ -408,13 +393,13 @@ fn to_config(
     spec: &StreamSpec,
     existing: Option<&stream::Config>,
     now: SystemTime,
-) -> Result<stream::Config, EnsureStreamError> {
+) -> Result<stream::Config, Error> {
     let mut config = starting_config(existing, spec.storage, || stream::Config {
         max_consumers: -1,
         ..Default::default()
     })
     .map_err(|stored| {
-        EnsureStreamError::Conflict(format!(
+        Error::conflict(format!(
             "storage.type: stream {} is stored in {stored:?} and its storage type cannot change",
             spec.name
         ))
@@ -579,7 +564,7 @@ mod tests {
     #[test]
     fn invalid_declarations_name_the_field() {
         let field = |s: StreamSpec| match validate(&s) {
-            Err(EnsureStreamError::Invalid(invalid)) => invalid.field,
+            Err(err) => err.field().unwrap_or("(no field)").to_owned(),
             other => panic!("expected invalid, got {other:?}"),
         };
         let mut s = spec(StreamSource::Subjects(vec![

@@ -3,7 +3,7 @@
 
 use jetway_api::jetway::admin::v1 as api;
 use jetway_core::{
-    Invalid,
+    Error,
     dead_letters::{DeadLetter, Reason, Selection},
     info::{ConsumerInfo, RetentionKind, StreamInfo},
     streams::{Discard, Storage},
@@ -12,13 +12,13 @@ use jetway_core::{
 use crate::codec::events::encode_event;
 
 /// Decodes which dead letters to redrive: ids, or all (with its filters).
-pub(crate) fn selection(request: &api::RedriveDeadLettersRequest) -> Result<Selection, Invalid> {
+pub(crate) fn selection(request: &api::RedriveDeadLettersRequest) -> Result<Selection, Error> {
     match (request.all, request.ids.is_empty()) {
-        (true, false) => Err(Invalid::new("all", "cannot be combined with ids")),
-        (false, true) => Err(Invalid::new("ids", "list ids, or set all")),
+        (true, false) => Err(Error::invalid("all", "cannot be combined with ids")),
+        (false, true) => Err(Error::invalid("ids", "list ids, or set all")),
         (false, false) => {
             if !request.stream.is_empty() || !request.consumer.is_empty() || request.limit > 0 {
-                return Err(Invalid::new(
+                return Err(Error::invalid(
                     "ids",
                     "stream, consumer and limit apply only with all",
                 ));
@@ -136,8 +136,14 @@ mod tests {
             all,
             ..Default::default()
         };
-        assert_eq!(selection(&request(vec![], false)).unwrap_err().field, "ids");
-        assert_eq!(selection(&request(vec![1], true)).unwrap_err().field, "all");
+        assert_eq!(
+            selection(&request(vec![], false)).unwrap_err().field(),
+            Some("ids")
+        );
+        assert_eq!(
+            selection(&request(vec![1], true)).unwrap_err().field(),
+            Some("all")
+        );
         assert_eq!(
             selection(&request(vec![1, 2], false)).unwrap(),
             Selection::Ids(vec![1, 2])
@@ -146,7 +152,7 @@ mod tests {
             stream: "orders".into(),
             ..request(vec![1], false)
         };
-        assert_eq!(selection(&filtered_ids).unwrap_err().field, "ids");
+        assert_eq!(selection(&filtered_ids).unwrap_err().field(), Some("ids"));
         assert!(matches!(
             selection(&request(vec![], true)).unwrap(),
             Selection::All { limit: 0, .. }

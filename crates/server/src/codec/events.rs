@@ -7,7 +7,7 @@ use jetway_api::{
     jetway::events::v1::{self as api, publish_event_request, stream_pointer::Pointer},
 };
 use jetway_core::{
-    Invalid,
+    Error,
     consumers::{ConsumerSpec, DeliveryPolicy},
     delivery::Settled,
     format::Event,
@@ -22,7 +22,7 @@ use crate::{codec::windshift, grpc::status::ToStatus};
 pub(crate) fn optional_pointer(
     field: &str,
     value: Option<&api::StreamPointer>,
-) -> Result<Option<StreamPointer>, Invalid> {
+) -> Result<Option<StreamPointer>, Error> {
     let Some(value) = value else {
         return Ok(None);
     };
@@ -33,7 +33,7 @@ pub(crate) fn optional_pointer(
             StreamPointer::Time(windshift::timestamp(&format!("{field}.time"), time)?)
         }
         Some(Pointer::Id(0)) => {
-            return Err(Invalid::new(
+            return Err(Error::invalid(
                 format!("{field}.id"),
                 "must be at least 1 (ids start at 1)",
             ));
@@ -43,7 +43,7 @@ pub(crate) fn optional_pointer(
             StreamPointer::Offset(*id)
         }
         None => {
-            return Err(Invalid::new(
+            return Err(Error::invalid(
                 field,
                 "set one of start, end, time or id, or leave it out",
             ));
@@ -52,7 +52,7 @@ pub(crate) fn optional_pointer(
 }
 
 /// Decodes EnsureConsumer; its delivery policy is always written in full.
-pub(crate) fn consumer_spec(request: api::EnsureConsumerRequest) -> Result<ConsumerSpec, Invalid> {
+pub(crate) fn consumer_spec(request: api::EnsureConsumerRequest) -> Result<ConsumerSpec, Error> {
     let backoff = request
         .backoff
         .iter()
@@ -103,7 +103,7 @@ pub(crate) fn publication(
     request: api::PublishEventRequest,
     trace_parent: Option<String>,
     trace_state: Option<String>,
-) -> Result<Publication, Invalid> {
+) -> Result<Publication, Error> {
     let (data_type, content_type, body) = match request.payload {
         Some(publish_event_request::Payload::Data(data)) => {
             (data.message_name().to_owned(), None, data.value)
@@ -111,7 +111,7 @@ pub(crate) fn publication(
         Some(publish_event_request::Payload::Raw(raw)) => {
             (String::new(), Some(raw.content_type), raw.data)
         }
-        None => return Err(Invalid::new("payload", "set data or raw")),
+        None => return Err(Error::invalid("payload", "set data or raw")),
     };
     let mut headers: Vec<(String, String)> = request.headers.into_iter().collect();
     // A map has no order; sorted, the stored headers do not depend on the client's.
@@ -179,8 +179,11 @@ mod tests {
     fn pointers_need_a_position_and_ids_start_at_one() {
         let pointer =
             |p: Option<Pointer>| optional_pointer("from", Some(&api::StreamPointer { pointer: p }));
-        assert_eq!(pointer(None).unwrap_err().field, "from");
-        assert_eq!(pointer(Some(Pointer::Id(0))).unwrap_err().field, "from.id");
+        assert_eq!(pointer(None).unwrap_err().field(), Some("from"));
+        assert_eq!(
+            pointer(Some(Pointer::Id(0))).unwrap_err().field(),
+            Some("from.id")
+        );
         assert_eq!(
             pointer(Some(Pointer::Id(3))).unwrap(),
             Some(StreamPointer::Offset(3))
@@ -189,7 +192,10 @@ mod tests {
             seconds: 0,
             nanos: -1,
         });
-        assert_eq!(pointer(Some(bad_time)).unwrap_err().field, "from.time");
+        assert_eq!(
+            pointer(Some(bad_time)).unwrap_err().field(),
+            Some("from.time")
+        );
         assert_eq!(optional_pointer("from", None).unwrap(), None);
     }
 
@@ -212,7 +218,10 @@ mod tests {
             payload: None,
             ..request
         };
-        assert_eq!(publication(none, None, None).unwrap_err().field, "payload");
+        assert_eq!(
+            publication(none, None, None).unwrap_err().field(),
+            Some("payload")
+        );
 
         let any = Any::pack(&StringValue { value: "v".into() });
         let event = Event {

@@ -7,7 +7,7 @@ use jetway_api::{
     jetway::state::v1::{self as ext, watch_request::Start},
 };
 use jetway_core::{
-    Invalid,
+    Error, ErrorKind,
     state::{Entry, Operation, StoreSpec, WatchFrom, WatchSpec},
     streams::Storage,
 };
@@ -16,36 +16,19 @@ use tonic::Status;
 
 use crate::{codec::windshift, grpc::status::ToStatus};
 
-/// A stored value that is not a serialized `google.protobuf.Any`: another NATS client wrote it.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the value of key {key} (revision {revision}) in store {store} is not a serialized google.protobuf.Any: {reason}"
-)]
-pub struct UndecodableValue {
-    /// The store.
-    pub store: String,
-    /// The key.
-    pub key: String,
-    /// The entry's revision.
-    pub revision: u64,
-    /// What the decoder said.
-    pub reason: String,
-}
-
-impl ToStatus for UndecodableValue {
-    fn to_status(&self) -> Status {
-        // The stored data is not what the API promises; the client cannot fix it by retrying.
-        Status::data_loss(self.to_string())
-    }
-}
-
-/// The value of a stored entry.
-pub(crate) fn decode(store: &str, entry: &Entry) -> Result<Any, UndecodableValue> {
-    Any::decode(entry.value.clone()).map_err(|err| UndecodableValue {
-        store: store.to_owned(),
-        key: entry.key.clone(),
-        revision: entry.revision,
-        reason: err.to_string(),
+/// The value of a stored entry. A value that is not a serialized `google.protobuf.Any` (another
+/// NATS client wrote it) is lost data: not what the API promises, and no retry can fix it.
+pub(crate) fn decode(store: &str, entry: &Entry) -> Result<Any, Error> {
+    Any::decode(entry.value.clone()).map_err(|err| {
+        Error::new(
+            ErrorKind::DataLoss,
+            format!(
+                "the value of key {} (revision {}) in store {store} is not a serialized \
+                 google.protobuf.Any: {err}",
+                entry.key, entry.revision
+            ),
+        )
+        .with_resource(format!("key {}", entry.key))
     })
 }
 
@@ -69,12 +52,12 @@ pub(crate) fn encode_entry(store: &str, entry: Entry) -> Result<ext::Entry, Stat
 }
 
 /// Decodes Jetway's EnsureStore.
-pub(crate) fn store_spec(request: ext::EnsureStoreRequest) -> Result<StoreSpec, Invalid> {
+pub(crate) fn store_spec(request: ext::EnsureStoreRequest) -> Result<StoreSpec, Error> {
     let storage = match request.storage.map(ext::StorageType::try_from) {
         None | Some(Ok(ext::StorageType::Unspecified)) => None,
         Some(Ok(ext::StorageType::File)) => Some(Storage::File),
         Some(Ok(ext::StorageType::Memory)) => Some(Storage::Memory),
-        Some(Err(_)) => return Err(Invalid::new("storage", "unknown enum value")),
+        Some(Err(_)) => return Err(Error::invalid("storage", "unknown enum value")),
     };
     Ok(StoreSpec {
         ttl: request
@@ -129,7 +112,10 @@ mod tests {
             storage: Some(42),
             ..request.clone()
         };
-        assert_eq!(store_spec(bad_storage).unwrap_err().field, "storage");
+        assert_eq!(
+            store_spec(bad_storage).unwrap_err().field(),
+            Some("storage")
+        );
         let negative = ext::EnsureStoreRequest {
             ttl: Some(PbDuration {
                 seconds: -1,
@@ -137,7 +123,7 @@ mod tests {
             }),
             ..request
         };
-        assert_eq!(store_spec(negative).unwrap_err().field, "ttl");
+        assert_eq!(store_spec(negative).unwrap_err().field(), Some("ttl"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use jetway_api::{
     },
 };
 use jetway_core::{
-    Invalid,
+    Error,
     consumers::ConsumerSpec,
     delivery::{Delivery, Settle, Settled},
     publish::Publication,
@@ -28,10 +28,11 @@ use jetway_core::{
 const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
 
 /// A protobuf duration as a `std` one.
-pub fn duration(field: &str, value: &PbDuration) -> Result<Duration, Invalid> {
-    let duration = Duration::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))?;
+pub fn duration(field: &str, value: &PbDuration) -> Result<Duration, Error> {
+    let duration =
+        Duration::try_from(value).map_err(|err| Error::invalid(field, err.to_string()))?;
     if duration > MAX_DURATION {
-        return Err(Invalid::new(field, "must be shorter than 292 years"));
+        return Err(Error::invalid(field, "must be shorter than 292 years"));
     }
     Ok(duration)
 }
@@ -45,26 +46,26 @@ const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 ///
 /// Timestamps outside the years 1 to 9999 are rejected here, as protobuf defines them invalid: the
 /// RFC 3339 header and JetStream's start times cannot hold them.
-pub fn timestamp(field: &str, value: &Timestamp) -> Result<SystemTime, Invalid> {
+pub fn timestamp(field: &str, value: &Timestamp) -> Result<SystemTime, Error> {
     if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&value.seconds) {
-        return Err(Invalid::new(
+        return Err(Error::invalid(
             field,
             "must be within 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
         ));
     }
-    SystemTime::try_from(value).map_err(|err| Invalid::new(field, err.to_string()))
+    SystemTime::try_from(value).map_err(|err| Error::invalid(field, err.to_string()))
 }
 
 /// An optional protobuf duration as a `std` one.
 pub fn optional_duration(
     field: &str,
     value: Option<&PbDuration>,
-) -> Result<Option<Duration>, Invalid> {
+) -> Result<Option<Duration>, Error> {
     value.map(|v| duration(field, v)).transpose()
 }
 
 /// A stream pointer; one with no position set means "the end", as in Windshift.
-fn pointer(field: &str, value: &StreamPointer) -> Result<streams::StreamPointer, Invalid> {
+fn pointer(field: &str, value: &StreamPointer) -> Result<streams::StreamPointer, Error> {
     Ok(match &value.pointer {
         Some(Pointer::Start(_)) => streams::StreamPointer::Start,
         Some(Pointer::End(_)) | None => streams::StreamPointer::End,
@@ -81,11 +82,11 @@ fn pointer(field: &str, value: &StreamPointer) -> Result<streams::StreamPointer,
 fn optional_pointer(
     field: &str,
     value: Option<&StreamPointer>,
-) -> Result<Option<streams::StreamPointer>, Invalid> {
+) -> Result<Option<streams::StreamPointer>, Error> {
     value.map(|v| pointer(field, v)).transpose()
 }
 
-fn source(field: &str, value: &esr::StreamSource) -> Result<SourceSpec, Invalid> {
+fn source(field: &str, value: &esr::StreamSource) -> Result<SourceSpec, Error> {
     Ok(SourceSpec {
         name: value.name.clone(),
         from: optional_pointer(&format!("{field}.from"), value.from.as_ref())?,
@@ -94,7 +95,7 @@ fn source(field: &str, value: &esr::StreamSource) -> Result<SourceSpec, Invalid>
 }
 
 /// Decodes EnsureStream.
-pub fn stream_spec(request: EnsureStreamRequest) -> Result<StreamSpec, Invalid> {
+pub fn stream_spec(request: EnsureStreamRequest) -> Result<StreamSpec, Error> {
     let source = match &request.source {
         None => None,
         Some(Source::Subjects(subjects)) => Some(StreamSource::Subjects(subjects.subjects.clone())),
@@ -143,12 +144,12 @@ pub fn stream_spec(request: EnsureStreamRequest) -> Result<StreamSpec, Invalid> 
     })
 }
 
-fn unknown_enum(field: &str) -> Invalid {
-    Invalid::new(field, "unknown enum value")
+fn unknown_enum(field: &str) -> Error {
+    Error::invalid(field, "unknown enum value")
 }
 
 /// Decodes EnsureConsumer.
-pub fn consumer_spec(request: EnsureConsumerRequest) -> Result<ConsumerSpec, Invalid> {
+pub fn consumer_spec(request: EnsureConsumerRequest) -> Result<ConsumerSpec, Error> {
     Ok(ConsumerSpec {
         from: optional_pointer("from", request.from.as_ref())?,
         processing_timeout: optional_duration(
@@ -168,10 +169,10 @@ pub fn publication(
     request: PublishEventRequest,
     trace_parent: Option<String>,
     trace_state: Option<String>,
-) -> Result<Publication, Invalid> {
+) -> Result<Publication, Error> {
     let data = request
         .data
-        .ok_or_else(|| Invalid::new("data", "is required"))?;
+        .ok_or_else(|| Error::invalid("data", "is required"))?;
     Ok(Publication {
         data_type: data.message_name().to_owned(),
         body: data.value,
@@ -194,7 +195,7 @@ pub fn reject(
     permanently: bool,
     delay: Option<&PbDuration>,
     delay_field: &str,
-) -> Result<Settle, Invalid> {
+) -> Result<Settle, Error> {
     if permanently {
         return Ok(Settle::RejectPermanently);
     }
@@ -280,8 +281,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            stream_spec(request.clone()).unwrap_err().field,
-            "retention_policy.max_age"
+            stream_spec(request.clone()).unwrap_err().field(),
+            Some("retention_policy.max_age")
         );
         let request = EnsureStreamRequest {
             retention_policy: None,
@@ -291,12 +292,18 @@ mod tests {
             }),
             ..request
         };
-        assert_eq!(stream_spec(request).unwrap_err().field, "storage.type");
+        assert_eq!(
+            stream_spec(request).unwrap_err().field(),
+            Some("storage.type")
+        );
         let publish = PublishEventRequest {
             subject: "a".into(),
             ..Default::default()
         };
-        assert_eq!(publication(publish, None, None).unwrap_err().field, "data");
+        assert_eq!(
+            publication(publish, None, None).unwrap_err().field(),
+            Some("data")
+        );
     }
 
     #[test]
@@ -310,7 +317,7 @@ mod tests {
             seconds: 9_223_372_037,
             nanos: 0,
         };
-        assert_eq!(duration("wait", &longer).unwrap_err().field, "wait");
+        assert_eq!(duration("wait", &longer).unwrap_err().field(), Some("wait"));
     }
 
     #[test]
@@ -320,8 +327,8 @@ mod tests {
             nanos: 0,
         };
         assert_eq!(
-            timestamp("timestamp", &before).unwrap_err().field,
-            "timestamp"
+            timestamp("timestamp", &before).unwrap_err().field(),
+            Some("timestamp")
         );
         let last = Timestamp {
             seconds: MAX_TIMESTAMP_SECONDS,
@@ -333,8 +340,8 @@ mod tests {
             nanos: 0,
         };
         assert_eq!(
-            timestamp("timestamp", &after).unwrap_err().field,
-            "timestamp"
+            timestamp("timestamp", &after).unwrap_err().field(),
+            Some("timestamp")
         );
     }
 

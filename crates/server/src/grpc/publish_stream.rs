@@ -16,7 +16,7 @@
 
 use jetway_api::jetway::events::v1::{PublishStreamRequest, PublishStreamResponse};
 use jetway_core::{
-    Invalid,
+    Error,
     pipeline::Pipeline,
     publish::{Publication, Publisher},
 };
@@ -154,9 +154,9 @@ async fn run(
     }
 }
 
-fn decode(request: PublishStreamRequest, trace: &Trace) -> Result<Publication, Invalid> {
+fn decode(request: PublishStreamRequest, trace: &Trace) -> Result<Publication, Error> {
     let event = request
         .event
-        .ok_or_else(|| Invalid::new("event", "is required"))?;
+        .ok_or_else(|| Error::invalid("event", "is required"))?;
     publication(event, trace.parent.clone(), trace.state.clone())
 }

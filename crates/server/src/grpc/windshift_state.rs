@@ -5,7 +5,7 @@ use jetway_api::windshift::state::v1alpha1::{
     self as ws, state_service_server::StateService as WindshiftStateService,
 };
 use jetway_core::{
-    Invalid, Nats,
+    Error, Nats,
     state::{self as core, Write},
 };
 use prost::Message;
@@ -61,7 +61,7 @@ impl WindshiftStateService for WindshiftState {
         let request = request.into_inner();
         let value = request
             .value
-            .ok_or_else(|| Invalid::new("value", "is required").to_status())?;
+            .ok_or_else(|| Error::invalid("value", "is required").to_status())?;
         let write = Write {
             store: request.store,
             key: request.key,
