@@ -11,6 +11,7 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/jetway-server /usr/local/bin/jetway-server
 USER nonroot:nonroot
 ENV GRPC_PORT=8080 \
-    HEALTH_PORT=8088
-EXPOSE 8080 8088
+    HEALTH_PORT=8088 \
+    HTTP_PORT=8081
+EXPOSE 8080 8081 8088
 ENTRYPOINT ["/usr/local/bin/jetway-server"]

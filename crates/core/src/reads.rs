@@ -160,7 +160,7 @@ pub async fn read_events(nats: &Nats, spec: &ReadSpec) -> Result<Events, Error> 
 }
 
 /// The one stream whose subjects overlap `subject`.
-pub(crate) async fn stream_of(nats: &Nats, subject: &str) -> Result<String, Error> {
+pub async fn stream_of(nats: &Nats, subject: &str) -> Result<String, Error> {
     let answer = api_request(
         nats,
         "STREAM.NAMES".into(),

@@ -43,6 +43,7 @@ pub struct TestServer {
     limits: Limits,
     grpc_addr: SocketAddr,
     health_addr: SocketAddr,
+    http_addr: SocketAddr,
     running: Option<Running>,
 }
 
@@ -92,12 +93,14 @@ impl TestServer {
     ) -> TestServer {
         let grpc_addr = listeners.grpc.local_addr().expect("the gRPC port");
         let health_addr = listeners.health.local_addr().expect("the health port");
+        let http_addr = listeners.http.local_addr().expect("the HTTP API port");
         let mut server = TestServer {
             nats,
             nats_url,
             limits,
             grpc_addr,
             health_addr,
+            http_addr,
             running: None,
         };
         server.run(listeners).await;
@@ -131,6 +134,16 @@ impl TestServer {
     /// The HTTP health address (`/livez`, `/readyz`, `/metrics`). Unchanged across a restart.
     pub fn health_addr(&self) -> SocketAddr {
         self.health_addr
+    }
+
+    /// The HTTP API address (`/v1/...`). Unchanged across a restart.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The HTTP API's base URL, e.g. `http://127.0.0.1:41235`. Unchanged across a restart.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
     }
 
     /// The URL(s) of the nats-server this server is in front of, to check what Jetway stored.
@@ -194,12 +207,13 @@ impl TestServer {
     /// Starts the server again, on the same ports, after [`TestServer::stop`].
     pub async fn start_again(&mut self) {
         assert!(self.running.is_none(), "stop the server first");
-        let (grpc, health) = (self.grpc_addr, self.health_addr);
+        let (grpc, health, http) = (self.grpc_addr, self.health_addr, self.http_addr);
         // The old listeners are closed once `stop` returns; the retry only covers a slow kernel.
         let listeners = eventually("the server's ports to be free again", || async move {
             Some(Listeners {
                 grpc: TcpListener::bind(grpc).await.ok()?,
                 health: TcpListener::bind(health).await.ok()?,
+                http: TcpListener::bind(http).await.ok()?,
             })
         })
         .await;
@@ -246,6 +260,9 @@ async fn free_listeners() -> Listeners {
     Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC"),
         health: TcpListener::bind("127.0.0.1:0").await.expect("bind health"),
+        http: TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the HTTP API"),
     }
 }
 

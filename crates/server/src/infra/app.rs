@@ -1,8 +1,8 @@
-//! Wiring and lifecycle: binds the listeners, serves gRPC (events, state, health, reflection) and HTTP
-//! health, and shuts down in order when asked.
+//! Wiring and lifecycle: binds the listeners, serves gRPC (events, state, health, reflection), the
+//! HTTP API and HTTP health, and shuts down in order when asked.
 //!
 //! Shutdown: readiness turns false, every Events session naks its in-flight events and ends (and so
-//! do Watch, Keys and History streams), the listeners stop accepting while in-flight calls
+//! do Watch, Keys and History streams, and the HTTP API's live streams and range reads), the listeners stop accepting while in-flight calls
 //! (publishes) finish, and the NATS connection is drained so no ack or publish is left in a buffer.
 //! Calls still running after [`SHUTDOWN_GRACE`] are cut off (their clients see an error, so nothing
 //! they were told succeeded is lost), and the drain always runs, within [`DRAIN_GRACE`].
@@ -26,6 +26,7 @@ use crate::{
         admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, state::JetwayState,
         windshift_events::WindshiftEvents, windshift_state::WindshiftState,
     },
+    http,
     infra::{
         config::{Config, Limits},
         health, telemetry,
@@ -47,16 +48,18 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// the events they hold until the server restarts.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The two bound listeners.
+/// The three bound listeners.
 pub struct Listeners {
     /// gRPC (events, state, health, reflection).
     pub grpc: TcpListener,
     /// HTTP health.
     pub health: TcpListener,
+    /// The HTTP API.
+    pub http: TcpListener,
 }
 
 impl Listeners {
-    /// Binds GRPC_PORT and HEALTH_PORT on LISTEN_HOST.
+    /// Binds GRPC_PORT, HEALTH_PORT and HTTP_PORT on LISTEN_HOST.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
         let grpc = bind(
             SocketAddr::new(config.listen_host, config.grpc_port),
@@ -68,7 +71,12 @@ impl Listeners {
             "HEALTH_PORT",
         )
         .await?;
-        Ok(Listeners { grpc, health })
+        let http = bind(
+            SocketAddr::new(config.listen_host, config.http_port),
+            "HTTP_PORT",
+        )
+        .await?;
+        Ok(Listeners { grpc, health, http })
     }
 }
 
@@ -110,6 +118,7 @@ pub async fn serve(
     telemetry::metrics_handle();
     let grpc_addr = listeners.grpc.local_addr()?;
     let health_addr = listeners.health.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (readiness, probe) = health::probe(nats.clone(), shutdown.clone());
@@ -206,11 +215,22 @@ pub async fn serve(
         limits.health_header_timeout,
         shutdown.clone(),
     );
-    tracing::info!(%grpc_addr, %health_addr, "serving");
+    let api = transport::serve_api(
+        Gate::new(
+            listeners.http,
+            limits.http_max_connections,
+            "HTTP_MAX_CONNECTIONS",
+            "http",
+        ),
+        http::router(http::ApiState::new(nats.clone(), &limits, sessions.clone())),
+        limits.http_header_timeout,
+        shutdown.clone(),
+    );
+    tracing::info!(%grpc_addr, %health_addr, %http_addr, "serving");
 
     let grpc = tokio::spawn(grpc);
     let http = tokio::spawn(async move {
-        http.await;
+        tokio::join!(http, api);
         Ok::<(), std::io::Error>(())
     });
     // Turns advisories into dead letters; stops with the sessions (see `jetway_core::dead_letters`).

@@ -102,9 +102,17 @@ pub const VARIABLES: &[Variable] = &[
     )
     .alias_of("HEALTH_PORT"),
     Variable::new(
+        "HTTP_PORT",
+        DefaultValue::Value("8081"),
+        "HTTP/JSON API (`/v1/...`, `/openapi.json`; docs/http-api.md), on a port of its own so \
+         gRPC clients and proxies never meet content-type multiplexing and each API has its own \
+         connection limits.",
+        field!(http_port, parse_port),
+    ),
+    Variable::new(
         "LISTEN_HOST",
         DefaultValue::Value("0.0.0.0"),
-        "Address both listeners bind to.",
+        "Address every listener binds to.",
         field!(listen_host, |value: &str| value.parse::<IpAddr>().map_err(
             |_| "is not an IP address (like 0.0.0.0 or ::1)".to_owned()
         )),
@@ -228,6 +236,35 @@ pub const VARIABLES: &[Variable] = &[
          after it started waiting for them: a request line or headers sent slowly or never \
          finished, or a keep-alive connection idle between requests.",
         field!(limits.health_header_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "HTTP_MAX_CONNECTIONS",
+        DefaultValue::Value("1024"),
+        "Most connections open on the HTTP API port at once (each live SSE subscription holds \
+         one); over it, a new connection is closed at once.",
+        field!(limits.http_max_connections, parse_count),
+    ),
+    Variable::new(
+        "HTTP_HEADER_TIMEOUT",
+        DefaultValue::Value("10s"),
+        "The HTTP API port closes a connection whose request headers are not complete this long \
+         after it started waiting for them (slow or unfinished headers, an idle keep-alive \
+         connection).",
+        field!(limits.http_header_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "HTTP_MAX_BODY_BYTES",
+        // The same 4 MiB as GRPC_MAX_MESSAGE_BYTES: one event of NATS's default `max_payload` or a
+        // batch of small ones.
+        DefaultValue::Value("4194304"),
+        "Largest HTTP API request body (4194304 is 4 MiB); a larger one is answered 413 \
+         PAYLOAD_TOO_LARGE naming this variable.",
+        field!(limits.http_max_body_bytes, |value: &str| {
+            match value.parse::<usize>() {
+                Ok(n) if n >= 1024 => Ok(n),
+                _ => Err("is not a whole number of bytes, at least 1024".to_owned()),
+            }
+        }),
     ),
     Variable::new(
         "NATS_SERVER_BIN",
@@ -521,7 +558,9 @@ pub struct Config {
     pub grpc_port: u16,
     /// `HEALTH_PORT` (alias `HEALTH_SERVER_PORT`): TCP port of the HTTP health listener.
     pub health_port: u16,
-    /// `LISTEN_HOST`: IP address both listeners bind to.
+    /// `HTTP_PORT`: TCP port of the HTTP/JSON API listener.
+    pub http_port: u16,
+    /// `LISTEN_HOST`: IP address every listener binds to.
     pub listen_host: IpAddr,
     /// `DEVELOPMENT`: human-readable logs instead of JSON lines.
     pub development: bool,
@@ -568,6 +607,12 @@ pub struct Limits {
     pub health_max_connections: usize,
     /// `HEALTH_HEADER_TIMEOUT`: how long the health port waits for a request's complete headers.
     pub health_header_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: the most connections open on the HTTP API port at once.
+    pub http_max_connections: usize,
+    /// `HTTP_HEADER_TIMEOUT`: how long the HTTP API port waits for a request's complete headers.
+    pub http_header_timeout: Duration,
+    /// `HTTP_MAX_BODY_BYTES`: the largest HTTP API request body.
+    pub http_max_body_bytes: usize,
     /// `MAX_UNNAMED_CONSUMERS_PER_STREAM`: the most unnamed consumers one stream may have.
     pub max_unnamed_consumers_per_stream: usize,
     /// `SUBSCRIBER_BUFFER_EVENTS`: the most events a live subscriber may have waiting.
@@ -750,6 +795,7 @@ impl Config {
             nats_url: None,
             grpc_port: 0,
             health_port: 0,
+            http_port: 0,
             listen_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             development: false,
             log_filter: String::new(),
@@ -778,6 +824,9 @@ impl Config {
                 grpc_max_message_bytes: 0,
                 health_max_connections: 0,
                 health_header_timeout: Duration::ZERO,
+                http_max_connections: 0,
+                http_header_timeout: Duration::ZERO,
+                http_max_body_bytes: 0,
                 max_unnamed_consumers_per_stream: 0,
                 subscriber_buffer: 0,
                 fetch: FetchLimits {
@@ -1332,6 +1381,10 @@ mod tests {
             ("GRPC_MAX_MESSAGE_BYTES", "65536"),
             ("HEALTH_MAX_CONNECTIONS", "3"),
             ("HEALTH_HEADER_TIMEOUT", "250ms"),
+            ("HTTP_PORT", "9092"),
+            ("HTTP_MAX_CONNECTIONS", "4"),
+            ("HTTP_HEADER_TIMEOUT", "2s"),
+            ("HTTP_MAX_BODY_BYTES", "2048"),
         ])
         .unwrap();
         assert_eq!(
@@ -1340,6 +1393,7 @@ mod tests {
                 nats_url: Some("nats://nats.example:4223".to_owned()),
                 grpc_port: 9090,
                 health_port: 9091,
+                http_port: 9092,
                 listen_host: "::1".parse().unwrap(),
                 development: true,
                 log_filter: "warn,jetway_core=debug".to_owned(),
@@ -1371,6 +1425,9 @@ mod tests {
                     grpc_max_message_bytes: 65536,
                     health_max_connections: 3,
                     health_header_timeout: Duration::from_millis(250),
+                    http_max_connections: 4,
+                    http_header_timeout: Duration::from_secs(2),
+                    http_max_body_bytes: 2048,
                     max_unnamed_consumers_per_stream: 20,
                     subscriber_buffer: 1,
                     fetch: FetchLimits {

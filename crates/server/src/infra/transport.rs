@@ -1,8 +1,8 @@
-//! The connections of both listeners and what every call costs them: the cap on open connections
+//! The connections of every listener and what every call costs them: the cap on open connections
 //! per port ([`Gate`]), the idle timeout of gRPC connections ([`GrpcConn`]), HTTP/2's receive
 //! windows, the server-wide cap on streaming calls and the status of a request over the message
-//! size limit ([`CallLayer`]), and the health port's HTTP/1 server with its header-read timeout
-//! ([`serve_health`]). The values come from [`Limits`].
+//! size limit ([`CallLayer`]), and the HTTP/1 server of the health port ([`serve_health`]) and of
+//! the HTTP API port ([`serve_api`]) with their header-read timeout. The values come from [`Limits`].
 //!
 //! A connection over a port's cap is accepted and closed at once: the client sees it reset and can
 //! retry, instead of hanging in the kernel's backlog until its own timeout, and the warning in the
@@ -601,36 +601,103 @@ pub async fn serve_health(
     header_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    let rules = Http1Rules {
+        header_timeout,
+        lifetime: Some(
+            header_timeout.saturating_mul(HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS),
+        ),
+        per_address: Some(HEALTH_MAX_CONNECTIONS_PER_ADDRESS),
+    };
+    serve_http1(gate, router, rules, shutdown).await;
+}
+
+/// Serves the HTTP API's routes on `gate` until `shutdown` is cancelled, then closes the listener
+/// and waits for the open connections to finish their requests (the API's live streams end on
+/// their own at shutdown).
+///
+/// HTTP/1.1, with the same header timeout as the health port, but no connection lifetime (a live
+/// SSE subscription holds its connection for as long as the client follows it) and no cap per
+/// address (many clients may share one behind a proxy or NAT): only the port's cap.
+pub async fn serve_api(
+    gate: Gate,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let rules = Http1Rules {
+        header_timeout,
+        lifetime: None,
+        per_address: None,
+    };
+    serve_http1(gate, router, rules, shutdown).await;
+}
+
+/// What an HTTP/1 port enforces on each connection.
+struct Http1Rules {
+    header_timeout: Duration,
+    /// Each connection is closed this long after it opened (its request in progress first given
+    /// one more header timeout).
+    lifetime: Option<Duration>,
+    /// The most connections one peer address may hold.
+    per_address: Option<usize>,
+}
+
+/// The HTTP/1 server of the health and API ports.
+async fn serve_http1(
+    gate: Gate,
+    router: axum::Router,
+    rules: Http1Rules,
+    shutdown: CancellationToken,
+) {
+    let Http1Rules {
+        header_timeout,
+        lifetime,
+        per_address,
+    } = rules;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let lifetime = header_timeout.saturating_mul(HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS);
     let addresses = Arc::new(PerAddress::default());
     loop {
         let (stream, slot) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = gate.accept() => accepted,
         };
-        let Some(address_slot) = addresses.admit(&stream) else {
-            // Not the port's cap (its warning would name the wrong variable): one address's share.
-            tracing::debug!(peer = ?stream.peer_addr().ok(), "a health connection over its address's share is closed");
-            metrics::counter!(CONNECTIONS_REFUSED, "port" => "health").increment(1);
-            continue;
+        let address_slot = match per_address {
+            None => None,
+            Some(most) => match addresses.admit(&stream, most) {
+                Some(address_slot) => Some(address_slot),
+                None => {
+                    // Not the port's cap (its warning would name the wrong variable): one
+                    // address's share.
+                    tracing::debug!(peer = ?stream.peer_addr().ok(), port = gate.slots.port, "a connection over its address's share is closed");
+                    metrics::counter!(CONNECTIONS_REFUSED, "port" => gate.slots.port).increment(1);
+                    continue;
+                }
+            },
         };
+        stream.set_nodelay(true).ok();
         let connection = http.serve_connection(
             TokioIo::new(stream),
             TowerToHyperService::new(router.clone()),
         );
         let shutdown = shutdown.clone();
+        let port = gate.slots.port;
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
+            let expired = async {
+                match lifetime {
+                    Some(lifetime) => tokio::time::sleep(lifetime).await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 () = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
-                () = tokio::time::sleep(lifetime) => {
+                () = expired => {
                     connection.as_mut().graceful_shutdown();
                     // A request in progress gets one more header timeout, then the connection goes.
                     tokio::time::timeout(header_timeout, connection)
@@ -639,7 +706,7 @@ pub async fn serve_health(
                 }
             };
             if let Err(err) = result {
-                tracing::debug!(%err, "health connection ended");
+                tracing::debug!(%err, port, "HTTP connection ended");
             }
             drop((slot, address_slot));
         });
@@ -649,16 +716,16 @@ pub async fn serve_health(
     slots.drained().await;
 }
 
-/// The health connections open per peer address (see [`HEALTH_MAX_CONNECTIONS_PER_ADDRESS`]).
+/// The connections open per peer address (see [`HEALTH_MAX_CONNECTIONS_PER_ADDRESS`]).
 #[derive(Default)]
 struct PerAddress {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl PerAddress {
-    /// A slot for `stream`'s peer, or `None` if that address has its most open, or the peer is
-    /// gone already.
-    fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<AddressSlot> {
+    /// A slot for `stream`'s peer, or `None` if that address has `most` open, or the peer is gone
+    /// already.
+    fn admit(self: &Arc<Self>, stream: &TcpStream, most: usize) -> Option<AddressSlot> {
         let address = stream.peer_addr().ok()?.ip();
         #[expect(
             clippy::expect_used,
@@ -669,7 +736,7 @@ impl PerAddress {
             .lock()
             .expect("the address table's lock is never poisoned");
         let count = open.entry(address).or_default();
-        if *count >= HEALTH_MAX_CONNECTIONS_PER_ADDRESS {
+        if *count >= most {
             return None;
         }
         *count += 1;

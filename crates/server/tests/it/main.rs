@@ -16,6 +16,7 @@ mod drills;
 mod events;
 mod fetch;
 mod harness;
+mod http;
 mod operability;
 mod publish;
 mod publish_stream;

@@ -1,0 +1,201 @@
+//! The HTTP API's one error shape, `{"error":{"code":"NOT_FOUND","message":"…","field":…}}`, and
+//! the one table from a core [`ErrorKind`] to an HTTP status ([`status`]), mirroring the gRPC table
+//! in [`crate::grpc::status`]; the `code` is the gRPC code's name from that table, so both APIs
+//! name a failure alike. Failures of the HTTP layer itself (a body over `HTTP_MAX_BODY_BYTES`, a
+//! header that does not parse, an unknown route) get the same shape.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use jetway_core::{Error, ErrorKind};
+use serde::Serialize;
+use tonic::Code;
+
+use crate::grpc::status::{INTERNAL_MESSAGE, code};
+
+/// The HTTP status of each kind of core error: the one table.
+pub fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        // The client asked to create what exists, or the state refuses the request (an expected
+        // last id that is not the latest): either way, a conflict with the current state.
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::LimitReached => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::DataLoss | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The name of a gRPC code, as the `code` of an HTTP error.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// An error answered by the HTTP API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for [`ErrorBody`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// The gRPC code's name for the same failure, e.g. `NOT_FOUND`, `INVALID_ARGUMENT`.
+    pub code: &'static str,
+    /// What happened, naming the field, resource or configuration variable.
+    pub message: String,
+    /// The request field, query parameter or header at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An error of the HTTP layer: `status`, with `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: ErrorDetail {
+                    code,
+                    message: message.into(),
+                    field: None,
+                },
+            },
+        }
+    }
+
+    /// 400 about `field` (a header, query parameter or body field): `reason` says what is wrong.
+    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> ApiError {
+        ApiError::from(Error::invalid(field, reason))
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> &ErrorBody {
+        &self.body
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> ApiError {
+        let grpc = code(err.kind());
+        let message = match (err.kind(), err.limit()) {
+            (ErrorKind::Internal, _) => {
+                tracing::error!(cause = %err, "internal error");
+                INTERNAL_MESSAGE.to_owned()
+            }
+            // A client that hits a limit of Jetway's learns which setting raises it.
+            (_, Some(variable)) => format!("{err} ({variable})"),
+            (_, None) => err.message().to_owned(),
+        };
+        ApiError {
+            status: status(err.kind()),
+            body: ErrorBody {
+                error: ErrorDetail {
+                    code: code_name(grpc),
+                    message,
+                    field: err.field().map(str::to_owned),
+                },
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// 404 for a path no route serves.
+pub async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such route; docs/http-api.md and /openapi.json list them",
+    )
+}
+
+/// 405 for a route that does not take the request's method.
+pub async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNIMPLEMENTED",
+        "this route does not take this method; docs/http-api.md lists what each route takes",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_status_and_code() {
+        let answer = |kind| {
+            let err = ApiError::from(Error::new(kind, "m"));
+            (err.status().as_u16(), err.body().error.code)
+        };
+        assert_eq!(answer(ErrorKind::Invalid), (400, "INVALID_ARGUMENT"));
+        assert_eq!(answer(ErrorKind::NotFound), (404, "NOT_FOUND"));
+        assert_eq!(answer(ErrorKind::AlreadyExists), (409, "ALREADY_EXISTS"));
+        assert_eq!(answer(ErrorKind::Conflict), (409, "FAILED_PRECONDITION"));
+        assert_eq!(answer(ErrorKind::LimitReached), (429, "RESOURCE_EXHAUSTED"));
+        assert_eq!(answer(ErrorKind::TimedOut), (504, "DEADLINE_EXCEEDED"));
+        assert_eq!(answer(ErrorKind::Unavailable), (503, "UNAVAILABLE"));
+        assert_eq!(answer(ErrorKind::DataLoss), (500, "DATA_LOSS"));
+        assert_eq!(answer(ErrorKind::Internal), (500, "INTERNAL"));
+    }
+
+    #[test]
+    fn fields_limits_and_internal_causes() {
+        let invalid = ApiError::from(Error::invalid("subject", "is empty"));
+        assert_eq!(invalid.body().error.field.as_deref(), Some("subject"));
+        assert_eq!(invalid.body().error.message, "subject: is empty");
+        let limit = ApiError::from(Error::limit_reached("SUBSCRIBER_BUFFER_EVENTS", "cut off"));
+        assert_eq!(
+            limit.body().error.message,
+            "cut off (SUBSCRIBER_BUFFER_EVENTS)"
+        );
+        let internal = ApiError::from(Error::internal("secret detail"));
+        assert_eq!(internal.body().error.message, INTERNAL_MESSAGE);
+        let json = serde_json::to_value(internal.body()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "INTERNAL", "message": INTERNAL_MESSAGE}})
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! Live subscriptions over Server-Sent Events: `GET /v1/subscribe/{subject}` streams every event
+//! stored from now on whose subject matches the pattern, through the same live feeds as gRPC's
+//! Subscribe. Each SSE `id:` is the event's stream sequence, so a client that reconnects with
+//! `Last-Event-ID` (browsers' `EventSource` does) resumes right after it: the events stored
+//! meanwhile are replayed with a range read, then the live feed goes on, with nothing missed or
+//! repeated. A comment every [`HEARTBEAT`] keeps proxies from closing an idle stream.
+//!
+//! Gap-free resume: the live feed is opened first, so it holds every event stored after that; the
+//! replay then reads up to the last event stored when it started, which is at least every event
+//! stored before the feed opened. The live events the replay already sent (ids up to the last one
+//! replayed) are skipped.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, Uri},
+    response::{
+        IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
+};
+use futures::{StreamExt, stream::BoxStream};
+use jetway_core::{
+    Error,
+    live::LiveSpec,
+    reads::{self, ReadSpec},
+    streams::StreamPointer,
+};
+
+use crate::http::{
+    ApiState,
+    error::ApiError,
+    json::{self, ApiPath, EventJson},
+};
+
+/// The SSE event type of the last message of a stream that failed (its data is the error body);
+/// events themselves have no type, so `EventSource.onmessage` gets them. Not `error`, which
+/// browsers also fire for a dropped connection.
+pub const FAILURE: &str = "failure";
+
+/// How often an idle SSE stream gets a comment line (`: heartbeat`).
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `GET /v1/subscribe/{subject}?stream=`: live events as SSE; see the module docs. `Last-Event-ID`
+/// (or the `last_event_id` parameter, for clients that cannot set headers) resumes after that id.
+pub async fn subscribe(
+    State(state): State<ApiState>,
+    ApiPath(subject): ApiPath<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut query = json::query(uri.query())?;
+    let stream = query.remove("stream").unwrap_or_default();
+    let from_query = query.remove("last_event_id");
+    if let Some(unknown) = query.keys().next() {
+        return Err(ApiError::invalid(
+            unknown,
+            "is not a parameter of this route (stream, last_event_id)",
+        ));
+    }
+    let last = match headers.get("last-event-id") {
+        Some(value) => Some(("Last-Event-ID", value.to_str().unwrap_or("?").to_owned())),
+        None => from_query.map(|value| ("last_event_id", value)),
+    };
+    let last = last
+        .map(|(field, value)| {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::invalid(field, "is not an event id (a whole number)"))
+        })
+        .transpose()?;
+    let stream = match (last, stream.is_empty()) {
+        // A resume reads the stream itself, so it must know which one.
+        (Some(_), true) => reads::stream_of(&state.nats, &subject).await?,
+        _ => stream,
+    };
+    let spec = LiveSpec {
+        subject: subject.clone(),
+        stream: stream.clone(),
+    };
+    let live = state.live.subscribe(&spec).await?;
+    let events: BoxStream<'static, Result<_, Error>> = match last {
+        None => live,
+        Some(last) => {
+            let replay = reads::read_events(
+                &state.nats,
+                &ReadSpec {
+                    stream,
+                    from: Some(StreamPointer::Offset(last.saturating_add(1))),
+                    subject,
+                    limit: None,
+                },
+            )
+            .await?;
+            replay.chain(live).boxed()
+        }
+    };
+    // Ids only grow: whatever the replay sent, or the client had, is not sent again.
+    let mut sent = last.unwrap_or(0);
+    let events = events
+        .take_until(state.shutdown.clone().cancelled_owned())
+        // The first error ends the stream (the replay's would otherwise run into the live feed).
+        .scan(false, |failed, event| {
+            let next = (!*failed).then(|| {
+                *failed = event.is_err();
+                event
+            });
+            futures::future::ready(next)
+        })
+        .filter_map(move |event| {
+            let event = match event {
+                Ok(event) if event.id <= sent => None,
+                Ok(event) => {
+                    sent = event.id;
+                    encoded(
+                        SseEvent::default()
+                            .id(event.id.to_string())
+                            .json_data(EventJson::from(event)),
+                    )
+                }
+                Err(err) => encoded(
+                    SseEvent::default()
+                        .event(FAILURE)
+                        .json_data(ApiError::from(err).body()),
+                ),
+            };
+            futures::future::ready(event.map(Ok::<_, Infallible>))
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response())
+}
+
+/// An event that could not be written as JSON is logged and left out (it cannot happen: the
+/// types serialize infallibly).
+fn encoded(event: Result<SseEvent, axum::Error>) -> Option<SseEvent> {
+    event
+        .map_err(|err| tracing::error!(%err, "an SSE event does not encode"))
+        .ok()
+}

@@ -1,0 +1,65 @@
+//! The HTTP/JSON API on `HTTP_PORT` (docs/http-api.md): thin axum handlers over `jetway-core`,
+//! beside the gRPC services and never through them. Routes by resource: [`publish`] (one event,
+//! a batch), [`reads`] (a range, one event), [`live`] (SSE). Every failure answers with
+//! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
+//!
+//! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
+//! connection cap and header timeout as the other ports.
+
+pub mod error;
+pub mod json;
+pub mod live;
+pub mod publish;
+pub mod reads;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use jetway_core::{Nats, live::LiveFeeds, publish::Publisher};
+use tokio_util::sync::CancellationToken;
+
+use crate::infra::config::Limits;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    nats: Nats,
+    publisher: Publisher,
+    live: LiveFeeds,
+    /// Cancelled at shutdown: live streams and range reads end, so connections can close.
+    shutdown: CancellationToken,
+    /// `HTTP_MAX_BODY_BYTES`.
+    max_body: usize,
+}
+
+impl ApiState {
+    /// The state of an API over `nats`, within `limits`; cancelling `shutdown` ends its streams.
+    pub fn new(nats: Nats, limits: &Limits, shutdown: CancellationToken) -> ApiState {
+        ApiState {
+            publisher: Publisher::new(nats.clone()),
+            live: LiveFeeds::new(nats.clone(), limits.subscriber_buffer),
+            nats,
+            shutdown,
+            max_body: limits.http_max_body_bytes,
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/publish", post(publish::publish_batch))
+        .route("/publish/{subject}", post(publish::publish_one))
+        .route("/streams/{stream}/events", get(reads::read_events))
+        .route("/streams/{stream}/events/{id}", get(reads::get_event))
+        .route("/subscribe/{subject}", get(live::subscribe));
+    // Request/reply (`POST /v1/request/{subject}`) joins `v1` here once core has it, and
+    // authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
+    // the same way and unknown paths still answer 404.
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .with_state(state)
+}

@@ -1,0 +1,321 @@
+//! Publishing over HTTP: `POST /v1/publish/{subject}` stores the body as sent, its `Content-Type`
+//! kept, and answers 201 with the event's id; `POST /v1/publish` publishes a batch, a JSON array
+//! or NDJSON of items, and answers one result per item. Both go through the one
+//! [`Publisher`] (and [`pipeline::publish_batch`]) that gRPC's PublishEvent and PublishBatch use.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use bytes::Bytes;
+use jetway_core::{
+    Error,
+    pipeline::{self, Outcome},
+    publish::Publication,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{
+    ApiState,
+    error::{ApiError, ErrorDetail},
+    json::{self, ApiPath, NDJSON},
+};
+
+/// Request headers with this prefix become the event's custom headers, the prefix removed (and
+/// the name in lowercase: HTTP header names are case-insensitive).
+pub const HEADER_PREFIX: &str = "jetway-header-";
+
+/// The id of a published event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishedJson {
+    /// The event's id (stream sequence).
+    pub id: u64,
+    /// True when the idempotency key had been seen: `id` is the earlier event's.
+    pub duplicate: bool,
+}
+
+/// `POST /v1/publish/{subject}`: one event, the body as its payload.
+pub async fn publish_one(
+    State(state): State<ApiState>,
+    ApiPath(subject): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json::read_body(&headers, body, state.max_body).await?;
+    let publication = from_headers(subject, &headers, body)?;
+    let published = state.publisher.publish(publication).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PublishedJson {
+            id: published.id,
+            duplicate: published.duplicate,
+        }),
+    )
+        .into_response())
+}
+
+/// The publication of `POST /v1/publish/{subject}`: its headers say all but the payload.
+fn from_headers(
+    subject: String,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Publication, ApiError> {
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        headers
+            .get(name)
+            .map(|value| {
+                value
+                    .to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ApiError::invalid(name, "is not visible ASCII"))
+            })
+            .transpose()
+    };
+    let expected_last_id = text("Expected-Last-Id")?
+        .map(|value| {
+            value
+                .parse::<u64>()
+                .map_err(|_| ApiError::invalid("Expected-Last-Id", "is not a whole number"))
+        })
+        .transpose()?;
+    let mut custom = Vec::new();
+    for (name, value) in headers {
+        if let Some(short) = name.as_str().strip_prefix(HEADER_PREFIX) {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::invalid(name.as_str(), "is not visible ASCII"))?;
+            custom.push((short.to_owned(), value.to_owned()));
+        }
+    }
+    custom.sort();
+    Ok(Publication {
+        subject,
+        data_type: String::new(),
+        content_type: json::content_type(headers)?,
+        body,
+        headers: custom,
+        timestamp: None,
+        idempotency_key: text("Idempotency-Key")?,
+        expected_last_id,
+        trace_parent: text("traceparent")?,
+        trace_state: text("tracestate")?,
+    })
+}
+
+/// One item of a batch.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    /// The subject to publish to.
+    pub subject: String,
+    /// A JSON payload, stored as JSON (`content_type` defaults to `application/json`); a string
+    /// with a non-JSON `content_type` is stored as that text.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    /// A binary payload in base64 (`content_type` defaults to `application/octet-stream`).
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    /// The payload's content type.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Custom headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Deduplicates retries, as the `Idempotency-Key` header does.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Publish only if the subject's last event has this id.
+    #[serde(default)]
+    pub expected_last_id: Option<u64>,
+}
+
+/// The result of one batch item: `id` and `duplicate`, or `error`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ItemResult {
+    /// Stored.
+    Published(PublishedJson),
+    /// Not stored, and why.
+    Failed {
+        /// Why, as the error of a single publish would say, with its HTTP status.
+        error: ItemError,
+    },
+}
+
+/// Why a batch item failed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ItemError {
+    /// The HTTP status a single publish would have answered.
+    pub status: u16,
+    /// The error as a single publish would have answered it.
+    #[serde(flatten)]
+    pub detail: ErrorDetail,
+}
+
+/// The answer to a batch: one result per item, in order.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BatchResults {
+    /// One per item, in the order sent.
+    pub results: Vec<ItemResult>,
+}
+
+/// `POST /v1/publish`: a batch, as a JSON array of [`BatchItem`]s or NDJSON (one per line). An
+/// item that does not decode fails alone, naming its place (`items[3].subject`).
+pub async fn publish_batch(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResults>, ApiError> {
+    let media = json::content_type(&headers)?.map(|value| json::media_type(&value));
+    let body = json::read_body(&headers, body, state.max_body).await?;
+    let items: Vec<serde_json::Value> = match media.as_deref() {
+        Some(NDJSON | "application/ndjson") => body
+            .split(|byte| *byte == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_slice(line)
+                    .map_err(|err| ApiError::invalid(&format!("items[{i}]"), err))
+            })
+            .collect::<Result<_, _>>()?,
+        Some("application/json") => serde_json::from_slice(&body)
+            .map_err(|err| ApiError::invalid("items", format!("is not a JSON array: {err}")))?,
+        _ => {
+            return Err(ApiError::invalid(
+                "Content-Type",
+                format!("must be application/json (an array of items) or {NDJSON}"),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid("items", "send at least one item"));
+    }
+    let trace_parent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
+    let trace_state = headers
+        .get("tracestate")
+        .and_then(|value| value.to_str().ok());
+    let publications = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut publication = batch_publication(i, item)?;
+            publication.trace_parent = trace_parent.map(str::to_owned);
+            publication.trace_state = trace_state.map(str::to_owned);
+            Ok(publication)
+        })
+        .collect();
+    let outcomes = pipeline::publish_batch(&state.publisher, publications).await?;
+    Ok(Json(BatchResults {
+        results: outcomes.into_iter().map(item_result).collect(),
+    }))
+}
+
+/// Decodes the batch item at `index`; its errors name `items[index].<field>`.
+fn batch_publication(index: usize, item: serde_json::Value) -> Result<Publication, Error> {
+    let at = |field: &str| format!("items[{index}].{field}");
+    let item: BatchItem = serde_json::from_value(item).map_err(|err| {
+        let reason = err.to_string();
+        // serde names a missing or unknown field in backquotes: the field, named in full.
+        match reason.split('`').nth(1) {
+            Some(field) => Error::invalid(at(field), &reason),
+            None => Error::invalid(format!("items[{index}]"), &reason),
+        }
+    })?;
+    let (content_type, body) = match (item.data, item.data_base64) {
+        (Some(serde_json::Value::String(text)), None)
+            if item
+                .content_type
+                .as_deref()
+                .is_some_and(|value| !json::is_json(&json::media_type(value))) =>
+        {
+            (item.content_type, Bytes::from(text))
+        }
+        (Some(value), None) => (
+            Some(
+                item.content_type
+                    .unwrap_or_else(|| "application/json".to_owned()),
+            ),
+            Bytes::from(value.to_string()),
+        ),
+        (None, Some(encoded)) => (
+            Some(
+                item.content_type
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+            ),
+            STANDARD
+                .decode(encoded)
+                .map(Bytes::from)
+                .map_err(|err| Error::invalid(at("data_base64"), err))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                at("data"),
+                "set data or data_base64, not both",
+            ));
+        }
+        (None, None) => return Err(Error::invalid(at("data"), "set data or data_base64")),
+    };
+    Ok(Publication {
+        subject: item.subject,
+        data_type: String::new(),
+        content_type,
+        body,
+        headers: item.headers.into_iter().collect(),
+        timestamp: None,
+        idempotency_key: item.idempotency_key,
+        expected_last_id: item.expected_last_id,
+        trace_parent: None,
+        trace_state: None,
+    })
+}
+
+fn item_result(outcome: Outcome) -> ItemResult {
+    match outcome {
+        Ok(published) => ItemResult::Published(PublishedJson {
+            id: published.id,
+            duplicate: published.duplicate,
+        }),
+        Err(err) => {
+            let err = ApiError::from(err);
+            ItemResult::Failed {
+                error: ItemError {
+                    status: err.status().as_u16(),
+                    detail: err.body().error.clone(),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_take_json_text_or_base64() {
+        let item = |value| batch_publication(2, value);
+        let json = item(serde_json::json!({"subject": "a", "data": {"n": 1}})).unwrap();
+        assert_eq!(json.content_type.as_deref(), Some("application/json"));
+        assert_eq!(json.body, Bytes::from("{\"n\":1}"));
+        let text =
+            item(serde_json::json!({"subject": "a", "data": "hi", "content_type": "text/plain"}))
+                .unwrap();
+        assert_eq!(text.body, Bytes::from("hi"));
+        let binary = item(serde_json::json!({"subject": "a", "data_base64": "/w=="})).unwrap();
+        assert_eq!(binary.body, Bytes::from_static(&[0xff]));
+        let missing = item(serde_json::json!({"data": 1})).unwrap_err();
+        assert_eq!(missing.field(), Some("items[2].subject"));
+        let neither = item(serde_json::json!({"subject": "a"})).unwrap_err();
+        assert_eq!(neither.field(), Some("items[2].data"));
+        let unknown = item(serde_json::json!({"subject": "a", "data": 1, "x": 1})).unwrap_err();
+        assert_eq!(unknown.field(), Some("items[2].x"));
+    }
+}

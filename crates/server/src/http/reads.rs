@@ -1,0 +1,127 @@
+//! Reads without a consumer over HTTP: `GET /v1/streams/{stream}/events` (a range, as a JSON array
+//! or NDJSON by `Accept`) and `GET /v1/streams/{stream}/events/{id}` (one event), through the same
+//! [`reads`] functions as gRPC's ReadEvents and GetEvent.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Uri, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use jetway_core::{
+    format::parse_time,
+    reads::{self, ReadSpec},
+    streams::StreamPointer,
+};
+
+use crate::http::{
+    ApiState,
+    error::ApiError,
+    json::{self, ApiPath, EventJson, NDJSON},
+};
+
+/// `GET /v1/streams/{stream}/events/{id}`.
+pub async fn get_event(
+    State(state): State<ApiState>,
+    ApiPath((stream, id)): ApiPath<(String, String)>,
+) -> Result<Json<EventJson>, ApiError> {
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| ApiError::invalid("id", "is not a whole number"))?;
+    let event = reads::get_event(&state.nats, &stream, id).await?;
+    Ok(Json(event.into()))
+}
+
+/// Parses `from`: `start`, `end`, an id, or an RFC 3339 time.
+pub fn pointer(field: &str, value: &str) -> Result<StreamPointer, ApiError> {
+    match value {
+        "start" => Ok(StreamPointer::Start),
+        "end" => Ok(StreamPointer::End),
+        _ => match value.parse::<u64>() {
+            Ok(0) => Err(ApiError::invalid(
+                field,
+                "must be at least 1 (ids start at 1)",
+            )),
+            Ok(id) => Ok(StreamPointer::Offset(id)),
+            Err(_) => parse_time(value).map(StreamPointer::Time).ok_or_else(|| {
+                ApiError::invalid(field, "is not start, end, an id or an RFC 3339 time")
+            }),
+        },
+    }
+}
+
+/// `GET /v1/streams/{stream}/events?from=&limit=&subject=`: the stored events from `from` (the
+/// first by default) up to the last one stored when the read started, at most `limit`. The body
+/// streams as it is read; an error after the first event ends it early (an NDJSON reader sees a
+/// last line `{"error":…}`).
+pub async fn read_events(
+    State(state): State<ApiState>,
+    ApiPath(stream): ApiPath<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut query = json::query(uri.query())?;
+    let from = query
+        .remove("from")
+        .map(|value| pointer("from", &value))
+        .transpose()?;
+    let limit = query
+        .remove("limit")
+        .map(|value| match value.parse::<u64>() {
+            Ok(0) | Err(_) => Err(ApiError::invalid("limit", "is not a whole number above 0")),
+            Ok(limit) => Ok(limit),
+        })
+        .transpose()?;
+    let subject = query.remove("subject").unwrap_or_default();
+    if let Some(unknown) = query.keys().next() {
+        return Err(ApiError::invalid(
+            unknown,
+            "is not a parameter of this route (from, limit, subject)",
+        ));
+    }
+    let spec = ReadSpec {
+        stream,
+        from,
+        subject,
+        limit,
+    };
+    let events = reads::read_events(&state.nats, &spec).await?;
+    let events = events.take_until(state.shutdown.clone().cancelled_owned());
+    let ndjson = json::wants_ndjson(&headers);
+    // Each event is one JSON text; `None` marks the end, where a JSON array closes.
+    let items = events
+        .map(|event| {
+            match event {
+                Ok(event) => serde_json::to_vec(&EventJson::from(event)),
+                Err(err) => serde_json::to_vec(ApiError::from(err).body()),
+            }
+            .map(Some)
+        })
+        .chain(futures::stream::once(async { Ok(None) }));
+    let body = items.scan(false, move |started, item| {
+        let bytes = item.map(|item| match (ndjson, item) {
+            (true, Some(mut line)) => {
+                line.push(b'\n');
+                line
+            }
+            (true, None) => Vec::new(),
+            (false, Some(mut element)) => {
+                element.insert(0, if *started { b',' } else { b'[' });
+                *started = true;
+                element
+            }
+            (false, None) if *started => b"]".to_vec(),
+            (false, None) => b"[]".to_vec(),
+        });
+        futures::future::ready(Some(bytes.map_err(std::io::Error::other)))
+    });
+    let body = Body::from_stream(body);
+    let media = if ndjson { NDJSON } else { "application/json" };
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    Ok(response)
+}

@@ -1,0 +1,535 @@
+//! The HTTP/JSON API through a real HTTP client (hyper's) against a real nats-server: publishing
+//! one event and batches, range reads and one event by id, live SSE with a resume after a dropped
+//! connection, and the error shape and status of each failure.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode, body::Incoming, header::HeaderMap};
+use hyper_util::rt::TokioIo;
+use jetway_server::config::Limits;
+use serde_json::{Value, json};
+
+use crate::harness::{Env, RECV_GUARD};
+
+/// A complete answer.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts the error shape, status, code and field.
+    fn assert_error(&self, status: u16, code: &str, field: Option<&str>) -> String {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        assert_eq!(
+            self.headers["content-type"], "application/json",
+            "errors are JSON"
+        );
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["error"]["field"].as_str(), field, "{body}");
+        body["error"]["message"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Sends one request on a new connection and returns the response with its body unread.
+async fn open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> hyper::Response<Incoming> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).unwrap();
+    tokio::time::timeout(RECV_GUARD, sender.send_request(request))
+        .await
+        .expect("an answer in time")
+        .unwrap()
+}
+
+/// Sends one request and reads the whole answer.
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let response = open(addr, method, path, headers, body).await;
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(RECV_GUARD, body.collect())
+        .await
+        .expect("the whole body in time")
+        .unwrap()
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    call(addr, "GET", path, &[], Bytes::new()).await
+}
+
+/// Publishes `body` as JSON to `subject` and returns the id.
+async fn publish(addr: SocketAddr, subject: &str, body: Value) -> u64 {
+    let reply = call(
+        addr,
+        "POST",
+        &format!("/v1/publish/{subject}"),
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.json()["id"].as_u64().unwrap()
+}
+
+async fn env(limits: Limits) -> (Env, SocketAddr) {
+    let mut env = Env::start_with(limits).await;
+    env.stream("orders", &["orders.>"]).await;
+    let addr = env.jetway.http_addr();
+    (env, addr)
+}
+
+#[tokio::test]
+async fn publish_keeps_the_payload_its_content_type_and_headers() {
+    let (_env, addr) = env(Limits::default()).await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "order-7"),
+        ("jetway-header-tenant", "acme"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    ];
+    let first = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.new",
+        &headers,
+        r#"{"n":7}"#,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.json(), json!({"id": 1, "duplicate": false}));
+    let again = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.new",
+        &headers,
+        r#"{"n":7}"#,
+    )
+    .await;
+    assert_eq!(again.json(), json!({"id": 1, "duplicate": true}));
+
+    let event = get(addr, "/v1/streams/orders/events/1").await;
+    assert_eq!(event.status, StatusCode::OK);
+    let event = event.json();
+    assert_eq!(event["subject"], "orders.new");
+    assert_eq!(event["content_type"], "application/json");
+    assert_eq!(event["data"], json!({"n": 7}));
+    assert_eq!(event["headers"], json!({"tenant": "acme"}));
+    assert_eq!(event["idempotency_key"], "order-7");
+    assert_eq!(
+        event["trace_parent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+
+    // Bytes that are neither JSON nor text come back in base64, unchanged.
+    let binary = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.blob",
+        &[("content-type", "application/octet-stream")],
+        vec![0u8, 255],
+    )
+    .await;
+    assert_eq!(binary.json()["id"], 2);
+    let event = get(addr, "/v1/streams/orders/events/2").await.json();
+    assert_eq!(event["data_base64"], "AP8=");
+}
+
+#[tokio::test]
+async fn publish_errors_have_their_status_and_name_the_field() {
+    let limits = Limits {
+        http_max_body_bytes: 1024,
+        ..Limits::default()
+    };
+    let (_env, addr) = env(limits).await;
+    publish(addr, "orders.new", json!(1)).await;
+
+    let stale = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.new",
+        &[("expected-last-id", "5")],
+        "x",
+    )
+    .await;
+    stale.assert_error(409, "FAILED_PRECONDITION", Some("expected_last_id"));
+    let bad = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.new",
+        &[("expected-last-id", "five")],
+        "x",
+    )
+    .await;
+    bad.assert_error(400, "INVALID_ARGUMENT", Some("Expected-Last-Id"));
+    let nowhere = call(addr, "POST", "/v1/publish/nobody.here", &[], "x").await;
+    nowhere.assert_error(404, "NOT_FOUND", None);
+    let bad_subject = call(addr, "POST", "/v1/publish/orders..x", &[], "x").await;
+    bad_subject.assert_error(400, "INVALID_ARGUMENT", Some("subject"));
+    let big = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.new",
+        &[],
+        vec![b'x'; 1025],
+    )
+    .await;
+    let message = big.assert_error(413, "RESOURCE_EXHAUSTED", None);
+    assert!(message.contains("HTTP_MAX_BODY_BYTES"), "{message}");
+    let bad_path = call(addr, "POST", "/v1/publish/orders.%FF", &[], "x").await;
+    bad_path.assert_error(400, "INVALID_ARGUMENT", Some("path"));
+
+    get(addr, "/v1/nothing")
+        .await
+        .assert_error(404, "NOT_FOUND", None);
+    get(addr, "/v1/publish/orders.new")
+        .await
+        .assert_error(405, "UNIMPLEMENTED", None);
+    // Nothing but the first event was stored.
+    let stored = get(addr, "/v1/streams/orders/events").await.json();
+    assert_eq!(stored.as_array().unwrap().len(), 1, "{stored}");
+}
+
+#[tokio::test]
+async fn a_batch_answers_one_result_per_item_as_json_or_ndjson() {
+    let (_env, addr) = env(Limits::default()).await;
+    let items = json!([
+        {"subject": "orders.a", "data": {"n": 1}},
+        {"data": 2},
+        {"subject": "orders.b", "data": "hi", "content_type": "text/plain", "headers": {"k": "v"}},
+        {"subject": "nobody.here", "data": 3},
+    ]);
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("content-type", "application/json")],
+        items.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let results = reply.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0], json!({"id": 1, "duplicate": false}));
+    assert_eq!(results[1]["error"]["status"], 400);
+    assert_eq!(results[1]["error"]["field"], "items[1].subject");
+    assert_eq!(results[2], json!({"id": 2, "duplicate": false}));
+    assert_eq!(results[3]["error"]["status"], 404);
+    let text = get(addr, "/v1/streams/orders/events/2").await.json();
+    assert_eq!(text["data"], "hi");
+    assert_eq!(text["headers"], json!({"k": "v"}));
+
+    let ndjson = "{\"subject\":\"orders.c\",\"data_base64\":\"AP8=\"}\n\n{\"subject\":\"orders.c\",\"data\":[1]}\n";
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("content-type", "application/x-ndjson")],
+        ndjson,
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        json!({"results": [{"id": 3, "duplicate": false}, {"id": 4, "duplicate": false}]})
+    );
+
+    let form = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("content-type", "text/plain")],
+        "[]",
+    )
+    .await;
+    form.assert_error(400, "INVALID_ARGUMENT", Some("Content-Type"));
+    let broken = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("content-type", "application/json")],
+        "[{",
+    )
+    .await;
+    broken.assert_error(400, "INVALID_ARGUMENT", Some("items"));
+    let broken_line = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("content-type", "application/x-ndjson")],
+        "{}\n{",
+    )
+    .await;
+    broken_line.assert_error(400, "INVALID_ARGUMENT", Some("items[1]"));
+    let empty = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("content-type", "application/json")],
+        "[]",
+    )
+    .await;
+    empty.assert_error(400, "INVALID_ARGUMENT", Some("items"));
+}
+
+#[tokio::test]
+async fn range_reads_answer_a_json_array_or_ndjson() {
+    let (_env, addr) = env(Limits::default()).await;
+    for n in 1..=5 {
+        publish(
+            addr,
+            if n % 2 == 0 {
+                "orders.even"
+            } else {
+                "orders.odd"
+            },
+            json!(n),
+        )
+        .await;
+    }
+    let ids = |reply: &Reply| -> Vec<u64> {
+        reply
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| event["id"].as_u64().unwrap())
+            .collect()
+    };
+    let all = get(addr, "/v1/streams/orders/events").await;
+    assert_eq!(all.headers["content-type"], "application/json");
+    assert_eq!(ids(&all), [1, 2, 3, 4, 5]);
+    let page = get(addr, "/v1/streams/orders/events?from=2&limit=2").await;
+    assert_eq!(ids(&page), [2, 3]);
+    let odd = get(addr, "/v1/streams/orders/events?subject=orders.odd").await;
+    assert_eq!(ids(&odd), [1, 3, 5]);
+    let none = get(addr, "/v1/streams/orders/events?from=end").await;
+    assert_eq!(none.json(), json!([]));
+
+    let ndjson = call(
+        addr,
+        "GET",
+        "/v1/streams/orders/events?from=4",
+        &[("accept", "application/x-ndjson")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(ndjson.headers["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = String::from_utf8(ndjson.body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["id"], 4);
+    assert_eq!(lines[1]["data"], 5);
+
+    get(addr, "/v1/streams/orders/events?from=0")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("from"));
+    get(addr, "/v1/streams/orders/events?from=soon")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("from"));
+    get(addr, "/v1/streams/orders/events?limit=0")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("limit"));
+    get(addr, "/v1/streams/orders/events?size=1")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("size"));
+    get(addr, "/v1/streams/nothing/events")
+        .await
+        .assert_error(404, "NOT_FOUND", None);
+    get(addr, "/v1/streams/orders/events/99")
+        .await
+        .assert_error(404, "NOT_FOUND", None);
+    get(addr, "/v1/streams/orders/events/x").await.assert_error(
+        400,
+        "INVALID_ARGUMENT",
+        Some("id"),
+    );
+}
+
+/// One message of an SSE stream.
+#[derive(Debug)]
+struct Sse {
+    id: Option<u64>,
+    event: Option<String>,
+    data: Value,
+}
+
+/// Reads an SSE body message by message.
+struct SseReader {
+    body: Incoming,
+    buffer: BytesMut,
+}
+
+impl SseReader {
+    async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseReader {
+        let response = open(addr, "GET", path, headers, Bytes::new()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        SseReader {
+            body: response.into_body(),
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// The next message (comments skipped), or `None` when the stream ended.
+    async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
+                let block = self.buffer.split_to(end + 2);
+                let text = String::from_utf8(block.to_vec()).unwrap();
+                let mut message = Sse {
+                    id: None,
+                    event: None,
+                    data: Value::Null,
+                };
+                let mut comment_only = true;
+                for line in text.lines() {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        message.id = Some(id.trim().parse().unwrap());
+                    } else if let Some(event) = line.strip_prefix("event:") {
+                        message.event = Some(event.trim().to_owned());
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        message.data = serde_json::from_str(data.trim()).unwrap();
+                    } else {
+                        continue;
+                    }
+                    comment_only = false;
+                }
+                if comment_only {
+                    continue;
+                }
+                return Some(message);
+            }
+            let frame = tokio::time::timeout(RECV_GUARD, self.body.frame())
+                .await
+                .expect("an SSE message in time")?
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.buffer.extend_from_slice(&data);
+            }
+        }
+    }
+
+    async fn next_id(&mut self) -> u64 {
+        let message = self.next().await.expect("an event");
+        assert_eq!(message.event, None, "{message:?}");
+        assert_eq!(message.data["id"].as_u64(), message.id);
+        message.id.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn sse_resumes_after_a_dropped_connection_without_gaps_or_repeats() {
+    let (_env, addr) = env(Limits::default()).await;
+    publish(addr, "orders.new", json!(0)).await;
+    let mut live = SseReader::open(addr, "/v1/subscribe/orders.%3E", &[]).await;
+    // Only events stored from now on.
+    publish(addr, "orders.new", json!(1)).await;
+    publish(addr, "orders.new", json!(2)).await;
+    assert_eq!(live.next_id().await, 2);
+    let message = live.next().await.unwrap();
+    assert_eq!(message.id, Some(3));
+    assert_eq!(message.data["data"], 2);
+    drop(live);
+
+    // Stored while the client was away.
+    publish(addr, "orders.new", json!(3)).await;
+    publish(addr, "orders.old", json!(4)).await;
+    let mut resumed =
+        SseReader::open(addr, "/v1/subscribe/orders.%3E", &[("last-event-id", "3")]).await;
+    assert_eq!(resumed.next_id().await, 4);
+    assert_eq!(resumed.next_id().await, 5);
+    publish(addr, "orders.new", json!(5)).await;
+    assert_eq!(resumed.next_id().await, 6, "then live, nothing repeated");
+
+    // The query parameter does the same for clients that cannot set headers, and a filter holds
+    // across the replay.
+    let mut filtered = SseReader::open(
+        addr,
+        "/v1/subscribe/orders.old?stream=orders&last_event_id=1",
+        &[],
+    )
+    .await;
+    assert_eq!(filtered.next_id().await, 5);
+    publish(addr, "orders.old", json!(6)).await;
+    assert_eq!(filtered.next_id().await, 7);
+}
+
+#[tokio::test]
+async fn sse_errors_come_before_the_stream() {
+    let (_env, addr) = env(Limits::default()).await;
+    get(addr, "/v1/subscribe/orders..x").await.assert_error(
+        400,
+        "INVALID_ARGUMENT",
+        Some("subject"),
+    );
+    get(addr, "/v1/subscribe/nobody.%3E")
+        .await
+        .assert_error(404, "NOT_FOUND", None);
+    call(
+        addr,
+        "GET",
+        "/v1/subscribe/orders.%3E",
+        &[("last-event-id", "three")],
+        Bytes::new(),
+    )
+    .await
+    .assert_error(400, "INVALID_ARGUMENT", Some("Last-Event-ID"));
+    get(addr, "/v1/subscribe/orders.%3E?stream=nothing")
+        .await
+        .assert_error(404, "NOT_FOUND", None);
+}
+
+#[tokio::test]
+async fn sse_streams_end_cleanly_at_shutdown() {
+    let (mut env, addr) = env(Limits::default()).await;
+    let mut live = SseReader::open(addr, "/v1/subscribe/orders.%3E", &[]).await;
+    publish(addr, "orders.new", json!(1)).await;
+    assert_eq!(live.next_id().await, 1);
+    env.jetway.stop().await;
+    assert!(live.next().await.is_none(), "the stream ends, not cut off");
+}
