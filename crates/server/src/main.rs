@@ -1,7 +1,8 @@
 //! `jetway-server`: loads the configuration, starts the local nats-server when `NATS_URL` is unset,
 //! connects to NATS, serves until SIGTERM or SIGINT, and shuts down gracefully.
 //! `jetway-server healthcheck` instead asks the server running on this host whether it is ready (see
-//! [`jetway_server::infra::probe`]).
+//! [`jetway_server::infra::probe`]); `jetway-server openapi` prints the HTTP API's OpenAPI document
+//! (what `/openapi.json` serves), for tools and CI's validator.
 
 use std::process::ExitCode;
 
@@ -32,10 +33,12 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("healthcheck") => return healthcheck(&config),
+        Some("openapi") => return openapi(),
         Some(other) => {
             eprintln!(
-                "jetway-server: unknown argument {other:?}; run it without arguments to serve, or \
-                 with `healthcheck` to probe the server running on this host"
+                "jetway-server: unknown argument {other:?}; run it without arguments to serve, \
+                 with `healthcheck` to probe the server running on this host, or with `openapi` \
+                 to print the HTTP API's OpenAPI document"
             );
             return ExitCode::from(2);
         }
@@ -68,6 +71,20 @@ fn healthcheck(config: &Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("jetway-server healthcheck: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the HTTP API's OpenAPI document as JSON.
+fn openapi() -> ExitCode {
+    match jetway_server::http::openapi::document().to_pretty_json() {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("jetway-server openapi: {err}");
             ExitCode::FAILURE
         }
     }

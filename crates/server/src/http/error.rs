@@ -61,16 +61,17 @@ pub struct ApiError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
 }
 
 /// What went wrong, for [`ErrorBody`].
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// The gRPC code's name for the same failure, e.g. `NOT_FOUND`, `INVALID_ARGUMENT`.
+    #[schema(value_type = String, example = "NOT_FOUND")]
     pub code: &'static str,
     /// What happened, naming the field, resource or configuration variable.
     pub message: String,

@@ -43,7 +43,7 @@ where
 pub const NDJSON: &str = "application/x-ndjson";
 
 /// An event as the HTTP API writes it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct EventJson {
     /// The stream sequence: the event's id.
     pub id: u64,

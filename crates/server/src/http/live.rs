@@ -30,7 +30,7 @@ use jetway_core::{
 
 use crate::http::{
     ApiState,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     json::{self, ApiPath, EventJson},
 };
 
@@ -44,6 +44,25 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// `GET /v1/subscribe/{subject}?stream=`: live events as SSE; see the module docs. `Last-Event-ID`
 /// (or the `last_event_id` parameter, for clients that cannot set headers) resumes after that id.
+#[utoipa::path(
+    get,
+    path = "/v1/subscribe/{subject}",
+    tag = "live",
+    summary = "Follow live events (Server-Sent Events)",
+    description = "Each SSE `id:` is the event's id and its `data:` the event as JSON; a failure \
+                   ends the stream with an `event: failure` whose data is the error body.",
+    params(
+        ("subject" = String, Path, description = "A subject or pattern (`orders.>` as `orders.%3E`)"),
+        ("stream" = Option<String>, Query, description = "The stream, when the subject could be in several"),
+        ("last_event_id" = Option<u64>, Query, description = "Resume after this id (as the Last-Event-ID header)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this id: the events stored since are replayed, then live ones follow"),
+    ),
+    responses(
+        (status = 200, description = "A stream of events", content_type = "text/event-stream", body = EventJson),
+        (status = 400, description = "A bad subject or id", body = ErrorBody),
+        (status = 404, description = "No stream captures the subject", body = ErrorBody),
+    )
+)]
 pub async fn subscribe(
     State(state): State<ApiState>,
     ApiPath(subject): ApiPath<String>,

@@ -1,6 +1,6 @@
 //! The HTTP/JSON API on `HTTP_PORT` (docs/http-api.md): thin axum handlers over `jetway-core`,
 //! beside the gRPC services and never through them. Routes by resource: [`publish`] (one event,
-//! a batch), [`reads`] (a range, one event), [`live`] (SSE). Every failure answers with
+//! a batch), [`reads`] (a range, one event), [`live`] (SSE), and [`openapi`] (`/openapi.json`). Every failure answers with
 //! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
 //!
 //! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
@@ -9,6 +9,7 @@
 pub mod error;
 pub mod json;
 pub mod live;
+pub mod openapi;
 pub mod publish;
 pub mod reads;
 
@@ -58,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
     // authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
     // the same way and unknown paths still answer 404.
     Router::new()
+        .route("/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{
     ApiState,
-    error::{ApiError, ErrorDetail},
+    error::{ApiError, ErrorBody, ErrorDetail},
     json::{self, ApiPath, NDJSON},
 };
 
@@ -32,7 +32,7 @@ use crate::http::{
 pub const HEADER_PREFIX: &str = "jetway-header-";
 
 /// The id of a published event.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PublishedJson {
     /// The event's id (stream sequence).
     pub id: u64,
@@ -41,6 +41,29 @@ pub struct PublishedJson {
 }
 
 /// `POST /v1/publish/{subject}`: one event, the body as its payload.
+#[utoipa::path(
+    post,
+    path = "/v1/publish/{subject}",
+    tag = "publish",
+    summary = "Publish one event",
+    description = "The body is the payload, stored as sent with its Content-Type.",
+    params(
+        ("subject" = String, Path, description = "The subject to publish to"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Deduplicates retries"),
+        ("Expected-Last-Id" = Option<u64>, Header, description = "Publish only if the subject's last event has this id"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context"),
+    ),
+    request_body(content = Vec<u8>, content_type = "*/*", description = "The payload; custom headers are sent as `Jetway-Header-<name>`"),
+    responses(
+        (status = 201, description = "Stored", body = PublishedJson),
+        (status = 400, description = "A bad subject or header", body = ErrorBody),
+        (status = 404, description = "No stream captures the subject", body = ErrorBody),
+        (status = 409, description = "Expected-Last-Id is not the last id", body = ErrorBody),
+        (status = 413, description = "The body is over HTTP_MAX_BODY_BYTES", body = ErrorBody),
+        (status = 503, description = "NATS is unavailable", body = ErrorBody),
+        (status = 504, description = "Not acknowledged in time; retry with the same key", body = ErrorBody),
+    )
+)]
 pub async fn publish_one(
     State(state): State<ApiState>,
     ApiPath(subject): ApiPath<String>,
@@ -109,7 +132,7 @@ fn from_headers(
 }
 
 /// One item of a batch.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchItem {
     /// The subject to publish to.
@@ -136,7 +159,7 @@ pub struct BatchItem {
 }
 
 /// The result of one batch item: `id` and `duplicate`, or `error`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ItemResult {
     /// Stored.
@@ -149,7 +172,7 @@ pub enum ItemResult {
 }
 
 /// Why a batch item failed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ItemError {
     /// The HTTP status a single publish would have answered.
     pub status: u16,
@@ -159,7 +182,7 @@ pub struct ItemError {
 }
 
 /// The answer to a batch: one result per item, in order.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BatchResults {
     /// One per item, in the order sent.
     pub results: Vec<ItemResult>,
@@ -167,6 +190,24 @@ pub struct BatchResults {
 
 /// `POST /v1/publish`: a batch, as a JSON array of [`BatchItem`]s or NDJSON (one per line). An
 /// item that does not decode fails alone, naming its place (`items[3].subject`).
+#[utoipa::path(
+    post,
+    path = "/v1/publish",
+    tag = "publish",
+    summary = "Publish a batch",
+    description = "A JSON array of items, or NDJSON (one item per line); at most 1,000 items.",
+    request_body(
+        content(
+            (Vec<BatchItem> = "application/json"),
+            (BatchItem = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "One result per item, in order", body = BatchResults),
+        (status = 400, description = "Not a JSON array or NDJSON, or no items", body = ErrorBody),
+        (status = 413, description = "The body is over HTTP_MAX_BODY_BYTES", body = ErrorBody),
+    )
+)]
 pub async fn publish_batch(
     State(state): State<ApiState>,
     headers: HeaderMap,

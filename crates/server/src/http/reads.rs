@@ -18,11 +18,26 @@ use jetway_core::{
 
 use crate::http::{
     ApiState,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     json::{self, ApiPath, EventJson, NDJSON},
 };
 
 /// `GET /v1/streams/{stream}/events/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{stream}/events/{id}",
+    tag = "read",
+    summary = "One event by id",
+    params(
+        ("stream" = String, Path, description = "The stream"),
+        ("id" = u64, Path, description = "The event's id (stream sequence)"),
+    ),
+    responses(
+        (status = 200, description = "The event", body = EventJson),
+        (status = 400, description = "A bad stream name or id", body = ErrorBody),
+        (status = 404, description = "No such stream or event", body = ErrorBody),
+    )
+)]
 pub async fn get_event(
     State(state): State<ApiState>,
     ApiPath((stream, id)): ApiPath<(String, String)>,
@@ -56,6 +71,28 @@ pub fn pointer(field: &str, value: &str) -> Result<StreamPointer, ApiError> {
 /// first by default) up to the last one stored when the read started, at most `limit`. The body
 /// streams as it is read; an error after the first event ends it early (an NDJSON reader sees a
 /// last line `{"error":…}`).
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{stream}/events",
+    tag = "read",
+    summary = "A range of stored events",
+    params(
+        ("stream" = String, Path, description = "The stream"),
+        ("from" = Option<String>, Query, description = "`start` (default), `end`, an id, or an RFC 3339 time"),
+        ("limit" = Option<u64>, Query, description = "The most events returned"),
+        ("subject" = Option<String>, Query, description = "Only events on subjects matching this filter"),
+    ),
+    responses(
+        (status = 200, description = "The events: a JSON array, or NDJSON with `Accept: application/x-ndjson`",
+            content(
+                (Vec<EventJson> = "application/json"),
+                (EventJson = "application/x-ndjson"),
+            )
+        ),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+        (status = 404, description = "No such stream", body = ErrorBody),
+    )
+)]
 pub async fn read_events(
     State(state): State<ApiState>,
     ApiPath(stream): ApiPath<String>,

@@ -533,3 +533,37 @@ async fn sse_streams_end_cleanly_at_shutdown() {
     env.jetway.stop().await;
     assert!(live.next().await.is_none(), "the stream ends, not cut off");
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_lists_every_route() {
+    let (_env, addr) = env(Limits::default()).await;
+    let served = get(addr, "/openapi.json").await;
+    assert_eq!(served.status, StatusCode::OK);
+    let served = served.json();
+    assert_eq!(served["openapi"], "3.1.0");
+    // The same document `jetway-server openapi` prints for CI's validator.
+    let printed = serde_json::to_value(jetway_server::http::openapi::document()).unwrap();
+    assert_eq!(served, printed);
+    let paths: Vec<&str> = served["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/publish",
+            "/v1/publish/{subject}",
+            "/v1/streams/{stream}/events",
+            "/v1/streams/{stream}/events/{id}",
+            "/v1/subscribe/{subject}",
+        ]
+    );
+    for schema in ["EventJson", "ErrorBody", "BatchItem", "BatchResults"] {
+        assert!(
+            served["components"]["schemas"][schema].is_object(),
+            "{schema}"
+        );
+    }
+}
