@@ -46,7 +46,11 @@ pub struct PublishedJson {
     path = "/v1/publish/{subject}",
     tag = "publish",
     summary = "Publish one event",
-    description = "The body is the payload, stored as sent with its Content-Type.",
+    description = "The body is the payload, stored as sent with its Content-Type. A CloudEvent \
+                   is accepted in binary mode (`ce-*` headers, kept as headers; `ce-id` is the \
+                   idempotency key) and in structured mode (`application/cloudevents+json`: \
+                   `data` or `data_base64` is the payload, `datacontenttype` its content type, \
+                   the other attributes `ce-*` headers).",
     params(
         ("subject" = String, Path, description = "The subject to publish to"),
         ("Idempotency-Key" = Option<String>, Header, description = "Deduplicates retries"),
@@ -71,7 +75,13 @@ pub async fn publish_one(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = json::read_body(&headers, body, state.max_body).await?;
-    let publication = from_headers(subject, &headers, body)?;
+    let structured = json::content_type(&headers)?
+        .is_some_and(|value| json::media_type(&value) == CLOUDEVENTS_JSON);
+    let publication = if structured {
+        structured_cloud_event(subject, &headers, &body)?
+    } else {
+        from_headers(subject, &headers, body)?
+    };
     let published = state.publisher.publish(publication).await?;
     Ok((
         StatusCode::CREATED,
@@ -108,15 +118,42 @@ fn from_headers(
         })
         .transpose()?;
     let mut custom = Vec::new();
+    let mut cloud_event = false;
     for (name, value) in headers {
-        if let Some(short) = name.as_str().strip_prefix(HEADER_PREFIX) {
-            let value = value
-                .to_str()
-                .map_err(|_| ApiError::invalid(name.as_str(), "is not visible ASCII"))?;
-            custom.push((short.to_owned(), value.to_owned()));
-        }
+        let kept = match name.as_str().strip_prefix(HEADER_PREFIX) {
+            Some(short) => short,
+            // A CloudEvent in binary mode: its attributes are kept as they came, `ce-` and all.
+            None if name.as_str().starts_with(CE_PREFIX) => {
+                cloud_event = true;
+                name.as_str()
+            }
+            None => continue,
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::invalid(name.as_str(), "is not visible ASCII"))?;
+        custom.push((kept.to_owned(), value.to_owned()));
     }
     custom.sort();
+    let mut idempotency_key = text("Idempotency-Key")?;
+    if cloud_event {
+        for required in ["ce-specversion", "ce-id", "ce-source", "ce-type"] {
+            if !headers.contains_key(required) {
+                return Err(ApiError::invalid(
+                    required,
+                    "is required in a CloudEvent (binary mode: any ce- header makes one)",
+                ));
+            }
+        }
+        let id = text("ce-id")?;
+        if idempotency_key.is_some() && idempotency_key != id {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                "differs from ce-id, which is a CloudEvent's idempotency key; send one of them",
+            ));
+        }
+        idempotency_key = id;
+    }
     Ok(Publication {
         subject,
         data_type: String::new(),
@@ -124,11 +161,97 @@ fn from_headers(
         body,
         headers: custom,
         timestamp: None,
-        idempotency_key: text("Idempotency-Key")?,
+        idempotency_key,
         expected_last_id,
         trace_parent: text("traceparent")?,
         trace_state: text("tracestate")?,
     })
+}
+
+/// The media type of a CloudEvent in structured mode.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+/// The prefix of a CloudEvent's attributes in binary mode, and of their names as stored headers.
+pub const CE_PREFIX: &str = "ce-";
+
+/// A CloudEvent in structured mode (`application/cloudevents+json`): `data` (or `data_base64`)
+/// becomes the payload with `datacontenttype` as its content type, `id` the idempotency key, and
+/// every other attribute a header `ce-<name>`, as binary mode stores them. The path's subject is
+/// where it is published; a CloudEvents `subject` attribute is kept as `ce-subject`.
+fn structured_cloud_event(
+    subject: String,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Publication, ApiError> {
+    let serde_json::Value::Object(mut attributes) = serde_json::from_slice(body)
+        .map_err(|err| ApiError::invalid("body", format!("is not JSON: {err}")))?
+    else {
+        return Err(ApiError::invalid(
+            "body",
+            "must be a JSON object (a CloudEvent)",
+        ));
+    };
+    for required in ["specversion", "id", "source", "type"] {
+        if !attributes
+            .get(required)
+            .is_some_and(serde_json::Value::is_string)
+        {
+            return Err(ApiError::invalid(
+                required,
+                "is a required string attribute of a CloudEvent",
+            ));
+        }
+    }
+    let data = attributes.remove("data");
+    let data_base64 = attributes.remove("data_base64");
+    let content_type = match attributes.remove("datacontenttype") {
+        None => None,
+        Some(serde_json::Value::String(value)) => Some(value),
+        Some(_) => return Err(ApiError::invalid("datacontenttype", "must be a string")),
+    };
+    // A CloudEvent may have no data at all: an empty payload.
+    let data_base64 = match (&data, data_base64) {
+        (None, None) => Some(serde_json::Value::String(String::new())),
+        (_, data_base64) => data_base64,
+    };
+    let item = BatchItem {
+        subject,
+        data,
+        data_base64: match data_base64 {
+            None => None,
+            Some(serde_json::Value::String(value)) => Some(value),
+            Some(_) => return Err(ApiError::invalid("data_base64", "must be a string")),
+        },
+        content_type,
+        headers: BTreeMap::new(),
+        idempotency_key: None,
+        expected_last_id: None,
+    };
+    let mut publication = item_publication(item, |field| field.to_owned())?;
+    for (name, value) in attributes {
+        let value = match value {
+            serde_json::Value::String(value) => value,
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => value.to_string(),
+            _ => {
+                return Err(ApiError::invalid(
+                    &name,
+                    "a CloudEvent attribute must be a string, number or boolean",
+                ));
+            }
+        };
+        if name == "id" {
+            publication.idempotency_key = Some(value.clone());
+        }
+        publication
+            .headers
+            .push((format!("{CE_PREFIX}{name}"), value));
+    }
+    publication.headers.sort();
+    let with_headers = from_headers(String::new(), headers, Bytes::new())?;
+    publication.expected_last_id = with_headers.expected_last_id;
+    publication.trace_parent = with_headers.trace_parent;
+    publication.trace_state = with_headers.trace_state;
+    Ok(publication)
 }
 
 /// One item of a batch.
@@ -270,6 +393,12 @@ fn batch_publication(index: usize, item: serde_json::Value) -> Result<Publicatio
             None => Error::invalid(format!("items[{index}]"), &reason),
         }
     })?;
+    item_publication(item, at)
+}
+
+/// The publication of a batch item (or a structured CloudEvent, which has the same payload
+/// fields); `at` names a field as the client knows it.
+fn item_publication(item: BatchItem, at: impl Fn(&str) -> String) -> Result<Publication, Error> {
     let (content_type, body) = match (item.data, item.data_base64) {
         (Some(serde_json::Value::String(text)), None)
             if item

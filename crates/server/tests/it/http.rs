@@ -567,3 +567,72 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn cloudevents_in_binary_and_structured_mode_keep_their_attributes() {
+    let (_env, addr) = env(Limits::default()).await;
+    let binary = [
+        ("content-type", "application/json"),
+        ("ce-specversion", "1.0"),
+        ("ce-id", "evt-1"),
+        ("ce-source", "/shop"),
+        ("ce-type", "order.created"),
+    ];
+    let first = call(addr, "POST", "/v1/publish/orders.ce", &binary, r#"{"n":1}"#).await;
+    assert_eq!(first.json(), json!({"id": 1, "duplicate": false}));
+    let again = call(addr, "POST", "/v1/publish/orders.ce", &binary, r#"{"n":1}"#).await;
+    assert_eq!(
+        again.json(),
+        json!({"id": 1, "duplicate": true}),
+        "ce-id is the idempotency key"
+    );
+    let event = get(addr, "/v1/streams/orders/events/1").await.json();
+    assert_eq!(event["idempotency_key"], "evt-1");
+    assert_eq!(event["data"], json!({"n": 1}));
+    assert_eq!(event["headers"]["ce-type"], "order.created");
+    assert_eq!(event["headers"]["ce-source"], "/shop");
+
+    let structured = json!({
+        "specversion": "1.0", "id": "evt-2", "source": "/shop", "type": "order.paid",
+        "datacontenttype": "text/plain", "data": "paid", "attempt": 2,
+    });
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.ce",
+        &[("content-type", "application/cloudevents+json")],
+        structured.to_string(),
+    )
+    .await;
+    assert_eq!(reply.json(), json!({"id": 2, "duplicate": false}));
+    let event = get(addr, "/v1/streams/orders/events/2").await.json();
+    assert_eq!(event["content_type"], "text/plain");
+    assert_eq!(event["data"], "paid");
+    assert_eq!(event["idempotency_key"], "evt-2");
+    assert_eq!(event["headers"]["ce-type"], "order.paid");
+    assert_eq!(event["headers"]["ce-attempt"], "2");
+
+    let incomplete = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.ce",
+        &[("ce-id", "evt-3")],
+        "x",
+    )
+    .await;
+    incomplete.assert_error(400, "INVALID_ARGUMENT", Some("ce-specversion"));
+    let untyped = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.ce",
+        &[("content-type", "application/cloudevents+json")],
+        json!({"specversion": "1.0", "id": "x", "source": "/s"}).to_string(),
+    )
+    .await;
+    untyped.assert_error(400, "INVALID_ARGUMENT", Some("type"));
+    let two_keys = [("idempotency-key", "other")];
+    let both: Vec<(&str, &str)> = binary.iter().copied().chain(two_keys).collect();
+    call(addr, "POST", "/v1/publish/orders.ce", &both, "x")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("Idempotency-Key"));
+}
