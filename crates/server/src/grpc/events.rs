@@ -54,20 +54,22 @@ pub struct JetwayEvents {
 }
 
 impl JetwayEvents {
-    /// A service over `nats`, within `limits` (fetched events in flight, live subscribers' buffers),
-    /// sharing the cap on unnamed consumers with Windshift's EnsureConsumer. Cancelling `shutdown`
-    /// ends every ReadEvents and Subscribe stream with UNAVAILABLE, and every PublishStream once it
+    /// A service over `nats`, within `limits` (fetched events in flight), sharing the cap on
+    /// unnamed consumers with Windshift's EnsureConsumer and the live feeds with the HTTP API (one
+    /// feed per stream and filter in this server, whoever subscribes). Cancelling `shutdown` ends
+    /// every ReadEvents and Subscribe stream with UNAVAILABLE, and every PublishStream once it
     /// answered what it read. Call it inside the Tokio runtime.
     pub fn new(
         nats: Nats,
         limits: &Limits,
         unnamed: Arc<UnnamedLimit>,
+        live: LiveFeeds,
         shutdown: CancellationToken,
     ) -> Self {
         JetwayEvents {
             publisher: Publisher::new(nats.clone()),
             fetcher: Fetcher::start(nats.clone(), limits.fetch, shutdown.clone()),
-            live: LiveFeeds::new(nats.clone(), limits.subscriber_buffer),
+            live,
             unnamed,
             nats,
             shutdown,
@@ -79,9 +81,10 @@ impl JetwayEvents {
         nats: Nats,
         limits: &Limits,
         unnamed: Arc<UnnamedLimit>,
+        live: LiveFeeds,
         shutdown: CancellationToken,
     ) -> EventsServiceServer<JetwayEvents> {
-        EventsServiceServer::new(JetwayEvents::new(nats, limits, unnamed, shutdown))
+        EventsServiceServer::new(JetwayEvents::new(nats, limits, unnamed, live, shutdown))
     }
 }
 

@@ -35,11 +35,17 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The state of an API over `nats`, within `limits`; cancelling `shutdown` ends its streams.
-    pub fn new(nats: Nats, limits: &Limits, shutdown: CancellationToken) -> ApiState {
+    /// The state of an API over `nats`, within `limits`, sharing `live` with gRPC's Subscribe;
+    /// cancelling `shutdown` ends its streams.
+    pub fn new(
+        nats: Nats,
+        limits: &Limits,
+        live: LiveFeeds,
+        shutdown: CancellationToken,
+    ) -> ApiState {
         ApiState {
             publisher: Publisher::new(nats.clone()),
-            live: LiveFeeds::new(nats.clone(), limits.subscriber_buffer),
+            live,
             nats,
             shutdown,
             max_body: limits.http_max_body_bytes,

@@ -16,7 +16,7 @@ use jetway_api::{
         state::v1alpha1::state_service_server::StateServiceServer,
     },
 };
-use jetway_core::{Nats, consumers::UnnamedLimit};
+use jetway_core::{Nats, consumers::UnnamedLimit, live::LiveFeeds};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -158,8 +158,16 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
     let state_ext = ExtStateServiceServer::new(JetwayState::new(nats.clone(), sessions.clone()))
         .max_decoding_message_size(max_message);
-    let events_ext = JetwayEvents::service(nats.clone(), &limits, unnamed, sessions.clone())
-        .max_decoding_message_size(max_message);
+    // gRPC Subscribe and the HTTP API's SSE share the live feeds: one per stream and filter.
+    let live = LiveFeeds::new(nats.clone(), limits.subscriber_buffer);
+    let events_ext = JetwayEvents::service(
+        nats.clone(),
+        &limits,
+        unnamed,
+        live.clone(),
+        sessions.clone(),
+    )
+    .max_decoding_message_size(max_message);
     let admin =
         Admin::service(nats.clone(), sessions.clone()).max_decoding_message_size(max_message);
     let grpc = Server::builder()
@@ -222,7 +230,12 @@ pub async fn serve(
             "HTTP_MAX_CONNECTIONS",
             "http",
         ),
-        http::router(http::ApiState::new(nats.clone(), &limits, sessions.clone())),
+        http::router(http::ApiState::new(
+            nats.clone(),
+            &limits,
+            live,
+            sessions.clone(),
+        )),
         limits.http_header_timeout,
         shutdown.clone(),
     );

@@ -636,3 +636,23 @@ async fn cloudevents_in_binary_and_structured_mode_keep_their_attributes() {
         .await
         .assert_error(400, "INVALID_ARGUMENT", Some("Idempotency-Key"));
 }
+
+#[tokio::test]
+async fn sse_and_grpc_subscribers_share_one_live_feed() {
+    let (env, addr) = env(Limits::default()).await;
+    let mut client = crate::clients::events(&env).await;
+    let mut grpc = client
+        .subscribe(jetway_api::jetway::events::v1::SubscribeRequest {
+            subject: "orders.>".into(),
+            stream: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sse = SseReader::open(addr, "/v1/subscribe/orders.%3E?stream=orders", &[]).await;
+    // One consumer for the one stream and filter, whichever API subscribed.
+    assert_eq!(env.stream_info("orders").await.state.consumer_count, 1);
+    let id = publish(addr, "orders.new", json!(1)).await;
+    assert_eq!(sse.next_id().await, id);
+    assert_eq!(crate::clients::next(&mut grpc).await.event.unwrap().id, id);
+}
