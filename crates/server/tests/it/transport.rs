@@ -686,3 +686,60 @@ async fn acking_5000_events_one_at_a_time_as_they_arrive_keeps_the_stream() {
     })
     .await;
 }
+
+/// The HTTP API port has the same gate as the others: its cap on connections, and a header
+/// timeout that closes slow and idle connections; a live SSE stream is no idle connection.
+#[tokio::test]
+async fn the_http_api_port_caps_connections_and_closes_slow_ones() {
+    let env = Env::start_with(limits(|l| l.http_max_connections = 2)).await;
+    let api = env.jetway.http_addr();
+    let first = TcpStream::connect(api).await.unwrap();
+    let second = TcpStream::connect(api).await.unwrap();
+    eventually("a third HTTP API connection is refused", || async {
+        (try_http_status(api, "/openapi.json").await.is_none()).then_some(())
+    })
+    .await;
+    drop(first);
+    eventually("a freed slot is used again", || async {
+        (try_http_status(api, "/openapi.json").await == Some(200)).then_some(())
+    })
+    .await;
+    drop((second, env));
+
+    let mut env = Env::start_with(limits(|l| {
+        l.http_header_timeout = Duration::from_millis(300);
+    }))
+    .await;
+    env.stream("orders", &["orders.>"]).await;
+    let api = env.jetway.http_addr();
+    let mut unfinished = TcpStream::connect(api).await.unwrap();
+    unfinished.write_all(b"GET /open").await.unwrap();
+    // A live stream outlasts many header timeouts: its request is complete and in progress.
+    let mut live = TcpStream::connect(api).await.unwrap();
+    live.write_all(b"GET /v1/subscribe/orders.new HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    live.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    wait_closed(&unfinished, "the unfinished request line is closed").await;
+    let mut client = clients::events(&env).await;
+    // Three header timeouts at least, measured by the server's own closing of slow connections.
+    for _ in 0..3 {
+        let mut slow = TcpStream::connect(api).await.unwrap();
+        slow.write_all(b"GET /open").await.unwrap();
+        wait_closed(&slow, "a slow connection is closed").await;
+    }
+    let event = clients::raw("orders.new", "still here", "text/plain", &[]);
+    clients::publish(&mut client, event).await;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("still here") {
+        let n = tokio::time::timeout(RECV_GUARD, live.read(&mut buf))
+            .await
+            .expect("the event within the guard")
+            .unwrap();
+        assert_ne!(n, 0, "the live stream stays open");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
