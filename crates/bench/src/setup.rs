@@ -92,6 +92,7 @@ impl JetwayProcess {
             .env("NATS_URL", nats_url)
             .env("GRPC_PORT", "0")
             .env("HEALTH_PORT", "0")
+            .env("HTTP_PORT", "0")
             .env("LISTEN_HOST", "127.0.0.1")
             .env("DEVELOPMENT", "false")
             .env("RUST_LOG", "info,async_nats=warn")

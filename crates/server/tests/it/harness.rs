@@ -603,6 +603,8 @@ impl JetwayProcess {
             ("NATS_URL", nats_url),
             ("GRPC_PORT", &grpc_port),
             ("HEALTH_PORT", &health_port),
+            // Replicas and restarts run side by side: never the fixed default.
+            ("HTTP_PORT", "0"),
             ("LISTEN_HOST", "127.0.0.1"),
         ])
         .spawn()

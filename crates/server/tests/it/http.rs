@@ -497,6 +497,12 @@ async fn sse_resumes_after_a_dropped_connection_without_gaps_or_repeats() {
     assert_eq!(filtered.next_id().await, 5);
     publish(addr, "orders.old", json!(6)).await;
     assert_eq!(filtered.next_id().await, 7);
+
+    // Resuming from the latest id replays nothing and goes live.
+    let mut caught_up =
+        SseReader::open(addr, "/v1/subscribe/orders.%3E", &[("last-event-id", "7")]).await;
+    publish(addr, "orders.new", json!(7)).await;
+    assert_eq!(caught_up.next_id().await, 8);
 }
 
 #[tokio::test]

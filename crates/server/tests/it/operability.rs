@@ -268,6 +268,7 @@ async fn no_nats_credential_reaches_the_log_at_any_level() {
             ("RUST_LOG", "trace"),
             ("GRPC_PORT", "0"),
             ("HEALTH_PORT", "0"),
+            ("HTTP_PORT", "0"),
             ("LISTEN_HOST", "127.0.0.1"),
         ])
         .spawn()
@@ -330,6 +331,7 @@ async fn the_binary_runs_a_local_nats_server_and_stops_it_on_sigterm() {
     let mut child = jetway_server(&[
         ("GRPC_PORT", "0"),
         ("HEALTH_PORT", "0"),
+        ("HTTP_PORT", "0"),
         ("LISTEN_HOST", "127.0.0.1"),
         ("NATS_LOCAL_PORT", "0"),
         ("NATS_DATA_DIR", data_dir.to_str().unwrap()),
