@@ -11,6 +11,7 @@ use axum::{
 };
 use futures::StreamExt;
 use jetway_core::{
+    Error, ErrorKind,
     format::parse_time,
     reads::{self, ReadSpec},
     streams::StreamPointer,
@@ -69,8 +70,8 @@ pub fn pointer(field: &str, value: &str) -> Result<StreamPointer, ApiError> {
 
 /// `GET /v1/streams/{stream}/events?from=&limit=&subject=`: the stored events from `from` (the
 /// first by default) up to the last one stored when the read started, at most `limit`. The body
-/// streams as it is read; an error after the first event ends it early (an NDJSON reader sees a
-/// last line `{"error":…}`).
+/// streams as it is read; an error once it has begun (the server shutting down, say) ends it with
+/// an error body as its last item (a last NDJSON line or array element `{"error":…}`).
 #[utoipa::path(
     get,
     path = "/v1/streams/{stream}/events",
@@ -125,7 +126,21 @@ pub async fn read_events(
         limit,
     };
     let events = reads::read_events(&state.nats, &spec).await?;
-    let events = events.take_until(state.shutdown.clone().cancelled_owned());
+    // A read cut short by shutdown says so, as its last item: a client must not take the events
+    // it got for the whole range.
+    let stop = state.shutdown.clone();
+    let events = events
+        .take_until(stop.clone().cancelled_owned())
+        .map(Some)
+        .chain(futures::stream::once(async move {
+            stop.is_cancelled().then(|| {
+                Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the server is shutting down; read again from the id after the last one received",
+                ))
+            })
+        }))
+        .filter_map(futures::future::ready);
     let ndjson = json::wants_ndjson(&headers);
     // Each event is one JSON text; `None` marks the end, where a JSON array closes.
     let items = events

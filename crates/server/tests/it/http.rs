@@ -662,3 +662,48 @@ async fn sse_and_grpc_subscribers_share_one_live_feed() {
     assert_eq!(sse.next_id().await, id);
     assert_eq!(crate::clients::next(&mut grpc).await.event.unwrap().id, id);
 }
+
+#[tokio::test]
+async fn a_range_read_cut_short_by_shutdown_ends_with_an_error() {
+    let (mut env, addr) = env(Limits::default()).await;
+    // More than loopback's socket buffers hold, so the read is still going when shutdown comes.
+    let payload = "x".repeat(4000);
+    for _ in 0..4 {
+        let items: Vec<Value> = (0..500)
+            .map(|_| json!({"subject": "orders.big", "data": payload}))
+            .collect();
+        let reply = call(
+            addr,
+            "POST",
+            "/v1/publish",
+            &[("content-type", "application/json")],
+            Value::Array(items).to_string(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let response = open(
+        addr,
+        "GET",
+        "/v1/streams/orders/events",
+        &[("accept", "application/x-ndjson")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    env.jetway.begin_shutdown();
+    let body = tokio::time::timeout(RECV_GUARD, response.into_body().collect())
+        .await
+        .expect("the body ends in time")
+        .unwrap()
+        .to_bytes();
+    let lines: Vec<Value> = String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(lines.len() < 2000, "cut short: {} lines", lines.len());
+    let last = lines.last().unwrap();
+    assert_eq!(last["error"]["code"], "UNAVAILABLE", "{last}");
+    env.jetway.stop().await;
+}
