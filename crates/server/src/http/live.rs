@@ -25,7 +25,7 @@ use jetway_core::{
     Error,
     live::LiveSpec,
     reads::{self, ReadSpec},
-    streams::StreamPointer,
+    streams::{StreamPointer, validate_sequence},
 };
 
 use crate::http::{
@@ -84,10 +84,13 @@ pub async fn subscribe(
     };
     let last = last
         .map(|(field, value)| {
-            value
+            let last = value
                 .trim()
                 .parse::<u64>()
-                .map_err(|_| ApiError::invalid(field, "is not an event id (a whole number)"))
+                .map_err(|_| ApiError::invalid(field, "is not an event id (a whole number)"))?;
+            // The replay starts at the next id, which must be one a stream can have.
+            validate_sequence(field, last.saturating_add(1))?;
+            Ok::<_, ApiError>(last)
         })
         .transpose()?;
     let stream = match (last, stream.is_empty()) {

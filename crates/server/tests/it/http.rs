@@ -525,6 +525,12 @@ async fn sse_errors_come_before_the_stream() {
     )
     .await
     .assert_error(400, "INVALID_ARGUMENT", Some("Last-Event-ID"));
+    get(
+        addr,
+        "/v1/subscribe/orders.%3E?last_event_id=18446744073709551615",
+    )
+    .await
+    .assert_error(400, "INVALID_ARGUMENT", Some("last_event_id"));
     get(addr, "/v1/subscribe/orders.%3E?stream=nothing")
         .await
         .assert_error(404, "NOT_FOUND", None);
