@@ -16,14 +16,19 @@ use jetway_api::{
 };
 use tonic::{
     metadata::{AsciiMetadataKey, AsciiMetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
     transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
 use crate::{
-    DEFAULT_PUBLISH_WINDOW, Error, RetryPolicy, consumers::Consumers, dead_letters::DeadLetters,
-    endpoints::Endpoints, fetch::Fetcher, shared_stream::SharedStream, state::Store,
-    streams::Streams, trace,
+    DEFAULT_PUBLISH_WINDOW, Error, RetryPolicy,
+    consumers::Consumers,
+    dead_letters::DeadLetters,
+    endpoints::Endpoints,
+    fetch::Fetcher,
+    interceptor::{CallInterceptor, Transport},
+    shared_stream::SharedStream,
+    state::Store,
+    streams::Streams,
 };
 
 /// The URL the CLI and the examples use when none is given: a local server on the default port.
@@ -44,9 +49,6 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// 16 KiB splits a busy Events stream into many small writes; with 1 MiB, whatever the server has
 /// ready goes out in one.
 const MAX_FRAME_SIZE: u32 = 1 << 20;
-
-/// A gRPC client stack with the client's interceptor in front of the channel.
-pub(crate) type Transport = InterceptedService<Endpoints, CallInterceptor>;
 
 /// A connection to a Jetway server, or to several replicas of it.
 ///
@@ -435,7 +437,9 @@ impl ClientBuilder {
         ))
     }
 
-    fn parsed_metadata(&self) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, Error> {
+    pub(crate) fn parsed_metadata(
+        &self,
+    ) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, Error> {
         self.metadata
             .iter()
             .map(|(key, value)| {
@@ -472,46 +476,5 @@ impl ClientBuilder {
                 .publish_window
                 .map(|window| Arc::new(SharedStream::new(window))),
         }
-    }
-}
-
-/// Adds the configured metadata and the current trace context to every call.
-#[derive(Clone)]
-pub(crate) struct CallInterceptor {
-    metadata: Arc<[(AsciiMetadataKey, AsciiMetadataValue)]>,
-}
-
-impl Interceptor for CallInterceptor {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let map = request.metadata_mut();
-        for (key, value) in self.metadata.iter() {
-            map.insert(key.clone(), value.clone());
-        }
-        trace::inject(map);
-        Ok(request)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_call_carries_the_token_and_the_metadata() {
-        let builder = ClientBuilder::new()
-            .auth_token("s3cret")
-            .metadata("x-tenant", "acme");
-        let mut interceptor = CallInterceptor {
-            metadata: builder.parsed_metadata().expect("valid metadata").into(),
-        };
-        let request = interceptor
-            .call(tonic::Request::new(()))
-            .expect("the interceptor never refuses");
-        let metadata = request.metadata();
-        assert_eq!(metadata.get("authorization").unwrap(), "Bearer s3cret");
-        assert_eq!(metadata.get("x-tenant").unwrap(), "acme");
     }
 }

@@ -64,6 +64,7 @@ mod endpoints;
 mod error;
 mod event;
 mod fetch;
+mod interceptor;
 mod publish;
 mod reads;
 mod retry;

@@ -55,11 +55,12 @@ use crate::{
         attempt_timeout, processing_timeout, require_explicit_acks, within_request_limits,
     },
     dead_letters,
-    delivery::{AckMetadata, Settle, Settled},
+    delivery::AckMetadata,
     error::{Classify, about_consumer, consumer_not_found},
     expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_existing_name,
+    settle::{Settle, Settled},
     telemetry::{
         self,
         metrics::{self, Path},
@@ -833,7 +834,7 @@ impl Fetcher {
             };
             match self.nats.send_ack(held.reply.clone(), kind).await {
                 Ok(()) => {
-                    how.record(&held.span);
+                    telemetry::settled(&held.span, how);
                     settled.ids.push(id);
                 }
                 Err(err) => {

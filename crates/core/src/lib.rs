@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod publish;
 mod publish_failure;
 pub mod reads;
+pub mod settle;
 pub mod state;
 pub mod streams;
 pub mod telemetry;

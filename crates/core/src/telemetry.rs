@@ -17,7 +17,7 @@ use opentelemetry::{
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::format::Event;
+use crate::{format::Event, settle::Settle};
 
 /// The `tracing` target of every messaging span, so the log output can leave them out.
 pub const SPAN_TARGET: &str = "jetway_otel";
@@ -147,11 +147,22 @@ pub(crate) fn error(span: &Span, message: &str) {
     span.record("otel.status_message", message);
 }
 
+/// Records a settlement on the event's receive span: OK for an ack, an error for a reject.
+pub(crate) fn settled(span: &Span, how: Settle) {
+    match how {
+        Settle::Ack => ok(span),
+        Settle::Reject(_) => error(span, "event rejected"),
+        Settle::RejectPermanently => error(span, "event permanently rejected"),
+        // A ping settles nothing; the span goes on.
+        Settle::Ping => {}
+    }
+}
+
 /// Metric names, and the handles every delivery path (Events streams, Fetch) counts with.
 pub mod metrics {
     use std::sync::atomic::{AtomicI64, Ordering};
 
-    use crate::delivery::Settle;
+    use crate::settle::Settle;
 
     /// Publishes, labelled `result` = `ok`, `duplicate`, `conflict` or `error`.
     pub const PUBLISHES: &str = "jetway_publishes_total";

@@ -16,12 +16,12 @@ use jetway_api::jetway::events::v1::{
 use jetway_core::{
     Nats,
     consumers::{self, UnnamedLimit},
-    delivery::Settle,
     fetch::{FetchSpec, Fetcher},
     live::{LiveFeeds, LiveSpec},
     pipeline::{self},
     publish::Publisher,
     reads::{self, ReadSpec},
+    settle::Settle,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};

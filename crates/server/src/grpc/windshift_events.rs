@@ -19,8 +19,9 @@ use jetway_api::windshift::events::v1alpha1::{
 use jetway_core::{
     Nats,
     consumers::UnnamedLimit,
-    delivery::{MAX_PROCESSING_EVENTS_LIMIT, Settle, SubscribeSpec, Subscription},
+    delivery::{MAX_PROCESSING_EVENTS_LIMIT, SubscribeSpec, Subscription},
     publish::Publisher,
+    settle::Settle,
 };
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
