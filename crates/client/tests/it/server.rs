@@ -136,6 +136,7 @@ impl Running {
             nats,
             listeners,
             Limits::default(),
+            Default::default(),
             shutdown.clone(),
         ));
         wait_serving(&url).await;

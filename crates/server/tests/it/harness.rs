@@ -28,7 +28,7 @@ use jetway_api::{
 };
 use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
-    app::{self, Listeners},
+    app::{self, Listeners, Security},
     config::Limits,
 };
 use jetway_testkit::{NatsServer, eventually};
@@ -59,6 +59,16 @@ impl Jetway {
 
     /// Serves on loopback ports against `nats_url`, within `limits`.
     pub(crate) async fn start_with(nats_url: &str, limits: Limits) -> Jetway {
+        Jetway::start_secured(nats_url, limits, Security::default()).await
+    }
+
+    /// Serves on loopback ports against `nats_url`, within `limits`, to the clients `security`
+    /// allows.
+    pub(crate) async fn start_secured(
+        nats_url: &str,
+        limits: Limits,
+        security: Security,
+    ) -> Jetway {
         let settings = ConnectSettings {
             url: nats_url.to_owned(),
             name: "jetway-test".into(),
@@ -72,7 +82,13 @@ impl Jetway {
         let grpc_addr = listeners.grpc.local_addr().unwrap();
         let health_addr = listeners.health.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, limits, shutdown.clone()));
+        let task = tokio::spawn(app::serve(
+            nats,
+            listeners,
+            limits,
+            security,
+            shutdown.clone(),
+        ));
         let jetway = Jetway {
             grpc_addr,
             health_addr,
