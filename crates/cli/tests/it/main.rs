@@ -9,6 +9,7 @@
 #[path = "../../../client/tests/it/server.rs"]
 mod server;
 
+mod auth;
 mod dead_letters;
 mod reads;
 mod streams;

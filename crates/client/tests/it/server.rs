@@ -9,7 +9,7 @@ use std::{net::SocketAddr, sync::Arc};
 use jetway_client::tonic::transport::Channel;
 use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
-    app::{self, Listeners},
+    app::{self, Listeners, Security},
     config::Limits,
 };
 use jetway_testkit::{NatsServer, eventually};
@@ -39,11 +39,16 @@ impl TestServer {
     /// Starts a nats-server and a Jetway server on a free loopback port, and waits until Jetway
     /// reports SERVING.
     pub(crate) async fn start() -> TestServer {
+        TestServer::start_secured(Security::default()).await
+    }
+
+    /// A server that lets in the clients `security` allows.
+    pub(crate) async fn start_secured(security: Security) -> TestServer {
         let nats = NatsServer::start();
         let nats_url = nats.url();
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
         let grpc_addr = grpc.local_addr().unwrap();
-        let running = Running::start(&nats_url, grpc).await;
+        let running = Running::start(&nats_url, grpc, security).await;
         TestServer {
             nats: Arc::new(nats),
             nats_url,
@@ -61,7 +66,7 @@ impl TestServer {
     pub(crate) async fn beside(&self) -> TestServer {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
         let grpc_addr = grpc.local_addr().unwrap();
-        let running = Running::start(&self.nats_url, grpc).await;
+        let running = Running::start(&self.nats_url, grpc, Security::default()).await;
         TestServer {
             nats: Arc::clone(&self.nats),
             nats_url: self.nats_url.clone(),
@@ -106,7 +111,7 @@ impl TestServer {
             TcpListener::bind(addr).await.ok()
         })
         .await;
-        self.running = Some(Running::start(&self.nats_url, grpc).await);
+        self.running = Some(Running::start(&self.nats_url, grpc, Security::default()).await);
     }
 }
 
@@ -119,7 +124,7 @@ impl Drop for TestServer {
 }
 
 impl Running {
-    async fn start(nats_url: &str, grpc: TcpListener) -> Running {
+    async fn start(nats_url: &str, grpc: TcpListener, security: Security) -> Running {
         let settings = ConnectSettings {
             url: nats_url.to_owned(),
             name: "jetway-client-test".into(),
@@ -136,7 +141,7 @@ impl Running {
             nats,
             listeners,
             Limits::default(),
-            Default::default(),
+            security,
             shutdown.clone(),
         ));
         wait_serving(&url).await;
