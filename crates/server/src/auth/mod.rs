@@ -147,28 +147,7 @@ impl Access {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            let now = stamp(&shared.path);
-            let mut last = lock(&shared.stamp);
-            if now == *last {
-                continue;
-            }
-            *last = now;
-            drop(last);
-            match read(&shared.path) {
-                Ok(clients) => {
-                    *shared
-                        .clients
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(clients);
-                    lock(&shared.verified).clear();
-                    tracing::info!(path = %shared.path.display(), "AUTH_FILE reloaded");
-                }
-                Err(why) => tracing::error!(
-                    path = %shared.path.display(),
-                    %why,
-                    "AUTH_FILE could not be reloaded; the previous version stays in force"
-                ),
-            }
+            shared.reload_if_changed();
         }
     }
 
@@ -231,6 +210,48 @@ impl Access {
 /// each request's extensions.
 #[derive(Debug, Clone)]
 pub struct PeerCertificateNames(pub Arc<Vec<String>>);
+
+/// What one look at the clients file did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    /// Same modification time and length as the version in force.
+    Unchanged,
+    /// The new version is in force.
+    Reloaded,
+    /// The new version does not read; the previous one stays in force.
+    Kept,
+}
+
+impl Shared {
+    fn reload_if_changed(&self) -> Reload {
+        let now = stamp(&self.path);
+        let mut last = lock(&self.stamp);
+        if now == *last {
+            return Reload::Unchanged;
+        }
+        *last = now;
+        drop(last);
+        match read(&self.path) {
+            Ok(clients) => {
+                *self
+                    .clients
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(clients);
+                lock(&self.verified).clear();
+                tracing::info!(path = %self.path.display(), "AUTH_FILE reloaded");
+                Reload::Reloaded
+            }
+            Err(why) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    %why,
+                    "AUTH_FILE could not be reloaded; the previous version stays in force"
+                );
+                Reload::Kept
+            }
+        }
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -539,6 +560,51 @@ async fn admit<B>(access: &Access, request: &mut http::Request<B>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_client(id: &str, token: &str) -> String {
+        format!(
+            r#"{{"clients": [{{"id": "{id}", "tokens": ["{}"]}}]}}"#,
+            jetway_core::credentials::token_hash(token)
+        )
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_previous_version_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
+        std::fs::write(&path, one_client("first", "t1")).unwrap();
+        let access = Access::load(&path).unwrap();
+        let shared = access.shared.as_ref().unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Unchanged);
+
+        std::fs::write(&path, r#"{"clients": [{"id": "first""#).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Kept);
+        assert_eq!(Access::clients(shared).by_token("t1").unwrap().id, "first");
+
+        std::fs::write(&path, one_client("second", "t2")).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Reloaded);
+        let clients = Access::clients(shared);
+        assert!(clients.by_token("t1").is_none());
+        assert_eq!(clients.by_token("t2").unwrap().id, "second");
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Kept);
+        assert_eq!(Access::clients(shared).by_token("t2").unwrap().id, "second");
+    }
+
+    #[test]
+    fn a_start_with_a_broken_file_is_one_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
+        let err = Access::load(&path).err().unwrap();
+        assert!(
+            err.starts_with("AUTH_FILE ") && err.contains("cannot be read"),
+            "{err}"
+        );
+        std::fs::write(&path, r#"{"clients": [{"id": ""}]}"#).unwrap();
+        let err = Access::load(&path).err().unwrap();
+        assert!(err.contains("clients[0].id: is empty"), "{err}");
+    }
 
     #[test]
     fn every_permission_of_the_table_has_a_name_and_methods_are_unique() {

@@ -859,3 +859,210 @@ async fn two_tenants_are_isolated_by_their_prefixes() {
         "{all:?}"
     );
 }
+
+/// A changed file is in force within a poll; a client added to it can call at once.
+#[tokio::test]
+async fn a_changed_clients_file_is_picked_up() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = clients_file(dir.path());
+    let security = Security {
+        access: Access::load(&path).unwrap(),
+        reflection: true,
+    };
+    let jetway = Jetway::start_secured(&nats.url(), Limits::default(), security).await;
+    let channel = jetway.channel().await;
+    let list = |token: &'static str| {
+        let channel = channel.clone();
+        async move {
+            AdminServiceClient::with_interceptor(channel, Auth::bearer(token))
+                .list_streams(admin::ListStreamsRequest::default())
+                .await
+                .map(drop)
+        }
+    };
+    const NEW: &str = "token-of-a-client-added-later";
+    assert_eq!(list(NEW).await.unwrap_err().code(), Code::Unauthenticated);
+    let text = format!(
+        r#"{{"clients": [{{"id": "later", "tokens": ["{}"]}}]}}"#,
+        token_hash(NEW)
+    );
+    std::fs::write(&path, text).unwrap();
+    jetway_testkit::eventually("the new client is let in", || async {
+        list(NEW).await.ok()
+    })
+    .await;
+    assert_eq!(list(ALL).await.unwrap_err().code(), Code::Unauthenticated);
+}
+
+/// Over `events_sessions`, an Events stream is refused with RESOURCE_EXHAUSTED naming it, until
+/// one closes; over `publish_per_second`, a publish is refused naming that.
+#[tokio::test]
+async fn per_client_limits_answer_resource_exhausted_naming_the_limit() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let text = format!(
+        r#"{{"limits": {{"events_sessions": 1}},
+            "clients": [{{"id": "small", "tokens": ["{}"],
+              "permissions": {{"publish": [">"], "consume": [">"], "manage": [">"]}},
+              "limits": {{"publish_per_second": 1, "publish_burst": 2}}}}]}}"#,
+        token_hash(ALL)
+    );
+    std::fs::write(&path, text).unwrap();
+    let security = Security {
+        access: Access::load(&path).unwrap(),
+        reflection: true,
+    };
+    let jetway = Jetway::start_secured(&nats.url(), Limits::default(), security).await;
+    let mut client = WsEvents::with_interceptor(jetway.channel().await, Auth::bearer(ALL));
+    client
+        .ensure_stream(stream_request("orders", &["orders.>"]))
+        .await
+        .unwrap();
+
+    let (hold, requests) = tokio::sync::mpsc::channel::<ws::EventsRequest>(1);
+    let first = client
+        .events(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .unwrap();
+    let refused = client.events(futures::stream::pending()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("events_sessions"), "{refused:?}");
+    drop((first, hold));
+    jetway_testkit::eventually("the closed session's slot is free", || {
+        let mut client = client.clone();
+        async move { client.events(futures::stream::pending()).await.ok() }
+    })
+    .await;
+
+    for _ in 0..2 {
+        client
+            .publish_event(publish_request("orders.created", "v"))
+            .await
+            .unwrap();
+    }
+    // The burst is spent; one more per second comes back, far later than this next call.
+    let over = client
+        .publish_event(publish_request("orders.created", "v"))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("publish_per_second"), "{over:?}");
+}
+
+/// With every log at trace level, no token or secret appears in the log, right or wrong; the
+/// denials and the audit line are there, and `/metrics` counts the failures by reason.
+#[tokio::test]
+async fn no_credential_reaches_the_log_and_failures_are_counted() {
+    use crate::harness::{http_get, jetway_server, log_lines, next_line};
+    use base64::{Engine, engine::general_purpose::STANDARD};
+
+    const SECRET: &str = "pa55wordSECRET";
+    const WRONG_TOKEN: &str = "wrongTOKENsecret";
+    const WRONG_SECRET: &str = "wrongPASSWORDsecret";
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let text = format!(
+        r#"{{"clients": [
+            {{"id": "ops", "tokens": ["{}"], "secret": "{}", "permissions": {{"manage": [">"], "publish": [">"]}}}},
+            {{"id": "none", "tokens": ["{}"]}}]}}"#,
+        token_hash(ALL),
+        jetway_core::credentials::secret_hash(SECRET).unwrap(),
+        token_hash(NONE),
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = jetway_server(&[
+        ("NATS_URL", &nats.url()),
+        ("RUST_LOG", "trace"),
+        ("GRPC_PORT", "0"),
+        ("HEALTH_PORT", "0"),
+        ("LISTEN_HOST", "127.0.0.1"),
+        ("AUTH_FILE", path.to_str().unwrap()),
+    ])
+    .spawn()
+    .unwrap();
+    let mut lines = log_lines(&mut child);
+    let mut log = Vec::new();
+    let (grpc_addr, health_addr) = loop {
+        let line = next_line(&mut lines).await.expect("the server runs");
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        log.push(line);
+        if entry["message"] == "serving" {
+            let addr = |key: &str| entry[key].as_str().expect("an address").to_owned();
+            break (addr("grpc_addr"), addr("health_addr"));
+        }
+    };
+    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let basic = |id: &str, secret: &str| {
+        let value = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+        Auth(Some(value.parse().unwrap()))
+    };
+    for (auth, expected) in [
+        (Auth::bearer(ALL), Code::NotFound),
+        (basic("ops", SECRET), Code::NotFound),
+        (Auth::bearer(WRONG_TOKEN), Code::Unauthenticated),
+        (basic("ops", WRONG_SECRET), Code::Unauthenticated),
+        (Auth::bearer(NONE), Code::PermissionDenied),
+        (Auth(None), Code::Unauthenticated),
+    ] {
+        let status = AdminServiceClient::with_interceptor(channel.clone(), auth)
+            .purge_stream(admin::PurgeStreamRequest {
+                stream: "nothing-here".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), expected, "{status:?}");
+    }
+    WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
+        .ensure_stream(stream_request("audited", &["audited.>"]))
+        .await
+        .unwrap();
+    AdminServiceClient::with_interceptor(channel.clone(), Auth::bearer(ALL))
+        .purge_stream(admin::PurgeStreamRequest {
+            stream: "audited".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, metrics) = http_get(health_addr.parse().unwrap(), "/metrics").await;
+    assert_eq!(status, 200);
+    for reason in ["bad_credentials", "no_credentials", "permission_denied"] {
+        let line = format!("jetway_auth_failures_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    while let Some(line) = next_line(&mut lines).await {
+        log.push(line);
+    }
+    assert!(child.wait().unwrap().success());
+    let denial = log
+        .iter()
+        .any(|line| line.contains("permission denied") && line.contains("\"none\""));
+    assert!(denial, "the denial is logged with the client id");
+    let audit = log.iter().any(|line| {
+        line.contains("jetway::audit") && line.contains("purge stream") && line.contains("\"ops\"")
+    });
+    assert!(audit, "the purge is audited with the client id");
+    let encoded = |id: &str, secret: &str| STANDARD.encode(format!("{id}:{secret}"));
+    for needle in [
+        ALL.to_owned(),
+        NONE.to_owned(),
+        SECRET.to_owned(),
+        WRONG_TOKEN.to_owned(),
+        WRONG_SECRET.to_owned(),
+        encoded("ops", SECRET),
+        encoded("ops", WRONG_SECRET),
+    ] {
+        let leaks: Vec<&String> = log.iter().filter(|line| line.contains(&needle)).collect();
+        assert!(leaks.is_empty(), "{needle} reached the log: {leaks:#?}");
+    }
+}
