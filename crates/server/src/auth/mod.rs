@@ -253,6 +253,11 @@ impl Shared {
     }
 }
 
+/// The peer address as logs show it.
+fn shown(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "-".to_owned(), |peer| peer.to_string())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -376,7 +381,7 @@ impl Caller {
         tracing::info!(
             target: "jetway::audit",
             client = self.id().unwrap_or("-"),
-            peer = ?self.peer,
+            peer = %shown(self.peer),
             action,
             resource,
             "audit"
@@ -436,7 +441,7 @@ impl Caller {
 
 fn denied(id: &str, peer: Option<SocketAddr>, message: String) -> Status {
     metrics::counter!(AUTH_FAILURES, "reason" => "permission_denied").increment(1);
-    tracing::warn!(client = id, peer = ?peer, %message, "permission denied");
+    tracing::warn!(client = id, peer = %shown(peer), %message, "permission denied");
     Error::new(ErrorKind::PermissionDenied, message).to_status()
 }
 
@@ -531,14 +536,14 @@ async fn admit<B>(access: &Access, request: &mut http::Request<B>) -> Result<(),
                 Failure::Bad => ("bad_credentials", "the credentials name no client"),
             };
             metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
-            tracing::warn!(peer = ?peer, reason, "unauthenticated call");
+            tracing::warn!(peer = %shown(peer), reason, "unauthenticated call");
             return Err(Error::new(ErrorKind::Unauthenticated, message).to_status());
         }
     };
     let id = client.as_deref().map_or("", |client| client.id.as_str());
     let Some(rule) = rule else {
         metrics::counter!(AUTH_FAILURES, "reason" => "unknown_method").increment(1);
-        tracing::warn!(client = id, peer = ?peer, method = request.uri().path(), "permission denied: the method has no entry in the permission table");
+        tracing::warn!(client = id, peer = %shown(peer), method = request.uri().path(), "permission denied: the method has no entry in the permission table");
         return Err(Error::new(
             ErrorKind::PermissionDenied,
             format!(
