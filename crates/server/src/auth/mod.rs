@@ -12,6 +12,7 @@
 //! The file is polled each second ([`Access::watch`]); a file that no longer reads keeps the
 //! previous version in force and the reason is logged.
 
+pub mod certificate;
 pub mod file;
 pub mod limits;
 pub mod pattern;
