@@ -80,7 +80,7 @@ pub const RULES: &[Rule] = &[
     // jetway.events.v1
     rule(
         "/jetway.events.v1.EventsService/EnsureConsumer",
-        needs(&[Manage], "`stream`"),
+        needs(&[Manage], "`stream`, and `dead_letter_stream` if set"),
     ),
     rule(
         "/jetway.events.v1.EventsService/PublishEvent",

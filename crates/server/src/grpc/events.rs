@@ -95,6 +95,14 @@ impl EventsService for JetwayEvents {
         let caller = Caller::of(&request)?;
         let spec = consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
         caller.check(Permission::Manage, &spec.stream)?;
+        // Dead letters are written into that stream: it must be the client's too.
+        if let Some(stream) = spec
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_stream.as_ref())
+        {
+            caller.check(Permission::Manage, stream)?;
+        }
         let id = consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;

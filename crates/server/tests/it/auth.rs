@@ -808,6 +808,20 @@ async fn two_tenants_are_isolated_by_their_prefixes() {
         .publish_event(publish_request("b.orders.created", "x"))
         .await;
     assert_eq!(denied(publish.map(|r| r.map(drop))), Code::PermissionDenied);
+    // A consumer of its own whose dead letters would land in the other tenant's stream.
+    let dead_letters = JwEvents::with_interceptor(channel.clone(), Auth::bearer(TENANT_A))
+        .ensure_consumer(jw::EnsureConsumerRequest {
+            stream: "a-orders".into(),
+            name: Some("billing".into()),
+            subjects: vec!["a.orders.>".into()],
+            max_deliveries: Some(3),
+            dead_letter_stream: Some("b-dead-letters".into()),
+            ..Default::default()
+        })
+        .await;
+    let status = dead_letters.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("b-dead-letters"), "{status:?}");
 
     let mut b_events = JwEvents::with_interceptor(channel.clone(), Auth::bearer(TENANT_B));
     let read = b_events
