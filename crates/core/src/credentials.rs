@@ -90,9 +90,16 @@ impl std::fmt::Debug for TokenHash {
     }
 }
 
-/// A stored client secret: an argon2id PHC string (`$argon2id$v=19$...`).
+/// A stored client secret: an argon2id PHC string (`$argon2id$v=19$...`); it displays as that
+/// string (a hash, not the secret).
 #[derive(Clone, Debug)]
 pub struct SecretHash(PasswordHash);
+
+impl std::fmt::Display for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 impl SecretHash {
     /// Reads a PHC string; only argon2id is accepted.

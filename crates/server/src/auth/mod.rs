@@ -105,9 +105,13 @@ struct Shared {
     clients: RwLock<Arc<Clients>>,
     /// Modification time and length of the version read last.
     stamp: Mutex<Option<(SystemTime, u64)>>,
-    /// Secrets already verified with argon2, by client id, as SHA-256 of the secret: argon2 is
-    /// slow on purpose, and a client sends its secret with every call. Emptied on reload.
+    /// Secrets already verified with argon2, as SHA-256 of the secret, by the stored hash they
+    /// matched (so a changed secret never matches an old entry): argon2 is slow on purpose, and a
+    /// client sends its secret with every call. Emptied on reload.
     verified: Mutex<HashMap<String, TokenHash>>,
+    /// argon2 checks running at once: each takes 19 MiB and a core for tens of milliseconds, so a
+    /// flood of wrong secrets waits here instead of taking the memory and every blocking thread.
+    argon2: tokio::sync::Semaphore,
     usage: Usage,
 }
 
@@ -128,6 +132,9 @@ impl Access {
                 clients: RwLock::new(Arc::new(clients)),
                 stamp: Mutex::new(stamp),
                 verified: Mutex::default(),
+                argon2: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, usize::from),
+                ),
                 usage: Usage::default(),
             })),
         })
@@ -187,7 +194,7 @@ impl Access {
                 let decoded = String::from_utf8(decoded).map_err(|_| Failure::Bad)?;
                 let (id, secret) = decoded.split_once(':').ok_or(Failure::Bad)?;
                 let (client, hash) = clients.with_secret(id).ok_or(Failure::Bad)?;
-                return if verify_secret(shared, id, hash, secret).await {
+                return if verify_secret(shared, hash, secret).await {
                     Ok(Some(client.clone()))
                 } else {
                     Err(Failure::Bad)
@@ -278,20 +285,24 @@ fn read(path: &Path) -> Result<Clients, String> {
 
 /// Checks `secret` against `hash`: once with argon2 (off the async threads), then against the
 /// remembered SHA-256 of the secret that passed, in constant time.
-async fn verify_secret(shared: &Arc<Shared>, id: &str, hash: &SecretHash, secret: &str) -> bool {
+async fn verify_secret(shared: &Arc<Shared>, hash: &SecretHash, secret: &str) -> bool {
     let presented = TokenHash::of(secret);
+    let stored = hash.to_string();
     if lock(&shared.verified)
-        .get(id)
+        .get(&stored)
         .is_some_and(|known| known.matches(&presented))
     {
         return true;
     }
+    let Ok(_permit) = shared.argon2.acquire().await else {
+        return false;
+    };
     let (hash, secret) = (hash.clone(), secret.to_owned());
     let ok = tokio::task::spawn_blocking(move || hash.verify(&secret))
         .await
         .unwrap_or(false);
     if ok {
-        lock(&shared.verified).insert(id.to_owned(), presented);
+        lock(&shared.verified).insert(stored, presented);
     }
     ok
 }
@@ -596,6 +607,42 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(shared.reload_if_changed(), Reload::Kept);
         assert_eq!(Access::clients(shared).by_token("t2").unwrap().id, "second");
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_checked_by_its_hash_and_a_changed_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
+        let with_secret = |secret: &str| {
+            format!(
+                r#"{{"clients": [{{"id": "svc", "secret": "{}"}}]}}"#,
+                jetway_core::credentials::secret_hash(secret).unwrap()
+            )
+        };
+        std::fs::write(&path, with_secret("first secret")).unwrap();
+        let access = Access::load(&path).unwrap();
+        let shared = access.shared.as_ref().unwrap();
+        let basic = |id: &str, secret: &str| {
+            let value = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+            Some(http::HeaderValue::from_str(&value).unwrap())
+        };
+        let who = |header| async {
+            access
+                .authenticate(header, None)
+                .await
+                .map(|c| c.unwrap().id.clone())
+        };
+        // Twice: by argon2, then by the remembered hash.
+        for _ in 0..2 {
+            assert_eq!(who(basic("svc", "first secret")).await.unwrap(), "svc");
+        }
+        assert!(who(basic("svc", "wrong")).await.is_err());
+        assert!(who(basic("other", "first secret")).await.is_err());
+
+        std::fs::write(&path, with_secret("second secret!")).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Reloaded);
+        assert!(who(basic("svc", "first secret")).await.is_err());
+        assert_eq!(who(basic("svc", "second secret!")).await.unwrap(), "svc");
     }
 
     #[test]
