@@ -1080,3 +1080,27 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
         assert!(leaks.is_empty(), "{needle} reached the log: {leaks:#?}");
     }
 }
+
+/// GRPC_REFLECTION=false: reflection is not served (UNIMPLEMENTED), the rest is.
+#[tokio::test]
+async fn reflection_can_be_turned_off() {
+    let nats = NatsServer::start();
+    let security = Security {
+        access: Access::open(),
+        reflection: false,
+    };
+    let jetway = Jetway::start_secured(&nats.url(), Limits::default(), security).await;
+    let channel = jetway.channel().await;
+    let reflection = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(futures::stream::iter([list_services()]))
+        .await;
+    let status = match reflection {
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    AdminServiceClient::new(channel)
+        .list_streams(admin::ListStreamsRequest::default())
+        .await
+        .unwrap();
+}
