@@ -9,7 +9,7 @@
 //!     "secret": "$argon2id$v=19$...",
 //!     "certificate_names": ["tenant-a.clients.example"],
 //!     "permissions": {
-//!       "publish": ["tenant-a.>"], "consume": ["a-*"], "read": ["a-*"], "manage": ["a-*"],
+//!       "publish": ["tenant-a.>"], "respond": ["tenant-a.rpc.>"], "consume": ["a-*"], "read": ["a-*"], "manage": ["a-*"],
 //!       "state_read": ["a-*"], "state_write": ["a-*"]
 //!     },
 //!     "limits": { "events_sessions": 16, "publish_per_second": 500 }
@@ -62,6 +62,8 @@ struct RawPermissions {
     #[serde(default)]
     publish: Vec<String>,
     #[serde(default)]
+    respond: Vec<String>,
+    #[serde(default)]
     consume: Vec<String>,
     #[serde(default)]
     read: Vec<String>,
@@ -96,6 +98,7 @@ pub struct Client {
 #[derive(Debug, Default)]
 struct Permissions {
     publish: Vec<SubjectPattern>,
+    respond: Vec<SubjectPattern>,
     consume: Vec<ConsumerPattern>,
     read: Vec<NamePattern>,
     manage: Vec<NamePattern>,
@@ -161,6 +164,12 @@ impl Clients {
             perms.publish = patterns(
                 &p.publish,
                 &format!("{at}.permissions.publish"),
+                SubjectPattern::parse,
+                &mut problems,
+            );
+            perms.respond = patterns(
+                &p.respond,
+                &format!("{at}.permissions.respond"),
                 SubjectPattern::parse,
                 &mut problems,
             );
@@ -273,6 +282,7 @@ impl Client {
         };
         match permission {
             Permission::Publish => p.publish.iter().any(|s| s.covers(resource)),
+            Permission::Respond => p.respond.iter().any(|s| s.covers(resource)),
             Permission::Consume => p.consume.iter().any(|c| c.matches(stream, consumer)),
             Permission::Read => names(&p.read, resource),
             Permission::Manage => names(&p.manage, resource),
@@ -304,13 +314,15 @@ mod tests {
         let token = jetway_core::credentials::token_hash("t");
         let clients = Clients::parse(&file(&format!(
             r#"{{"id": "a", "tokens": ["{token}"], "permissions": {{
-                "publish": ["a.>"], "consume": ["a-orders/billing"], "read": ["a-*"],
+                "publish": ["a.>"], "respond": ["a.rpc.*"], "consume": ["a-orders/billing"], "read": ["a-*"],
                 "manage": ["a-admin"], "state_read": ["a-*"], "state_write": ["a-cart"]}}}}"#
         )))
         .unwrap();
         let a = clients.by_token("t").unwrap();
         assert!(a.allows(Permission::Publish, "a.orders"));
         assert!(!a.allows(Permission::Publish, "b.orders"));
+        assert!(a.allows(Permission::Respond, "a.rpc.price"));
+        assert!(!a.allows(Permission::Respond, "a.orders"));
         assert!(a.allows(Permission::Consume, "a-orders/billing"));
         assert!(!a.allows(Permission::Consume, "a-orders/other"));
         assert!(!a.allows(Permission::Consume, "a-orders"));

@@ -64,6 +64,8 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 pub enum Permission {
     /// Publish on a subject.
     Publish,
+    /// Answer requests sent on a subject (`jetway.requests.v1` Respond).
+    Respond,
     /// Consume from a stream's consumer (`stream/consumer`), or subscribe live to a stream.
     Consume,
     /// Read a stream without a consumer (ranges, single events).
@@ -83,6 +85,7 @@ impl Permission {
     pub fn name(self) -> &'static str {
         match self {
             Permission::Publish => "publish",
+            Permission::Respond => "respond",
             Permission::Consume => "consume",
             Permission::Read => "read",
             Permission::Manage => "manage",

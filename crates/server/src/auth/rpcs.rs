@@ -181,7 +181,7 @@ pub const RULES: &[Rule] = &[
     ),
     rule(
         "/jetway.requests.v1.RequestsService/Respond",
-        needs(&[Consume], "the subjects it answers"),
+        needs(&[Respond], "each subject it answers"),
     ),
     // Reflection describes the API, not anyone's data.
     rule(
