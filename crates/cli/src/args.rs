@@ -16,6 +16,10 @@ pub(crate) struct Cli {
     #[arg(long, env = "JETWAY_URL", default_value = DEFAULT_URL, global = true)]
     pub server: String,
 
+    /// A bearer token of the server's AUTH_FILE, sent on every call.
+    #[arg(long, env = "JETWAY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -48,6 +52,22 @@ pub(crate) enum Command {
     /// Read and write key-value stores.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Make credentials for the server's AUTH_FILE (works offline).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+/// `jetway auth ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthCommand {
+    /// Print a new random token once, and the hash to add to the client's "tokens" in AUTH_FILE.
+    Token {
+        /// The client the token is for (its "id" in AUTH_FILE).
+        client_id: String,
+    },
+    /// Read a secret from standard input and print its argon2id hash, for the client's "secret"
+    /// in AUTH_FILE.
+    SecretHash,
 }
 
 /// `jetway stream ...`

@@ -5,6 +5,7 @@
 //! the connection. Every error is one line on standard error.
 
 mod args;
+mod auth;
 mod consume;
 mod dlq;
 mod interrupt;
@@ -109,7 +110,14 @@ fn one_line(message: &str) -> String {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     let output = Output::new(cli.json);
-    let client = Client::connect(cli.server).await?;
+    if let Command::Auth(command) = &cli.command {
+        return auth::run(command, &output);
+    }
+    let mut builder = Client::builder();
+    if let Some(token) = &cli.token {
+        builder = builder.auth_token(token);
+    }
+    let client = builder.connect(cli.server).await?;
     match cli.command {
         Command::Stream(command) => stream::run(&client, command, &output).await,
         Command::Publish(args) => publish::run(&client, args, &output).await,
@@ -118,5 +126,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Tail(args) => consume::tail(&client, args, &output).await,
         Command::Dlq(command) => dlq::run(&client, command, &output).await,
         Command::Kv(command) => kv::run(&client, command, &output).await,
+        // Answered above, without a connection.
+        Command::Auth(command) => auth::run(&command, &output),
     }
 }

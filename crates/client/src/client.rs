@@ -307,9 +307,23 @@ impl ClientBuilder {
         self
     }
 
-    /// Sends `authorization: Bearer <token>` on every call.
+    /// Sends `authorization: Bearer <token>` on every call: a token of the server's `AUTH_FILE`
+    /// (made with `jetway auth token`).
     pub fn auth_token(self, token: impl AsRef<str>) -> Self {
         let value = format!("Bearer {}", token.as_ref());
+        self.metadata("authorization", value)
+    }
+
+    /// Sends `authorization: Basic base64(<client id>:<secret>)` on every call: a client of the
+    /// server's `AUTH_FILE` with a `secret` (made with `jetway auth secret-hash`). Use TLS: the
+    /// secret itself travels with each call.
+    pub fn client_secret(self, client_id: impl AsRef<str>, secret: impl AsRef<str>) -> Self {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", client_id.as_ref(), secret.as_ref());
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        );
         self.metadata("authorization", value)
     }
 

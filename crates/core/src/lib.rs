@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod connection;
 pub mod consumers;
+pub mod credentials;
 pub mod dead_letters;
 pub mod delivery;
 pub mod error;

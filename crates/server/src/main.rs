@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
-    app::{self, Listeners},
+    app::{self, Listeners, Security},
     config::Config,
     infra::{
         probe,
@@ -116,10 +116,11 @@ async fn serve(config: &Config, url: String) -> Result<(), Box<dyn std::error::E
     };
     let nats = Nats::connect(&settings).await?;
     tracing::info!("NATS client started");
+    let security = Security::from_config(config)?;
     let listeners = Listeners::bind(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app::serve(nats, listeners, config.limits, shutdown).await?;
+    app::serve(nats, listeners, config.limits, security, shutdown).await?;
     Ok(())
 }
 

@@ -25,7 +25,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    app::{self, Listeners},
+    app::{self, Listeners, Security},
     config::Limits,
 };
 
@@ -41,17 +41,19 @@ pub struct TestServer {
     nats: Option<Arc<NatsServer>>,
     nats_url: String,
     limits: Limits,
+    security: Security,
     grpc_addr: SocketAddr,
     health_addr: SocketAddr,
     running: Option<Running>,
 }
 
 /// Options for a [`TestServer`]; [`TestServerBuilder::start`] starts it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct TestServerBuilder {
     nats_url: Option<String>,
     limits: Limits,
+    security: Security,
 }
 
 /// One run of the server, from a start to a stop.
@@ -79,6 +81,7 @@ impl TestServer {
             self.nats.clone(),
             self.nats_url.clone(),
             self.limits,
+            self.security.clone(),
             free_listeners().await,
         )
         .await
@@ -88,6 +91,7 @@ impl TestServer {
         nats: Option<Arc<NatsServer>>,
         nats_url: String,
         limits: Limits,
+        security: Security,
         listeners: Listeners,
     ) -> TestServer {
         let grpc_addr = listeners.grpc.local_addr().expect("the gRPC port");
@@ -96,6 +100,7 @@ impl TestServer {
             nats,
             nats_url,
             limits,
+            security,
             grpc_addr,
             health_addr,
             running: None,
@@ -113,7 +118,13 @@ impl TestServer {
         };
         let nats = Nats::connect(&settings).await.expect("connect to nats");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, self.limits, shutdown.clone()));
+        let task = tokio::spawn(app::serve(
+            nats,
+            listeners,
+            self.limits,
+            self.security.clone(),
+            shutdown.clone(),
+        ));
         self.running = Some(Running { shutdown, task });
         self.wait_serving().await;
     }
@@ -227,6 +238,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Lets in only the clients `security` allows (by default anyone, as without `AUTH_FILE`).
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Starts the server on free loopback ports and returns once it reports SERVING.
     pub async fn start(self) -> TestServer {
         let (nats, nats_url) = match self.nats_url {
@@ -237,7 +254,14 @@ impl TestServerBuilder {
                 (Some(Arc::new(nats)), url)
             }
         };
-        TestServer::serve(nats, nats_url, self.limits, free_listeners().await).await
+        TestServer::serve(
+            nats,
+            nats_url,
+            self.limits,
+            self.security,
+            free_listeners().await,
+        )
+        .await
     }
 }
 

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod auth;
 mod calls;
 mod dead_letters;
 mod delivery;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    auth::{Caller, Permission},
     codec::{
         events::{
             consumer_spec, encode_event, encode_settled, optional_pointer, publication,
@@ -91,7 +92,17 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::EnsureConsumerRequest>,
     ) -> Result<Response<api::EnsureConsumerResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let spec = consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        caller.check(Permission::Manage, &spec.stream)?;
+        // Dead letters are written into that stream: it must be the client's too.
+        if let Some(stream) = spec
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_stream.as_ref())
+        {
+            caller.check(Permission::Manage, stream)?;
+        }
         let id = consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;
@@ -102,9 +113,12 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::PublishEventRequest>,
     ) -> Result<Response<api::PublishEventResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let trace = Trace::of(request.metadata());
         let publication = publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
+        caller.check(Permission::Publish, &publication.subject)?;
+        caller.take_publishes(1)?;
         let published = self
             .publisher
             .publish(publication)
@@ -122,8 +136,10 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<tonic::Streaming<api::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let caller = Caller::of(&request)?;
         let trace = Trace::of(request.metadata());
         Ok(Response::new(publish_stream::spawn(
+            caller,
             self.publisher.clone(),
             request.into_inner(),
             trace,
@@ -135,13 +151,19 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::PublishBatchRequest>,
     ) -> Result<Response<api::PublishBatchResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let trace = Trace::of(request.metadata());
-        let events = request
+        let events: Vec<_> = request
             .into_inner()
             .events
             .into_iter()
             .map(|event| publication(event, trace.parent.clone(), trace.state.clone()))
             .collect();
+        // The whole batch is refused if one subject is not allowed: nothing is half published.
+        for event in events.iter().flatten() {
+            caller.check(Permission::Publish, &event.subject)?;
+        }
+        caller.take_publishes(events.len())?;
         let outcomes = pipeline::publish_batch(&self.publisher, events)
             .await
             .map_err(|e| e.to_status())?;
@@ -154,7 +176,9 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::GetEventRequest>,
     ) -> Result<Response<api::GetEventResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Read, &request.stream)?;
         let event = reads::get_event(&self.nats, &request.stream, request.id)
             .await
             .map_err(|e| e.to_status())?;
@@ -169,7 +193,9 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::ReadEventsRequest>,
     ) -> Result<Response<Self::ReadEventsStream>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Read, &request.stream)?;
         let spec = ReadSpec {
             from: optional_pointer("from", request.from.as_ref()).map_err(|e| e.to_status())?,
             limit: (request.limit > 0).then_some(request.limit.into()),
@@ -197,7 +223,9 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Consume, &request.stream)?;
         let spec = LiveSpec {
             subject: request.subject,
             stream: request.stream,
@@ -225,7 +253,12 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::FetchRequest>,
     ) -> Result<Response<api::FetchResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(
+            Permission::Consume,
+            &format!("{}/{}", request.stream, request.consumer),
+        )?;
         let spec = FetchSpec {
             wait: windshift::optional_duration("wait", request.wait.as_ref())
                 .map_err(|e| e.to_status())?,
@@ -248,7 +281,12 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::AckRequest>,
     ) -> Result<Response<api::AckResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(
+            Permission::Consume,
+            &format!("{}/{}", request.stream, request.consumer),
+        )?;
         let settled = self
             .fetcher
             .settle(
@@ -268,7 +306,12 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::RejectRequest>,
     ) -> Result<Response<api::RejectResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(
+            Permission::Consume,
+            &format!("{}/{}", request.stream, request.consumer),
+        )?;
         let how = windshift::reject(request.permanently, request.delay.as_ref(), "delay")
             .map_err(|e| e.to_status())?;
         let settled = self

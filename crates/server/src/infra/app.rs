@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::{
+    auth::{Access, AuthLayer},
     grpc::{
         admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, state::JetwayState,
         windshift_events::WindshiftEvents, windshift_state::WindshiftState,
@@ -81,6 +82,39 @@ async fn bind(addr: SocketAddr, variable: &str) -> std::io::Result<TcpListener> 
     })
 }
 
+/// Who may call what: authentication and its allow-lists ([`Access::open`]: anyone, anything),
+/// and whether reflection is served.
+#[derive(Clone)]
+pub struct Security {
+    /// The clients file in force (`AUTH_FILE`), or none.
+    pub access: Access,
+    /// `GRPC_REFLECTION`.
+    pub reflection: bool,
+}
+
+impl Default for Security {
+    /// No authentication, reflection on: the zero-config default.
+    fn default() -> Self {
+        Security {
+            access: Access::open(),
+            reflection: true,
+        }
+    }
+}
+
+impl Security {
+    /// From the configuration; an `AUTH_FILE` that does not read is an error.
+    pub fn from_config(config: &Config) -> Result<Security, String> {
+        Ok(Security {
+            access: match &config.auth_file {
+                Some(path) => Access::load(path)?,
+                None => Access::open(),
+            },
+            reflection: config.grpc_reflection,
+        })
+    }
+}
+
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -99,11 +133,12 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs), within
-/// `limits`.
+/// `limits`, to the clients `security` allows.
 pub async fn serve(
     nats: Nats,
     listeners: Listeners,
     limits: Limits,
+    security: Security,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     // Installed before anything records, so no early metric is lost.
@@ -132,6 +167,16 @@ pub async fn serve(
         reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(set);
         reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
     }
+    let (reflection_v1, reflection_v1alpha) = if security.reflection {
+        (
+            Some(reflection_v1.build_v1()?),
+            Some(reflection_v1alpha.build_v1alpha()?),
+        )
+    } else {
+        (None, None)
+    };
+    // Reloads AUTH_FILE when it changes.
+    tokio::spawn(security.access.clone().watch(shutdown.clone()));
 
     // The streaming services get their own token, cancelled first, so sessions and streams end
     // before the listener stops waiting for them.
@@ -166,18 +211,12 @@ pub async fn serve(
         .max_frame_size(Some(1 << 20))
         .layer(CallLayer::new(streaming, &limits))
         .layer(CatchPanicLayer)
+        // Inside `CallLayer`, which puts the peer's address where this layer logs it from.
+        .layer(AuthLayer::new(security.access.clone()))
         .trace_fn(telemetry::grpc_span)
         .add_service(health_service.max_decoding_message_size(max_message))
-        .add_service(
-            reflection_v1
-                .build_v1()?
-                .max_decoding_message_size(max_message),
-        )
-        .add_service(
-            reflection_v1alpha
-                .build_v1alpha()?
-                .max_decoding_message_size(max_message),
-        )
+        .add_optional_service(reflection_v1.map(|r| r.max_decoding_message_size(max_message)))
+        .add_optional_service(reflection_v1alpha.map(|r| r.max_decoding_message_size(max_message)))
         .add_service(events)
         .add_service(state)
         .add_service(state_ext)

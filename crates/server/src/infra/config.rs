@@ -110,6 +110,33 @@ pub const VARIABLES: &[Variable] = &[
         )),
     ),
     Variable::new(
+        "AUTH_FILE",
+        DefaultValue::Absent("unset: no authentication"),
+        "JSON file of clients: their credentials (token hashes, an argon2id secret hash, \
+         certificate names), permissions and limits (see \"Securing Jetway\"). Set: every call but \
+         `grpc.health.v1` must authenticate. Reloaded within a second of a change; a file that \
+         does not read keeps the previous one in force.",
+        Access {
+            apply: |config, value| {
+                config.auth_file = Some(PathBuf::from(value));
+                Ok(())
+            },
+            show: Some(|config| {
+                config.auth_file.as_ref().map_or_else(
+                    || "unset: no authentication".to_owned(),
+                    |path| path.display().to_string(),
+                )
+            }),
+        },
+    ),
+    Variable::new(
+        "GRPC_REFLECTION",
+        DefaultValue::Value("true"),
+        "`false`: the gRPC port does not serve reflection (with `AUTH_FILE`, reflection answers \
+         authenticated clients only).",
+        field!(grpc_reflection, parse_bool),
+    ),
+    Variable::new(
         "DEVELOPMENT",
         DefaultValue::Value("false"),
         "`true`: human-readable logs instead of JSON lines.",
@@ -523,6 +550,10 @@ pub struct Config {
     pub health_port: u16,
     /// `LISTEN_HOST`: IP address both listeners bind to.
     pub listen_host: IpAddr,
+    /// `AUTH_FILE`: the clients file; `None` turns authentication off.
+    pub auth_file: Option<PathBuf>,
+    /// `GRPC_REFLECTION`: serve gRPC reflection.
+    pub grpc_reflection: bool,
     /// `DEVELOPMENT`: human-readable logs instead of JSON lines.
     pub development: bool,
     /// `RUST_LOG`: log filter in tracing's `EnvFilter` syntax, checked to parse.
@@ -751,6 +782,8 @@ impl Config {
             grpc_port: 0,
             health_port: 0,
             listen_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            auth_file: None,
+            grpc_reflection: false,
             development: false,
             log_filter: String::new(),
             nats_publish_async_max_pending: 0,
@@ -1302,6 +1335,8 @@ mod tests {
             ("GRPC_PORT", "9090"),
             ("HEALTH_PORT", "9091"),
             ("LISTEN_HOST", "::1"),
+            ("AUTH_FILE", "/etc/jetway/clients.json"),
+            ("GRPC_REFLECTION", "false"),
             ("DEVELOPMENT", "TRUE"),
             ("RUST_LOG", "warn,jetway_core=debug"),
             ("NATS_PUBLISH_ASYNC_MAX_PENDING", "1"),
@@ -1341,6 +1376,8 @@ mod tests {
                 grpc_port: 9090,
                 health_port: 9091,
                 listen_host: "::1".parse().unwrap(),
+                auth_file: Some(PathBuf::from("/etc/jetway/clients.json")),
+                grpc_reflection: false,
                 development: true,
                 log_filter: "warn,jetway_core=debug".to_owned(),
                 nats_publish_async_max_pending: 1,

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod auth;
 mod clients;
 mod cluster;
 mod consumers;
