@@ -19,7 +19,7 @@ use jetway_core::{ConnectSettings, Nats};
 use jetway_testkit::{NatsServer, eventually};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -27,6 +27,7 @@ use tonic_health::pb::{
 use crate::{
     app::{self, Listeners},
     config::Limits,
+    infra::tls::ServerTls,
 };
 
 /// How long [`TestServer::stop`] waits for a graceful shutdown before it fails the test (a hang
@@ -41,6 +42,7 @@ pub struct TestServer {
     nats: Option<Arc<NatsServer>>,
     nats_url: String,
     limits: Limits,
+    tls: Option<TestTls>,
     grpc_addr: SocketAddr,
     health_addr: SocketAddr,
     running: Option<Running>,
@@ -52,6 +54,14 @@ pub struct TestServer {
 pub struct TestServerBuilder {
     nats_url: Option<String>,
     limits: Limits,
+    tls: Option<TestTls>,
+}
+
+/// The server's TLS, and how the harness's own clients connect to it.
+#[derive(Debug, Clone)]
+struct TestTls {
+    server: ServerTls,
+    client: ClientTlsConfig,
 }
 
 /// One run of the server, from a start to a stop.
@@ -79,6 +89,7 @@ impl TestServer {
             self.nats.clone(),
             self.nats_url.clone(),
             self.limits,
+            self.tls.clone(),
             free_listeners().await,
         )
         .await
@@ -88,6 +99,7 @@ impl TestServer {
         nats: Option<Arc<NatsServer>>,
         nats_url: String,
         limits: Limits,
+        tls: Option<TestTls>,
         listeners: Listeners,
     ) -> TestServer {
         let grpc_addr = listeners.grpc.local_addr().expect("the gRPC port");
@@ -96,6 +108,7 @@ impl TestServer {
             nats,
             nats_url,
             limits,
+            tls,
             grpc_addr,
             health_addr,
             running: None,
@@ -113,14 +126,23 @@ impl TestServer {
         };
         let nats = Nats::connect(&settings).await.expect("connect to nats");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, self.limits, shutdown.clone()));
+        let tls = self.tls.as_ref().map(|tls| tls.server.clone());
+        let task = tokio::spawn(app::serve(
+            nats,
+            listeners,
+            self.limits,
+            tls,
+            shutdown.clone(),
+        ));
         self.running = Some(Running { shutdown, task });
         self.wait_serving().await;
     }
 
-    /// The gRPC URL, e.g. `http://127.0.0.1:41234`. Unchanged across a restart.
+    /// The gRPC URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS). Unchanged across a
+    /// restart.
     pub fn url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc_addr)
     }
 
     /// The gRPC address. Unchanged across a restart.
@@ -154,7 +176,13 @@ impl TestServer {
     }
 
     fn endpoint(&self) -> tonic::transport::Endpoint {
-        Channel::from_shared(self.url()).expect("a valid URL")
+        let endpoint = Channel::from_shared(self.url()).expect("a valid URL");
+        match &self.tls {
+            None => endpoint,
+            Some(tls) => endpoint
+                .tls_config(tls.client.clone())
+                .expect("a valid client TLS configuration"),
+        }
     }
 
     /// Waits until `grpc.health.v1` says SERVING: a bound listener alone does not mean ready.
@@ -227,6 +255,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Serves both ports over `server`'s TLS; the harness's own clients (readiness,
+    /// [`TestServer::channel`]) connect with `client`.
+    pub fn tls(mut self, server: ServerTls, client: ClientTlsConfig) -> Self {
+        self.tls = Some(TestTls { server, client });
+        self
+    }
+
     /// Starts the server on free loopback ports and returns once it reports SERVING.
     pub async fn start(self) -> TestServer {
         let (nats, nats_url) = match self.nats_url {
@@ -237,7 +272,14 @@ impl TestServerBuilder {
                 (Some(Arc::new(nats)), url)
             }
         };
-        TestServer::serve(nats, nats_url, self.limits, free_listeners().await).await
+        TestServer::serve(
+            nats,
+            nats_url,
+            self.limits,
+            self.tls,
+            free_listeners().await,
+        )
+        .await
     }
 }
 

@@ -230,6 +230,29 @@ pub const VARIABLES: &[Variable] = &[
         field!(limits.health_header_timeout, parse_timeout),
     ),
     Variable::new(
+        "TLS_CERT_FILE",
+        DefaultValue::Absent("unset: plain text"),
+        "TLS on both ports: the server's certificate chain (PEM, leaf first); needs \
+         `TLS_KEY_FILE`. An unreadable file, an expired certificate or a key that is not its own \
+         stops the start. Rotated files are loaded for new connections within a second, without a \
+         restart; open connections keep theirs.",
+        field!(tls.cert_file, parse_file),
+    ),
+    Variable::new(
+        "TLS_KEY_FILE",
+        DefaultValue::Absent("unset"),
+        "The private key of `TLS_CERT_FILE` (PEM: PKCS#8, PKCS#1 or SEC1).",
+        field!(tls.key_file, parse_file),
+    ),
+    Variable::new(
+        "TLS_CLIENT_CA_FILE",
+        DefaultValue::Absent("unset: no client certificate asked"),
+        "mTLS: the gRPC port requires a client certificate issued by a CA in this file (PEM); \
+         others are refused during the handshake. The health port asks for none (probes have \
+         none). Needs `TLS_CERT_FILE`.",
+        field!(tls.client_ca_file, parse_file),
+    ),
+    Variable::new(
         "NATS_SERVER_BIN",
         DefaultValue::Absent("unset"),
         "Local default: the nats-server binary (else `tools/bin/nats-server`, from the working \
@@ -381,6 +404,13 @@ pub const VARIABLES: &[Variable] = &[
         "`true`: no tracing even with an endpoint.",
         field!(telemetry.disabled, parse_bool),
     ),
+];
+
+/// Variables that mean nothing without another: `(variable, requires)`.
+const REQUIRES: &[(&str, &str)] = &[
+    ("TLS_CERT_FILE", "TLS_KEY_FILE"),
+    ("TLS_KEY_FILE", "TLS_CERT_FILE"),
+    ("TLS_CLIENT_CA_FILE", "TLS_CERT_FILE"),
 ];
 
 /// The names in [`VARIABLES`].
@@ -542,6 +572,8 @@ pub struct Config {
     pub nats_stop_timeout: Duration,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+    /// TLS on both listeners.
+    pub tls: TlsConfig,
     /// What one client, or all of them together, may hold of the server.
     pub limits: Limits,
 }
@@ -580,6 +612,18 @@ impl Default for Limits {
     fn default() -> Self {
         Config::default().limits
     }
+}
+
+/// TLS on both listeners (see `infra::tls`): off unless a certificate and its key are set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `TLS_CERT_FILE`: the server's certificate chain, PEM.
+    pub cert_file: Option<PathBuf>,
+    /// `TLS_KEY_FILE`: its private key, PEM.
+    pub key_file: Option<PathBuf>,
+    /// `TLS_CLIENT_CA_FILE`: the CA certificates that issue client certificates; set, the gRPC port
+    /// requires one (mTLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// OpenTelemetry settings. Export is on only when an OTLP endpoint is set and the SDK is not
@@ -735,6 +779,11 @@ impl Config {
                 });
             }
         }
+        for (variable, requires) in REQUIRES {
+            if given.contains_key(variable) && !given.contains_key(requires) {
+                problems.push(ConfigProblem::Requires { variable, requires });
+            }
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -768,6 +817,7 @@ impl Config {
                 },
                 resource_attributes: Vec::new(),
             },
+            tls: TlsConfig::default(),
             limits: Limits {
                 grpc_max_connections: 0,
                 grpc_idle_timeout: Duration::ZERO,
@@ -841,6 +891,13 @@ impl Summary for Duration {
     }
 }
 
+impl Summary for Option<PathBuf> {
+    fn summary(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "unset".to_owned(), |path| path.display().to_string())
+    }
+}
+
 impl Summary for PathBuf {
     fn summary(&self) -> String {
         self.display().to_string()
@@ -895,6 +952,11 @@ fn parse_timeout(value: &str) -> Result<Duration, String> {
         Some(nanos) if nanos >= 1.0 => Ok(Duration::from_nanos(nanos as u64)),
         _ => Err(TIMEOUT_EXPECTED.to_owned()),
     }
+}
+
+/// A file's path; whether the file can be read is checked where it is loaded.
+fn parse_file(value: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(PathBuf::from(value)))
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -1078,6 +1140,14 @@ pub enum ConfigProblem {
         alias: &'static str,
         /// The alias's value.
         alias_value: String,
+    },
+    /// A variable set without another one it needs.
+    #[error("{variable} is set but {requires} is not: set both")]
+    Requires {
+        /// The variable that is set.
+        variable: &'static str,
+        /// The one it needs.
+        requires: &'static str,
     },
     /// A variable whose value is not valid UTF-8.
     #[error("{variable} is not valid UTF-8")]
@@ -1296,6 +1366,9 @@ mod tests {
     #[test]
     fn every_variable_is_parsed() {
         let config = load(&[
+            ("TLS_CERT_FILE", "/certs/server.pem"),
+            ("TLS_KEY_FILE", "/certs/server-key.pem"),
+            ("TLS_CLIENT_CA_FILE", "/certs/ca.pem"),
             ("NATS_URL", "nats://nats.example:4223"),
             ("GRPC_PORT", "9090"),
             ("HEALTH_PORT", "9091"),
@@ -1360,6 +1433,11 @@ mod tests {
                         ("deployment.environment".to_owned(), "dev".to_owned()),
                         ("team".to_owned(), "shop".to_owned()),
                     ],
+                },
+                tls: TlsConfig {
+                    cert_file: Some("/certs/server.pem".into()),
+                    key_file: Some("/certs/server-key.pem".into()),
+                    client_ca_file: Some("/certs/ca.pem".into()),
                 },
                 limits: Limits {
                     grpc_max_connections: 10,
@@ -1691,6 +1769,43 @@ mod tests {
     #[test]
     fn values_with_line_breaks_stay_on_one_line() {
         assert!(!error_message(&[("GRPC_PORT", "80\n80")]).contains('\n'));
+    }
+
+    #[test]
+    fn a_tls_file_without_its_partner_is_refused_naming_both() {
+        let cert_only = error_message(&[("TLS_CERT_FILE", "/certs/server.pem")]);
+        assert!(
+            cert_only.contains("TLS_CERT_FILE is set but TLS_KEY_FILE is not"),
+            "{cert_only}"
+        );
+        let key_only = error_message(&[("TLS_KEY_FILE", "/certs/server-key.pem")]);
+        assert!(
+            key_only.contains("TLS_KEY_FILE is set but TLS_CERT_FILE is not"),
+            "{key_only}"
+        );
+        let ca_only = error_message(&[("TLS_CLIENT_CA_FILE", "/certs/ca.pem")]);
+        assert!(
+            ca_only.contains("TLS_CLIENT_CA_FILE is set but TLS_CERT_FILE is not"),
+            "{ca_only}"
+        );
+        let both = load(&[
+            ("TLS_CERT_FILE", "/certs/server.pem"),
+            ("TLS_KEY_FILE", "/certs/server-key.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.tls,
+            TlsConfig {
+                cert_file: Some("/certs/server.pem".into()),
+                key_file: Some("/certs/server-key.pem".into()),
+                client_ca_file: None,
+            }
+        );
+        assert_eq!(
+            Config::default().tls,
+            TlsConfig::default(),
+            "off by default"
+        );
     }
 
     #[test]

@@ -23,4 +23,5 @@ mod reads;
 mod smoke;
 mod state;
 mod streams;
+mod tls;
 mod transport;
