@@ -104,7 +104,7 @@ async fn start(config: Config, tls: Option<ServerTls>) -> ExitCode {
 
 async fn run(config: Config, tls: Option<ServerTls>) -> Result<(), Box<dyn std::error::Error>> {
     let (url, local) = match &config.nats_url {
-        Some(url) => (url.clone(), None),
+        Some(url) => (url.as_str().to_owned(), None),
         None => {
             let local = LocalNats::start(LocalNatsSettings::from_config(&config)).await?;
             (local.url().to_owned(), Some(local))
@@ -126,6 +126,7 @@ async fn serve(
         url,
         name: "jetway-server".into(),
         publish_max_pending: config.nats_publish_async_max_pending,
+        security: config.nats_security.clone(),
     };
     let nats = Nats::connect(&settings).await?;
     tracing::info!("NATS client started");

@@ -15,7 +15,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use jetway_core::{ConnectSettings, Nats};
+use jetway_core::{ConnectSettings, Nats, NatsSecurity};
 use jetway_testkit::{NatsServer, eventually};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,7 @@ pub struct TestServer {
     /// it and killed with the last of them; `None` when it serves in front of the test's own.
     nats: Option<Arc<NatsServer>>,
     nats_url: String,
+    nats_security: NatsSecurity,
     limits: Limits,
     tls: Option<TestTls>,
     grpc_addr: SocketAddr,
@@ -53,6 +54,7 @@ pub struct TestServer {
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct TestServerBuilder {
     nats_url: Option<String>,
+    nats_security: NatsSecurity,
     limits: Limits,
     tls: Option<TestTls>,
 }
@@ -88,6 +90,7 @@ impl TestServer {
         TestServer::serve(
             self.nats.clone(),
             self.nats_url.clone(),
+            self.nats_security.clone(),
             self.limits,
             self.tls.clone(),
             free_listeners().await,
@@ -98,6 +101,7 @@ impl TestServer {
     async fn serve(
         nats: Option<Arc<NatsServer>>,
         nats_url: String,
+        nats_security: NatsSecurity,
         limits: Limits,
         tls: Option<TestTls>,
         listeners: Listeners,
@@ -107,6 +111,7 @@ impl TestServer {
         let mut server = TestServer {
             nats,
             nats_url,
+            nats_security,
             limits,
             tls,
             grpc_addr,
@@ -123,6 +128,7 @@ impl TestServer {
             url: self.nats_url.clone(),
             name: "jetway-test".into(),
             publish_max_pending: 256,
+            security: self.nats_security.clone(),
         };
         let nats = Nats::connect(&settings).await.expect("connect to nats");
         let shutdown = CancellationToken::new();
@@ -249,6 +255,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Authenticates to NATS and secures the link with `security` (its nats-server is the test's
+    /// own, given with [`TestServerBuilder::nats_url`]).
+    pub fn nats_security(mut self, security: NatsSecurity) -> Self {
+        self.nats_security = security;
+        self
+    }
+
     /// Serves within `limits` instead of the defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -275,6 +288,7 @@ impl TestServerBuilder {
         TestServer::serve(
             nats,
             nats_url,
+            self.nats_security,
             self.limits,
             self.tls,
             free_listeners().await,

@@ -16,6 +16,7 @@ mod drills;
 mod events;
 mod fetch;
 mod harness;
+mod nats_links;
 mod operability;
 mod publish;
 mod publish_stream;
