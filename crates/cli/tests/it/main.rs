@@ -8,6 +8,7 @@
 mod dead_letters;
 mod reads;
 mod streams;
+mod tls;
 
 use std::{process::Stdio, time::Duration};
 
