@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 
 /// Exit 0 when the server on this host answers `/readyz` with 200, else 1 with the reason on stderr.
 fn healthcheck(config: &Config) -> ExitCode {
-    match probe::check(probe::health_addr(config)) {
+    match probe::check(probe::health_addr(config), config.tls.cert_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("jetway-server healthcheck: {err}");

@@ -415,7 +415,8 @@ fn read(variable: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certificates(
+/// The certificates (PEM) in the file `variable` names; at least one.
+pub(crate) fn certificates(
     variable: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -427,3 +427,37 @@ fn the_start_is_refused_in_one_line_for_a_bad_certificate_or_key() {
         assert!(stderr.contains(expected), "{what}: {stderr}");
     }
 }
+
+/// `jetway-server healthcheck` (the container's probe) speaks TLS to the health port when
+/// `TLS_CERT_FILE` is set, accepting the server's own certificate.
+#[tokio::test]
+async fn the_healthcheck_probes_over_tls() {
+    let files = Files::new();
+    let (cert, key) = files.write("server", &files.ca.server().unwrap());
+    let tls = ServerTls::load(&cert, &key, None).unwrap();
+    let server = TestServer::builder().tls(tls, files.client()).start().await;
+    let port = server.health_addr().port().to_string();
+    let probe = |with_tls: bool| {
+        let mut vars = vec![
+            ("HEALTH_PORT", port.clone()),
+            ("LISTEN_HOST", "127.0.0.1".to_owned()),
+        ];
+        if with_tls {
+            vars.push(("TLS_CERT_FILE", cert.to_str().unwrap().to_owned()));
+            vars.push(("TLS_KEY_FILE", key.to_str().unwrap().to_owned()));
+        }
+        // The server runs on this test's runtime: the probe waits on a thread of its own.
+        tokio::task::spawn_blocking(move || {
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut command = jetway_server(&vars);
+            command.arg("healthcheck");
+            command.output().unwrap()
+        })
+    };
+    let ok = probe(true).await.unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let plain = probe(false).await.unwrap();
+    assert_eq!(plain.status.code(), Some(1), "{plain:?}");
+    let stderr = String::from_utf8(plain.stderr).unwrap();
+    assert!(stderr.contains("400"), "{stderr}");
+}
