@@ -212,10 +212,36 @@ async fn run(args: Args) -> Result<()> {
             "repeat": args.repeat,
         }),
     );
+    // The TLS server's bench: the same connections but Jetway's, which goes through TLS.
+    let tls_bench = match &servers.jetway_tls {
+        Some(tls) if !args.scaling => {
+            let channel = scenarios::connect_tls(&tls.url, &tls.ca_pem).await?;
+            wait_serving(&channel).await?;
+            Some(Bench {
+                channel,
+                jetway_pid: Some(tls.pid),
+                jetway_url: tls.url.clone(),
+                ..bench.clone()
+            })
+        }
+        _ => None,
+    };
     if args.scaling {
         scaling(&bench, &args, header).await
     } else {
-        full(&bench, &args, header).await
+        full(&bench, tls_bench.as_ref(), &args, header).await
+    }
+}
+
+/// Prints the share of `id`'s plain-text Jetway throughput that TLS keeps, when both were measured.
+fn tls_cost(id: &str, plain: Option<f64>, tls: Option<f64>) {
+    if let (Some(plain), Some(tls)) = (plain, tls)
+        && plain > 0.0
+    {
+        eprintln!(
+            "[{id}-tls] TLS keeps {:.1}% of {id}'s Jetway throughput ({tls:.0} vs {plain:.0} msgs/s)",
+            100.0 * tls / plain
+        );
     }
 }
 
@@ -296,7 +322,12 @@ fn describe(round: &Round) -> String {
     }
 }
 
-async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<()> {
+async fn full(
+    bench: &Bench,
+    tls: Option<&Bench>,
+    args: &Args,
+    header: Map<String, Value>,
+) -> Result<()> {
     let amount = amount(args);
     let window = args.window;
     let mut results = Vec::new();
@@ -379,6 +410,44 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
             Some(d),
             Some(j),
         ));
+    }
+    // What TLS costs: P1 and P2 again, Jetway's rounds through a second jetway-server with TLS on
+    // (only when the bench started the servers itself).
+    if let Some(tls) = tls {
+        let plain_rate = |id: &str| {
+            results
+                .iter()
+                .find(|scenario: &&Scenario| scenario.id == id)
+                .and_then(|scenario| scenario.jetway.as_ref()?.msgs_per_s)
+        };
+        let (plain_p1, plain_p2) = (plain_rate("P1"), plain_rate("P2"));
+        if selected(args, "P1-tls") {
+            let (d, j) = alternate("P1-tls", args.repeat, |path| {
+                tls.stream_publish(path, window, args.size, amount)
+            })
+            .await?;
+            tls_cost("P1", plain_p1, j.msgs_per_s);
+            results.push(Scenario::new(
+                "P1-tls",
+                format!("streaming publish, {window} in flight, TLS to Jetway"),
+                Some(d),
+                Some(j),
+            ));
+        }
+        if selected(args, "P2-tls") {
+            let c = args.concurrency;
+            let (d, j) = alternate("P2-tls", args.repeat, |path| {
+                tls.unary_publish(path, c, amount, false)
+            })
+            .await?;
+            tls_cost("P2", plain_p2, j.msgs_per_s);
+            results.push(Scenario::new(
+                "P2-tls",
+                format!("unary publish, {c} concurrent callers, TLS to Jetway"),
+                Some(d),
+                Some(j),
+            ));
+        }
     }
     if selected(args, "P2s") {
         let c = args.concurrency;

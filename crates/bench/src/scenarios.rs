@@ -127,6 +127,7 @@ pub(crate) enum KvOp {
 }
 
 /// The connections and settings every scenario shares.
+#[derive(Clone)]
 pub(crate) struct Bench {
     /// The direct NATS connection.
     pub nats: async_nats::Client,
@@ -877,6 +878,17 @@ where
 pub(crate) async fn connect(url: &str) -> Result<Channel> {
     Ok(Channel::from_shared(url.to_owned())?
         .max_frame_size(1 << 20)
+        .connect()
+        .await?)
+}
+
+/// A channel as [`connect`] makes, over TLS, trusting `ca_pem`.
+pub(crate) async fn connect_tls(url: &str, ca_pem: &str) -> Result<Channel> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+    Ok(Channel::from_shared(url.to_owned())?
+        .max_frame_size(1 << 20)
+        .tls_config(tls)?
         .connect()
         .await?)
 }

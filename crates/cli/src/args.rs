@@ -1,7 +1,10 @@
 //! The command line, as clap parses it, and the parsers of its values (start positions,
 //! durations and headers).
 
-use std::time::{Duration, SystemTime};
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jetway_client::{DEFAULT_URL, StartPosition};
@@ -23,6 +26,32 @@ pub(crate) struct Cli {
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// TLS: CA certificate(s) (PEM) that the server's certificate must chain to; needs an
+    /// https:// --server. Without it, https:// trusts the system's roots.
+    #[arg(long, env = "JETWAY_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// mTLS: this client's certificate (PEM), for a server with TLS_CLIENT_CA_FILE; needs
+    /// --tls-key.
+    #[arg(
+        long,
+        env = "JETWAY_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// mTLS: the private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "JETWAY_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -55,6 +84,19 @@ pub(crate) enum Command {
     /// Make credentials for the server's AUTH_FILE (works offline).
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Write a development CA and server and client certificates into a directory, to try TLS
+    /// and mTLS locally (not for production).
+    DevCerts(DevCertsArgs),
+}
+
+/// Options of `jetway dev-certs`.
+#[derive(Debug, Args)]
+pub(crate) struct DevCertsArgs {
+    /// Where to write the files (created if missing).
+    pub dir: PathBuf,
+    /// The client certificate's name (its common name and DNS subject alternative name).
+    #[arg(long, default_value = "client")]
+    pub client_name: String,
 }
 
 /// `jetway auth ...`

@@ -7,6 +7,7 @@
 mod args;
 mod auth;
 mod consume;
+mod dev_certs;
 mod dlq;
 mod interrupt;
 mod kv;
@@ -14,6 +15,7 @@ mod output;
 mod publish;
 mod read;
 mod stream;
+mod tls;
 
 use std::{io, process::ExitCode};
 
@@ -63,7 +65,7 @@ async fn main() -> ExitCode {
         // The reader went away (`jetway consume ... | head`): nothing is wrong.
         Err(CliError::Io(error)) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", one_line(&error.to_string()));
+            eprintln!("error: {}", one_line(&describe(&error)));
             error.exit_code()
         }
     }
@@ -103,6 +105,24 @@ fn usage_error(error: clap::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The error's message, and for a status the transport made up (a failed TLS handshake, say) the
+/// causes that say what happened: "transport error" alone does not.
+fn describe(error: &CliError) -> String {
+    let mut message = error.to_string();
+    if let CliError::Server(jetway_client::Error::Status(status)) = error {
+        let mut cause = std::error::Error::source(status.as_ref());
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = error.source();
+        }
+    }
+    message
+}
+
 /// Messages from the server can span lines; the CLI promises one.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -113,12 +133,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Auth(command) = &cli.command {
         return auth::run(command, &output);
     }
+    if let Command::DevCerts(args) = &cli.command {
+        return dev_certs::run(args, &output);
+    }
     let mut builder = Client::builder();
     if let Some(token) = &cli.token {
         builder = builder.auth_token(token);
     }
+    if let Some(tls) = tls::client_config(&cli)? {
+        builder = builder.tls(tls);
+    }
     let client = builder.connect(cli.server).await?;
     match cli.command {
+        Command::DevCerts(_) => Ok(()),
         Command::Stream(command) => stream::run(&client, command, &output).await,
         Command::Publish(args) => publish::run(&client, args, &output).await,
         Command::Consume(args) => consume::consume(&client, args, &output).await,

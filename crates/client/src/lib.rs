@@ -60,6 +60,8 @@ mod admin;
 mod client;
 mod consumers;
 mod dead_letters;
+#[cfg(feature = "dev-certs")]
+pub mod dev_certs;
 mod endpoints;
 mod error;
 mod event;

@@ -30,5 +30,5 @@ pub mod state;
 pub mod streams;
 pub mod telemetry;
 
-pub use connection::{ConnectSettings, Nats};
+pub use connection::{ConnectSettings, Nats, NatsSecurity, Secret};
 pub use error::{Error, ErrorKind, Result};

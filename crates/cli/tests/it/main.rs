@@ -9,6 +9,7 @@ mod auth;
 mod dead_letters;
 mod reads;
 mod streams;
+mod tls;
 
 use std::{process::Stdio, time::Duration};
 

@@ -30,6 +30,7 @@ use crate::{
     infra::{
         config::{Config, Limits},
         health, telemetry,
+        tls::ServerTls,
         transport::{self, CallLayer, Gate},
     },
 };
@@ -133,12 +134,13 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs), within
-/// `limits`, to the clients `security` allows.
+/// `limits`, to the clients `security` allows; with `tls`, both listeners speak TLS.
 pub async fn serve(
     nats: Nats,
     listeners: Listeners,
     limits: Limits,
     security: Security,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     // Installed before anything records, so no early metric is lost.
@@ -231,6 +233,7 @@ pub async fn serve(
                     "grpc",
                 ),
                 limits.grpc_idle_timeout,
+                tls.clone(),
             ),
             shutdown.clone().cancelled_owned(),
         );
@@ -243,9 +246,15 @@ pub async fn serve(
         ),
         health::router(readiness),
         limits.health_header_timeout,
+        tls.clone(),
         shutdown.clone(),
     );
-    tracing::info!(%grpc_addr, %health_addr, "serving");
+    let security = match &tls {
+        None => "plain text",
+        Some(tls) if tls.mtls() => "TLS, client certificates required on gRPC",
+        Some(_) => "TLS",
+    };
+    tracing::info!(%grpc_addr, %health_addr, security, "serving");
 
     let grpc = tokio::spawn(grpc);
     let http = tokio::spawn(async move {

@@ -22,6 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jetway_core::{
+    NatsSecurity, Secret,
     connection::{NatsServers, redact_credentials},
     fetch::FetchLimits,
 };
@@ -68,14 +69,14 @@ pub const VARIABLES: &[Variable] = &[
         Access {
             apply: |config, value| {
                 NatsServers::parse(value)?;
-                config.nats_url = Some(value.to_owned());
+                config.nats_url = Some(NatsUrl(value.to_owned()));
                 Ok(())
             },
             show: Some(|config| {
-                config
-                    .nats_url
-                    .clone()
-                    .unwrap_or_else(|| "unset: running a local nats-server".to_owned())
+                config.nats_url.as_ref().map_or_else(
+                    || "unset: running a local nats-server".to_owned(),
+                    |url| url.0.clone(),
+                )
             }),
         },
     )
@@ -257,6 +258,83 @@ pub const VARIABLES: &[Variable] = &[
         field!(limits.health_header_timeout, parse_timeout),
     ),
     Variable::new(
+        "TLS_CERT_FILE",
+        DefaultValue::Absent("unset: plain text"),
+        "TLS on both ports: the server's certificate chain (PEM, leaf first); needs \
+         `TLS_KEY_FILE`. An unreadable file, an expired certificate or a key that is not its own \
+         stops the start. Rotated files are loaded for new connections within a second, without a \
+         restart; open connections keep theirs.",
+        field!(tls.cert_file, parse_file),
+    ),
+    Variable::new(
+        "TLS_KEY_FILE",
+        DefaultValue::Absent("unset"),
+        "The private key of `TLS_CERT_FILE` (PEM: PKCS#8, PKCS#1 or SEC1).",
+        field!(tls.key_file, parse_file),
+    ),
+    Variable::new(
+        "TLS_CLIENT_CA_FILE",
+        DefaultValue::Absent("unset: no client certificate asked"),
+        "mTLS: the gRPC port requires a client certificate issued by a CA in this file (PEM); \
+         others are refused during the handshake. The health port asks for none (probes have \
+         none). Needs `TLS_CERT_FILE`.",
+        field!(tls.client_ca_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_CREDS_FILE",
+        DefaultValue::Absent("unset"),
+        "A NATS `.creds` file (user JWT and nkey seed) to authenticate with. One way of \
+         authenticating at most: this, `NATS_NKEY_SEED_FILE`, `NATS_USER`, `NATS_TOKEN` or \
+         credentials in `NATS_URL`.",
+        field!(nats_security.creds_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_NKEY_SEED_FILE",
+        DefaultValue::Absent("unset"),
+        "A file holding an nkey seed (`SU...`) to authenticate with; checked at start.",
+        field!(nats_security.nkey_seed_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_USER",
+        DefaultValue::Absent("unset"),
+        "User name to authenticate with; needs `NATS_PASSWORD`.",
+        field!(nats_security.user, |value: &str| Ok::<_, String>(Some(
+            value.to_owned()
+        ))),
+    ),
+    Variable::new(
+        "NATS_PASSWORD",
+        DefaultValue::Absent("unset"),
+        "Password of `NATS_USER`; never logged (shown as `***`).",
+        field!(nats_security.password, parse_secret),
+    ),
+    Variable::new(
+        "NATS_TOKEN",
+        DefaultValue::Absent("unset"),
+        "Token to authenticate with; never logged (shown as `***`).",
+        field!(nats_security.token, parse_secret),
+    ),
+    Variable::new(
+        "NATS_TLS_CA_FILE",
+        DefaultValue::Absent("unset: the system's roots for `tls://`"),
+        "CA certificates (PEM) the NATS servers' certificates must chain to; set, the link to \
+         NATS requires TLS.",
+        field!(nats_security.tls_ca_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_TLS_CERT_FILE",
+        DefaultValue::Absent("unset"),
+        "Client certificate (PEM) for NATS servers that verify clients (`verify: true`); needs \
+         `NATS_TLS_KEY_FILE`; set, the link requires TLS.",
+        field!(nats_security.tls_cert_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_TLS_KEY_FILE",
+        DefaultValue::Absent("unset"),
+        "The key (PEM) of `NATS_TLS_CERT_FILE`.",
+        field!(nats_security.tls_key_file, parse_file),
+    ),
+    Variable::new(
         "NATS_SERVER_BIN",
         DefaultValue::Absent("unset"),
         "Local default: the nats-server binary (else `tools/bin/nats-server`, from the working \
@@ -410,6 +488,26 @@ pub const VARIABLES: &[Variable] = &[
     ),
 ];
 
+/// Variables that mean nothing without another: `(variable, requires)`.
+const REQUIRES: &[(&str, &str)] = &[
+    ("TLS_CERT_FILE", "TLS_KEY_FILE"),
+    ("TLS_KEY_FILE", "TLS_CERT_FILE"),
+    ("TLS_CLIENT_CA_FILE", "TLS_CERT_FILE"),
+    ("NATS_USER", "NATS_PASSWORD"),
+    ("NATS_PASSWORD", "NATS_USER"),
+    ("NATS_TLS_CERT_FILE", "NATS_TLS_KEY_FILE"),
+    ("NATS_TLS_KEY_FILE", "NATS_TLS_CERT_FILE"),
+];
+
+/// The ways of authenticating to NATS, of which one at most may be set (with credentials in
+/// `NATS_URL`, checked apart).
+const NATS_LOGINS: [&str; 4] = [
+    "NATS_CREDS_FILE",
+    "NATS_NKEY_SEED_FILE",
+    "NATS_USER",
+    "NATS_TOKEN",
+];
+
 /// The names in [`VARIABLES`].
 const NAMES: [&str; VARIABLES.len()] = {
     let mut names = [""; VARIABLES.len()];
@@ -543,7 +641,10 @@ pub fn markdown_table() -> String {
 pub struct Config {
     /// `NATS_URL`: the NATS server(s) to connect to; `None` runs and supervises a local
     /// nats-server (see the `NATS_*` local settings below).
-    pub nats_url: Option<String>,
+    pub nats_url: Option<NatsUrl>,
+    /// `NATS_CREDS_FILE`, `NATS_NKEY_SEED_FILE`, `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN` and
+    /// `NATS_TLS_*`: how Jetway authenticates to NATS and secures the link.
+    pub nats_security: NatsSecurity,
     /// `GRPC_PORT`: TCP port of the gRPC listener.
     pub grpc_port: u16,
     /// `HEALTH_PORT` (alias `HEALTH_SERVER_PORT`): TCP port of the HTTP health listener.
@@ -575,6 +676,8 @@ pub struct Config {
     pub nats_stop_timeout: Duration,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+    /// TLS on both listeners.
+    pub tls: TlsConfig,
     /// What one client, or all of them together, may hold of the server.
     pub limits: Limits,
 }
@@ -613,6 +716,50 @@ impl Default for Limits {
     fn default() -> Self {
         Config::default().limits
     }
+}
+
+/// `NATS_URL`'s value. Shown (`Debug`, `Display`) with its credentials masked; [`NatsUrl::as_str`]
+/// is the value itself, for the connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsUrl(String);
+
+impl NatsUrl {
+    /// The URL list as configured, credentials included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for NatsUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NatsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_credentials(&self.0))
+    }
+}
+
+impl fmt::Display for NatsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_credentials(&self.0))
+    }
+}
+
+/// TLS on both listeners (see `infra::tls`): off unless a certificate and its key are set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `TLS_CERT_FILE`: the server's certificate chain, PEM.
+    pub cert_file: Option<PathBuf>,
+    /// `TLS_KEY_FILE`: its private key, PEM.
+    pub key_file: Option<PathBuf>,
+    /// `TLS_CLIENT_CA_FILE`: the CA certificates that issue client certificates; set, the gRPC port
+    /// requires one (mTLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// OpenTelemetry settings. Export is on only when an OTLP endpoint is set and the SDK is not
@@ -768,6 +915,23 @@ impl Config {
                 });
             }
         }
+        for (variable, requires) in REQUIRES {
+            if given.contains_key(variable) && !given.contains_key(requires) {
+                problems.push(ConfigProblem::Requires { variable, requires });
+            }
+        }
+        let mut logins = NATS_LOGINS.iter().filter(|name| given.contains_key(*name));
+        let url_login = config
+            .nats_url
+            .as_ref()
+            .and_then(|url| NatsServers::parse(&url.0).ok())
+            .is_some_and(|servers| servers.has_credentials())
+            .then_some("NATS_URL");
+        if let (Some(first), Some(second)) =
+            (url_login.or_else(|| logins.next().copied()), logins.next())
+        {
+            problems.push(ConfigProblem::Exclusive { first, second });
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -779,6 +943,7 @@ impl Config {
     fn zero() -> Self {
         Self {
             nats_url: None,
+            nats_security: NatsSecurity::default(),
             grpc_port: 0,
             health_port: 0,
             listen_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -803,6 +968,7 @@ impl Config {
                 },
                 resource_attributes: Vec::new(),
             },
+            tls: TlsConfig::default(),
             limits: Limits {
                 grpc_max_connections: 0,
                 grpc_idle_timeout: Duration::ZERO,
@@ -876,6 +1042,28 @@ impl Summary for Duration {
     }
 }
 
+impl Summary for Option<Secret> {
+    fn summary(&self) -> String {
+        match self {
+            Some(_) => "***".to_owned(),
+            None => "unset".to_owned(),
+        }
+    }
+}
+
+impl Summary for Option<String> {
+    fn summary(&self) -> String {
+        self.clone().unwrap_or_else(|| "unset".to_owned())
+    }
+}
+
+impl Summary for Option<PathBuf> {
+    fn summary(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "unset".to_owned(), |path| path.display().to_string())
+    }
+}
+
 impl Summary for PathBuf {
     fn summary(&self) -> String {
         self.display().to_string()
@@ -930,6 +1118,16 @@ fn parse_timeout(value: &str) -> Result<Duration, String> {
         Some(nanos) if nanos >= 1.0 => Ok(Duration::from_nanos(nanos as u64)),
         _ => Err(TIMEOUT_EXPECTED.to_owned()),
     }
+}
+
+/// A secret; the summary shows it as `***`.
+fn parse_secret(value: &str) -> Result<Option<Secret>, String> {
+    Ok(Some(Secret::new(value)))
+}
+
+/// A file's path; whether the file can be read is checked where it is loaded.
+fn parse_file(value: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(PathBuf::from(value)))
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -1113,6 +1311,24 @@ pub enum ConfigProblem {
         alias: &'static str,
         /// The alias's value.
         alias_value: String,
+    },
+    /// A variable set without another one it needs.
+    #[error("{variable} is set but {requires} is not: set both")]
+    Requires {
+        /// The variable that is set.
+        variable: &'static str,
+        /// The one it needs.
+        requires: &'static str,
+    },
+    /// Two ways of authenticating to NATS.
+    #[error(
+        "{first} and {second} both authenticate to NATS: set one (credentials in NATS_URL count as one)"
+    )]
+    Exclusive {
+        /// The first one set.
+        first: &'static str,
+        /// Another one set.
+        second: &'static str,
     },
     /// A variable whose value is not valid UTF-8.
     #[error("{variable} is not valid UTF-8")]
@@ -1331,6 +1547,14 @@ mod tests {
     #[test]
     fn every_variable_is_parsed() {
         let config = load(&[
+            ("NATS_USER", "jetway"),
+            ("NATS_PASSWORD", "pw"),
+            ("NATS_TLS_CA_FILE", "/certs/nats-ca.pem"),
+            ("NATS_TLS_CERT_FILE", "/certs/nats.pem"),
+            ("NATS_TLS_KEY_FILE", "/certs/nats-key.pem"),
+            ("TLS_CERT_FILE", "/certs/server.pem"),
+            ("TLS_KEY_FILE", "/certs/server-key.pem"),
+            ("TLS_CLIENT_CA_FILE", "/certs/ca.pem"),
             ("NATS_URL", "nats://nats.example:4223"),
             ("GRPC_PORT", "9090"),
             ("HEALTH_PORT", "9091"),
@@ -1372,7 +1596,15 @@ mod tests {
         assert_eq!(
             config,
             Config {
-                nats_url: Some("nats://nats.example:4223".to_owned()),
+                nats_url: Some(NatsUrl("nats://nats.example:4223".to_owned())),
+                nats_security: NatsSecurity {
+                    user: Some("jetway".into()),
+                    password: Some(Secret::new("pw")),
+                    tls_ca_file: Some("/certs/nats-ca.pem".into()),
+                    tls_cert_file: Some("/certs/nats.pem".into()),
+                    tls_key_file: Some("/certs/nats-key.pem".into()),
+                    ..NatsSecurity::default()
+                },
                 grpc_port: 9090,
                 health_port: 9091,
                 listen_host: "::1".parse().unwrap(),
@@ -1399,6 +1631,11 @@ mod tests {
                         ("deployment.environment".to_owned(), "dev".to_owned()),
                         ("team".to_owned(), "shop".to_owned()),
                     ],
+                },
+                tls: TlsConfig {
+                    cert_file: Some("/certs/server.pem".into()),
+                    key_file: Some("/certs/server-key.pem".into()),
+                    client_ca_file: Some("/certs/ca.pem".into()),
                 },
                 limits: Limits {
                     grpc_max_connections: 10,
@@ -1730,6 +1967,86 @@ mod tests {
     #[test]
     fn values_with_line_breaks_stay_on_one_line() {
         assert!(!error_message(&[("GRPC_PORT", "80\n80")]).contains('\n'));
+    }
+
+    #[test]
+    fn a_tls_file_without_its_partner_is_refused_naming_both() {
+        let cert_only = error_message(&[("TLS_CERT_FILE", "/certs/server.pem")]);
+        assert!(
+            cert_only.contains("TLS_CERT_FILE is set but TLS_KEY_FILE is not"),
+            "{cert_only}"
+        );
+        let key_only = error_message(&[("TLS_KEY_FILE", "/certs/server-key.pem")]);
+        assert!(
+            key_only.contains("TLS_KEY_FILE is set but TLS_CERT_FILE is not"),
+            "{key_only}"
+        );
+        let ca_only = error_message(&[("TLS_CLIENT_CA_FILE", "/certs/ca.pem")]);
+        assert!(
+            ca_only.contains("TLS_CLIENT_CA_FILE is set but TLS_CERT_FILE is not"),
+            "{ca_only}"
+        );
+        let both = load(&[
+            ("TLS_CERT_FILE", "/certs/server.pem"),
+            ("TLS_KEY_FILE", "/certs/server-key.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.tls,
+            TlsConfig {
+                cert_file: Some("/certs/server.pem".into()),
+                key_file: Some("/certs/server-key.pem".into()),
+                client_ca_file: None,
+            }
+        );
+        assert_eq!(
+            Config::default().tls,
+            TlsConfig::default(),
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn one_way_of_authenticating_to_nats_at_most_and_secrets_never_shown() {
+        let two = error_message(&[("NATS_TOKEN", "t0ken"), ("NATS_CREDS_FILE", "/a.creds")]);
+        assert!(
+            two.contains("NATS_CREDS_FILE and NATS_TOKEN both authenticate to NATS"),
+            "{two}"
+        );
+        let url = error_message(&[
+            ("NATS_URL", "nats://alice:s3cret@host:4222"),
+            ("NATS_NKEY_SEED_FILE", "/seed"),
+        ]);
+        assert!(
+            url.contains("NATS_URL and NATS_NKEY_SEED_FILE both authenticate"),
+            "{url}"
+        );
+        let user_only = error_message(&[("NATS_USER", "alice")]);
+        assert!(
+            user_only.contains("NATS_USER is set but NATS_PASSWORD is not"),
+            "{user_only}"
+        );
+        let config = load(&[
+            ("NATS_URL", "nats://alice:s3cret@host:4222"),
+            ("NATS_TLS_CA_FILE", "/ca.pem"),
+        ])
+        .unwrap();
+        let token = load(&[("NATS_TOKEN", "t0ken")]).unwrap();
+        let user = load(&[("NATS_USER", "alice"), ("NATS_PASSWORD", "pa55word")]).unwrap();
+        for shown in [
+            format!("{config:?}"),
+            config.summary(),
+            format!("{token:?}"),
+            token.summary(),
+            format!("{user:?}"),
+            user.summary(),
+        ] {
+            for secret in ["s3cret", "t0ken", "pa55word"] {
+                assert!(!shown.contains(secret), "{secret} shown: {shown}");
+            }
+        }
+        assert_eq!(token.nats_security.token, Some(Secret::new("t0ken")));
+        assert!(token.summary().contains(r#"NATS_TOKEN="***""#));
     }
 
     #[test]
