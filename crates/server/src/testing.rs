@@ -277,6 +277,9 @@ impl TestServerBuilder {
     /// Lets in only the clients `security` allows (by default anyone, as without `AUTH_FILE`).
     pub fn security(mut self, security: Security) -> Self {
         self.security = security;
+        self
+    }
+
     /// Serves both ports over `server`'s TLS; the harness's own clients (readiness,
     /// [`TestServer::channel`]) connect with `client`.
     pub fn tls(mut self, server: ServerTls, client: ClientTlsConfig) -> Self {
@@ -297,10 +300,9 @@ impl TestServerBuilder {
         TestServer::serve(
             nats,
             nats_url,
-            self.limits,
-            self.security,
             self.nats_security,
             self.limits,
+            self.security,
             self.tls,
             free_listeners().await,
         )

@@ -39,7 +39,7 @@ use tonic::{
     Request, Status,
     body::Body,
     codegen::http::{self, header::AUTHORIZATION},
-    transport::server::TcpConnectInfo,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 
 use crate::{
@@ -524,10 +524,19 @@ where
 /// Authenticates `request` and attaches its [`Caller`], or answers why not.
 async fn admit<B>(access: &Access, request: &mut http::Request<B>) -> Result<(), Status> {
     let rule = rpcs::rule_of(request.uri().path());
-    let peer = request
+    // `CallLayer` leaves the connection's info where tonic looks for it: the TLS info on a TLS
+    // connection, the TCP info on a plain one.
+    let tls = request
         .extensions()
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr);
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .cloned();
+    let peer = match &tls {
+        Some(tls) => tls.get_ref().remote_addr(),
+        None => request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr),
+    };
     if rule.is_some_and(|rule| rule.need == Need::Open) || !access.enabled() {
         request.extensions_mut().insert(Caller {
             client: None,
@@ -538,7 +547,10 @@ async fn admit<B>(access: &Access, request: &mut http::Request<B>) -> Result<(),
         return Ok(());
     }
     let header = request.headers().get(AUTHORIZATION).cloned();
-    let certificate = request.extensions().get::<PeerCertificateNames>().cloned();
+    let certificate = tls
+        .as_ref()
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(|chain| PeerCertificateNames::of(&chain));
     let client = match access.authenticate(header, certificate).await {
         Ok(client) => client,
         Err(failure) => {

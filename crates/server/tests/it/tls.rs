@@ -461,3 +461,60 @@ async fn the_healthcheck_probes_over_tls() {
     let stderr = String::from_utf8(plain.stderr).unwrap();
     assert!(stderr.contains("400"), "{stderr}");
 }
+
+/// With `AUTH_FILE` and mTLS, a client is let in by the names of its certificate alone, and does
+/// what its allow-lists permit; a certificate of the same CA that no client names is not let in.
+#[tokio::test]
+async fn a_client_certificate_named_in_the_clients_file_authenticates_the_client() {
+    use jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient;
+    use jetway_server::{app::Security, auth::Access};
+
+    use crate::harness::stream_request;
+
+    let files = Files::new();
+    let alice = files.ca.client("alice").unwrap();
+    let clients = files.path("clients.json");
+    std::fs::write(
+        &clients,
+        r#"{"clients": [{"id": "alice", "certificate_names": ["alice"],
+            "permissions": {"manage": ["alice-*"], "publish": ["alice.>"]}}]}"#,
+    )
+    .unwrap();
+    let server = TestServer::builder()
+        .tls(
+            files.server_tls(true),
+            files.client().identity(identity(&alice)),
+        )
+        .security(Security {
+            access: Access::load(&clients).unwrap(),
+            reflection: true,
+        })
+        .start()
+        .await;
+    let channel = |pair: &CertAndKey| {
+        Channel::from_shared(format!("https://{}", server.grpc_addr()))
+            .unwrap()
+            .tls_config(files.client().identity(identity(pair)))
+            .unwrap()
+            .connect_lazy()
+    };
+
+    let mut as_alice = EventsServiceClient::new(channel(&alice));
+    as_alice
+        .ensure_stream(stream_request("alice-orders", &["alice.orders.>"]))
+        .await
+        .expect("alice's certificate lets her manage her streams");
+    let denied = as_alice
+        .ensure_stream(stream_request("bob-orders", &["bob.orders.>"]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("alice"), "{denied:?}");
+
+    let stranger = files.ca.client("mallory").unwrap();
+    let refused = EventsServiceClient::new(channel(&stranger))
+        .ensure_stream(stream_request("alice-spy", &["alice.>"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}
