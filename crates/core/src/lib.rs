@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod publish;
 mod publish_failure;
 pub mod reads;
+pub mod requests;
 pub mod state;
 pub mod streams;
 pub mod telemetry;
