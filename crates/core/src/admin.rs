@@ -1,6 +1,6 @@
 //! Stream and consumer administration: listing and inspecting streams and consumers, deleting and
 //! purging streams. These work on every stream of the NATS account, Jetway's or not, and return
-//! JetStream's own view (async-nats's info types); the server picks what its API shows. Deleting or
+//! JetStream's view in Jetway's terms ([`crate::info`]). Deleting or
 //! purging one of Jetway's internal streams ([`internal_stream`]) needs `force`.
 //!
 //! Listings are paged the way JetStream pages them (up to 256 per page, by name), and the page token
@@ -12,6 +12,7 @@ use futures::StreamExt;
 use crate::{
     Nats, dead_letters,
     error::{Classify, Invalid, NatsError, api_request},
+    info::{ConsumerInfo, StreamInfo},
     names::{validate_existing_filter, validate_existing_name},
 };
 
@@ -31,7 +32,7 @@ pub struct Page<T> {
 #[derive(Debug, Clone)]
 pub struct StreamDetails {
     /// The stream's configuration and state.
-    pub info: stream::Info,
+    pub info: StreamInfo,
     /// Subjects and their event counts, at most [`MAX_SUBJECTS`], by subject.
     pub subjects: Vec<(String, u64)>,
     /// More subjects matched than `subjects` holds.
@@ -87,7 +88,7 @@ impl AdminError {
 }
 
 /// ListStreams: one page of streams.
-pub async fn list_streams(nats: &Nats, page_token: &str) -> Result<Page<stream::Info>, AdminError> {
+pub async fn list_streams(nats: &Nats, page_token: &str) -> Result<Page<StreamInfo>, AdminError> {
     let offset = offset(page_token)?;
     let answer = api_request(
         nats,
@@ -99,8 +100,8 @@ pub async fn list_streams(nats: &Nats, page_token: &str) -> Result<Page<stream::
         &answer,
         "streams",
         offset,
-        serde_json::from_value,
-        |info: &stream::Info| info.config.name.clone(),
+        |item| serde_json::from_value::<stream::Info>(item).map(StreamInfo::from),
+        |info: &StreamInfo| info.name.clone(),
     )
 }
 
@@ -109,7 +110,7 @@ pub async fn list_consumers(
     nats: &Nats,
     stream: &str,
     page_token: &str,
-) -> Result<Page<consumer::Info>, AdminError> {
+) -> Result<Page<ConsumerInfo>, AdminError> {
     validate_existing_name("stream", stream)?;
     let offset = offset(page_token)?;
     let answer = api_request(
@@ -123,8 +124,8 @@ pub async fn list_consumers(
         &answer,
         "consumers",
         offset,
-        serde_json::from_value,
-        |info: &consumer::Info| info.name.clone(),
+        |item| serde_json::from_value::<consumer::Info>(item).map(|info| ConsumerInfo::from(&info)),
+        |info: &ConsumerInfo| info.name.clone(),
     )
 }
 
@@ -203,7 +204,7 @@ pub async fn stream_info(
     }
     counts.sort();
     Ok(StreamDetails {
-        info: subjects.info.clone(),
+        info: subjects.info.clone().into(),
         subjects: counts,
         subjects_truncated: truncated,
     })
@@ -295,7 +296,7 @@ pub async fn consumer_info(
     nats: &Nats,
     stream: &str,
     consumer: &str,
-) -> Result<consumer::Info, AdminError> {
+) -> Result<ConsumerInfo, AdminError> {
     validate_existing_name("stream", stream)?;
     validate_existing_name("consumer", consumer)?;
     let lookup = |err: NatsError| AdminError::from_nats(err, stream, consumer);
@@ -305,6 +306,7 @@ pub async fn consumer_info(
         .map_err(|err| lookup(err.classify()))?
         .consumer_info(consumer)
         .await
+        .map(|info| ConsumerInfo::from(&info))
         .map_err(|err| lookup(err.classify()))
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 mod expiry;
 pub mod fetch;
 pub mod format;
+pub mod info;
 pub mod live;
 pub mod names;
 pub mod pipeline;

@@ -1,19 +1,13 @@
-//! Jetway's gRPC server: configuration, the local nats-server supervisor, telemetry, health, and the
-//! tonic services (events, state and administration) over `jetway-core`.
+//! Jetway's gRPC server, by role: [`grpc`] holds the tonic services (Windshift's and Jetway's) and
+//! the one mapping of core errors to statuses, [`codec`] the conversion of their messages to and from
+//! `jetway-core`, and [`infra`] what runs them (the app, configuration, the local nats-server
+//! supervisor, telemetry, health and the transport limits).
+//!
+//! [`app`] and [`config`] are re-exported at the root: they are what a program embedding the server
+//! uses.
 
-pub mod admin;
-pub mod app;
-pub mod config;
-pub mod convert;
-pub mod events;
-pub mod events_ext;
-pub mod health;
-pub mod panic;
-pub mod probe;
-pub mod publish_stream;
-pub mod state;
-pub mod status;
-pub mod streaming;
-pub mod supervisor;
-pub mod telemetry;
-pub mod transport;
+pub mod codec;
+pub mod grpc;
+pub mod infra;
+
+pub use infra::{app, config};

@@ -1,7 +1,7 @@
 //! `jetway-server`: loads the configuration, starts the local nats-server when `NATS_URL` is unset,
 //! connects to NATS, serves until SIGTERM or SIGINT, and shuts down gracefully.
 //! `jetway-server healthcheck` instead asks the server running on this host whether it is ready (see
-//! [`jetway_server::probe`]).
+//! [`jetway_server::infra::probe`]).
 
 use std::process::ExitCode;
 
@@ -9,9 +9,11 @@ use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
     app::{self, Listeners},
     config::Config,
-    probe,
-    supervisor::{LocalNats, LocalNatsSettings},
-    telemetry::Telemetry,
+    infra::{
+        probe,
+        supervisor::{LocalNats, LocalNatsSettings},
+        telemetry::Telemetry,
+    },
 };
 use tokio_util::sync::CancellationToken;
 

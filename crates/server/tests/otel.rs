@@ -21,7 +21,7 @@ use jetway_api::{
     jetway::events::v1::{self as api, events_service_client::EventsServiceClient},
     windshift::events::v1alpha1::stream_pointer::Pointer,
 };
-use jetway_server::{config::Config, telemetry::Telemetry};
+use jetway_server::{config::Config, infra::telemetry::Telemetry};
 use jetway_testkit::eventually;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{

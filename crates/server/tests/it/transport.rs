@@ -221,7 +221,7 @@ async fn one_address_holds_a_share_of_the_health_port_and_connections_live_a_bou
     // Loopback is one address: its share of idle connections fills, the next is refused although
     // the port as a whole has room, and a freed place is used again.
     let mut held = Vec::new();
-    for _ in 0..jetway_server::transport::HEALTH_MAX_CONNECTIONS_PER_ADDRESS {
+    for _ in 0..jetway_server::infra::transport::HEALTH_MAX_CONNECTIONS_PER_ADDRESS {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
         held.push(stream);
@@ -518,7 +518,7 @@ async fn streaming_calls_over_the_server_s_cap_are_refused_naming_it() {
 #[tokio::test]
 async fn one_connection_holds_at_most_its_share_of_streaming_calls() {
     let mut env = Env::start_with(limits(|l| l.grpc_max_streaming_calls = 16)).await;
-    let share = 16 / jetway_server::transport::STREAMING_SHARE_OF_ONE_CONNECTION;
+    let share = 16 / jetway_server::infra::transport::STREAMING_SHARE_OF_ONE_CONNECTION;
     env.stream("orders", &["orders.>"]).await;
     let mut first = clients::events(&env).await;
     let live = || SubscribeRequest {

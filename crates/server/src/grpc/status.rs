@@ -17,8 +17,6 @@ use jetway_core::{
 };
 use tonic::{Code, Status};
 
-use crate::state::UndecodableValue;
-
 /// The message of every INTERNAL status: the cause is logged, never sent.
 pub const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
 
@@ -234,13 +232,6 @@ impl ToStatus for DeadLetterError {
             DeadLetterError::TimedOut(_) => Status::deadline_exceeded(self.to_string()),
             DeadLetterError::Nats(err) => err.to_status(),
         }
-    }
-}
-
-impl ToStatus for UndecodableValue {
-    fn to_status(&self) -> Status {
-        // The stored data is not what the API promises; the client cannot fix it by retrying.
-        Status::data_loss(self.to_string())
     }
 }
 

@@ -28,10 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming, metadata::MetadataMap};
 
 use crate::{
-    events_ext::{publication, publish_result},
-    status::{self, ToStatus},
-    streaming::{self, Responses},
-    transport::over_message_limit,
+    codec::events::{publication, publish_result},
+    grpc::{
+        status::{self, ToStatus},
+        streaming::{self, Responses},
+    },
+    infra::transport::over_message_limit,
 };
 
 /// Most requests read and not yet answered, per stream.
@@ -75,7 +77,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> Responses<PublishStreamResponse> {
     let (tx, rx) = mpsc::channel(streaming::SESSION_BUFFER);
-    crate::panic::spawn_guarded(tx.clone(), run(publisher, inbound, trace, tx, shutdown));
+    crate::grpc::panic::spawn_guarded(tx.clone(), run(publisher, inbound, trace, tx, shutdown));
     Box::pin(ReceiverStream::new(rx))
 }
 

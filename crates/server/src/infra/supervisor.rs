@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SyncInterval};
+use crate::infra::config::{Config, SyncInterval};
 
 /// How long nats-server may take to write its ports file. A fresh one does in well under a second,
 /// but one that recovers a large JetStream store after a crash (kill -9, power loss) writes it only

@@ -45,7 +45,7 @@ use tonic::{
     transport::server::{Connected, TcpConnectInfo},
 };
 
-use crate::config::Limits;
+use crate::infra::config::Limits;
 
 /// HTTP/2 receive window of one connection. h2 closes a connection with GOAWAY
 /// `ENHANCE_YOUR_CALM` ("too_many_data_frames") once the DATA frames it has received and the

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::infra::config::Config;
 
 /// How long the probe waits to connect, and then for the answer. A container runtime has its own
 /// timeout; this one keeps a wedged server from holding the probe until then.

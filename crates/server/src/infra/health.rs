@@ -24,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    events::Events,
-    state::{State, StateExt},
+    grpc::{
+        state::JetwayState, windshift_events::WindshiftEvents, windshift_state::WindshiftState,
+    },
+    infra::telemetry,
 };
 
 /// How often a connected replica probes JetStream.
@@ -153,7 +155,7 @@ pub fn router(readiness: Readiness) -> Router {
 
 /// The Prometheus text exposition of every metric.
 async fn metrics() -> String {
-    let handle = crate::telemetry::metrics_handle();
+    let handle = telemetry::metrics_handle();
     // Upkeep keeps histogram storage bounded; a scrape is a fine moment for it.
     handle.run_upkeep();
     jetway_core::telemetry::metrics::refresh();
@@ -187,9 +189,9 @@ pub async fn track(readiness: Readiness, reporter: HealthReporter) {
 
 /// Every service that depends on NATS, by its full name.
 const SERVICES: [&str; 5] = [
-    <EventsServiceServer<Events> as tonic::server::NamedService>::NAME,
-    <StateServiceServer<State> as tonic::server::NamedService>::NAME,
-    <ExtStateServiceServer<StateExt> as tonic::server::NamedService>::NAME,
+    <EventsServiceServer<WindshiftEvents> as tonic::server::NamedService>::NAME,
+    <StateServiceServer<WindshiftState> as tonic::server::NamedService>::NAME,
+    <ExtStateServiceServer<JetwayState> as tonic::server::NamedService>::NAME,
     jetway_api::jetway::events::v1::events_service_server::SERVICE_NAME,
     jetway_api::jetway::admin::v1::admin_service_server::SERVICE_NAME,
 ];

@@ -36,7 +36,7 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::config::{Config, RootSampler, Sampler, TelemetryConfig};
+use crate::infra::config::{Config, RootSampler, Sampler, TelemetryConfig};
 use jetway_core::telemetry::{SPAN_TARGET, metrics as names};
 
 /// Most finished spans waiting for export; beyond this they are dropped rather than slow anything.

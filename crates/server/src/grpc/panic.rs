@@ -13,7 +13,7 @@ use futures::FutureExt;
 use tonic::{Status, body::Body, codegen::http};
 use tracing::{Instrument, Span};
 
-use crate::status::INTERNAL_MESSAGE;
+use crate::grpc::status::INTERNAL_MESSAGE;
 
 /// The tower layer; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::status::{self, ToStatus};
+use crate::grpc::status::{self, ToStatus};
 
 /// Responses buffered per stream before the task waits for the client to read. With what the core
 /// stream behind it holds (a reader: at most a pull and a half, see `jetway_core::reads::READ_BATCH`),
@@ -42,7 +42,7 @@ where
     R: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    crate::panic::spawn_guarded(tx.clone(), async move {
+    crate::grpc::panic::spawn_guarded(tx.clone(), async move {
         let shutting_down = || status::shutting_down(on_shutdown);
         let end = loop {
             let next = tokio::select! {

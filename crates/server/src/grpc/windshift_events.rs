@@ -28,27 +28,29 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    convert,
-    publish_stream::Trace,
-    status::{self, ToStatus},
-    streaming,
-    transport::over_message_limit,
+    codec::windshift,
+    grpc::{
+        publish_stream::Trace,
+        status::{self, ToStatus},
+        streaming,
+    },
+    infra::transport::over_message_limit,
 };
 
 /// The Windshift events service.
 #[derive(Clone)]
-pub struct Events {
+pub struct WindshiftEvents {
     nats: Nats,
     publisher: Publisher,
     unnamed: Arc<UnnamedLimit>,
     shutdown: CancellationToken,
 }
 
-impl Events {
+impl WindshiftEvents {
     /// A service over `nats`, creating unnamed consumers within `unnamed`. Cancelling `shutdown`
     /// ends every Events stream (with UNAVAILABLE) after naking its in-flight events.
     pub fn new(nats: Nats, unnamed: Arc<UnnamedLimit>, shutdown: CancellationToken) -> Self {
-        Events {
+        WindshiftEvents {
             publisher: Publisher::new(nats.clone()),
             nats,
             unnamed,
@@ -58,12 +60,12 @@ impl Events {
 }
 
 #[tonic::async_trait]
-impl EventsService for Events {
+impl EventsService for WindshiftEvents {
     async fn ensure_stream(
         &self,
         request: Request<EnsureStreamRequest>,
     ) -> Result<Response<EnsureStreamResponse>, Status> {
-        let spec = convert::stream_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        let spec = windshift::stream_spec(request.into_inner()).map_err(|e| e.to_status())?;
         jetway_core::streams::ensure_stream(&self.nats, &spec)
             .await
             .map_err(|e| e.to_status())?;
@@ -74,7 +76,7 @@ impl EventsService for Events {
         &self,
         request: Request<EnsureConsumerRequest>,
     ) -> Result<Response<EnsureConsumerResponse>, Status> {
-        let spec = convert::consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        let spec = windshift::consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
         let id = jetway_core::consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;
@@ -97,7 +99,7 @@ impl EventsService for Events {
         request: Request<PublishEventRequest>,
     ) -> Result<Response<PublishEventResponse>, Status> {
         let trace = Trace::of(request.metadata());
-        let publication = convert::publication(request.into_inner(), trace.parent, trace.state)
+        let publication = windshift::publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
         let published = self
             .publisher
@@ -121,7 +123,7 @@ impl EventsService for Events {
         };
         // A panic ends the session without its cleanup; the client still gets INTERNAL, and the
         // events it held come back after their processing timeout.
-        crate::panic::spawn_guarded(tx, session.run(request.into_inner()));
+        crate::grpc::panic::spawn_guarded(tx, session.run(request.into_inner()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -217,7 +219,7 @@ impl Session {
                     Err(status) => return End::Status(over_message_limit(status)),
                 },
                 delivery = subscription.next() => match delivery {
-                    Ok(delivery) => Resp::Event(convert::event(delivery)),
+                    Ok(delivery) => Resp::Event(windshift::event(delivery)),
                     Err(err) => return End::Status(err.to_status()),
                 },
             };
@@ -275,7 +277,7 @@ fn settle_ids<'a>(field: &str, ids: &'a [u64]) -> Result<&'a [u64], Status> {
 /// Answers one request after the subscribe with exactly one confirmation.
 async fn handle(subscription: &mut Subscription, request: EventsRequest) -> Result<Resp, Status> {
     match request.request {
-        Some(Req::Ack(ack)) => Ok(Resp::AckConfirmation(convert::ack_confirmation(
+        Some(Req::Ack(ack)) => Ok(Resp::AckConfirmation(windshift::ack_confirmation(
             subscription
                 .settle(settle_ids("ack.ids", &ack.ids)?, Settle::Ack)
                 .await,
@@ -283,11 +285,11 @@ async fn handle(subscription: &mut Subscription, request: EventsRequest) -> Resu
         Some(Req::Reject(reject)) => {
             let ids = settle_ids("reject.ids", &reject.ids)?;
             let how = reject_kind(&reject)?;
-            Ok(Resp::RejectConfirmation(convert::reject_confirmation(
+            Ok(Resp::RejectConfirmation(windshift::reject_confirmation(
                 subscription.settle(ids, how).await,
             )))
         }
-        Some(Req::Ping(ping)) => Ok(Resp::PingConfirmation(convert::ping_confirmation(
+        Some(Req::Ping(ping)) => Ok(Resp::PingConfirmation(windshift::ping_confirmation(
             subscription
                 .settle(settle_ids("ping.ids", &ping.ids)?, Settle::Ping)
                 .await,
@@ -302,7 +304,7 @@ async fn handle(subscription: &mut Subscription, request: EventsRequest) -> Resu
 }
 
 fn reject_kind(reject: &events_request::Reject) -> Result<Settle, Status> {
-    convert::reject(
+    windshift::reject(
         reject.permanently == Some(true),
         reject.delay.as_ref(),
         "reject.delay",

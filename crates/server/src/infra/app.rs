@@ -22,11 +22,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::{
-    config::{Config, Limits},
-    events::Events,
-    health,
-    state::{State, StateExt},
-    transport::{self, CallLayer, Gate},
+    grpc::{
+        admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, state::JetwayState,
+        windshift_events::WindshiftEvents, windshift_state::WindshiftState,
+    },
+    infra::{
+        config::{Config, Limits},
+        health, telemetry,
+        transport::{self, CallLayer, Gate},
+    },
 };
 
 /// How long in-flight calls get to finish at shutdown before they are cut off.
@@ -103,7 +107,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     // Installed before anything records, so no early metric is lost.
-    crate::telemetry::metrics_handle();
+    telemetry::metrics_handle();
     let grpc_addr = listeners.grpc.local_addr()?;
     let health_addr = listeners.health.local_addr()?;
 
@@ -135,21 +139,20 @@ pub async fn serve(
     let sessions = CancellationToken::new();
     // Both EnsureConsumers create unnamed consumers, counted against one cap.
     let unnamed = Arc::new(UnnamedLimit::new(limits.max_unnamed_consumers_per_stream));
-    let events = EventsServiceServer::new(Events::new(
+    let events = EventsServiceServer::new(WindshiftEvents::new(
         nats.clone(),
         Arc::clone(&unnamed),
         sessions.clone(),
     ))
     .max_decoding_message_size(max_message);
-    let state =
-        StateServiceServer::new(State::new(nats.clone())).max_decoding_message_size(max_message);
-    let state_ext = ExtStateServiceServer::new(StateExt::new(nats.clone(), sessions.clone()))
+    let state = StateServiceServer::new(WindshiftState::new(nats.clone()))
         .max_decoding_message_size(max_message);
-    let events_ext =
-        crate::events_ext::EventsExt::service(nats.clone(), &limits, unnamed, sessions.clone())
-            .max_decoding_message_size(max_message);
-    let admin = crate::admin::Admin::service(nats.clone(), sessions.clone())
+    let state_ext = ExtStateServiceServer::new(JetwayState::new(nats.clone(), sessions.clone()))
         .max_decoding_message_size(max_message);
+    let events_ext = JetwayEvents::service(nats.clone(), &limits, unnamed, sessions.clone())
+        .max_decoding_message_size(max_message);
+    let admin =
+        Admin::service(nats.clone(), sessions.clone()).max_decoding_message_size(max_message);
     let grpc = Server::builder()
         // Fixed windows, not hyper's adaptive ones: see `transport::STREAM_WINDOW`.
         .http2_adaptive_window(Some(false))
@@ -162,8 +165,8 @@ pub async fn serve(
         // in fewer, larger writes (frames of the default 16 KiB split it).
         .max_frame_size(Some(1 << 20))
         .layer(CallLayer::new(streaming, &limits))
-        .layer(crate::panic::CatchPanicLayer)
-        .trace_fn(crate::telemetry::grpc_span)
+        .layer(CatchPanicLayer)
+        .trace_fn(telemetry::grpc_span)
         .add_service(health_service.max_decoding_message_size(max_message))
         .add_service(
             reflection_v1

@@ -1,0 +1,176 @@
+//! `jetway.admin.v1.AdminService`: thin handlers over `jetway_core::admin` (streams and consumers)
+//! and `jetway_core::dead_letters`; the messages are encoded in [`crate::codec::admin`].
+
+use jetway_api::jetway::admin::v1::{
+    self as api,
+    admin_service_server::{AdminService, AdminServiceServer},
+};
+use jetway_core::{
+    Nats, admin,
+    dead_letters::{self, ListSpec},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    codec::admin::{consumer_info, encode_dead_letter, selection, stream_info},
+    grpc::{
+        status::ToStatus,
+        streaming::{Responses, forward},
+    },
+};
+
+/// The administration service.
+#[derive(Clone)]
+pub struct Admin {
+    nats: Nats,
+    shutdown: CancellationToken,
+}
+
+impl Admin {
+    /// A service over `nats`. Cancelling `shutdown` ends every ListDeadLetters stream with
+    /// UNAVAILABLE.
+    pub fn new(nats: Nats, shutdown: CancellationToken) -> Self {
+        Admin { nats, shutdown }
+    }
+
+    /// The tonic service, ready to add to a server.
+    pub fn service(nats: Nats, shutdown: CancellationToken) -> AdminServiceServer<Admin> {
+        AdminServiceServer::new(Admin::new(nats, shutdown))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn list_streams(
+        &self,
+        request: Request<api::ListStreamsRequest>,
+    ) -> Result<Response<api::ListStreamsResponse>, Status> {
+        let page = admin::list_streams(&self.nats, &request.into_inner().page_token)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::ListStreamsResponse {
+            streams: page.items.into_iter().map(stream_info).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_stream_info(
+        &self,
+        request: Request<api::GetStreamInfoRequest>,
+    ) -> Result<Response<api::GetStreamInfoResponse>, Status> {
+        let request = request.into_inner();
+        let details = admin::stream_info(&self.nats, &request.stream, &request.subject_filter)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::GetStreamInfoResponse {
+            info: Some(stream_info(details.info)),
+            subjects: details.subjects.into_iter().collect(),
+            subjects_truncated: details.subjects_truncated,
+        }))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<api::DeleteStreamRequest>,
+    ) -> Result<Response<api::DeleteStreamResponse>, Status> {
+        let request = request.into_inner();
+        admin::delete_stream(&self.nats, &request.stream, request.force)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::DeleteStreamResponse {}))
+    }
+
+    async fn purge_stream(
+        &self,
+        request: Request<api::PurgeStreamRequest>,
+    ) -> Result<Response<api::PurgeStreamResponse>, Status> {
+        let request = request.into_inner();
+        let purged = admin::purge_stream(
+            &self.nats,
+            &request.stream,
+            &request.subject,
+            request.keep,
+            request.force,
+        )
+        .await
+        .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::PurgeStreamResponse { purged }))
+    }
+
+    async fn list_consumers(
+        &self,
+        request: Request<api::ListConsumersRequest>,
+    ) -> Result<Response<api::ListConsumersResponse>, Status> {
+        let request = request.into_inner();
+        let page = admin::list_consumers(&self.nats, &request.stream, &request.page_token)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::ListConsumersResponse {
+            consumers: page.items.into_iter().map(consumer_info).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_consumer_info(
+        &self,
+        request: Request<api::GetConsumerInfoRequest>,
+    ) -> Result<Response<api::GetConsumerInfoResponse>, Status> {
+        let request = request.into_inner();
+        let info = admin::consumer_info(&self.nats, &request.stream, &request.consumer)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::GetConsumerInfoResponse {
+            info: Some(consumer_info(info)),
+        }))
+    }
+
+    type ListDeadLettersStream = Responses<api::ListDeadLettersResponse>;
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<api::ListDeadLettersRequest>,
+    ) -> Result<Response<Self::ListDeadLettersStream>, Status> {
+        let request = request.into_inner();
+        let spec = ListSpec {
+            dead_letter_stream: request.dead_letter_stream,
+            stream: request.stream,
+            consumer: request.consumer,
+            from_id: request.from_id,
+            limit: (request.limit > 0).then_some(request.limit.into()),
+        };
+        let dead_letters = dead_letters::list(&self.nats, &spec)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(forward(
+            dead_letters,
+            |dead_letter| {
+                Ok(api::ListDeadLettersResponse {
+                    dead_letter: Some(encode_dead_letter(dead_letter)),
+                })
+            },
+            self.shutdown.clone(),
+            "list again from the id after the last one received",
+        )))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<api::RedriveDeadLettersRequest>,
+    ) -> Result<Response<api::RedriveDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let selection = selection(&request).map_err(|e| e.to_status())?;
+        let redriven = dead_letters::redrive(&self.nats, &request.dead_letter_stream, &selection)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::RedriveDeadLettersResponse {
+            redriven: redriven
+                .redriven
+                .into_iter()
+                .map(|(id, event_id)| api::RedrivenEvent { id, event_id })
+                .collect(),
+            invalid_ids: redriven.invalid_ids,
+            temporary_failed_ids: redriven.temporary_failed_ids,
+        }))
+    }
+}

@@ -1,0 +1,283 @@
+//! `jetway.events.v1.EventsService`: thin handlers over `jetway_core` for consumers with a delivery
+//! policy, publishing raw payloads and custom headers (one event, a stream of them, or a batch),
+//! reads without a consumer (GetEvent, ReadEvents), live subscriptions, and unary Fetch, Ack and
+//! Reject.
+//!
+//! PublishStream runs in [`crate::grpc::publish_stream`]; the read streams go through
+//! [`crate::grpc::streaming::forward`]. Fetched events are held in flight
+//! by one [`Fetcher`] per server, so Ack and Reject must reach the server that did the Fetch.
+
+use std::sync::Arc;
+
+use jetway_api::jetway::events::v1::{
+    self as api,
+    events_service_server::{EventsService, EventsServiceServer},
+};
+use jetway_core::{
+    Nats,
+    consumers::{self, UnnamedLimit},
+    delivery::Settle,
+    fetch::{FetchSpec, Fetcher},
+    live::{LiveFeeds, LiveSpec},
+    pipeline::{self},
+    publish::Publisher,
+    reads::{self, ReadSpec},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    codec::{
+        events::{
+            consumer_spec, encode_event, encode_settled, optional_pointer, publication,
+            publish_result,
+        },
+        windshift,
+    },
+    grpc::{
+        publish_stream::{self, Trace},
+        status::ToStatus,
+        streaming::{Responses, forward},
+    },
+    infra::config::Limits,
+};
+
+/// Jetway's events service.
+#[derive(Clone)]
+pub struct JetwayEvents {
+    nats: Nats,
+    publisher: Publisher,
+    fetcher: Arc<Fetcher>,
+    live: LiveFeeds,
+    unnamed: Arc<UnnamedLimit>,
+    shutdown: CancellationToken,
+}
+
+impl JetwayEvents {
+    /// A service over `nats`, within `limits` (fetched events in flight, live subscribers' buffers),
+    /// sharing the cap on unnamed consumers with Windshift's EnsureConsumer. Cancelling `shutdown`
+    /// ends every ReadEvents and Subscribe stream with UNAVAILABLE, and every PublishStream once it
+    /// answered what it read. Call it inside the Tokio runtime.
+    pub fn new(
+        nats: Nats,
+        limits: &Limits,
+        unnamed: Arc<UnnamedLimit>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        JetwayEvents {
+            publisher: Publisher::new(nats.clone()),
+            fetcher: Fetcher::start(nats.clone(), limits.fetch, shutdown.clone()),
+            live: LiveFeeds::new(nats.clone(), limits.subscriber_buffer),
+            unnamed,
+            nats,
+            shutdown,
+        }
+    }
+
+    /// The tonic service, ready to add to a server.
+    pub fn service(
+        nats: Nats,
+        limits: &Limits,
+        unnamed: Arc<UnnamedLimit>,
+        shutdown: CancellationToken,
+    ) -> EventsServiceServer<JetwayEvents> {
+        EventsServiceServer::new(JetwayEvents::new(nats, limits, unnamed, shutdown))
+    }
+}
+
+#[tonic::async_trait]
+impl EventsService for JetwayEvents {
+    async fn ensure_consumer(
+        &self,
+        request: Request<api::EnsureConsumerRequest>,
+    ) -> Result<Response<api::EnsureConsumerResponse>, Status> {
+        let spec = consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        let id = consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::EnsureConsumerResponse { id }))
+    }
+
+    async fn publish_event(
+        &self,
+        request: Request<api::PublishEventRequest>,
+    ) -> Result<Response<api::PublishEventResponse>, Status> {
+        let trace = Trace::of(request.metadata());
+        let publication = publication(request.into_inner(), trace.parent, trace.state)
+            .map_err(|e| e.to_status())?;
+        let published = self
+            .publisher
+            .publish(publication)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::PublishEventResponse {
+            id: published.id,
+            duplicate: published.duplicate,
+        }))
+    }
+
+    type PublishStreamStream = Responses<api::PublishStreamResponse>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<api::PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let trace = Trace::of(request.metadata());
+        Ok(Response::new(publish_stream::spawn(
+            self.publisher.clone(),
+            request.into_inner(),
+            trace,
+            self.shutdown.clone(),
+        )))
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<api::PublishBatchRequest>,
+    ) -> Result<Response<api::PublishBatchResponse>, Status> {
+        let trace = Trace::of(request.metadata());
+        let events = request
+            .into_inner()
+            .events
+            .into_iter()
+            .map(|event| publication(event, trace.parent.clone(), trace.state.clone()))
+            .collect();
+        let outcomes = pipeline::publish_batch(&self.publisher, events)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::PublishBatchResponse {
+            results: outcomes.into_iter().map(publish_result).collect(),
+        }))
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<api::GetEventRequest>,
+    ) -> Result<Response<api::GetEventResponse>, Status> {
+        let request = request.into_inner();
+        let event = reads::get_event(&self.nats, &request.stream, request.id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::GetEventResponse {
+            event: Some(encode_event(event, 0)),
+        }))
+    }
+
+    type ReadEventsStream = Responses<api::ReadEventsResponse>;
+
+    async fn read_events(
+        &self,
+        request: Request<api::ReadEventsRequest>,
+    ) -> Result<Response<Self::ReadEventsStream>, Status> {
+        let request = request.into_inner();
+        let spec = ReadSpec {
+            from: optional_pointer("from", request.from.as_ref()).map_err(|e| e.to_status())?,
+            limit: (request.limit > 0).then_some(request.limit.into()),
+            stream: request.stream,
+            subject: request.subject,
+        };
+        let events = reads::read_events(&self.nats, &spec)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(forward(
+            events,
+            |event| {
+                Ok(api::ReadEventsResponse {
+                    event: Some(encode_event(event, 0)),
+                })
+            },
+            self.shutdown.clone(),
+            "read again from the id after the last one received",
+        )))
+    }
+
+    type SubscribeStream = Responses<api::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<api::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let spec = LiveSpec {
+            subject: request.subject,
+            stream: request.stream,
+        };
+        // The feed is open once this returns, so every event stored after the response headers
+        // reach the client is sent.
+        let events = self
+            .live
+            .subscribe(&spec)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(forward(
+            events,
+            |event| {
+                Ok(api::SubscribeResponse {
+                    event: Some(encode_event(event, 0)),
+                })
+            },
+            self.shutdown.clone(),
+            "subscribe again",
+        )))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<api::FetchRequest>,
+    ) -> Result<Response<api::FetchResponse>, Status> {
+        let request = request.into_inner();
+        let spec = FetchSpec {
+            wait: windshift::optional_duration("wait", request.wait.as_ref())
+                .map_err(|e| e.to_status())?,
+            stream: request.stream,
+            consumer: request.consumer,
+            max_events: request.max_events,
+        };
+        let fetched = self.fetcher.fetch(&spec).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(api::FetchResponse {
+            events: fetched
+                .events
+                .into_iter()
+                .map(|f| encode_event(f.event, f.delivery_attempt))
+                .collect(),
+            processing_timeout: Some(fetched.processing_timeout.into()),
+        }))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<api::AckRequest>,
+    ) -> Result<Response<api::AckResponse>, Status> {
+        let request = request.into_inner();
+        let settled = self
+            .fetcher
+            .settle(
+                &request.stream,
+                &request.consumer,
+                &request.ids,
+                Settle::Ack,
+            )
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::AckResponse {
+            settled: Some(encode_settled(settled)),
+        }))
+    }
+
+    async fn reject(
+        &self,
+        request: Request<api::RejectRequest>,
+    ) -> Result<Response<api::RejectResponse>, Status> {
+        let request = request.into_inner();
+        let how = windshift::reject(request.permanently, request.delay.as_ref(), "delay")
+            .map_err(|e| e.to_status())?;
+        let settled = self
+            .fetcher
+            .settle(&request.stream, &request.consumer, &request.ids, how)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(api::RejectResponse {
+            settled: Some(encode_settled(settled)),
+        }))
+    }
+}
