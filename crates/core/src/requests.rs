@@ -497,6 +497,8 @@ struct Group {
 struct Waiting {
     message: async_nats::Message,
     deadline: Instant,
+    /// Whether the requester said how long it waits (else the deadline is the default).
+    told: bool,
 }
 
 struct Member {
@@ -696,8 +698,12 @@ impl Registry {
     fn dispatch(&self, key: &GroupKey, message: async_nats::Message) -> Option<Outgoing> {
         let reply = message.reply.clone()?;
         let now = Instant::now();
-        let deadline = now + requested_timeout(&message).unwrap_or(self.limits.default_timeout);
-        let waiting = Waiting { message, deadline };
+        let told = requested_timeout(&message);
+        let waiting = Waiting {
+            deadline: now + told.unwrap_or(self.limits.default_timeout),
+            told: told.is_some(),
+            message,
+        };
         let mut state = lock(&self.state);
         let State { groups, members } = &mut *state;
         let group = groups.get_mut(key)?;
@@ -778,7 +784,11 @@ impl Registry {
 
 /// Sends a request to a member with room, now holding it.
 fn hand(member: &mut Member, waiting: Waiting) {
-    let Waiting { message, deadline } = waiting;
+    let Waiting {
+        message,
+        deadline,
+        told,
+    } = waiting;
     let Some(reply) = message.reply.clone() else {
         return;
     };
@@ -789,7 +799,9 @@ fn hand(member: &mut Member, waiting: Waiting) {
     let (payload, requester) = decode(&subject, message);
     requester.adopt(&span);
     let trace = requester.forward(&span);
-    let timeout = deadline.checked_duration_since(Instant::now());
+    let timeout = told
+        .then(|| deadline.checked_duration_since(Instant::now()))
+        .flatten();
     if member
         .tx
         .try_send(Incoming {
@@ -950,23 +962,37 @@ impl Processor {
     }
 }
 
+impl Processor {
+    /// Detaches the processor: it leaves its groups, and every request it held, and every request
+    /// left waiting in a group that now has no processor here, gets its failure (returned, to send).
+    fn detach(&mut self) -> Vec<Outgoing> {
+        let mut state = lock(&self.registry.state);
+        let mut refused = Registry::leave_groups(&mut state, self.id);
+        if let Some(member) = state.members.remove(&self.id) {
+            refused.extend(member.held.into_values().map(|(reply, span)| {
+                telemetry::error(&span, "the processor left");
+                failure(
+                    reply,
+                    codes::UNAVAILABLE,
+                    "the processor holding the request left before answering",
+                )
+            }));
+        }
+        refused
+    }
+
+    /// Detaches the processor and sends the failures of the requests it held before returning:
+    /// callers about to drain the NATS connection use this rather than a drop.
+    pub async fn leave(mut self) {
+        for outgoing in self.detach() {
+            self.registry.publish(outgoing).await;
+        }
+    }
+}
+
 impl Drop for Processor {
     fn drop(&mut self) {
-        let mut outgoing = {
-            let mut state = lock(&self.registry.state);
-            let mut refused = Registry::leave_groups(&mut state, self.id);
-            if let Some(member) = state.members.remove(&self.id) {
-                refused.extend(member.held.into_values().map(|(reply, span)| {
-                    telemetry::error(&span, "the processor left");
-                    failure(
-                        reply,
-                        codes::UNAVAILABLE,
-                        "the processor holding the request left before answering",
-                    )
-                }));
-            }
-            refused
-        };
+        let mut outgoing = self.detach();
         if outgoing.is_empty() {
             return;
         }
