@@ -31,6 +31,7 @@ use async_nats::{HeaderMap, HeaderName, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use crate::{
@@ -491,7 +492,7 @@ struct Group {
     members: Vec<u64>,
     waiting: VecDeque<Waiting>,
     /// Ends the queue subscription when the group goes.
-    subscription: tokio::task::AbortHandle,
+    stop: CancellationToken,
 }
 
 struct Waiting {
@@ -574,17 +575,19 @@ impl Responders {
                     .collect();
                 if missing.is_empty() {
                     for (key, subscriber) in subscriptions.drain() {
-                        let task = tokio::spawn(serve_group(
+                        let stop = CancellationToken::new();
+                        tokio::spawn(serve_group(
                             Arc::downgrade(registry),
                             key.clone(),
                             subscriber,
+                            stop.clone(),
                         ));
                         state.groups.insert(
                             key,
                             Group {
                                 members: Vec::new(),
                                 waiting: VecDeque::new(),
-                                subscription: task.abort_handle(),
+                                stop,
                             },
                         );
                     }
@@ -680,9 +683,28 @@ fn count_processors(state: &State, subject: &str) {
     ::metrics::gauge!(metrics::PROCESSORS, "subject" => subject.to_owned()).set(n as f64);
 }
 
-/// Reads one group's queue subscription and dispatches each request.
-async fn serve_group(registry: Weak<Registry>, key: GroupKey, mut subscriber: Subscriber) {
-    while let Some(message) = subscriber.next().await {
+/// Reads one group's queue subscription and dispatches each request. When the group goes, it
+/// unsubscribes and answers what was already received with UNAVAILABLE, so that no request is left
+/// to wait out its timeout.
+async fn serve_group(
+    registry: Weak<Registry>,
+    key: GroupKey,
+    mut subscriber: Subscriber,
+    stop: CancellationToken,
+) {
+    let mut stopping = false;
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                // Buffered messages are still read below; then the stream ends.
+                subscriber.unsubscribe().await.ok();
+                continue;
+            }
+            message = subscriber.next() => message,
+        };
+        let Some(message) = message else { return };
         let Some(registry) = registry.upgrade() else {
             return;
         };
@@ -706,7 +728,17 @@ impl Registry {
         };
         let mut state = lock(&self.state);
         let State { groups, members } = &mut *state;
-        let group = groups.get_mut(key)?;
+        let Some(group) = groups.get_mut(key) else {
+            // The group's processors left after NATS routed this request here.
+            return Some(failure(
+                reply,
+                codes::UNAVAILABLE,
+                &format!(
+                    "{NO_RESPONDER} {}: its processors left",
+                    message_subject(&waiting)
+                ),
+            ));
+        };
         let roomiest = group
             .members
             .iter()
@@ -767,13 +799,11 @@ impl Registry {
             if group.members.is_empty()
                 && let Some(group) = state.groups.remove(&key)
             {
-                group.subscription.abort();
+                group.stop.cancel();
                 refused.extend(group.waiting.into_iter().filter_map(|w| {
-                    Some(failure(
-                        w.message.reply?,
-                        codes::UNAVAILABLE,
-                        &format!("{NO_RESPONDER} {}: its processors left", key.0),
-                    ))
+                    let message =
+                        format!("{NO_RESPONDER} {}: its processors left", w.message.subject);
+                    Some(failure(w.message.reply?, codes::UNAVAILABLE, &message))
                 }));
             }
             count_processors(state, &key.0);
@@ -815,6 +845,10 @@ fn hand(member: &mut Member, waiting: Waiting) {
     {
         member.held.insert(id, (reply, span));
     }
+}
+
+fn message_subject(waiting: &Waiting) -> &str {
+    waiting.message.subject.as_str()
 }
 
 fn requested_timeout(message: &async_nats::Message) -> Option<Duration> {

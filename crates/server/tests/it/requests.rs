@@ -650,3 +650,96 @@ async fn a_jetway_requester_reaches_plain_nats_responders_and_services() {
         "the responder failed with code 400: not a number",
     );
 }
+
+/// The value of one series on `/metrics`, written exactly as the exporter writes it.
+async fn series(env: &Env, series: &str) -> f64 {
+    let (_, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_outcome_and_processors_by_subject() {
+    let env = Env::start().await;
+    let mut client = client(&env).await;
+    let active = r#"jetway_request_processors_active{subject="metered.*"}"#;
+    let outcomes = ["ok", "no_responders", "timeout", "error"];
+    let mut before = Vec::new();
+    for outcome in outcomes {
+        before.push(
+            series(
+                &env,
+                &format!(r#"jetway_requests_total{{outcome="{outcome}"}}"#),
+            )
+            .await,
+        );
+    }
+    let latencies = series(&env, "jetway_request_duration_seconds_count").await;
+
+    let mut one = attach(&mut client, &["metered.*"], None, 1).await;
+    let two = attach(&mut client, &["metered.*"], None, 1).await;
+    assert_eq!(series(&env, active).await, 2.0);
+
+    drop(two);
+    eventually("one processor left on the subject", || async {
+        (series(&env, active).await == 1.0).then_some(())
+    })
+    .await;
+    let asked = send(&client, request("metered.ok", b""));
+    let incoming = one.request().await;
+    one.reply(incoming.id, b"").await;
+    reply_of(outcome(asked).await);
+    let asked = send(&client, request("metered.error", b""));
+    let incoming = one.request().await;
+    one.answer(
+        incoming.id,
+        AnswerResult::Error(api::AnswerError {
+            code: Code::Aborted as i32,
+            message: "no".into(),
+        }),
+    )
+    .await;
+    assert_status(outcome(asked).await, Code::Aborted, "no");
+    let asked = send(
+        &client,
+        timeout(
+            request("metered.slow", b""),
+            std::time::Duration::from_millis(100),
+        ),
+    );
+    one.request().await;
+    assert_eq!(
+        outcome(asked).await.unwrap_err().code(),
+        Code::DeadlineExceeded
+    );
+    drop(one);
+    eventually("no processor left on the subject", || async {
+        (series(&env, active).await == 0.0).then_some(())
+    })
+    .await;
+    // NATS answers "no responders" once it has handled the unsubscription.
+    eventually("no responder for the subject", || {
+        let asked = send(&client, request("metered.gone", b""));
+        async move {
+            let status = outcome(asked).await.unwrap_err();
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            (status.message() == "no responder for subject metered.gone").then_some(())
+        }
+    })
+    .await;
+
+    for (outcome, before) in outcomes.into_iter().zip(before) {
+        let now = series(
+            &env,
+            &format!(r#"jetway_requests_total{{outcome="{outcome}"}}"#),
+        )
+        .await;
+        assert!(now > before, "{outcome}: {before} -> {now}");
+    }
+    assert!(series(&env, "jetway_request_duration_seconds_count").await >= latencies + 4.0);
+}
