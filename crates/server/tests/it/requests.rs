@@ -339,7 +339,12 @@ async fn a_processor_that_leaves_fails_its_held_requests_at_once() {
 
 #[tokio::test]
 async fn a_full_processor_takes_no_more_and_its_group_shares_the_work() {
-    let env = Env::start().await;
+    // One request may wait for the group: that makes "takes no more" visible, as a refusal.
+    let env = Env::start_with(Limits {
+        respond_max_waiting: 1,
+        ..Limits::default()
+    })
+    .await;
     let mut client = client(&env).await;
     let mut one = attach(&mut client, &["work"], None, 1).await;
     let mut two = attach(&mut client, &["work"], None, 1).await;
@@ -352,14 +357,31 @@ async fn a_full_processor_takes_no_more_and_its_group_shares_the_work() {
     data.sort();
     assert_eq!(data, [&b"first"[..], &b"second"[..]]);
 
-    // Both are full: a third request waits for a free slot instead of failing.
-    let third = send(&client, request("work", b"third"));
+    // Both are full, so neither takes a third or fourth request: one of them waits for a free
+    // slot, and the other finds the wait queue (of one) full.
+    let (third, fourth) = (
+        send(&client, request("work", b"more")),
+        send(&client, request("work", b"more")),
+    );
+    let first_done = tokio::time::timeout(RECV_GUARD, futures::future::select(third, fourth))
+        .await
+        .expect("one of them is refused within the guard time");
+    let (refused, waiting) = match first_done {
+        futures::future::Either::Left((refused, fourth)) => (refused, fourth),
+        futures::future::Either::Right((refused, third)) => (refused, third),
+    };
+    assert_status(
+        refused.unwrap(),
+        Code::ResourceExhausted,
+        "RESPOND_MAX_WAITING",
+    );
+    // The waiting one goes to the first processor with a free slot.
     one.reply(a.id, b"done").await;
     let c = one.request().await;
-    assert_eq!(&c.data[..], b"third");
+    assert_eq!(&c.data[..], b"more");
     two.reply(b.id, b"done").await;
     one.reply(c.id, b"done").await;
-    for asked in [first, second, third] {
+    for asked in [first, second, waiting] {
         assert_eq!(&reply_of(outcome(asked).await).data[..], b"done");
     }
 }
