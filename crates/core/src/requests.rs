@@ -236,9 +236,13 @@ impl Requester {
         } = spec;
         names::validate_nats_subject("subject", &subject).map_err(invalid)?;
         let limits = self.inner.limits;
-        let timeout = timeout
-            .unwrap_or(limits.default_timeout)
-            .min(limits.max_timeout);
+        let asked = timeout.unwrap_or(limits.default_timeout);
+        let timeout = asked.min(limits.max_timeout);
+        let capped = if asked > timeout {
+            " (cut to REQUEST_MAX_TIMEOUT)"
+        } else {
+            ""
+        };
         let mut headers = message_headers(&payload, "")?;
         headers.insert(TIMEOUT_HEADER, timeout.as_millis().to_string());
         let trace = trace.forward(&Span::current());
@@ -275,11 +279,7 @@ impl Requester {
             )),
             Err(_) => Err(Error::new(
                 ErrorKind::TimedOut,
-                format!(
-                    "no answer on subject {subject} within {timeout:?} (timeouts are cut to \
-                     REQUEST_MAX_TIMEOUT, {:?})",
-                    limits.max_timeout
-                ),
+                format!("no answer on subject {subject} within {timeout:?}{capped}"),
             )),
         }
     }
