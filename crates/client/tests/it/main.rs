@@ -11,6 +11,7 @@ mod dead_letters;
 mod delivery;
 mod failover;
 mod reads;
+mod requests;
 mod server;
 mod shared_stream;
 mod state;
