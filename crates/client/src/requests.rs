@@ -19,6 +19,10 @@ use crate::{Client, Error};
 /// cap.
 const SERVE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
+/// How much longer than a request's own timeout its call may last: the server's answer, or its
+/// DEADLINE_EXCEEDED, comes within the timeout; the slack only bounds a server that stopped answering.
+const DEADLINE_SLACK: Duration = Duration::from_secs(1);
+
 /// A request's payload with its media type and custom headers; also what a reply carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
@@ -167,8 +171,11 @@ impl Client {
             headers: message.headers,
             timeout: timeout.map(Into::into),
         };
-        // The call's deadline follows the timeout, so the server's answer comes within it.
-        let deadline = timeout.or(self.request_timeout());
+        // With a timeout, the call's deadline leaves the server time to say DEADLINE_EXCEEDED itself;
+        // without one, the server waits as long as the call's deadline allows.
+        let deadline = timeout
+            .map(|timeout| timeout + DEADLINE_SLACK)
+            .or(self.request_timeout());
         let response = self
             .requests
             .clone()

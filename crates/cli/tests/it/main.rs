@@ -11,6 +11,7 @@ mod server;
 
 mod dead_letters;
 mod reads;
+mod requests;
 mod streams;
 
 use std::{process::Stdio, time::Duration};
