@@ -210,13 +210,14 @@ impl Requester {
             Ok(Answer::Reply(_)) => "ok",
             Ok(Answer::NoContent) => "no_content",
             Ok(Answer::Failed(_)) => "error",
-            Err(err) => match err.kind() {
+            Err((_, Unanswered::NoResponders)) => "no_responders",
+            Err((err, Unanswered::Other)) => match err.kind() {
                 ErrorKind::Invalid => "invalid",
                 ErrorKind::TimedOut => "timeout",
-                _ if err.message().starts_with(NO_RESPONDER) => "no_responders",
                 _ => "unavailable",
             },
         };
+        let result = result.map_err(|(err, _)| err);
         match &result {
             Ok(Answer::Failed(failure)) => telemetry::error(&span, &failure.message),
             Ok(_) => telemetry::ok(&span),
@@ -227,14 +228,17 @@ impl Requester {
         result
     }
 
-    async fn send(&self, spec: RequestSpec) -> Result<Answer, Error> {
+    async fn send(&self, spec: RequestSpec) -> Result<Answer, (Error, Unanswered)> {
+        let other = |err: Error| (err, Unanswered::Other);
         let RequestSpec {
             subject,
             payload,
             timeout,
             trace,
         } = spec;
-        names::validate_nats_subject("subject", &subject).map_err(invalid)?;
+        names::validate_nats_subject("subject", &subject)
+            .map_err(invalid)
+            .map_err(other)?;
         let limits = self.inner.limits;
         let asked = timeout.unwrap_or(limits.default_timeout);
         let timeout = asked.min(limits.max_timeout);
@@ -243,15 +247,18 @@ impl Requester {
         } else {
             ""
         };
-        let mut headers = message_headers(&payload, "")?;
+        let mut headers = message_headers(&payload, "").map_err(other)?;
         headers.insert(TIMEOUT_HEADER, timeout.as_millis().to_string());
         let trace = trace.forward(&Span::current());
         insert_trace(&mut headers, trace);
-        check_size(&self.inner.nats, "data", &headers, &payload.data)?;
+        check_size(&self.inner.nats, "data", &headers, &payload.data).map_err(other)?;
         if !self.inner.nats.is_connected() {
-            return Err(Error::new(ErrorKind::Unavailable, "not connected to NATS"));
+            return Err(other(Error::new(
+                ErrorKind::Unavailable,
+                "not connected to NATS",
+            )));
         }
-        let inbox = self.inbox().await?;
+        let inbox = self.inbox().await.map_err(other)?;
         let token = inbox.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&inbox.waiting).insert(token, tx);
@@ -270,22 +277,33 @@ impl Requester {
                 payload.data,
             )
             .await
-            .map_err(|err| Error::new(ErrorKind::Unavailable, err.to_string()))?;
+            .map_err(|err| other(Error::new(ErrorKind::Unavailable, err.to_string())))?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(message)) => answer(&subject, message),
-            Ok(Err(_)) => Err(Error::new(
+            Ok(Ok(message)) if message.status == Some(StatusCode::NO_RESPONDERS) => Err((
+                Error::new(ErrorKind::Unavailable, format!("{NO_RESPONDER} {subject}")),
+                Unanswered::NoResponders,
+            )),
+            Ok(Ok(message)) => answer(&subject, message).map_err(other),
+            Ok(Err(_)) => Err(other(Error::new(
                 ErrorKind::Unavailable,
                 "the NATS connection closed before the answer came",
-            )),
-            Err(_) => Err(Error::new(
+            ))),
+            Err(_) => Err(other(Error::new(
                 ErrorKind::TimedOut,
                 format!("no answer on subject {subject} within {timeout:?}{capped}"),
-            )),
+            ))),
         }
     }
 }
 
 const NO_RESPONDER: &str = "no responder for subject";
+
+/// Why a request got no answer, for the metrics: NATS said nobody serves the subject, or anything
+/// else (the error's kind tells).
+enum Unanswered {
+    NoResponders,
+    Other,
+}
 
 /// Removes a waiting call's token when the call ends.
 struct Forget<'a> {
@@ -337,22 +355,16 @@ async fn route_answers(
 
 /// What a NATS answer means.
 fn answer(subject: &str, message: async_nats::Message) -> Result<Answer, Error> {
-    if let Some(status) = message.status {
-        if status == StatusCode::NO_RESPONDERS {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                format!("{NO_RESPONDER} {subject}"),
-            ));
-        }
-        if !status.is_success() {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "NATS answered the request on {subject} with status {status}: {}",
-                    message.description.unwrap_or_default()
-                ),
-            ));
-        }
+    if let Some(status) = message.status
+        && !status.is_success()
+    {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "NATS answered the request on {subject} with status {status}: {}",
+                message.description.unwrap_or_default()
+            ),
+        ));
     }
     let header = |name: &str| {
         message
@@ -1111,9 +1123,8 @@ mod tests {
 
     #[test]
     fn answers_are_read_from_status_and_headers() {
-        let err = answer("svc", message(&[], Some(StatusCode::NO_RESPONDERS))).unwrap_err();
+        let err = answer("svc", message(&[], Some(StatusCode::TIMEOUT))).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
-        assert_eq!(err.message(), "no responder for subject svc");
         assert_eq!(
             answer("svc", message(&[(NO_CONTENT_HEADER, NO_CONTENT)], None)).unwrap(),
             Answer::NoContent

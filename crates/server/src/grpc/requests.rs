@@ -166,6 +166,13 @@ async fn respond(
                 tokio::select! {
                     () = &mut grace => break,
                     () = tx.closed() => break,
+                    // Requests handed over just before the stop still reach the processor.
+                    Some(request) = processor.next() => {
+                        let request = outbound(Outbound::Request(codec::incoming(request)));
+                        if tx.send(request).await.is_err() {
+                            break;
+                        }
+                    }
                     message = inbound.message() => match message {
                         Ok(Some(message)) => {
                             if let Err(status) = handle(&processor, message).await {
