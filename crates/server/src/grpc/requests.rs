@@ -212,11 +212,16 @@ async fn serve(
     tx: &Tx,
     shutdown: &CancellationToken,
 ) -> End {
+    // Made once: each of these futures registers a waiter when polled, so a fresh one per turn
+    // would take a lock for every request.
+    let cancelled = shutdown.cancelled();
+    let closed = tx.closed();
+    tokio::pin!(cancelled, closed);
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => return End::ShuttingDown,
-            () = tx.closed() => return End::Left,
+            () = &mut cancelled => return End::ShuttingDown,
+            () = &mut closed => return End::Left,
             message = inbound.message() => match message {
                 Ok(Some(message)) => {
                     if let Err(status) = handle(processor, message).await {
