@@ -157,6 +157,41 @@ struct RequesterInner {
     nats: Nats,
     limits: RequestLimits,
     inbox: tokio::sync::OnceCell<Inbox>,
+    meters: Meters,
+}
+
+/// The request metrics' handles, resolved once: a registry lookup per request would hash and
+/// allocate its labels every time.
+struct Meters {
+    /// [`metrics::REQUESTS`] by outcome, in the order of [`OUTCOMES`].
+    outcomes: [::metrics::Counter; OUTCOMES.len()],
+    duration: ::metrics::Histogram,
+}
+
+/// The values of the `outcome` label.
+const OUTCOMES: [&str; 7] = [
+    "ok",
+    "no_content",
+    "error",
+    "no_responders",
+    "timeout",
+    "invalid",
+    "unavailable",
+];
+
+impl Meters {
+    fn new() -> Self {
+        Meters {
+            outcomes: OUTCOMES
+                .map(|outcome| ::metrics::counter!(metrics::REQUESTS, "outcome" => outcome)),
+            duration: ::metrics::histogram!(metrics::REQUEST_DURATION),
+        }
+    }
+
+    fn count(&self, outcome: usize, started: Instant) {
+        self.outcomes[outcome].increment(1);
+        self.duration.record(started.elapsed().as_secs_f64());
+    }
 }
 
 /// The one inbox subscription and the calls waiting on it, by token.
@@ -174,6 +209,7 @@ impl Requester {
                 nats,
                 limits,
                 inbox: tokio::sync::OnceCell::new(),
+                meters: Meters::new(),
             }),
         }
     }
@@ -206,15 +242,16 @@ impl Requester {
         let started = Instant::now();
         let span = telemetry::request_span(&spec.subject);
         let result = self.send(spec).instrument(span.clone()).await;
+        // Indexes into OUTCOMES.
         let outcome = match &result {
-            Ok(Answer::Reply(_)) => "ok",
-            Ok(Answer::NoContent) => "no_content",
-            Ok(Answer::Failed(_)) => "error",
-            Err((_, Unanswered::NoResponders)) => "no_responders",
+            Ok(Answer::Reply(_)) => 0,
+            Ok(Answer::NoContent) => 1,
+            Ok(Answer::Failed(_)) => 2,
+            Err((_, Unanswered::NoResponders)) => 3,
             Err((err, Unanswered::Other)) => match err.kind() {
-                ErrorKind::Invalid => "invalid",
-                ErrorKind::TimedOut => "timeout",
-                _ => "unavailable",
+                ErrorKind::TimedOut => 4,
+                ErrorKind::Invalid => 5,
+                _ => 6,
             },
         };
         let result = result.map_err(|(err, _)| err);
@@ -223,8 +260,7 @@ impl Requester {
             Ok(_) => telemetry::ok(&span),
             Err(err) => telemetry::error(&span, err.message()),
         }
-        ::metrics::counter!(metrics::REQUESTS, "outcome" => outcome).increment(1);
-        ::metrics::histogram!(metrics::REQUEST_DURATION).record(started.elapsed().as_secs_f64());
+        self.inner.meters.count(outcome, started);
         result
     }
 
@@ -983,8 +1019,10 @@ impl Processor {
             return;
         };
         let now = Instant::now();
-        for key in member.groups.clone() {
-            let Some(group) = groups.get_mut(&key) else {
+        // Taken out for the loop (hand-over needs the member), put back after.
+        let keys = std::mem::take(&mut member.groups);
+        for key in &keys {
+            let Some(group) = groups.get_mut(key) else {
                 continue;
             };
             while member.taking && member.held.len() < member.max {
@@ -996,6 +1034,7 @@ impl Processor {
                 }
             }
         }
+        member.groups = keys;
     }
 
     /// Stops taking requests (shutdown): leaves every group, so NATS routes new requests to other
