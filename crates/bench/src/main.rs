@@ -384,6 +384,30 @@ async fn full(
             Some(j),
         ));
     }
+    if selected(args, "R1") {
+        let (d, j) = alternate("R1", args.repeat, |path| {
+            bench.request_latency(path, amount)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "R1",
+            "request/reply latency, 1 in flight (Jetway: requester and processor over gRPC)".into(),
+            Some(d),
+            Some(j),
+        ));
+    }
+    if selected(args, "R64") {
+        let (d, j) = alternate("R64", args.repeat, |path| {
+            bench.request_throughput(path, 64, amount)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "R64",
+            "request/reply throughput, 64 in flight".into(),
+            Some(d),
+            Some(j),
+        ));
+    }
     let mut direct_rate = None;
     if selected(args, "P1") {
         let (d, j) = alternate("P1", args.repeat, |path| {

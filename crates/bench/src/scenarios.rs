@@ -742,6 +742,149 @@ impl Bench {
 }
 
 /// A body of `size` bytes.
+/// The subject of the request/reply rounds (core NATS: no stream captures it).
+const REQUEST_SUBJECT: &str = "bench.request";
+
+/// The responder of a request/reply round, echoing every request; it stops when dropped.
+struct Responder(tokio::task::JoinHandle<()>);
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Bench {
+    /// Starts the responder of `path`: an async-nats subscription that echoes (direct), or a
+    /// processor attached over Respond with `window` requests in flight (Jetway).
+    async fn responder(&self, path: Path, window: u32) -> Result<Responder> {
+        use jetway_api::jetway::requests::v1::{
+            self as requests, request_service_client::RequestServiceClient,
+            respond_request::Message as Inbound, respond_response::Message as Outbound,
+        };
+        match path {
+            Path::Direct => {
+                let mut subscriber = self.nats.subscribe(REQUEST_SUBJECT).await?;
+                let nats = self.nats.clone();
+                // The requester uses the same connection, so the subscription is in place.
+                Ok(Responder(tokio::spawn(async move {
+                    while let Some(message) = subscriber.next().await {
+                        if let Some(reply) = message.reply {
+                            nats.publish(reply, message.payload).await.ok();
+                        }
+                    }
+                })))
+            }
+            Path::Jetway => {
+                let (tx, rx) = mpsc::channel(window as usize + 1);
+                tx.send(requests::RespondRequest {
+                    message: Some(Inbound::Attach(requests::Attach {
+                        subjects: vec![REQUEST_SUBJECT.into()],
+                        queue_group: None,
+                        max_in_flight: window,
+                    })),
+                })
+                .await?;
+                let mut responses = RequestServiceClient::new(self.channel.clone())
+                    .respond(ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                match responses.message().await?.and_then(|r| r.message) {
+                    Some(Outbound::Attached(_)) => {}
+                    other => return Err(format!("expected attached, got {other:?}").into()),
+                }
+                Ok(Responder(tokio::spawn(async move {
+                    while let Ok(Some(response)) = responses.message().await {
+                        let Some(Outbound::Request(request)) = response.message else {
+                            continue;
+                        };
+                        let answer = requests::RespondRequest {
+                            message: Some(Inbound::Answer(requests::Answer {
+                                id: request.id,
+                                result: Some(requests::answer::Result::Reply(requests::Reply {
+                                    data: request.data,
+                                    ..Default::default()
+                                })),
+                            })),
+                        };
+                        if tx.send(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                })))
+            }
+        }
+    }
+
+    /// One request and its answer: async-nats `request`, or Jetway's Request.
+    async fn request_once(
+        path: Path,
+        nats: &async_nats::Client,
+        client: &mut jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient<
+            Channel,
+        >,
+        body: &Bytes,
+    ) -> Result<()> {
+        match path {
+            Path::Direct => {
+                nats.request(REQUEST_SUBJECT, body.clone()).await?;
+            }
+            Path::Jetway => {
+                client
+                    .request(jetway_api::jetway::requests::v1::RequestRequest {
+                        subject: REQUEST_SUBJECT.into(),
+                        data: body.clone(),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// R1: request latency, one at a time, requester and responder on the same path.
+    pub(crate) async fn request_latency(&self, path: Path, amount: Amount) -> Result<Round> {
+        let _responder = self.responder(path, 1).await?;
+        let body = payload(self.size);
+        let client =
+            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
+                self.channel.clone(),
+            );
+        let mark = self.mark();
+        let (histogram, done) = timed(amount, self.warmup, || {
+            let (nats, mut client, body) = (&self.nats, client.clone(), &body);
+            async move { Bench::request_once(path, nats, &mut client, body).await }
+        })
+        .await?;
+        Ok(latency(histogram, done, self.since(&mark, path)))
+    }
+
+    /// R64: request throughput with `window` requests in flight (the responder takes as many).
+    pub(crate) async fn request_throughput(
+        &self,
+        path: Path,
+        window: usize,
+        amount: Amount,
+    ) -> Result<Round> {
+        let _responder = self
+            .responder(path, u32::try_from(window).unwrap_or(u32::MAX))
+            .await?;
+        let body = payload(self.size);
+        let nats = self.nats.clone();
+        let client =
+            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
+                self.channel.clone(),
+            );
+        let mark = self.mark();
+        let (done, elapsed) = concurrent(window, amount, move |_| {
+            let (nats, mut client, body) = (nats.clone(), client.clone(), body.clone());
+            async move { Bench::request_once(path, &nats, &mut client, &body).await }
+        })
+        .await?;
+        Ok(throughput(done, elapsed, self.since(&mark, path)))
+    }
+}
+
 fn payload(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
 }

@@ -10,8 +10,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jetway_client::{DEFAULT_URL, StartPosition};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-/// Talk to a Jetway server: manage streams, publish, consume, read, tail, handle dead letters and
-/// use key-value stores.
+/// Talk to a Jetway server: manage streams, publish, consume, read, tail, handle dead letters, use
+/// key-value stores, and send and answer requests.
 #[derive(Debug, Parser)]
 #[command(name = "jetway", version)]
 pub(crate) struct Cli {
@@ -87,6 +87,52 @@ pub(crate) enum Command {
     /// Write a development CA and server and client certificates into a directory, to try TLS
     /// and mTLS locally (not for production).
     DevCerts(DevCertsArgs),
+    /// Send a request over NATS and print the reply (exit 2 when nothing answers in time).
+    Request(RequestArgs),
+    /// Answer the requests of some subjects until stopped, like `nats reply`: echo each request,
+    /// or answer with a command's output.
+    Reply(ReplyArgs),
+}
+
+/// Options of `jetway request`.
+#[derive(Debug, Args)]
+pub(crate) struct RequestArgs {
+    /// The subject to send on (no wildcards).
+    pub subject: String,
+    /// The payload; without it, the request is empty.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// The media type of the payload, e.g. application/json.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// A custom header NAME=VALUE (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// How long to wait for the answer (e.g. 500ms, 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+}
+
+/// Options of `jetway reply`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("answer").required(true).args(["echo", "command"])))]
+pub(crate) struct ReplyArgs {
+    /// The subjects to serve, wildcards allowed.
+    #[arg(required = true)]
+    pub subjects: Vec<String>,
+    /// The NATS queue group to join (default: one per subject).
+    #[arg(long = "queue")]
+    pub queue: Option<String>,
+    /// How many requests to handle at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Answer each request with its own payload, content type and headers.
+    #[arg(long)]
+    pub echo: bool,
+    /// Answer each request with the standard output of this shell command, run with the payload
+    /// on standard input and the subject in $JETWAY_SUBJECT; a failing command fails the request.
+    #[arg(long)]
+    pub command: Option<String>,
 }
 
 /// Options of `jetway dev-certs`.

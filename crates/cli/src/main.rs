@@ -1,5 +1,5 @@
 //! `jetway`, the command line for a Jetway server: manage streams, publish, consume, read, tail,
-//! list and redrive dead letters, and read and write key-value stores.
+//! list and redrive dead letters, read and write key-value stores, and send and answer requests.
 //!
 //! Exit codes: 0 success, 1 a usage error (bad arguments or input), 2 an error from the server or
 //! the connection. Every error is one line on standard error.
@@ -14,6 +14,7 @@ mod kv;
 mod output;
 mod publish;
 mod read;
+mod requests;
 mod stream;
 mod tls;
 
@@ -155,5 +156,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Kv(command) => kv::run(&client, command, &output).await,
         // Answered above, without a connection.
         Command::Auth(command) => auth::run(&command, &output),
+        Command::Request(args) => requests::request(&client, args, &output).await,
+        Command::Reply(args) => requests::reply(&client, args, &output).await,
     }
 }

@@ -7,6 +7,7 @@ use jetway_api::{
     jetway::{
         admin::v1::admin_service_client::AdminServiceClient,
         events::v1::events_service_client::EventsServiceClient as ExtEventsClient,
+        requests::v1::request_service_client::RequestServiceClient,
         state::v1::state_service_client::StateServiceClient as ExtStateClient,
     },
     windshift::{
@@ -68,6 +69,7 @@ pub struct Client {
     pub(crate) admin: AdminServiceClient<Transport>,
     pub(crate) state: StateServiceClient<Transport>,
     pub(crate) state_ext: ExtStateClient<Transport>,
+    pub(crate) requests: RequestServiceClient<Transport>,
     request_timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
     /// The stream concurrent publishes share; `None` when publishes are unary
@@ -186,7 +188,7 @@ impl Client {
     }
 
     /// Wraps a unary request with the client's deadline.
-    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn unary<T>(&self, message: T) -> tonic::Request<T> {
         self.request_within(message, self.request_timeout)
     }
 
@@ -483,7 +485,8 @@ impl ClientBuilder {
             events_ext: ExtEventsClient::with_interceptor(channel.clone(), interceptor.clone()),
             admin: AdminServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             state: StateServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
-            state_ext: ExtStateClient::with_interceptor(channel, interceptor),
+            state_ext: ExtStateClient::with_interceptor(channel.clone(), interceptor.clone()),
+            requests: RequestServiceClient::with_interceptor(channel, interceptor),
             request_timeout: self.request_timeout,
             retry: self.retry,
             shared_stream: self

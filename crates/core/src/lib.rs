@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod publish;
 mod publish_failure;
 pub mod reads;
+pub mod requests;
 pub mod settle;
 pub mod state;
 pub mod streams;

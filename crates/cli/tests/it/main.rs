@@ -8,6 +8,7 @@
 mod auth;
 mod dead_letters;
 mod reads;
+mod requests;
 mod streams;
 mod tls;
 

@@ -13,6 +13,7 @@ mod dead_letters;
 mod delivery;
 mod failover;
 mod reads;
+mod requests;
 mod shared_stream;
 mod state;
 

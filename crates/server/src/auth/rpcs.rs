@@ -176,11 +176,11 @@ pub const RULES: &[Rule] = &[
     ),
     // jetway.requests.v1 (request/reply).
     rule(
-        "/jetway.requests.v1.RequestsService/Request",
+        "/jetway.requests.v1.RequestService/Request",
         needs(&[Publish], "`subject`"),
     ),
     rule(
-        "/jetway.requests.v1.RequestsService/Respond",
+        "/jetway.requests.v1.RequestService/Respond",
         needs(&[Respond], "each subject it answers"),
     ),
     // Reflection describes the API, not anyone's data.

@@ -1,8 +1,9 @@
-//! Wiring and lifecycle: binds the listeners, serves gRPC (events, state, health, reflection) and HTTP
-//! health, and shuts down in order when asked.
+//! Wiring and lifecycle: binds the listeners, serves gRPC (events, state, requests, health,
+//! reflection) and HTTP health, and shuts down in order when asked.
 //!
 //! Shutdown: readiness turns false, every Events session naks its in-flight events and ends (and so
-//! do Watch, Keys and History streams), the listeners stop accepting while in-flight calls
+//! do Watch, Keys and History streams; Respond streams stop taking requests and end once their held
+//! requests are answered or failed), the listeners stop accepting while in-flight calls
 //! (publishes) finish, and the NATS connection is drained so no ack or publish is left in a buffer.
 //! Calls still running after [`SHUTDOWN_GRACE`] are cut off (their clients see an error, so nothing
 //! they were told succeeded is lost), and the drain always runs, within [`DRAIN_GRACE`].
@@ -24,8 +25,8 @@ use tonic::transport::Server;
 use crate::{
     auth::{Access, AuthLayer},
     grpc::{
-        admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, state::JetwayState,
-        windshift_events::WindshiftEvents, windshift_state::WindshiftState,
+        admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, requests::Requests,
+        state::JetwayState, windshift_events::WindshiftEvents, windshift_state::WindshiftState,
     },
     infra::{
         config::{Config, Limits},
@@ -200,6 +201,8 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
     let admin =
         Admin::service(nats.clone(), sessions.clone()).max_decoding_message_size(max_message);
+    let requests = Requests::service(nats.clone(), &limits, sessions.clone())
+        .max_decoding_message_size(max_message);
     let grpc = Server::builder()
         // Fixed windows, not hyper's adaptive ones: see `transport::STREAM_WINDOW`.
         .http2_adaptive_window(Some(false))
@@ -224,6 +227,7 @@ pub async fn serve(
         .add_service(state_ext)
         .add_service(events_ext)
         .add_service(admin)
+        .add_service(requests)
         .serve_with_incoming_shutdown(
             transport::grpc_incoming(
                 Gate::new(

@@ -84,8 +84,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable::new(
         "GRPC_PORT",
         DefaultValue::Value("8080"),
-        "gRPC port: both EventsServices, both StateServices, AdminService, `grpc.health.v1`, \
-         reflection.",
+        "gRPC port: both EventsServices, both StateServices, AdminService, RequestService, \
+         `grpc.health.v1`, reflection.",
         field!(grpc_port, parse_port),
     ),
     Variable::new(
@@ -407,6 +407,41 @@ pub const VARIABLES: &[Variable] = &[
         field!(limits.subscriber_buffer, parse_count),
     ),
     Variable::new(
+        "REQUEST_DEFAULT_TIMEOUT",
+        DefaultValue::Value("5s"),
+        "How long a `jetway.requests.v1` Request waits for its answer when it sets no `timeout` and \
+         the call has no deadline; after it, DEADLINE_EXCEEDED. Also how long a request from a \
+         plain NATS requester may wait for a busy processor.",
+        field!(limits.request_default_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "REQUEST_MAX_TIMEOUT",
+        DefaultValue::Value("1m"),
+        "The longest a Request waits for its answer: longer `timeout`s and call deadlines are cut \
+         to this.",
+        field!(limits.request_max_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "RESPOND_MAX_IN_FLIGHT",
+        DefaultValue::Value("1000"),
+        "Most requests one processor (a Respond stream) may hold unanswered, the most its \
+         `attach.max_in_flight` may declare; more is refused with RESOURCE_EXHAUSTED.",
+        field!(limits.respond_max_in_flight, |value: &str| parse_count(
+            value
+        )
+        .and_then(
+            |n| u32::try_from(n).map_err(|_| COUNT_EXPECTED.to_owned())
+        )),
+    ),
+    Variable::new(
+        "RESPOND_MAX_WAITING",
+        DefaultValue::Value("1000"),
+        "Most requests that wait on this server for a processor of one queue group while all of \
+         them hold as many as they declared; a request beyond gets RESOURCE_EXHAUSTED. Each waits \
+         at most its requester's timeout.",
+        field!(limits.respond_max_waiting, parse_count),
+    ),
+    Variable::new(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         DefaultValue::Absent("unset"),
         "OTLP/gRPC collector for traces, e.g. `http://localhost:4317`; unset: no tracing.",
@@ -709,6 +744,33 @@ pub struct Limits {
     /// Fetched events in flight: `FETCH_MAX_IN_FLIGHT_PER_CONSUMER` (`per_consumer`) and
     /// `FETCH_MAX_IN_FLIGHT` (`total`).
     pub fetch: FetchLimits,
+    /// `REQUEST_DEFAULT_TIMEOUT`: how long a request waits when neither it nor its call says.
+    pub request_default_timeout: Duration,
+    /// `REQUEST_MAX_TIMEOUT`: the longest a request waits.
+    pub request_max_timeout: Duration,
+    /// `RESPOND_MAX_IN_FLIGHT`: the most requests one processor may hold.
+    pub respond_max_in_flight: u32,
+    /// `RESPOND_MAX_WAITING`: the most requests waiting for a busy queue group on this server.
+    pub respond_max_waiting: usize,
+}
+
+impl Limits {
+    /// The requesters' limits, as core takes them.
+    pub fn requests(&self) -> jetway_core::requests::RequestLimits {
+        jetway_core::requests::RequestLimits {
+            default_timeout: self.request_default_timeout,
+            max_timeout: self.request_max_timeout,
+        }
+    }
+
+    /// The processors' limits, as core takes them.
+    pub fn responders(&self) -> jetway_core::requests::ResponderLimits {
+        jetway_core::requests::ResponderLimits {
+            max_in_flight: self.respond_max_in_flight,
+            max_waiting: self.respond_max_waiting,
+            default_timeout: self.request_default_timeout,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -983,6 +1045,10 @@ impl Config {
                     per_consumer: 0,
                     total: 0,
                 },
+                request_default_timeout: Duration::ZERO,
+                request_max_timeout: Duration::ZERO,
+                respond_max_in_flight: 0,
+                respond_max_waiting: 0,
             },
         }
     }
@@ -1591,6 +1657,10 @@ mod tests {
             ("GRPC_MAX_MESSAGE_BYTES", "65536"),
             ("HEALTH_MAX_CONNECTIONS", "3"),
             ("HEALTH_HEADER_TIMEOUT", "250ms"),
+            ("REQUEST_DEFAULT_TIMEOUT", "2s"),
+            ("REQUEST_MAX_TIMEOUT", "30s"),
+            ("RESPOND_MAX_IN_FLIGHT", "8"),
+            ("RESPOND_MAX_WAITING", "9"),
         ])
         .unwrap();
         assert_eq!(
@@ -1651,6 +1721,10 @@ mod tests {
                         per_consumer: 50,
                         total: 200,
                     },
+                    request_default_timeout: Duration::from_secs(2),
+                    request_max_timeout: Duration::from_secs(30),
+                    respond_max_in_flight: 8,
+                    respond_max_waiting: 9,
                 },
             }
         );

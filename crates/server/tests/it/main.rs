@@ -22,6 +22,7 @@ mod operability;
 mod publish;
 mod publish_stream;
 mod reads;
+mod requests;
 mod smoke;
 mod state;
 mod streams;
