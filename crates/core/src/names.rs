@@ -111,7 +111,7 @@ pub fn validate_existing_filter(field: &str, filter: &str) -> Result<(), Error> 
 
 /// Checks a concrete subject by NATS's own rule (requests, which may go to any NATS responder, e.g.
 /// `$SRV.PING`): dot-separated tokens without whitespace or wildcards.
-pub fn validate_nats_subject(field: &str, subject: &str) -> Result<(), Invalid> {
+pub fn validate_nats_subject(field: &str, subject: &str) -> Result<(), Error> {
     check_subject(field, subject, false, NATS_CHARS)
 }
 

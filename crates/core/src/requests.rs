@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use crate::{
-    Error, ErrorKind, Invalid, Nats, format, names,
+    Error, ErrorKind, Nats, format, names,
     telemetry::{self, TraceContext},
 };
 
@@ -141,10 +141,6 @@ pub mod metrics {
     pub const LATE_REPLIES: &str = "jetway_request_late_replies_total";
     /// Processors attached to this server, labelled by `subject` pattern.
     pub const PROCESSORS: &str = "jetway_request_processors_active";
-}
-
-fn invalid(err: Invalid) -> Error {
-    Error::invalid(err.field, err.reason)
 }
 
 /// Sends requests and waits for their answers. Cheap to clone; one per server.
@@ -272,9 +268,7 @@ impl Requester {
             timeout,
             trace,
         } = spec;
-        names::validate_nats_subject("subject", &subject)
-            .map_err(invalid)
-            .map_err(other)?;
+        names::validate_nats_subject("subject", &subject).map_err(other)?;
         let limits = self.inner.limits;
         let asked = timeout.unwrap_or(limits.default_timeout);
         let timeout = asked.min(limits.max_timeout);
@@ -449,9 +443,8 @@ fn decode(subject: &str, message: async_nats::Message) -> (Payload, TraceContext
 /// The headers of an outgoing request or reply, checked; `field` prefixes the field names
 /// (`""` for a request, `answer.reply.` for a reply).
 fn message_headers(payload: &Payload, field: &str) -> Result<HeaderMap, Error> {
-    format::validate_headers(&format!("{field}headers"), &payload.headers).map_err(invalid)?;
-    format::validate_content_type(&format!("{field}content_type"), &payload.content_type)
-        .map_err(invalid)?;
+    format::validate_headers(&format!("{field}headers"), &payload.headers)?;
+    format::validate_content_type(&format!("{field}content_type"), &payload.content_type)?;
     let mut headers = HeaderMap::new();
     if !payload.content_type.is_empty() {
         headers.insert(format::CONTENT_TYPE, payload.content_type.as_str());
@@ -704,8 +697,7 @@ fn validate_processor(spec: &ProcessorSpec) -> Result<Vec<GroupKey>, Error> {
     }
     let mut keys: Vec<GroupKey> = Vec::with_capacity(spec.subjects.len());
     for (i, subject) in spec.subjects.iter().enumerate() {
-        names::validate_existing_filter(&format!("attach.subjects[{i}]"), subject)
-            .map_err(invalid)?;
+        names::validate_existing_filter(&format!("attach.subjects[{i}]"), subject)?;
         let key = (
             subject.clone(),
             queue.unwrap_or(subject.as_str()).to_owned(),

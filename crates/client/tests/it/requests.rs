@@ -8,7 +8,7 @@ use jetway_client::{Answer, Client, Failure, Message, ServeOptions, tonic::Code}
 use jetway_testkit::eventually;
 use tokio::sync::Barrier;
 
-use crate::server::TestServer;
+use jetway_server::testing::TestServer;
 
 /// A handler: `fail` fails with NOT_FOUND, `empty` has no content, `pair` waits until a second
 /// `pair` is being handled too, anything else is echoed in upper case with a header.

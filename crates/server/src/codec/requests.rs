@@ -70,8 +70,7 @@ pub(crate) fn request_spec(
     deadline: Option<Duration>,
     trace: TraceContext,
 ) -> Result<RequestSpec, Error> {
-    let timeout = windshift::optional_duration("timeout", request.timeout.as_ref())
-        .map_err(|invalid| Error::invalid(invalid.field, invalid.reason))?;
+    let timeout = windshift::optional_duration("timeout", request.timeout.as_ref())?;
     if timeout == Some(Duration::ZERO) {
         return Err(Error::invalid(
             "timeout",

@@ -155,45 +155,37 @@ fn raw_event() -> jw::PublishEventRequest {
 /// One call of every RPC, naming the stream `s-x`, consumer `c`, subject `s.x` and store `s-kv`.
 fn calls() -> Vec<(&'static str, Call)> {
     vec![
-        (
-            "/jetway.requests.v1.RequestService/Request",
-            |ch, a| {
-                async move {
-                    let request = jr::RequestRequest {
-                        subject: "s.x".into(),
-                        ..Default::default()
-                    };
-                    // Allowed, it finds no processor: UNAVAILABLE, which is not a denial.
-                    RequestServiceClient::with_interceptor(ch, a)
-                        .request(request)
-                        .await
-                        .map(drop)
-                }
-                .boxed()
-            },
-        ),
-        (
-            "/jetway.requests.v1.RequestService/Respond",
-            |ch, a| {
-                async move {
-                    let attach = jr::RespondRequest {
-                        message: Some(jr::respond_request::Message::Attach(jr::Attach {
-                            subjects: vec!["s.x".into()],
-                            ..Default::default()
-                        })),
-                    };
-                    first(
-                        RequestServiceClient::with_interceptor(ch, a)
-                            .respond(
-                                futures::stream::iter([attach]).chain(futures::stream::pending()),
-                            )
-                            .await,
-                    )
+        ("/jetway.requests.v1.RequestService/Request", |ch, a| {
+            async move {
+                let request = jr::RequestRequest {
+                    subject: "s.x".into(),
+                    ..Default::default()
+                };
+                // Allowed, it finds no processor: UNAVAILABLE, which is not a denial.
+                RequestServiceClient::with_interceptor(ch, a)
+                    .request(request)
                     .await
-                }
-                .boxed()
-            },
-        ),
+                    .map(drop)
+            }
+            .boxed()
+        }),
+        ("/jetway.requests.v1.RequestService/Respond", |ch, a| {
+            async move {
+                let attach = jr::RespondRequest {
+                    message: Some(jr::respond_request::Message::Attach(jr::Attach {
+                        subjects: vec!["s.x".into()],
+                        ..Default::default()
+                    })),
+                };
+                first(
+                    RequestServiceClient::with_interceptor(ch, a)
+                        .respond(futures::stream::iter([attach]).chain(futures::stream::pending()))
+                        .await,
+                )
+                .await
+            }
+            .boxed()
+        }),
         (
             "/windshift.events.v1alpha1.EventsService/EnsureStream",
             |ch, a| {

@@ -255,7 +255,7 @@ async fn no_responder_is_unavailable_at_once() {
 
 /// The value of `name` (a series without labels) on `/metrics`.
 async fn metric(env: &Env, name: &str) -> f64 {
-    let (_, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
+    let (_, metrics) = http_get(env.jetway.health_addr(), "/metrics").await;
     metrics
         .lines()
         .find_map(|line| {
@@ -445,7 +445,7 @@ async fn at_shutdown_held_requests_are_answered_or_fail_and_the_stream_ends_unav
     } else {
         b.id
     };
-    env.jetway.shutdown.cancel();
+    env.jetway.begin_shutdown();
     processor.reply(answer_id, b"in time").await;
     let reply = tokio::time::timeout(RECV_GUARD, answered)
         .await
@@ -675,7 +675,7 @@ async fn a_jetway_requester_reaches_plain_nats_responders_and_services() {
 
 /// The value of one series on `/metrics`, written exactly as the exporter writes it.
 async fn series(env: &Env, series: &str) -> f64 {
-    let (_, metrics) = http_get(env.jetway.health_addr, "/metrics").await;
+    let (_, metrics) = http_get(env.jetway.health_addr(), "/metrics").await;
     metrics
         .lines()
         .find_map(|line| {
