@@ -12,7 +12,7 @@
 //!       "publish": ["tenant-a.>"], "respond": ["tenant-a.rpc.>"], "consume": ["a-*"], "read": ["a-*"], "manage": ["a-*"],
 //!       "state_read": ["a-*"], "state_write": ["a-*"]
 //!     },
-//!     "limits": { "events_sessions": 16, "publish_per_second": 500 }
+//!     "limits": { "events_sessions": 16, "publish_per_second": 500, "fetched_in_flight": 1000 }
 //!   }]
 //! }
 //! ```

@@ -22,11 +22,22 @@ pub const DEFAULT_EVENTS_SESSIONS: usize = 256;
 /// an existing deployment; set one per tenant to share a server fairly.
 pub const DEFAULT_PUBLISH_PER_SECOND: u32 = 0;
 
+/// Default of `fetched_in_flight`: events a client may hold fetched and not yet settled, over all
+/// consumers, on one server. A tenth of `FETCH_MAX_IN_FLIGHT`'s default, so no one client fills the
+/// server's table, and still ten consumers at `FETCH_MAX_IN_FLIGHT_PER_CONSUMER`'s default.
+pub const DEFAULT_FETCHED_IN_FLIGHT: usize = 100_000;
+
+/// How a refused Fetch names `fetched_in_flight`.
+pub const FETCHED_IN_FLIGHT: &str = "AUTH_FILE limits.fetched_in_flight";
+
 /// A client's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     /// The most Windshift Events streams the client may have open at once.
     pub events_sessions: usize,
+    /// The most fetched events the client may hold in flight (fetched, neither settled nor
+    /// expired), over all consumers.
+    pub fetched_in_flight: usize,
     /// Events per second the client may publish, on average (0: no limit).
     pub publish_per_second: u32,
     /// Events the client may publish at once above the average: the token bucket's size
@@ -38,6 +49,7 @@ impl Default for ClientLimits {
     fn default() -> Self {
         ClientLimits {
             events_sessions: DEFAULT_EVENTS_SESSIONS,
+            fetched_in_flight: DEFAULT_FETCHED_IN_FLIGHT,
             publish_per_second: DEFAULT_PUBLISH_PER_SECOND,
             publish_burst: 0,
         }
@@ -49,6 +61,9 @@ impl ClientLimits {
     pub fn check(&self) -> Result<(), String> {
         if self.events_sessions == 0 {
             return Err("events_sessions: must be at least 1".to_owned());
+        }
+        if self.fetched_in_flight == 0 {
+            return Err("fetched_in_flight: must be at least 1".to_owned());
         }
         Ok(())
     }
@@ -67,6 +82,7 @@ impl ClientLimits {
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     events_sessions: Option<usize>,
+    fetched_in_flight: Option<usize>,
     publish_per_second: Option<u32>,
     publish_burst: Option<u32>,
 }
@@ -76,6 +92,9 @@ impl LimitsFile {
     pub fn over(&self, inherited: &ClientLimits) -> ClientLimits {
         ClientLimits {
             events_sessions: self.events_sessions.unwrap_or(inherited.events_sessions),
+            fetched_in_flight: self
+                .fetched_in_flight
+                .unwrap_or(inherited.fetched_in_flight),
             publish_per_second: self
                 .publish_per_second
                 .unwrap_or(inherited.publish_per_second),
@@ -195,9 +214,11 @@ mod tests {
 
     #[test]
     fn file_limits_override_what_they_name() {
-        let file: LimitsFile = serde_json::from_str(r#"{"events_sessions": 2}"#).unwrap();
+        let file: LimitsFile =
+            serde_json::from_str(r#"{"events_sessions": 2, "fetched_in_flight": 5}"#).unwrap();
         let limits = file.over(&ClientLimits::default());
         assert_eq!(limits.events_sessions, 2);
+        assert_eq!(limits.fetched_in_flight, 5);
         assert_eq!(limits.publish_per_second, DEFAULT_PUBLISH_PER_SECOND);
     }
 }

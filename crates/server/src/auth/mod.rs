@@ -33,6 +33,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use jetway_core::{
     Error, ErrorKind,
     credentials::{SecretHash, TokenHash},
+    fetch::ClientQuota,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -425,6 +426,26 @@ impl Caller {
                 .to_status())
             }
         }
+    }
+
+    /// The client's `fetched_in_flight` quota, for Fetch to reserve within; `None` without
+    /// authentication. Over it, Fetch answers RESOURCE_EXHAUSTED naming it.
+    pub fn fetch_quota(&self) -> Option<ClientQuota> {
+        let client = self.client.as_ref()?;
+        Some(ClientQuota {
+            id: client.id.as_str().into(),
+            max_in_flight: client.limits.fetched_in_flight,
+            limit: limits::FETCHED_IN_FLIGHT,
+        })
+    }
+
+    /// Counts a Fetch refused for the client's `fetched_in_flight` among the failures, as the
+    /// other limits are; passes every error on.
+    pub fn counted(err: Error) -> Error {
+        if err.limit() == Some(limits::FETCHED_IN_FLIGHT) {
+            metrics::counter!(AUTH_FAILURES, "reason" => "limit").increment(1);
+        }
+        err
     }
 
     /// Takes `events` from the client's publish rate, or RESOURCE_EXHAUSTED naming

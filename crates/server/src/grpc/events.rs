@@ -265,8 +265,13 @@ impl EventsService for JetwayEvents {
             stream: request.stream,
             consumer: request.consumer,
             max_events: request.max_events,
+            client: caller.fetch_quota(),
         };
-        let fetched = self.fetcher.fetch(&spec).await.map_err(|e| e.to_status())?;
+        let fetched = self
+            .fetcher
+            .fetch(&spec)
+            .await
+            .map_err(|e| Caller::counted(e).to_status())?;
         Ok(Response::new(api::FetchResponse {
             events: fetched
                 .events

@@ -41,7 +41,10 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::harness::{TestServer, publish_request, stream_request};
+use crate::{
+    clients::{consumer, fetch, typed},
+    harness::{TestServer, publish_request, stream_request},
+};
 
 const ALL: &str = "token-of-the-client-allowed-everything";
 const NONE: &str = "token-of-the-client-allowed-nothing";
@@ -1004,6 +1007,75 @@ async fn per_client_limits_answer_resource_exhausted_naming_the_limit() {
         .unwrap_err();
     assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
     assert!(over.message().contains("publish_per_second"), "{over:?}");
+}
+
+/// Over `fetched_in_flight`, counted over all of a client's consumers, Fetch is refused with
+/// RESOURCE_EXHAUSTED naming it; an Ack gives a slot back.
+#[tokio::test]
+async fn fetched_events_in_flight_are_limited_per_client() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let text = format!(
+        r#"{{"clients": [{{"id": "small", "tokens": ["{}"],
+              "permissions": {{"publish": [">"], "consume": [">"], "manage": [">"]}},
+              "limits": {{"fetched_in_flight": 2}}}}]}}"#,
+        token_hash(ALL)
+    );
+    std::fs::write(&path, text).unwrap();
+    let security = Security {
+        access: Access::load(&path).unwrap(),
+        reflection: true,
+    };
+    let jetway = TestServer::builder()
+        .nats_url(nats.url())
+        .security(security)
+        .start()
+        .await;
+    let channel = jetway.channel().await;
+    WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
+        .ensure_stream(stream_request("orders", &["orders.>"]))
+        .await
+        .unwrap();
+    let mut client = JwEvents::with_interceptor(channel, Auth::bearer(ALL));
+    for name in ["worker", "other"] {
+        client
+            .ensure_consumer(consumer("orders", name, &["orders.>"]))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        client
+            .publish_event(typed("orders.created", &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let from = |name: &str, max| jw::FetchRequest {
+        consumer: name.into(),
+        ..fetch(max)
+    };
+    let first = client.fetch(from("worker", 1)).await.unwrap().into_inner();
+    assert_eq!(first.events.len(), 1);
+    // Another consumer gets what the client's limit leaves, not what it asks for.
+    let other = client.fetch(from("other", 10)).await.unwrap().into_inner();
+    assert_eq!(other.events.len(), 1);
+
+    let over = client.fetch(from("worker", 1)).await.unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("fetched_in_flight"), "{over:?}");
+
+    let acked = client
+        .ack(jw::AckRequest {
+            stream: "orders".into(),
+            consumer: "worker".into(),
+            ids: vec![first.events[0].id],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.settled.unwrap().ids, [first.events[0].id]);
+    let again = client.fetch(from("worker", 10)).await.unwrap().into_inner();
+    assert_eq!(again.events.len(), 1, "{again:?}");
 }
 
 /// With every log at trace level, no token or secret appears in the log, right or wrong; the

@@ -1,9 +1,14 @@
-//! Secure links to NATS: Jetway authenticates with a user and password, a token or an nkey seed
-//! file, and connects over TLS (server certificate checked against `NATS_TLS_CA_FILE`, and a client
-//! certificate for a server that verifies clients), to real nats-servers that require them.
+//! Secure links to NATS: Jetway authenticates with a user and password, a token, an nkey seed
+//! file or a `.creds` file (to a nats-server in operator mode), and connects over TLS (server
+//! certificate checked against `NATS_TLS_CA_FILE`, and a client certificate for a server that
+//! verifies clients), to real nats-servers that require them.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jetway_api::windshift::test::v1::StringValue;
 use jetway_client::{Client, StreamOptions, dev_certs::DevCa};
 use jetway_core::{ConnectSettings, Nats, NatsSecurity, Secret};
@@ -83,6 +88,105 @@ async fn jetway_authenticates_with_an_nkey_seed_file() {
         &nats,
         NatsSecurity {
             nkey_seed_file: Some(seed_file),
+            ..NatsSecurity::default()
+        },
+    )
+    .await;
+}
+
+/// A NATS JWT (v2) for `subject`, with `nats` as its NATS-specific claims, signed by `issuer`.
+fn signed_jwt(issuer: &nkeys::KeyPair, subject: &str, nats: serde_json::Value) -> String {
+    let encode = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let issued = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        // Any unique id: nats-server does not check how it was made.
+        "jti": format!("{subject}-{issued}"),
+        "iat": issued,
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": subject,
+        "nats": nats,
+    });
+    let unsigned = format!(
+        "{}.{}",
+        encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        encode(claims.to_string().as_bytes())
+    );
+    let signature = issuer.sign(unsigned.as_bytes()).unwrap();
+    format!("{unsigned}.{}", encode(&signature))
+}
+
+/// A nats-server in operator mode, whose accounts come from their JWTs in its config: a system
+/// account and an account with JetStream on. Returns it and a `.creds` file (a user JWT of that
+/// account and the user's seed) written in `dir`.
+fn operator_mode_server(dir: &std::path::Path) -> (NatsServer, PathBuf) {
+    let operator = nkeys::KeyPair::new_operator();
+    let (system, account, user) = (
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_user(),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+    });
+    let mut with_jetstream = unlimited.clone();
+    for limit in ["mem_storage", "disk_storage", "streams", "consumer"] {
+        with_jetstream[limit] = (-1).into();
+    }
+    let account_jwt = |key: &nkeys::KeyPair, limits: &serde_json::Value| {
+        signed_jwt(
+            &operator,
+            &key.public_key(),
+            serde_json::json!({"type": "account", "version": 2, "limits": limits}),
+        )
+    };
+    let operator_jwt = signed_jwt(
+        &operator,
+        &operator.public_key(),
+        serde_json::json!({"type": "operator", "version": 2,
+            "system_account": system.public_key()}),
+    );
+    let config = format!(
+        "operator: {operator_jwt}\nsystem_account: {system}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {system}: {system_jwt}\n  {account}: {account_jwt}\n}}\n",
+        system = system.public_key(),
+        system_jwt = account_jwt(&system, &unlimited),
+        account = account.public_key(),
+        account_jwt = account_jwt(&account, &with_jetstream),
+    );
+    let nats = NatsServer::start_with_config(&[], Some(&config));
+    let user_jwt = signed_jwt(
+        &account,
+        &user.public_key(),
+        serde_json::json!({"type": "user", "version": 2, "subs": -1, "data": -1,
+            "payload": -1, "pub": {}, "sub": {}}),
+    );
+    let creds = dir.join("jetway.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    (nats, creds)
+}
+
+#[tokio::test]
+async fn jetway_authenticates_with_a_creds_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, creds) = operator_mode_server(dir.path());
+    refuses_anonymous(&nats).await;
+    publish_through(
+        &nats,
+        NatsSecurity {
+            creds_file: Some(creds),
             ..NatsSecurity::default()
         },
     )
