@@ -173,11 +173,13 @@ async fn run(args: Args) -> Result<()> {
         .map(|url| url.trim().parse())
         .collect::<std::result::Result<Vec<async_nats::ServerAddr>, _>>()?;
     let nats = async_nats::connect(addrs).await?;
-    let channel = scenarios::connect(&servers.jetway_url).await?;
+    let sdk_channel = scenarios::connect(&servers.jetway_url).await?;
+    let channel = scenarios::plain(sdk_channel.clone());
     wait_serving(&channel).await?;
     let bench = Bench {
         nats: nats.clone(),
         channel,
+        sdk_channel,
         storage: match args.storage {
             Storage::File => StorageType::File,
             Storage::Memory => StorageType::Memory,
@@ -215,7 +217,7 @@ async fn run(args: Args) -> Result<()> {
     // The TLS server's bench: the same connections but Jetway's, which goes through TLS.
     let tls_bench = match &servers.jetway_tls {
         Some(tls) if !args.scaling => {
-            let channel = scenarios::connect_tls(&tls.url, &tls.ca_pem).await?;
+            let channel = scenarios::connect_tls(&tls.url, &tls.ca_pem, &tls.token).await?;
             wait_serving(&channel).await?;
             Some(Bench {
                 channel,
@@ -246,7 +248,7 @@ fn tls_cost(id: &str, plain: Option<f64>, tls: Option<f64>) {
 }
 
 /// Waits until Jetway answers its health check with SERVING.
-async fn wait_serving(channel: &tonic::transport::Channel) -> Result<()> {
+async fn wait_serving(channel: &scenarios::Transport) -> Result<()> {
     let mut health = HealthClient::new(channel.clone());
     for _ in 0..100 {
         if let Ok(response) = health.check(HealthCheckRequest::default()).await

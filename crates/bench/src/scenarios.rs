@@ -46,7 +46,11 @@ use jetway_api::{
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::{
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
@@ -132,7 +136,10 @@ pub(crate) struct Bench {
     /// The direct NATS connection.
     pub nats: async_nats::Client,
     /// The gRPC channel to Jetway; every call of a round shares it.
-    pub channel: Channel,
+    pub channel: Transport,
+    /// The plain server's channel as it is, for the SDK's scenario (P2s), which adds its own
+    /// metadata and runs against the plain server only.
+    pub sdk_channel: Channel,
     /// Stream and store storage.
     pub storage: StorageType,
     /// Event size, in bytes.
@@ -276,7 +283,7 @@ impl Bench {
         let body = payload(self.size);
         let js = Arc::new(self.js(concurrency));
         let client = EventsServiceClient::new(self.channel.clone());
-        let sdk = sdk.then(|| jetway_client::Client::from_channel(self.channel.clone()));
+        let sdk = sdk.then(|| jetway_client::Client::from_channel(self.sdk_channel.clone()));
         let mark = self.mark();
         let (done, elapsed) = concurrent(concurrency, amount, move |_| {
             let (js, mut client, sdk, body) =
@@ -576,7 +583,7 @@ impl Bench {
             KvOp::Set => format!("set.{}", i % KEYS),
         };
         let operation = move |store: kv::Store,
-                              mut client: StateServiceClient<Channel>,
+                              mut client: StateServiceClient<Transport>,
                               body: Bytes,
                               i: u64| async move {
             match (path, op) {
@@ -637,7 +644,7 @@ impl Bench {
         // Ten connections, so no HTTP/2 connection nears its limit of concurrent streams.
         let mut channels = Vec::new();
         for _ in 0..10 {
-            channels.push(connect(&self.jetway_url).await?);
+            channels.push(plain(connect(&self.jetway_url).await?));
         }
         let mut opening = FuturesUnordered::new();
         let mut open = Vec::new();
@@ -821,7 +828,7 @@ impl Bench {
         path: Path,
         nats: &async_nats::Client,
         client: &mut jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient<
-            Channel,
+            Transport,
         >,
         body: &Bytes,
     ) -> Result<()> {
@@ -947,7 +954,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// One `grpc.health.v1.Health/Check`: the cheapest call jetway-server answers.
-async fn check(mut health: HealthClient<Channel>) -> Result<()> {
+async fn check(mut health: HealthClient<Transport>) -> Result<()> {
     health.check(HealthCheckRequest::default()).await?;
     Ok(())
 }
@@ -1025,15 +1032,46 @@ pub(crate) async fn connect(url: &str) -> Result<Channel> {
         .await?)
 }
 
-/// A channel as [`connect`] makes, over TLS, trusting `ca_pem`.
-pub(crate) async fn connect_tls(url: &str, ca_pem: &str) -> Result<Channel> {
+/// `channel` as the bench's transport, without credentials.
+pub(crate) fn plain(channel: Channel) -> Transport {
+    InterceptedService::new(channel, Bearer(None))
+}
+
+/// A channel as [`connect`] makes, over TLS, trusting `ca_pem`, and sending `token` on every
+/// call.
+pub(crate) async fn connect_tls(url: &str, ca_pem: &str, token: &str) -> Result<Transport> {
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
-    Ok(Channel::from_shared(url.to_owned())?
+    let channel = Channel::from_shared(url.to_owned())?
         .max_frame_size(1 << 20)
         .tls_config(tls)?
         .connect()
-        .await?)
+        .await?;
+    Ok(InterceptedService::new(
+        channel,
+        Bearer(Some(format!("Bearer {token}").parse()?)),
+    ))
+}
+
+/// The bench's gRPC transport: a channel, with the token of an authenticating server, if any.
+pub(crate) type Transport = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization` to every call when set.
+#[derive(Clone)]
+pub(crate) struct Bearer(Option<AsciiMetadataValue>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// Fails on an item error: the bench counts only stored events.
@@ -1050,7 +1088,7 @@ fn check_answer(answer: &api::PublishStreamResponse) -> Result<()> {
 /// Publishes `body` over one PublishStream, keeping at most `window` unanswered, until `amount`;
 /// returns how many were published. `on_answer` sees every answer.
 async fn publish_stream(
-    channel: Channel,
+    channel: Transport,
     window: usize,
     body: Bytes,
     amount: Amount,
@@ -1120,7 +1158,7 @@ impl Session {
 }
 
 /// Opens an Events stream on `consumer` of the benchmark stream and waits for `Subscribed`.
-async fn subscribe(channel: Channel, consumer: String, window: usize) -> Result<Session> {
+async fn subscribe(channel: Transport, consumer: String, window: usize) -> Result<Session> {
     let (tx, rx) = mpsc::channel(64);
     let subscribe = events_request::Subscribe {
         stream: STREAM.into(),
@@ -1145,7 +1183,7 @@ async fn subscribe(channel: Channel, consumer: String, window: usize) -> Result<
 /// read together are acked together: one Ack whenever nothing more is ready (or every
 /// [`ACK_BATCH`] events), as a client that keeps up would. `on_event` sees every event.
 async fn consume_events(
-    channel: Channel,
+    channel: Transport,
     consumer: &str,
     window: usize,
     mut target: Target,

@@ -87,7 +87,8 @@ impl Servers {
     }
 }
 
-/// A jetway-server with TLS on, from development certificates of its own.
+/// A jetway-server with TLS and authentication on (development certificates and an AUTH_FILE of
+/// its own), as a deployment on a shared network runs it.
 pub(crate) struct TlsJetway {
     /// Its URL (`https://127.0.0.1:port`).
     pub url: String,
@@ -95,6 +96,8 @@ pub(crate) struct TlsJetway {
     pub pid: u32,
     /// The CA its certificate chains to (PEM).
     pub ca_pem: String,
+    /// The token of the one client its AUTH_FILE lets in (allowed everything).
+    pub token: String,
     _process: JetwayProcess,
     // The certificate files, removed on drop.
     _certs: tempfile::TempDir,
@@ -106,15 +109,31 @@ impl TlsJetway {
         jetway_client::dev_certs::write_dev_certs(certs.path(), "bench")?;
         let path = |name: &str| certs.path().join(name).display().to_string();
         let (cert, key) = (path("server.pem"), path("server-key.pem"));
+        let token = jetway_core::credentials::new_token()?;
+        let clients = path("clients.json");
+        std::fs::write(
+            &clients,
+            serde_json::json!({"clients": [{
+                "id": "bench",
+                "tokens": [jetway_core::credentials::token_hash(&token)],
+                "permissions": {"publish": [">"], "consume": [">"], "read": [">"], "manage": [">"]},
+            }]})
+            .to_string(),
+        )?;
         let process = JetwayProcess::start(
             nats_url,
             max_pending,
-            &[("TLS_CERT_FILE", &cert), ("TLS_KEY_FILE", &key)],
+            &[
+                ("TLS_CERT_FILE", &cert),
+                ("TLS_KEY_FILE", &key),
+                ("AUTH_FILE", &clients),
+            ],
         )?;
         Ok(TlsJetway {
             url: format!("https://{}", process.grpc_addr),
             pid: process.child.id(),
             ca_pem: std::fs::read_to_string(certs.path().join("ca.pem"))?,
+            token,
             _process: process,
             _certs: certs,
         })
