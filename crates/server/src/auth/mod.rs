@@ -218,8 +218,8 @@ impl Access {
 }
 
 /// The names of the client certificate the connection presented (its DNS subject alternative
-/// names and subject common name), when the TLS listener verified one; the listener puts it in
-/// each request's extensions.
+/// names and subject common name), when the TLS listener verified one; read from the TLS
+/// connection info that `CallLayer` leaves on each request.
 #[derive(Debug, Clone)]
 pub struct PeerCertificateNames(pub Arc<Vec<String>>);
 
@@ -568,9 +568,11 @@ async fn admit<B>(access: &Access, request: &mut http::Request<B>) -> Result<(),
         return Ok(());
     }
     let header = request.headers().get(AUTHORIZATION).cloned();
-    let certificate = tls
-        .as_ref()
-        .and_then(TlsConnectInfo::peer_certs)
+    // An `authorization` header wins over the certificate, which is parsed only when there is none.
+    let certificate = header
+        .is_none()
+        .then(|| tls.as_ref().and_then(TlsConnectInfo::peer_certs))
+        .flatten()
         .and_then(|chain| PeerCertificateNames::of(&chain));
     let client = match access.authenticate(header, certificate).await {
         Ok(client) => client,
