@@ -65,6 +65,14 @@ pub mod jetway {
             include!(concat!(env!("OUT_DIR"), "/jetway.events.v1.rs"));
         }
     }
+    /// `jetway.requests.v1`: request/reply over NATS, requesters and processors.
+    pub mod requests {
+        /// Version `v1`.
+        #[allow(clippy::all, missing_docs)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/jetway.requests.v1.rs"));
+        }
+    }
     /// `jetway.state.v1`: store options, watching, listing keys and history.
     pub mod state {
         /// Version `v1`.

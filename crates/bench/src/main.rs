@@ -173,11 +173,13 @@ async fn run(args: Args) -> Result<()> {
         .map(|url| url.trim().parse())
         .collect::<std::result::Result<Vec<async_nats::ServerAddr>, _>>()?;
     let nats = async_nats::connect(addrs).await?;
-    let channel = scenarios::connect(&servers.jetway_url).await?;
+    let sdk_channel = scenarios::connect(&servers.jetway_url).await?;
+    let channel = scenarios::plain(sdk_channel.clone());
     wait_serving(&channel).await?;
     let bench = Bench {
         nats: nats.clone(),
         channel,
+        sdk_channel,
         storage: match args.storage {
             Storage::File => StorageType::File,
             Storage::Memory => StorageType::Memory,
@@ -212,15 +214,41 @@ async fn run(args: Args) -> Result<()> {
             "repeat": args.repeat,
         }),
     );
+    // The TLS server's bench: the same connections but Jetway's, which goes through TLS.
+    let tls_bench = match &servers.jetway_tls {
+        Some(tls) if !args.scaling => {
+            let channel = scenarios::connect_tls(&tls.url, &tls.ca_pem, &tls.token).await?;
+            wait_serving(&channel).await?;
+            Some(Bench {
+                channel,
+                jetway_pid: Some(tls.pid),
+                jetway_url: tls.url.clone(),
+                ..bench.clone()
+            })
+        }
+        _ => None,
+    };
     if args.scaling {
         scaling(&bench, &args, header).await
     } else {
-        full(&bench, &args, header).await
+        full(&bench, tls_bench.as_ref(), &args, header).await
+    }
+}
+
+/// Prints the share of `id`'s plain-text Jetway throughput that TLS keeps, when both were measured.
+fn tls_cost(id: &str, plain: Option<f64>, tls: Option<f64>) {
+    if let (Some(plain), Some(tls)) = (plain, tls)
+        && plain > 0.0
+    {
+        eprintln!(
+            "[{id}-tls] TLS keeps {:.1}% of {id}'s Jetway throughput ({tls:.0} vs {plain:.0} msgs/s)",
+            100.0 * tls / plain
+        );
     }
 }
 
 /// Waits until Jetway answers its health check with SERVING.
-async fn wait_serving(channel: &tonic::transport::Channel) -> Result<()> {
+async fn wait_serving(channel: &scenarios::Transport) -> Result<()> {
     let mut health = HealthClient::new(channel.clone());
     for _ in 0..100 {
         if let Ok(response) = health.check(HealthCheckRequest::default()).await
@@ -296,7 +324,12 @@ fn describe(round: &Round) -> String {
     }
 }
 
-async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<()> {
+async fn full(
+    bench: &Bench,
+    tls: Option<&Bench>,
+    args: &Args,
+    header: Map<String, Value>,
+) -> Result<()> {
     let amount = amount(args);
     let window = args.window;
     let mut results = Vec::new();
@@ -353,6 +386,30 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
             Some(j),
         ));
     }
+    if selected(args, "R1") {
+        let (d, j) = alternate("R1", args.repeat, |path| {
+            bench.request_latency(path, amount)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "R1",
+            "request/reply latency, 1 in flight (Jetway: requester and processor over gRPC)".into(),
+            Some(d),
+            Some(j),
+        ));
+    }
+    if selected(args, "R64") {
+        let (d, j) = alternate("R64", args.repeat, |path| {
+            bench.request_throughput(path, 64, amount)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "R64",
+            "request/reply throughput, 64 in flight".into(),
+            Some(d),
+            Some(j),
+        ));
+    }
     let mut direct_rate = None;
     if selected(args, "P1") {
         let (d, j) = alternate("P1", args.repeat, |path| {
@@ -379,6 +436,44 @@ async fn full(bench: &Bench, args: &Args, header: Map<String, Value>) -> Result<
             Some(d),
             Some(j),
         ));
+    }
+    // What TLS costs: P1 and P2 again, Jetway's rounds through a second jetway-server with TLS on
+    // (only when the bench started the servers itself).
+    if let Some(tls) = tls {
+        let plain_rate = |id: &str| {
+            results
+                .iter()
+                .find(|scenario: &&Scenario| scenario.id == id)
+                .and_then(|scenario| scenario.jetway.as_ref()?.msgs_per_s)
+        };
+        let (plain_p1, plain_p2) = (plain_rate("P1"), plain_rate("P2"));
+        if selected(args, "P1-tls") {
+            let (d, j) = alternate("P1-tls", args.repeat, |path| {
+                tls.stream_publish(path, window, args.size, amount)
+            })
+            .await?;
+            tls_cost("P1", plain_p1, j.msgs_per_s);
+            results.push(Scenario::new(
+                "P1-tls",
+                format!("streaming publish, {window} in flight, TLS to Jetway"),
+                Some(d),
+                Some(j),
+            ));
+        }
+        if selected(args, "P2-tls") {
+            let c = args.concurrency;
+            let (d, j) = alternate("P2-tls", args.repeat, |path| {
+                tls.unary_publish(path, c, amount, false)
+            })
+            .await?;
+            tls_cost("P2", plain_p2, j.msgs_per_s);
+            results.push(Scenario::new(
+                "P2-tls",
+                format!("unary publish, {c} concurrent callers, TLS to Jetway"),
+                Some(d),
+                Some(j),
+            ));
+        }
     }
     if selected(args, "P2s") {
         let c = args.concurrency;

@@ -46,7 +46,11 @@ use jetway_api::{
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::{
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
@@ -127,11 +131,15 @@ pub(crate) enum KvOp {
 }
 
 /// The connections and settings every scenario shares.
+#[derive(Clone)]
 pub(crate) struct Bench {
     /// The direct NATS connection.
     pub nats: async_nats::Client,
     /// The gRPC channel to Jetway; every call of a round shares it.
-    pub channel: Channel,
+    pub channel: Transport,
+    /// The plain server's channel as it is, for the SDK's scenario (P2s), which adds its own
+    /// metadata and runs against the plain server only.
+    pub sdk_channel: Channel,
     /// Stream and store storage.
     pub storage: StorageType,
     /// Event size, in bytes.
@@ -275,7 +283,7 @@ impl Bench {
         let body = payload(self.size);
         let js = Arc::new(self.js(concurrency));
         let client = EventsServiceClient::new(self.channel.clone());
-        let sdk = sdk.then(|| jetway_client::Client::from_channel(self.channel.clone()));
+        let sdk = sdk.then(|| jetway_client::Client::from_channel(self.sdk_channel.clone()));
         let mark = self.mark();
         let (done, elapsed) = concurrent(concurrency, amount, move |_| {
             let (js, mut client, sdk, body) =
@@ -575,7 +583,7 @@ impl Bench {
             KvOp::Set => format!("set.{}", i % KEYS),
         };
         let operation = move |store: kv::Store,
-                              mut client: StateServiceClient<Channel>,
+                              mut client: StateServiceClient<Transport>,
                               body: Bytes,
                               i: u64| async move {
             match (path, op) {
@@ -636,7 +644,7 @@ impl Bench {
         // Ten connections, so no HTTP/2 connection nears its limit of concurrent streams.
         let mut channels = Vec::new();
         for _ in 0..10 {
-            channels.push(connect(&self.jetway_url).await?);
+            channels.push(plain(connect(&self.jetway_url).await?));
         }
         let mut opening = FuturesUnordered::new();
         let mut open = Vec::new();
@@ -741,6 +749,149 @@ impl Bench {
 }
 
 /// A body of `size` bytes.
+/// The subject of the request/reply rounds (core NATS: no stream captures it).
+const REQUEST_SUBJECT: &str = "bench.request";
+
+/// The responder of a request/reply round, echoing every request; it stops when dropped.
+struct Responder(tokio::task::JoinHandle<()>);
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Bench {
+    /// Starts the responder of `path`: an async-nats subscription that echoes (direct), or a
+    /// processor attached over Respond with `window` requests in flight (Jetway).
+    async fn responder(&self, path: Path, window: u32) -> Result<Responder> {
+        use jetway_api::jetway::requests::v1::{
+            self as requests, request_service_client::RequestServiceClient,
+            respond_request::Message as Inbound, respond_response::Message as Outbound,
+        };
+        match path {
+            Path::Direct => {
+                let mut subscriber = self.nats.subscribe(REQUEST_SUBJECT).await?;
+                let nats = self.nats.clone();
+                // The requester uses the same connection, so the subscription is in place.
+                Ok(Responder(tokio::spawn(async move {
+                    while let Some(message) = subscriber.next().await {
+                        if let Some(reply) = message.reply {
+                            nats.publish(reply, message.payload).await.ok();
+                        }
+                    }
+                })))
+            }
+            Path::Jetway => {
+                let (tx, rx) = mpsc::channel(window as usize + 1);
+                tx.send(requests::RespondRequest {
+                    message: Some(Inbound::Attach(requests::Attach {
+                        subjects: vec![REQUEST_SUBJECT.into()],
+                        queue_group: None,
+                        max_in_flight: window,
+                    })),
+                })
+                .await?;
+                let mut responses = RequestServiceClient::new(self.channel.clone())
+                    .respond(ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                match responses.message().await?.and_then(|r| r.message) {
+                    Some(Outbound::Attached(_)) => {}
+                    other => return Err(format!("expected attached, got {other:?}").into()),
+                }
+                Ok(Responder(tokio::spawn(async move {
+                    while let Ok(Some(response)) = responses.message().await {
+                        let Some(Outbound::Request(request)) = response.message else {
+                            continue;
+                        };
+                        let answer = requests::RespondRequest {
+                            message: Some(Inbound::Answer(requests::Answer {
+                                id: request.id,
+                                result: Some(requests::answer::Result::Reply(requests::Reply {
+                                    data: request.data,
+                                    ..Default::default()
+                                })),
+                            })),
+                        };
+                        if tx.send(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                })))
+            }
+        }
+    }
+
+    /// One request and its answer: async-nats `request`, or Jetway's Request.
+    async fn request_once(
+        path: Path,
+        nats: &async_nats::Client,
+        client: &mut jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient<
+            Transport,
+        >,
+        body: &Bytes,
+    ) -> Result<()> {
+        match path {
+            Path::Direct => {
+                nats.request(REQUEST_SUBJECT, body.clone()).await?;
+            }
+            Path::Jetway => {
+                client
+                    .request(jetway_api::jetway::requests::v1::RequestRequest {
+                        subject: REQUEST_SUBJECT.into(),
+                        data: body.clone(),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// R1: request latency, one at a time, requester and responder on the same path.
+    pub(crate) async fn request_latency(&self, path: Path, amount: Amount) -> Result<Round> {
+        let _responder = self.responder(path, 1).await?;
+        let body = payload(self.size);
+        let client =
+            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
+                self.channel.clone(),
+            );
+        let mark = self.mark();
+        let (histogram, done) = timed(amount, self.warmup, || {
+            let (nats, mut client, body) = (&self.nats, client.clone(), &body);
+            async move { Bench::request_once(path, nats, &mut client, body).await }
+        })
+        .await?;
+        Ok(latency(histogram, done, self.since(&mark, path)))
+    }
+
+    /// R64: request throughput with `window` requests in flight (the responder takes as many).
+    pub(crate) async fn request_throughput(
+        &self,
+        path: Path,
+        window: usize,
+        amount: Amount,
+    ) -> Result<Round> {
+        let _responder = self
+            .responder(path, u32::try_from(window).unwrap_or(u32::MAX))
+            .await?;
+        let body = payload(self.size);
+        let nats = self.nats.clone();
+        let client =
+            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
+                self.channel.clone(),
+            );
+        let mark = self.mark();
+        let (done, elapsed) = concurrent(window, amount, move |_| {
+            let (nats, mut client, body) = (nats.clone(), client.clone(), body.clone());
+            async move { Bench::request_once(path, &nats, &mut client, &body).await }
+        })
+        .await?;
+        Ok(throughput(done, elapsed, self.since(&mark, path)))
+    }
+}
+
 fn payload(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
 }
@@ -803,7 +954,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// One `grpc.health.v1.Health/Check`: the cheapest call jetway-server answers.
-async fn check(mut health: HealthClient<Channel>) -> Result<()> {
+async fn check(mut health: HealthClient<Transport>) -> Result<()> {
     health.check(HealthCheckRequest::default()).await?;
     Ok(())
 }
@@ -881,6 +1032,48 @@ pub(crate) async fn connect(url: &str) -> Result<Channel> {
         .await?)
 }
 
+/// `channel` as the bench's transport, without credentials.
+pub(crate) fn plain(channel: Channel) -> Transport {
+    InterceptedService::new(channel, Bearer(None))
+}
+
+/// A channel as [`connect`] makes, over TLS, trusting `ca_pem`, and sending `token` on every
+/// call.
+pub(crate) async fn connect_tls(url: &str, ca_pem: &str, token: &str) -> Result<Transport> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+    let channel = Channel::from_shared(url.to_owned())?
+        .max_frame_size(1 << 20)
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(InterceptedService::new(
+        channel,
+        Bearer(Some(format!("Bearer {token}").parse()?)),
+    ))
+}
+
+/// The bench's gRPC transport: a channel, with the token of an authenticating server, if any.
+pub(crate) type Transport = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization` to every call when set.
+#[derive(Clone)]
+pub(crate) struct Bearer(Option<AsciiMetadataValue>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// Fails on an item error: the bench counts only stored events.
 fn check_answer(answer: &api::PublishStreamResponse) -> Result<()> {
     match answer.result.as_ref().and_then(|r| r.result.as_ref()) {
@@ -895,7 +1088,7 @@ fn check_answer(answer: &api::PublishStreamResponse) -> Result<()> {
 /// Publishes `body` over one PublishStream, keeping at most `window` unanswered, until `amount`;
 /// returns how many were published. `on_answer` sees every answer.
 async fn publish_stream(
-    channel: Channel,
+    channel: Transport,
     window: usize,
     body: Bytes,
     amount: Amount,
@@ -965,7 +1158,7 @@ impl Session {
 }
 
 /// Opens an Events stream on `consumer` of the benchmark stream and waits for `Subscribed`.
-async fn subscribe(channel: Channel, consumer: String, window: usize) -> Result<Session> {
+async fn subscribe(channel: Transport, consumer: String, window: usize) -> Result<Session> {
     let (tx, rx) = mpsc::channel(64);
     let subscribe = events_request::Subscribe {
         stream: STREAM.into(),
@@ -990,7 +1183,7 @@ async fn subscribe(channel: Channel, consumer: String, window: usize) -> Result<
 /// read together are acked together: one Ack whenever nothing more is ready (or every
 /// [`ACK_BATCH`] events), as a client that keeps up would. `on_event` sees every event.
 async fn consume_events(
-    channel: Channel,
+    channel: Transport,
     consumer: &str,
     window: usize,
     mut target: Target,

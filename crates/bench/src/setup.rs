@@ -27,7 +27,10 @@ pub(crate) struct Servers {
     pub nats_pid: Option<u32>,
     /// jetway-server's process id, when the bench started it.
     pub jetway_pid: Option<u32>,
-    // Held for their Drop, which stops the processes; the Jetway child goes first.
+    /// A second jetway-server, with TLS on, when the bench started the first: the P1-tls and
+    /// P2-tls scenarios measure what TLS costs.
+    pub jetway_tls: Option<TlsJetway>,
+    // Held for their Drop, which stops the processes; the Jetway children go first.
     _jetway: Option<JetwayProcess>,
     _nats: Option<NatsServer>,
     _cluster: Option<NatsCluster>,
@@ -59,12 +62,16 @@ impl Servers {
             (None, None, nats) => nats.as_ref().expect("started").url(),
         };
         let nats_pid = nats.as_ref().and_then(NatsServer::pid);
-        let (jetway, jetway_url) = match jetway_url {
-            Some(url) => (None, url),
+        let (jetway, jetway_url, jetway_tls) = match jetway_url {
+            Some(url) => (None, url, None),
             None => {
-                let process = JetwayProcess::start(&nats_url, max_pending)?;
+                let process = JetwayProcess::start(&nats_url, max_pending, &[])?;
                 let url = format!("http://{}", process.grpc_addr);
-                (Some(process), url)
+                (
+                    Some(process),
+                    url,
+                    Some(TlsJetway::start(&nats_url, max_pending)?),
+                )
             }
         };
         Ok(Servers {
@@ -72,9 +79,63 @@ impl Servers {
             jetway_url,
             nats_pid,
             jetway_pid: jetway.as_ref().map(|j| j.child.id()),
+            jetway_tls,
             _jetway: jetway,
             _nats: nats,
             _cluster: cluster,
+        })
+    }
+}
+
+/// A jetway-server with TLS and authentication on (development certificates and an AUTH_FILE of
+/// its own), as a deployment on a shared network runs it.
+pub(crate) struct TlsJetway {
+    /// Its URL (`https://127.0.0.1:port`).
+    pub url: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The CA its certificate chains to (PEM).
+    pub ca_pem: String,
+    /// The token of the one client its AUTH_FILE lets in (allowed everything).
+    pub token: String,
+    _process: JetwayProcess,
+    // The certificate files, removed on drop.
+    _certs: tempfile::TempDir,
+}
+
+impl TlsJetway {
+    fn start(nats_url: &str, max_pending: usize) -> Result<TlsJetway> {
+        let certs = tempfile::tempdir()?;
+        jetway_client::dev_certs::write_dev_certs(certs.path(), "bench")?;
+        let path = |name: &str| certs.path().join(name).display().to_string();
+        let (cert, key) = (path("server.pem"), path("server-key.pem"));
+        let token = jetway_core::credentials::new_token()?;
+        let clients = path("clients.json");
+        std::fs::write(
+            &clients,
+            serde_json::json!({"clients": [{
+                "id": "bench",
+                "tokens": [jetway_core::credentials::token_hash(&token)],
+                "permissions": {"publish": [">"], "consume": [">"], "read": [">"], "manage": [">"]},
+            }]})
+            .to_string(),
+        )?;
+        let process = JetwayProcess::start(
+            nats_url,
+            max_pending,
+            &[
+                ("TLS_CERT_FILE", &cert),
+                ("TLS_KEY_FILE", &key),
+                ("AUTH_FILE", &clients),
+            ],
+        )?;
+        Ok(TlsJetway {
+            url: format!("https://{}", process.grpc_addr),
+            pid: process.child.id(),
+            ca_pem: std::fs::read_to_string(certs.path().join("ca.pem"))?,
+            token,
+            _process: process,
+            _certs: certs,
         })
     }
 }
@@ -86,9 +147,10 @@ struct JetwayProcess {
 }
 
 impl JetwayProcess {
-    fn start(nats_url: &str, max_pending: usize) -> Result<JetwayProcess> {
+    fn start(nats_url: &str, max_pending: usize, env: &[(&str, &str)]) -> Result<JetwayProcess> {
         let binary = server_binary()?;
         let mut child = Command::new(&binary)
+            .envs(env.iter().copied())
             .env("NATS_URL", nats_url)
             .env("GRPC_PORT", "0")
             .env("HEALTH_PORT", "0")

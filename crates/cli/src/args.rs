@@ -1,14 +1,17 @@
 //! The command line, as clap parses it, and the parsers of its values (start positions,
 //! durations and headers).
 
-use std::time::{Duration, SystemTime};
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use jetway_client::{DEFAULT_URL, StartPosition};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-/// Talk to a Jetway server: manage streams, publish, consume, read, tail, handle dead letters and
-/// use key-value stores.
+/// Talk to a Jetway server: manage streams, publish, consume, read, tail, handle dead letters, use
+/// key-value stores, and send and answer requests.
 #[derive(Debug, Parser)]
 #[command(name = "jetway", version)]
 pub(crate) struct Cli {
@@ -16,9 +19,39 @@ pub(crate) struct Cli {
     #[arg(long, env = "JETWAY_URL", default_value = DEFAULT_URL, global = true)]
     pub server: String,
 
+    /// A bearer token of the server's AUTH_FILE, sent on every call.
+    #[arg(long, env = "JETWAY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// TLS: CA certificate(s) (PEM) that the server's certificate must chain to; needs an
+    /// https:// --server. Without it, https:// trusts the system's roots.
+    #[arg(long, env = "JETWAY_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// mTLS: this client's certificate (PEM), for a server with TLS_CLIENT_CA_FILE; needs
+    /// --tls-key.
+    #[arg(
+        long,
+        env = "JETWAY_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// mTLS: the private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "JETWAY_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -48,6 +81,81 @@ pub(crate) enum Command {
     /// Read and write key-value stores.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Make credentials for the server's AUTH_FILE (works offline).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Write a development CA and server and client certificates into a directory, to try TLS
+    /// and mTLS locally (not for production).
+    DevCerts(DevCertsArgs),
+    /// Send a request over NATS and print the reply (exit 2 when nothing answers in time).
+    Request(RequestArgs),
+    /// Answer the requests of some subjects until stopped, like `nats reply`: echo each request,
+    /// or answer with a command's output.
+    Reply(ReplyArgs),
+}
+
+/// Options of `jetway request`.
+#[derive(Debug, Args)]
+pub(crate) struct RequestArgs {
+    /// The subject to send on (no wildcards).
+    pub subject: String,
+    /// The payload; without it, the request is empty.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// The media type of the payload, e.g. application/json.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// A custom header NAME=VALUE (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// How long to wait for the answer (e.g. 500ms, 5s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+}
+
+/// Options of `jetway reply`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("answer").required(true).args(["echo", "command"])))]
+pub(crate) struct ReplyArgs {
+    /// The subjects to serve, wildcards allowed.
+    #[arg(required = true)]
+    pub subjects: Vec<String>,
+    /// The NATS queue group to join (default: one per subject).
+    #[arg(long = "queue")]
+    pub queue: Option<String>,
+    /// How many requests to handle at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Answer each request with its own payload, content type and headers.
+    #[arg(long)]
+    pub echo: bool,
+    /// Answer each request with the standard output of this shell command, run with the payload
+    /// on standard input and the subject in $JETWAY_SUBJECT; a failing command fails the request.
+    #[arg(long)]
+    pub command: Option<String>,
+}
+
+/// Options of `jetway dev-certs`.
+#[derive(Debug, Args)]
+pub(crate) struct DevCertsArgs {
+    /// Where to write the files (created if missing).
+    pub dir: PathBuf,
+    /// The client certificate's name (its common name and DNS subject alternative name).
+    #[arg(long, default_value = "client")]
+    pub client_name: String,
+}
+
+/// `jetway auth ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthCommand {
+    /// Print a new random token once, and the hash to add to the client's "tokens" in AUTH_FILE.
+    Token {
+        /// The client the token is for (its "id" in AUTH_FILE).
+        client_id: String,
+    },
+    /// Read a secret from standard input and print its argon2id hash, for the client's "secret"
+    /// in AUTH_FILE.
+    SecretHash,
 }
 
 /// `jetway stream ...`

@@ -1,18 +1,22 @@
 //! `jetway`, the command line for a Jetway server: manage streams, publish, consume, read, tail,
-//! list and redrive dead letters, and read and write key-value stores.
+//! list and redrive dead letters, read and write key-value stores, and send and answer requests.
 //!
 //! Exit codes: 0 success, 1 a usage error (bad arguments or input), 2 an error from the server or
 //! the connection. Every error is one line on standard error.
 
 mod args;
+mod auth;
 mod consume;
+mod dev_certs;
 mod dlq;
 mod interrupt;
 mod kv;
 mod output;
 mod publish;
 mod read;
+mod requests;
 mod stream;
+mod tls;
 
 use std::{io, process::ExitCode};
 
@@ -62,7 +66,7 @@ async fn main() -> ExitCode {
         // The reader went away (`jetway consume ... | head`): nothing is wrong.
         Err(CliError::Io(error)) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", one_line(&error.to_string()));
+            eprintln!("error: {}", one_line(&describe(&error)));
             error.exit_code()
         }
     }
@@ -102,6 +106,24 @@ fn usage_error(error: clap::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The error's message, and for a status the transport made up (a failed TLS handshake, say) the
+/// causes that say what happened: "transport error" alone does not.
+fn describe(error: &CliError) -> String {
+    let mut message = error.to_string();
+    if let CliError::Server(jetway_client::Error::Status(status)) = error {
+        let mut cause = std::error::Error::source(status.as_ref());
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = error.source();
+        }
+    }
+    message
+}
+
 /// Messages from the server can span lines; the CLI promises one.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -109,8 +131,22 @@ fn one_line(message: &str) -> String {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     let output = Output::new(cli.json);
-    let client = Client::connect(cli.server).await?;
+    if let Command::Auth(command) = &cli.command {
+        return auth::run(command, &output);
+    }
+    if let Command::DevCerts(args) = &cli.command {
+        return dev_certs::run(args, &output);
+    }
+    let mut builder = Client::builder();
+    if let Some(token) = &cli.token {
+        builder = builder.auth_token(token);
+    }
+    if let Some(tls) = tls::client_config(&cli)? {
+        builder = builder.tls(tls);
+    }
+    let client = builder.connect(cli.server).await?;
     match cli.command {
+        Command::DevCerts(_) => Ok(()),
         Command::Stream(command) => stream::run(&client, command, &output).await,
         Command::Publish(args) => publish::run(&client, args, &output).await,
         Command::Consume(args) => consume::consume(&client, args, &output).await,
@@ -118,5 +154,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Tail(args) => consume::tail(&client, args, &output).await,
         Command::Dlq(command) => dlq::run(&client, command, &output).await,
         Command::Kv(command) => kv::run(&client, command, &output).await,
+        // Answered above, without a connection.
+        Command::Auth(command) => auth::run(&command, &output),
+        Command::Request(args) => requests::request(&client, args, &output).await,
+        Command::Reply(args) => requests::reply(&client, args, &output).await,
     }
 }

@@ -225,7 +225,7 @@ impl Streams<'_> {
                 .client
                 .admin
                 .clone()
-                .list_streams(self.client.request(request))
+                .list_streams(self.client.unary(request))
                 .await?
                 .into_inner();
             for info in page.streams {
@@ -276,7 +276,7 @@ impl Streams<'_> {
             .client
             .admin
             .clone()
-            .get_stream_info(self.client.request(request))
+            .get_stream_info(self.client.unary(request))
             .await?
             .into_inner();
         let info = response
@@ -357,7 +357,7 @@ impl Streams<'_> {
         self.client
             .admin
             .clone()
-            .delete_stream(self.client.request(request))
+            .delete_stream(self.client.unary(request))
             .await?;
         Ok(())
     }
@@ -398,7 +398,7 @@ impl Streams<'_> {
             .client
             .admin
             .clone()
-            .purge_stream(self.client.request(request))
+            .purge_stream(self.client.unary(request))
             .await?;
         Ok(response.into_inner().purged)
     }
@@ -426,7 +426,7 @@ impl Consumers<'_> {
                 .client
                 .admin
                 .clone()
-                .list_consumers(self.client.request(request))
+                .list_consumers(self.client.unary(request))
                 .await?
                 .into_inner();
             for info in page.consumers {
@@ -457,7 +457,7 @@ impl Consumers<'_> {
             .client
             .admin
             .clone()
-            .get_consumer_info(self.client.request(request))
+            .get_consumer_info(self.client.unary(request))
             .await?
             .into_inner();
         let info = response

@@ -7,6 +7,7 @@ use jetway_api::{
     jetway::{
         admin::v1::admin_service_client::AdminServiceClient,
         events::v1::events_service_client::EventsServiceClient as ExtEventsClient,
+        requests::v1::request_service_client::RequestServiceClient,
         state::v1::state_service_client::StateServiceClient as ExtStateClient,
     },
     windshift::{
@@ -16,14 +17,19 @@ use jetway_api::{
 };
 use tonic::{
     metadata::{AsciiMetadataKey, AsciiMetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
     transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
 use crate::{
-    DEFAULT_PUBLISH_WINDOW, Error, RetryPolicy, consumers::Consumers, dead_letters::DeadLetters,
-    endpoints::Endpoints, fetch::Fetcher, shared_stream::SharedStream, state::Store,
-    streams::Streams, trace,
+    DEFAULT_PUBLISH_WINDOW, Error, RetryPolicy,
+    consumers::Consumers,
+    dead_letters::DeadLetters,
+    endpoints::Endpoints,
+    fetch::Fetcher,
+    interceptor::{CallInterceptor, Transport},
+    shared_stream::SharedStream,
+    state::Store,
+    streams::Streams,
 };
 
 /// The URL the CLI and the examples use when none is given: a local server on the default port.
@@ -45,9 +51,6 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ready goes out in one.
 const MAX_FRAME_SIZE: u32 = 1 << 20;
 
-/// A gRPC client stack with the client's interceptor in front of the channel.
-pub(crate) type Transport = InterceptedService<Endpoints, CallInterceptor>;
-
 /// A connection to a Jetway server, or to several replicas of it.
 ///
 /// Cheap to clone: clones share one HTTP/2 connection per endpoint, which tonic re-establishes
@@ -66,6 +69,7 @@ pub struct Client {
     pub(crate) admin: AdminServiceClient<Transport>,
     pub(crate) state: StateServiceClient<Transport>,
     pub(crate) state_ext: ExtStateClient<Transport>,
+    pub(crate) requests: RequestServiceClient<Transport>,
     request_timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
     /// The stream concurrent publishes share; `None` when publishes are unary
@@ -184,7 +188,7 @@ impl Client {
     }
 
     /// Wraps a unary request with the client's deadline.
-    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn unary<T>(&self, message: T) -> tonic::Request<T> {
         self.request_within(message, self.request_timeout)
     }
 
@@ -305,9 +309,23 @@ impl ClientBuilder {
         self
     }
 
-    /// Sends `authorization: Bearer <token>` on every call.
+    /// Sends `authorization: Bearer <token>` on every call: a token of the server's `AUTH_FILE`
+    /// (made with `jetway auth token`).
     pub fn auth_token(self, token: impl AsRef<str>) -> Self {
         let value = format!("Bearer {}", token.as_ref());
+        self.metadata("authorization", value)
+    }
+
+    /// Sends `authorization: Basic base64(<client id>:<secret>)` on every call: a client of the
+    /// server's `AUTH_FILE` with a `secret` (made with `jetway auth secret-hash`). Use TLS: the
+    /// secret itself travels with each call.
+    pub fn client_secret(self, client_id: impl AsRef<str>, secret: impl AsRef<str>) -> Self {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", client_id.as_ref(), secret.as_ref());
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        );
         self.metadata("authorization", value)
     }
 
@@ -435,7 +453,9 @@ impl ClientBuilder {
         ))
     }
 
-    fn parsed_metadata(&self) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, Error> {
+    pub(crate) fn parsed_metadata(
+        &self,
+    ) -> Result<Vec<(AsciiMetadataKey, AsciiMetadataValue)>, Error> {
         self.metadata
             .iter()
             .map(|(key, value)| {
@@ -465,53 +485,13 @@ impl ClientBuilder {
             events_ext: ExtEventsClient::with_interceptor(channel.clone(), interceptor.clone()),
             admin: AdminServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
             state: StateServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
-            state_ext: ExtStateClient::with_interceptor(channel, interceptor),
+            state_ext: ExtStateClient::with_interceptor(channel.clone(), interceptor.clone()),
+            requests: RequestServiceClient::with_interceptor(channel, interceptor),
             request_timeout: self.request_timeout,
             retry: self.retry,
             shared_stream: self
                 .publish_window
                 .map(|window| Arc::new(SharedStream::new(window))),
         }
-    }
-}
-
-/// Adds the configured metadata and the current trace context to every call.
-#[derive(Clone)]
-pub(crate) struct CallInterceptor {
-    metadata: Arc<[(AsciiMetadataKey, AsciiMetadataValue)]>,
-}
-
-impl Interceptor for CallInterceptor {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let map = request.metadata_mut();
-        for (key, value) in self.metadata.iter() {
-            map.insert(key.clone(), value.clone());
-        }
-        trace::inject(map);
-        Ok(request)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_call_carries_the_token_and_the_metadata() {
-        let builder = ClientBuilder::new()
-            .auth_token("s3cret")
-            .metadata("x-tenant", "acme");
-        let mut interceptor = CallInterceptor {
-            metadata: builder.parsed_metadata().expect("valid metadata").into(),
-        };
-        let request = interceptor
-            .call(tonic::Request::new(()))
-            .expect("the interceptor never refuses");
-        let metadata = request.metadata();
-        assert_eq!(metadata.get("authorization").unwrap(), "Bearer s3cret");
-        assert_eq!(metadata.get("x-tenant").unwrap(), "acme");
     }
 }

@@ -67,7 +67,7 @@ impl<'a> Consumers<'a> {
                 .client
                 .events
                 .clone()
-                .ensure_consumer(self.client.request(request))
+                .ensure_consumer(self.client.unary(request))
                 .await?;
             return Ok(response.into_inner().id);
         }
@@ -85,7 +85,7 @@ impl<'a> Consumers<'a> {
             .client
             .events_ext
             .clone()
-            .ensure_consumer(self.client.request(request))
+            .ensure_consumer(self.client.unary(request))
             .await?;
         Ok(response.into_inner().id)
     }
@@ -99,7 +99,7 @@ impl<'a> Consumers<'a> {
         self.client
             .events
             .clone()
-            .delete_consumer(self.client.request(request))
+            .delete_consumer(self.client.unary(request))
             .await?;
         Ok(())
     }

@@ -339,7 +339,7 @@ impl DeadLetters {
             .client
             .admin
             .clone()
-            .redrive_dead_letters(self.client.request(request))
+            .redrive_dead_letters(self.client.unary(request))
             .await?
             .into_inner();
         Ok(RedriveOutcome {

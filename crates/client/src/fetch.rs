@@ -138,7 +138,7 @@ impl Fetcher {
             .client
             .events_ext
             .clone()
-            .fetch(self.client.request(request))
+            .fetch(self.client.unary(request))
             .await?
             .into_inner();
         let events = response
@@ -167,7 +167,7 @@ impl Fetcher {
             .client
             .events_ext
             .clone()
-            .ack(self.client.request(request))
+            .ack(self.client.unary(request))
             .await?;
         Ok(settled(response.into_inner().settled))
     }
@@ -216,7 +216,7 @@ impl Fetcher {
             .client
             .events_ext
             .clone()
-            .reject(self.client.request(request))
+            .reject(self.client.unary(request))
             .await?;
         Ok(settled(response.into_inner().settled))
     }

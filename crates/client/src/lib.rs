@@ -2,7 +2,7 @@
 //! in front of NATS JetStream.
 //!
 //! It wraps the generated stubs (the Windshift services and Jetway's `jetway.events.v1`,
-//! `jetway.admin.v1` and `jetway.state.v1`) in an API that does the protocol work for you:
+//! `jetway.admin.v1`, `jetway.state.v1` and `jetway.requests.v1`) in an API that does the protocol work for you:
 //!
 //! - [`Client::streams`] and [`Client::consumers`] declare streams and consumers at startup, with
 //!   typed options ([`StreamOptions`], [`ConsumerOptions`], delivery policies with max
@@ -20,7 +20,9 @@
 //! - [`Client::get_event`], [`Client::read`] (a range that ends once caught up) and
 //!   [`Client::subscribe_live`] (new events, no acks) read [`StoredEvent`]s without a consumer;
 //! - [`Client::dead_letters`] lists and redrives the events consumers gave up on;
-//! - [`Client::store`] reads and writes key-value state, with compare-and-set ([`Store`]).
+//! - [`Client::store`] reads and writes key-value state, with compare-and-set ([`Store`]);
+//! - [`Client::request`] sends a request over NATS and waits for its answer, and [`Client::serve`]
+//!   answers requests with an async handler (request/reply, `jetway.requests.v1`).
 //!
 //! Every call carries the auth token and metadata of the [`ClientBuilder`], and the W3C trace
 //! context of the current `tracing` span (when the application uses `tracing-opentelemetry`), so
@@ -60,12 +62,16 @@ mod admin;
 mod client;
 mod consumers;
 mod dead_letters;
+#[cfg(feature = "dev-certs")]
+pub mod dev_certs;
 mod endpoints;
 mod error;
 mod event;
 mod fetch;
+mod interceptor;
 mod publish;
 mod reads;
+mod requests;
 mod retry;
 mod shared_stream;
 mod state;
@@ -90,6 +96,7 @@ pub use event::Event;
 pub use fetch::{FetchOptions, Fetched, Fetcher, Settled};
 pub use publish::PublishOptions;
 pub use reads::{EventStream, Payload, ReadOptions, StoredEvent};
+pub use requests::{Answer, Failure, Message, Request, ServeOptions};
 pub use retry::{DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, RetryPolicy};
 pub use shared_stream::DEFAULT_PUBLISH_WINDOW;
 pub use state::{Entry, Operation, Store, Watch, WatchEntry, WatchStart};

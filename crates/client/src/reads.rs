@@ -235,7 +235,7 @@ impl Client {
         let response = self
             .events_ext
             .clone()
-            .get_event(self.request(request))
+            .get_event(self.unary(request))
             .await?;
         StoredEvent::from_proto(response.into_inner().event, "GetEvent")
     }

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
-use crate::{Error, client::Transport};
+use crate::{Error, interceptor::Transport};
 
 /// The default window: how many publishes of one client may wait for their answer on the shared
 /// stream at once. A further publish waits for a slot (back-pressure, within its deadline). 256

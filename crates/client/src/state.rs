@@ -47,7 +47,7 @@ impl Store {
         self.client
             .state
             .clone()
-            .ensure_store(self.client.request(request))
+            .ensure_store(self.client.unary(request))
             .await?;
         Ok(())
     }
@@ -75,7 +75,7 @@ impl Store {
             .client
             .state
             .clone()
-            .get(self.client.request(request))
+            .get(self.client.unary(request))
             .await?
             .into_inner();
         let value = response
@@ -140,7 +140,7 @@ impl Store {
             .client
             .state
             .clone()
-            .set(self.client.request(request))
+            .set(self.client.unary(request))
             .await?;
         Ok(response.into_inner().revision)
     }
@@ -164,7 +164,7 @@ impl Store {
         self.client
             .state
             .clone()
-            .delete(self.client.request(request))
+            .delete(self.client.unary(request))
             .await?;
         Ok(())
     }

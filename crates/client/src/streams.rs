@@ -43,7 +43,7 @@ impl<'a> Streams<'a> {
     /// # Ok(()) }
     /// ```
     pub async fn ensure(&self, options: &StreamOptions) -> Result<(), Error> {
-        let request = self.client.request(options.to_request());
+        let request = self.client.unary(options.to_request());
         self.client.events.clone().ensure_stream(request).await?;
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The NATS connection every operation shares: it reconnects forever, publishes its state on a watch
 //! channel (readiness and the delivery engine follow it), and answers "is JetStream usable now?".
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_nats::{
     ConnectOptions, ServerAddr, Subject,
@@ -29,6 +29,8 @@ pub struct ConnectSettings {
     /// wait for a slot. KV writes and dead-letter publishes have a window of the same size of their
     /// own.
     pub publish_max_pending: usize,
+    /// Credentials and TLS for the link, beyond credentials in the URL.
+    pub security: NatsSecurity,
 }
 
 impl std::fmt::Debug for ConnectSettings {
@@ -37,8 +39,128 @@ impl std::fmt::Debug for ConnectSettings {
             .field("url", &redact_credentials(&self.url))
             .field("name", &self.name)
             .field("publish_max_pending", &self.publish_max_pending)
+            .field("security", &self.security)
             .finish()
     }
+}
+
+/// A secret (a password, a token): its `Debug` and `Display` show `***`, so it cannot reach a log
+/// or an error message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `secret`.
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How Jetway authenticates to NATS and secures the link, besides credentials in the URL. At
+/// most one way of authenticating is set (the configuration checks it); files are read when
+/// connecting, and an unreadable one fails [`Nats::connect`] naming it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsSecurity {
+    /// A NATS `.creds` file: a user JWT and its nkey seed.
+    pub creds_file: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A user name, with [`NatsSecurity::password`].
+    pub user: Option<String>,
+    /// The user's password.
+    pub password: Option<Secret>,
+    /// A token.
+    pub token: Option<Secret>,
+    /// CA certificates (PEM) that the NATS servers' certificates must chain to; set, TLS is
+    /// required.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for servers that verify clients; set, TLS is required.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl NatsSecurity {
+    /// True when any way of authenticating is set.
+    pub fn authenticates(&self) -> bool {
+        self.creds_file.is_some()
+            || self.nkey_seed_file.is_some()
+            || self.user.is_some()
+            || self.token.is_some()
+    }
+
+    /// Adds the credentials and TLS settings to `options`. The reason of a failure names the file
+    /// and never holds a secret.
+    async fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, String> {
+        if let Some(path) = &self.creds_file {
+            readable("credentials file", path)?;
+            options = options.credentials_file(path).await.map_err(|err| {
+                format!(
+                    "the credentials file {} is not valid: {err}",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(path) = &self.nkey_seed_file {
+            let seed = std::fs::read_to_string(path).map_err(|err| {
+                format!("cannot read the nkey seed file {}: {err}", path.display())
+            })?;
+            let seed = seed.trim();
+            // Checked here: async-nats would only fail at each connection attempt, for ever.
+            if nkeys::KeyPair::from_seed(seed).is_err() {
+                return Err(format!(
+                    "the nkey seed file {} holds no valid nkey seed",
+                    path.display()
+                ));
+            }
+            options = options.nkey(seed.to_owned());
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.expose().to_owned());
+        }
+        if let Some(path) = &self.tls_ca_file {
+            readable("TLS CA file", path)?;
+            options = options
+                .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+            readable("TLS certificate file", cert)?;
+            readable("TLS key file", key)?;
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        Ok(options)
+    }
+}
+
+/// Fails naming `what` and `path` unless the file can be read: async-nats reads it only when it
+/// connects, and would retry a broken one for ever.
+fn readable(what: &str, path: &std::path::Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|err| format!("cannot read the NATS {what} {}: {err}", path.display()))
 }
 
 /// Why [`Nats::connect`] failed. Only a malformed URL fails: an unreachable server is retried.
@@ -132,6 +254,11 @@ impl NatsServers {
             addrs,
             credentials: credentials.map(|(_, credentials)| credentials),
         })
+    }
+
+    /// True when the URLs carry credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
     }
 
     /// Adds the credentials, if any, to `options`.
@@ -248,6 +375,7 @@ impl Nats {
             reason,
         };
         let servers = NatsServers::parse(&settings.url).map_err(failed)?;
+        let options = settings.security.apply(options).await.map_err(failed)?;
         let client = servers
             .authenticate(options)
             .connect(servers.addrs)

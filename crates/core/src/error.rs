@@ -29,6 +29,11 @@ pub enum ErrorKind {
     Unavailable,
     /// Stored data is not what the API promises; retrying cannot help.
     DataLoss,
+    /// The call carries no credentials, or credentials that name no client.
+    Unauthenticated,
+    /// The client is known but its permissions do not allow the call on the resource named in
+    /// [`Error::resource`].
+    PermissionDenied,
     /// Anything unexpected: a bug or an answer NATS should not give. Its message is for the log
     /// only; transports answer with a fixed text.
     Internal,

@@ -16,8 +16,10 @@
 //!
 //! **Bounded.** At most [`FetchLimits::per_consumer`] events per consumer, so one consumer at its
 //! limit holds up no other, and [`FetchLimits::total`] over all of them, which bounds the memory. A
-//! fetch reserves its slots before it pulls, so concurrent fetches never go past either limit. (A
-//! limit per client would be one more scope where the slots are reserved.)
+//! fetch reserves its slots before it pulls, so concurrent fetches never go past either limit. A
+//! fetch made for a client ([`FetchSpec::client`]) also reserves within that client's
+//! [`ClientQuota`]: each entry records the client that fetched it, and the client's count drops as
+//! its entries are settled, expire or are dropped with their consumer.
 //!
 //! **Pulls.** A pull asks for at most [`MAX_FETCH_BYTES`]; JetStream ends it when the next event
 //! would go past them, and the fetch returns what came. An event larger than that on its own comes
@@ -30,7 +32,7 @@
 //! The table lives in this process, so settlements must reach the Jetway server that did the fetch.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, hash_map},
     sync::{Arc, Mutex, MutexGuard, Weak},
     time::Duration,
 };
@@ -55,11 +57,12 @@ use crate::{
         attempt_timeout, processing_timeout, require_explicit_acks, within_request_limits,
     },
     dead_letters,
-    delivery::{AckMetadata, Settle, Settled},
+    delivery::AckMetadata,
     error::{Classify, about_consumer, consumer_not_found},
     expiry::{Deadline, Expiries},
     format::{self, Event},
     names::validate_existing_name,
+    settle::{Settle, Settled},
     telemetry::{
         self,
         metrics::{self, Path},
@@ -112,6 +115,17 @@ impl Default for FetchLimits {
     }
 }
 
+/// How many fetched events one client may hold in flight on this server, over all consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientQuota {
+    /// The client, as the error names it.
+    pub id: Arc<str>,
+    /// The most events it may hold in flight.
+    pub max_in_flight: usize,
+    /// The setting that sets `max_in_flight`: the [`Error::limit`] of a fetch refused for it.
+    pub limit: &'static str,
+}
+
 /// A fetch, as Fetch receives it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FetchSpec {
@@ -123,6 +137,8 @@ pub struct FetchSpec {
     pub max_events: u32,
     /// How long to wait for the first event; `None` or zero returns at once.
     pub wait: Option<Duration>,
+    /// The client the events are fetched for, if its events in flight are limited.
+    pub client: Option<ClientQuota>,
 }
 
 /// One fetched event.
@@ -166,8 +182,54 @@ fn server_full(max: usize) -> Error {
     )
 }
 
+/// The error of a fetch for a client that holds its [`ClientQuota`] in flight.
+fn client_full(quota: &ClientQuota) -> Error {
+    Error::limit_reached(
+        quota.limit,
+        format!(
+            "client {:?} has {} fetched events in flight on this server, its limit; ack or reject \
+             some first, or wait for their processing timeout",
+            quota.id, quota.max_in_flight
+        ),
+    )
+}
+
 /// A consumer, by stream and name.
 type Key = (String, String);
+
+/// The client a fetched event or a reservation counts against, if any.
+type Owner = Option<Arc<str>>;
+
+/// Entries held plus slots reserved, per client with a quota.
+#[derive(Default)]
+struct Owners(HashMap<Arc<str>, usize>);
+
+impl Owners {
+    fn count(&self, owner: &str) -> usize {
+        self.0.get(owner).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, owner: &Owner, n: usize) {
+        if let Some(owner) = owner
+            && n > 0
+        {
+            *self.0.entry(owner.clone()).or_default() += n;
+        }
+    }
+
+    /// Forgets a client once it holds nothing, so the map stays as small as the clients in flight.
+    fn sub(&mut self, owner: &Owner, n: usize) {
+        let Some(owner) = owner else {
+            return;
+        };
+        if let hash_map::Entry::Occupied(mut entry) = self.0.entry(owner.clone()) {
+            *entry.get_mut() = entry.get().saturating_sub(n);
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
 
 /// One fetched event held until it is settled.
 struct Held {
@@ -180,6 +242,8 @@ struct Held {
     deadline: Deadline,
     /// The delivery's receive span, ended by its settlement or its expiry.
     span: Span,
+    /// The client it counts against.
+    owner: Owner,
 }
 
 /// One delivery of a fetched event, as it enters the table.
@@ -188,6 +252,7 @@ struct Delivered {
     attempt: u64,
     arrived: Instant,
     span: Span,
+    owner: Owner,
 }
 
 /// The events held for one consumer.
@@ -215,13 +280,14 @@ impl Holder {
         }
     }
 
-    /// Drops the entries whose processing timeout has passed (JetStream redelivers those) and
-    /// returns how many.
-    fn expire(&mut self, now: Instant) -> usize {
+    /// Drops the entries whose processing timeout has passed (JetStream redelivers those), takes
+    /// them off their clients' counts, and returns how many.
+    fn expire(&mut self, now: Instant, owners: &mut Owners) -> usize {
         let mut expired = 0;
         while let Some(id) = self.expiries.pop_expired(now) {
             if let Some(held) = self.held.remove(&id) {
                 telemetry::error(&held.span, "processing timeout");
+                owners.sub(&held.owner, 1);
             }
             expired += 1;
         }
@@ -232,13 +298,14 @@ impl Holder {
         self.held.is_empty() && self.reserved == 0
     }
 
-    /// Holds a delivery; returns whether it replaced an earlier delivery of the same event.
-    fn insert(&mut self, id: u64, delivery: Delivered) -> bool {
+    /// Holds a delivery; returns the earlier delivery of the same event it replaced.
+    fn insert(&mut self, id: u64, delivery: Delivered) -> Option<Held> {
         let Delivered {
             reply,
             attempt,
             arrived,
             span,
+            owner,
         } = delivery;
         let at = arrived + attempt_timeout(&self.config, attempt);
         let deadline = self.expiries.insert(at, id);
@@ -248,14 +315,11 @@ impl Holder {
             arrived,
             deadline,
             span,
+            owner,
         };
-        match self.held.insert(id, held) {
-            Some(previous) => {
-                self.expiries.remove(&previous.deadline);
-                true
-            }
-            None => false,
-        }
+        let previous = self.held.insert(id, held)?;
+        self.expiries.remove(&previous.deadline);
+        Some(previous)
     }
 }
 
@@ -266,6 +330,8 @@ struct Table {
     held: usize,
     /// Reserved slots over all holders.
     reserved: usize,
+    /// Entries and reserved slots per client with a quota.
+    owners: Owners,
     meters: metrics::Delivery,
 }
 
@@ -275,6 +341,7 @@ impl Table {
             holders: HashMap::new(),
             held: 0,
             reserved: 0,
+            owners: Owners::default(),
             meters: metrics::Delivery::new(Path::Fetch),
         }
     }
@@ -290,7 +357,7 @@ impl Table {
         let Some(holder) = self.holders.get_mut(key) else {
             return;
         };
-        let expired = holder.expire(now);
+        let expired = holder.expire(now, &mut self.owners);
         if holder.unused() {
             self.holders.remove(key);
         }
@@ -300,8 +367,9 @@ impl Table {
     /// Drops the expired entries of every consumer.
     fn expire_all(&mut self, now: Instant) {
         let mut expired = 0;
+        let owners = &mut self.owners;
         self.holders.retain(|_, holder| {
-            expired += holder.expire(now);
+            expired += holder.expire(now, owners);
             !holder.unused()
         });
         self.released(expired);
@@ -350,7 +418,9 @@ impl Table {
             return;
         }
         let gone = holder.held.len();
-        holder.held.clear();
+        for (_, held) in holder.held.drain() {
+            self.owners.sub(&held.owner, 1);
+        }
         holder.expiries = Expiries::default();
         if holder.unused() {
             self.holders.remove(key);
@@ -371,15 +441,15 @@ impl Table {
         }
     }
 
-    /// Reserves up to `wanted` slots for a fetch from `key` (described by `info`), within every
-    /// limit: at least one, or the limit that leaves none. Limits per client would be checked here
-    /// too, as one more scope.
+    /// Reserves up to `wanted` slots for a fetch from `key` (described by `info`) for `client`,
+    /// within every limit: at least one, or the limit that leaves none.
     fn reserve(
         &mut self,
         key: &Key,
         info: &consumer::Info,
         wanted: usize,
         limits: &FetchLimits,
+        client: Option<&ClientQuota>,
     ) -> Result<usize, Error> {
         let now = Instant::now();
         self.expire(key, now);
@@ -391,19 +461,31 @@ impl Table {
         let consumer_room = limits
             .per_consumer
             .saturating_sub(holder.held.len() + holder.reserved);
-        let mut server_room = limits.total.saturating_sub(self.held + self.reserved);
-        if consumer_room > 0 && server_room == 0 {
+        let server_room = |table: &Table| limits.total.saturating_sub(table.held + table.reserved);
+        let client_room = |table: &Table| {
+            client.map_or(usize::MAX, |quota| {
+                quota
+                    .max_in_flight
+                    .saturating_sub(table.owners.count(&quota.id))
+            })
+        };
+        let (mut server, mut own) = (server_room(self), client_room(self));
+        if consumer_room > 0 && (server == 0 || own == 0) {
             // Expired entries of other consumers count until they are looked at; look now.
             self.expire_all(now);
-            server_room = limits.total.saturating_sub(self.held + self.reserved);
+            (server, own) = (server_room(self), client_room(self));
         }
-        let room = consumer_room.min(server_room);
+        let room = consumer_room.min(server).min(own);
         if room == 0 {
             if self.holders.get(key).is_some_and(Holder::unused) {
                 self.holders.remove(key);
             }
             return Err(if consumer_room == 0 {
                 consumer_full(&key.0, &key.1, limits.per_consumer)
+            } else if server == 0 {
+                server_full(limits.total)
+            } else if let Some(quota) = client {
+                client_full(quota)
             } else {
                 server_full(limits.total)
             });
@@ -415,12 +497,15 @@ impl Table {
             .or_insert_with(|| Holder::new(info))
             .reserved += granted;
         self.reserved += granted;
+        self.owners
+            .add(&client.map(|quota| quota.id.clone()), granted);
         Ok(granted)
     }
 
-    /// Gives back `n` reserved slots of `key`.
-    fn release(&mut self, key: &Key, n: usize) {
+    /// Gives back `n` slots of `key` reserved for `owner`.
+    fn release(&mut self, key: &Key, n: usize, owner: &Owner) {
         self.reserved -= n;
+        self.owners.sub(owner, n);
         if let Some(holder) = self.holders.get_mut(key) {
             holder.reserved -= n;
             if holder.unused() {
@@ -436,8 +521,10 @@ impl Table {
             return;
         };
         let attempt = delivery.attempt;
-        if holder.insert(id, delivery) {
+        self.owners.add(&delivery.owner, 1);
+        if let Some(previous) = holder.insert(id, delivery) {
             // The earlier delivery of this event is gone; this one takes its place.
+            self.owners.sub(&previous.owner, 1);
             self.meters.released(1);
         } else {
             self.held += 1;
@@ -454,6 +541,7 @@ impl Table {
             self.holders.remove(key);
         }
         self.held -= 1;
+        self.owners.sub(&held.owner, 1);
         Some(held)
     }
 
@@ -470,6 +558,7 @@ impl Table {
         }
         let at = held.arrived + attempt_timeout(&holder.config, held.attempt);
         let deadline = holder.expiries.insert(at, id);
+        self.owners.add(&held.owner, 1);
         holder.held.insert(id, Held { deadline, ..held });
         self.held += 1;
     }
@@ -530,12 +619,16 @@ impl Fetcher {
         let wait = spec.wait.filter(|wait| !wait.is_zero());
         let (max, max_bytes, wait) =
             within_request_limits(&info.config, max, MAX_FETCH_BYTES, wait);
-        let reserved = self.table().reserve(&key, info, max, &self.limits)?;
+        let client = spec.client.as_ref();
+        let reserved = self
+            .table()
+            .reserve(&key, info, max, &self.limits, client)?;
         // Until the events are handed over, a cancelled call (the client gave up) gives back what
         // it took, and its reservation.
         let mut taken = Taken {
             fetcher: self,
             key,
+            owner: client.map(|quota| quota.id.clone()),
             reserved,
             messages: Vec::new(),
         };
@@ -605,6 +698,7 @@ impl Fetcher {
                     attempt: metadata.delivered,
                     arrived,
                     span,
+                    owner: taken.owner.clone(),
                 },
             ));
             events.push(Fetched {
@@ -617,7 +711,7 @@ impl Fetcher {
             for (id, delivery) in entries {
                 table.insert(&taken.key, id, delivery);
             }
-            table.release(&taken.key, taken.reserved);
+            table.release(&taken.key, taken.reserved, &taken.owner);
         }
         taken.reserved = 0;
         Ok(FetchedEvents {
@@ -833,7 +927,7 @@ impl Fetcher {
             };
             match self.nats.send_ack(held.reply.clone(), kind).await {
                 Ok(()) => {
-                    how.record(&held.span);
+                    telemetry::settled(&held.span, how);
                     settled.ids.push(id);
                 }
                 Err(err) => {
@@ -887,6 +981,7 @@ enum Ended {
 struct Taken<'a> {
     fetcher: &'a Fetcher,
     key: Key,
+    owner: Owner,
     reserved: usize,
     messages: Vec<(Instant, async_nats::Message)>,
 }
@@ -894,7 +989,9 @@ struct Taken<'a> {
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
         if self.reserved > 0 {
-            self.fetcher.table().release(&self.key, self.reserved);
+            self.fetcher
+                .table()
+                .release(&self.key, self.reserved, &self.owner);
         }
         let replies: Vec<Subject> = self
             .messages
@@ -973,6 +1070,7 @@ mod tests {
             attempt,
             arrived,
             span: Span::none(),
+            owner: None,
         }
     }
 
@@ -1007,12 +1105,12 @@ mod tests {
     /// Reserves `n` slots of `consumer` and fills them with deliveries `ids`.
     fn fetch(table: &mut Table, consumer: &str, info: &consumer::Info, ids: &[u64]) {
         let key = key(consumer);
-        let granted = table.reserve(&key, info, ids.len(), &LIMITS).unwrap();
+        let granted = table.reserve(&key, info, ids.len(), &LIMITS, None).unwrap();
         assert_eq!(granted, ids.len());
         for &id in ids {
             table.insert(&key, id, delivered(format!("r{id}"), 1, Instant::now()));
         }
-        table.release(&key, granted);
+        table.release(&key, granted, &None);
     }
 
     #[test]
@@ -1040,15 +1138,19 @@ mod tests {
         let mut table = Table::new();
         let one = info(1, 30);
         fetch(&mut table, "a", &one, &[1, 2, 3]);
-        let full = table.reserve(&key("a"), &one, 1, &LIMITS).unwrap_err();
+        let full = table
+            .reserve(&key("a"), &one, 1, &LIMITS, None)
+            .unwrap_err();
         assert_eq!(full.message(), consumer_full("s", "a", 3).message());
         assert_eq!(full.limit(), Some("FETCH_MAX_IN_FLIGHT_PER_CONSUMER"));
         // Another consumer still gets what the server has left.
-        assert_eq!(table.reserve(&key("b"), &one, 5, &LIMITS).unwrap(), 1);
-        let full = table.reserve(&key("c"), &one, 1, &LIMITS).unwrap_err();
+        assert_eq!(table.reserve(&key("b"), &one, 5, &LIMITS, None).unwrap(), 1);
+        let full = table
+            .reserve(&key("c"), &one, 1, &LIMITS, None)
+            .unwrap_err();
         assert_eq!(full.message(), server_full(4).message());
         assert_eq!(full.limit(), Some("FETCH_MAX_IN_FLIGHT"));
-        table.release(&key("b"), 1);
+        table.release(&key("b"), 1, &None);
         assert!(!table.holders.contains_key(&key("b")) && !table.holders.contains_key(&key("c")));
         assert_eq!((table.held, table.reserved), (3, 0));
     }
@@ -1059,14 +1161,14 @@ mod tests {
         let one = info(1, 1);
         let past = Instant::now() - Duration::from_secs(5);
         let (a, b) = (key("a"), key("b"));
-        assert_eq!(table.reserve(&a, &one, 4, &LIMITS).unwrap(), 3);
+        assert_eq!(table.reserve(&a, &one, 4, &LIMITS, None).unwrap(), 3);
         for id in 1..=3 {
             table.insert(&a, id, delivered("r", 1, past));
         }
-        table.release(&a, 3);
-        assert_eq!(table.reserve(&b, &one, 1, &LIMITS).unwrap(), 1);
+        table.release(&a, 3, &None);
+        assert_eq!(table.reserve(&b, &one, 1, &LIMITS, None).unwrap(), 1);
         // The server is full until the expired entries of "a" are looked at.
-        assert_eq!(table.reserve(&key("c"), &one, 1, &LIMITS).unwrap(), 1);
+        assert_eq!(table.reserve(&key("c"), &one, 1, &LIMITS, None).unwrap(), 1);
         table.insert(&key("c"), 9, delivered("r", 1, Instant::now()));
         assert_eq!(table.holders[&key("c")].held.len(), 1);
         assert!(!table.holders.contains_key(&a));
@@ -1104,5 +1206,70 @@ mod tests {
         table.sync(&key("a"), &info(1, 1));
         table.expire(&key("a"), now + Duration::from_secs(2));
         assert_eq!(table.held, 0);
+    }
+
+    #[test]
+    fn a_clients_quota_spans_its_consumers_and_frees_as_its_entries_go() {
+        let mut table = Table::new();
+        let quota = ClientQuota {
+            id: "x".into(),
+            max_in_flight: 3,
+            limit: "quota",
+        };
+        let owner: Owner = Some(quota.id.clone());
+        let limits = FetchLimits {
+            per_consumer: 10,
+            total: 10,
+        };
+        let (one, past) = (info(1, 1), Instant::now() - Duration::from_secs(5));
+        let fetch_for = |table: &mut Table, consumer: &str, ids: &[u64], arrived| {
+            let key = key(consumer);
+            let granted = table
+                .reserve(&key, &one, ids.len(), &limits, Some(&quota))
+                .unwrap();
+            for &id in ids {
+                let delivery = Delivered {
+                    owner: owner.clone(),
+                    ..delivered("r", 1, arrived)
+                };
+                table.insert(&key, id, delivery);
+            }
+            table.release(&key, granted, &owner);
+        };
+        fetch_for(&mut table, "a", &[1], past);
+        fetch_for(&mut table, "b", &[2, 3], Instant::now());
+        assert_eq!(table.owners.count("x"), 3);
+        // Another client, and fetches without a client, are not held up by it.
+        assert_eq!(table.reserve(&key("a"), &one, 1, &limits, None).unwrap(), 1);
+        table.release(&key("a"), 1, &None);
+        // Full until the expired entry of "a" is looked at; then one slot is free.
+        assert_eq!(
+            table
+                .reserve(&key("b"), &one, 5, &limits, Some(&quota))
+                .unwrap(),
+            1
+        );
+        table.release(&key("b"), 1, &owner);
+        assert_eq!(table.owners.count("x"), 2);
+        assert_eq!(
+            table
+                .reserve(&key("c"), &one, 1, &limits, Some(&quota))
+                .unwrap(),
+            1
+        );
+        table.release(&key("c"), 1, &owner);
+        fetch_for(&mut table, "c", &[4], Instant::now());
+        let full = table
+            .reserve(&key("c"), &one, 1, &limits, Some(&quota))
+            .unwrap_err();
+        assert_eq!(full.message(), client_full(&quota).message());
+        assert_eq!(full.limit(), Some("quota"));
+        // A settlement and a deleted consumer give slots back.
+        assert!(table.take(&key("b"), 2).is_some());
+        assert_eq!(table.owners.count("x"), 2);
+        table.forget(&key("c"), None);
+        assert_eq!(table.owners.count("x"), 1);
+        table.forget_stream("s", None);
+        assert!(table.owners.0.is_empty());
     }
 }

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod connection;
 pub mod consumers;
+pub mod credentials;
 pub mod dead_letters;
 pub mod delivery;
 pub mod error;
@@ -24,9 +25,11 @@ pub mod pipeline;
 pub mod publish;
 mod publish_failure;
 pub mod reads;
+pub mod requests;
+pub mod settle;
 pub mod state;
 pub mod streams;
 pub mod telemetry;
 
-pub use connection::{ConnectSettings, Nats};
+pub use connection::{ConnectSettings, Nats, NatsSecurity, Secret};
 pub use error::{Error, ErrorKind, Result};

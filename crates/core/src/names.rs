@@ -109,6 +109,12 @@ pub fn validate_existing_filter(field: &str, filter: &str) -> Result<(), Error> 
     check_subject(field, filter, true, NATS_CHARS)
 }
 
+/// Checks a concrete subject by NATS's own rule (requests, which may go to any NATS responder, e.g.
+/// `$SRV.PING`): dot-separated tokens without whitespace or wildcards.
+pub fn validate_nats_subject(field: &str, subject: &str) -> Result<(), Error> {
+    check_subject(field, subject, false, NATS_CHARS)
+}
+
 /// Checks a concrete subject (publishing): dot-separated tokens of `a-z A-Z 0-9 _ -`.
 pub fn validate_subject(field: &str, subject: &str) -> Result<(), Error> {
     check_subject(field, subject, false, SUBJECT_CHARS)

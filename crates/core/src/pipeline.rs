@@ -401,6 +401,7 @@ mod tests {
             url: server.url(),
             name: "pipeline-test".into(),
             publish_max_pending: window,
+            security: Default::default(),
         };
         let nats = Nats::connect(&settings).await.unwrap();
         eventually("connected", || async { nats.is_connected().then_some(()) }).await;

@@ -17,7 +17,7 @@ use opentelemetry::{
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::format::Event;
+use crate::{format::Event, settle::Settle};
 
 /// The `tracing` target of every messaging span, so the log output can leave them out.
 pub const SPAN_TARGET: &str = "jetway_otel";
@@ -97,6 +97,51 @@ pub(crate) fn publish_span(subject: &str) -> Span {
     )
 }
 
+/// The CLIENT span of one request sent on `subject`, a child of the current span (the RPC). Its
+/// context travels in the request's `traceparent` header.
+pub(crate) fn request_span(subject: &str) -> Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        "request",
+        otel.name = format!("{subject} send"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.operation = "send",
+        messaging.destination.name = subject,
+    )
+}
+
+/// The SERVER span of one request handed to a processor, from its hand-over until the processor
+/// answers; its parent is the context the request carries, set by the caller.
+pub(crate) fn process_span(subject: &str) -> Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "process",
+        otel.name = format!("{subject} process"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation = "process",
+        messaging.destination.name = subject,
+    )
+}
+
+impl TraceContext {
+    /// Makes `span` a child of this context, if it has one.
+    pub(crate) fn adopt(&self, span: &Span) {
+        if self.parent.is_some() {
+            // Fails only when no OpenTelemetry layer is installed, and then there is nothing to link.
+            span.set_parent(self.extract()).ok();
+        }
+    }
+}
+
 /// Opens the CONSUMER span of a delivered event, a child of the publisher's context that the event
 /// carries, and gives the event the context to pass on to its subscriber: the span's when spans are
 /// recorded, else the publisher's, unchanged. Every delivery path (Events, Fetch) goes through here,
@@ -129,10 +174,7 @@ fn receive_span(subject: &str, id: u64, consumer: &str, publisher: &TraceContext
         messaging.consumer.group.name = consumer,
         messaging.message.id = id,
     );
-    if publisher.parent.is_some() {
-        // Fails only when no OpenTelemetry layer is installed, and then there is nothing to link.
-        span.set_parent(publisher.extract()).ok();
-    }
+    publisher.adopt(&span);
     span
 }
 
@@ -147,11 +189,22 @@ pub(crate) fn error(span: &Span, message: &str) {
     span.record("otel.status_message", message);
 }
 
+/// Records a settlement on the event's receive span: OK for an ack, an error for a reject.
+pub(crate) fn settled(span: &Span, how: Settle) {
+    match how {
+        Settle::Ack => ok(span),
+        Settle::Reject(_) => error(span, "event rejected"),
+        Settle::RejectPermanently => error(span, "event permanently rejected"),
+        // A ping settles nothing; the span goes on.
+        Settle::Ping => {}
+    }
+}
+
 /// Metric names, and the handles every delivery path (Events streams, Fetch) counts with.
 pub mod metrics {
     use std::sync::atomic::{AtomicI64, Ordering};
 
-    use crate::delivery::Settle;
+    use crate::settle::Settle;
 
     /// Publishes, labelled `result` = `ok`, `duplicate`, `conflict` or `error`.
     pub const PUBLISHES: &str = "jetway_publishes_total";

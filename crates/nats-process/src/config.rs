@@ -22,6 +22,8 @@ pub struct NatsConfig {
     pub monitor_port: Option<u16>,
     /// Cluster membership, if any.
     pub cluster: Option<ClusterConfig>,
+    /// Further config text, appended as it is (tests: an `authorization` block with nkey users).
+    pub extra: Option<String>,
 }
 
 /// A cluster on loopback.
@@ -46,6 +48,7 @@ impl NatsConfig {
             sync_interval: None,
             monitor_port: None,
             cluster: None,
+            extra: None,
         }
     }
 
@@ -92,6 +95,10 @@ impl NatsConfig {
                 cluster.port,
                 routes.join(", "),
             );
+        }
+        if let Some(extra) = &self.extra {
+            text.push_str(extra);
+            text.push('\n');
         }
         Ok(text)
     }

@@ -1,4 +1,4 @@
-//! Jetway's gRPC server, by role: [`grpc`] holds the tonic services (Windshift's and Jetway's) and
+//! Jetway's gRPC server, by role: [`auth`] decides who may call what, [`grpc`] holds the tonic services (Windshift's and Jetway's) and
 //! the one mapping of core errors to statuses, [`codec`] the conversion of their messages to and from
 //! `jetway-core`, [`http`] the HTTP/JSON API beside them, and [`infra`] what runs them (the app, configuration, the local nats-server
 //! supervisor, telemetry, health and the transport limits). [`testing`] (feature `testing`) is the
@@ -7,6 +7,7 @@
 //! [`app`] and [`config`] are re-exported at the root: they are what a program embedding the server
 //! uses.
 
+pub mod auth;
 pub mod codec;
 pub mod grpc;
 pub mod http;

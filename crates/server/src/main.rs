@@ -8,12 +8,13 @@ use std::process::ExitCode;
 
 use jetway_core::{ConnectSettings, Nats};
 use jetway_server::{
-    app::{self, Listeners},
+    app::{self, Listeners, Security},
     config::Config,
     infra::{
         probe,
         supervisor::{LocalNats, LocalNatsSettings},
         telemetry::Telemetry,
+        tls::ServerTls,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // Checked before anything starts: a bad certificate is a configuration error.
+    let tls = match ServerTls::from_config(&config.tls) {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("jetway-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
     // Built by hand rather than with `#[tokio::main]`, so the configuration sets the thread count.
     // One thread means Tokio's current-thread scheduler: its run queue is a plain local queue, while
     // a work-stealing one, with nobody to steal from, still pays for synchronisation on every wake.
@@ -57,7 +66,7 @@ fn main() -> ExitCode {
     .enable_all()
     .build();
     match runtime {
-        Ok(runtime) => runtime.block_on(start(config)),
+        Ok(runtime) => runtime.block_on(start(config, tls)),
         Err(err) => {
             eprintln!("jetway-server: cannot start the async runtime: {err}");
             ExitCode::FAILURE
@@ -67,7 +76,7 @@ fn main() -> ExitCode {
 
 /// Exit 0 when the server on this host answers `/readyz` with 200, else 1 with the reason on stderr.
 fn healthcheck(config: &Config) -> ExitCode {
-    match probe::check(probe::health_addr(config)) {
+    match probe::check(probe::health_addr(config), config.tls.cert_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("jetway-server healthcheck: {err}");
@@ -90,7 +99,7 @@ fn openapi() -> ExitCode {
     }
 }
 
-async fn start(config: Config) -> ExitCode {
+async fn start(config: Config, tls: Option<ServerTls>) -> ExitCode {
     let telemetry = match Telemetry::init(&config) {
         Ok(telemetry) => telemetry,
         Err(err) => {
@@ -99,7 +108,7 @@ async fn start(config: Config) -> ExitCode {
         }
     };
     config.log_summary();
-    let result = run(config).await;
+    let result = run(config, tls).await;
     telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,33 +119,39 @@ async fn start(config: Config) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(config: Config, tls: Option<ServerTls>) -> Result<(), Box<dyn std::error::Error>> {
     let (url, local) = match &config.nats_url {
-        Some(url) => (url.clone(), None),
+        Some(url) => (url.as_str().to_owned(), None),
         None => {
             let local = LocalNats::start(LocalNatsSettings::from_config(&config)).await?;
             (local.url().to_owned(), Some(local))
         }
     };
-    let result = serve(&config, url).await;
+    let result = serve(&config, url, tls).await;
     if let Some(local) = local {
         local.stop().await;
     }
     result
 }
 
-async fn serve(config: &Config, url: String) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    config: &Config,
+    url: String,
+    tls: Option<ServerTls>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let settings = ConnectSettings {
         url,
         name: "jetway-server".into(),
         publish_max_pending: config.nats_publish_async_max_pending,
+        security: config.nats_security.clone(),
     };
     let nats = Nats::connect(&settings).await?;
     tracing::info!("NATS client started");
+    let security = Security::from_config(config)?;
     let listeners = Listeners::bind(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app::serve(nats, listeners, config.limits, shutdown).await?;
+    app::serve(nats, listeners, config.limits, security, tls, shutdown).await?;
     Ok(())
 }
 

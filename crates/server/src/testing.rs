@@ -15,18 +15,19 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use jetway_core::{ConnectSettings, Nats};
+use jetway_core::{ConnectSettings, Nats, NatsSecurity};
 use jetway_testkit::{NatsServer, eventually};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
 use crate::{
-    app::{self, Listeners},
+    app::{self, Listeners, Security},
     config::Limits,
+    infra::tls::ServerTls,
 };
 
 /// How long [`TestServer::stop`] waits for a graceful shutdown before it fails the test (a hang
@@ -40,7 +41,10 @@ pub struct TestServer {
     /// it and killed with the last of them; `None` when it serves in front of the test's own.
     nats: Option<Arc<NatsServer>>,
     nats_url: String,
+    nats_security: NatsSecurity,
     limits: Limits,
+    security: Security,
+    tls: Option<TestTls>,
     grpc_addr: SocketAddr,
     health_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -48,11 +52,21 @@ pub struct TestServer {
 }
 
 /// Options for a [`TestServer`]; [`TestServerBuilder::start`] starts it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct TestServerBuilder {
     nats_url: Option<String>,
+    nats_security: NatsSecurity,
     limits: Limits,
+    security: Security,
+    tls: Option<TestTls>,
+}
+
+/// The server's TLS, and how the harness's own clients connect to it.
+#[derive(Debug, Clone)]
+struct TestTls {
+    server: ServerTls,
+    client: ClientTlsConfig,
 }
 
 /// One run of the server, from a start to a stop.
@@ -79,7 +93,10 @@ impl TestServer {
         TestServer::serve(
             self.nats.clone(),
             self.nats_url.clone(),
+            self.nats_security.clone(),
             self.limits,
+            self.security.clone(),
+            self.tls.clone(),
             free_listeners().await,
         )
         .await
@@ -88,7 +105,10 @@ impl TestServer {
     async fn serve(
         nats: Option<Arc<NatsServer>>,
         nats_url: String,
+        nats_security: NatsSecurity,
         limits: Limits,
+        security: Security,
+        tls: Option<TestTls>,
         listeners: Listeners,
     ) -> TestServer {
         let grpc_addr = listeners.grpc.local_addr().expect("the gRPC port");
@@ -97,7 +117,10 @@ impl TestServer {
         let mut server = TestServer {
             nats,
             nats_url,
+            nats_security,
             limits,
+            security,
+            tls,
             grpc_addr,
             health_addr,
             http_addr,
@@ -113,17 +136,28 @@ impl TestServer {
             url: self.nats_url.clone(),
             name: "jetway-test".into(),
             publish_max_pending: 256,
+            security: self.nats_security.clone(),
         };
         let nats = Nats::connect(&settings).await.expect("connect to nats");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(nats, listeners, self.limits, shutdown.clone()));
+        let tls = self.tls.as_ref().map(|tls| tls.server.clone());
+        let task = tokio::spawn(app::serve(
+            nats,
+            listeners,
+            self.limits,
+            self.security.clone(),
+            tls,
+            shutdown.clone(),
+        ));
         self.running = Some(Running { shutdown, task });
         self.wait_serving().await;
     }
 
-    /// The gRPC URL, e.g. `http://127.0.0.1:41234`. Unchanged across a restart.
+    /// The gRPC URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS). Unchanged across a
+    /// restart.
     pub fn url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc_addr)
     }
 
     /// The gRPC address. Unchanged across a restart.
@@ -167,7 +201,13 @@ impl TestServer {
     }
 
     fn endpoint(&self) -> tonic::transport::Endpoint {
-        Channel::from_shared(self.url()).expect("a valid URL")
+        let endpoint = Channel::from_shared(self.url()).expect("a valid URL");
+        match &self.tls {
+            None => endpoint,
+            Some(tls) => endpoint
+                .tls_config(tls.client.clone())
+                .expect("a valid client TLS configuration"),
+        }
     }
 
     /// Waits until `grpc.health.v1` says SERVING: a bound listener alone does not mean ready.
@@ -235,9 +275,29 @@ impl TestServerBuilder {
         self
     }
 
+    /// Authenticates to NATS and secures the link with `security` (its nats-server is the test's
+    /// own, given with [`TestServerBuilder::nats_url`]).
+    pub fn nats_security(mut self, security: NatsSecurity) -> Self {
+        self.nats_security = security;
+        self
+    }
+
     /// Serves within `limits` instead of the defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Lets in only the clients `security` allows (by default anyone, as without `AUTH_FILE`).
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Serves both ports over `server`'s TLS; the harness's own clients (readiness,
+    /// [`TestServer::channel`]) connect with `client`.
+    pub fn tls(mut self, server: ServerTls, client: ClientTlsConfig) -> Self {
+        self.tls = Some(TestTls { server, client });
         self
     }
 
@@ -251,7 +311,16 @@ impl TestServerBuilder {
                 (Some(Arc::new(nats)), url)
             }
         };
-        TestServer::serve(nats, nats_url, self.limits, free_listeners().await).await
+        TestServer::serve(
+            nats,
+            nats_url,
+            self.nats_security,
+            self.limits,
+            self.security,
+            self.tls,
+            free_listeners().await,
+        )
+        .await
     }
 }
 

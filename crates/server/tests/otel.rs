@@ -202,6 +202,7 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
     // The other paths act now and are checked below, so all their spans come in one export.
     let fetched = fetch_and_read(&mut env, id).await;
     let streamed = publish_stream(&mut env).await;
+    let processed = request_reply(&env).await;
 
     let trace = unhex(trace_id);
     let find = |name: &'static str, trace: Vec<u8>| {
@@ -280,6 +281,7 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
 
     fetch_and_reads_carry_the_trace(&receiver, trace_id, &producer, fetched).await;
     publish_stream_keeps_the_callers_trace(&receiver, streamed).await;
+    one_trace_runs_from_the_requester_to_the_processor(&receiver, processed).await;
 
     telemetry.shutdown().await;
 }
@@ -471,4 +473,116 @@ async fn publish_stream_keeps_the_callers_trace(receiver: &Receiver, ids: Vec<u6
             "each publish span is the call's child"
         );
     }
+}
+
+/// The trace id and parent span id a Request call carries.
+const REQUEST_TRACE: (&str, &str) = ("6bf92f3577b34da6a3ce929d0e0e4738", "20f067aa0ba902b9");
+
+/// Sends a request that carries `REQUEST_TRACE` to a processor attached over Respond, which
+/// answers it; returns the trace context the processor was handed.
+async fn request_reply(env: &Env) -> Option<String> {
+    use jetway_api::jetway::requests::v1::{
+        self as requests, request_service_client::RequestServiceClient,
+        respond_request::Message as Inbound, respond_response::Message as Outbound,
+    };
+    let (trace_id, client_span_id) = REQUEST_TRACE;
+    let mut client = RequestServiceClient::new(env.jetway.channel().await);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(requests::RespondRequest {
+        message: Some(Inbound::Attach(requests::Attach {
+            subjects: vec!["svc.traced".into()],
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut processor = client
+        .respond(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let attached = processor.message().await.unwrap().unwrap().message;
+    assert!(
+        matches!(attached, Some(Outbound::Attached(_))),
+        "{attached:?}"
+    );
+    let mut request = tonic::Request::new(requests::RequestRequest {
+        subject: "svc.traced".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{client_span_id}-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut requester = client.clone();
+    let asked = tokio::spawn(async move { requester.request(request).await });
+    let incoming = match processor.message().await.unwrap().unwrap().message {
+        Some(Outbound::Request(incoming)) => incoming,
+        other => panic!("expected a request, got {other:?}"),
+    };
+    tx.send(requests::RespondRequest {
+        message: Some(Inbound::Answer(requests::Answer {
+            id: incoming.id,
+            result: Some(requests::answer::Result::NoContent(requests::NoContent {})),
+        })),
+    })
+    .await
+    .unwrap();
+    asked.await.unwrap().expect("the request is answered");
+    incoming.trace_parent
+}
+
+/// Issue 20 #4: one trace runs from the requester's call through the request span over NATS to the
+/// processing span, whose context the processor is handed.
+async fn one_trace_runs_from_the_requester_to_the_processor(
+    receiver: &Receiver,
+    processed: Option<String>,
+) {
+    let (trace_id, client_span_id) = REQUEST_TRACE;
+    let trace = unhex(trace_id);
+    let found = |name: &'static str| {
+        let trace = trace.clone();
+        move || {
+            let found = receiver.find(name, &trace).map(|(_, span)| span);
+            async move { found }
+        }
+    };
+    let server = eventually(
+        "the Request server span",
+        found("jetway.requests.v1.RequestService/Request"),
+    )
+    .await;
+    assert_eq!(hex(&server.parent_span_id), client_span_id);
+    let send = eventually("the request span", found("svc.traced send")).await;
+    assert_eq!(send.kind, SpanKind::Client as i32);
+    assert_eq!(send.parent_span_id, server.span_id);
+    assert_eq!(
+        string_attribute(&send.attributes, "messaging.system").as_deref(),
+        Some("nats")
+    );
+    assert_eq!(
+        string_attribute(&send.attributes, "messaging.destination.name").as_deref(),
+        Some("svc.traced")
+    );
+    assert_eq!(
+        send.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Ok as i32)
+    );
+    let process = eventually("the processing span", found("svc.traced process")).await;
+    assert_eq!(process.kind, SpanKind::Server as i32);
+    assert_eq!(
+        process.parent_span_id, send.span_id,
+        "the processing span is the request span's child, across NATS"
+    );
+    assert_eq!(
+        string_attribute(&process.attributes, "messaging.operation").as_deref(),
+        Some("process")
+    );
+    assert_eq!(
+        processed,
+        Some(format!("00-{trace_id}-{}-01", hex(&process.span_id))),
+        "the processor continues the processing span"
+    );
 }

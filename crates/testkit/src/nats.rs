@@ -51,7 +51,14 @@ impl NatsServer {
     /// `["--auth", "token"]` to make clients authenticate. [`NatsServer::url`] carries no
     /// credentials.
     pub fn start_with_args(args: &[&str]) -> NatsServer {
+        NatsServer::start_with_config(args, None)
+    }
+
+    /// Starts a server as [`NatsServer::start_with_args`] does, with `extra` appended to its config
+    /// file: what has no command-line option, such as `authorization { users = [{nkey: U...}] }`.
+    pub fn start_with_config(args: &[&str], extra: Option<&str>) -> NatsServer {
         let mut files = Files::new(binary(), args);
+        files.config.extra = extra.map(str::to_owned);
         let (child, url, port) = files.launch(0);
         NatsServer {
             files,

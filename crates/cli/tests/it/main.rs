@@ -5,9 +5,12 @@
 // allow-*-in-tests covers `#[test]` functions only, not the helpers they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod dead_letters;
 mod reads;
+mod requests;
 mod streams;
+mod tls;
 
 use std::{process::Stdio, time::Duration};
 

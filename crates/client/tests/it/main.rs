@@ -7,11 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod auth;
 mod calls;
 mod dead_letters;
 mod delivery;
 mod failover;
 mod reads;
+mod requests;
 mod shared_stream;
 mod state;
 

@@ -9,10 +9,10 @@ use jetway_api::{
 use jetway_core::{
     Error,
     consumers::{ConsumerSpec, DeliveryPolicy},
-    delivery::Settled,
     format::Event,
     pipeline::Outcome,
     publish::Publication,
+    settle::Settled,
     streams::{self, StreamPointer},
 };
 

@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod events;
+pub mod requests;
 pub mod state;
 pub mod windshift;

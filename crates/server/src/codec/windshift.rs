@@ -18,8 +18,9 @@ use jetway_api::{
 use jetway_core::{
     Error,
     consumers::ConsumerSpec,
-    delivery::{Delivery, Settle, Settled},
+    delivery::Delivery,
     publish::Publication,
+    settle::{Settle, Settled},
     streams::{self, Discard, Retention, SourceSpec, StreamSource, StreamSpec},
 };
 

@@ -1,6 +1,7 @@
 //! `jetway.admin.v1.AdminService`: thin handlers over `jetway_core::admin` (streams and consumers)
 //! and `jetway_core::dead_letters`; the messages are encoded in [`crate::codec::admin`].
 
+use futures::{StreamExt, TryStreamExt};
 use jetway_api::jetway::admin::v1::{
     self as api,
     admin_service_server::{AdminService, AdminServiceServer},
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    auth::{Caller, Permission},
     codec::admin::{consumer_info, encode_dead_letter, selection, stream_info},
     grpc::{
         status::ToStatus,
@@ -46,11 +48,18 @@ impl AdminService for Admin {
         &self,
         request: Request<api::ListStreamsRequest>,
     ) -> Result<Response<api::ListStreamsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let page = admin::list_streams(&self.nats, &request.into_inner().page_token)
             .await
             .map_err(|e| e.to_status())?;
+        // A page may come out shorter than JetStream's: the client sees only its streams.
         Ok(Response::new(api::ListStreamsResponse {
-            streams: page.items.into_iter().map(stream_info).collect(),
+            streams: page
+                .items
+                .into_iter()
+                .filter(|info| caller.may(Permission::See, &info.name))
+                .map(stream_info)
+                .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }
@@ -59,7 +68,9 @@ impl AdminService for Admin {
         &self,
         request: Request<api::GetStreamInfoRequest>,
     ) -> Result<Response<api::GetStreamInfoResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::See, &request.stream)?;
         let details = admin::stream_info(&self.nats, &request.stream, &request.subject_filter)
             .await
             .map_err(|e| e.to_status())?;
@@ -74,10 +85,13 @@ impl AdminService for Admin {
         &self,
         request: Request<api::DeleteStreamRequest>,
     ) -> Result<Response<api::DeleteStreamResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Manage, &request.stream)?;
         admin::delete_stream(&self.nats, &request.stream, request.force)
             .await
             .map_err(|e| e.to_status())?;
+        caller.audit("delete stream", &request.stream);
         Ok(Response::new(api::DeleteStreamResponse {}))
     }
 
@@ -85,7 +99,9 @@ impl AdminService for Admin {
         &self,
         request: Request<api::PurgeStreamRequest>,
     ) -> Result<Response<api::PurgeStreamResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Manage, &request.stream)?;
         let purged = admin::purge_stream(
             &self.nats,
             &request.stream,
@@ -95,6 +111,7 @@ impl AdminService for Admin {
         )
         .await
         .map_err(|e| e.to_status())?;
+        caller.audit("purge stream", &request.stream);
         Ok(Response::new(api::PurgeStreamResponse { purged }))
     }
 
@@ -102,12 +119,24 @@ impl AdminService for Admin {
         &self,
         request: Request<api::ListConsumersRequest>,
     ) -> Result<Response<api::ListConsumersResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::See, &request.stream)?;
         let page = admin::list_consumers(&self.nats, &request.stream, &request.page_token)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(api::ListConsumersResponse {
-            consumers: page.items.into_iter().map(consumer_info).collect(),
+            consumers: page
+                .items
+                .into_iter()
+                .filter(|info| {
+                    caller.may(
+                        Permission::See,
+                        &format!("{}/{}", request.stream, info.name),
+                    )
+                })
+                .map(consumer_info)
+                .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }
@@ -116,7 +145,12 @@ impl AdminService for Admin {
         &self,
         request: Request<api::GetConsumerInfoRequest>,
     ) -> Result<Response<api::GetConsumerInfoResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(
+            Permission::See,
+            &format!("{}/{}", request.stream, request.consumer),
+        )?;
         let info = admin::consumer_info(&self.nats, &request.stream, &request.consumer)
             .await
             .map_err(|e| e.to_status())?;
@@ -131,7 +165,9 @@ impl AdminService for Admin {
         &self,
         request: Request<api::ListDeadLettersRequest>,
     ) -> Result<Response<Self::ListDeadLettersStream>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Read, &request.dead_letter_stream)?;
         let spec = ListSpec {
             dead_letter_stream: request.dead_letter_stream,
             stream: request.stream,
@@ -142,6 +178,12 @@ impl AdminService for Admin {
         let dead_letters = dead_letters::list(&self.nats, &spec)
             .await
             .map_err(|e| e.to_status())?;
+        // Dead letters of streams the client may not see are left out.
+        let dead_letters = dead_letters
+            .try_filter(move |dead_letter| {
+                std::future::ready(caller.may(Permission::See, &dead_letter.stream))
+            })
+            .boxed();
         Ok(Response::new(forward(
             dead_letters,
             |dead_letter| {
@@ -158,11 +200,14 @@ impl AdminService for Admin {
         &self,
         request: Request<api::RedriveDeadLettersRequest>,
     ) -> Result<Response<api::RedriveDeadLettersResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Manage, &request.dead_letter_stream)?;
         let selection = selection(&request).map_err(|e| e.to_status())?;
         let redriven = dead_letters::redrive(&self.nats, &request.dead_letter_stream, &selection)
             .await
             .map_err(|e| e.to_status())?;
+        caller.audit("redrive dead letters", &request.dead_letter_stream);
         Ok(Response::new(api::RedriveDeadLettersResponse {
             redriven: redriven
                 .redriven

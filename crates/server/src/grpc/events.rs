@@ -16,17 +16,18 @@ use jetway_api::jetway::events::v1::{
 use jetway_core::{
     Nats,
     consumers::{self, UnnamedLimit},
-    delivery::Settle,
     fetch::{FetchSpec, Fetcher},
     live::{LiveFeeds, LiveSpec},
     pipeline::{self},
     publish::Publisher,
     reads::{self, ReadSpec},
+    settle::Settle,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    auth::{Caller, Permission},
     codec::{
         events::{
             consumer_spec, encode_event, encode_settled, optional_pointer, publication,
@@ -94,7 +95,17 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::EnsureConsumerRequest>,
     ) -> Result<Response<api::EnsureConsumerResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let spec = consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        caller.check(Permission::Manage, &spec.stream)?;
+        // Dead letters are written into that stream: it must be the client's too.
+        if let Some(stream) = spec
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_stream.as_ref())
+        {
+            caller.check(Permission::Manage, stream)?;
+        }
         let id = consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;
@@ -105,9 +116,12 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::PublishEventRequest>,
     ) -> Result<Response<api::PublishEventResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let trace = Trace::of(request.metadata());
         let publication = publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
+        caller.check(Permission::Publish, &publication.subject)?;
+        caller.take_publishes(1)?;
         let published = self
             .publisher
             .publish(publication)
@@ -125,8 +139,10 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<tonic::Streaming<api::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let caller = Caller::of(&request)?;
         let trace = Trace::of(request.metadata());
         Ok(Response::new(publish_stream::spawn(
+            caller,
             self.publisher.clone(),
             request.into_inner(),
             trace,
@@ -138,13 +154,19 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::PublishBatchRequest>,
     ) -> Result<Response<api::PublishBatchResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let trace = Trace::of(request.metadata());
-        let events = request
+        let events: Vec<_> = request
             .into_inner()
             .events
             .into_iter()
             .map(|event| publication(event, trace.parent.clone(), trace.state.clone()))
             .collect();
+        // The whole batch is refused if one subject is not allowed: nothing is half published.
+        for event in events.iter().flatten() {
+            caller.check(Permission::Publish, &event.subject)?;
+        }
+        caller.take_publishes(events.len())?;
         let outcomes = pipeline::publish_batch(&self.publisher, events)
             .await
             .map_err(|e| e.to_status())?;
@@ -157,7 +179,9 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::GetEventRequest>,
     ) -> Result<Response<api::GetEventResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Read, &request.stream)?;
         let event = reads::get_event(&self.nats, &request.stream, request.id)
             .await
             .map_err(|e| e.to_status())?;
@@ -172,7 +196,9 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::ReadEventsRequest>,
     ) -> Result<Response<Self::ReadEventsStream>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Read, &request.stream)?;
         let spec = ReadSpec {
             from: optional_pointer("from", request.from.as_ref()).map_err(|e| e.to_status())?,
             limit: (request.limit > 0).then_some(request.limit.into()),
@@ -200,7 +226,9 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Consume, &request.stream)?;
         let spec = LiveSpec {
             subject: request.subject,
             stream: request.stream,
@@ -228,15 +256,25 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::FetchRequest>,
     ) -> Result<Response<api::FetchResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(
+            Permission::Consume,
+            &format!("{}/{}", request.stream, request.consumer),
+        )?;
         let spec = FetchSpec {
             wait: windshift::optional_duration("wait", request.wait.as_ref())
                 .map_err(|e| e.to_status())?,
             stream: request.stream,
             consumer: request.consumer,
             max_events: request.max_events,
+            client: caller.fetch_quota(),
         };
-        let fetched = self.fetcher.fetch(&spec).await.map_err(|e| e.to_status())?;
+        let fetched = self
+            .fetcher
+            .fetch(&spec)
+            .await
+            .map_err(|e| Caller::counted(e).to_status())?;
         Ok(Response::new(api::FetchResponse {
             events: fetched
                 .events
@@ -251,7 +289,12 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::AckRequest>,
     ) -> Result<Response<api::AckResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(
+            Permission::Consume,
+            &format!("{}/{}", request.stream, request.consumer),
+        )?;
         let settled = self
             .fetcher
             .settle(
@@ -271,7 +314,12 @@ impl EventsService for JetwayEvents {
         &self,
         request: Request<api::RejectRequest>,
     ) -> Result<Response<api::RejectResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(
+            Permission::Consume,
+            &format!("{}/{}", request.stream, request.consumer),
+        )?;
         let how = windshift::reject(request.permanently, request.delay.as_ref(), "delay")
             .map_err(|e| e.to_status())?;
         let settled = self

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming, metadata::MetadataMap};
 
 use crate::{
+    auth::{Caller, Permission},
     codec::events::{publication, publish_result},
     grpc::{
         status::{self, ToStatus},
@@ -71,17 +72,22 @@ impl Trace {
 
 /// Spawns the task of one PublishStream call and returns the stream tonic sends from.
 pub fn spawn(
+    caller: Caller,
     publisher: Publisher,
     inbound: Streaming<PublishStreamRequest>,
     trace: Trace,
     shutdown: CancellationToken,
 ) -> Responses<PublishStreamResponse> {
     let (tx, rx) = mpsc::channel(streaming::SESSION_BUFFER);
-    crate::grpc::panic::spawn_guarded(tx.clone(), run(publisher, inbound, trace, tx, shutdown));
+    crate::grpc::panic::spawn_guarded(
+        tx.clone(),
+        run(caller, publisher, inbound, trace, tx, shutdown),
+    );
     Box::pin(ReceiverStream::new(rx))
 }
 
 async fn run(
+    caller: Caller,
     publisher: Publisher,
     mut inbound: Streaming<PublishStreamRequest>,
     trace: Trace,
@@ -138,7 +144,25 @@ async fn run(
                 ));
             }
             message = inbound.message(), if reading && room => match message {
-                Ok(Some(request)) => pipeline.push(request.correlation_id, decode(request, &trace)),
+                Ok(Some(request)) => {
+                    let correlation_id = request.correlation_id;
+                    let event = decode(request, &trace);
+                    // A subject the client may not publish on, or a spent publish rate, ends the
+                    // stream; what was read before it is still answered.
+                    let allowed = match &event {
+                        Ok(event) => caller
+                            .check(Permission::Publish, &event.subject)
+                            .and_then(|()| caller.take_publishes(1)),
+                        Err(_) => Ok(()),
+                    };
+                    match allowed {
+                        Ok(()) => pipeline.push(correlation_id, event),
+                        Err(status) => {
+                            reading = false;
+                            end = Err(status);
+                        }
+                    }
+                }
                 // Also a cancelled call: tonic reports the client's cancel as the end of requests.
                 Ok(None) => reading = false,
                 // Nothing more can be read; if the client is still there, it learns why.

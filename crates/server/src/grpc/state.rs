@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    auth::{Caller, Permission},
     codec::state::{encode_entry, store_spec, watch_spec},
     grpc::{
         status::ToStatus,
@@ -43,7 +44,9 @@ impl ExtStateService for JetwayState {
         &self,
         request: Request<ext::EnsureStoreRequest>,
     ) -> Result<Response<ext::EnsureStoreResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let spec = store_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        caller.check(Permission::StateWrite, &spec.store)?;
         let created = core::configure_store(&self.nats, &spec)
             .await
             .map_err(|e| e.to_status())?;
@@ -56,7 +59,9 @@ impl ExtStateService for JetwayState {
         &self,
         request: Request<ext::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = Caller::of(&request)?;
         let spec = watch_spec(request.into_inner());
+        caller.check(Permission::StateRead, &spec.store)?;
         let entries = core::watch(&self.nats, &spec)
             .await
             .map_err(|e| e.to_status())?;
@@ -79,7 +84,9 @@ impl ExtStateService for JetwayState {
         &self,
         request: Request<ext::KeysRequest>,
     ) -> Result<Response<Self::KeysStream>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::StateRead, &request.store)?;
         let keys = core::keys(&self.nats, &request.store, &request.filter)
             .await
             .map_err(|e| e.to_status())?;
@@ -103,7 +110,9 @@ impl ExtStateService for JetwayState {
         &self,
         request: Request<ext::HistoryRequest>,
     ) -> Result<Response<Self::HistoryStream>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::StateRead, &request.store)?;
         let entries = core::history(&self.nats, &request.store, &request.key)
             .await
             .map_err(|e| e.to_status())?;

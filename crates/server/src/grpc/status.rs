@@ -27,6 +27,8 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::TimedOut => Code::DeadlineExceeded,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Internal => Code::Internal,
     }
 }

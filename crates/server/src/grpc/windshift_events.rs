@@ -19,8 +19,10 @@ use jetway_api::windshift::events::v1alpha1::{
 use jetway_core::{
     Nats,
     consumers::UnnamedLimit,
-    delivery::{MAX_PROCESSING_EVENTS_LIMIT, Settle, SubscribeSpec, Subscription},
+    delivery::{MAX_PROCESSING_EVENTS_LIMIT, SubscribeSpec, Subscription},
     publish::Publisher,
+    settle::Settle,
+    streams::{StreamSource, StreamSpec},
 };
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
+    auth::{Caller, Permission, limits::SessionSlot},
     codec::windshift,
     grpc::{
         publish_stream::Trace,
@@ -65,7 +68,9 @@ impl EventsService for WindshiftEvents {
         &self,
         request: Request<EnsureStreamRequest>,
     ) -> Result<Response<EnsureStreamResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let spec = windshift::stream_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        check_stream(&caller, &spec)?;
         jetway_core::streams::ensure_stream(&self.nats, &spec)
             .await
             .map_err(|e| e.to_status())?;
@@ -76,7 +81,9 @@ impl EventsService for WindshiftEvents {
         &self,
         request: Request<EnsureConsumerRequest>,
     ) -> Result<Response<EnsureConsumerResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let spec = windshift::consumer_spec(request.into_inner()).map_err(|e| e.to_status())?;
+        caller.check(Permission::Manage, &spec.stream)?;
         let id = jetway_core::consumers::ensure_consumer(&self.nats, &spec, &self.unnamed)
             .await
             .map_err(|e| e.to_status())?;
@@ -87,10 +94,16 @@ impl EventsService for WindshiftEvents {
         &self,
         request: Request<DeleteConsumerRequest>,
     ) -> Result<Response<DeleteConsumerResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::Manage, &request.stream)?;
         jetway_core::consumers::delete_consumer(&self.nats, &request.stream, &request.id)
             .await
             .map_err(|e| e.to_status())?;
+        caller.audit(
+            "delete consumer",
+            &format!("{}/{}", request.stream, request.id),
+        );
         Ok(Response::new(DeleteConsumerResponse {}))
     }
 
@@ -98,9 +111,12 @@ impl EventsService for WindshiftEvents {
         &self,
         request: Request<PublishEventRequest>,
     ) -> Result<Response<PublishEventResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let trace = Trace::of(request.metadata());
         let publication = windshift::publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
+        caller.check(Permission::Publish, &publication.subject)?;
+        caller.take_publishes(1)?;
         let published = self
             .publisher
             .publish(publication)
@@ -115,8 +131,12 @@ impl EventsService for WindshiftEvents {
         &self,
         request: Request<Streaming<EventsRequest>>,
     ) -> Result<Response<Self::EventsStream>, Status> {
+        let caller = Caller::of(&request)?;
+        let slot = caller.open_events_session()?;
         let (tx, rx) = mpsc::channel(streaming::SESSION_BUFFER);
         let session = Session {
+            caller,
+            _slot: slot,
             nats: self.nats.clone(),
             tx: tx.clone(),
             shutdown: self.shutdown.clone(),
@@ -130,6 +150,9 @@ impl EventsService for WindshiftEvents {
 
 /// One Events stream.
 struct Session {
+    caller: Caller,
+    /// Counts the session against the client's `events_sessions` until it ends.
+    _slot: Option<SessionSlot>,
     nats: Nats,
     tx: mpsc::Sender<Result<EventsResponse, Status>>,
     shutdown: CancellationToken,
@@ -168,6 +191,10 @@ impl Session {
             // why (a cancel is not an error: tonic reports it as the end of requests).
             Err(status) => return self.finish(End::Status(over_message_limit(status))).await,
         };
+        let consumer = format!("{}/{}", subscribe.stream, subscribe.consumer);
+        if let Err(status) = self.caller.check(Permission::Consume, &consumer) {
+            return self.finish(End::Status(status)).await;
+        }
         let spec = SubscribeSpec {
             stream: subscribe.stream,
             consumer: subscribe.consumer,
@@ -310,4 +337,24 @@ fn reject_kind(reject: &events_request::Reject) -> Result<Settle, Status> {
         "reject.delay",
     )
     .map_err(|e| e.to_status())
+}
+
+/// What EnsureStream needs beyond managing the stream: its events come only from subjects the
+/// client may publish on, or from streams it may read, so no client can capture or copy another's
+/// events into a stream of its own.
+fn check_stream(caller: &Caller, spec: &StreamSpec) -> Result<(), Status> {
+    caller.check(Permission::Manage, &spec.name)?;
+    match &spec.source {
+        Some(StreamSource::Subjects(subjects)) if subjects.is_empty() => {
+            caller.check(Permission::Publish, &spec.name)
+        }
+        Some(StreamSource::Subjects(subjects)) => subjects
+            .iter()
+            .try_for_each(|subject| caller.check(Permission::Publish, subject)),
+        Some(StreamSource::Mirror(source)) => caller.check(Permission::Read, &source.name),
+        Some(StreamSource::Aggregate(sources)) => sources
+            .iter()
+            .try_for_each(|source| caller.check(Permission::Read, &source.name)),
+        None => Ok(()),
+    }
 }

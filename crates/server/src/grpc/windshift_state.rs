@@ -11,7 +11,11 @@ use jetway_core::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::{codec::state::decode, grpc::status::ToStatus};
+use crate::{
+    auth::{Caller, Permission},
+    codec::state::decode,
+    grpc::status::ToStatus,
+};
 
 /// The Windshift state service.
 #[derive(Clone)]
@@ -32,7 +36,10 @@ impl WindshiftStateService for WindshiftState {
         &self,
         request: Request<ws::EnsureStoreRequest>,
     ) -> Result<Response<ws::EnsureStoreResponse>, Status> {
-        core::ensure_store(&self.nats, &request.into_inner().store)
+        let caller = Caller::of(&request)?;
+        let store = request.into_inner().store;
+        caller.check(Permission::StateWrite, &store)?;
+        core::ensure_store(&self.nats, &store)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(ws::EnsureStoreResponse {}))
@@ -42,7 +49,9 @@ impl WindshiftStateService for WindshiftState {
         &self,
         request: Request<ws::GetRequest>,
     ) -> Result<Response<ws::GetResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::StateRead, &request.store)?;
         let entry = core::get(&self.nats, &request.store, &request.key)
             .await
             .map_err(|e| e.to_status())?;
@@ -58,7 +67,9 @@ impl WindshiftStateService for WindshiftState {
         &self,
         request: Request<ws::SetRequest>,
     ) -> Result<Response<ws::SetResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::StateWrite, &request.store)?;
         let value = request
             .value
             .ok_or_else(|| Error::invalid("value", "is required").to_status())?;
@@ -79,7 +90,9 @@ impl WindshiftStateService for WindshiftState {
         &self,
         request: Request<ws::DeleteRequest>,
     ) -> Result<Response<ws::DeleteResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        caller.check(Permission::StateWrite, &request.store)?;
         core::delete(
             &self.nats,
             &request.store,

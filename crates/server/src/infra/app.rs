@@ -1,8 +1,10 @@
-//! Wiring and lifecycle: binds the listeners, serves gRPC (events, state, health, reflection), the
-//! HTTP API and HTTP health, and shuts down in order when asked.
+//! Wiring and lifecycle: binds the listeners, serves gRPC (events, state, requests, health,
+//! reflection), the HTTP API and HTTP health, and shuts down in order when asked.
 //!
 //! Shutdown: readiness turns false, every Events session naks its in-flight events and ends (and so
-//! do Watch, Keys and History streams, and the HTTP API's live streams and range reads), the listeners stop accepting while in-flight calls
+//! do Watch, Keys and History streams, and the HTTP API's live streams and range reads; Respond
+//! streams stop taking requests and end once their held requests are answered or failed), the
+//! listeners stop accepting while in-flight calls
 //! (publishes) finish, and the NATS connection is drained so no ack or publish is left in a buffer.
 //! Calls still running after [`SHUTDOWN_GRACE`] are cut off (their clients see an error, so nothing
 //! they were told succeeded is lost), and the drain always runs, within [`DRAIN_GRACE`].
@@ -22,14 +24,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::{
+    auth::{Access, AuthLayer},
     grpc::{
-        admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, state::JetwayState,
-        windshift_events::WindshiftEvents, windshift_state::WindshiftState,
+        admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, requests::Requests,
+        state::JetwayState, windshift_events::WindshiftEvents, windshift_state::WindshiftState,
     },
     http,
     infra::{
         config::{Config, Limits},
         health, telemetry,
+        tls::ServerTls,
         transport::{self, CallLayer, Gate},
     },
 };
@@ -89,6 +93,39 @@ async fn bind(addr: SocketAddr, variable: &str) -> std::io::Result<TcpListener> 
     })
 }
 
+/// Who may call what: authentication and its allow-lists ([`Access::open`]: anyone, anything),
+/// and whether reflection is served.
+#[derive(Clone)]
+pub struct Security {
+    /// The clients file in force (`AUTH_FILE`), or none.
+    pub access: Access,
+    /// `GRPC_REFLECTION`.
+    pub reflection: bool,
+}
+
+impl Default for Security {
+    /// No authentication, reflection on: the zero-config default.
+    fn default() -> Self {
+        Security {
+            access: Access::open(),
+            reflection: true,
+        }
+    }
+}
+
+impl Security {
+    /// From the configuration; an `AUTH_FILE` that does not read is an error.
+    pub fn from_config(config: &Config) -> Result<Security, String> {
+        Ok(Security {
+            access: match &config.auth_file {
+                Some(path) => Access::load(path)?,
+                None => Access::open(),
+            },
+            reflection: config.grpc_reflection,
+        })
+    }
+}
+
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -107,11 +144,13 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs), within
-/// `limits`.
+/// `limits`, to the clients `security` allows; with `tls`, both listeners speak TLS.
 pub async fn serve(
     nats: Nats,
     listeners: Listeners,
     limits: Limits,
+    security: Security,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     // Installed before anything records, so no early metric is lost.
@@ -141,6 +180,16 @@ pub async fn serve(
         reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(set);
         reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
     }
+    let (reflection_v1, reflection_v1alpha) = if security.reflection {
+        (
+            Some(reflection_v1.build_v1()?),
+            Some(reflection_v1alpha.build_v1alpha()?),
+        )
+    } else {
+        (None, None)
+    };
+    // Reloads AUTH_FILE when it changes.
+    tokio::spawn(security.access.clone().watch(shutdown.clone()));
 
     // The streaming services get their own token, cancelled first, so sessions and streams end
     // before the listener stops waiting for them.
@@ -170,6 +219,8 @@ pub async fn serve(
     .max_decoding_message_size(max_message);
     let admin =
         Admin::service(nats.clone(), sessions.clone()).max_decoding_message_size(max_message);
+    let requests = Requests::service(nats.clone(), &limits, sessions.clone())
+        .max_decoding_message_size(max_message);
     let grpc = Server::builder()
         // Fixed windows, not hyper's adaptive ones: see `transport::STREAM_WINDOW`.
         .http2_adaptive_window(Some(false))
@@ -183,23 +234,18 @@ pub async fn serve(
         .max_frame_size(Some(1 << 20))
         .layer(CallLayer::new(streaming, &limits))
         .layer(CatchPanicLayer)
+        // Inside `CallLayer`, which puts the peer's address where this layer logs it from.
+        .layer(AuthLayer::new(security.access.clone()))
         .trace_fn(telemetry::grpc_span)
         .add_service(health_service.max_decoding_message_size(max_message))
-        .add_service(
-            reflection_v1
-                .build_v1()?
-                .max_decoding_message_size(max_message),
-        )
-        .add_service(
-            reflection_v1alpha
-                .build_v1alpha()?
-                .max_decoding_message_size(max_message),
-        )
+        .add_optional_service(reflection_v1.map(|r| r.max_decoding_message_size(max_message)))
+        .add_optional_service(reflection_v1alpha.map(|r| r.max_decoding_message_size(max_message)))
         .add_service(events)
         .add_service(state)
         .add_service(state_ext)
         .add_service(events_ext)
         .add_service(admin)
+        .add_service(requests)
         .serve_with_incoming_shutdown(
             transport::grpc_incoming(
                 Gate::new(
@@ -209,6 +255,7 @@ pub async fn serve(
                     "grpc",
                 ),
                 limits.grpc_idle_timeout,
+                tls.clone(),
             ),
             shutdown.clone().cancelled_owned(),
         );
@@ -221,6 +268,7 @@ pub async fn serve(
         ),
         health::router(readiness),
         limits.health_header_timeout,
+        tls.clone(),
         shutdown.clone(),
     );
     let api = transport::serve_api(
@@ -237,9 +285,15 @@ pub async fn serve(
             sessions.clone(),
         )),
         limits.http_header_timeout,
+        tls.clone(),
         shutdown.clone(),
     );
-    tracing::info!(%grpc_addr, %health_addr, %http_addr, "serving");
+    let security = match &tls {
+        None => "plain text",
+        Some(tls) if tls.mtls() => "TLS, client certificates required on gRPC",
+        Some(_) => "TLS",
+    };
+    tracing::info!(%grpc_addr, %health_addr, %http_addr, security, "serving");
 
     let grpc = tokio::spawn(grpc);
     let http = tokio::spawn(async move {

@@ -22,6 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jetway_core::{
+    NatsSecurity, Secret,
     connection::{NatsServers, redact_credentials},
     fetch::FetchLimits,
 };
@@ -68,14 +69,14 @@ pub const VARIABLES: &[Variable] = &[
         Access {
             apply: |config, value| {
                 NatsServers::parse(value)?;
-                config.nats_url = Some(value.to_owned());
+                config.nats_url = Some(NatsUrl(value.to_owned()));
                 Ok(())
             },
             show: Some(|config| {
-                config
-                    .nats_url
-                    .clone()
-                    .unwrap_or_else(|| "unset: running a local nats-server".to_owned())
+                config.nats_url.as_ref().map_or_else(
+                    || "unset: running a local nats-server".to_owned(),
+                    |url| url.0.clone(),
+                )
             }),
         },
     )
@@ -83,8 +84,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable::new(
         "GRPC_PORT",
         DefaultValue::Value("8080"),
-        "gRPC port: both EventsServices, both StateServices, AdminService, `grpc.health.v1`, \
-         reflection.",
+        "gRPC port: both EventsServices, both StateServices, AdminService, RequestService, \
+         `grpc.health.v1`, reflection.",
         field!(grpc_port, parse_port),
     ),
     Variable::new(
@@ -116,6 +117,33 @@ pub const VARIABLES: &[Variable] = &[
         field!(listen_host, |value: &str| value.parse::<IpAddr>().map_err(
             |_| "is not an IP address (like 0.0.0.0 or ::1)".to_owned()
         )),
+    ),
+    Variable::new(
+        "AUTH_FILE",
+        DefaultValue::Absent("unset: no authentication"),
+        "JSON file of clients: their credentials (token hashes, an argon2id secret hash, \
+         certificate names), permissions and limits (see \"Securing Jetway\"). Set: every call but \
+         `grpc.health.v1` must authenticate. Reloaded within a second of a change; a file that \
+         does not read keeps the previous one in force.",
+        Access {
+            apply: |config, value| {
+                config.auth_file = Some(PathBuf::from(value));
+                Ok(())
+            },
+            show: Some(|config| {
+                config.auth_file.as_ref().map_or_else(
+                    || "unset: no authentication".to_owned(),
+                    |path| path.display().to_string(),
+                )
+            }),
+        },
+    ),
+    Variable::new(
+        "GRPC_REFLECTION",
+        DefaultValue::Value("true"),
+        "`false`: the gRPC port does not serve reflection (with `AUTH_FILE`, reflection answers \
+         authenticated clients only).",
+        field!(grpc_reflection, parse_bool),
     ),
     Variable::new(
         "DEVELOPMENT",
@@ -267,6 +295,83 @@ pub const VARIABLES: &[Variable] = &[
         }),
     ),
     Variable::new(
+        "TLS_CERT_FILE",
+        DefaultValue::Absent("unset: plain text"),
+        "TLS on every port (gRPC, HTTP API, health): the server's certificate chain (PEM, leaf first); needs \
+         `TLS_KEY_FILE`. An unreadable file, an expired certificate or a key that is not its own \
+         stops the start. Rotated files are loaded for new connections within a second, without a \
+         restart; open connections keep theirs.",
+        field!(tls.cert_file, parse_file),
+    ),
+    Variable::new(
+        "TLS_KEY_FILE",
+        DefaultValue::Absent("unset"),
+        "The private key of `TLS_CERT_FILE` (PEM: PKCS#8, PKCS#1 or SEC1).",
+        field!(tls.key_file, parse_file),
+    ),
+    Variable::new(
+        "TLS_CLIENT_CA_FILE",
+        DefaultValue::Absent("unset: no client certificate asked"),
+        "mTLS: the gRPC port requires a client certificate issued by a CA in this file (PEM); \
+         others are refused during the handshake. The HTTP API and health ports ask for none (probes have \
+         none). Needs `TLS_CERT_FILE`.",
+        field!(tls.client_ca_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_CREDS_FILE",
+        DefaultValue::Absent("unset"),
+        "A NATS `.creds` file (user JWT and nkey seed) to authenticate with. One way of \
+         authenticating at most: this, `NATS_NKEY_SEED_FILE`, `NATS_USER`, `NATS_TOKEN` or \
+         credentials in `NATS_URL`.",
+        field!(nats_security.creds_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_NKEY_SEED_FILE",
+        DefaultValue::Absent("unset"),
+        "A file holding an nkey seed (`SU...`) to authenticate with; checked at start.",
+        field!(nats_security.nkey_seed_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_USER",
+        DefaultValue::Absent("unset"),
+        "User name to authenticate with; needs `NATS_PASSWORD`.",
+        field!(nats_security.user, |value: &str| Ok::<_, String>(Some(
+            value.to_owned()
+        ))),
+    ),
+    Variable::new(
+        "NATS_PASSWORD",
+        DefaultValue::Absent("unset"),
+        "Password of `NATS_USER`; never logged (shown as `***`).",
+        field!(nats_security.password, parse_secret),
+    ),
+    Variable::new(
+        "NATS_TOKEN",
+        DefaultValue::Absent("unset"),
+        "Token to authenticate with; never logged (shown as `***`).",
+        field!(nats_security.token, parse_secret),
+    ),
+    Variable::new(
+        "NATS_TLS_CA_FILE",
+        DefaultValue::Absent("unset: the system's roots for `tls://`"),
+        "CA certificates (PEM) the NATS servers' certificates must chain to; set, the link to \
+         NATS requires TLS.",
+        field!(nats_security.tls_ca_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_TLS_CERT_FILE",
+        DefaultValue::Absent("unset"),
+        "Client certificate (PEM) for NATS servers that verify clients (`verify: true`); needs \
+         `NATS_TLS_KEY_FILE`; set, the link requires TLS.",
+        field!(nats_security.tls_cert_file, parse_file),
+    ),
+    Variable::new(
+        "NATS_TLS_KEY_FILE",
+        DefaultValue::Absent("unset"),
+        "The key (PEM) of `NATS_TLS_CERT_FILE`.",
+        field!(nats_security.tls_key_file, parse_file),
+    ),
+    Variable::new(
         "NATS_SERVER_BIN",
         DefaultValue::Absent("unset"),
         "Local default: the nats-server binary (else `tools/bin/nats-server`, from the working \
@@ -337,6 +442,41 @@ pub const VARIABLES: &[Variable] = &[
          further behind its feed is cut off with RESOURCE_EXHAUSTED. Events are shared between \
          subscribers, so this costs memory only while one lags.",
         field!(limits.subscriber_buffer, parse_count),
+    ),
+    Variable::new(
+        "REQUEST_DEFAULT_TIMEOUT",
+        DefaultValue::Value("5s"),
+        "How long a `jetway.requests.v1` Request waits for its answer when it sets no `timeout` and \
+         the call has no deadline; after it, DEADLINE_EXCEEDED. Also how long a request from a \
+         plain NATS requester may wait for a busy processor.",
+        field!(limits.request_default_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "REQUEST_MAX_TIMEOUT",
+        DefaultValue::Value("1m"),
+        "The longest a Request waits for its answer: longer `timeout`s and call deadlines are cut \
+         to this.",
+        field!(limits.request_max_timeout, parse_timeout),
+    ),
+    Variable::new(
+        "RESPOND_MAX_IN_FLIGHT",
+        DefaultValue::Value("1000"),
+        "Most requests one processor (a Respond stream) may hold unanswered, the most its \
+         `attach.max_in_flight` may declare; more is refused with RESOURCE_EXHAUSTED.",
+        field!(limits.respond_max_in_flight, |value: &str| parse_count(
+            value
+        )
+        .and_then(
+            |n| u32::try_from(n).map_err(|_| COUNT_EXPECTED.to_owned())
+        )),
+    ),
+    Variable::new(
+        "RESPOND_MAX_WAITING",
+        DefaultValue::Value("1000"),
+        "Most requests that wait on this server for a processor of one queue group while all of \
+         them hold as many as they declared; a request beyond gets RESOURCE_EXHAUSTED. Each waits \
+         at most its requester's timeout.",
+        field!(limits.respond_max_waiting, parse_count),
     ),
     Variable::new(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -418,6 +558,26 @@ pub const VARIABLES: &[Variable] = &[
         "`true`: no tracing even with an endpoint.",
         field!(telemetry.disabled, parse_bool),
     ),
+];
+
+/// Variables that mean nothing without another: `(variable, requires)`.
+const REQUIRES: &[(&str, &str)] = &[
+    ("TLS_CERT_FILE", "TLS_KEY_FILE"),
+    ("TLS_KEY_FILE", "TLS_CERT_FILE"),
+    ("TLS_CLIENT_CA_FILE", "TLS_CERT_FILE"),
+    ("NATS_USER", "NATS_PASSWORD"),
+    ("NATS_PASSWORD", "NATS_USER"),
+    ("NATS_TLS_CERT_FILE", "NATS_TLS_KEY_FILE"),
+    ("NATS_TLS_KEY_FILE", "NATS_TLS_CERT_FILE"),
+];
+
+/// The ways of authenticating to NATS, of which one at most may be set (with credentials in
+/// `NATS_URL`, checked apart).
+const NATS_LOGINS: [&str; 4] = [
+    "NATS_CREDS_FILE",
+    "NATS_NKEY_SEED_FILE",
+    "NATS_USER",
+    "NATS_TOKEN",
 ];
 
 /// The names in [`VARIABLES`].
@@ -553,7 +713,10 @@ pub fn markdown_table() -> String {
 pub struct Config {
     /// `NATS_URL`: the NATS server(s) to connect to; `None` runs and supervises a local
     /// nats-server (see the `NATS_*` local settings below).
-    pub nats_url: Option<String>,
+    pub nats_url: Option<NatsUrl>,
+    /// `NATS_CREDS_FILE`, `NATS_NKEY_SEED_FILE`, `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN` and
+    /// `NATS_TLS_*`: how Jetway authenticates to NATS and secures the link.
+    pub nats_security: NatsSecurity,
     /// `GRPC_PORT`: TCP port of the gRPC listener.
     pub grpc_port: u16,
     /// `HEALTH_PORT` (alias `HEALTH_SERVER_PORT`): TCP port of the HTTP health listener.
@@ -562,6 +725,10 @@ pub struct Config {
     pub http_port: u16,
     /// `LISTEN_HOST`: IP address every listener binds to.
     pub listen_host: IpAddr,
+    /// `AUTH_FILE`: the clients file; `None` turns authentication off.
+    pub auth_file: Option<PathBuf>,
+    /// `GRPC_REFLECTION`: serve gRPC reflection.
+    pub grpc_reflection: bool,
     /// `DEVELOPMENT`: human-readable logs instead of JSON lines.
     pub development: bool,
     /// `RUST_LOG`: log filter in tracing's `EnvFilter` syntax, checked to parse.
@@ -583,6 +750,8 @@ pub struct Config {
     pub nats_stop_timeout: Duration,
     /// OpenTelemetry trace export, from the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+    /// TLS on both listeners.
+    pub tls: TlsConfig,
     /// What one client, or all of them together, may hold of the server.
     pub limits: Limits,
 }
@@ -620,6 +789,33 @@ pub struct Limits {
     /// Fetched events in flight: `FETCH_MAX_IN_FLIGHT_PER_CONSUMER` (`per_consumer`) and
     /// `FETCH_MAX_IN_FLIGHT` (`total`).
     pub fetch: FetchLimits,
+    /// `REQUEST_DEFAULT_TIMEOUT`: how long a request waits when neither it nor its call says.
+    pub request_default_timeout: Duration,
+    /// `REQUEST_MAX_TIMEOUT`: the longest a request waits.
+    pub request_max_timeout: Duration,
+    /// `RESPOND_MAX_IN_FLIGHT`: the most requests one processor may hold.
+    pub respond_max_in_flight: u32,
+    /// `RESPOND_MAX_WAITING`: the most requests waiting for a busy queue group on this server.
+    pub respond_max_waiting: usize,
+}
+
+impl Limits {
+    /// The requesters' limits, as core takes them.
+    pub fn requests(&self) -> jetway_core::requests::RequestLimits {
+        jetway_core::requests::RequestLimits {
+            default_timeout: self.request_default_timeout,
+            max_timeout: self.request_max_timeout,
+        }
+    }
+
+    /// The processors' limits, as core takes them.
+    pub fn responders(&self) -> jetway_core::requests::ResponderLimits {
+        jetway_core::requests::ResponderLimits {
+            max_in_flight: self.respond_max_in_flight,
+            max_waiting: self.respond_max_waiting,
+            default_timeout: self.request_default_timeout,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -627,6 +823,50 @@ impl Default for Limits {
     fn default() -> Self {
         Config::default().limits
     }
+}
+
+/// `NATS_URL`'s value. Shown (`Debug`, `Display`) with its credentials masked; [`NatsUrl::as_str`]
+/// is the value itself, for the connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsUrl(String);
+
+impl NatsUrl {
+    /// The URL list as configured, credentials included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for NatsUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NatsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_credentials(&self.0))
+    }
+}
+
+impl fmt::Display for NatsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_credentials(&self.0))
+    }
+}
+
+/// TLS on both listeners (see `infra::tls`): off unless a certificate and its key are set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `TLS_CERT_FILE`: the server's certificate chain, PEM.
+    pub cert_file: Option<PathBuf>,
+    /// `TLS_KEY_FILE`: its private key, PEM.
+    pub key_file: Option<PathBuf>,
+    /// `TLS_CLIENT_CA_FILE`: the CA certificates that issue client certificates; set, the gRPC port
+    /// requires one (mTLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// OpenTelemetry settings. Export is on only when an OTLP endpoint is set and the SDK is not
@@ -782,6 +1022,23 @@ impl Config {
                 });
             }
         }
+        for (variable, requires) in REQUIRES {
+            if given.contains_key(variable) && !given.contains_key(requires) {
+                problems.push(ConfigProblem::Requires { variable, requires });
+            }
+        }
+        let mut logins = NATS_LOGINS.iter().filter(|name| given.contains_key(*name));
+        let url_login = config
+            .nats_url
+            .as_ref()
+            .and_then(|url| NatsServers::parse(&url.0).ok())
+            .is_some_and(|servers| servers.has_credentials())
+            .then_some("NATS_URL");
+        if let (Some(first), Some(second)) =
+            (url_login.or_else(|| logins.next().copied()), logins.next())
+        {
+            problems.push(ConfigProblem::Exclusive { first, second });
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -793,10 +1050,13 @@ impl Config {
     fn zero() -> Self {
         Self {
             nats_url: None,
+            nats_security: NatsSecurity::default(),
             grpc_port: 0,
             health_port: 0,
             http_port: 0,
             listen_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            auth_file: None,
+            grpc_reflection: false,
             development: false,
             log_filter: String::new(),
             nats_publish_async_max_pending: 0,
@@ -816,6 +1076,7 @@ impl Config {
                 },
                 resource_attributes: Vec::new(),
             },
+            tls: TlsConfig::default(),
             limits: Limits {
                 grpc_max_connections: 0,
                 grpc_idle_timeout: Duration::ZERO,
@@ -833,6 +1094,10 @@ impl Config {
                     per_consumer: 0,
                     total: 0,
                 },
+                request_default_timeout: Duration::ZERO,
+                request_max_timeout: Duration::ZERO,
+                respond_max_in_flight: 0,
+                respond_max_waiting: 0,
             },
         }
     }
@@ -892,6 +1157,28 @@ impl Summary for Duration {
     }
 }
 
+impl Summary for Option<Secret> {
+    fn summary(&self) -> String {
+        match self {
+            Some(_) => "***".to_owned(),
+            None => "unset".to_owned(),
+        }
+    }
+}
+
+impl Summary for Option<String> {
+    fn summary(&self) -> String {
+        self.clone().unwrap_or_else(|| "unset".to_owned())
+    }
+}
+
+impl Summary for Option<PathBuf> {
+    fn summary(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "unset".to_owned(), |path| path.display().to_string())
+    }
+}
+
 impl Summary for PathBuf {
     fn summary(&self) -> String {
         self.display().to_string()
@@ -946,6 +1233,16 @@ fn parse_timeout(value: &str) -> Result<Duration, String> {
         Some(nanos) if nanos >= 1.0 => Ok(Duration::from_nanos(nanos as u64)),
         _ => Err(TIMEOUT_EXPECTED.to_owned()),
     }
+}
+
+/// A secret; the summary shows it as `***`.
+fn parse_secret(value: &str) -> Result<Option<Secret>, String> {
+    Ok(Some(Secret::new(value)))
+}
+
+/// A file's path; whether the file can be read is checked where it is loaded.
+fn parse_file(value: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(PathBuf::from(value)))
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -1129,6 +1426,24 @@ pub enum ConfigProblem {
         alias: &'static str,
         /// The alias's value.
         alias_value: String,
+    },
+    /// A variable set without another one it needs.
+    #[error("{variable} is set but {requires} is not: set both")]
+    Requires {
+        /// The variable that is set.
+        variable: &'static str,
+        /// The one it needs.
+        requires: &'static str,
+    },
+    /// Two ways of authenticating to NATS.
+    #[error(
+        "{first} and {second} both authenticate to NATS: set one (credentials in NATS_URL count as one)"
+    )]
+    Exclusive {
+        /// The first one set.
+        first: &'static str,
+        /// Another one set.
+        second: &'static str,
     },
     /// A variable whose value is not valid UTF-8.
     #[error("{variable} is not valid UTF-8")]
@@ -1347,10 +1662,20 @@ mod tests {
     #[test]
     fn every_variable_is_parsed() {
         let config = load(&[
+            ("NATS_USER", "jetway"),
+            ("NATS_PASSWORD", "pw"),
+            ("NATS_TLS_CA_FILE", "/certs/nats-ca.pem"),
+            ("NATS_TLS_CERT_FILE", "/certs/nats.pem"),
+            ("NATS_TLS_KEY_FILE", "/certs/nats-key.pem"),
+            ("TLS_CERT_FILE", "/certs/server.pem"),
+            ("TLS_KEY_FILE", "/certs/server-key.pem"),
+            ("TLS_CLIENT_CA_FILE", "/certs/ca.pem"),
             ("NATS_URL", "nats://nats.example:4223"),
             ("GRPC_PORT", "9090"),
             ("HEALTH_PORT", "9091"),
             ("LISTEN_HOST", "::1"),
+            ("AUTH_FILE", "/etc/jetway/clients.json"),
+            ("GRPC_REFLECTION", "false"),
             ("DEVELOPMENT", "TRUE"),
             ("RUST_LOG", "warn,jetway_core=debug"),
             ("NATS_PUBLISH_ASYNC_MAX_PENDING", "1"),
@@ -1385,16 +1710,30 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "4"),
             ("HTTP_HEADER_TIMEOUT", "2s"),
             ("HTTP_MAX_BODY_BYTES", "2048"),
+            ("REQUEST_DEFAULT_TIMEOUT", "2s"),
+            ("REQUEST_MAX_TIMEOUT", "30s"),
+            ("RESPOND_MAX_IN_FLIGHT", "8"),
+            ("RESPOND_MAX_WAITING", "9"),
         ])
         .unwrap();
         assert_eq!(
             config,
             Config {
-                nats_url: Some("nats://nats.example:4223".to_owned()),
+                nats_url: Some(NatsUrl("nats://nats.example:4223".to_owned())),
+                nats_security: NatsSecurity {
+                    user: Some("jetway".into()),
+                    password: Some(Secret::new("pw")),
+                    tls_ca_file: Some("/certs/nats-ca.pem".into()),
+                    tls_cert_file: Some("/certs/nats.pem".into()),
+                    tls_key_file: Some("/certs/nats-key.pem".into()),
+                    ..NatsSecurity::default()
+                },
                 grpc_port: 9090,
                 health_port: 9091,
                 http_port: 9092,
                 listen_host: "::1".parse().unwrap(),
+                auth_file: Some(PathBuf::from("/etc/jetway/clients.json")),
+                grpc_reflection: false,
                 development: true,
                 log_filter: "warn,jetway_core=debug".to_owned(),
                 nats_publish_async_max_pending: 1,
@@ -1417,6 +1756,11 @@ mod tests {
                         ("team".to_owned(), "shop".to_owned()),
                     ],
                 },
+                tls: TlsConfig {
+                    cert_file: Some("/certs/server.pem".into()),
+                    key_file: Some("/certs/server-key.pem".into()),
+                    client_ca_file: Some("/certs/ca.pem".into()),
+                },
                 limits: Limits {
                     grpc_max_connections: 10,
                     grpc_idle_timeout: Duration::from_secs(90),
@@ -1434,6 +1778,10 @@ mod tests {
                         per_consumer: 50,
                         total: 200,
                     },
+                    request_default_timeout: Duration::from_secs(2),
+                    request_max_timeout: Duration::from_secs(30),
+                    respond_max_in_flight: 8,
+                    respond_max_waiting: 9,
                 },
             }
         );
@@ -1750,6 +2098,86 @@ mod tests {
     #[test]
     fn values_with_line_breaks_stay_on_one_line() {
         assert!(!error_message(&[("GRPC_PORT", "80\n80")]).contains('\n'));
+    }
+
+    #[test]
+    fn a_tls_file_without_its_partner_is_refused_naming_both() {
+        let cert_only = error_message(&[("TLS_CERT_FILE", "/certs/server.pem")]);
+        assert!(
+            cert_only.contains("TLS_CERT_FILE is set but TLS_KEY_FILE is not"),
+            "{cert_only}"
+        );
+        let key_only = error_message(&[("TLS_KEY_FILE", "/certs/server-key.pem")]);
+        assert!(
+            key_only.contains("TLS_KEY_FILE is set but TLS_CERT_FILE is not"),
+            "{key_only}"
+        );
+        let ca_only = error_message(&[("TLS_CLIENT_CA_FILE", "/certs/ca.pem")]);
+        assert!(
+            ca_only.contains("TLS_CLIENT_CA_FILE is set but TLS_CERT_FILE is not"),
+            "{ca_only}"
+        );
+        let both = load(&[
+            ("TLS_CERT_FILE", "/certs/server.pem"),
+            ("TLS_KEY_FILE", "/certs/server-key.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.tls,
+            TlsConfig {
+                cert_file: Some("/certs/server.pem".into()),
+                key_file: Some("/certs/server-key.pem".into()),
+                client_ca_file: None,
+            }
+        );
+        assert_eq!(
+            Config::default().tls,
+            TlsConfig::default(),
+            "off by default"
+        );
+    }
+
+    #[test]
+    fn one_way_of_authenticating_to_nats_at_most_and_secrets_never_shown() {
+        let two = error_message(&[("NATS_TOKEN", "t0ken"), ("NATS_CREDS_FILE", "/a.creds")]);
+        assert!(
+            two.contains("NATS_CREDS_FILE and NATS_TOKEN both authenticate to NATS"),
+            "{two}"
+        );
+        let url = error_message(&[
+            ("NATS_URL", "nats://alice:s3cret@host:4222"),
+            ("NATS_NKEY_SEED_FILE", "/seed"),
+        ]);
+        assert!(
+            url.contains("NATS_URL and NATS_NKEY_SEED_FILE both authenticate"),
+            "{url}"
+        );
+        let user_only = error_message(&[("NATS_USER", "alice")]);
+        assert!(
+            user_only.contains("NATS_USER is set but NATS_PASSWORD is not"),
+            "{user_only}"
+        );
+        let config = load(&[
+            ("NATS_URL", "nats://alice:s3cret@host:4222"),
+            ("NATS_TLS_CA_FILE", "/ca.pem"),
+        ])
+        .unwrap();
+        let token = load(&[("NATS_TOKEN", "t0ken")]).unwrap();
+        let user = load(&[("NATS_USER", "alice"), ("NATS_PASSWORD", "pa55word")]).unwrap();
+        for shown in [
+            format!("{config:?}"),
+            config.summary(),
+            format!("{token:?}"),
+            token.summary(),
+            format!("{user:?}"),
+            user.summary(),
+        ] {
+            for secret in ["s3cret", "t0ken", "pa55word"] {
+                assert!(!shown.contains(secret), "{secret} shown: {shown}");
+            }
+        }
+        assert_eq!(token.nats_security.token, Some(Secret::new("t0ken")));
+        assert!(token.summary().contains(r#"NATS_TOKEN="***""#));
     }
 
     #[test]

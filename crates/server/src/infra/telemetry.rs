@@ -48,6 +48,13 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+/// Request/reply latency buckets, in seconds: 100 µs to a minute (requests wait up to
+/// `REQUEST_MAX_TIMEOUT`).
+const REQUEST_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5, 10.0, 30.0,
+    60.0,
+];
+
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -252,12 +259,19 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         #[expect(
             clippy::expect_used,
-            reason = "the builder fails only for an empty bucket list, and LATENCY_BUCKETS is not"
+            reason = "the builder fails only for an empty bucket list, and ours are not"
         )]
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(names::PUBLISH_DURATION.to_owned()),
                 &LATENCY_BUCKETS,
+            )
+            .expect("the bucket list is not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    jetway_core::requests::metrics::REQUEST_DURATION.to_owned(),
+                ),
+                &REQUEST_BUCKETS,
             )
             .expect("the bucket list is not empty")
             .build_recorder();

@@ -24,7 +24,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::Stream;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -42,10 +41,13 @@ use tonic::{
     Code, Status,
     body::Body,
     codegen::http,
-    transport::server::{Connected, TcpConnectInfo},
+    transport::server::{Connected, TcpConnectInfo, TlsConnectInfo},
 };
 
-use crate::infra::config::Limits;
+use crate::infra::{
+    config::Limits,
+    tls::{self, Accepted, Io, ServerTls, TLS_HANDSHAKE_FAILURES, TLS_HANDSHAKE_TIMEOUT},
+};
 
 /// HTTP/2 receive window of one connection. h2 closes a connection with GOAWAY
 /// `ENHANCE_YOUR_CALM` ("too_many_data_frames") once the DATA frames it has received and the
@@ -173,16 +175,60 @@ async fn accept_failed(err: io::Error) {
 
 /// The gRPC port's connections for tonic: within the cap, with Nagle off (`tcp_nodelay` on tonic's
 /// builder does not reach a pre-bound listener), each closed after `idle_timeout` with no call.
-/// Dropping the stream closes the listener.
+/// With `tls`, each completes its handshake on a task of its own (a slow one holds up no other)
+/// within [`TLS_HANDSHAKE_TIMEOUT`]; a client that speaks plain text is answered as
+/// [`tls::refuse_plaintext_grpc`] says. Dropping the stream closes the listener.
 pub fn grpc_incoming(
     gate: Gate,
     idle_timeout: Duration,
-) -> impl Stream<Item = Result<GrpcConn, Infallible>> {
-    futures::stream::unfold(gate, move |gate| async move {
-        let (stream, permit) = gate.accept().await;
-        stream.set_nodelay(true).ok();
-        Some((Ok(GrpcConn::new(stream, permit, idle_timeout)), gate))
-    })
+    tls: Option<ServerTls>,
+) -> futures::stream::BoxStream<'static, Result<GrpcConn, Infallible>> {
+    use futures::StreamExt as _;
+    let Some(tls) = tls else {
+        return futures::stream::unfold(gate, move |gate| async move {
+            let (stream, permit) = gate.accept().await;
+            stream.set_nodelay(true).ok();
+            let conn = GrpcConn::new(Io::Plain(stream), permit, idle_timeout);
+            Some((Ok(conn), gate))
+        })
+        .boxed();
+    };
+    // As many handshakes as connections may be open: the gate bounds both.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            let (stream, permit) = tokio::select! {
+                () = tx.closed() => break,
+                accepted = gate.accept() => accepted,
+            };
+            stream.set_nodelay(true).ok();
+            let (tx, tls) = (tx.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept_grpc(stream)).await {
+                    Ok(Ok(Accepted::Tls(stream))) => {
+                        let conn = GrpcConn::new(Io::Tls(stream), permit, idle_timeout);
+                        // Fails only when the server has stopped: the connection closes.
+                        tx.send(Ok(conn)).await.ok();
+                    }
+                    Ok(Ok(Accepted::Plaintext(stream))) => {
+                        handshake_failed("grpc", &"plain text on the TLS port");
+                        tls::refuse_plaintext_grpc(stream).await;
+                        drop(permit);
+                    }
+                    Ok(Err(err)) => handshake_failed("grpc", &err),
+                    Err(_) => handshake_failed("grpc", &"timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+/// Counts and logs (at debug: any client can cause it) a connection that did not complete its TLS
+/// handshake.
+fn handshake_failed(port: &'static str, reason: &dyn std::fmt::Display) {
+    metrics::counter!(TLS_HANDSHAKE_FAILURES, "port" => port).increment(1);
+    tracing::debug!(port, %reason, "TLS handshake failed");
 }
 
 /// The calls in progress on one gRPC connection (streaming ones counted apart too), and since when
@@ -266,11 +312,12 @@ impl Drop for StreamingCall {
     }
 }
 
-/// What a request learns about its connection: tonic's TCP details and the connection's
-/// [`Activity`].
+/// What a request learns about its connection: tonic's TCP details, its TLS details on a TLS
+/// connection, and the connection's [`Activity`].
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     tcp: TcpConnectInfo,
+    tls: Option<TlsConnectInfo<TcpConnectInfo>>,
     activity: Arc<Activity>,
 }
 
@@ -280,7 +327,7 @@ pub struct ConnInfo {
 /// a call still on the wire when the connection closes is lost, and its client sees UNAVAILABLE.
 /// Keepalive pings and their answers are not calls: they keep nothing open.
 pub struct GrpcConn {
-    io: TcpStream,
+    io: Io,
     activity: Arc<Activity>,
     idle_timeout: Duration,
     timer: Pin<Box<Sleep>>,
@@ -289,7 +336,7 @@ pub struct GrpcConn {
 }
 
 impl GrpcConn {
-    fn new(io: TcpStream, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> GrpcConn {
+    fn new(io: Io, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> GrpcConn {
         GrpcConn {
             io,
             activity: Arc::new(Activity::new()),
@@ -375,7 +422,8 @@ impl Connected for GrpcConn {
 
     fn connect_info(&self) -> ConnInfo {
         ConnInfo {
-            tcp: self.io.connect_info(),
+            tcp: self.io.tcp_info(),
+            tls: self.io.tls_info(),
             activity: self.activity.clone(),
         }
     }
@@ -502,8 +550,15 @@ where
                     }
                 }
             }
-            // Where tonic's `Request::remote_addr` looks for it.
-            request.extensions_mut().insert(info.tcp);
+            // Where tonic's `Request::remote_addr` and `Request::peer_certs` look for them.
+            match info.tls {
+                Some(tls) => {
+                    request.extensions_mut().insert(tls);
+                }
+                None => {
+                    request.extensions_mut().insert(info.tcp);
+                }
+            }
         }
         if streaming {
             match self.calls.slots.clone().try_acquire_owned() {
@@ -589,7 +644,9 @@ pub const HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS: u32 = 6;
 /// Serves the HTTP health routes on `gate` until `shutdown` is cancelled, then closes the listener
 /// and waits for the open connections to finish their requests.
 ///
-/// HTTP/1.1 only (probes and Prometheus speak it). A connection whose request headers are not
+/// HTTP/1.1 only (probes and Prometheus speak it); with `tls`, over TLS, the handshake within one
+/// header timeout (a plain-text client is answered as [`tls::refuse_plaintext_http`] says). A
+/// connection whose request headers are not
 /// complete `header_timeout` after the server started waiting for them is closed: this bounds a
 /// request line or headers sent slowly or never finished, and an idle keep-alive connection. Every
 /// connection is closed after [`HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS`] header timeouts (its
@@ -599,6 +656,7 @@ pub async fn serve_health(
     gate: Gate,
     router: axum::Router,
     header_timeout: Duration,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) {
     let rules = Http1Rules {
@@ -608,7 +666,7 @@ pub async fn serve_health(
         ),
         per_address: Some(HEALTH_MAX_CONNECTIONS_PER_ADDRESS),
     };
-    serve_http1(gate, router, rules, shutdown).await;
+    serve_http1(gate, router, rules, tls, shutdown).await;
 }
 
 /// Serves the HTTP API's routes on `gate` until `shutdown` is cancelled, then closes the listener
@@ -622,6 +680,7 @@ pub async fn serve_api(
     gate: Gate,
     router: axum::Router,
     header_timeout: Duration,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) {
     let rules = Http1Rules {
@@ -629,7 +688,7 @@ pub async fn serve_api(
         lifetime: None,
         per_address: None,
     };
-    serve_http1(gate, router, rules, shutdown).await;
+    serve_http1(gate, router, rules, tls, shutdown).await;
 }
 
 /// What an HTTP/1 port enforces on each connection.
@@ -642,11 +701,13 @@ struct Http1Rules {
     per_address: Option<usize>,
 }
 
-/// The HTTP/1 server of the health and API ports.
+/// The HTTP/1 server of the health and API ports; with `tls`, over TLS (HTTP/1.1 by ALPN, no
+/// client certificate asked for), the handshake within one header timeout.
 async fn serve_http1(
     gate: Gate,
     router: axum::Router,
     rules: Http1Rules,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) {
     let Http1Rules {
@@ -677,13 +738,27 @@ async fn serve_http1(
             },
         };
         stream.set_nodelay(true).ok();
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
-        let shutdown = shutdown.clone();
+        let (http, router, shutdown, tls) =
+            (http.clone(), router.clone(), shutdown.clone(), tls.clone());
         let port = gate.slots.port;
         tokio::spawn(async move {
+            let io = match tls {
+                None => Io::Plain(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(header_timeout, tls.accept_health(stream)).await {
+                        Ok(Ok(Accepted::Tls(stream))) => Io::Tls(stream),
+                        Ok(Ok(Accepted::Plaintext(stream))) => {
+                            handshake_failed(port, &"plain text on the TLS port");
+                            tls::refuse_plaintext_http(stream).await;
+                            return;
+                        }
+                        Ok(Err(err)) => return handshake_failed(port, &err),
+                        Err(_) => return handshake_failed(port, &"timed out"),
+                    }
+                }
+            };
+            let connection =
+                http.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
             let mut connection = std::pin::pin!(connection);
             let expired = async {
                 match lifetime {

@@ -549,3 +549,38 @@ fn an_unknown_argument_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown argument"));
 }
+
+/// The secure compose service mounts the example clients file where its AUTH_FILE points, the file
+/// reads, and docs/security.md's walk-through tokens are the tenants it names.
+#[test]
+fn the_secure_compose_service_mounts_the_documented_clients_file() {
+    let compose = compose();
+    let secure = service(&compose, "jetway-secure");
+    let vars = environment(&secure);
+    let config = Config::from_iter(vars).expect("a valid configuration");
+    let auth_file = config.auth_file.expect("AUTH_FILE is set");
+    let mount = format!(
+        "./deploy/compose/clients.example.json:{}:ro",
+        auth_file.display()
+    );
+    assert!(
+        strings(&secure["volumes"]).contains(&mount.as_str()),
+        "{mount} in {:?}",
+        secure["volumes"]
+    );
+
+    let clients = jetway_server::auth::file::Clients::parse(&repo_file(
+        "deploy/compose/clients.example.json",
+    ))
+    .expect("the example clients file reads");
+    let page = repo_file("docs/security.md");
+    for (variable, client) in [("A", "tenant-a"), ("B", "tenant-b"), ("OPS", "ops")] {
+        let token = page
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{variable}=")))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("docs/security.md sets {variable}"));
+        let found = clients.by_token(token).map(|c| c.id.as_str());
+        assert_eq!(found, Some(client), "{variable}={token}");
+    }
+}

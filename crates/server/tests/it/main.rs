@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod auth;
 mod clients;
 mod cluster;
 mod consumers;
@@ -17,11 +18,14 @@ mod events;
 mod fetch;
 mod harness;
 mod http;
+mod nats_links;
 mod operability;
 mod publish;
 mod publish_stream;
 mod reads;
+mod requests;
 mod smoke;
 mod state;
 mod streams;
+mod tls;
 mod transport;

@@ -248,31 +248,57 @@ async fn reflection_lists_the_services() {
     }
 }
 
-/// No credential of `NATS_URL` reaches the log at any level (`RUST_LOG=trace`), though async-nats
-/// logs every server address it tries at debug level: neither with a server that needs none (it
-/// takes any) nor with one that needs a token, through a list whose first server is down.
+/// No NATS credential reaches the log at any level (`RUST_LOG=trace`), though async-nats logs every
+/// server address it tries at debug level: neither in `NATS_URL`, with a server that needs none
+/// (it takes any) or one that needs a token, through a list whose first server is down; nor in
+/// `NATS_PASSWORD` or `NATS_TOKEN`.
 #[tokio::test]
 async fn no_nats_credential_reaches_the_log_at_any_level() {
     let open = jetway_testkit::NatsServer::start();
     let token = jetway_testkit::NatsServer::start_with_args(&["--auth", "t0kenSECRET"]);
-    for (nats, userinfo, secret) in [
-        (&open, "alice:pa55SECRET", "pa55SECRET"),
-        (&token, "t0kenSECRET", "t0kenSECRET"),
-    ] {
-        let url = format!(
-            "nats://{userinfo}@127.0.0.1:1,nats://{userinfo}@127.0.0.1:{}",
-            nats.port()
-        );
-        let mut child = jetway_server(&[
-            ("NATS_URL", &url),
+    let user = jetway_testkit::NatsServer::start_with_args(&["--user", "bob", "--pass", "pa55VAR"]);
+    // Each server takes one publish: a stream of its own.
+    let token_var = jetway_testkit::NatsServer::start_with_args(&["--auth", "t0kenSECRET"]);
+    let in_url = |nats: &jetway_testkit::NatsServer, userinfo: &str| {
+        vec![(
+            "NATS_URL",
+            format!(
+                "nats://{userinfo}@127.0.0.1:1,nats://{userinfo}@127.0.0.1:{}",
+                nats.port()
+            ),
+        )]
+    };
+    let logins = [
+        (&open, in_url(&open, "alice:pa55SECRET"), "pa55SECRET"),
+        (&token, in_url(&token, "t0kenSECRET"), "t0kenSECRET"),
+        (
+            &user,
+            vec![
+                ("NATS_URL", user.url()),
+                ("NATS_USER", "bob".to_owned()),
+                ("NATS_PASSWORD", "pa55VAR".to_owned()),
+            ],
+            "pa55VAR",
+        ),
+        (
+            &token_var,
+            vec![
+                ("NATS_URL", token_var.url()),
+                ("NATS_TOKEN", "t0kenSECRET".to_owned()),
+            ],
+            "t0kenSECRET",
+        ),
+    ];
+    for (nats, login, secret) in logins {
+        let mut vars: Vec<(&str, &str)> = vec![
             ("RUST_LOG", "trace"),
             ("GRPC_PORT", "0"),
             ("HEALTH_PORT", "0"),
             ("HTTP_PORT", "0"),
             ("LISTEN_HOST", "127.0.0.1"),
-        ])
-        .spawn()
-        .unwrap();
+        ];
+        vars.extend(login.iter().map(|(name, value)| (*name, value.as_str())));
+        let mut child = jetway_server(&vars).spawn().unwrap();
         let mut lines = log_lines(&mut child);
         let mut log = Vec::new();
         let (grpc_addr, health_addr) = loop {

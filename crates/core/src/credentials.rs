@@ -1,0 +1,159 @@
+//! Client credentials as they are written in an auth file and presented on a call: new bearer
+//! tokens, their stored form (`sha256:<hex>`), secrets stored as argon2id PHC strings, and the
+//! constant-time checks of both. The CLI writes these forms and the server reads them, so one
+//! module owns them.
+
+use argon2::{
+    Argon2,
+    password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::Error;
+
+/// How a stored token hash begins.
+pub const TOKEN_HASH_PREFIX: &str = "sha256:";
+
+/// Random bytes in a new token: 256 bits, so guessing one is hopeless and a fast hash is enough
+/// to store it (see [`TokenHash`]).
+pub const TOKEN_BYTES: usize = 32;
+
+/// A new random bearer token (URL-safe base64 of [`TOKEN_BYTES`] bytes from the OS generator).
+pub fn new_token() -> Result<String, Error> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| Error::internal(format!("random bytes: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The stored form of a token, `sha256:<64 hex digits>`.
+pub fn token_hash(token: &str) -> String {
+    TokenHash::of(token).to_string()
+}
+
+/// The stored form of a client secret: an argon2id PHC string with a random salt.
+pub fn secret_hash(secret: &str) -> Result<String, Error> {
+    Argon2::default()
+        .hash_password(secret.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| Error::internal(format!("argon2: {e}")))
+}
+
+/// A stored token hash. SHA-256, not a password hash: a token carries 256 random bits, so no
+/// dictionary or brute force applies, and a fast hash keeps the check of every call cheap. A
+/// human-chosen secret goes in a [`SecretHash`] instead.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// The hash of a presented token.
+    pub fn of(token: &str) -> TokenHash {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Reads the stored form `sha256:<64 hex digits>`.
+    pub fn parse(stored: &str) -> Result<TokenHash, String> {
+        let hex = stored
+            .strip_prefix(TOKEN_HASH_PREFIX)
+            .ok_or_else(|| format!("does not start with {TOKEN_HASH_PREFIX:?}"))?;
+        if hex.len() != 64 {
+            return Err("is not 64 hex digits after \"sha256:\"".to_owned());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| "is not 64 hex digits after \"sha256:\"".to_owned())?;
+        }
+        Ok(TokenHash(bytes))
+    }
+
+    /// True if both are the same hash, compared in constant time.
+    pub fn matches(&self, other: &TokenHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::fmt::Display for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(TOKEN_HASH_PREFIX)?;
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenHash({self})")
+    }
+}
+
+/// A stored client secret: an argon2id PHC string (`$argon2id$v=19$...`); it displays as that
+/// string (a hash, not the secret).
+#[derive(Clone, Debug)]
+pub struct SecretHash(PasswordHash);
+
+impl std::fmt::Display for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl SecretHash {
+    /// Reads a PHC string; only argon2id is accepted.
+    pub fn parse(stored: &str) -> Result<SecretHash, String> {
+        let hash = PasswordHash::new(stored)
+            .map_err(|e| format!("is not a PHC string (like $argon2id$v=19$...): {e}"))?;
+        if hash.algorithm.as_str() != "argon2id" {
+            return Err(format!("uses {}, not argon2id", hash.algorithm.as_str()));
+        }
+        Ok(SecretHash(hash))
+    }
+
+    /// True if `secret` is the one hashed. argon2 compares its output in constant time.
+    pub fn verify(&self, secret: &str) -> bool {
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &self.0)
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_is_random_and_its_hash_reads_back() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), TOKEN_BYTES);
+        let stored = token_hash(&a);
+        assert!(
+            stored.starts_with("sha256:") && stored.len() == 7 + 64,
+            "{stored}"
+        );
+        let parsed = TokenHash::parse(&stored).unwrap();
+        assert!(parsed.matches(&TokenHash::of(&a)));
+        assert!(!parsed.matches(&TokenHash::of(&b)));
+        assert_eq!(parsed.to_string(), stored);
+    }
+
+    #[test]
+    fn a_malformed_token_hash_is_refused() {
+        assert!(TokenHash::parse("md5:00").is_err());
+        assert!(TokenHash::parse("sha256:abc").is_err());
+        assert!(TokenHash::parse(&format!("sha256:{}", "zz".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn a_secret_hash_verifies_its_secret_only() {
+        let stored = secret_hash("correct horse").unwrap();
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+        let hash = SecretHash::parse(&stored).unwrap();
+        assert!(hash.verify("correct horse"));
+        assert!(!hash.verify("correct horse "));
+        assert!(SecretHash::parse("plain text").is_err());
+    }
+}

@@ -1,0 +1,714 @@
+//! Authentication and authorization of gRPC calls, on when `AUTH_FILE` names a clients file
+//! ([`file`]) and off otherwise (every call allowed, as before).
+//!
+//! [`AuthLayer`] runs before every handler: it finds the method in the one table ([`rpcs::RULES`];
+//! a method without an entry is refused), lets gRPC health through, and otherwise authenticates
+//! the call (`authorization: Bearer <token>`, `authorization: Basic base64(id:secret)`, or a client
+//! certificate's name) and hands the handler a [`Caller`]. Handlers check the resource they decoded
+//! with [`Caller::check`], and filter lists with [`Caller::may`]. Failures answer UNAUTHENTICATED or
+//! PERMISSION_DENIED, are counted in `/metrics` by reason, and are logged with the client id and
+//! peer address; credentials are never logged or echoed.
+//!
+//! The file is polled each second ([`Access::watch`]); a file that no longer reads keeps the
+//! previous version in force and the reason is logged.
+
+pub mod certificate;
+pub mod file;
+pub mod limits;
+pub mod pattern;
+pub mod rpcs;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{Arc, Mutex, RwLock},
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use jetway_core::{
+    Error, ErrorKind,
+    credentials::{SecretHash, TokenHash},
+    fetch::ClientQuota,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    Request, Status,
+    body::Body,
+    codegen::http::{self, header::AUTHORIZATION},
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
+
+use crate::{
+    auth::{
+        file::{Client, Clients},
+        limits::{SessionSlot, Usage},
+        rpcs::{Need, Rule},
+    },
+    grpc::status::ToStatus,
+};
+
+/// The metric counting refused calls, by `reason`: `no_credentials`, `bad_credentials`,
+/// `permission_denied`, `unknown_method`, `limit`.
+pub const AUTH_FAILURES: &str = "jetway_auth_failures_total";
+
+/// How often the clients file is looked at for a change (its modification time and length).
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a client may be allowed to do; the clients file has one allow-list per permission but
+/// [`Permission::See`], which any of read, consume and manage grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Publish on a subject.
+    Publish,
+    /// Answer requests sent on a subject (`jetway.requests.v1` Respond).
+    Respond,
+    /// Consume from a stream's consumer (`stream/consumer`), or subscribe live to a stream.
+    Consume,
+    /// Read a stream without a consumer (ranges, single events).
+    Read,
+    /// Create, change, delete and purge streams and consumers; redrive dead letters.
+    Manage,
+    /// Read a key-value store.
+    StateRead,
+    /// Write a key-value store (and create it).
+    StateWrite,
+    /// Know a stream or consumer exists: any of read, consume and manage on it.
+    See,
+}
+
+impl Permission {
+    /// The name of the allow-list in the clients file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Publish => "publish",
+            Permission::Respond => "respond",
+            Permission::Consume => "consume",
+            Permission::Read => "read",
+            Permission::Manage => "manage",
+            Permission::StateRead => "state_read",
+            Permission::StateWrite => "state_write",
+            Permission::See => "read, consume or manage",
+        }
+    }
+}
+
+/// The clients file in force, shared by the layer, the handlers and the reload task.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// `None`: authentication is off.
+    shared: Option<Arc<Shared>>,
+}
+
+struct Shared {
+    path: PathBuf,
+    clients: RwLock<Arc<Clients>>,
+    /// Modification time and length of the version read last.
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+    /// Secrets already verified with argon2, as SHA-256 of the secret, by the stored hash they
+    /// matched (so a changed secret never matches an old entry): argon2 is slow on purpose, and a
+    /// client sends its secret with every call. Emptied on reload.
+    verified: Mutex<HashMap<String, TokenHash>>,
+    /// argon2 checks running at once: each takes 19 MiB and a core for tens of milliseconds, so a
+    /// flood of wrong secrets waits here instead of taking the memory and every blocking thread.
+    argon2: tokio::sync::Semaphore,
+    usage: Usage,
+}
+
+impl Access {
+    /// Authentication off: every call is allowed.
+    pub fn open() -> Access {
+        Access::default()
+    }
+
+    /// Authentication on, with the clients file at `path`; an unreadable or invalid file is an
+    /// error (at start, Jetway stops with it).
+    pub fn load(path: &Path) -> Result<Access, String> {
+        let stamp = stamp(path);
+        let clients = read(path)?;
+        Ok(Access {
+            shared: Some(Arc::new(Shared {
+                path: path.to_owned(),
+                clients: RwLock::new(Arc::new(clients)),
+                stamp: Mutex::new(stamp),
+                verified: Mutex::default(),
+                argon2: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, usize::from),
+                ),
+                usage: Usage::default(),
+            })),
+        })
+    }
+
+    /// True when calls must authenticate.
+    pub fn enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Reloads the file whenever its modification time or length changes, until `shutdown`.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        let Some(shared) = self.shared else { return };
+        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            shared.reload_if_changed();
+        }
+    }
+
+    fn clients(shared: &Shared) -> Arc<Clients> {
+        shared
+            .clients
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Who the credentials name (`Ok(None)` when authentication is off): the `authorization`
+    /// header, else the client certificate's names.
+    async fn authenticate(
+        &self,
+        header: Option<http::HeaderValue>,
+        certificate: Option<PeerCertificateNames>,
+    ) -> Result<Option<Arc<Client>>, Failure> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let clients = Access::clients(shared);
+        if let Some(header) = header {
+            let header = header.to_str().map_err(|_| Failure::Bad)?;
+            let (scheme, value) = header.split_once(' ').ok_or(Failure::Bad)?;
+            let value = value.trim();
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return clients
+                    .by_token(value)
+                    .cloned()
+                    .map(Some)
+                    .ok_or(Failure::Bad);
+            }
+            if scheme.eq_ignore_ascii_case("basic") {
+                let decoded = STANDARD.decode(value).map_err(|_| Failure::Bad)?;
+                let decoded = String::from_utf8(decoded).map_err(|_| Failure::Bad)?;
+                let (id, secret) = decoded.split_once(':').ok_or(Failure::Bad)?;
+                let (client, hash) = clients.with_secret(id).ok_or(Failure::Bad)?;
+                return if verify_secret(shared, hash, secret).await {
+                    Ok(Some(client.clone()))
+                } else {
+                    Err(Failure::Bad)
+                };
+            }
+            return Err(Failure::Bad);
+        }
+        if let Some(PeerCertificateNames(names)) = certificate {
+            return clients
+                .by_certificate(&names)
+                .cloned()
+                .map(Some)
+                .ok_or(Failure::Bad);
+        }
+        Err(Failure::Missing)
+    }
+}
+
+/// The names of the client certificate the connection presented (its DNS subject alternative
+/// names and subject common name), when the TLS listener verified one; read from the TLS
+/// connection info that `CallLayer` leaves on each request.
+#[derive(Debug, Clone)]
+pub struct PeerCertificateNames(pub Arc<Vec<String>>);
+
+/// What one look at the clients file did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    /// Same modification time and length as the version in force.
+    Unchanged,
+    /// The new version is in force.
+    Reloaded,
+    /// The new version does not read; the previous one stays in force.
+    Kept,
+}
+
+impl Shared {
+    fn reload_if_changed(&self) -> Reload {
+        let now = stamp(&self.path);
+        let mut last = lock(&self.stamp);
+        if now == *last {
+            return Reload::Unchanged;
+        }
+        *last = now;
+        drop(last);
+        match read(&self.path) {
+            Ok(clients) => {
+                *self
+                    .clients
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(clients);
+                lock(&self.verified).clear();
+                tracing::info!(path = %self.path.display(), "AUTH_FILE reloaded");
+                Reload::Reloaded
+            }
+            Err(why) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    %why,
+                    "AUTH_FILE could not be reloaded; the previous version stays in force"
+                );
+                Reload::Kept
+            }
+        }
+    }
+}
+
+/// The peer address as logs show it.
+fn shown(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "-".to_owned(), |peer| peer.to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read(path: &Path) -> Result<Clients, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("AUTH_FILE {}: cannot be read: {e}", path.display()))?;
+    Clients::parse(&text).map_err(|why| format!("AUTH_FILE {}: {why}", path.display()))
+}
+
+/// Checks `secret` against `hash`: once with argon2 (off the async threads), then against the
+/// remembered SHA-256 of the secret that passed, in constant time.
+async fn verify_secret(shared: &Arc<Shared>, hash: &SecretHash, secret: &str) -> bool {
+    let presented = TokenHash::of(secret);
+    let stored = hash.to_string();
+    if lock(&shared.verified)
+        .get(&stored)
+        .is_some_and(|known| known.matches(&presented))
+    {
+        return true;
+    }
+    let Ok(_permit) = shared.argon2.acquire().await else {
+        return false;
+    };
+    let (hash, secret) = (hash.clone(), secret.to_owned());
+    let ok = tokio::task::spawn_blocking(move || hash.verify(&secret))
+        .await
+        .unwrap_or(false);
+    if ok {
+        lock(&shared.verified).insert(stored, presented);
+    }
+    ok
+}
+
+/// Why a call did not authenticate.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Missing,
+    Bad,
+}
+
+/// The client making a call, as handlers see it: put in the request's extensions by
+/// [`AuthLayer`].
+#[derive(Clone)]
+pub struct Caller {
+    /// `None`: authentication is off.
+    client: Option<Arc<Client>>,
+    rule: Option<&'static Rule>,
+    peer: Option<SocketAddr>,
+    access: Access,
+}
+
+impl Caller {
+    /// The caller of `request`. A request that did not pass [`AuthLayer`] has none and is refused
+    /// (fail closed).
+    pub fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!("a call reached its handler without the authentication layer");
+                Status::permission_denied("the call was not authenticated")
+            })
+    }
+
+    /// The client's id, if authentication is on.
+    pub fn id(&self) -> Option<&str> {
+        self.client.as_deref().map(|client| client.id.as_str())
+    }
+
+    /// True if the caller may use `permission` on `resource` (without logging: for filtering
+    /// lists).
+    pub fn may(&self, permission: Permission, resource: &str) -> bool {
+        match &self.client {
+            None => true,
+            Some(client) => self.declares(permission) && client.allows(permission, resource),
+        }
+    }
+
+    fn declares(&self, permission: Permission) -> bool {
+        matches!(self.rule, Some(Rule { need: Need::Permissions(needed, _), .. }) if needed.contains(&permission))
+            || matches!(
+                self.rule,
+                Some(Rule {
+                    need: Need::Authenticated,
+                    ..
+                })
+            )
+    }
+
+    /// PERMISSION_DENIED naming `permission` and `resource`, unless the caller may; each denial is
+    /// logged and counted.
+    pub fn check(&self, permission: Permission, resource: &str) -> Result<(), Status> {
+        if self.may(permission, resource) {
+            return Ok(());
+        }
+        let id = self.id().unwrap_or_default();
+        if !self.declares(permission) {
+            tracing::error!(
+                method = self.rule.map(|r| r.method),
+                permission = permission.name(),
+                "a handler checked a permission its entry in auth::rpcs::RULES does not declare"
+            );
+        }
+        Err(denied(
+            id,
+            self.peer,
+            format!(
+                "client {id:?} lacks the {} permission on {resource:?}",
+                permission.name()
+            ),
+        ))
+    }
+
+    /// Logs an audit line for a management action that succeeded.
+    pub fn audit(&self, action: &str, resource: &str) {
+        tracing::info!(
+            target: "jetway::audit",
+            client = self.id().unwrap_or("-"),
+            peer = %shown(self.peer),
+            action,
+            resource,
+            "audit"
+        );
+    }
+
+    /// One of the client's Events sessions, or RESOURCE_EXHAUSTED naming `events_sessions` when it
+    /// has its limit open.
+    pub fn open_events_session(&self) -> Result<Option<SessionSlot>, Status> {
+        let (Some(client), Some(shared)) = (&self.client, &self.access.shared) else {
+            return Ok(None);
+        };
+        let limit = client.limits.events_sessions;
+        match shared.usage.of(&client.id).open_session(limit) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                metrics::counter!(AUTH_FAILURES, "reason" => "limit").increment(1);
+                Err(Error::new(
+                    ErrorKind::LimitReached,
+                    format!(
+                        "client {:?} has {limit} Events streams open, its events_sessions limit \
+                         in AUTH_FILE; close one or raise the limit",
+                        client.id
+                    ),
+                )
+                .to_status())
+            }
+        }
+    }
+
+    /// The client's `fetched_in_flight` quota, for Fetch to reserve within; `None` without
+    /// authentication. Over it, Fetch answers RESOURCE_EXHAUSTED naming it.
+    pub fn fetch_quota(&self) -> Option<ClientQuota> {
+        let client = self.client.as_ref()?;
+        Some(ClientQuota {
+            id: client.id.as_str().into(),
+            max_in_flight: client.limits.fetched_in_flight,
+            limit: limits::FETCHED_IN_FLIGHT,
+        })
+    }
+
+    /// Counts a Fetch refused for the client's `fetched_in_flight` among the failures, as the
+    /// other limits are; passes every error on.
+    pub fn counted(err: Error) -> Error {
+        if err.limit() == Some(limits::FETCHED_IN_FLIGHT) {
+            metrics::counter!(AUTH_FAILURES, "reason" => "limit").increment(1);
+        }
+        err
+    }
+
+    /// Takes `events` from the client's publish rate, or RESOURCE_EXHAUSTED naming
+    /// `publish_per_second` when it is spent.
+    pub fn take_publishes(&self, events: usize) -> Result<(), Status> {
+        let (Some(client), Some(shared)) = (&self.client, &self.access.shared) else {
+            return Ok(());
+        };
+        let events = u32::try_from(events).unwrap_or(u32::MAX);
+        if shared
+            .usage
+            .of(&client.id)
+            .take_publishes(&client.limits, events)
+        {
+            return Ok(());
+        }
+        metrics::counter!(AUTH_FAILURES, "reason" => "limit").increment(1);
+        Err(Error::new(
+            ErrorKind::LimitReached,
+            format!(
+                "client {:?} is over its publish_per_second limit in AUTH_FILE ({} events per \
+                 second); retry later",
+                client.id, client.limits.publish_per_second
+            ),
+        )
+        .to_status())
+    }
+}
+
+fn denied(id: &str, peer: Option<SocketAddr>, message: String) -> Status {
+    metrics::counter!(AUTH_FAILURES, "reason" => "permission_denied").increment(1);
+    tracing::warn!(client = id, peer = %shown(peer), %message, "permission denied");
+    Error::new(ErrorKind::PermissionDenied, message).to_status()
+}
+
+/// The tower layer that authenticates every gRPC call; see the module docs.
+#[derive(Clone)]
+pub struct AuthLayer {
+    access: Access,
+}
+
+impl AuthLayer {
+    /// A layer over `access`.
+    pub fn new(access: Access) -> AuthLayer {
+        AuthLayer { access }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            access: self.access.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    access: Access,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone that was ready serves this call (tower's rule for services moved into a
+        // future); the fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let access = self.access.clone();
+        Box::pin(async move {
+            match admit(&access, &mut request).await {
+                Ok(()) => inner.call(request).await,
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+/// Authenticates `request` and attaches its [`Caller`], or answers why not.
+async fn admit<B>(access: &Access, request: &mut http::Request<B>) -> Result<(), Status> {
+    let rule = rpcs::rule_of(request.uri().path());
+    // `CallLayer` leaves the connection's info where tonic looks for it: the TLS info on a TLS
+    // connection, the TCP info on a plain one.
+    let tls = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .cloned();
+    let peer = match &tls {
+        Some(tls) => tls.get_ref().remote_addr(),
+        None => request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr),
+    };
+    if rule.is_some_and(|rule| rule.need == Need::Open) || !access.enabled() {
+        request.extensions_mut().insert(Caller {
+            client: None,
+            rule,
+            peer,
+            access: access.clone(),
+        });
+        return Ok(());
+    }
+    let header = request.headers().get(AUTHORIZATION).cloned();
+    // An `authorization` header wins over the certificate, which is parsed only when there is none.
+    let certificate = header
+        .is_none()
+        .then(|| tls.as_ref().and_then(TlsConnectInfo::peer_certs))
+        .flatten()
+        .and_then(|chain| PeerCertificateNames::of(&chain));
+    let client = match access.authenticate(header, certificate).await {
+        Ok(client) => client,
+        Err(failure) => {
+            let (reason, message) = match failure {
+                Failure::Missing => (
+                    "no_credentials",
+                    "no credentials: send `authorization: Bearer <token>` or `authorization: \
+                     Basic base64(<client id>:<secret>)`",
+                ),
+                Failure::Bad => ("bad_credentials", "the credentials name no client"),
+            };
+            metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+            tracing::warn!(peer = %shown(peer), reason, "unauthenticated call");
+            return Err(Error::new(ErrorKind::Unauthenticated, message).to_status());
+        }
+    };
+    let id = client.as_deref().map_or("", |client| client.id.as_str());
+    let Some(rule) = rule else {
+        metrics::counter!(AUTH_FAILURES, "reason" => "unknown_method").increment(1);
+        tracing::warn!(client = id, peer = %shown(peer), method = request.uri().path(), "permission denied: the method has no entry in the permission table");
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{} has no entry in Jetway's permission table, so no client may call it",
+                request.uri().path()
+            ),
+        )
+        .to_status());
+    };
+    request.extensions_mut().insert(Caller {
+        client,
+        rule: Some(rule),
+        peer,
+        access: access.clone(),
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_client(id: &str, token: &str) -> String {
+        format!(
+            r#"{{"clients": [{{"id": "{id}", "tokens": ["{}"]}}]}}"#,
+            jetway_core::credentials::token_hash(token)
+        )
+    }
+
+    #[test]
+    fn a_broken_file_keeps_the_previous_version_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
+        std::fs::write(&path, one_client("first", "t1")).unwrap();
+        let access = Access::load(&path).unwrap();
+        let shared = access.shared.as_ref().unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Unchanged);
+
+        std::fs::write(&path, r#"{"clients": [{"id": "first""#).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Kept);
+        assert_eq!(Access::clients(shared).by_token("t1").unwrap().id, "first");
+
+        std::fs::write(&path, one_client("second", "t2")).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Reloaded);
+        let clients = Access::clients(shared);
+        assert!(clients.by_token("t1").is_none());
+        assert_eq!(clients.by_token("t2").unwrap().id, "second");
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Kept);
+        assert_eq!(Access::clients(shared).by_token("t2").unwrap().id, "second");
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_checked_by_its_hash_and_a_changed_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
+        let with_secret = |secret: &str| {
+            format!(
+                r#"{{"clients": [{{"id": "svc", "secret": "{}"}}]}}"#,
+                jetway_core::credentials::secret_hash(secret).unwrap()
+            )
+        };
+        std::fs::write(&path, with_secret("first secret")).unwrap();
+        let access = Access::load(&path).unwrap();
+        let shared = access.shared.as_ref().unwrap();
+        let basic = |id: &str, secret: &str| {
+            let value = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+            Some(http::HeaderValue::from_str(&value).unwrap())
+        };
+        let who = |header| async {
+            access
+                .authenticate(header, None)
+                .await
+                .map(|c| c.unwrap().id.clone())
+        };
+        // Twice: by argon2, then by the remembered hash.
+        for _ in 0..2 {
+            assert_eq!(who(basic("svc", "first secret")).await.unwrap(), "svc");
+        }
+        assert!(who(basic("svc", "wrong")).await.is_err());
+        assert!(who(basic("other", "first secret")).await.is_err());
+
+        std::fs::write(&path, with_secret("second secret!")).unwrap();
+        assert_eq!(shared.reload_if_changed(), Reload::Reloaded);
+        assert!(who(basic("svc", "first secret")).await.is_err());
+        assert_eq!(who(basic("svc", "second secret!")).await.unwrap(), "svc");
+    }
+
+    #[test]
+    fn a_start_with_a_broken_file_is_one_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
+        let err = Access::load(&path).err().unwrap();
+        assert!(
+            err.starts_with("AUTH_FILE ") && err.contains("cannot be read"),
+            "{err}"
+        );
+        std::fs::write(&path, r#"{"clients": [{"id": ""}]}"#).unwrap();
+        let err = Access::load(&path).err().unwrap();
+        assert!(err.contains("clients[0].id: is empty"), "{err}");
+    }
+
+    #[test]
+    fn every_permission_of_the_table_has_a_name_and_methods_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for rule in rpcs::RULES {
+            assert!(seen.insert(rule.method), "{} twice", rule.method);
+            if let Need::Permissions(permissions, resource) = rule.need {
+                assert!(
+                    !permissions.is_empty() && !resource.is_empty(),
+                    "{}",
+                    rule.method
+                );
+            }
+        }
+    }
+}
