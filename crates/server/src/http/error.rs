@@ -102,6 +102,13 @@ impl ApiError {
         ApiError::from(Error::invalid(field, reason))
     }
 
+    /// The same error answered with `status`, for a route whose HTTP semantics call for another
+    /// status than the table's (a failed `If-Match` is 412, not 409).
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -97,7 +97,7 @@ impl From<Event> for EventJson {
 }
 
 /// `data` or `data_base64` for a body of `content_type`.
-fn payload(
+pub fn payload(
     content_type: Option<&str>,
     body: &Bytes,
 ) -> (Option<serde_json::Value>, Option<String>) {

@@ -20,13 +20,14 @@ use axum::{
         sse::{Event as SseEvent, KeepAlive, Sse},
     },
 };
-use futures::{StreamExt, stream::BoxStream};
+use futures::{Stream, StreamExt, stream::BoxStream};
 use jetway_core::{
     Error,
     live::LiveSpec,
     reads::{self, ReadSpec},
     streams::{StreamPointer, validate_sequence},
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::http::{
     ApiState,
@@ -121,9 +122,34 @@ pub async fn subscribe(
     };
     // Ids only grow: whatever the replay sent, or the client had, is not sent again.
     let mut sent = last.unwrap_or(0);
+    let events = events.filter_map(move |event| {
+        let event = match event {
+            Ok(event) if event.id <= sent => None,
+            Ok(event) => {
+                sent = event.id;
+                encoded(
+                    SseEvent::default()
+                        .id(event.id.to_string())
+                        .json_data(EventJson::from(event)),
+                )
+                .map(Ok)
+            }
+            Err(err) => Some(Err(err)),
+        };
+        futures::future::ready(event)
+    });
+    Ok(respond(events, &state.shutdown))
+}
+
+/// Answers `events` as an SSE stream with a heartbeat comment every [`HEARTBEAT`]: it ends cleanly
+/// at server shutdown, and at the first error, which goes out as a last [`FAILURE`] event (so a
+/// failed replay never runs into a live feed). Live subscriptions and KV watches share it.
+pub fn respond(
+    events: impl Stream<Item = Result<SseEvent, Error>> + Send + 'static,
+    shutdown: &CancellationToken,
+) -> Response {
     let events = events
-        .take_until(state.shutdown.clone().cancelled_owned())
-        // The first error ends the stream (the replay's would otherwise run into the live feed).
+        .take_until(shutdown.clone().cancelled_owned())
         .scan(false, |failed, event| {
             let next = (!*failed).then(|| {
                 *failed = event.is_err();
@@ -131,17 +157,9 @@ pub async fn subscribe(
             });
             futures::future::ready(next)
         })
-        .filter_map(move |event| {
+        .filter_map(|event| {
             let event = match event {
-                Ok(event) if event.id <= sent => None,
-                Ok(event) => {
-                    sent = event.id;
-                    encoded(
-                        SseEvent::default()
-                            .id(event.id.to_string())
-                            .json_data(EventJson::from(event)),
-                    )
-                }
+                Ok(event) => Some(event),
                 Err(err) => encoded(
                     SseEvent::default()
                         .event(FAILURE)
@@ -150,14 +168,14 @@ pub async fn subscribe(
             };
             futures::future::ready(event.map(Ok::<_, Infallible>))
         });
-    Ok(Sse::new(events)
+    Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
-        .into_response())
+        .into_response()
 }
 
 /// An event that could not be written as JSON is logged and left out (it cannot happen: the
 /// types serialize infallibly).
-fn encoded(event: Result<SseEvent, axum::Error>) -> Option<SseEvent> {
+pub fn encoded(event: Result<SseEvent, axum::Error>) -> Option<SseEvent> {
     event
         .map_err(|err| tracing::error!(%err, "an SSE event does not encode"))
         .ok()

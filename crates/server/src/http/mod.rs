@@ -1,13 +1,17 @@
 //! The HTTP/JSON API on `HTTP_PORT` (docs/http-api.md): thin axum handlers over `jetway-core`,
 //! beside the gRPC services and never through them. Routes by resource: [`publish`] (one event,
-//! a batch), [`reads`] (a range, one event), [`live`] (SSE), and [`openapi`] (`/openapi.json`). Every failure answers with
+//! a batch), [`reads`] (a range, one event), [`live`] (SSE), [`kv`] (key-value stores), [`admin`] (streams, consumers, dead
+//! letters), and [`openapi`] (`/openapi.json`). Every failure answers with
 //! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
 //!
 //! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
 //! connection cap and header timeout as the other ports.
 
+pub mod admin;
 pub mod error;
+pub mod fields;
 pub mod json;
+pub mod kv;
 pub mod live;
 pub mod openapi;
 pub mod publish;
@@ -15,7 +19,7 @@ pub mod reads;
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use jetway_core::{Nats, live::LiveFeeds, publish::Publisher};
 use tokio_util::sync::CancellationToken;
@@ -60,7 +64,37 @@ pub fn router(state: ApiState) -> Router {
         .route("/publish/{subject}", post(publish::publish_one))
         .route("/streams/{stream}/events", get(reads::read_events))
         .route("/streams/{stream}/events/{id}", get(reads::get_event))
-        .route("/subscribe/{subject}", get(live::subscribe));
+        .route("/subscribe/{subject}", get(live::subscribe))
+        .route("/stores/{store}", put(kv::ensure_store))
+        .route("/stores/{store}/keys", get(kv::list_keys))
+        .route(
+            "/stores/{store}/keys/{*key}",
+            get(kv::get_value)
+                .put(kv::put_value)
+                .delete(kv::delete_value),
+        )
+        .route("/stores/{store}/watch", get(kv::watch))
+        .route("/streams", get(admin::list_streams))
+        .route(
+            "/streams/{stream}",
+            get(admin::stream_info)
+                .put(admin::ensure_stream)
+                .delete(admin::delete_stream),
+        )
+        .route("/streams/{stream}/purge", post(admin::purge_stream))
+        .route("/streams/{stream}/consumers", get(admin::list_consumers))
+        .route(
+            "/streams/{stream}/consumers/{consumer}",
+            get(admin::consumer_info).delete(admin::delete_consumer),
+        )
+        .route(
+            "/dead-letters/{dead_letter_stream}",
+            get(admin::list_dead_letters),
+        )
+        .route(
+            "/dead-letters/{dead_letter_stream}/redrive",
+            post(admin::redrive_dead_letters),
+        );
     // Request/reply (`POST /v1/request/{subject}`) joins `v1` here once core has it, and
     // authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
     // the same way and unknown paths still answer 404.

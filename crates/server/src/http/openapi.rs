@@ -6,7 +6,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::http::{error, json, live, publish, reads};
+use crate::http::{admin, error, json, kv, live, publish, reads};
 
 /// The document's root: every route and the types they use.
 #[derive(OpenApi)]
@@ -22,6 +22,22 @@ use crate::http::{error, json, live, publish, reads};
         reads::read_events,
         reads::get_event,
         live::subscribe,
+        kv::ensure_store,
+        kv::list_keys,
+        kv::get_value,
+        kv::put_value,
+        kv::delete_value,
+        kv::watch,
+        admin::list_streams,
+        admin::stream_info,
+        admin::ensure_stream,
+        admin::delete_stream,
+        admin::purge_stream,
+        admin::list_consumers,
+        admin::consumer_info,
+        admin::delete_consumer,
+        admin::list_dead_letters,
+        admin::redrive_dead_letters,
     ),
     components(schemas(
         error::ErrorBody,
@@ -32,6 +48,27 @@ use crate::http::{error, json, live, publish, reads};
         publish::BatchResults,
         publish::ItemResult,
         publish::ItemError,
+        kv::StoreJson,
+        kv::StorageJson,
+        kv::StoreEnsured,
+        kv::Revision,
+        kv::EntryJson,
+        admin::StreamSpecJson,
+        admin::SourceJson,
+        admin::DiscardJson,
+        admin::StreamInfoJson,
+        admin::StreamConfigJson,
+        admin::StreamStateJson,
+        admin::StreamPage,
+        admin::StreamDetailsJson,
+        admin::ConsumerInfoJson,
+        admin::ConsumerPage,
+        admin::PurgeJson,
+        admin::Purged,
+        admin::DeadLetterJson,
+        admin::RedriveJson,
+        admin::RedrivenJson,
+        admin::RedrivenEvent,
     ))
 )]
 struct ApiDoc;

@@ -9,13 +9,15 @@ use axum::{
     http::{HeaderMap, HeaderValue, Uri, header},
     response::{IntoResponse, Response},
 };
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use jetway_core::{
     Error, ErrorKind,
     format::parse_time,
     reads::{self, ReadSpec},
     streams::StreamPointer,
 };
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::{
     ApiState,
@@ -126,27 +128,43 @@ pub async fn read_events(
         limit,
     };
     let events = reads::read_events(&state.nats, &spec).await?;
-    // A read cut short by shutdown says so, as its last item: a client must not take the events
-    // it got for the whole range.
-    let stop = state.shutdown.clone();
-    let events = events
+    Ok(json_items(
+        events.map(|event| event.map(EventJson::from)),
+        json::wants_ndjson(&headers),
+        &state.shutdown,
+        "read again from the id after the last one received",
+    ))
+}
+
+/// Answers `items` as a JSON array, or NDJSON when `ndjson`, streamed as they come, so a long
+/// listing costs the server little memory. An error once the body has begun (server shutdown,
+/// which ends the listing early, and says `on_shutdown` to do next) is its last element or line,
+/// the error body: a client must not take what it got for the whole listing. Range reads, key
+/// listings and dead-letter listings share it.
+pub fn json_items<T: Serialize + Send + 'static>(
+    items: impl Stream<Item = Result<T, Error>> + Send + 'static,
+    ndjson: bool,
+    shutdown: &CancellationToken,
+    on_shutdown: &'static str,
+) -> Response {
+    let stop = shutdown.clone();
+    let items = items
         .take_until(stop.clone().cancelled_owned())
         .map(Some)
         .chain(futures::stream::once(async move {
             stop.is_cancelled().then(|| {
                 Err(Error::new(
                     ErrorKind::Unavailable,
-                    "the server is shutting down; read again from the id after the last one received",
+                    format!("the server is shutting down; {on_shutdown}"),
                 ))
             })
         }))
         .filter_map(futures::future::ready);
-    let ndjson = json::wants_ndjson(&headers);
-    // Each event is one JSON text; `None` marks the end, where a JSON array closes.
-    let items = events
-        .map(|event| {
-            match event {
-                Ok(event) => serde_json::to_vec(&EventJson::from(event)),
+    // Each item is one JSON text; `None` marks the end, where a JSON array closes.
+    let items = items
+        .map(|item| {
+            match item {
+                Ok(item) => serde_json::to_vec(&item),
                 Err(err) => serde_json::to_vec(ApiError::from(err).body()),
             }
             .map(Some)
@@ -175,5 +193,5 @@ pub async fn read_events(
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-    Ok(response)
+    response
 }

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::harness::{Env, RECV_GUARD};
 
+mod admin;
+mod kv;
+
 /// A complete answer.
 struct Reply {
     status: StatusCode,
@@ -565,10 +568,21 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
     assert_eq!(
         paths,
         [
+            "/v1/dead-letters/{dead_letter_stream}",
+            "/v1/dead-letters/{dead_letter_stream}/redrive",
             "/v1/publish",
             "/v1/publish/{subject}",
+            "/v1/stores/{store}",
+            "/v1/stores/{store}/keys",
+            "/v1/stores/{store}/keys/{key}",
+            "/v1/stores/{store}/watch",
+            "/v1/streams",
+            "/v1/streams/{stream}",
+            "/v1/streams/{stream}/consumers",
+            "/v1/streams/{stream}/consumers/{consumer}",
             "/v1/streams/{stream}/events",
             "/v1/streams/{stream}/events/{id}",
+            "/v1/streams/{stream}/purge",
             "/v1/subscribe/{subject}",
         ]
     );
