@@ -285,8 +285,8 @@ fn write_failed(err: Error, key: &str, headers: &HeaderMap) -> ApiError {
     path = "/v1/stores/{store}",
     tag = "kv",
     summary = "Create or update a key-value store",
-    description = "As Jetway's gRPC EnsureStore: an option left out goes back to its default. \
-                   An empty body is `{}`, every option its default.",
+    description = "As Jetway's gRPC EnsureStore: an option left out goes back to its default, \
+                   on an existing store too. An empty body is `{}`, every option its default.",
     params(("store" = String, Path, description = "The store: letters, digits, `_` and `-`")),
     request_body(content = StoreJson, content_type = "application/json"),
     responses(
@@ -477,6 +477,12 @@ pub async fn delete_value(
     ApiPath((store, key)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return Err(ApiError::invalid(
+            "If-None-Match",
+            "is not taken on a delete; If-Match is",
+        ));
+    }
     let last_revision = expected_revision(&state, &store, &key, &headers).await?;
     state::delete(&state.nats, &store, &key, last_revision)
         .await

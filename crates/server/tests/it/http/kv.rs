@@ -271,6 +271,15 @@ async fn if_match_and_if_none_match_are_compare_and_set_with_412() {
     put(addr, "k", &[("if-match", "*"), ("if-none-match", "*")], "x")
         .await
         .assert_error(400, "INVALID_ARGUMENT", Some("If-Match"));
+    call(
+        addr,
+        "DELETE",
+        "/v1/stores/config/keys/k",
+        &[("if-none-match", "*")],
+        Bytes::new(),
+    )
+    .await
+    .assert_error(400, "INVALID_ARGUMENT", Some("If-None-Match"));
 }
 
 #[tokio::test]
