@@ -6,7 +6,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::http::{error, json, live, publish, reads};
+use crate::http::{error, json, live, publish, reads, requests, workers};
 
 /// The document's root: every route and the types they use.
 #[derive(OpenApi)]
@@ -22,6 +22,11 @@ use crate::http::{error, json, live, publish, reads};
         reads::read_events,
         reads::get_event,
         live::subscribe,
+        requests::request,
+        workers::fetch,
+        workers::ack,
+        workers::reject,
+        workers::extend,
     ),
     components(schemas(
         error::ErrorBody,
@@ -32,6 +37,11 @@ use crate::http::{error, json, live, publish, reads};
         publish::BatchResults,
         publish::ItemResult,
         publish::ItemError,
+        workers::FetchedJson,
+        workers::FetchedEventsJson,
+        workers::IdsJson,
+        workers::RejectJson,
+        workers::SettledJson,
     ))
 )]
 struct ApiDoc;

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::harness::{Env, RECV_GUARD};
 
+mod requests;
+mod workers;
+
 /// A complete answer.
 struct Reply {
     status: StatusCode,
@@ -567,6 +570,11 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
         [
             "/v1/publish",
             "/v1/publish/{subject}",
+            "/v1/request/{subject}",
+            "/v1/streams/{stream}/consumers/{consumer}/ack",
+            "/v1/streams/{stream}/consumers/{consumer}/extend",
+            "/v1/streams/{stream}/consumers/{consumer}/fetch",
+            "/v1/streams/{stream}/consumers/{consumer}/reject",
             "/v1/streams/{stream}/events",
             "/v1/streams/{stream}/events/{id}",
             "/v1/subscribe/{subject}",
