@@ -1,5 +1,5 @@
 //! Unary delivery for clients that cannot hold a stream open: Fetch takes events from a consumer,
-//! and Ack and Reject settle them by id in later calls.
+//! and Ack and Reject settle them by id in later calls; Extend asks for more time for them.
 //!
 //! The [`Fetcher`] remembers each fetched event (its ack subject) until it is settled or JetStream
 //! stops holding that delivery; then JetStream redelivers it by itself, and the entry is dropped. The
@@ -8,7 +8,8 @@
 //!
 //! **Never held longer than JetStream holds it.** An entry expires after the processing timeout of
 //! its delivery attempt (its backoff entry, or else the consumer's processing timeout), counted from
-//! its arrival, as JetStream counts it from the delivery; Fetch has no ping that would restart it.
+//! its arrival, as JetStream counts it from the delivery, or from its last extension (a progress
+//! ack, which restarts JetStream's timer too).
 //! The entries of a consumer are dropped when JetStream announces that the consumer or its stream
 //! was deleted, when Fetch, Ack or Reject find it gone or made anew under the same name, and their
 //! deadlines follow a change of its timeouts. After a reconnect (announcements sent meanwhile are
@@ -236,7 +237,8 @@ struct Held {
     reply: Subject,
     /// Its delivery attempt, which picks its processing timeout.
     attempt: u64,
-    /// When it arrived; the processing timeout counts from here.
+    /// When it arrived, or when an extension (a progress ack) was last sent for it: the processing
+    /// timeout counts from here, as JetStream counts it from the delivery or the last progress.
     arrived: Instant,
     /// Its place among the expiries; a later delivery of the same event gets another one.
     deadline: Deadline,
@@ -543,6 +545,25 @@ impl Table {
         self.held -= 1;
         self.owners.sub(&held.owner, 1);
         Some(held)
+    }
+
+    /// Restarts the processing timeout of event `id` at `now`, after a progress ack was sent for it
+    /// (whose delivery's ack subject is `reply`). An entry replaced by a redelivery meanwhile keeps
+    /// its own deadline: the ack went to the earlier delivery.
+    fn restart(&mut self, key: &Key, id: u64, reply: &Subject, now: Instant) {
+        let Some(holder) = self.holders.get_mut(key) else {
+            return;
+        };
+        let Some(held) = holder.held.get_mut(&id) else {
+            return;
+        };
+        if held.reply != *reply {
+            return;
+        }
+        holder.expiries.remove(&held.deadline);
+        held.arrived = now;
+        let at = now + attempt_timeout(&holder.config, held.attempt);
+        held.deadline = holder.expiries.insert(at, id);
     }
 
     /// Puts back an entry whose settlement failed, unless its consumer went meanwhile.
@@ -874,7 +895,8 @@ impl Fetcher {
         }
     }
 
-    /// Ack or Reject: settles fetched events by id. Each id is answered in exactly one list.
+    /// Ack, Reject or Extend ([`Settle::Ping`], which keeps the events in flight and restarts their
+    /// processing timeout): settles fetched events by id. Each id is answered in exactly one list.
     pub async fn settle(
         &self,
         stream: &str,
@@ -895,6 +917,9 @@ impl Fetcher {
         }
         let key = (stream.to_owned(), consumer.to_owned());
         self.check(&key).await?;
+        if how == Settle::Ping {
+            return Ok(self.extend(&key, ids).await);
+        }
         if how == Settle::RejectPermanently
             && let Err(err) = dead_letters::prepare_reject(&self.nats, stream, consumer).await
         {
@@ -956,6 +981,69 @@ impl Fetcher {
             tracing::warn!("settlements not flushed yet; they go out when NATS is reachable");
         }
         Ok(settled)
+    }
+}
+
+impl Fetcher {
+    /// Extend ([`Settle::Ping`]): asks JetStream for more time for each fetched event (a progress
+    /// ack) and restarts its processing timeout here too; the events stay in flight. The new
+    /// deadline counts from before the ack was sent, so the entry never outlives JetStream's hold.
+    async fn extend(&self, key: &Key, ids: &[u64]) -> Settled {
+        let now = Instant::now();
+        let replies: Vec<(u64, Option<Subject>)> = {
+            let mut table = self.table();
+            table.expire(key, now);
+            let holder = table.holders.get(key);
+            let mut seen = HashSet::new();
+            ids.iter()
+                .map(|&id| {
+                    let reply = holder
+                        .filter(|_| seen.insert(id))
+                        .and_then(|holder| holder.held.get(&id))
+                        .map(|held| held.reply.clone());
+                    (id, reply)
+                })
+                .collect()
+        };
+        let mut settled = Settled::default();
+        let mut sent = Vec::new();
+        for (id, reply) in replies {
+            let Some(reply) = reply else {
+                settled.invalid_ids.push(id);
+                continue;
+            };
+            match self
+                .nats
+                .send_ack(reply.clone(), Settle::Ping.ack_kind())
+                .await
+            {
+                Ok(()) => {
+                    settled.ids.push(id);
+                    sent.push((id, reply));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, id, "could not extend a fetched event");
+                    settled.temporary_failed_ids.push(id);
+                }
+            }
+        }
+        {
+            let mut table = self.table();
+            for (id, reply) in &sent {
+                table.restart(key, *id, reply, now);
+            }
+        }
+        // Flushed, so JetStream has the extension before the caller hears it was sent; bounded as
+        // a settlement's flush is.
+        if !sent.is_empty()
+            && !matches!(
+                tokio::time::timeout(FLUSH_TIMEOUT, self.nats.client().flush()).await,
+                Ok(Ok(()))
+            )
+        {
+            tracing::warn!("extensions not flushed yet; they go out when NATS is reachable");
+        }
+        settled
     }
 }
 

@@ -109,7 +109,7 @@ pub(crate) fn encode_answer(answer: Answer) -> Result<api::RequestResponse, Stat
 /// A processor's failure as the requester's status. Jetway processors send a code from
 /// [`ALLOWED_CODES`]; another NATS service's code (often HTTP-like, 400 or 500) becomes UNKNOWN,
 /// with the code in the message.
-fn failure_status(failure: Failure) -> Status {
+pub(crate) fn failure_status(failure: Failure) -> Status {
     if let Some(code) = allowed(i32::from(failure.code)) {
         Status::new(code, failure.message)
     } else {

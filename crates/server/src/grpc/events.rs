@@ -40,7 +40,6 @@ use crate::{
         status::ToStatus,
         streaming::{Responses, forward},
     },
-    infra::config::Limits,
 };
 
 /// Jetway's events service.
@@ -55,21 +54,21 @@ pub struct JetwayEvents {
 }
 
 impl JetwayEvents {
-    /// A service over `nats`, within `limits` (fetched events in flight), sharing the cap on
-    /// unnamed consumers with Windshift's EnsureConsumer and the live feeds with the HTTP API (one
-    /// feed per stream and filter in this server, whoever subscribes). Cancelling `shutdown` ends
+    /// A service over `nats`, sharing the cap on unnamed consumers with Windshift's EnsureConsumer,
+    /// and the live feeds (one feed per stream and filter in this server, whoever subscribes) and
+    /// the table of fetched events (within its limits) with the HTTP API. Cancelling `shutdown` ends
     /// every ReadEvents and Subscribe stream with UNAVAILABLE, and every PublishStream once it
     /// answered what it read. Call it inside the Tokio runtime.
     pub fn new(
         nats: Nats,
-        limits: &Limits,
         unnamed: Arc<UnnamedLimit>,
         live: LiveFeeds,
+        fetcher: Arc<Fetcher>,
         shutdown: CancellationToken,
     ) -> Self {
         JetwayEvents {
             publisher: Publisher::new(nats.clone()),
-            fetcher: Fetcher::start(nats.clone(), limits.fetch, shutdown.clone()),
+            fetcher,
             live,
             unnamed,
             nats,
@@ -80,12 +79,12 @@ impl JetwayEvents {
     /// The tonic service, ready to add to a server.
     pub fn service(
         nats: Nats,
-        limits: &Limits,
         unnamed: Arc<UnnamedLimit>,
         live: LiveFeeds,
+        fetcher: Arc<Fetcher>,
         shutdown: CancellationToken,
     ) -> EventsServiceServer<JetwayEvents> {
-        EventsServiceServer::new(JetwayEvents::new(nats, limits, unnamed, live, shutdown))
+        EventsServiceServer::new(JetwayEvents::new(nats, unnamed, live, fetcher, shutdown))
     }
 }
 

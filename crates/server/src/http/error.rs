@@ -1,7 +1,8 @@
 //! The HTTP API's one error shape, `{"error":{"code":"NOT_FOUND","message":"…","field":…}}`, and
-//! the one table from a core [`ErrorKind`] to an HTTP status ([`status`]), mirroring the gRPC table
-//! in [`crate::grpc::status`]; the `code` is the gRPC code's name from that table, so both APIs
-//! name a failure alike. Failures of the HTTP layer itself (a body over `HTTP_MAX_BODY_BYTES`, a
+//! the one table from a gRPC code to an HTTP status ([`code_status`]): a core [`ErrorKind`] gets
+//! the status of its code in the gRPC table in [`crate::grpc::status`] ([`status`]), and a failure
+//! a processor answered a request with gets the status of its code. The `code` is the gRPC code's
+//! name, so both APIs name a failure alike. Failures of the HTTP layer itself (a body over `HTTP_MAX_BODY_BYTES`, a
 //! header that does not parse, an unknown route) get the same shape.
 
 use axum::{
@@ -15,25 +16,36 @@ use tonic::Code;
 
 use crate::grpc::status::{INTERNAL_MESSAGE, code};
 
-/// The HTTP status of each kind of core error: the one table.
+/// The HTTP status of each kind of core error: that of its gRPC code ([`code`]), so an error
+/// answers alike on both APIs.
 pub fn status(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+    code_status(code(kind))
+}
+
+/// The HTTP status of each gRPC code: the one table. Also the status of a request a processor
+/// failed with that code (`POST /v1/request/{subject}`).
+pub fn code_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        // Not a standard status; the one gRPC gateways use for a call the client cancelled.
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
         // The client asked to create what exists, or the state refuses the request (an expected
         // last id that is not the latest): either way, a conflict with the current state.
-        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::LimitReached => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::DataLoss | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unknown | Code::DataLoss | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
     }
 }
 
 /// The name of a gRPC code, as the `code` of an HTTP error.
-fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -188,6 +200,21 @@ mod tests {
         assert_eq!(answer(ErrorKind::Unavailable), (503, "UNAVAILABLE"));
         assert_eq!(answer(ErrorKind::DataLoss), (500, "DATA_LOSS"));
         assert_eq!(answer(ErrorKind::Internal), (500, "INTERNAL"));
+        assert_eq!(answer(ErrorKind::Unauthenticated), (401, "UNAUTHENTICATED"));
+        assert_eq!(
+            answer(ErrorKind::PermissionDenied),
+            (403, "PERMISSION_DENIED")
+        );
+    }
+
+    #[test]
+    fn codes_a_processor_may_send_have_their_status() {
+        let status = |code| code_status(code).as_u16();
+        assert_eq!(status(Code::Unknown), 500);
+        assert_eq!(status(Code::OutOfRange), 400);
+        assert_eq!(status(Code::Aborted), 409);
+        assert_eq!(status(Code::Unimplemented), 501);
+        assert_eq!(status(Code::Cancelled), 499);
     }
 
     #[test]

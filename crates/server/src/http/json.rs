@@ -5,7 +5,7 @@
 //! body parses, or a text one whose body is UTF-8, as a string), else `data_base64`: the same rule
 //! as the CloudEvents JSON format, so a payload is never altered and JSON stays readable.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use axum::{
     body::Body,
@@ -205,6 +205,16 @@ pub fn query(query: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> 
     Ok(parameters)
 }
 
+/// Parses a duration parameter (`wait`, `timeout`, `delay`, …) written as Go writes durations
+/// and as the configuration takes them: `500ms`, `5s`, `1m30s`. Zero (`0s`) parses; the caller
+/// decides whether it means anything.
+pub fn duration(field: &str, value: &str) -> Result<Duration, ApiError> {
+    crate::infra::config::go_duration_nanos(value.trim())
+        // Whole nanoseconds, as Go keeps them.
+        .map(|nanos| Duration::from_nanos(nanos as u64))
+        .ok_or_else(|| ApiError::invalid(field, r#"is not a duration like "500ms", "5s" or "1m""#))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +240,18 @@ mod tests {
         assert_eq!(parsed["subject"], "a.>");
         let twice = query(Some("from=1&from=2")).unwrap_err();
         assert_eq!(twice.body().error.field.as_deref(), Some("from"));
+    }
+
+    #[test]
+    fn durations_parse_as_go_writes_them() {
+        assert_eq!(duration("wait", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            duration("wait", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(duration("wait", "0s").unwrap(), Duration::ZERO);
+        let bad = duration("wait", "5").unwrap_err();
+        assert_eq!(bad.body().error.field.as_deref(), Some("wait"));
+        assert!(duration("wait", "-1s").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP/JSON API on `HTTP_PORT` (docs/http-api.md): thin axum handlers over `jetway-core`,
 //! beside the gRPC services and never through them. Routes by resource: [`publish`] (one event,
-//! a batch), [`reads`] (a range, one event), [`live`] (SSE), [`kv`] (key-value stores), [`admin`] (streams, consumers, dead
-//! letters), and [`openapi`] (`/openapi.json`). Every failure answers with
+//! a batch), [`reads`] (a range, one event), [`live`] (SSE), [`requests`] (request/reply),
+//! [`workers`] (fetch, ack, reject, extend), [`kv`] (key-value stores), [`admin`] (streams,
+//! consumers, dead letters), and [`openapi`] (`/openapi.json`). Every failure answers with
 //! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
 //!
 //! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
@@ -16,12 +17,16 @@ pub mod live;
 pub mod openapi;
 pub mod publish;
 pub mod reads;
+pub mod requests;
+pub mod workers;
 
 use axum::{
     Router,
     routing::{get, post, put},
 };
-use jetway_core::{Nats, live::LiveFeeds, publish::Publisher};
+use std::sync::Arc;
+
+use jetway_core::{Nats, fetch::Fetcher, live::LiveFeeds, publish::Publisher, requests::Requester};
 use tokio_util::sync::CancellationToken;
 
 use crate::infra::config::Limits;
@@ -32,6 +37,10 @@ pub struct ApiState {
     nats: Nats,
     publisher: Publisher,
     live: LiveFeeds,
+    /// Sends requests as gRPC's Request does, within `REQUEST_DEFAULT_TIMEOUT`/`REQUEST_MAX_TIMEOUT`.
+    requester: Requester,
+    /// The server's one table of fetched events, shared with gRPC's Fetch, Ack and Reject.
+    fetcher: Arc<Fetcher>,
     /// Cancelled at shutdown: live streams and range reads end, so connections can close.
     shutdown: CancellationToken,
     /// `HTTP_MAX_BODY_BYTES`.
@@ -39,16 +48,20 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The state of an API over `nats`, within `limits`, sharing `live` with gRPC's Subscribe;
-    /// cancelling `shutdown` ends its streams.
+    /// The state of an API over `nats`, within `limits`, sharing `live` with gRPC's Subscribe and
+    /// `fetcher` with gRPC's Fetch (so an event fetched on one API is settled on either, within
+    /// one set of limits); cancelling `shutdown` ends its streams.
     pub fn new(
         nats: Nats,
         limits: &Limits,
         live: LiveFeeds,
+        fetcher: Arc<Fetcher>,
         shutdown: CancellationToken,
     ) -> ApiState {
         ApiState {
             publisher: Publisher::new(nats.clone()),
+            requester: Requester::new(nats.clone(), limits.requests()),
+            fetcher,
             live,
             nats,
             shutdown,
@@ -94,9 +107,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/dead-letters/{dead_letter_stream}/redrive",
             post(admin::redrive_dead_letters),
-        );
-    // Request/reply (`POST /v1/request/{subject}`) joins `v1` here once core has it, and
-    // authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
+        )
+        .route("/request/{subject}", post(requests::request))
+        .merge(workers::routes());
+    // Authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
     // the same way and unknown paths still answer 404.
     Router::new()
         .route("/openapi.json", get(openapi::serve))

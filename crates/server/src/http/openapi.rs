@@ -6,7 +6,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::http::{admin, error, json, kv, live, publish, reads};
+use crate::http::{admin, error, json, kv, live, publish, reads, requests, workers};
 
 /// The document's root: every route and the types they use.
 #[derive(OpenApi)]
@@ -38,6 +38,11 @@ use crate::http::{admin, error, json, kv, live, publish, reads};
         admin::delete_consumer,
         admin::list_dead_letters,
         admin::redrive_dead_letters,
+        requests::request,
+        workers::fetch,
+        workers::ack,
+        workers::reject,
+        workers::extend,
     ),
     components(schemas(
         error::ErrorBody,
@@ -69,6 +74,11 @@ use crate::http::{admin, error, json, kv, live, publish, reads};
         admin::RedriveJson,
         admin::RedrivenJson,
         admin::RedrivenEvent,
+        workers::FetchedJson,
+        workers::FetchedEventsJson,
+        workers::IdsJson,
+        workers::RejectJson,
+        workers::SettledJson,
     ))
 )]
 struct ApiDoc;

@@ -18,7 +18,7 @@ use jetway_api::{
         state::v1alpha1::state_service_server::StateServiceServer,
     },
 };
-use jetway_core::{Nats, consumers::UnnamedLimit, live::LiveFeeds};
+use jetway_core::{Nats, consumers::UnnamedLimit, fetch::Fetcher, live::LiveFeeds};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -209,11 +209,13 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
     // gRPC Subscribe and the HTTP API's SSE share the live feeds: one per stream and filter.
     let live = LiveFeeds::new(nats.clone(), limits.subscriber_buffer);
+    // gRPC Fetch and the HTTP API's fetch share the fetched events in flight, and their limits.
+    let fetcher = Fetcher::start(nats.clone(), limits.fetch, sessions.clone());
     let events_ext = JetwayEvents::service(
         nats.clone(),
-        &limits,
         unnamed,
         live.clone(),
+        Arc::clone(&fetcher),
         sessions.clone(),
     )
     .max_decoding_message_size(max_message);
@@ -282,6 +284,7 @@ pub async fn serve(
             nats.clone(),
             &limits,
             live,
+            fetcher,
             sessions.clone(),
         )),
         limits.http_header_timeout,

@@ -1363,7 +1363,7 @@ pub struct InvalidSyncInterval {
 
 /// Parses a Go `time.ParseDuration` string without sign into nanoseconds; `None` if malformed or
 /// beyond Go's limit (`i64::MAX` nanoseconds), since nats-server would reject either.
-fn go_duration_nanos(text: &str) -> Option<f64> {
+pub(crate) fn go_duration_nanos(text: &str) -> Option<f64> {
     const UNITS: [(&str, f64); 8] = [
         ("ns", 1.0),
         ("us", 1e3),

@@ -15,6 +15,8 @@ use crate::harness::{Env, RECV_GUARD};
 
 mod admin;
 mod kv;
+mod requests;
+mod workers;
 
 /// A complete answer.
 struct Reply {
@@ -572,6 +574,7 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
             "/v1/dead-letters/{dead_letter_stream}/redrive",
             "/v1/publish",
             "/v1/publish/{subject}",
+            "/v1/request/{subject}",
             "/v1/stores/{store}",
             "/v1/stores/{store}/keys",
             "/v1/stores/{store}/keys/{key}",
@@ -580,6 +583,10 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
             "/v1/streams/{stream}",
             "/v1/streams/{stream}/consumers",
             "/v1/streams/{stream}/consumers/{consumer}",
+            "/v1/streams/{stream}/consumers/{consumer}/ack",
+            "/v1/streams/{stream}/consumers/{consumer}/extend",
+            "/v1/streams/{stream}/consumers/{consumer}/fetch",
+            "/v1/streams/{stream}/consumers/{consumer}/reject",
             "/v1/streams/{stream}/events",
             "/v1/streams/{stream}/events/{id}",
             "/v1/streams/{stream}/purge",
