@@ -1,11 +1,13 @@
 //! The HTTP/JSON API on `HTTP_PORT` (docs/http-api.md): thin axum handlers over `jetway-core`,
 //! beside the gRPC services and never through them. Routes by resource: [`publish`] (one event,
 //! a batch), [`reads`] (a range, one event), [`live`] (SSE), and [`openapi`] (`/openapi.json`). Every failure answers with
-//! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
+//! [`error`]'s one JSON shape and its one table from error kind to HTTP status. [`auth`] checks
+//! every route against `AUTH_FILE` and the one permission table, as gRPC's calls are.
 //!
 //! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
 //! connection cap and header timeout as the other ports.
 
+pub mod auth;
 pub mod error;
 pub mod json;
 pub mod live;
@@ -14,13 +16,13 @@ pub mod publish;
 pub mod reads;
 
 use axum::{
-    Router,
+    Router, middleware,
     routing::{get, post},
 };
 use jetway_core::{Nats, live::LiveFeeds, publish::Publisher};
 use tokio_util::sync::CancellationToken;
 
-use crate::infra::config::Limits;
+use crate::{auth::Access, infra::config::Limits};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -32,15 +34,18 @@ pub struct ApiState {
     shutdown: CancellationToken,
     /// `HTTP_MAX_BODY_BYTES`.
     max_body: usize,
+    /// `AUTH_FILE`'s clients, shared with gRPC.
+    access: Access,
 }
 
 impl ApiState {
-    /// The state of an API over `nats`, within `limits`, sharing `live` with gRPC's Subscribe;
-    /// cancelling `shutdown` ends its streams.
+    /// The state of an API over `nats`, within `limits`, sharing `live` with gRPC's Subscribe and
+    /// `access` (who may call what) with gRPC; cancelling `shutdown` ends its streams.
     pub fn new(
         nats: Nats,
         limits: &Limits,
         live: LiveFeeds,
+        access: Access,
         shutdown: CancellationToken,
     ) -> ApiState {
         ApiState {
@@ -49,6 +54,7 @@ impl ApiState {
             nats,
             shutdown,
             max_body: limits.http_max_body_bytes,
+            access,
         }
     }
 }
@@ -61,12 +67,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/streams/{stream}/events", get(reads::read_events))
         .route("/streams/{stream}/events/{id}", get(reads::get_event))
         .route("/subscribe/{subject}", get(live::subscribe));
-    // Request/reply (`POST /v1/request/{subject}`) joins `v1` here once core has it, and
-    // authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
-    // the same way and unknown paths still answer 404.
+    // Request/reply (`POST /v1/request/{subject}`) joins `v1` here once core has it. Every route
+    // needs its line in `auth::rpcs::RULES` (a route without one is refused to every client).
     Router::new()
         .route("/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
+        // After every route: a `route_layer` wraps the routes added before it, and only those,
+        // so a path no route serves still answers 404.
+        .route_layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            auth::authenticate,
+        ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .with_state(state)

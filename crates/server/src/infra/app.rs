@@ -282,6 +282,7 @@ pub async fn serve(
             nats.clone(),
             &limits,
             live,
+            security.access.clone(),
             sessions.clone(),
         )),
         limits.http_header_timeout,
@@ -290,7 +291,7 @@ pub async fn serve(
     );
     let security = match &tls {
         None => "plain text",
-        Some(tls) if tls.mtls() => "TLS, client certificates required on gRPC",
+        Some(tls) if tls.mtls() => "TLS, client certificates required on gRPC and the HTTP API",
         Some(_) => "TLS",
     };
     tracing::info!(%grpc_addr, %health_addr, %http_addr, security, "serving");
