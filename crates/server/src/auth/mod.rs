@@ -1,13 +1,15 @@
-//! Authentication and authorization of gRPC calls, on when `AUTH_FILE` names a clients file
-//! ([`file`]) and off otherwise (every call allowed, as before).
+//! Authentication and authorization of gRPC calls and HTTP API requests, on when `AUTH_FILE` names
+//! a clients file ([`file`]) and off otherwise (every call allowed, as before).
 //!
-//! [`AuthLayer`] runs before every handler: it finds the method in the one table ([`rpcs::RULES`];
-//! a method without an entry is refused), lets gRPC health through, and otherwise authenticates
-//! the call (`authorization: Bearer <token>`, `authorization: Basic base64(id:secret)`, or a client
-//! certificate's name) and hands the handler a [`Caller`]. Handlers check the resource they decoded
-//! with [`Caller::check`], and filter lists with [`Caller::may`]. Failures answer UNAUTHENTICATED or
-//! PERMISSION_DENIED, are counted in `/metrics` by reason, and are logged with the client id and
-//! peer address; credentials are never logged or echoed.
+//! [`Access::admit`] serves both protocols: it finds the call in the one table ([`rpcs::RULES`]; a
+//! call without an entry is refused), lets open ones through (gRPC health, `/openapi.json`), and
+//! otherwise authenticates the call (`authorization: Bearer <token>`, `authorization: Basic
+//! base64(id:secret)`, or a client certificate's name) and hands the handler a [`Caller`].
+//! [`AuthLayer`] is its gRPC wrapper, [`crate::http::auth`] its HTTP one. Handlers check the
+//! resource they decoded with [`Caller::permit`] ([`Caller::check`] in gRPC terms), and filter
+//! lists with [`Caller::may`]. Failures answer UNAUTHENTICATED or PERMISSION_DENIED (401 and 403
+//! over HTTP), are counted in `/metrics` by reason, and are logged with the client id and peer
+//! address; credentials are never logged or echoed.
 //!
 //! The file is polled each second ([`Access::watch`]); a file that no longer reads keeps the
 //! previous version in force and the reason is logged.
@@ -358,7 +360,7 @@ impl Caller {
     }
 
     fn declares(&self, permission: Permission) -> bool {
-        matches!(self.rule, Some(Rule { need: Need::Permissions(needed, _), .. }) if needed.contains(&permission))
+        matches!(self.rule, Some(Rule { need: Need::Permissions(needed, _) | Need::OnPath(needed, _), .. }) if needed.contains(&permission))
             || matches!(
                 self.rule,
                 Some(Rule {
@@ -369,8 +371,14 @@ impl Caller {
     }
 
     /// PERMISSION_DENIED naming `permission` and `resource`, unless the caller may; each denial is
-    /// logged and counted.
+    /// logged and counted. For gRPC handlers: [`Caller::permit`] as a [`Status`].
     pub fn check(&self, permission: Permission, resource: &str) -> Result<(), Status> {
+        self.permit(permission, resource).map_err(|e| e.to_status())
+    }
+
+    /// A PERMISSION_DENIED error naming `permission` and `resource`, unless the caller may; each
+    /// denial is logged and counted. Both APIs' one check.
+    pub fn permit(&self, permission: Permission, resource: &str) -> Result<(), Error> {
         if self.may(permission, resource) {
             return Ok(());
         }
@@ -449,8 +457,15 @@ impl Caller {
     }
 
     /// Takes `events` from the client's publish rate, or RESOURCE_EXHAUSTED naming
-    /// `publish_per_second` when it is spent.
+    /// `publish_per_second` when it is spent. For gRPC handlers: [`Caller::spend_publishes`] as a
+    /// [`Status`].
     pub fn take_publishes(&self, events: usize) -> Result<(), Status> {
+        self.spend_publishes(events).map_err(|e| e.to_status())
+    }
+
+    /// Takes `events` from the client's publish rate, or a RESOURCE_EXHAUSTED error naming
+    /// `publish_per_second` when it is spent. Both APIs' one limit.
+    pub fn spend_publishes(&self, events: usize) -> Result<(), Error> {
         let (Some(client), Some(shared)) = (&self.client, &self.access.shared) else {
             return Ok(());
         };
@@ -470,15 +485,14 @@ impl Caller {
                  second); retry later",
                 client.id, client.limits.publish_per_second
             ),
-        )
-        .to_status())
+        ))
     }
 }
 
-fn denied(id: &str, peer: Option<SocketAddr>, message: String) -> Status {
+fn denied(id: &str, peer: Option<SocketAddr>, message: String) -> Error {
     metrics::counter!(AUTH_FAILURES, "reason" => "permission_denied").increment(1);
     tracing::warn!(client = id, peer = %shown(peer), %message, "permission denied");
-    Error::new(ErrorKind::PermissionDenied, message).to_status()
+    Error::new(ErrorKind::PermissionDenied, message)
 }
 
 /// The tower layer that authenticates every gRPC call; see the module docs.
@@ -534,82 +548,98 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let access = self.access.clone();
         Box::pin(async move {
-            match admit(&access, &mut request).await {
-                Ok(()) => inner.call(request).await,
-                Err(status) => Ok(status.into_http()),
+            let method = request.uri().path();
+            let admitted = access
+                .admit(
+                    method,
+                    rpcs::rule_of(method),
+                    request.headers(),
+                    request.extensions(),
+                )
+                .await;
+            match admitted {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(err) => Ok(err.to_status().into_http()),
             }
         })
     }
 }
 
-/// Authenticates `request` and attaches its [`Caller`], or answers why not.
-async fn admit<B>(access: &Access, request: &mut http::Request<B>) -> Result<(), Status> {
-    let rule = rpcs::rule_of(request.uri().path());
-    // `CallLayer` leaves the connection's info where tonic looks for it: the TLS info on a TLS
-    // connection, the TCP info on a plain one.
-    let tls = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .cloned();
-    let peer = match &tls {
-        Some(tls) => tls.get_ref().remote_addr(),
-        None => request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr),
-    };
-    if rule.is_some_and(|rule| rule.need == Need::Open) || !access.enabled() {
-        request.extensions_mut().insert(Caller {
-            client: None,
-            rule,
-            peer,
-            access: access.clone(),
-        });
-        return Ok(());
-    }
-    let header = request.headers().get(AUTHORIZATION).cloned();
-    // An `authorization` header wins over the certificate, which is parsed only when there is none.
-    let certificate = header
-        .is_none()
-        .then(|| tls.as_ref().and_then(TlsConnectInfo::peer_certs))
-        .flatten()
-        .and_then(|chain| PeerCertificateNames::of(&chain));
-    let client = match access.authenticate(header, certificate).await {
-        Ok(client) => client,
-        Err(failure) => {
-            let (reason, message) = match failure {
-                Failure::Missing => (
-                    "no_credentials",
-                    "no credentials: send `authorization: Bearer <token>` or `authorization: \
-                     Basic base64(<client id>:<secret>)`",
-                ),
-                Failure::Bad => ("bad_credentials", "the credentials name no client"),
-            };
-            metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
-            tracing::warn!(peer = %shown(peer), reason, "unauthenticated call");
-            return Err(Error::new(ErrorKind::Unauthenticated, message).to_status());
+impl Access {
+    /// Authenticates a request (its `headers` and `extensions`), a call to `call` (an RPC's path,
+    /// or an HTTP route's `METHOD /path`) whose entry in the table is `rule`, and returns its
+    /// [`Caller`], or the
+    /// UNAUTHENTICATED or PERMISSION_DENIED error that answers it. The one authentication of
+    /// both APIs: the caller's protocol only wraps the error.
+    ///
+    /// The transport leaves the connection's info where tonic looks for it (gRPC's `CallLayer`,
+    /// the HTTP API's server): the TLS info on a TLS connection, the TCP info on a plain one.
+    pub async fn admit(
+        &self,
+        call: &str,
+        rule: Option<&'static Rule>,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<Caller, Error> {
+        let tls = extensions.get::<TlsConnectInfo<TcpConnectInfo>>().cloned();
+        let peer = match &tls {
+            Some(tls) => tls.get_ref().remote_addr(),
+            None => extensions
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr),
+        };
+        if rule.is_some_and(|rule| rule.need == Need::Open) || !self.enabled() {
+            return Ok(Caller {
+                client: None,
+                rule,
+                peer,
+                access: self.clone(),
+            });
         }
-    };
-    let id = client.as_deref().map_or("", |client| client.id.as_str());
-    let Some(rule) = rule else {
-        metrics::counter!(AUTH_FAILURES, "reason" => "unknown_method").increment(1);
-        tracing::warn!(client = id, peer = %shown(peer), method = request.uri().path(), "permission denied: the method has no entry in the permission table");
-        return Err(Error::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "{} has no entry in Jetway's permission table, so no client may call it",
-                request.uri().path()
-            ),
-        )
-        .to_status());
-    };
-    request.extensions_mut().insert(Caller {
-        client,
-        rule: Some(rule),
-        peer,
-        access: access.clone(),
-    });
-    Ok(())
+        let header = headers.get(AUTHORIZATION).cloned();
+        // An `authorization` header wins over the certificate, which is parsed only when there is none.
+        let certificate = header
+            .is_none()
+            .then(|| tls.as_ref().and_then(TlsConnectInfo::peer_certs))
+            .flatten()
+            .and_then(|chain| PeerCertificateNames::of(&chain));
+        let client = match self.authenticate(header, certificate).await {
+            Ok(client) => client,
+            Err(failure) => {
+                let (reason, message) = match failure {
+                    Failure::Missing => (
+                        "no_credentials",
+                        "no credentials: send `authorization: Bearer <token>` or `authorization: \
+                     Basic base64(<client id>:<secret>)`",
+                    ),
+                    Failure::Bad => ("bad_credentials", "the credentials name no client"),
+                };
+                metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+                tracing::warn!(peer = %shown(peer), reason, "unauthenticated call");
+                return Err(Error::new(ErrorKind::Unauthenticated, message));
+            }
+        };
+        let id = client.as_deref().map_or("", |client| client.id.as_str());
+        let Some(rule) = rule else {
+            metrics::counter!(AUTH_FAILURES, "reason" => "unknown_method").increment(1);
+            tracing::warn!(client = id, peer = %shown(peer), method = call, "permission denied: the method has no entry in the permission table");
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{call} has no entry in Jetway's permission table, so no client may call it"
+                ),
+            ));
+        };
+        Ok(Caller {
+            client,
+            rule: Some(rule),
+            peer,
+            access: self.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -702,7 +732,9 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for rule in rpcs::RULES {
             assert!(seen.insert(rule.method), "{} twice", rule.method);
-            if let Need::Permissions(permissions, resource) = rule.need {
+            if let Need::Permissions(permissions, resource) | Need::OnPath(permissions, resource) =
+                rule.need
+            {
                 assert!(
                     !permissions.is_empty() && !resource.is_empty(),
                     "{}",

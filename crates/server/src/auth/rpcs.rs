@@ -1,7 +1,14 @@
-//! The one table of every RPC the gRPC port serves: the permission each needs and where its
-//! resource comes from. The authentication layer refuses a method that is not here (fail closed);
-//! handlers check their resource against the same entry ([`crate::auth::Caller::check`]), so a
-//! handler cannot check a permission its entry does not declare.
+//! The one table of every RPC the gRPC port serves and every route the HTTP API serves: the
+//! permission each needs and where its resource comes from. Both authentication layers (gRPC's
+//! [`crate::auth::AuthLayer`], the HTTP API's [`crate::http::auth`]) refuse a call that is not here
+//! (fail closed); handlers check their resource against the same entry
+//! ([`crate::auth::Caller::permit`]), so a handler cannot check a permission its entry does not
+//! declare.
+//!
+//! An RPC's key is its path, `/package.Service/Method`; an HTTP route's is its method and path
+//! template as the router and `/openapi.json` spell it, `POST /v1/publish/{subject}`. A route whose
+//! resource is in its path needs nothing but its line: [`Need::OnPath`] is checked (and, for a
+//! change that needs manage, audited) by the HTTP layer itself.
 
 use crate::auth::Permission::{self, *};
 
@@ -12,14 +19,20 @@ pub enum Need {
     Open,
     /// Any authenticated client; what it lists is filtered by what the client may see.
     Authenticated,
-    /// Each of these permissions, on the resource the text names.
+    /// Each of these permissions, on the resource the text names; the handler checks it.
     Permissions(&'static [Permission], &'static str),
+    /// HTTP routes only: each of these permissions on the resource the template builds from the
+    /// route's path parameters (`{stream}`, `{stream}/{consumer}`), checked by the HTTP layer
+    /// before the handler runs. A change (any method but GET) that needs [`Manage`] is audited
+    /// by the layer once it succeeded, so its handler does not audit it again.
+    OnPath(&'static [Permission], &'static str),
 }
 
-/// One entry: `/package.Service/Method` and what it needs.
+/// One entry: `/package.Service/Method` (gRPC) or `METHOD /path/{template}` (HTTP), and what it
+/// needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
-    /// The method's path.
+    /// The RPC's path, or the HTTP route's method and path template.
     pub method: &'static str,
     /// What it needs.
     pub need: Need,
@@ -33,7 +46,11 @@ const fn needs(permissions: &'static [Permission], resource: &'static str) -> Ne
     Need::Permissions(permissions, resource)
 }
 
-/// Every method, Windshift's and Jetway's.
+const fn on_path(permissions: &'static [Permission], template: &'static str) -> Need {
+    Need::OnPath(permissions, template)
+}
+
+/// Every method, Windshift's and Jetway's, and every HTTP route.
 pub const RULES: &[Rule] = &[
     // windshift.events.v1alpha1: the stream's sources and subjects are checked too, so a client
     // cannot make a stream that captures or copies what it may not see.
@@ -194,9 +211,134 @@ pub const RULES: &[Rule] = &[
     ),
     rule("/grpc.health.v1.Health/Check", Need::Open),
     rule("/grpc.health.v1.Health/Watch", Need::Open),
+    // The HTTP API (crate::http): one line per route, `METHOD /path/{template}` as the router
+    // spells it. docs/security.md says how to add one.
+    rule(
+        "POST /v1/publish/{subject}",
+        on_path(&[Publish], "{subject}"),
+    ),
+    rule(
+        "POST /v1/publish",
+        needs(&[Publish], "each item's `subject`"),
+    ),
+    rule(
+        "GET /v1/streams/{stream}/events",
+        on_path(&[Read], "{stream}"),
+    ),
+    rule(
+        "GET /v1/streams/{stream}/events/{id}",
+        on_path(&[Read], "{stream}"),
+    ),
+    rule(
+        "GET /v1/subscribe/{subject}",
+        needs(
+            &[Consume],
+            "the `stream` parameter, else the stream that captures `{subject}`",
+        ),
+    ),
+    // The document describes the API, the same for every server and every caller, and names no
+    // stream or client: tools and browsers fetch it before they hold credentials.
+    rule("GET /openapi.json", Need::Open),
 ];
 
-/// The entry of `method` (`/package.Service/Method`), if it has one.
+/// The entry of `method` (`/package.Service/Method`, or an HTTP route's `METHOD /path`), if it
+/// has one.
 pub fn rule_of(method: &str) -> Option<&'static Rule> {
     RULES.iter().find(|rule| rule.method == method)
+}
+
+/// The resource of an [`Need::OnPath`] `template`, each `{name}` replaced by the value of the
+/// path parameter `name`; `None` if the template names a parameter `parameter` does not know.
+pub fn fill<'a>(template: &str, parameter: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let mut resource = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        resource.push_str(&rest[..open]);
+        let close = open + rest[open..].find('}')?;
+        resource.push_str(parameter(&rest[open + 1..close])?);
+        rest = &rest[close + 1..];
+    }
+    resource.push_str(rest);
+    Some(resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The HTTP routes `/openapi.json` lists (it is generated from the handlers), with the
+    /// document itself: `METHOD /path`.
+    fn http_routes() -> Vec<String> {
+        let document = serde_json::to_value(crate::http::openapi::document()).unwrap();
+        let mut routes = vec!["GET /openapi.json".to_owned()];
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for method in [
+                "get", "put", "post", "delete", "patch", "head", "options", "trace",
+            ] {
+                if item.get(method).is_some() {
+                    routes.push(format!("{} {path}", method.to_uppercase()));
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn every_http_route_has_an_entry_and_every_http_entry_is_a_route() {
+        let routes = http_routes();
+        assert!(routes.len() > 5, "{routes:?}");
+        for route in &routes {
+            assert!(
+                rule_of(route).is_some(),
+                "{route} has no entry in auth::rpcs::RULES: add one line (docs/security.md)"
+            );
+        }
+        for rule in RULES.iter().filter(|rule| !rule.method.starts_with('/')) {
+            assert!(
+                routes.iter().any(|route| route == rule.method),
+                "{} is in the table but /openapi.json does not list it",
+                rule.method
+            );
+        }
+    }
+
+    #[test]
+    fn path_templates_name_parameters_of_their_route() {
+        for rule in RULES {
+            let Need::OnPath(permissions, template) = rule.need else {
+                continue;
+            };
+            let (_, path) = rule
+                .method
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{}: OnPath is for HTTP routes", rule.method));
+            assert!(!permissions.is_empty(), "{}", rule.method);
+            let resource = fill(template, |name| {
+                path.contains(&format!("{{{name}}}")).then_some("x")
+            });
+            assert!(
+                resource.is_some_and(|resource| !resource.contains(['{', '}'])),
+                "{}: {template} names a parameter the path does not have",
+                rule.method
+            );
+        }
+    }
+
+    #[test]
+    fn a_template_is_filled_from_the_path() {
+        let parameters = [("stream", "orders"), ("consumer", "worker")];
+        let lookup = |name: &str| {
+            parameters
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| *value)
+        };
+        assert_eq!(fill("{stream}", lookup).as_deref(), Some("orders"));
+        assert_eq!(
+            fill("{stream}/{consumer}", lookup).as_deref(),
+            Some("orders/worker")
+        );
+        assert_eq!(fill("{store}", lookup), None);
+        assert_eq!(fill("{stream", lookup), None);
+    }
 }

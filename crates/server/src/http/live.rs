@@ -3,7 +3,9 @@
 //! Subscribe. Each SSE `id:` is the event's stream sequence, so a client that reconnects with
 //! `Last-Event-ID` (browsers' `EventSource` does) resumes right after it: the events stored
 //! meanwhile are replayed with a range read, then the live feed goes on, with nothing missed or
-//! repeated. A comment every [`HEARTBEAT`] keeps proxies from closing an idle stream.
+//! repeated. A comment every [`HEARTBEAT`] keeps proxies from closing an idle stream. With
+//! `AUTH_FILE`, the client needs the consume permission on the stream (the `stream` parameter, else
+//! the one that captures the subject) before anything is streamed, as gRPC's Subscribe does.
 //!
 //! Gap-free resume: the live feed is opened first, so it holds every event stored after that; the
 //! replay then reads up to the last event stored when it started, which is at least every event
@@ -24,15 +26,19 @@ use futures::{Stream, StreamExt, stream::BoxStream};
 use jetway_core::{
     Error,
     live::LiveSpec,
+    names::validate_existing_filter,
     reads::{self, ReadSpec},
     streams::{StreamPointer, validate_sequence},
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{
-    ApiState,
-    error::{ApiError, ErrorBody},
-    json::{self, ApiPath, EventJson},
+use crate::{
+    auth::{Caller, Permission},
+    http::{
+        ApiState,
+        error::{ApiError, ErrorBody},
+        json::{self, ApiPath, EventJson},
+    },
 };
 
 /// The SSE event type of the last message of a stream that failed (its data is the error body);
@@ -61,11 +67,14 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
     responses(
         (status = 200, description = "A stream of events", content_type = "text/event-stream", body = EventJson),
         (status = 400, description = "A bad subject or id", body = ErrorBody),
+        (status = 401, description = "No or bad credentials (with AUTH_FILE)", body = ErrorBody),
+        (status = 403, description = "The client may not consume the stream", body = ErrorBody),
         (status = 404, description = "No stream captures the subject", body = ErrorBody),
     )
 )]
 pub async fn subscribe(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(subject): ApiPath<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -94,11 +103,15 @@ pub async fn subscribe(
             Ok::<_, ApiError>(last)
         })
         .transpose()?;
-    let stream = match (last, stream.is_empty()) {
-        // A resume reads the stream itself, so it must know which one.
-        (Some(_), true) => reads::stream_of(&state.nats, &subject).await?,
-        _ => stream,
+    // The permission is on a stream, so the stream must be known before anything is streamed (a
+    // resume reads it too).
+    let stream = if stream.is_empty() {
+        validate_existing_filter("subject", &subject)?;
+        reads::stream_of(&state.nats, &subject).await?
+    } else {
+        stream
     };
+    caller.permit(Permission::Consume, &stream)?;
     let spec = LiveSpec {
         subject: subject.clone(),
         stream: stream.clone(),

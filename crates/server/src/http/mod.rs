@@ -4,11 +4,14 @@
 //! [`workers`] (fetch, ack, reject, extend), [`kv`] (key-value stores), [`admin`] (streams,
 //! consumers, dead letters), and [`openapi`] (`/openapi.json`). Every failure answers with
 //! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
+//! [`auth`] checks every route against `AUTH_FILE` and the one permission table, as gRPC's calls
+//! are.
 //!
 //! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
 //! connection cap and header timeout as the other ports.
 
 pub mod admin;
+pub mod auth;
 pub mod error;
 pub mod fields;
 pub mod json;
@@ -21,7 +24,7 @@ pub mod requests;
 pub mod workers;
 
 use axum::{
-    Router,
+    Router, middleware,
     routing::{get, post, put},
 };
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use jetway_core::{Nats, fetch::Fetcher, live::LiveFeeds, publish::Publisher, requests::Requester};
 use tokio_util::sync::CancellationToken;
 
-use crate::infra::config::Limits;
+use crate::{auth::Access, infra::config::Limits};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -45,17 +48,21 @@ pub struct ApiState {
     shutdown: CancellationToken,
     /// `HTTP_MAX_BODY_BYTES`.
     max_body: usize,
+    /// `AUTH_FILE`'s clients, shared with gRPC.
+    access: Access,
 }
 
 impl ApiState {
     /// The state of an API over `nats`, within `limits`, sharing `live` with gRPC's Subscribe and
     /// `fetcher` with gRPC's Fetch (so an event fetched on one API is settled on either, within
-    /// one set of limits); cancelling `shutdown` ends its streams.
+    /// one set of limits) and `access` (who may call what) with gRPC; cancelling `shutdown` ends its
+    /// streams.
     pub fn new(
         nats: Nats,
         limits: &Limits,
         live: LiveFeeds,
         fetcher: Arc<Fetcher>,
+        access: Access,
         shutdown: CancellationToken,
     ) -> ApiState {
         ApiState {
@@ -66,6 +73,7 @@ impl ApiState {
             nats,
             shutdown,
             max_body: limits.http_max_body_bytes,
+            access,
         }
     }
 }
@@ -110,11 +118,17 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/request/{subject}", post(requests::request))
         .merge(workers::routes());
-    // Authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
-    // the same way and unknown paths still answer 404.
+    // Every route needs its line in `auth::rpcs::RULES` (a route without one is refused to every
+    // client when `AUTH_FILE` is set).
     Router::new()
         .route("/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
+        // After every route: a `route_layer` wraps the routes added before it, and only those,
+        // so a path no route serves still answers 404.
+        .route_layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            auth::authenticate,
+        ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .with_state(state)

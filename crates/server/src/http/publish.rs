@@ -1,7 +1,8 @@
 //! Publishing over HTTP: `POST /v1/publish/{subject}` stores the body as sent, its `Content-Type`
 //! kept, and answers 201 with the event's id; `POST /v1/publish` publishes a batch, a JSON array
 //! or NDJSON of items, and answers one result per item. Both go through the one
-//! [`Publisher`] (and [`pipeline::publish_batch`]) that gRPC's PublishEvent and PublishBatch use.
+//! [`Publisher`] (and [`pipeline::publish_batch`]) that gRPC's PublishEvent and PublishBatch use,
+//! within the same per-client publish rate ([`Caller::spend_publishes`]).
 
 use std::collections::BTreeMap;
 
@@ -21,10 +22,13 @@ use jetway_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::http::{
-    ApiState,
-    error::{ApiError, ErrorBody, ErrorDetail},
-    json::{self, ApiPath, NDJSON},
+use crate::{
+    auth::{Caller, Permission},
+    http::{
+        ApiState,
+        error::{ApiError, ErrorBody, ErrorDetail},
+        json::{self, ApiPath, NDJSON},
+    },
 };
 
 /// Request headers with this prefix become the event's custom headers, the prefix removed (and
@@ -61,19 +65,25 @@ pub struct PublishedJson {
     responses(
         (status = 201, description = "Stored", body = PublishedJson),
         (status = 400, description = "A bad subject or header", body = ErrorBody),
+        (status = 401, description = "No or bad credentials (with AUTH_FILE)", body = ErrorBody),
+        (status = 403, description = "The client may not publish on the subject", body = ErrorBody),
         (status = 404, description = "No stream captures the subject", body = ErrorBody),
         (status = 409, description = "Expected-Last-Id is not the last id", body = ErrorBody),
         (status = 413, description = "The body is over HTTP_MAX_BODY_BYTES", body = ErrorBody),
+        (status = 429, description = "The client is over its publish_per_second limit", body = ErrorBody),
         (status = 503, description = "NATS is unavailable", body = ErrorBody),
         (status = 504, description = "Not acknowledged in time; retry with the same key", body = ErrorBody),
     )
 )]
 pub async fn publish_one(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(subject): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // The subject's publish permission was checked on the path (auth::rpcs::RULES).
+    caller.spend_publishes(1)?;
     let body = json::read_body(&headers, body, state.max_body).await?;
     let structured = json::content_type(&headers)?
         .is_some_and(|value| json::media_type(&value) == CLOUDEVENTS_JSON);
@@ -328,11 +338,15 @@ pub struct BatchResults {
     responses(
         (status = 200, description = "One result per item, in order", body = BatchResults),
         (status = 400, description = "Not a JSON array or NDJSON, or no items", body = ErrorBody),
+        (status = 401, description = "No or bad credentials (with AUTH_FILE)", body = ErrorBody),
+        (status = 403, description = "The client may not publish on an item's subject: nothing is published", body = ErrorBody),
         (status = 413, description = "The body is over HTTP_MAX_BODY_BYTES", body = ErrorBody),
+        (status = 429, description = "The batch is over the client's publish_per_second limit", body = ErrorBody),
     )
 )]
 pub async fn publish_batch(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchResults>, ApiError> {
@@ -373,9 +387,15 @@ pub async fn publish_batch(
             let mut publication = batch_publication(i, item)?;
             publication.trace_parent = trace_parent.map(str::to_owned);
             publication.trace_state = trace_state.map(str::to_owned);
-            Ok(publication)
+            Ok::<_, Error>(publication)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // As gRPC's PublishBatch: the whole batch is refused if one subject is not allowed, so
+    // nothing is half published; an item that does not decode fails alone, as it would anyway.
+    for publication in publications.iter().flatten() {
+        caller.permit(Permission::Publish, &publication.subject)?;
+    }
+    caller.spend_publishes(publications.len())?;
     let outcomes = pipeline::publish_batch(&state.publisher, publications).await?;
     Ok(Json(BatchResults {
         results: outcomes.into_iter().map(item_result).collect(),

@@ -38,6 +38,8 @@ use crate::http::{
     responses(
         (status = 200, description = "The event", body = EventJson),
         (status = 400, description = "A bad stream name or id", body = ErrorBody),
+        (status = 401, description = "No or bad credentials (with AUTH_FILE)", body = ErrorBody),
+        (status = 403, description = "The client may not read the stream", body = ErrorBody),
         (status = 404, description = "No such stream or event", body = ErrorBody),
     )
 )]
@@ -93,6 +95,8 @@ pub fn pointer(field: &str, value: &str) -> Result<StreamPointer, ApiError> {
             )
         ),
         (status = 400, description = "A bad parameter", body = ErrorBody),
+        (status = 401, description = "No or bad credentials (with AUTH_FILE)", body = ErrorBody),
+        (status = 403, description = "The client may not read the stream", body = ErrorBody),
         (status = 404, description = "No such stream", body = ErrorBody),
     )
 )]

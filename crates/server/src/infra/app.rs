@@ -285,6 +285,7 @@ pub async fn serve(
             &limits,
             live,
             fetcher,
+            security.access.clone(),
             sessions.clone(),
         )),
         limits.http_header_timeout,
@@ -293,7 +294,7 @@ pub async fn serve(
     );
     let security = match &tls {
         None => "plain text",
-        Some(tls) if tls.mtls() => "TLS, client certificates required on gRPC",
+        Some(tls) if tls.mtls() => "TLS, client certificates required on gRPC and the HTTP API",
         Some(_) => "TLS",
     };
     tracing::info!(%grpc_addr, %health_addr, %http_addr, security, "serving");

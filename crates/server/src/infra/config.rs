@@ -122,8 +122,9 @@ pub const VARIABLES: &[Variable] = &[
         "AUTH_FILE",
         DefaultValue::Absent("unset: no authentication"),
         "JSON file of clients: their credentials (token hashes, an argon2id secret hash, \
-         certificate names), permissions and limits (see \"Securing Jetway\"). Set: every call but \
-         `grpc.health.v1` must authenticate. Reloaded within a second of a change; a file that \
+         certificate names), permissions and limits (see \"Securing Jetway\"). Set: every gRPC \
+         call but `grpc.health.v1`, and every HTTP API request but `/openapi.json`, must \
+         authenticate. Reloaded within a second of a change; a file that \
          does not read keeps the previous one in force.",
         Access {
             apply: |config, value| {
@@ -312,9 +313,10 @@ pub const VARIABLES: &[Variable] = &[
     Variable::new(
         "TLS_CLIENT_CA_FILE",
         DefaultValue::Absent("unset: no client certificate asked"),
-        "mTLS: the gRPC port requires a client certificate issued by a CA in this file (PEM); \
-         others are refused during the handshake. The HTTP API and health ports ask for none (probes have \
-         none). Needs `TLS_CERT_FILE`.",
+        "mTLS: the gRPC and HTTP API ports require a client certificate issued by a CA in this \
+         file (PEM); others are refused during the handshake. With `AUTH_FILE`, a certificate's \
+         name can identify its client. The health port asks for none (probes have none). Needs \
+         `TLS_CERT_FILE`.",
         field!(tls.client_ca_file, parse_file),
     ),
     Variable::new(
@@ -857,15 +859,15 @@ impl fmt::Display for NatsUrl {
     }
 }
 
-/// TLS on both listeners (see `infra::tls`): off unless a certificate and its key are set.
+/// TLS on every listener (see `infra::tls`): off unless a certificate and its key are set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     /// `TLS_CERT_FILE`: the server's certificate chain, PEM.
     pub cert_file: Option<PathBuf>,
     /// `TLS_KEY_FILE`: its private key, PEM.
     pub key_file: Option<PathBuf>,
-    /// `TLS_CLIENT_CA_FILE`: the CA certificates that issue client certificates; set, the gRPC port
-    /// requires one (mTLS).
+    /// `TLS_CLIENT_CA_FILE`: the CA certificates that issue client certificates; set, the gRPC and
+    /// HTTP API ports require one (mTLS).
     pub client_ca_file: Option<PathBuf>,
 }
 

@@ -1,6 +1,7 @@
-//! TLS on both listeners: the server certificate (`TLS_CERT_FILE`, `TLS_KEY_FILE`), client
-//! certificates required with `TLS_CLIENT_CA_FILE` (mTLS, gRPC port), the handshake of each accepted
-//! connection, and a clear answer to a client that speaks plain text to a TLS port.
+//! TLS on every listener: the server certificate (`TLS_CERT_FILE`, `TLS_KEY_FILE`), client
+//! certificates required with `TLS_CLIENT_CA_FILE` (mTLS, on the gRPC and HTTP API ports, not the
+//! health port), the handshake of each accepted connection, and a clear answer to a client that
+//! speaks plain text to a TLS port.
 //!
 //! The certificate and key are checked at start ([`ServerTls::load`]): an unreadable file, a key
 //! that does not match its certificate, or a certificate that has expired or is not valid yet stops
@@ -98,10 +99,11 @@ pub enum TlsError {
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-/// The TLS setup of both listeners, loaded from [`TlsConfig`]. Cheap to clone.
+/// The TLS setup of the listeners, loaded from [`TlsConfig`]. Cheap to clone.
 #[derive(Clone)]
 pub struct ServerTls {
     grpc: TlsAcceptor,
+    api: TlsAcceptor,
     health: TlsAcceptor,
     mtls: bool,
 }
@@ -128,8 +130,8 @@ impl ServerTls {
     }
 
     /// Loads the certificate chain at `cert` and its key at `key` (PEM), checked as the module
-    /// docs say; with `client_ca`, the gRPC port requires client certificates issued by one of
-    /// the CA certificates in that file.
+    /// docs say; with `client_ca`, the gRPC and HTTP API ports require client certificates issued
+    /// by one of the CA certificates in that file.
     pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let resolver = Arc::new(ReloadingCert::load(
@@ -137,20 +139,31 @@ impl ServerTls {
             key.to_owned(),
             provider.clone(),
         )?);
-        let grpc = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
-        let grpc = match client_ca {
-            Some(path) => {
-                let roots = client_roots(path)?;
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .build()?;
-                grpc.with_client_cert_verifier(verifier)
-            }
-            None => grpc.with_no_client_auth(),
+        // The data APIs verify clients alike: with TLS_CLIENT_CA_FILE, a client without a
+        // certificate from that CA reaches neither, so the HTTP API is no way around mTLS.
+        let verifier = match client_ca {
+            Some(path) => Some(
+                WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(client_roots(path)?),
+                    provider.clone(),
+                )
+                .build()?,
+            ),
+            None => None,
         };
-        let mut grpc = grpc.with_cert_resolver(resolver.clone());
-        grpc.alpn_protocols = vec![b"h2".to_vec()];
+        let verified = |alpn: &[u8]| -> Result<ServerConfig, TlsError> {
+            let config = ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()?;
+            let config = match &verifier {
+                Some(verifier) => config.with_client_cert_verifier(verifier.clone()),
+                None => config.with_no_client_auth(),
+            };
+            let mut config = config.with_cert_resolver(resolver.clone());
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Ok(config)
+        };
+        let grpc = verified(b"h2")?;
+        let api = verified(b"http/1.1")?;
         // Probes (the kubelet's among them) cannot present a client certificate: the health port
         // is encrypted but asks for none.
         let mut health = ServerConfig::builder_with_provider(provider)
@@ -160,12 +173,13 @@ impl ServerTls {
         health.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ServerTls {
             grpc: TlsAcceptor::from(Arc::new(grpc)),
+            api: TlsAcceptor::from(Arc::new(api)),
             health: TlsAcceptor::from(Arc::new(health)),
             mtls: client_ca.is_some(),
         })
     }
 
-    /// True when the gRPC port requires client certificates.
+    /// True when the gRPC and HTTP API ports require client certificates.
     pub fn mtls(&self) -> bool {
         self.mtls
     }
@@ -173,6 +187,11 @@ impl ServerTls {
     /// Completes the handshake of a connection to the gRPC port (see [`accept`]).
     pub async fn accept_grpc(&self, stream: TcpStream) -> io::Result<Accepted> {
         accept(&self.grpc, stream).await
+    }
+
+    /// Completes the handshake of a connection to the HTTP API port (see [`accept`]).
+    pub async fn accept_api(&self, stream: TcpStream) -> io::Result<Accepted> {
+        accept(&self.api, stream).await
     }
 
     /// Completes the handshake of a connection to the health port (see [`accept`]).
@@ -219,7 +238,7 @@ pub async fn refuse_plaintext_grpc(stream: TcpStream) {
     }
 }
 
-/// Answers a plain-text HTTP client on the TLS health port with `400` and
+/// Answers a plain-text HTTP client on a TLS HTTP port (health, API) with `400` and
 /// [`PLAINTEXT_ON_TLS_PORT`], then closes the connection.
 pub async fn refuse_plaintext_http(mut stream: TcpStream) {
     // The request is read first: closing a socket with unread data resets it, and the client would
@@ -237,7 +256,7 @@ pub async fn refuse_plaintext_http(mut stream: TcpStream) {
         stream.shutdown().await
     };
     if let Ok(Err(err)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, exchange).await {
-        tracing::debug!(%err, "plain-text connection to the TLS health port ended");
+        tracing::debug!(%err, "plain-text connection to a TLS HTTP port ended");
     }
 }
 

@@ -25,10 +25,7 @@ use std::{
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prost::Message;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -665,6 +662,7 @@ pub async fn serve_health(
             header_timeout.saturating_mul(HEALTH_CONNECTION_LIFETIME_IN_HEADER_TIMEOUTS),
         ),
         per_address: Some(HEALTH_MAX_CONNECTIONS_PER_ADDRESS),
+        client_certificates: false,
     };
     serve_http1(gate, router, rules, tls, shutdown).await;
 }
@@ -675,7 +673,9 @@ pub async fn serve_health(
 ///
 /// HTTP/1.1, with the same header timeout as the health port, but no connection lifetime (a live
 /// SSE subscription holds its connection for as long as the client follows it) and no cap per
-/// address (many clients may share one behind a proxy or NAT): only the port's cap.
+/// address (many clients may share one behind a proxy or NAT): only the port's cap. With
+/// `TLS_CLIENT_CA_FILE`, client certificates are required as on the gRPC port; each request
+/// carries its connection's address and TLS details where the authentication looks for them.
 pub async fn serve_api(
     gate: Gate,
     router: axum::Router,
@@ -687,6 +687,7 @@ pub async fn serve_api(
         header_timeout,
         lifetime: None,
         per_address: None,
+        client_certificates: true,
     };
     serve_http1(gate, router, rules, tls, shutdown).await;
 }
@@ -699,10 +700,14 @@ struct Http1Rules {
     lifetime: Option<Duration>,
     /// The most connections one peer address may hold.
     per_address: Option<usize>,
+    /// Whether the TLS handshake asks for client certificates as the gRPC port's does (the API)
+    /// or for none (health: probes have none).
+    client_certificates: bool,
 }
 
-/// The HTTP/1 server of the health and API ports; with `tls`, over TLS (HTTP/1.1 by ALPN, no
-/// client certificate asked for), the handshake within one header timeout.
+/// The HTTP/1 server of the health and API ports; with `tls`, over TLS (HTTP/1.1 by ALPN), the
+/// handshake within one header timeout. Each request carries its connection's tonic TCP or TLS
+/// details, as gRPC calls do, for the authentication to read.
 async fn serve_http1(
     gate: Gate,
     router: axum::Router,
@@ -714,6 +719,7 @@ async fn serve_http1(
         header_timeout,
         lifetime,
         per_address,
+        client_certificates,
     } = rules;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -745,7 +751,14 @@ async fn serve_http1(
             let io = match tls {
                 None => Io::Plain(stream),
                 Some(tls) => {
-                    match tokio::time::timeout(header_timeout, tls.accept_health(stream)).await {
+                    let accepting = async {
+                        if client_certificates {
+                            tls.accept_api(stream).await
+                        } else {
+                            tls.accept_health(stream).await
+                        }
+                    };
+                    match tokio::time::timeout(header_timeout, accepting).await {
                         Ok(Ok(Accepted::Tls(stream))) => Io::Tls(stream),
                         Ok(Ok(Accepted::Plaintext(stream))) => {
                             handshake_failed(port, &"plain text on the TLS port");
@@ -757,8 +770,18 @@ async fn serve_http1(
                     }
                 }
             };
-            let connection =
-                http.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+            let (tcp, tls) = (io.tcp_info(), io.tls_info());
+            // Where the gRPC port's `CallLayer` puts them: the TLS info on a TLS connection (it
+            // holds the TCP info), the TCP info on a plain one.
+            let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+                if let Some(tls) = &tls {
+                    request.extensions_mut().insert(tls.clone());
+                } else {
+                    request.extensions_mut().insert(tcp.clone());
+                }
+                tower::Service::call(&mut router.clone(), request)
+            });
+            let connection = http.serve_connection(TokioIo::new(io), service);
             let mut connection = std::pin::pin!(connection);
             let expired = async {
                 match lifetime {

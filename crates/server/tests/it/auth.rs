@@ -46,14 +46,14 @@ use crate::{
     harness::{TestServer, publish_request, stream_request},
 };
 
-const ALL: &str = "token-of-the-client-allowed-everything";
-const NONE: &str = "token-of-the-client-allowed-nothing";
-const TENANT_A: &str = "token-of-tenant-a";
-const TENANT_B: &str = "token-of-tenant-b";
+pub(crate) const ALL: &str = "token-of-the-client-allowed-everything";
+pub(crate) const NONE: &str = "token-of-the-client-allowed-nothing";
+pub(crate) const TENANT_A: &str = "token-of-tenant-a";
+pub(crate) const TENANT_B: &str = "token-of-tenant-b";
 
 /// A clients file with `all` (every permission), `none` (none), and tenants `a` and `b`, each
 /// confined to its own prefixes.
-fn clients_file(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn clients_file(dir: &Path) -> std::path::PathBuf {
     let tenant = |id: &str, token: &str| {
         format!(
             r#"{{"id": "{id}", "tokens": ["{}"], "permissions": {{
@@ -81,13 +81,13 @@ fn clients_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-struct Secured {
+pub(crate) struct Secured {
     _nats: NatsServer,
-    jetway: TestServer,
+    pub(crate) jetway: TestServer,
     _dir: tempfile::TempDir,
 }
 
-async fn secured() -> Secured {
+pub(crate) async fn secured() -> Secured {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let security = Security {
@@ -108,10 +108,10 @@ async fn secured() -> Secured {
 
 /// Sends `authorization` on every call, if set.
 #[derive(Clone)]
-struct Auth(Option<MetadataValue<Ascii>>);
+pub(crate) struct Auth(pub(crate) Option<MetadataValue<Ascii>>);
 
 impl Auth {
-    fn bearer(token: &str) -> Auth {
+    pub(crate) fn bearer(token: &str) -> Auth {
         Auth(Some(format!("Bearer {token}").parse().unwrap()))
     }
 }
@@ -735,7 +735,11 @@ async fn every_served_rpc_has_an_entry_in_the_permission_table() {
             "{method} has no case in auth::calls"
         );
     }
-    for rule in rpcs::RULES {
+    // The HTTP API's routes (keyed `METHOD /path`) are checked against `/openapi.json`.
+    for rule in rpcs::RULES
+        .iter()
+        .filter(|rule| rule.method.starts_with('/'))
+    {
         assert!(
             served.contains(rule.method)
                 // Served, but reflection lists the services of the descriptors it was given, and
@@ -1078,8 +1082,9 @@ async fn fetched_events_in_flight_are_limited_per_client() {
     assert_eq!(again.events.len(), 1, "{again:?}");
 }
 
-/// With every log at trace level, no token or secret appears in the log, right or wrong; the
-/// denials and the audit line are there, and `/metrics` counts the failures by reason.
+/// With every log at trace level, no token or secret appears in the log, right or wrong, over
+/// gRPC or the HTTP API; the denials and the audit line are there, and `/metrics` counts the
+/// failures by reason.
 #[tokio::test]
 async fn no_credential_reaches_the_log_and_failures_are_counted() {
     use crate::harness::{http_get, jetway_server, log_lines, next_line};
@@ -1105,6 +1110,7 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
         ("RUST_LOG", "trace"),
         ("GRPC_PORT", "0"),
         ("HEALTH_PORT", "0"),
+        ("HTTP_PORT", "0"),
         ("LISTEN_HOST", "127.0.0.1"),
         ("AUTH_FILE", path.to_str().unwrap()),
     ])
@@ -1112,13 +1118,13 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
     .unwrap();
     let mut lines = log_lines(&mut child);
     let mut log = Vec::new();
-    let (grpc_addr, health_addr) = loop {
+    let (grpc_addr, health_addr, http_addr) = loop {
         let line = next_line(&mut lines).await.expect("the server runs");
         let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         log.push(line);
         if entry["message"] == "serving" {
             let addr = |key: &str| entry[key].as_str().expect("an address").to_owned();
-            break (addr("grpc_addr"), addr("health_addr"));
+            break (addr("grpc_addr"), addr("health_addr"), addr("http_addr"));
         }
     };
     let channel = Channel::from_shared(format!("http://{grpc_addr}"))
@@ -1146,6 +1152,28 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), expected, "{status:?}");
+    }
+    // The same credentials over the HTTP API: the same answers, counters and log lines.
+    let http_addr = http_addr.parse().unwrap();
+    let (bearer, none) = (format!("Bearer {ALL}"), format!("Bearer {NONE}"));
+    let (wrong_token, basic_right, basic_wrong) = (
+        format!("Bearer {WRONG_TOKEN}"),
+        format!("Basic {}", STANDARD.encode(format!("ops:{SECRET}"))),
+        format!("Basic {}", STANDARD.encode(format!("ops:{WRONG_SECRET}"))),
+    );
+    for (authorization, expected) in [
+        (Some(bearer.as_str()), 404),
+        (Some(basic_right.as_str()), 404),
+        (Some(wrong_token.as_str()), 401),
+        (Some(basic_wrong.as_str()), 401),
+        (Some(none.as_str()), 403),
+        (None, 401),
+    ] {
+        let mut headers = vec![("content-type", "text/plain")];
+        headers.extend(authorization.map(|value| ("authorization", value)));
+        let reply =
+            crate::http::call(http_addr, "POST", "/v1/publish/nothing.here", &headers, "v").await;
+        assert_eq!(reply.status.as_u16(), expected, "{:?}", reply.body);
     }
     WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
         .ensure_stream(stream_request("audited", &["audited.>"]))
@@ -1175,6 +1203,16 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
         .iter()
         .any(|line| line.contains("permission denied") && line.contains("\"none\""));
     assert!(denial, "the denial is logged with the client id");
+    let http_denial = log.iter().any(|line| {
+        line.contains("permission denied")
+            && line.contains("\"none\"")
+            && line.contains("nothing.here")
+            && line.contains("127.0.0.1:")
+    });
+    assert!(
+        http_denial,
+        "the HTTP denial is logged with the client id and peer"
+    );
     let audit = log.iter().any(|line| {
         line.contains("jetway::audit") && line.contains("purge stream") && line.contains("\"ops\"")
     });

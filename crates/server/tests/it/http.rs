@@ -19,14 +19,14 @@ mod requests;
 mod workers;
 
 /// A complete answer.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
             panic!(
                 "not JSON ({err}): {:?}",
@@ -36,7 +36,7 @@ impl Reply {
     }
 
     /// Asserts the error shape, status, code and field.
-    fn assert_error(&self, status: u16, code: &str, field: Option<&str>) -> String {
+    pub(crate) fn assert_error(&self, status: u16, code: &str, field: Option<&str>) -> String {
         assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
         assert_eq!(
             self.headers["content-type"], "application/json",
@@ -50,7 +50,7 @@ impl Reply {
 }
 
 /// Sends one request on a new connection and returns the response with its body unread.
-async fn open(
+pub(crate) async fn open(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -77,7 +77,7 @@ async fn open(
 }
 
 /// Sends one request and reads the whole answer.
-async fn call(
+pub(crate) async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -18,6 +18,7 @@ mod events;
 mod fetch;
 mod harness;
 mod http;
+mod http_auth;
 mod nats_links;
 mod operability;
 mod publish;

@@ -44,25 +44,25 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use crate::harness::jetway_server;
 
 /// A CA and its files written in a temporary directory, as an operator would mount them.
-struct Files {
+pub(crate) struct Files {
     dir: tempfile::TempDir,
-    ca: DevCa,
+    pub(crate) ca: DevCa,
 }
 
 impl Files {
-    fn new() -> Files {
+    pub(crate) fn new() -> Files {
         Files {
             dir: tempfile::tempdir().unwrap(),
             ca: DevCa::new().unwrap(),
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Writes `pair` as `<name>.pem` and `<name>-key.pem`; returns both paths.
-    fn write(&self, name: &str, pair: &CertAndKey) -> (PathBuf, PathBuf) {
+    pub(crate) fn write(&self, name: &str, pair: &CertAndKey) -> (PathBuf, PathBuf) {
         let (cert, key) = (
             self.path(&format!("{name}.pem")),
             self.path(&format!("{name}-key.pem")),
@@ -73,7 +73,7 @@ impl Files {
     }
 
     /// The CA's certificate as a file.
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         let path = self.path("ca.pem");
         std::fs::write(&path, self.ca.cert_pem()).unwrap();
         path
@@ -81,19 +81,19 @@ impl Files {
 
     /// The server's TLS from a fresh server certificate; with `mtls`, client certificates of this
     /// CA are required.
-    fn server_tls(&self, mtls: bool) -> ServerTls {
+    pub(crate) fn server_tls(&self, mtls: bool) -> ServerTls {
         let (cert, key) = self.write("server", &self.ca.server().unwrap());
         let ca = mtls.then(|| self.ca_file());
         ServerTls::load(&cert, &key, ca.as_deref()).unwrap()
     }
 
     /// A client configuration that trusts this CA.
-    fn client(&self) -> ClientTlsConfig {
+    pub(crate) fn client(&self) -> ClientTlsConfig {
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.ca.cert_pem()))
     }
 }
 
-fn identity(pair: &CertAndKey) -> Identity {
+pub(crate) fn identity(pair: &CertAndKey) -> Identity {
     Identity::from_pem(&pair.cert_pem, &pair.key_pem)
 }
 
