@@ -393,19 +393,34 @@ async fn full(
         .await?;
         results.push(Scenario::new(
             "R1",
-            "request/reply latency, 1 in flight (Jetway: requester and processor over gRPC)".into(),
+            "request/reply latency, 1 in flight (Jetway: jetway-client requester, processor over \
+             Respond)"
+                .into(),
             Some(d),
             Some(j),
         ));
     }
     if selected(args, "R64") {
         let (d, j) = alternate("R64", args.repeat, |path| {
-            bench.request_throughput(path, 64, amount)
+            bench.request_throughput(path, 64, amount, false)
         })
         .await?;
         results.push(Scenario::new(
             "R64",
-            "request/reply throughput, 64 in flight".into(),
+            "request/reply throughput, 64 in flight (Jetway: jetway-client, one RequestStream)"
+                .into(),
+            Some(d),
+            Some(j),
+        ));
+    }
+    if selected(args, "R64u") {
+        let (d, j) = alternate("R64u", args.repeat, |path| {
+            bench.request_throughput(path, 64, amount, true)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "R64u",
+            "request/reply throughput, 64 in flight (Jetway: a unary Request call each)".into(),
             Some(d),
             Some(j),
         ));

@@ -823,21 +823,39 @@ impl Bench {
         }
     }
 
-    /// One request and its answer: async-nats `request`, or Jetway's Request.
+    /// The Jetway requester of a request/reply round: jetway-client (whose concurrent requests
+    /// share one RequestStream), or unary Request calls (`unary`).
+    fn requester(&self, unary: bool) -> Requester {
+        if unary {
+            Requester::Unary(
+                jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
+                    self.channel.clone(),
+                ),
+            )
+        } else {
+            Requester::Sdk(Box::new(jetway_client::Client::from_channel(
+                self.sdk_channel.clone(),
+            )))
+        }
+    }
+
+    /// One request and its answer: async-nats `request`, or Jetway's.
     async fn request_once(
         path: Path,
         nats: &async_nats::Client,
-        client: &mut jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient<
-            Transport,
-        >,
+        requester: &Requester,
         body: &Bytes,
     ) -> Result<()> {
-        match path {
-            Path::Direct => {
+        match (path, requester) {
+            (Path::Direct, _) => {
                 nats.request(REQUEST_SUBJECT, body.clone()).await?;
             }
-            Path::Jetway => {
+            (Path::Jetway, Requester::Sdk(client)) => {
+                client.request(REQUEST_SUBJECT, body.to_vec()).await?;
+            }
+            (Path::Jetway, Requester::Unary(client)) => {
                 client
+                    .clone()
                     .request(jetway_api::jetway::requests::v1::RequestRequest {
                         subject: REQUEST_SUBJECT.into(),
                         data: body.clone(),
@@ -853,43 +871,49 @@ impl Bench {
     pub(crate) async fn request_latency(&self, path: Path, amount: Amount) -> Result<Round> {
         let _responder = self.responder(path, 1).await?;
         let body = payload(self.size);
-        let client =
-            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
-                self.channel.clone(),
-            );
+        let requester = self.requester(false);
         let mark = self.mark();
         let (histogram, done) = timed(amount, self.warmup, || {
-            let (nats, mut client, body) = (&self.nats, client.clone(), &body);
-            async move { Bench::request_once(path, nats, &mut client, body).await }
+            let (nats, requester, body) = (&self.nats, &requester, &body);
+            async move { Bench::request_once(path, nats, requester, body).await }
         })
         .await?;
         Ok(latency(histogram, done, self.since(&mark, path)))
     }
 
-    /// R64: request throughput with `window` requests in flight (the responder takes as many).
+    /// R64 (and R64u, `unary`): request throughput with `window` requests in flight (the responder
+    /// takes as many).
     pub(crate) async fn request_throughput(
         &self,
         path: Path,
         window: usize,
         amount: Amount,
+        unary: bool,
     ) -> Result<Round> {
         let _responder = self
             .responder(path, u32::try_from(window).unwrap_or(u32::MAX))
             .await?;
         let body = payload(self.size);
         let nats = self.nats.clone();
-        let client =
-            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
-                self.channel.clone(),
-            );
+        let requester = Arc::new(self.requester(unary));
         let mark = self.mark();
         let (done, elapsed) = concurrent(window, amount, move |_| {
-            let (nats, mut client, body) = (nats.clone(), client.clone(), body.clone());
-            async move { Bench::request_once(path, &nats, &mut client, &body).await }
+            let (nats, requester, body) = (nats.clone(), requester.clone(), body.clone());
+            async move { Bench::request_once(path, &nats, &requester, &body).await }
         })
         .await?;
         Ok(throughput(done, elapsed, self.since(&mark, path)))
     }
+}
+
+/// Who sends Jetway's requests in a request/reply round.
+enum Requester {
+    /// jetway-client's `request`: concurrent requests share one RequestStream.
+    Sdk(Box<jetway_client::Client>),
+    /// A unary Request call each.
+    Unary(
+        jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient<Transport>,
+    ),
 }
 
 fn payload(size: usize) -> Bytes {
