@@ -6,8 +6,10 @@
 //! Jetway, Jetway, direct, so drift on a noisy machine hits both sides alike, and the two rounds of
 //! each side are combined. Progress goes to stderr; the table (or `--json`) to stdout.
 //! `--scaling` measures throughput against the in-flight window and the event size instead, and
-//! draws them into a PNG. See docs/benchmarks.md for the method.
+//! draws them into a PNG; `--growth` measures how cost grows with streams, event size, connections
+//! and idle subscriptions (see [`growth`]). See docs/benchmarks.md for the method.
 
+mod growth;
 mod plot;
 mod report;
 mod scenarios;
@@ -80,6 +82,13 @@ struct Args {
     /// Where --scaling writes its plot.
     #[arg(long, default_value = "jetway-scaling.png")]
     plot: PathBuf,
+    /// Measure how cost grows with streams, event size, client connections and idle
+    /// subscriptions, each dimension on fresh servers, and write a PNG per dimension.
+    #[arg(long, conflicts_with_all = ["scaling", "nats_url", "cluster"])]
+    growth: bool,
+    /// Where --growth writes its plots (growth-<dimension>.png).
+    #[arg(long, default_value = ".")]
+    plot_dir: PathBuf,
     /// Only these scenarios, comma-separated (e.g. P1,P3; K1 selects every K1 measure).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -157,40 +166,11 @@ async fn run(args: Args) -> Result<()> {
     if args.cluster.is_some_and(|nodes| nodes < 2) || args.replicas == 0 {
         return Err("--cluster must be at least 2 and --replicas at least 1".into());
     }
-    // Jetway gets the ack window the direct side has, so both keep the same number in flight.
-    let max_pending = SERVER_WINDOW.max(args.concurrency);
-    let (nats_url, jetway_url, cluster) =
-        (args.nats_url.clone(), args.jetway_url.clone(), args.cluster);
-    eprintln!("starting the servers");
-    let servers = tokio::task::spawn_blocking(move || {
-        Servers::start(nats_url, jetway_url, cluster, max_pending)
-    })
-    .await??;
-    // A comma-separated list, as Jetway takes it: the direct side gets every node too.
-    let addrs = servers
-        .nats_url
-        .split(',')
-        .map(|url| url.trim().parse())
-        .collect::<std::result::Result<Vec<async_nats::ServerAddr>, _>>()?;
-    let nats = async_nats::connect(addrs).await?;
-    let sdk_channel = scenarios::connect(&servers.jetway_url).await?;
-    let channel = scenarios::plain(sdk_channel.clone());
-    wait_serving(&channel).await?;
-    let bench = Bench {
-        nats: nats.clone(),
-        channel,
-        sdk_channel,
-        storage: match args.storage {
-            Storage::File => StorageType::File,
-            Storage::Memory => StorageType::Memory,
-        },
-        size: args.size,
-        replicas: args.replicas,
-        jetway_pid: servers.jetway_pid,
-        nats_pid: servers.nats_pid,
-        warmup: if args.quick { 20 } else { 200 },
-        jetway_url: servers.jetway_url.clone(),
-    };
+    if args.growth {
+        return grow(&args).await;
+    }
+    let (servers, bench) = start(&args, false).await?;
+    let nats = bench.nats.clone();
     let mut header = Map::new();
     header.insert("machine".into(), setup::machine());
     header.insert(
@@ -233,6 +213,96 @@ async fn run(args: Args) -> Result<()> {
     } else {
         full(&bench, tls_bench.as_ref(), &args, header).await
     }
+}
+
+/// Starts the servers (or finds those given) and connects the bench to them. The servers stop
+/// when the returned [`Servers`] is dropped.
+async fn start(args: &Args, growth: bool) -> Result<(Servers, Bench)> {
+    // Jetway gets the ack window the direct side has, so both keep the same number in flight.
+    let max_pending = SERVER_WINDOW.max(args.concurrency);
+    let (nats_url, jetway_url, cluster) =
+        (args.nats_url.clone(), args.jetway_url.clone(), args.cluster);
+    eprintln!("starting the servers");
+    let servers = tokio::task::spawn_blocking(move || {
+        Servers::start(nats_url, jetway_url, cluster, max_pending, growth)
+    })
+    .await??;
+    // A comma-separated list, as Jetway takes it: the direct side gets every node too.
+    let addrs = servers
+        .nats_url
+        .split(',')
+        .map(|url| url.trim().parse())
+        .collect::<std::result::Result<Vec<async_nats::ServerAddr>, _>>()?;
+    let nats = async_nats::connect(addrs).await?;
+    let sdk_channel = scenarios::connect(&servers.jetway_url).await?;
+    let channel = scenarios::plain(sdk_channel.clone());
+    wait_serving(&channel).await?;
+    let bench = Bench {
+        nats,
+        channel,
+        sdk_channel,
+        storage: match args.storage {
+            Storage::File => StorageType::File,
+            Storage::Memory => StorageType::Memory,
+        },
+        size: args.size,
+        replicas: args.replicas,
+        jetway_pid: servers.jetway_pid,
+        nats_pid: servers.nats_pid,
+        warmup: if args.quick { 20 } else { 200 },
+        jetway_url: servers.jetway_url.clone(),
+    };
+    Ok((servers, bench))
+}
+
+/// `--growth`: every dimension of [`growth`] on servers of its own, then the tables (or JSON) and
+/// a plot per dimension.
+async fn grow(args: &Args) -> Result<()> {
+    let mut curves = Vec::new();
+    let mut header = Map::new();
+    for dimension in growth::DIMENSIONS {
+        let (servers, bench) = start(args, true).await?;
+        if header.is_empty() {
+            header.insert("machine".into(), setup::machine());
+            header.insert(
+                "nats_server_version".into(),
+                json!(bench.nats.server_info().version),
+            );
+            header.insert("git_sha".into(), json!(setup::git_sha()));
+            header.insert(
+                "params".into(),
+                json!({
+                    "duration_s": round_duration(args).as_secs_f64(),
+                    "count": args.count,
+                    "window": args.window,
+                    "storage": format!("{:?}", args.storage).to_lowercase(),
+                    "rounds": "direct, jetway, jetway, direct",
+                    "repeat": args.repeat,
+                }),
+            );
+        }
+        let settings = growth::Settings {
+            amount: amount(args),
+            repeat: args.repeat,
+            window: args.window,
+            nats_url: servers.nats_url.clone(),
+        };
+        curves.push(growth::measure(dimension, &bench, &settings).await?);
+        // The next dimension starts on fresh servers.
+        drop(bench);
+        drop(servers);
+    }
+    for curve in &curves {
+        let path = growth::plot(curve, &args.plot_dir)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if args.json {
+        header.insert("growth".into(), growth::json(&curves));
+        println!("{}", serde_json::to_string_pretty(&Value::Object(header))?);
+    } else {
+        print!("{}", growth::table(&curves));
+    }
+    Ok(())
 }
 
 /// Prints the share of `id`'s plain-text Jetway throughput that TLS keeps, when both were measured.
@@ -376,12 +446,24 @@ async fn full(
     }
     if selected(args, "P3") {
         let (d, j) = alternate("P3", args.repeat, |path| {
-            bench.publish_latency(path, amount)
+            bench.publish_latency(path, amount, false)
         })
         .await?;
         results.push(Scenario::new(
             "P3",
             "publish latency, 1 in flight".into(),
+            Some(d),
+            Some(j),
+        ));
+    }
+    if selected(args, "P3s") {
+        let (d, j) = alternate("P3s", args.repeat, |path| {
+            bench.publish_latency(path, amount, true)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "P3s",
+            "jetway-client publish latency, 1 in flight".into(),
             Some(d),
             Some(j),
         ));
@@ -393,19 +475,34 @@ async fn full(
         .await?;
         results.push(Scenario::new(
             "R1",
-            "request/reply latency, 1 in flight (Jetway: requester and processor over gRPC)".into(),
+            "request/reply latency, 1 in flight (Jetway: jetway-client requester, processor over \
+             Respond)"
+                .into(),
             Some(d),
             Some(j),
         ));
     }
     if selected(args, "R64") {
         let (d, j) = alternate("R64", args.repeat, |path| {
-            bench.request_throughput(path, 64, amount)
+            bench.request_throughput(path, 64, amount, false)
         })
         .await?;
         results.push(Scenario::new(
             "R64",
-            "request/reply throughput, 64 in flight".into(),
+            "request/reply throughput, 64 in flight (Jetway: jetway-client, one RequestStream)"
+                .into(),
+            Some(d),
+            Some(j),
+        ));
+    }
+    if selected(args, "R64u") {
+        let (d, j) = alternate("R64u", args.repeat, |path| {
+            bench.request_throughput(path, 64, amount, true)
+        })
+        .await?;
+        results.push(Scenario::new(
+            "R64u",
+            "request/reply throughput, 64 in flight (Jetway: a unary Request call each)".into(),
             Some(d),
             Some(j),
         ));
@@ -426,16 +523,30 @@ async fn full(
     }
     if selected(args, "P2") {
         let c = args.concurrency;
+        // P2's ceiling needs H1 measured beside it: an H1 round before each Jetway round, so
+        // the machine's drift hits both alike.
+        let h1_rounds = std::cell::RefCell::new(Vec::new());
         let (d, j) = alternate("P2", args.repeat, |path| {
-            bench.unary_publish(path, c, amount, false)
+            let h1_rounds = &h1_rounds;
+            async move {
+                if path == Path::Jetway {
+                    let h1 = bench.health_throughput(c, amount).await?;
+                    eprint!("(H1 {}) ", describe(&h1));
+                    h1_rounds.borrow_mut().push(h1);
+                }
+                bench.unary_publish(path, c, amount, false).await
+            }
         })
         .await?;
-        results.push(Scenario::new(
+        let p2 = Scenario::new(
             "P2",
             format!("unary publish, {c} concurrent callers"),
             Some(d),
             Some(j),
-        ));
+        );
+        let ceiling = report::p2_ceiling(&Side::combine(&h1_rounds.into_inner()), &p2);
+        results.push(p2);
+        results.extend(ceiling);
     }
     // What TLS costs: P1 and P2 again, Jetway's rounds through a second jetway-server with TLS on
     // (only when the bench started the servers itself).
@@ -753,9 +864,11 @@ fn size_window(window: usize, size: usize) -> usize {
     window.min(MAX_BYTES_IN_FLIGHT / size).max(1)
 }
 
-/// 128 B, 1 KiB, 16 KiB, 256 KiB.
+/// 128 B, 1 KiB, 16 KiB, 256 KiB, 1 MiB.
 fn size_label(size: usize) -> String {
-    if size >= 1024 && size.is_multiple_of(1024) {
+    if size >= 1 << 20 && size.is_multiple_of(1 << 20) {
+        format!("{} MIB", size >> 20)
+    } else if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KIB", size / 1024)
     } else {
         format!("{size} B")

@@ -88,6 +88,7 @@ pub(crate) fn evaluate(scenarios: &mut [Scenario]) {
     let find = |id: &str| scenarios.iter().find(|s| s.id == id);
     let floor = |q: f64| find("H0")?.jetway.as_ref()?.percentile_us(q);
     let (h0_p50, h0_p99) = (floor(0.5), floor(0.99));
+    let unary_p50 = find("P3").and_then(|s| s.jetway.as_ref()?.percentile_us(0.5));
     let cpu_total = ["P1", "C1"]
         .iter()
         .map(|id| Some(find(id)?.jetway.as_ref()?.cpu_us_per_event?[1]))
@@ -105,6 +106,19 @@ pub(crate) fn evaluate(scenarios: &mut [Scenario]) {
             "P2s" => ratio_goal(0.80),
             "C1" => ratio_goal(0.85),
             "P3" => latency_goal(scenario, &[(0.5, h0_p50, 30.0), (0.99, h0_p99, 150.0)]),
+            "P3s" => unary_p50
+                .zip(scenario.jetway.as_ref().and_then(|j| j.percentile_us(0.5)))
+                .map(|(unary, sdk)| Goal {
+                    target: format!(
+                        "p50 <= unary PublishEvent (P3) p50 + {SDK_LATENCY_SLACK_US:.0} = {:.0} us",
+                        unary + SDK_LATENCY_SLACK_US
+                    ),
+                    met: sdk <= unary + SDK_LATENCY_SLACK_US,
+                }),
+            "P2-ceiling" => number(scenario, "share_of_ceiling").map(|share| Goal {
+                target: format!("P2 >= {P2_CEILING_SHARE:.2} of its ceiling"),
+                met: share >= P2_CEILING_SHARE,
+            }),
             // Other loads explore where the queues start; the goal is not theirs.
             "E1" if number(scenario, "load") == Some(E1_GOAL_LOAD) => {
                 latency_goal(scenario, &[(0.99, h0_p99, 250.0)])
@@ -127,6 +141,61 @@ pub(crate) fn evaluate(scenarios: &mut [Scenario]) {
         };
         scenario.goal = goal;
     }
+}
+
+/// How much later than a unary PublishEvent (P3) one caller's publish through jetway-client (P3s)
+/// may be answered, at p50.
+const SDK_LATENCY_SLACK_US: f64 = 10.0;
+
+/// The share of its ceiling P2 must reach.
+const P2_CEILING_SHARE: f64 = 0.85;
+
+/// P2 beside its ceiling, given `h1`, H1's rounds measured beside P2's: a unary publish costs at
+/// least an empty unary call on the same channel (H1) plus what the JetStream publish costs on its
+/// own (P2's direct side). With the machine saturated, their times per operation add, so the
+/// ceiling is `1 / (1/H1 + 1/direct)` calls per second. The goal is judged on these rates; the CPU
+/// time per call of the same rounds is reported beside them.
+pub(crate) fn p2_ceiling(h1_side: &Side, p2: &Scenario) -> Option<Scenario> {
+    let rate = |side: Option<&Side>| side?.msgs_per_s.filter(|&r| r > 0.0);
+    let (h1, direct, unary) = (
+        rate(Some(h1_side))?,
+        rate(p2.direct.as_ref())?,
+        rate(p2.jetway.as_ref())?,
+    );
+    let ceiling = 1.0 / (1.0 / h1 + 1.0 / direct);
+    let mut scenario = Scenario::new(
+        "P2-ceiling",
+        "unary publish against its ceiling, 1 / (1/H1 + 1/direct P2), H1 beside P2".into(),
+        None,
+        None,
+    );
+    for (key, value) in [
+        ("h1_msgs_per_s", h1.round()),
+        ("direct_msgs_per_s", direct.round()),
+        ("ceiling_msgs_per_s", ceiling.round()),
+        ("p2_msgs_per_s", unary.round()),
+        ("share_of_ceiling", round2(unary / ceiling)),
+    ] {
+        scenario.extra.insert(key.into(), json!(value));
+    }
+    // The same comparison in CPU time per call over the three processes, which other work on
+    // the machine disturbs less than rates: (H1's + the direct publish's) / P2's.
+    let cpu = |side: Option<&Side>| Some(side?.cpu_us_per_event?.iter().sum::<f64>());
+    if let (Some(h1), Some(direct), Some(unary)) = (
+        cpu(Some(h1_side)),
+        cpu(p2.direct.as_ref()),
+        cpu(p2.jetway.as_ref()),
+    ) && unary > 0.0
+    {
+        for (key, value) in [
+            ("ceiling_cpu_us_per_call", round2(h1 + direct)),
+            ("p2_cpu_us_per_call", round2(unary)),
+            ("cpu_share_of_ceiling", round2((h1 + direct) / unary)),
+        ] {
+            scenario.extra.insert(key.into(), json!(value));
+        }
+    }
+    Some(scenario)
 }
 
 /// Jetway's latency at each quantile must stay within direct + H0 + slack.
@@ -330,6 +399,50 @@ mod tests {
         assert_eq!(judged(1), Some(true));
         assert_eq!(judged(2), Some(false));
         assert_eq!(judged(3), None);
+    }
+
+    #[test]
+    fn p2_is_judged_against_h1_and_its_direct_side() {
+        let h1 = rate(60_000);
+        let p2 = |jetway: u64| {
+            Scenario::new("P2", "unary".into(), Some(rate(60_000)), Some(rate(jetway)))
+        };
+        let ceiling = p2_ceiling(&h1, &p2(26_000)).unwrap();
+        // 1 / (1/60,000 + 1/60,000) = 30,000 calls/s; 26,000 is 0.87 of it.
+        assert_eq!(ceiling.extra["ceiling_msgs_per_s"], 30_000.0);
+        assert_eq!(ceiling.extra["share_of_ceiling"], 0.87);
+        let mut scenarios = vec![ceiling, p2_ceiling(&h1, &p2(24_000)).unwrap()];
+        evaluate(&mut scenarios);
+        let met = |i: usize| scenarios[i].goal.as_ref().map(|goal| goal.met);
+        assert_eq!((met(0), met(1)), (Some(true), Some(false)));
+        let no_h1 = Side::combine(&[]);
+        assert!(
+            p2_ceiling(&no_h1, &p2(26_000)).is_none(),
+            "no H1, no ceiling"
+        );
+    }
+
+    #[test]
+    fn the_sdk_latency_is_judged_against_unary_publishes() {
+        let mut scenarios = vec![
+            Scenario::new("P3", "unary".into(), Some(latency(150)), Some(latency(300))),
+            Scenario::new("P3s", "sdk".into(), Some(latency(150)), Some(latency(309))),
+            Scenario::new("P3s", "sdk".into(), Some(latency(150)), Some(latency(312))),
+        ];
+        evaluate(&mut scenarios);
+        let met = |i: usize| scenarios[i].goal.as_ref().map(|goal| goal.met);
+        assert_eq!((met(1), met(2)), (Some(true), Some(false)));
+        let mut alone = vec![Scenario::new(
+            "P3s",
+            "sdk".into(),
+            Some(latency(150)),
+            Some(latency(309)),
+        )];
+        evaluate(&mut alone);
+        assert!(
+            alone[0].goal.is_none(),
+            "no P3 in the run, nothing to judge by"
+        );
     }
 
     #[test]

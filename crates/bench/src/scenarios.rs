@@ -62,7 +62,7 @@ use crate::{
 /// The stream every round recreates.
 const STREAM: &str = "BENCH";
 /// The subject every event goes to.
-const SUBJECT: &str = "bench.events";
+pub(crate) const SUBJECT: &str = "bench.events";
 /// The message type the events claim to be (`WS-Data-Type`).
 const TYPE_NAME: &str = "jetway.bench.v1.Payload";
 /// The key-value store of K1.
@@ -130,6 +130,53 @@ pub(crate) enum KvOp {
     Set,
 }
 
+/// Connections of their own for the growth curves: `nats` for the direct path, `jetway` for
+/// Jetway's; an empty list means the bench's own connection.
+#[derive(Default)]
+pub(crate) struct Links {
+    /// Direct connections to nats-server.
+    pub nats: Vec<async_nats::Client>,
+    /// gRPC channels to Jetway, each its own HTTP/2 connection.
+    pub jetway: Vec<Transport>,
+}
+
+impl Links {
+    /// `count` connections of each kind, opened `OPENING` at a time.
+    pub(crate) async fn open(bench: &Bench, nats_url: &str, count: usize) -> Result<Links> {
+        const OPENING: usize = 32;
+        let mut links = Links::default();
+        let mut opening = FuturesUnordered::new();
+        for _ in 0..count {
+            if opening.len() >= OPENING
+                && let Some(opened) = opening.next().await
+            {
+                let (nats, jetway): (async_nats::Client, Channel) = opened?;
+                links.nats.push(nats);
+                links.jetway.push(plain(jetway));
+            }
+            opening.push(async {
+                let nats = async_nats::connect(nats_url).await?;
+                let jetway = connect(&bench.jetway_url).await?;
+                Result::Ok((nats, jetway))
+            });
+        }
+        while let Some(opened) = opening.next().await {
+            let (nats, jetway) = opened?;
+            links.nats.push(nats);
+            links.jetway.push(plain(jetway));
+        }
+        Ok(links)
+    }
+
+    /// The bench's own connections, one of each.
+    pub(crate) fn own(bench: &Bench) -> Links {
+        Links {
+            nats: vec![bench.nats.clone()],
+            jetway: vec![bench.channel.clone()],
+        }
+    }
+}
+
 /// The connections and settings every scenario shares.
 #[derive(Clone)]
 pub(crate) struct Bench {
@@ -194,7 +241,7 @@ impl Bench {
     }
 
     /// Deletes and creates the benchmark stream, so every round starts empty.
-    async fn reset_stream(&self) -> Result<stream::Stream> {
+    pub(crate) async fn reset_stream(&self) -> Result<stream::Stream> {
         let js = jetstream::new(self.nats.clone());
         // A missing stream is what we want; anything else shows up when creating it.
         js.delete_stream(STREAM).await.ok();
@@ -263,9 +310,89 @@ impl Bench {
                 sent
             }
             Path::Jetway => {
-                publish_stream(self.channel.clone(), window, body, amount, start, |_| {}).await?
+                let subjects = [SUBJECT.to_owned()];
+                publish_stream(
+                    self.channel.clone(),
+                    window,
+                    &body,
+                    &subjects,
+                    amount,
+                    start,
+                )
+                .await?
             }
         };
+        Ok(throughput(sent, start.elapsed(), self.since(&mark, path)))
+    }
+
+    /// The growth curves' publishing: `window` publishes in flight in all, split evenly over the
+    /// connections of `links` (on the Jetway path one PublishStream each), each connection sending
+    /// to `subjects` (at least one) in turn. The caller resets the streams between rounds.
+    pub(crate) async fn spread_publish(
+        &self,
+        path: Path,
+        links: &Links,
+        subjects: &Arc<[String]>,
+        window: usize,
+        amount: Amount,
+    ) -> Result<Round> {
+        let body = payload(self.size);
+        let count = match path {
+            Path::Direct => links.nats.len(),
+            Path::Jetway => links.jetway.len(),
+        }
+        .max(1);
+        let per_link = (window / count).max(1);
+        let amount = match amount {
+            Amount::Count(n) => Amount::Count(n.div_ceil(count as u64)),
+            other => other,
+        };
+        let mark = self.mark();
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(count);
+        for i in 0..count {
+            let (body, subjects) = (body.clone(), subjects.clone());
+            tasks.push(match path {
+                Path::Direct => {
+                    let js = jetstream::ContextBuilder::new()
+                        .max_ack_inflight(per_link)
+                        .build(links.nats[i].clone());
+                    tokio::spawn(async move {
+                        let subjects: Vec<async_nats::Subject> =
+                            subjects.iter().map(|s| s.as_str().into()).collect();
+                        let mut acks = FuturesUnordered::new();
+                        let mut sent = 0;
+                        while amount.more(sent, start) {
+                            if acks.len() >= per_link
+                                && let Some(ack) = acks.next().await
+                            {
+                                ack?;
+                            }
+                            let subject = subjects[sent as usize % subjects.len()].clone();
+                            // Awaited before the push: `acks` is not `Sync`, so it may not be
+                            // borrowed across an await in a spawned task.
+                            let ack = js.send_publish(subject, direct_message(&body)).await?;
+                            acks.push(ack.into_future());
+                            sent += 1;
+                        }
+                        while let Some(ack) = acks.next().await {
+                            ack?;
+                        }
+                        Result::Ok(sent)
+                    })
+                }
+                Path::Jetway => {
+                    let channel = links.jetway[i].clone();
+                    tokio::spawn(async move {
+                        publish_stream(channel, per_link, &body, &subjects, amount, start).await
+                    })
+                }
+            });
+        }
+        let mut sent = 0;
+        for task in tasks {
+            sent += task.await??;
+        }
         Ok(throughput(sent, start.elapsed(), self.since(&mark, path)))
     }
 
@@ -310,24 +437,36 @@ impl Bench {
         Ok(throughput(done, elapsed, self.since(&mark, path)))
     }
 
-    /// P3: publish latency, one at a time.
-    pub(crate) async fn publish_latency(&self, path: Path, amount: Amount) -> Result<Round> {
+    /// P3 and P3s: publish latency, one at a time. On the Jetway path P3 calls PublishEvent
+    /// itself; P3s (`sdk`) calls jetway-client's `publish_raw`, whose one caller's publishes go
+    /// over the client's shared PublishStream (opened during the warmup).
+    pub(crate) async fn publish_latency(
+        &self,
+        path: Path,
+        amount: Amount,
+        sdk: bool,
+    ) -> Result<Round> {
         self.reset_stream().await?;
         let body = payload(self.size);
         let js = self.js(1);
         let client = EventsServiceClient::new(self.channel.clone());
+        let sdk = sdk.then(|| jetway_client::Client::from_channel(self.sdk_channel.clone()));
         let mark = self.mark();
         let (histogram, done) = timed(amount, self.warmup, || {
-            let (js, mut client, body) = (&js, client.clone(), &body);
+            let (js, mut client, sdk, body) = (&js, client.clone(), &sdk, &body);
             async move {
-                match path {
-                    Path::Direct => {
+                match (path, sdk) {
+                    (Path::Direct, _) => {
                         js.send_publish(SUBJECT, direct_message(body))
                             .await?
                             .await?;
                     }
-                    Path::Jetway => {
+                    (Path::Jetway, None) => {
                         client.publish_event(jetway_event(body)).await?;
+                    }
+                    (Path::Jetway, Some(sdk)) => {
+                        sdk.publish_raw(SUBJECT, TYPE_NAME, body.clone(), &Default::default())
+                            .await?;
                     }
                 }
                 Ok(())
@@ -641,9 +780,10 @@ impl Bench {
             self.consumer(&stream, &format!("m1-{i}"), window).await?;
         }
         let before = rss_bytes(pid).ok_or("cannot read jetway-server's memory")?;
-        // Ten connections, so no HTTP/2 connection nears its limit of concurrent streams.
+        // A hundred subscriptions per connection, and at least ten connections, so no HTTP/2
+        // connection nears its limits of concurrent streams.
         let mut channels = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..(count / 100).max(10) {
             channels.push(plain(connect(&self.jetway_url).await?));
         }
         let mut opening = FuturesUnordered::new();
@@ -723,10 +863,10 @@ impl Bench {
         let published = publish_stream(
             self.channel.clone(),
             window,
-            payload(self.size),
+            &payload(self.size),
+            &[SUBJECT.to_owned()],
             Amount::Count(events),
             start,
-            |_| {},
         )
         .await?;
         let publish_time = start.elapsed();
@@ -823,21 +963,39 @@ impl Bench {
         }
     }
 
-    /// One request and its answer: async-nats `request`, or Jetway's Request.
+    /// The Jetway requester of a request/reply round: jetway-client (whose concurrent requests
+    /// share one RequestStream), or unary Request calls (`unary`).
+    fn requester(&self, unary: bool) -> Requester {
+        if unary {
+            Requester::Unary(
+                jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
+                    self.channel.clone(),
+                ),
+            )
+        } else {
+            Requester::Sdk(Box::new(jetway_client::Client::from_channel(
+                self.sdk_channel.clone(),
+            )))
+        }
+    }
+
+    /// One request and its answer: async-nats `request`, or Jetway's.
     async fn request_once(
         path: Path,
         nats: &async_nats::Client,
-        client: &mut jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient<
-            Transport,
-        >,
+        requester: &Requester,
         body: &Bytes,
     ) -> Result<()> {
-        match path {
-            Path::Direct => {
+        match (path, requester) {
+            (Path::Direct, _) => {
                 nats.request(REQUEST_SUBJECT, body.clone()).await?;
             }
-            Path::Jetway => {
+            (Path::Jetway, Requester::Sdk(client)) => {
+                client.request(REQUEST_SUBJECT, body.to_vec()).await?;
+            }
+            (Path::Jetway, Requester::Unary(client)) => {
                 client
+                    .clone()
                     .request(jetway_api::jetway::requests::v1::RequestRequest {
                         subject: REQUEST_SUBJECT.into(),
                         data: body.clone(),
@@ -853,43 +1011,49 @@ impl Bench {
     pub(crate) async fn request_latency(&self, path: Path, amount: Amount) -> Result<Round> {
         let _responder = self.responder(path, 1).await?;
         let body = payload(self.size);
-        let client =
-            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
-                self.channel.clone(),
-            );
+        let requester = self.requester(false);
         let mark = self.mark();
         let (histogram, done) = timed(amount, self.warmup, || {
-            let (nats, mut client, body) = (&self.nats, client.clone(), &body);
-            async move { Bench::request_once(path, nats, &mut client, body).await }
+            let (nats, requester, body) = (&self.nats, &requester, &body);
+            async move { Bench::request_once(path, nats, requester, body).await }
         })
         .await?;
         Ok(latency(histogram, done, self.since(&mark, path)))
     }
 
-    /// R64: request throughput with `window` requests in flight (the responder takes as many).
+    /// R64 (and R64u, `unary`): request throughput with `window` requests in flight (the responder
+    /// takes as many).
     pub(crate) async fn request_throughput(
         &self,
         path: Path,
         window: usize,
         amount: Amount,
+        unary: bool,
     ) -> Result<Round> {
         let _responder = self
             .responder(path, u32::try_from(window).unwrap_or(u32::MAX))
             .await?;
         let body = payload(self.size);
         let nats = self.nats.clone();
-        let client =
-            jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient::new(
-                self.channel.clone(),
-            );
+        let requester = Arc::new(self.requester(unary));
         let mark = self.mark();
         let (done, elapsed) = concurrent(window, amount, move |_| {
-            let (nats, mut client, body) = (nats.clone(), client.clone(), body.clone());
-            async move { Bench::request_once(path, &nats, &mut client, &body).await }
+            let (nats, requester, body) = (nats.clone(), requester.clone(), body.clone());
+            async move { Bench::request_once(path, &nats, &requester, &body).await }
         })
         .await?;
         Ok(throughput(done, elapsed, self.since(&mark, path)))
     }
+}
+
+/// Who sends Jetway's requests in a request/reply round.
+enum Requester {
+    /// jetway-client's `request`: concurrent requests share one RequestStream.
+    Sdk(Box<jetway_client::Client>),
+    /// A unary Request call each.
+    Unary(
+        jetway_api::jetway::requests::v1::request_service_client::RequestServiceClient<Transport>,
+    ),
 }
 
 fn payload(size: usize) -> Bytes {
@@ -1085,15 +1249,15 @@ fn check_answer(answer: &api::PublishStreamResponse) -> Result<()> {
     }
 }
 
-/// Publishes `body` over one PublishStream, keeping at most `window` unanswered, until `amount`;
-/// returns how many were published. `on_answer` sees every answer.
+/// Publishes `body` over one PublishStream, to each of `subjects` (at least one) in turn, keeping at most `window`
+/// unanswered, until `amount`; returns how many were published.
 async fn publish_stream(
     channel: Transport,
     window: usize,
-    body: Bytes,
+    body: &Bytes,
+    subjects: &[String],
     amount: Amount,
     start: Instant,
-    mut on_answer: impl FnMut(&api::PublishStreamResponse),
 ) -> Result<u64> {
     let mut client = EventsServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
@@ -1104,7 +1268,13 @@ async fn publish_stream(
         .into_inner();
     let sender = {
         let permits = permits.clone();
-        let event = jetway_event(&body);
+        let events: Vec<_> = subjects
+            .iter()
+            .map(|subject| api::PublishEventRequest {
+                subject: subject.clone(),
+                ..jetway_event(body)
+            })
+            .collect();
         tokio::spawn(async move {
             let mut sent = 0;
             while amount.more(sent, start) {
@@ -1113,7 +1283,7 @@ async fn publish_stream(
                 permit.forget();
                 let request = PublishStreamRequest {
                     correlation_id: sent,
-                    event: Some(event.clone()),
+                    event: Some(events[sent as usize % events.len()].clone()),
                 };
                 if tx.send(request).await.is_err() {
                     break;
@@ -1127,7 +1297,6 @@ async fn publish_stream(
     let mut answered = 0;
     while let Some(answer) = answers.message().await? {
         check_answer(&answer)?;
-        on_answer(&answer);
         answered += 1;
         permits.add_permits(1);
     }

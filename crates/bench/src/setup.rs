@@ -14,6 +14,9 @@ use jetway_testkit::{NatsCluster, NatsServer};
 
 use crate::Result;
 
+/// nats-server's `max_payload` in growth runs: a 1 MiB event and its headers.
+const GROWTH_MAX_PAYLOAD: usize = 2 << 20;
+
 /// How long jetway-server gets to log that it is serving.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,15 +43,23 @@ impl Servers {
     /// Starts what is not given: a nats-server on a free port with a temporary store (or a cluster
     /// of `cluster` nodes, whose CPU time is then not measured), and a jetway-server next to this
     /// executable (so it comes from the same build), configured through its environment.
-    /// `max_pending` is the server's JetStream ack window.
+    /// `max_pending` is the server's JetStream ack window. For the growth curves (`growth`) the
+    /// servers take more than their defaults allow: events of 1 MiB plus headers (nats-server's
+    /// `max_payload` 2 MiB), 10,000 idle Events sessions and 1,000 connections; the TLS server
+    /// is not started.
     pub(crate) fn start(
         nats_url: Option<String>,
         jetway_url: Option<String>,
         cluster: Option<usize>,
         max_pending: usize,
+        growth: bool,
     ) -> Result<Servers> {
         let cluster = cluster.map(NatsCluster::start);
         let nats = match (&nats_url, &cluster) {
+            (None, None) if growth => Some(NatsServer::start_with_config(
+                &[],
+                Some(&format!("max_payload: {GROWTH_MAX_PAYLOAD}")),
+            )),
             (None, None) => Some(NatsServer::start()),
             _ => None,
         };
@@ -64,6 +75,18 @@ impl Servers {
         let nats_pid = nats.as_ref().and_then(NatsServer::pid);
         let (jetway, jetway_url, jetway_tls) = match jetway_url {
             Some(url) => (None, url, None),
+            None if growth => {
+                let process = JetwayProcess::start(
+                    &nats_url,
+                    max_pending,
+                    &[
+                        ("GRPC_MAX_STREAMING_CALLS", "20000"),
+                        ("GRPC_MAX_CONNECTIONS", "4096"),
+                    ],
+                )?;
+                let url = format!("http://{}", process.grpc_addr);
+                (Some(process), url, None)
+            }
             None => {
                 let process = JetwayProcess::start(&nats_url, max_pending, &[])?;
                 let url = format!("http://{}", process.grpc_addr);

@@ -27,7 +27,7 @@ use crate::{
     endpoints::Endpoints,
     fetch::Fetcher,
     interceptor::{CallInterceptor, Transport},
-    shared_stream::SharedStream,
+    shared_stream::{DEFAULT_REQUEST_WINDOW, PublishRpc, RequestRpc, SharedStream},
     state::Store,
     streams::Streams,
 };
@@ -74,7 +74,10 @@ pub struct Client {
     pub(crate) retry: RetryPolicy,
     /// The stream concurrent publishes share; `None` when publishes are unary
     /// ([`ClientBuilder::shared_publish_stream`]).
-    pub(crate) shared_stream: Option<Arc<SharedStream>>,
+    pub(crate) shared_stream: Option<Arc<SharedStream<PublishRpc>>>,
+    /// The stream concurrent requests share; `None` when requests are unary
+    /// ([`ClientBuilder::shared_request_stream`]).
+    pub(crate) request_stream: Option<Arc<SharedStream<RequestRpc>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,6 +86,7 @@ impl std::fmt::Debug for Client {
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
             .field("shared_stream", &self.shared_stream)
+            .field("request_stream", &self.request_stream)
             .finish_non_exhaustive()
     }
 }
@@ -231,6 +235,7 @@ pub struct ClientBuilder {
     request_timeout: Option<Duration>,
     retry: RetryPolicy,
     publish_window: Option<usize>,
+    request_window: Option<usize>,
     tls: Option<ClientTlsConfig>,
     metadata: Vec<(String, String)>,
 }
@@ -251,6 +256,7 @@ impl ClientBuilder {
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             retry: RetryPolicy::new(),
             publish_window: Some(DEFAULT_PUBLISH_WINDOW),
+            request_window: Some(DEFAULT_REQUEST_WINDOW),
             tls: None,
             metadata: Vec::new(),
         }
@@ -299,6 +305,33 @@ impl ClientBuilder {
     /// queue. Turns the shared stream on.
     pub fn publish_window(mut self, window: usize) -> Self {
         self.publish_window = Some(window.max(1));
+        self
+    }
+
+    /// Whether requests ([`Client::request`]) share one `jetway.requests.v1.RequestStream` (the
+    /// default) or each make a unary `Request` call.
+    ///
+    /// Shared (the default): concurrent requests of this client and its clones travel over one
+    /// stream, opened by the first request and again after it breaks, so many callers cost about
+    /// one stream's worth of HTTP/2 work instead of one call each. Each request still gets its own
+    /// answer or its own status, exactly as a unary call would, and carries the caller's trace
+    /// context. When the stream breaks, only the requests waiting on it fail, with UNAVAILABLE
+    /// (they are not sent again: they may have been answered); the next request opens a new one.
+    ///
+    /// Unary (`false`): every request is its own call, as in the other languages' clients.
+    pub fn shared_request_stream(mut self, shared: bool) -> Self {
+        self.request_window =
+            shared.then_some(self.request_window.unwrap_or(DEFAULT_REQUEST_WINDOW));
+        self
+    }
+
+    /// How many requests may wait for their answer on the shared request stream at once (default
+    /// [`DEFAULT_REQUEST_WINDOW`]; 0 counts as 1). A further request waits for one of them to be
+    /// answered, within its timeout (then DEADLINE_EXCEEDED). Keep it at most the server's
+    /// `REQUEST_STREAM_MAX_IN_FLIGHT`, beyond which the server answers RESOURCE_EXHAUSTED. Turns
+    /// the shared stream on.
+    pub fn request_window(mut self, window: usize) -> Self {
+        self.request_window = Some(window.max(1));
         self
     }
 
@@ -491,6 +524,9 @@ impl ClientBuilder {
             retry: self.retry,
             shared_stream: self
                 .publish_window
+                .map(|window| Arc::new(SharedStream::new(window))),
+            request_stream: self
+                .request_window
                 .map(|window| Arc::new(SharedStream::new(window))),
         }
     }

@@ -98,7 +98,7 @@ pub use publish::PublishOptions;
 pub use reads::{EventStream, Payload, ReadOptions, StoredEvent};
 pub use requests::{Answer, Failure, Message, Request, ServeOptions};
 pub use retry::{DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, RetryPolicy};
-pub use shared_stream::DEFAULT_PUBLISH_WINDOW;
+pub use shared_stream::{DEFAULT_PUBLISH_WINDOW, DEFAULT_REQUEST_WINDOW};
 pub use state::{Entry, Operation, Store, Watch, WatchEntry, WatchStart};
 pub use streams::{
     DiscardPolicy, StartPosition, StorageType, StreamOptions, StreamSource, Streams,

@@ -12,7 +12,9 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use jetway_api::{
     google::protobuf::Any,
-    jetway::events::v1::{PublishEventRequest, RawPayload, publish_event_request::Payload},
+    jetway::events::v1::{
+        PublishEventRequest, PublishStreamRequest, RawPayload, publish_event_request::Payload,
+    },
 };
 use prost::bytes::Bytes;
 
@@ -206,7 +208,13 @@ impl Client {
                 let request = request.clone();
                 async move {
                     match shared {
-                        Some(stream) => stream.publish(&events, request, left).await,
+                        Some(stream) => {
+                            let request = PublishStreamRequest {
+                                correlation_id: 0,
+                                event: Some(request),
+                            };
+                            stream.call(&events, request, left).await
+                        }
                         None => {
                             let request = self.request_within(request, left);
                             Ok(events.publish_event(request).await?.into_inner().id)

@@ -13,14 +13,15 @@ use tokio::{sync::mpsc, task::JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::{Client, Error};
+use crate::{Client, Error, trace};
 
 /// Reconnect backoff of a processor: the first pause, doubled after each failed attempt up to the
 /// cap.
 const SERVE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// How much longer than a request's own timeout its call may last: the server's answer, or its
-/// DEADLINE_EXCEEDED, comes within the timeout; the slack only bounds a server that stopped answering.
+/// How much longer than a request's own timeout the client waits for it: the server's answer, or
+/// its DEADLINE_EXCEEDED, comes within the timeout; the slack only bounds a server that stopped
+/// answering.
 const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 
 /// A request's payload with its media type and custom headers; also what a reply carries.
@@ -137,10 +138,14 @@ impl ServeOptions {
 }
 
 impl Client {
-    /// Sends `data` on `subject` and waits for the answer, at most the client's request timeout
-    /// (its deadline). Fails with UNAVAILABLE at once when nothing serves the subject, with
-    /// DEADLINE_EXCEEDED when no answer came in time, and with the processor's status when it
-    /// failed the request.
+    /// Sends `data` on `subject` and waits for the answer, at most the client's request timeout.
+    /// Fails with UNAVAILABLE at once when nothing serves the subject, with DEADLINE_EXCEEDED when
+    /// no answer came in time, and with the processor's status when it failed the request.
+    ///
+    /// Concurrent requests share one stream (see
+    /// [`ClientBuilder::shared_request_stream`](crate::ClientBuilder::shared_request_stream)):
+    /// each gets its own answer or status; if the stream breaks, the requests waiting on it fail
+    /// with UNAVAILABLE and the next request opens a new one.
     ///
     /// ```no_run
     /// # async fn run(client: jetway_client::Client) -> Result<(), jetway_client::Error> {
@@ -164,24 +169,43 @@ impl Client {
         message: Message,
         timeout: Option<Duration>,
     ) -> Result<Answer, Error> {
-        let request = api::RequestRequest {
+        let mut request = api::RequestRequest {
             subject: subject.into(),
             data: message.data.into(),
             content_type: message.content_type,
             headers: message.headers,
             timeout: timeout.map(Into::into),
         };
-        // With a timeout, the call's deadline leaves the server time to say DEADLINE_EXCEEDED itself;
-        // without one, the server waits as long as the call's deadline allows.
-        let deadline = timeout
-            .map(|timeout| timeout + DEADLINE_SLACK)
-            .or(self.request_timeout());
-        let response = self
-            .requests
-            .clone()
-            .request(self.request_within(request, deadline))
-            .await?
-            .into_inner();
+        let response = match self.request_stream.as_deref() {
+            Some(stream) => {
+                // A stream has no deadline per request: the request says how long it waits, and
+                // the server answers DEADLINE_EXCEEDED itself when that passes.
+                let timeout = timeout.or(self.request_timeout());
+                request.timeout = timeout.map(Into::into);
+                let (trace_parent, trace_state) = trace::headers();
+                let request = api::RequestStreamRequest {
+                    id: 0,
+                    request: Some(request),
+                    trace_parent,
+                    trace_state,
+                };
+                let left = timeout.map(|timeout| timeout + DEADLINE_SLACK);
+                stream.call(&self.requests, request, left).await?
+            }
+            None => {
+                // With a timeout, the call's deadline leaves the server time to say
+                // DEADLINE_EXCEEDED itself; without one, the server waits as long as the call's
+                // deadline allows.
+                let deadline = timeout
+                    .map(|timeout| timeout + DEADLINE_SLACK)
+                    .or(self.request_timeout());
+                self.requests
+                    .clone()
+                    .request(self.request_within(request, deadline))
+                    .await?
+                    .into_inner()
+            }
+        };
         match response.answer {
             Some(ResponseAnswer::Reply(reply)) => Ok(Answer::Reply(message_of(reply))),
             Some(ResponseAnswer::NoContent(_)) => Ok(Answer::NoContent),

@@ -14,18 +14,26 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// Adds `traceparent`, and `tracestate` when it is not empty, for the current span, if there is a
 /// valid one.
 pub(crate) fn inject(metadata: &mut MetadataMap) {
-    let Some(span_context) = current() else {
-        return;
-    };
-    if let Ok(value) = AsciiMetadataValue::try_from(traceparent(&span_context)) {
+    let (parent, state) = headers();
+    if let Some(value) = parent.and_then(|p| AsciiMetadataValue::try_from(p).ok()) {
         metadata.insert("traceparent", value);
     }
-    let state = span_context.trace_state().header();
-    if !state.is_empty()
-        && let Ok(value) = AsciiMetadataValue::try_from(state)
-    {
+    if let Some(value) = state.and_then(|s| AsciiMetadataValue::try_from(s).ok()) {
         metadata.insert("tracestate", value);
     }
+}
+
+/// The `traceparent` and non-empty `tracestate` values of the current span, if there is a valid
+/// one: what [`inject`] sends with a call, and what a request on the shared request stream carries.
+pub(crate) fn headers() -> (Option<String>, Option<String>) {
+    let Some(span_context) = current() else {
+        return (None, None);
+    };
+    let state = span_context.trace_state().header();
+    (
+        Some(traceparent(&span_context)),
+        (!state.is_empty()).then_some(state),
+    )
 }
 
 /// The caller's current span context, if there is a valid one: what [`inject`] sends.

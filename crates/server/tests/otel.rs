@@ -281,7 +281,21 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
 
     fetch_and_reads_carry_the_trace(&receiver, trace_id, &producer, fetched).await;
     publish_stream_keeps_the_callers_trace(&receiver, streamed).await;
-    one_trace_runs_from_the_requester_to_the_processor(&receiver, processed).await;
+    let (unary, streamed) = processed;
+    one_trace_runs_from_the_requester_to_the_processor(
+        &receiver,
+        unary,
+        REQUEST_TRACE,
+        "jetway.requests.v1.RequestService/Request",
+    )
+    .await;
+    one_trace_runs_from_the_requester_to_the_processor(
+        &receiver,
+        streamed,
+        STREAM_REQUEST_TRACE,
+        "jetway.requests.v1.RequestService/RequestStream",
+    )
+    .await;
 
     telemetry.shutdown().await;
 }
@@ -478,9 +492,13 @@ async fn publish_stream_keeps_the_callers_trace(receiver: &Receiver, ids: Vec<u6
 /// The trace id and parent span id a Request call carries.
 const REQUEST_TRACE: (&str, &str) = ("6bf92f3577b34da6a3ce929d0e0e4738", "20f067aa0ba902b9");
 
+/// The trace id and parent span id one request of a RequestStream carries.
+const STREAM_REQUEST_TRACE: (&str, &str) = ("6bf92f3577b34da6a3ce929d0e0e4739", "20f067aa0ba902ba");
+
 /// Sends a request that carries `REQUEST_TRACE` to a processor attached over Respond, which
-/// answers it; returns the trace context the processor was handed.
-async fn request_reply(env: &Env) -> Option<String> {
+/// answers it, then one over a RequestStream that carries `STREAM_REQUEST_TRACE`; returns the
+/// trace context the processor was handed with each.
+async fn request_reply(env: &Env) -> (Option<String>, Option<String>) {
     use jetway_api::jetway::requests::v1::{
         self as requests, request_service_client::RequestServiceClient,
         respond_request::Message as Inbound, respond_response::Message as Outbound,
@@ -531,16 +549,59 @@ async fn request_reply(env: &Env) -> Option<String> {
     .await
     .unwrap();
     asked.await.unwrap().expect("the request is answered");
-    incoming.trace_parent
+
+    let (trace_id, client_span_id) = STREAM_REQUEST_TRACE;
+    let (stream_tx, stream_rx) = tokio::sync::mpsc::channel(4);
+    stream_tx
+        .send(requests::RequestStreamRequest {
+            id: 7,
+            request: Some(requests::RequestRequest {
+                subject: "svc.traced".into(),
+                ..Default::default()
+            }),
+            trace_parent: Some(format!("00-{trace_id}-{client_span_id}-01")),
+            trace_state: None,
+        })
+        .await
+        .unwrap();
+    let mut answers = client
+        .request_stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let streamed = match processor.message().await.unwrap().unwrap().message {
+        Some(Outbound::Request(incoming)) => incoming,
+        other => panic!("expected a request, got {other:?}"),
+    };
+    tx.send(requests::RespondRequest {
+        message: Some(Inbound::Answer(requests::Answer {
+            id: streamed.id,
+            result: Some(requests::answer::Result::NoContent(requests::NoContent {})),
+        })),
+    })
+    .await
+    .unwrap();
+    let answer = answers.message().await.unwrap().unwrap();
+    assert_eq!(answer.id, 7);
+    assert!(
+        matches!(
+            answer.result,
+            Some(requests::request_stream_response::Result::Answer(_))
+        ),
+        "{answer:?}"
+    );
+    (incoming.trace_parent, streamed.trace_parent)
 }
 
-/// Issue 20 #4: one trace runs from the requester's call through the request span over NATS to the
-/// processing span, whose context the processor is handed.
+/// Issue 20 #4: one trace runs from the requester's call (`server_span`: a Request call, or one
+/// request of a RequestStream) through the request span over NATS to the processing span, whose
+/// context the processor is handed.
 async fn one_trace_runs_from_the_requester_to_the_processor(
     receiver: &Receiver,
     processed: Option<String>,
+    (trace_id, client_span_id): (&str, &str),
+    server_span: &'static str,
 ) {
-    let (trace_id, client_span_id) = REQUEST_TRACE;
     let trace = unhex(trace_id);
     let found = |name: &'static str| {
         let trace = trace.clone();
@@ -549,11 +610,7 @@ async fn one_trace_runs_from_the_requester_to_the_processor(
             async move { found }
         }
     };
-    let server = eventually(
-        "the Request server span",
-        found("jetway.requests.v1.RequestService/Request"),
-    )
-    .await;
+    let server = eventually("the requester's server span", found(server_span)).await;
     assert_eq!(hex(&server.parent_span_id), client_span_id);
     let send = eventually("the request span", found("svc.traced send")).await;
     assert_eq!(send.kind, SpanKind::Client as i32);

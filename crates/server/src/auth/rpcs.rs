@@ -197,6 +197,10 @@ pub const RULES: &[Rule] = &[
         needs(&[Publish], "`subject`"),
     ),
     rule(
+        "/jetway.requests.v1.RequestService/RequestStream",
+        needs(&[Publish], "each request's `request.subject`"),
+    ),
+    rule(
         "/jetway.requests.v1.RequestService/Respond",
         needs(&[Respond], "each subject it answers"),
     ),

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod events;
 pub mod panic;
 pub mod publish_stream;
+pub mod request_stream;
 pub mod requests;
 pub mod state;
 pub mod status;

@@ -1,5 +1,6 @@
 //! `jetway.requests.v1.RequestService`: thin handlers over [`jetway_core::requests`]. Request sends
-//! one request and maps its answer; Respond runs one task per processor stream.
+//! one request and maps its answer ([`answer_request`], which RequestStream runs for each of its
+//! requests too, in [`crate::grpc::request_stream`]); Respond runs one task per processor stream.
 //!
 //! The Respond task owns the inbound stream: it reads the `attach`, attaches the processor, then
 //! forwards the requests handed to it and passes its answers to core. Responses go through a
@@ -31,6 +32,7 @@ use crate::{
     codec::requests as codec,
     grpc::{
         publish_stream::Trace,
+        request_stream,
         status::{self, ToStatus},
         streaming::{self, Responses},
     },
@@ -46,6 +48,8 @@ pub const RESPOND_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct Requests {
     requester: Requester,
     responders: Responders,
+    /// `REQUEST_STREAM_MAX_IN_FLIGHT`.
+    stream_max_in_flight: usize,
     shutdown: CancellationToken,
 }
 
@@ -60,6 +64,7 @@ impl Requests {
         RequestServiceServer::new(Requests {
             requester: Requester::new(nats.clone(), limits.requests()),
             responders: Responders::new(nats, limits.responders()),
+            stream_max_in_flight: limits.request_stream_max_in_flight,
             shutdown,
         })
     }
@@ -78,15 +83,33 @@ impl RequestService for Requests {
             parent: trace.parent,
             state: trace.state,
         };
-        let spec = codec::request_spec(request.into_inner(), deadline, trace)
-            .map_err(|e| e.to_status())?;
-        caller.check(Permission::Publish, &spec.subject)?;
-        let answer = self
-            .requester
-            .request(spec)
-            .await
-            .map_err(|e| e.to_status())?;
-        codec::encode_answer(answer).map(Response::new)
+        answer_request(
+            &self.requester,
+            &caller,
+            request.into_inner(),
+            deadline,
+            trace,
+        )
+        .await
+        .map(Response::new)
+    }
+
+    type RequestStreamStream = Responses<api::RequestStreamResponse>;
+
+    async fn request_stream(
+        &self,
+        request: Request<Streaming<api::RequestStreamRequest>>,
+    ) -> Result<Response<Self::RequestStreamStream>, Status> {
+        let caller = Caller::of(&request)?;
+        let trace = Trace::of(request.metadata());
+        Ok(Response::new(request_stream::spawn(
+            self.requester.clone(),
+            caller,
+            request.into_inner(),
+            trace,
+            self.stream_max_in_flight,
+            self.shutdown.clone(),
+        )))
     }
 
     type RespondStream = Responses<api::RespondResponse>;
@@ -109,6 +132,22 @@ impl RequestService for Requests {
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// One request, from its message to its answer: Request's whole work, and RequestStream's for each
+/// of its requests, so both validate, check the permission, count, trace and fail alike. Waits
+/// for the shorter of the request's `timeout` and `deadline`.
+pub(crate) async fn answer_request(
+    requester: &Requester,
+    caller: &Caller,
+    request: api::RequestRequest,
+    deadline: Option<Duration>,
+    trace: TraceContext,
+) -> Result<api::RequestResponse, Status> {
+    let spec = codec::request_spec(request, deadline, trace).map_err(|e| e.to_status())?;
+    caller.check(Permission::Publish, &spec.subject)?;
+    let answer = requester.request(spec).await.map_err(|e| e.to_status())?;
+    codec::encode_answer(answer)
 }
 
 type Tx = mpsc::Sender<Result<api::RespondResponse, Status>>;

@@ -461,6 +461,14 @@ pub const VARIABLES: &[Variable] = &[
         field!(limits.request_max_timeout, parse_timeout),
     ),
     Variable::new(
+        "REQUEST_STREAM_MAX_IN_FLIGHT",
+        DefaultValue::Value("1000"),
+        "Most requests of one RequestStream (`jetway.requests.v1`, which jetway-client's requests \
+         share) waiting for their answers at once; a further one is answered RESOURCE_EXHAUSTED. \
+         Each waits at most its timeout, so this bounds what one stream holds.",
+        field!(limits.request_stream_max_in_flight, parse_count),
+    ),
+    Variable::new(
         "RESPOND_MAX_IN_FLIGHT",
         DefaultValue::Value("1000"),
         "Most requests one processor (a Respond stream) may hold unanswered, the most its \
@@ -795,6 +803,8 @@ pub struct Limits {
     pub request_default_timeout: Duration,
     /// `REQUEST_MAX_TIMEOUT`: the longest a request waits.
     pub request_max_timeout: Duration,
+    /// `REQUEST_STREAM_MAX_IN_FLIGHT`: the most requests of one RequestStream in flight.
+    pub request_stream_max_in_flight: usize,
     /// `RESPOND_MAX_IN_FLIGHT`: the most requests one processor may hold.
     pub respond_max_in_flight: u32,
     /// `RESPOND_MAX_WAITING`: the most requests waiting for a busy queue group on this server.
@@ -1098,6 +1108,7 @@ impl Config {
                 },
                 request_default_timeout: Duration::ZERO,
                 request_max_timeout: Duration::ZERO,
+                request_stream_max_in_flight: 0,
                 respond_max_in_flight: 0,
                 respond_max_waiting: 0,
             },
@@ -1714,6 +1725,7 @@ mod tests {
             ("HTTP_MAX_BODY_BYTES", "2048"),
             ("REQUEST_DEFAULT_TIMEOUT", "2s"),
             ("REQUEST_MAX_TIMEOUT", "30s"),
+            ("REQUEST_STREAM_MAX_IN_FLIGHT", "7"),
             ("RESPOND_MAX_IN_FLIGHT", "8"),
             ("RESPOND_MAX_WAITING", "9"),
         ])
@@ -1782,6 +1794,7 @@ mod tests {
                     },
                     request_default_timeout: Duration::from_secs(2),
                     request_max_timeout: Duration::from_secs(30),
+                    request_stream_max_in_flight: 7,
                     respond_max_in_flight: 8,
                     respond_max_waiting: 9,
                 },

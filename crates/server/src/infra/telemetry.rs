@@ -285,12 +285,29 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 
 /// The server span of one gRPC call, child of the caller's W3C context in the request headers.
 pub fn grpc_span(request: &http::Request<()>) -> Span {
-    let path = request.uri().path();
+    let span = call_span(request.uri().path());
+    if request.headers().contains_key("traceparent") {
+        adopt(&span, &Headers(request.headers()));
+    }
+    span
+}
+
+/// The server span of one request that a stream call carries (RequestStream), as a unary call's
+/// span to the same work would be: a child of the W3C context the request itself carries, since
+/// one stream carries the requests of many traces.
+pub fn stream_item_span(path: &str, parent: &str, state: Option<&str>) -> Span {
+    let span = call_span(path);
+    adopt(&span, &ItemContext { parent, state });
+    span
+}
+
+/// The server span of a call to `path` (`/package.Service/Method`), without a parent yet.
+fn call_span(path: &str) -> Span {
     let (service, method) = path
         .trim_start_matches('/')
         .split_once('/')
         .unwrap_or((path, ""));
-    let span = tracing::info_span!(
+    tracing::info_span!(
         target: SPAN_TARGET,
         "grpc",
         otel.name = path.trim_start_matches('/'),
@@ -298,15 +315,34 @@ pub fn grpc_span(request: &http::Request<()>) -> Span {
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = method,
-    );
-    if request.headers().contains_key("traceparent") {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&Headers(request.headers()))
-        });
-        // Fails only when no OpenTelemetry layer is installed; then the span is not recorded.
-        span.set_parent(parent).ok();
+    )
+}
+
+/// Makes `span` a child of the W3C context `carrier` holds.
+fn adopt(span: &Span, carrier: &dyn Extractor) {
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier));
+    // Fails only when no OpenTelemetry layer is installed; then the span is not recorded.
+    span.set_parent(parent).ok();
+}
+
+/// The W3C context one request of a stream carries.
+struct ItemContext<'a> {
+    parent: &'a str,
+    state: Option<&'a str>,
+}
+
+impl Extractor for ItemContext<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => Some(self.parent),
+            "tracestate" => self.state,
+            _ => None,
+        }
     }
-    span
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
 }
 
 /// W3C headers read from an HTTP request.

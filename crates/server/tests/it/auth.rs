@@ -172,6 +172,35 @@ fn calls() -> Vec<(&'static str, Call)> {
             }
             .boxed()
         }),
+        (
+            "/jetway.requests.v1.RequestService/RequestStream",
+            |ch, a| {
+                async move {
+                    let request = jr::RequestStreamRequest {
+                        id: 1,
+                        request: Some(jr::RequestRequest {
+                            subject: "s.x".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    let mut answers = RequestServiceClient::with_interceptor(ch, a)
+                        .request_stream(
+                            futures::stream::iter([request]).chain(futures::stream::pending()),
+                        )
+                        .await?
+                        .into_inner();
+                    // A denial fails the request, not the stream: its status comes as the answer.
+                    match answers.message().await?.and_then(|answer| answer.result) {
+                        Some(jr::request_stream_response::Result::Error(error)) => {
+                            Err(Status::new(Code::from_i32(error.code), error.message))
+                        }
+                        _ => Ok(()),
+                    }
+                }
+                .boxed()
+            },
+        ),
         ("/jetway.requests.v1.RequestService/Respond", |ch, a| {
             async move {
                 let attach = jr::RespondRequest {

@@ -765,3 +765,229 @@ async fn metrics_count_requests_by_outcome_and_processors_by_subject() {
     }
     assert!(series(&env, "jetway_request_duration_seconds_count").await >= latencies + 4.0);
 }
+
+/// A RequestStream, as a test drives it.
+struct RequestStream {
+    tx: mpsc::Sender<api::RequestStreamRequest>,
+    answers: Streaming<api::RequestStreamResponse>,
+}
+
+impl RequestStream {
+    async fn open(client: &mut Client) -> RequestStream {
+        let (tx, rx) = mpsc::channel(64);
+        let answers = client
+            .request_stream(ReceiverStream::new(rx))
+            .await
+            .expect("RequestStream opens")
+            .into_inner();
+        RequestStream { tx, answers }
+    }
+
+    async fn send(&self, id: u64, request: Option<api::RequestRequest>) {
+        self.tx
+            .send(api::RequestStreamRequest {
+                id,
+                request,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The next answer: its id, and the answer or the status.
+    async fn next(&mut self) -> (u64, Result<api::RequestResponse, Status>) {
+        let answer = tokio::time::timeout(RECV_GUARD, self.answers.message())
+            .await
+            .expect("an answer within the guard time")
+            .expect("the stream did not fail")
+            .expect("the stream did not end");
+        let result = match answer.result {
+            Some(api::request_stream_response::Result::Answer(answer)) => Ok(answer),
+            Some(api::request_stream_response::Result::Error(error)) => {
+                Err(Status::new(Code::from_i32(error.code), error.message))
+            }
+            None => panic!("an answer without a result"),
+        };
+        (answer.id, result)
+    }
+
+    /// Half-closes the stream; how it ended, reading past any answer still sent.
+    async fn end(self) -> Result<(), Status> {
+        let RequestStream { tx, mut answers } = self;
+        drop(tx);
+        loop {
+            match tokio::time::timeout(RECV_GUARD, answers.message())
+                .await
+                .expect("the end within the guard time")?
+            {
+                Some(_) => continue,
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_stream_answers_each_request_by_its_id_and_a_failure_fails_only_its_own() {
+    let env = Env::start().await;
+    let mut client = client(&env).await;
+    let mut processor = attach(&mut client, &["svc.*"], None, 16).await;
+    let mut stream = RequestStream::open(&mut client).await;
+    let invalid_before = series(&env, r#"jetway_requests_total{outcome="invalid"}"#).await;
+
+    // Five requests in flight together, answered by the processor in reverse order.
+    for id in 1..=5u64 {
+        stream
+            .send(id, Some(request("svc.echo", format!("r{id}").as_bytes())))
+            .await;
+    }
+    let mut incoming = Vec::new();
+    for _ in 0..5 {
+        incoming.push(processor.request().await);
+    }
+    // Failures among them: no responder, a processor's error, a timeout, bad input, no request.
+    stream.send(6, Some(request("nobody.home", b"?"))).await;
+    stream
+        .send(7, Some(request("svc.lookup", b"order-9")))
+        .await;
+    let failing = processor.request().await;
+    stream
+        .send(
+            8,
+            Some(timeout(
+                request("svc.slow", b"late"),
+                std::time::Duration::from_millis(200),
+            )),
+        )
+        .await;
+    let slow = processor.request().await;
+    stream.send(9, Some(request("bad..subject", b""))).await;
+    stream.send(10, None).await;
+    processor
+        .answer(
+            failing.id,
+            AnswerResult::Error(api::AnswerError {
+                code: Code::NotFound as i32,
+                message: "no order order-9".into(),
+            }),
+        )
+        .await;
+    for request in incoming.iter().rev() {
+        let mut data = b"re: ".to_vec();
+        data.extend_from_slice(&request.data);
+        processor.reply(request.id, &data).await;
+    }
+
+    let mut answers = HashMap::new();
+    for _ in 0..10 {
+        let (id, result) = stream.next().await;
+        assert!(answers.insert(id, result).is_none(), "{id} answered twice");
+    }
+    for id in 1..=5u64 {
+        let reply = reply_of(answers.remove(&id).unwrap());
+        assert_eq!(
+            reply.data,
+            format!("re: r{id}").into_bytes(),
+            "request {id}"
+        );
+    }
+    // The statuses unary Request gives, word for word.
+    let unary = client.request(request("nobody.home", b"?")).await;
+    assert_eq!(
+        unary.as_ref().unwrap_err().message(),
+        "no responder for subject nobody.home"
+    );
+    assert_status(
+        answers.remove(&6).unwrap(),
+        Code::Unavailable,
+        unary.unwrap_err().message(),
+    );
+    assert_status(
+        answers.remove(&7).unwrap(),
+        Code::NotFound,
+        "no order order-9",
+    );
+    assert_status(
+        answers.remove(&8).unwrap(),
+        Code::DeadlineExceeded,
+        "no answer on subject svc.slow",
+    );
+    let unary = client.request(request("bad..subject", b"")).await;
+    let invalid = answers.remove(&9).unwrap().unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert_eq!(invalid.message(), unary.unwrap_err().message());
+    assert!(invalid.message().starts_with("subject: "), "{invalid:?}");
+    assert_status(
+        answers.remove(&10).unwrap(),
+        Code::InvalidArgument,
+        "request: ",
+    );
+    // Counted as unary requests are: two invalid ones here.
+    assert!(
+        series(&env, r#"jetway_requests_total{outcome="invalid"}"#).await >= invalid_before + 2.0
+    );
+
+    // The stream goes on after its failures, and the late answer is dropped.
+    processor.reply(slow.id, b"too late").await;
+    stream.send(11, Some(request("svc.echo", b"again"))).await;
+    let next = processor.request().await;
+    processor.reply(next.id, b"again").await;
+    let (id, result) = stream.next().await;
+    assert_eq!(id, 11);
+    assert_eq!(&reply_of(result).data[..], b"again");
+    stream.end().await.expect("a half-closed stream ends OK");
+}
+
+#[tokio::test]
+async fn a_request_stream_refuses_requests_beyond_its_in_flight_limit() {
+    let env = Env::start_with(Limits {
+        request_stream_max_in_flight: 2,
+        ..Limits::default()
+    })
+    .await;
+    let mut client = client(&env).await;
+    let mut processor = attach(&mut client, &["held"], None, 8).await;
+    let mut stream = RequestStream::open(&mut client).await;
+    stream.send(1, Some(request("held", b"1"))).await;
+    stream.send(2, Some(request("held", b"2"))).await;
+    let first = processor.request().await;
+    processor.request().await;
+    stream.send(3, Some(request("held", b"3"))).await;
+    let (id, refused) = stream.next().await;
+    assert_eq!(id, 3);
+    assert_status(
+        refused,
+        Code::ResourceExhausted,
+        "2 requests of this stream are in flight already (REQUEST_STREAM_MAX_IN_FLIGHT)",
+    );
+    // An answer makes room again.
+    processor.reply(first.id, b"one").await;
+    let (id, answer) = stream.next().await;
+    assert_eq!((id, &reply_of(answer).data[..]), (1, &b"one"[..]));
+    stream.send(4, Some(request("held", b"4"))).await;
+    let fourth = processor.request().await;
+    assert_eq!(&fourth.data[..], b"4");
+    processor.reply(fourth.id, b"four").await;
+    let (id, answer) = stream.next().await;
+    assert_eq!((id, &reply_of(answer).data[..]), (4, &b"four"[..]));
+}
+
+#[tokio::test]
+async fn a_request_stream_reusing_an_id_in_flight_ends_invalid_naming_it() {
+    let env = Env::start().await;
+    let mut client = client(&env).await;
+    let mut processor = attach(&mut client, &["dup"], None, 4).await;
+    let mut stream = RequestStream::open(&mut client).await;
+    stream.send(1, Some(request("dup", b"a"))).await;
+    let held = processor.request().await;
+    stream.send(1, Some(request("dup", b"b"))).await;
+    // What was read is still answered, then the stream ends.
+    processor.reply(held.id, b"a").await;
+    let (id, answer) = stream.next().await;
+    assert_eq!((id, &reply_of(answer).data[..]), (1, &b"a"[..]));
+    assert_status(
+        stream.end().await,
+        Code::InvalidArgument,
+        "id: 1 is the id of a request still in flight",
+    );
+}
