@@ -68,6 +68,16 @@ impl TokenHash {
         Ok(TokenHash(bytes))
     }
 
+    /// The hash's first eight bytes, to find stored hashes by without comparing them: a lookup
+    /// by it tells the caller only whether some stored hash shares 64 bits with the hash of what
+    /// it sent, which it cannot steer (it would need a SHA-256 preimage). The full comparison is
+    /// [`TokenHash::matches`].
+    pub fn index(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(first)
+    }
+
     /// True if both are the same hash, compared in constant time.
     pub fn matches(&self, other: &TokenHash) -> bool {
         self.0.ct_eq(&other.0).into()

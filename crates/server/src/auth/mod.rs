@@ -392,6 +392,28 @@ impl Caller {
         ))
     }
 
+    /// [`Caller::check`] for a call that checks many resources, most of them the same (a
+    /// PublishStream's subjects): a resource equal to the last one allowed is let through without
+    /// matching the allow-lists again. Sound because a call keeps the client it authenticated
+    /// as, permissions included, until it ends; `last` lives no longer than the call.
+    pub fn check_repeated(
+        &self,
+        permission: Permission,
+        resource: &str,
+        last: &mut Allowed,
+    ) -> Result<(), Status> {
+        if last
+            .0
+            .as_ref()
+            .is_some_and(|(p, r)| *p == permission && r == resource)
+        {
+            return Ok(());
+        }
+        self.check(permission, resource)?;
+        last.0 = Some((permission, resource.to_owned()));
+        Ok(())
+    }
+
     /// Logs an audit line for a management action that succeeded.
     pub fn audit(&self, action: &str, resource: &str) {
         tracing::info!(
@@ -454,6 +476,10 @@ impl Caller {
         let (Some(client), Some(shared)) = (&self.client, &self.access.shared) else {
             return Ok(());
         };
+        // Without a rate there is nothing to count: PublishStream asks for every event.
+        if client.limits.publish_per_second == 0 {
+            return Ok(());
+        }
         let events = u32::try_from(events).unwrap_or(u32::MAX);
         if shared
             .usage
@@ -474,6 +500,10 @@ impl Caller {
         .to_status())
     }
 }
+
+/// The last permission and resource one call was allowed, for [`Caller::check_repeated`].
+#[derive(Debug, Default)]
+pub struct Allowed(Option<(Permission, String)>);
 
 fn denied(id: &str, peer: Option<SocketAddr>, message: String) -> Status {
     metrics::counter!(AUTH_FAILURES, "reason" => "permission_denied").increment(1);
@@ -681,6 +711,39 @@ mod tests {
         assert_eq!(shared.reload_if_changed(), Reload::Reloaded);
         assert!(who(basic("svc", "first secret")).await.is_err());
         assert_eq!(who(basic("svc", "second secret!")).await.unwrap(), "svc");
+    }
+
+    #[test]
+    fn a_repeated_check_lets_through_only_the_last_resource_allowed() {
+        let clients = Clients::parse(&format!(
+            r#"{{"clients": [{{"id": "a", "tokens": ["{}"], "permissions": {{"publish": ["a.>"]}}}}]}}"#,
+            jetway_core::credentials::token_hash("t")
+        ))
+        .unwrap();
+        let caller = Caller {
+            client: clients.by_token("t").cloned(),
+            rule: rpcs::rule_of("/jetway.events.v1.EventsService/PublishStream"),
+            peer: None,
+            access: Access::open(),
+        };
+        let mut last = Allowed::default();
+        for subject in ["a.x", "a.x", "a.y", "a.x"] {
+            caller
+                .check_repeated(Permission::Publish, subject, &mut last)
+                .unwrap();
+        }
+        for _ in 0..2 {
+            let denied = caller
+                .check_repeated(Permission::Publish, "b.x", &mut last)
+                .unwrap_err();
+            assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        }
+        // What was allowed last stays the only shortcut: a different permission is checked.
+        assert!(
+            caller
+                .check_repeated(Permission::Respond, "a.x", &mut last)
+                .is_err()
+        );
     }
 
     #[test]

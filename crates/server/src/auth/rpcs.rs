@@ -196,7 +196,10 @@ pub const RULES: &[Rule] = &[
     rule("/grpc.health.v1.Health/Watch", Need::Open),
 ];
 
-/// The entry of `method` (`/package.Service/Method`), if it has one.
+/// The entry of `method` (`/package.Service/Method`), if it has one: one hash lookup, as every
+/// call makes one.
 pub fn rule_of(method: &str) -> Option<&'static Rule> {
-    RULES.iter().find(|rule| rule.method == method)
+    static BY_METHOD: std::sync::LazyLock<std::collections::HashMap<&'static str, &'static Rule>> =
+        std::sync::LazyLock::new(|| RULES.iter().map(|rule| (rule.method, rule)).collect());
+    BY_METHOD.get(method).copied()
 }
