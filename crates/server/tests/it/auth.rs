@@ -1147,6 +1147,20 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
             .unwrap_err();
         assert_eq!(status.code(), expected, "{status:?}");
     }
+    // A wrong secret, an unknown client id and a client without a secret get one answer: it does
+    // not tell which client ids exist.
+    let mut answers = BTreeSet::new();
+    for (id, secret) in [("ops", WRONG_SECRET), ("nobody", SECRET), ("none", SECRET)] {
+        let status = AdminServiceClient::with_interceptor(channel.clone(), basic(id, secret))
+            .purge_stream(admin::PurgeStreamRequest {
+                stream: "nothing-here".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        answers.insert((i32::from(status.code()), status.message().to_owned()));
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
     WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
         .ensure_stream(stream_request("audited", &["audited.>"]))
         .await
@@ -1188,6 +1202,7 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
         WRONG_SECRET.to_owned(),
         encoded("ops", SECRET),
         encoded("ops", WRONG_SECRET),
+        encoded("nobody", SECRET),
     ] {
         let leaks: Vec<&String> = log.iter().filter(|line| line.contains(&needle)).collect();
         assert!(leaks.is_empty(), "{needle} reached the log: {leaks:#?}");
