@@ -68,6 +68,16 @@ impl TokenHash {
         Ok(TokenHash(bytes))
     }
 
+    /// The hash's first eight bytes, to find stored hashes by without comparing them: a lookup
+    /// by it tells the caller only whether some stored hash shares 64 bits with the hash of what
+    /// it sent, which it cannot steer (it would need a SHA-256 preimage). The full comparison is
+    /// [`TokenHash::matches`].
+    pub fn index(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(first)
+    }
+
     /// True if both are the same hash, compared in constant time.
     pub fn matches(&self, other: &TokenHash) -> bool {
         self.0.ct_eq(&other.0).into()
@@ -90,6 +100,13 @@ impl std::fmt::Debug for TokenHash {
     }
 }
 
+/// What the stand-in hash ([`SecretHash::stand_in`]) is made from. Not a secret: the stand-in
+/// only ever costs time and never lets anyone in.
+const STAND_IN_PASSWORD: &[u8] = b"jetway stand-in: no client has this secret";
+
+/// The stand-in's salt (16 bytes, argon2's recommended length).
+const STAND_IN_SALT: &[u8] = b"jetway-stand-in!";
+
 /// A stored client secret: an argon2id PHC string (`$argon2id$v=19$...`); it displays as that
 /// string (a hash, not the secret).
 #[derive(Clone, Debug)]
@@ -110,6 +127,24 @@ impl SecretHash {
             return Err(format!("uses {}, not argon2id", hash.algorithm.as_str()));
         }
         Ok(SecretHash(hash))
+    }
+
+    /// A hash with the parameters [`secret_hash`] writes, that no client's id leads to: a
+    /// login with an unknown client id (or one without a secret) is checked against it, so that
+    /// it costs the same argon2 work as a wrong secret and its answer's timing does not tell which
+    /// client ids exist. Its result must be ignored.
+    pub fn stand_in() -> &'static SecretHash {
+        static STAND_IN: std::sync::LazyLock<SecretHash> = std::sync::LazyLock::new(|| {
+            #[expect(
+                clippy::expect_used,
+                reason = "fixed input of valid lengths: argon2 cannot refuse it"
+            )]
+            let hash = Argon2::default()
+                .hash_password_with_salt(STAND_IN_PASSWORD, STAND_IN_SALT)
+                .expect("argon2 hashes a fixed password and salt");
+            SecretHash(hash)
+        });
+        &STAND_IN
     }
 
     /// True if `secret` is the one hashed. argon2 compares its output in constant time.
@@ -155,5 +190,15 @@ mod tests {
         assert!(hash.verify("correct horse"));
         assert!(!hash.verify("correct horse "));
         assert!(SecretHash::parse("plain text").is_err());
+    }
+
+    #[test]
+    fn the_stand_in_costs_what_a_stored_secret_costs() {
+        let stored = SecretHash::parse(&secret_hash("any").unwrap()).unwrap();
+        let stand_in = SecretHash::stand_in();
+        assert_eq!(stand_in.0.algorithm, stored.0.algorithm);
+        assert_eq!(stand_in.0.version, stored.0.version);
+        assert_eq!(stand_in.0.params, stored.0.params);
+        assert!(!stand_in.verify("any"));
     }
 }

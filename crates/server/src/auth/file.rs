@@ -21,7 +21,7 @@
 //! problem is reported with its place (`clients[1].tokens[0]: ...`), never with a credential's
 //! value.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jetway_core::credentials::{SecretHash, TokenHash};
 use serde::Deserialize;
@@ -79,6 +79,10 @@ struct RawPermissions {
 #[derive(Debug)]
 pub struct Clients {
     clients: Vec<std::sync::Arc<Client>>,
+    /// Every token hash with its client, by [`TokenHash::index`]: a call finds its token's client
+    /// in one lookup however many clients and tokens the file has, and still compares the whole
+    /// hash in constant time.
+    tokens: HashMap<u64, Vec<(TokenHash, std::sync::Arc<Client>)>>,
 }
 
 /// One client: its id, how it proves it, and what it may do.
@@ -212,25 +216,30 @@ impl Clients {
             problems.push(format!("limits.{why}"));
         }
         if problems.is_empty() {
-            Ok(Clients { clients })
+            let mut tokens: HashMap<u64, Vec<_>> = HashMap::new();
+            for client in &clients {
+                for hash in &client.tokens {
+                    tokens
+                        .entry(hash.index())
+                        .or_default()
+                        .push((hash.clone(), client.clone()));
+                }
+            }
+            Ok(Clients { clients, tokens })
         } else {
             Err(problems.join("; "))
         }
     }
 
-    /// The client holding this token, if any. Every stored hash is compared, each in constant
-    /// time.
+    /// The client holding this token, if any: the stored hashes that share the presented
+    /// hash's [`TokenHash::index`] are compared with it, each in constant time.
     pub fn by_token(&self, token: &str) -> Option<&std::sync::Arc<Client>> {
         let presented = TokenHash::of(token);
-        let mut found = None;
-        for client in &self.clients {
-            for stored in &client.tokens {
-                if stored.matches(&presented) {
-                    found = Some(client);
-                }
-            }
-        }
-        found
+        self.tokens
+            .get(&presented.index())?
+            .iter()
+            .find(|(stored, _)| stored.matches(&presented))
+            .map(|(_, client)| client)
     }
 
     /// The client with this id and a secret, if any (its secret is checked by the caller).
@@ -336,6 +345,27 @@ mod tests {
         assert!(a.allows(Permission::See, "a-orders"));
         assert!(!a.allows(Permission::See, "b-orders"));
         assert!(clients.by_token("u").is_none());
+    }
+
+    #[test]
+    fn each_token_of_many_clients_names_its_own_client() {
+        let clients: Vec<String> = (0..300)
+            .map(|i| {
+                format!(
+                    r#"{{"id": "c{i}", "tokens": ["{}", "{}"]}}"#,
+                    jetway_core::credentials::token_hash(&format!("first {i}")),
+                    jetway_core::credentials::token_hash(&format!("second {i}")),
+                )
+            })
+            .collect();
+        let clients = Clients::parse(&file(&clients.join(","))).unwrap();
+        for i in 0..300 {
+            for token in [format!("first {i}"), format!("second {i}")] {
+                assert_eq!(clients.by_token(&token).unwrap().id, format!("c{i}"));
+            }
+        }
+        assert!(clients.by_token("first 300").is_none());
+        assert!(clients.by_token("").is_none());
     }
 
     #[test]

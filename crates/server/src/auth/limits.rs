@@ -124,6 +124,10 @@ impl Usage {
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Looked up before `entry`, which would copy the id on every call.
+        if let Some(usage) = clients.get(id) {
+            return usage.clone();
+        }
         clients
             .entry(id.to_owned())
             .or_insert_with(|| {

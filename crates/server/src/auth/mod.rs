@@ -199,7 +199,12 @@ impl Access {
                 let decoded = STANDARD.decode(value).map_err(|_| Failure::Bad)?;
                 let decoded = String::from_utf8(decoded).map_err(|_| Failure::Bad)?;
                 let (id, secret) = decoded.split_once(':').ok_or(Failure::Bad)?;
-                let (client, hash) = clients.with_secret(id).ok_or(Failure::Bad)?;
+                let Some((client, hash)) = clients.with_secret(id) else {
+                    // The same argon2 work as a wrong secret, so the answer's timing does not
+                    // tell which client ids exist. Never remembered: its result means nothing.
+                    argon2(shared, SecretHash::stand_in(), secret).await;
+                    return Err(Failure::Bad);
+                };
                 return if verify_secret(shared, hash, secret).await {
                     Ok(Some(client.clone()))
                 } else {
@@ -300,24 +305,46 @@ async fn verify_secret(shared: &Arc<Shared>, hash: &SecretHash, secret: &str) ->
     {
         return true;
     }
-    let Ok(_permit) = shared.argon2.acquire().await else {
-        return false;
-    };
-    let (hash, secret) = (hash.clone(), secret.to_owned());
-    let ok = tokio::task::spawn_blocking(move || hash.verify(&secret))
-        .await
-        .unwrap_or(false);
+    let ok = argon2(shared, hash, secret).await;
     if ok {
         lock(&shared.verified).insert(stored, presented);
     }
     ok
 }
 
+/// Checks `secret` against `hash` with argon2, within the limit of checks at once and off the
+/// async threads.
+async fn argon2(shared: &Shared, hash: &SecretHash, secret: &str) -> bool {
+    let Ok(_permit) = shared.argon2.acquire().await else {
+        return false;
+    };
+    let (hash, secret) = (hash.clone(), secret.to_owned());
+    tokio::task::spawn_blocking(move || hash.verify(&secret))
+        .await
+        .unwrap_or(false)
+}
+
 /// Why a call did not authenticate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     Missing,
+    /// Any credentials that name no client: an unknown token, an unknown client id and a wrong
+    /// secret all get the same answer.
     Bad,
+}
+
+impl Failure {
+    /// Its reason in `/metrics` and the message the client gets.
+    fn explained(self) -> (&'static str, &'static str) {
+        match self {
+            Failure::Missing => (
+                "no_credentials",
+                "no credentials: send `authorization: Bearer <token>` or `authorization: \
+                 Basic base64(<client id>:<secret>)`",
+            ),
+            Failure::Bad => ("bad_credentials", "the credentials name no client"),
+        }
+    }
 }
 
 /// The client making a call, as handlers see it: put in the request's extensions by
@@ -400,6 +427,28 @@ impl Caller {
         ))
     }
 
+    /// [`Caller::check`] for a call that checks many resources, most of them the same (a
+    /// PublishStream's subjects): a resource equal to the last one allowed is let through without
+    /// matching the allow-lists again. Sound because a call keeps the client it authenticated
+    /// as, permissions included, until it ends; `last` lives no longer than the call.
+    pub fn check_repeated(
+        &self,
+        permission: Permission,
+        resource: &str,
+        last: &mut Allowed,
+    ) -> Result<(), Status> {
+        if last
+            .0
+            .as_ref()
+            .is_some_and(|(p, r)| *p == permission && r == resource)
+        {
+            return Ok(());
+        }
+        self.check(permission, resource)?;
+        last.0 = Some((permission, resource.to_owned()));
+        Ok(())
+    }
+
     /// Logs an audit line for a management action that succeeded.
     pub fn audit(&self, action: &str, resource: &str) {
         tracing::info!(
@@ -469,6 +518,10 @@ impl Caller {
         let (Some(client), Some(shared)) = (&self.client, &self.access.shared) else {
             return Ok(());
         };
+        // Without a rate there is nothing to count: PublishStream asks for every event.
+        if client.limits.publish_per_second == 0 {
+            return Ok(());
+        }
         let events = u32::try_from(events).unwrap_or(u32::MAX);
         if shared
             .usage
@@ -488,6 +541,10 @@ impl Caller {
         ))
     }
 }
+
+/// The last permission and resource one call was allowed, for [`Caller::check_repeated`].
+#[derive(Debug, Default)]
+pub struct Allowed(Option<(Permission, String)>);
 
 fn denied(id: &str, peer: Option<SocketAddr>, message: String) -> Error {
     metrics::counter!(AUTH_FAILURES, "reason" => "permission_denied").increment(1);
@@ -609,14 +666,7 @@ impl Access {
         let client = match self.authenticate(header, certificate).await {
             Ok(client) => client,
             Err(failure) => {
-                let (reason, message) = match failure {
-                    Failure::Missing => (
-                        "no_credentials",
-                        "no credentials: send `authorization: Bearer <token>` or `authorization: \
-                     Basic base64(<client id>:<secret>)`",
-                    ),
-                    Failure::Bad => ("bad_credentials", "the credentials name no client"),
-                };
+                let (reason, message) = failure.explained();
                 metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
                 tracing::warn!(peer = %shown(peer), reason, "unauthenticated call");
                 return Err(Error::new(ErrorKind::Unauthenticated, message));
@@ -711,6 +761,81 @@ mod tests {
         assert_eq!(shared.reload_if_changed(), Reload::Reloaded);
         assert!(who(basic("svc", "first secret")).await.is_err());
         assert_eq!(who(basic("svc", "second secret!")).await.unwrap(), "svc");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_client_id_waits_for_argon2_like_a_wrong_secret() {
+        use futures::FutureExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"clients": [{{"id": "svc", "secret": "{}"}}, {{"id": "tok", "tokens": ["{}"]}}]}}"#,
+                jetway_core::credentials::secret_hash("the secret").unwrap(),
+                jetway_core::credentials::token_hash("t"),
+            ),
+        )
+        .unwrap();
+        let access = Access::load(&path).unwrap();
+        let shared = access.shared.as_ref().unwrap();
+        let basic = |id: &str| {
+            let value = format!("Basic {}", STANDARD.encode(format!("{id}:wrong")));
+            Some(http::HeaderValue::from_str(&value).unwrap())
+        };
+        // With every argon2 check taken, an attempt that runs argon2 cannot be answered yet: a
+        // known id with a wrong secret, an unknown id, and an id without a secret alike.
+        let every_check = u32::try_from(shared.argon2.available_permits()).unwrap();
+        let taken = shared.argon2.acquire_many(every_check).await.unwrap();
+        let mut attempts: Vec<_> = ["svc", "nobody", "tok"]
+            .into_iter()
+            .map(|id| (id, access.authenticate(basic(id), None).boxed()))
+            .collect();
+        for (id, attempt) in &mut attempts {
+            assert!(
+                attempt.now_or_never().is_none(),
+                "{id} was answered before argon2 ran"
+            );
+        }
+        drop(taken);
+        for (id, attempt) in attempts {
+            // One failure, so one status code and message for all three.
+            assert!(matches!(attempt.await, Err(Failure::Bad)), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_check_lets_through_only_the_last_resource_allowed() {
+        let clients = Clients::parse(&format!(
+            r#"{{"clients": [{{"id": "a", "tokens": ["{}"], "permissions": {{"publish": ["a.>"]}}}}]}}"#,
+            jetway_core::credentials::token_hash("t")
+        ))
+        .unwrap();
+        let caller = Caller {
+            client: clients.by_token("t").cloned(),
+            rule: rpcs::rule_of("/jetway.events.v1.EventsService/PublishStream"),
+            peer: None,
+            access: Access::open(),
+        };
+        let mut last = Allowed::default();
+        for subject in ["a.x", "a.x", "a.y", "a.x"] {
+            caller
+                .check_repeated(Permission::Publish, subject, &mut last)
+                .unwrap();
+        }
+        for _ in 0..2 {
+            let denied = caller
+                .check_repeated(Permission::Publish, "b.x", &mut last)
+                .unwrap_err();
+            assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        }
+        // What was allowed last stays the only shortcut: a different permission is checked.
+        assert!(
+            caller
+                .check_repeated(Permission::Respond, "a.x", &mut last)
+                .is_err()
+        );
     }
 
     #[test]

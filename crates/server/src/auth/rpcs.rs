@@ -246,9 +246,11 @@ pub const RULES: &[Rule] = &[
 ];
 
 /// The entry of `method` (`/package.Service/Method`, or an HTTP route's `METHOD /path`), if it
-/// has one.
+/// has one: one hash lookup, as every call makes one.
 pub fn rule_of(method: &str) -> Option<&'static Rule> {
-    RULES.iter().find(|rule| rule.method == method)
+    static BY_METHOD: std::sync::LazyLock<std::collections::HashMap<&'static str, &'static Rule>> =
+        std::sync::LazyLock::new(|| RULES.iter().map(|rule| (rule.method, rule)).collect());
+    BY_METHOD.get(method).copied()
 }
 
 /// The resource of an [`Need::OnPath`] `template`, each `{name}` replaced by the value of the

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming, metadata::MetadataMap};
 
 use crate::{
-    auth::{Caller, Permission},
+    auth::{Allowed, Caller, Permission},
     codec::events::{publication, publish_result},
     grpc::{
         status::{self, ToStatus},
@@ -104,6 +104,8 @@ async fn run(
     // polled and its acks return their permits.
     let mut answers = VecDeque::new();
     let mut end = Ok(());
+    // A stream sends many events on few subjects: the last one allowed is not matched again.
+    let mut last_allowed = Allowed::default();
     // Made once: each of these futures registers a waiter when polled, so a fresh one per loop
     // turn would take a lock for every event.
     let cancelled = shutdown.cancelled();
@@ -151,7 +153,7 @@ async fn run(
                     // stream; what was read before it is still answered.
                     let allowed = match &event {
                         Ok(event) => caller
-                            .check(Permission::Publish, &event.subject)
+                            .check_repeated(Permission::Publish, &event.subject, &mut last_allowed)
                             .and_then(|()| caller.take_publishes(1)),
                         Err(_) => Ok(()),
                     };

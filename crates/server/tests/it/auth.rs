@@ -1204,6 +1204,20 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
             crate::http::call(http_addr, "POST", "/v1/publish/nothing.here", &headers, "v").await;
         assert_eq!(reply.status.as_u16(), expected, "{:?}", reply.body);
     }
+    // A wrong secret, an unknown client id and a client without a secret get one answer: it does
+    // not tell which client ids exist.
+    let mut answers = BTreeSet::new();
+    for (id, secret) in [("ops", WRONG_SECRET), ("nobody", SECRET), ("none", SECRET)] {
+        let status = AdminServiceClient::with_interceptor(channel.clone(), basic(id, secret))
+            .purge_stream(admin::PurgeStreamRequest {
+                stream: "nothing-here".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        answers.insert((i32::from(status.code()), status.message().to_owned()));
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
     WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
         .ensure_stream(stream_request("audited", &["audited.>"]))
         .await
@@ -1255,6 +1269,7 @@ async fn no_credential_reaches_the_log_and_failures_are_counted() {
         WRONG_SECRET.to_owned(),
         encoded("ops", SECRET),
         encoded("ops", WRONG_SECRET),
+        encoded("nobody", SECRET),
     ] {
         let leaks: Vec<&String> = log.iter().filter(|line| line.contains(&needle)).collect();
         assert!(leaks.is_empty(), "{needle} reached the log: {leaks:#?}");
