@@ -36,6 +36,7 @@ use jetway_core::{
     Error, ErrorKind,
     credentials::{SecretHash, TokenHash},
     fetch::ClientQuota,
+    streams::{StreamSource, StreamSpec},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -447,6 +448,26 @@ impl Caller {
         self.check(permission, resource)?;
         last.0 = Some((permission, resource.to_owned()));
         Ok(())
+    }
+
+    /// EnsureStream's check, on both APIs: manage on the stream, publish on each subject it
+    /// captures (on its name when it captures none), read on the stream it mirrors or each it
+    /// aggregates, so a client cannot make a stream that captures or copies what it may not see.
+    pub fn permit_stream(&self, spec: &StreamSpec) -> Result<(), Error> {
+        self.permit(Permission::Manage, &spec.name)?;
+        match &spec.source {
+            Some(StreamSource::Subjects(subjects)) if subjects.is_empty() => {
+                self.permit(Permission::Publish, &spec.name)
+            }
+            Some(StreamSource::Subjects(subjects)) => subjects
+                .iter()
+                .try_for_each(|subject| self.permit(Permission::Publish, subject)),
+            Some(StreamSource::Mirror(source)) => self.permit(Permission::Read, &source.name),
+            Some(StreamSource::Aggregate(sources)) => sources
+                .iter()
+                .try_for_each(|source| self.permit(Permission::Read, &source.name)),
+            None => Ok(()),
+        }
     }
 
     /// Logs an audit line for a management action that succeeded.

@@ -240,6 +240,91 @@ pub const RULES: &[Rule] = &[
             "the `stream` parameter, else the stream that captures `{subject}`",
         ),
     ),
+    rule("PUT /v1/stores/{store}", on_path(&[StateWrite], "{store}")),
+    rule(
+        "GET /v1/stores/{store}/keys",
+        on_path(&[StateRead], "{store}"),
+    ),
+    rule(
+        "GET /v1/stores/{store}/keys/{key}",
+        on_path(&[StateRead], "{store}"),
+    ),
+    rule(
+        "PUT /v1/stores/{store}/keys/{key}",
+        on_path(&[StateWrite], "{store}"),
+    ),
+    rule(
+        "DELETE /v1/stores/{store}/keys/{key}",
+        on_path(&[StateWrite], "{store}"),
+    ),
+    rule(
+        "GET /v1/stores/{store}/watch",
+        on_path(&[StateRead], "{store}"),
+    ),
+    rule(
+        "GET /v1/streams",
+        needs(&[See], "each listed stream; the others are left out"),
+    ),
+    rule("GET /v1/streams/{stream}", on_path(&[See], "{stream}")),
+    rule(
+        "PUT /v1/streams/{stream}",
+        needs(
+            &[Manage, Publish, Read],
+            "manage `{stream}`; publish on each of `subjects`; read the `mirror` or each of `sources`",
+        ),
+    ),
+    rule(
+        "DELETE /v1/streams/{stream}",
+        on_path(&[Manage], "{stream}"),
+    ),
+    rule(
+        "POST /v1/streams/{stream}/purge",
+        on_path(&[Manage], "{stream}"),
+    ),
+    rule(
+        "GET /v1/streams/{stream}/consumers",
+        on_path(&[See], "{stream}"),
+    ),
+    rule(
+        "GET /v1/streams/{stream}/consumers/{consumer}",
+        on_path(&[See], "{stream}/{consumer}"),
+    ),
+    // Audited by its handler, which names the consumer too.
+    rule(
+        "DELETE /v1/streams/{stream}/consumers/{consumer}",
+        needs(&[Manage], "`{stream}`"),
+    ),
+    rule(
+        "POST /v1/streams/{stream}/consumers/{consumer}/fetch",
+        on_path(&[Consume], "{stream}/{consumer}"),
+    ),
+    rule(
+        "POST /v1/streams/{stream}/consumers/{consumer}/ack",
+        on_path(&[Consume], "{stream}/{consumer}"),
+    ),
+    rule(
+        "POST /v1/streams/{stream}/consumers/{consumer}/reject",
+        on_path(&[Consume], "{stream}/{consumer}"),
+    ),
+    rule(
+        "POST /v1/streams/{stream}/consumers/{consumer}/extend",
+        on_path(&[Consume], "{stream}/{consumer}"),
+    ),
+    rule(
+        "GET /v1/dead-letters/{dead_letter_stream}",
+        needs(
+            &[Read, See],
+            "read `{dead_letter_stream}`; each dead letter's stream (the others are left out)",
+        ),
+    ),
+    rule(
+        "POST /v1/dead-letters/{dead_letter_stream}/redrive",
+        on_path(&[Manage], "{dead_letter_stream}"),
+    ),
+    rule(
+        "POST /v1/request/{subject}",
+        on_path(&[Publish], "{subject}"),
+    ),
     // The document describes the API, the same for every server and every caller, and names no
     // stream or client: tools and browsers fetch it before they hold credentials.
     rule("GET /openapi.json", Need::Open),

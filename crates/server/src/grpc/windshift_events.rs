@@ -22,7 +22,6 @@ use jetway_core::{
     delivery::{MAX_PROCESSING_EVENTS_LIMIT, SubscribeSpec, Subscription},
     publish::Publisher,
     settle::Settle,
-    streams::{StreamSource, StreamSpec},
 };
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
@@ -70,7 +69,7 @@ impl EventsService for WindshiftEvents {
     ) -> Result<Response<EnsureStreamResponse>, Status> {
         let caller = Caller::of(&request)?;
         let spec = windshift::stream_spec(request.into_inner()).map_err(|e| e.to_status())?;
-        check_stream(&caller, &spec)?;
+        caller.permit_stream(&spec).map_err(|e| e.to_status())?;
         jetway_core::streams::ensure_stream(&self.nats, &spec)
             .await
             .map_err(|e| e.to_status())?;
@@ -337,24 +336,4 @@ fn reject_kind(reject: &events_request::Reject) -> Result<Settle, Status> {
         "reject.delay",
     )
     .map_err(|e| e.to_status())
-}
-
-/// What EnsureStream needs beyond managing the stream: its events come only from subjects the
-/// client may publish on, or from streams it may read, so no client can capture or copy another's
-/// events into a stream of its own.
-fn check_stream(caller: &Caller, spec: &StreamSpec) -> Result<(), Status> {
-    caller.check(Permission::Manage, &spec.name)?;
-    match &spec.source {
-        Some(StreamSource::Subjects(subjects)) if subjects.is_empty() => {
-            caller.check(Permission::Publish, &spec.name)
-        }
-        Some(StreamSource::Subjects(subjects)) => subjects
-            .iter()
-            .try_for_each(|subject| caller.check(Permission::Publish, subject)),
-        Some(StreamSource::Mirror(source)) => caller.check(Permission::Read, &source.name),
-        Some(StreamSource::Aggregate(sources)) => sources
-            .iter()
-            .try_for_each(|source| caller.check(Permission::Read, &source.name)),
-        None => Ok(()),
-    }
 }

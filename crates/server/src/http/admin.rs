@@ -11,7 +11,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, Uri},
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jetway_api::jetway::admin::v1::RedriveDeadLettersRequest;
 use jetway_core::{
     Error, admin, consumers,
@@ -23,6 +23,7 @@ use jetway_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    auth::{Caller, Permission},
     codec::admin::selection,
     http::{
         ApiState,
@@ -446,13 +447,20 @@ fn number(query: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, A
 )]
 pub async fn list_streams(
     State(state): State<ApiState>,
+    caller: Caller,
     uri: Uri,
 ) -> Result<Json<StreamPage>, ApiError> {
     let query = parameters(&uri, &["page_token"])?;
     let token = query.get("page_token").map_or("", String::as_str);
     let page = admin::list_streams(&state.nats, token).await?;
+    // As gRPC's ListStreams: a page may come out shorter, the client sees only its streams.
     Ok(Json(StreamPage {
-        streams: page.items.into_iter().map(stream_json).collect(),
+        streams: page
+            .items
+            .into_iter()
+            .filter(|info| caller.may(Permission::See, &info.name))
+            .map(stream_json)
+            .collect(),
         next_page_token: page.next_page_token,
     }))
 }
@@ -505,6 +513,7 @@ pub async fn stream_info(
 )]
 pub async fn ensure_stream(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(stream): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
@@ -512,6 +521,7 @@ pub async fn ensure_stream(
     let body = json::read_body(&headers, body, state.max_body).await?;
     let spec: StreamSpecJson = fields::object(&headers, &body)?;
     let spec = stream_spec(stream, spec)?;
+    caller.permit_stream(&spec)?;
     streams::ensure_stream(&state.nats, &spec)
         .await
         .map_err(http_field)?;
@@ -684,14 +694,21 @@ pub async fn purge_stream(
 )]
 pub async fn list_consumers(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(stream): ApiPath<String>,
     uri: Uri,
 ) -> Result<Json<ConsumerPage>, ApiError> {
     let query = parameters(&uri, &["page_token"])?;
     let token = query.get("page_token").map_or("", String::as_str);
     let page = admin::list_consumers(&state.nats, &stream, token).await?;
+    // The layer checked the stream; as gRPC's ListConsumers, only consumers the client may see.
     Ok(Json(ConsumerPage {
-        consumers: page.items.into_iter().map(consumer_json).collect(),
+        consumers: page
+            .items
+            .into_iter()
+            .filter(|info| caller.may(Permission::See, &format!("{stream}/{}", info.name)))
+            .map(consumer_json)
+            .collect(),
         next_page_token: page.next_page_token,
     }))
 }
@@ -738,9 +755,12 @@ pub async fn consumer_info(
 )]
 pub async fn delete_consumer(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath((stream, consumer)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    caller.permit(Permission::Manage, &stream)?;
     consumers::delete_consumer(&state.nats, &stream, &consumer).await?;
+    caller.audit("delete consumer", &format!("{stream}/{consumer}"));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -772,10 +792,12 @@ pub async fn delete_consumer(
 )]
 pub async fn list_dead_letters(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(dead_letter_stream): ApiPath<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
+    caller.permit(Permission::Read, &dead_letter_stream)?;
     let query = parameters(&uri, &["stream", "consumer", "from_id", "limit"])?;
     let limit = match number(&query, "limit")? {
         Some(0) => return Err(ApiError::invalid("limit", "must be at least 1")),
@@ -788,7 +810,13 @@ pub async fn list_dead_letters(
         from_id: number(&query, "from_id")?.unwrap_or(0),
         limit,
     };
-    let dead_letters = dead_letters::list(&state.nats, &spec).await?;
+    // As gRPC's ListDeadLetters: dead letters of streams the client may not see are left out.
+    let dead_letters =
+        dead_letters::list(&state.nats, &spec)
+            .await?
+            .try_filter(move |dead_letter| {
+                std::future::ready(caller.may(Permission::See, &dead_letter.stream))
+            });
     Ok(reads::json_items(
         dead_letters.map(|dead_letter| dead_letter.map(dead_letter_json)),
         json::wants_ndjson(&headers),

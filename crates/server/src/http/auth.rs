@@ -46,11 +46,14 @@ async fn authenticate_by(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) => format!("{} {}", request.method(), path.as_str()),
-        // A route layer always runs on a matched route; without one, nothing names the call.
-        None => format!("{} {}", request.method(), request.uri().path()),
-    };
+    let route = route_key(
+        request.method(),
+        match request.extensions().get::<MatchedPath>() {
+            Some(path) => path.as_str(),
+            // A route layer always runs on a matched route; without one, nothing names the call.
+            None => request.uri().path(),
+        },
+    );
     let rule = rule_of(&route);
     let caller = match access
         .admit(&route, rule, request.headers(), request.extensions())
@@ -72,6 +75,18 @@ async fn authenticate_by(
         caller.audit(&route, &resource);
     }
     response
+}
+
+/// The table's key of a request: its method and path template as `/openapi.json` spells them.
+/// HEAD is the GET without its body (the router answers it with the GET handler), so it needs what
+/// the GET needs; a wildcard parameter (`{*key}`, a key with slashes) is written `{key}`.
+fn route_key(method: &Method, template: &str) -> String {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    format!("{method} {}", template.replace("{*", "{"))
 }
 
 /// Checks a [`Need::OnPath`] entry's permissions on the resource its template builds from the
@@ -176,6 +191,21 @@ mod tests {
 
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn head_is_looked_up_as_get_and_a_wildcard_as_its_name() {
+        assert_eq!(
+            route_key(&Method::HEAD, "/v1/streams/{stream}"),
+            "GET /v1/streams/{stream}"
+        );
+        assert_eq!(
+            route_key(&Method::PUT, "/v1/stores/{store}/keys/{*key}"),
+            "PUT /v1/stores/{store}/keys/{key}"
+        );
+        for rule in rpcs::RULES {
+            assert!(!rule.method.contains("{*"), "{}", rule.method);
         }
     }
 

@@ -24,10 +24,13 @@ use jetway_core::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::http::{
-    ApiState,
-    error::{ApiError, ErrorBody},
-    json::{self, ApiPath, EventJson},
+use crate::{
+    auth::Caller,
+    http::{
+        ApiState,
+        error::{ApiError, ErrorBody},
+        json::{self, ApiPath, EventJson},
+    },
 };
 
 /// The worker routes, to nest under `/v1`.
@@ -123,12 +126,13 @@ impl From<Settled> for SettledJson {
         (status = 200, description = "The events (maybe none)", body = FetchedEventsJson),
         (status = 400, description = "A bad parameter or name, or a body", body = ErrorBody),
         (status = 404, description = "No such stream or consumer", body = ErrorBody),
-        (status = 429, description = "FETCH_MAX_IN_FLIGHT_PER_CONSUMER or FETCH_MAX_IN_FLIGHT events are in flight already, named in the message", body = ErrorBody),
+        (status = 429, description = "FETCH_MAX_IN_FLIGHT_PER_CONSUMER, FETCH_MAX_IN_FLIGHT or the client's fetched_in_flight (AUTH_FILE) events are in flight already, named in the message", body = ErrorBody),
         (status = 503, description = "NATS is unavailable", body = ErrorBody),
     )
 )]
 pub async fn fetch(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath((stream, consumer)): ApiPath<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -168,9 +172,9 @@ pub async fn fetch(
         consumer,
         max_events,
         wait,
-        client: None,
+        client: caller.fetch_quota(),
     };
-    let fetched = state.fetcher.fetch(&spec).await?;
+    let fetched = state.fetcher.fetch(&spec).await.map_err(Caller::counted)?;
     Ok(Json(FetchedEventsJson {
         events: fetched.events.into_iter().map(fetched_json).collect(),
         processing_timeout: format_duration(fetched.processing_timeout),

@@ -82,7 +82,7 @@ pub(crate) fn clients_file(dir: &Path) -> std::path::PathBuf {
 }
 
 pub(crate) struct Secured {
-    _nats: NatsServer,
+    pub(crate) nats: NatsServer,
     pub(crate) jetway: TestServer,
     _dir: tempfile::TempDir,
 }
@@ -100,7 +100,7 @@ pub(crate) async fn secured() -> Secured {
         .start()
         .await;
     Secured {
-        _nats: nats,
+        nats,
         jetway,
         _dir: dir,
     }

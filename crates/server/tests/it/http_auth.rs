@@ -6,8 +6,14 @@ use std::{net::SocketAddr, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
+use futures::StreamExt;
 use hyper::StatusCode;
-use jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient as WsEvents;
+use jetway_api::{
+    jetway::events::v1::{
+        EnsureConsumerRequest, events_service_client::EventsServiceClient as JwEvents,
+    },
+    windshift::events::v1alpha1::events_service_client::EventsServiceClient as WsEvents,
+};
 use jetway_client::dev_certs::CertAndKey;
 use jetway_core::credentials::{secret_hash, token_hash};
 use jetway_server::{
@@ -35,6 +41,7 @@ use tokio_rustls::{
 
 use crate::{
     auth::{ALL, Auth, NONE, TENANT_A, TENANT_B, secured},
+    clients::consumer,
     harness::{publish_request, stream_request},
     http::{Reply, call, open},
     tls::Files,
@@ -50,7 +57,8 @@ type Route = (
 );
 
 /// One request of each route.
-/// Stream `s-x` captures `s.>`; event 1 exists.
+/// Stream `s-x` captures `s.>`, event 1 exists, consumer `c` works it; streams `s-x-dead` and
+/// `s-x-gone` exist, and `req.s.x` is answered.
 fn routes() -> Vec<Route> {
     vec![
         (
@@ -88,8 +96,163 @@ fn routes() -> Vec<Route> {
             vec![],
             "",
         ),
+        (
+            "PUT /v1/stores/{store}",
+            "PUT",
+            "/v1/stores/s-x",
+            vec![("content-type", "application/json")],
+            "{}",
+        ),
+        (
+            "PUT /v1/stores/{store}/keys/{key}",
+            "PUT",
+            "/v1/stores/s-x/keys/k/1",
+            vec![("content-type", "text/plain")],
+            "v",
+        ),
+        (
+            "GET /v1/stores/{store}/keys/{key}",
+            "GET",
+            "/v1/stores/s-x/keys/k/1",
+            vec![],
+            "",
+        ),
+        (
+            "GET /v1/stores/{store}/keys",
+            "GET",
+            "/v1/stores/s-x/keys",
+            vec![],
+            "",
+        ),
+        (
+            "GET /v1/stores/{store}/watch",
+            "GET",
+            "/v1/stores/s-x/watch",
+            vec![],
+            "",
+        ),
+        (
+            "DELETE /v1/stores/{store}/keys/{key}",
+            "DELETE",
+            "/v1/stores/s-x/keys/k/1",
+            vec![],
+            "",
+        ),
+        ("GET /v1/streams", "GET", "/v1/streams", vec![], ""),
+        (
+            "GET /v1/streams/{stream}",
+            "GET",
+            "/v1/streams/s-x",
+            vec![],
+            "",
+        ),
+        (
+            "PUT /v1/streams/{stream}",
+            "PUT",
+            "/v1/streams/s-x",
+            vec![("content-type", "application/json")],
+            r#"{"subjects": ["s.>"]}"#,
+        ),
+        (
+            "POST /v1/streams/{stream}/purge",
+            "POST",
+            "/v1/streams/s-x/purge",
+            vec![("content-type", "application/json")],
+            r#"{"subject": "s.none"}"#,
+        ),
+        (
+            "GET /v1/streams/{stream}/consumers",
+            "GET",
+            "/v1/streams/s-x/consumers",
+            vec![],
+            "",
+        ),
+        (
+            "GET /v1/streams/{stream}/consumers/{consumer}",
+            "GET",
+            "/v1/streams/s-x/consumers/c",
+            vec![],
+            "",
+        ),
+        (
+            "POST /v1/streams/{stream}/consumers/{consumer}/fetch",
+            "POST",
+            "/v1/streams/s-x/consumers/c/fetch?max_events=1",
+            vec![],
+            "",
+        ),
+        (
+            "POST /v1/streams/{stream}/consumers/{consumer}/extend",
+            "POST",
+            "/v1/streams/s-x/consumers/c/extend",
+            vec![("content-type", "application/json")],
+            r#"{"ids": [1]}"#,
+        ),
+        (
+            "POST /v1/streams/{stream}/consumers/{consumer}/reject",
+            "POST",
+            "/v1/streams/s-x/consumers/c/reject",
+            vec![("content-type", "application/json")],
+            r#"{"ids": [1]}"#,
+        ),
+        (
+            "POST /v1/streams/{stream}/consumers/{consumer}/ack",
+            "POST",
+            "/v1/streams/s-x/consumers/c/ack",
+            vec![("content-type", "application/json")],
+            r#"{"ids": [1]}"#,
+        ),
+        (
+            "DELETE /v1/streams/{stream}/consumers/{consumer}",
+            "DELETE",
+            "/v1/streams/s-x/consumers/c",
+            vec![],
+            "",
+        ),
+        (
+            "GET /v1/dead-letters/{dead_letter_stream}",
+            "GET",
+            "/v1/dead-letters/s-x-dead",
+            vec![],
+            "",
+        ),
+        (
+            "POST /v1/dead-letters/{dead_letter_stream}/redrive",
+            "POST",
+            "/v1/dead-letters/s-x-dead/redrive",
+            vec![("content-type", "application/json")],
+            r#"{"ids": [1]}"#,
+        ),
+        (
+            "DELETE /v1/streams/{stream}",
+            "DELETE",
+            "/v1/streams/s-x-gone",
+            vec![],
+            "",
+        ),
+        (
+            "POST /v1/request/{subject}",
+            "POST",
+            "/v1/request/req.s.x",
+            vec![("content-type", "text/plain")],
+            "v",
+        ),
         ("GET /openapi.json", "GET", "/openapi.json", vec![], ""),
     ]
+}
+
+/// Answers every request on `subject` with `ok`, straight over NATS, until the test ends.
+async fn responder(nats_url: &str, subject: &'static str) {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let mut requests = client.subscribe(subject).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(reply) = request.reply {
+                client.publish(reply, "ok".into()).await.unwrap();
+            }
+        }
+    });
 }
 
 /// The status of one request, and the body of an error (a live stream's body is never read).
@@ -156,6 +319,19 @@ async fn every_http_route_refuses_who_may_not_call_it() {
         .publish_event(publish_request("s.x", "v"))
         .await
         .unwrap();
+    WsEvents::with_interceptor(env.jetway.channel().await, Auth::bearer(ALL))
+        .ensure_stream(stream_request("s-x-gone", &["gone.>"]))
+        .await
+        .unwrap();
+    JwEvents::with_interceptor(env.jetway.channel().await, Auth::bearer(ALL))
+        .ensure_consumer(EnsureConsumerRequest {
+            max_deliveries: Some(3),
+            dead_letter_stream: Some("s-x-dead".into()),
+            ..consumer("s-x", "c", &["s.>"])
+        })
+        .await
+        .unwrap();
+    responder(&env.nats.url(), "req.s.x").await;
     let addr = env.jetway.http_addr();
     let cases: Vec<&str> = routes().iter().map(|(key, ..)| *key).collect();
     let table: Vec<&str> = rpcs::RULES
@@ -195,6 +371,13 @@ async fn every_http_route_refuses_who_may_not_call_it() {
             );
             assert!(!message.contains("not-a-token"), "{message}");
         }
+        if key == "GET /v1/streams" {
+            // A list: a client that may see no stream sees an empty one.
+            let reply = call(addr, method, path, &with(Some(&none)), body).await;
+            assert_eq!(reply.status, StatusCode::OK, "{key}");
+            assert_eq!(reply.json()["streams"], json!([]), "{key}");
+            continue;
+        }
         let (status, reply) = status_of(addr, method, path, &with(Some(&none)), body).await;
         if rule.need == Need::Open {
             assert!(status.is_success(), "{key} is open: {status}");
@@ -213,6 +396,16 @@ async fn every_http_route_refuses_who_may_not_call_it() {
             "{key} names the resource: {message}"
         );
         assert!(!message.contains(NONE), "{message}");
+    }
+    // HEAD is the GET without its body, and needs what the GET needs.
+    for (authorization, expected) in [
+        (Some(all.as_str()), StatusCode::OK),
+        (Some(none.as_str()), StatusCode::FORBIDDEN),
+        (None, StatusCode::UNAUTHORIZED),
+    ] {
+        let headers = with_authorization(&[], authorization);
+        let head = open(addr, "HEAD", "/v1/streams/s-x", &headers, Bytes::new()).await;
+        assert_eq!(head.status(), expected, "HEAD with {authorization:?}");
     }
 }
 
@@ -518,4 +711,121 @@ async fn the_api_port_speaks_https_and_mtls() {
     .await
     .unwrap();
     assert!(stranger.starts_with("HTTP/1.1 401"), "{stranger}");
+}
+
+/// Lists show a client only what it may see, as gRPC's do: tenant a lists its streams, not b's;
+/// a client that may consume only some of a stream's consumers lists only those.
+#[tokio::test]
+async fn http_lists_leave_out_what_the_client_may_not_see() {
+    let env = secured().await;
+    let channel = env.jetway.channel().await;
+    WsEvents::with_interceptor(channel.clone(), Auth::bearer(TENANT_A))
+        .ensure_stream(stream_request("a-orders", &["a.orders.>"]))
+        .await
+        .unwrap();
+    WsEvents::with_interceptor(channel.clone(), Auth::bearer(TENANT_B))
+        .ensure_stream(stream_request("b-orders", &["b.orders.>"]))
+        .await
+        .unwrap();
+    let addr = env.jetway.http_addr();
+    let names = |reply: Reply, list: &str| -> Vec<String> {
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.json()[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (a, all) = (format!("Bearer {TENANT_A}"), format!("Bearer {ALL}"));
+    let listed = call(addr, "GET", "/v1/streams", &[("authorization", &a)], "").await;
+    assert_eq!(names(listed, "streams"), ["a-orders"]);
+    let listed = call(addr, "GET", "/v1/streams", &[("authorization", &all)], "").await;
+    let mut every = names(listed, "streams");
+    every.sort();
+    assert_eq!(every, ["a-orders", "b-orders"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let text = json!({"clients": [
+        {"id": "all", "tokens": [token_hash(ALL)],
+         "permissions": {"publish": [">"], "manage": [">"], "consume": [">"]}},
+        {"id": "w", "tokens": [token_hash(TENANT_A)],
+         "permissions": {"consume": ["shared/w-*"]}}]});
+    std::fs::write(&path, text.to_string()).unwrap();
+    let nats = NatsServer::start();
+    let jetway = TestServer::builder()
+        .nats_url(nats.url())
+        .security(Security {
+            access: Access::load(&path).unwrap(),
+            reflection: true,
+        })
+        .start()
+        .await;
+    let channel = jetway.channel().await;
+    WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
+        .ensure_stream(stream_request("shared", &["shared.>"]))
+        .await
+        .unwrap();
+    for name in ["w-1", "x-1"] {
+        JwEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
+            .ensure_consumer(consumer("shared", name, &["shared.>"]))
+            .await
+            .unwrap();
+    }
+    let addr = jetway.http_addr();
+    let path = "/v1/streams/shared/consumers";
+    let listed = call(addr, "GET", path, &[("authorization", &a)], "").await;
+    assert_eq!(names(listed, "consumers"), ["w-1"]);
+    let listed = call(addr, "GET", path, &[("authorization", &all)], "").await;
+    let mut every = names(listed, "consumers");
+    every.sort();
+    assert_eq!(every, ["w-1", "x-1"]);
+}
+
+/// Over `fetched_in_flight`, an HTTP fetch answers 429 RESOURCE_EXHAUSTED naming the limit and
+/// the client, as gRPC's Fetch does: the events the client fetched over HTTP count.
+#[tokio::test]
+async fn the_fetch_limit_of_a_client_holds_over_http() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let text = json!({"clients": [{
+        "id": "small", "tokens": [token_hash(ALL)],
+        "permissions": {"publish": [">"], "consume": [">"], "manage": [">"]},
+        "limits": {"fetched_in_flight": 1}}]});
+    std::fs::write(&path, text.to_string()).unwrap();
+    let jetway = TestServer::builder()
+        .nats_url(nats.url())
+        .security(Security {
+            access: Access::load(&path).unwrap(),
+            reflection: true,
+        })
+        .start()
+        .await;
+    let channel = jetway.channel().await;
+    WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
+        .ensure_stream(stream_request("orders", &["orders.>"]))
+        .await
+        .unwrap();
+    let mut grpc = JwEvents::with_interceptor(channel, Auth::bearer(ALL));
+    grpc.ensure_consumer(consumer("orders", "worker", &["orders.>"]))
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {ALL}");
+    let headers = [("authorization", bearer.as_str())];
+    for n in 0..2 {
+        WsEvents::with_interceptor(jetway.channel().await, Auth::bearer(ALL))
+            .publish_event(publish_request("orders.created", &n.to_string()))
+            .await
+            .unwrap();
+    }
+    let fetch = "/v1/streams/orders/consumers/worker/fetch?max_events=1";
+    let first = call(jetway.http_addr(), "POST", fetch, &headers, "").await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(first.json()["events"].as_array().unwrap().len(), 1);
+    let over = call(jetway.http_addr(), "POST", fetch, &headers, "").await;
+    let message = over.assert_error(429, "RESOURCE_EXHAUSTED", None);
+    assert!(message.contains("fetched_in_flight"), "{message}");
+    assert!(message.contains("\"small\""), "{message}");
 }
