@@ -1,6 +1,6 @@
 //! The HTTP/JSON API on `HTTP_PORT` (docs/http-api.md): thin axum handlers over `jetway-core`,
 //! beside the gRPC services and never through them. Routes by resource: [`publish`] (one event,
-//! a batch), [`reads`] (a range, one event), [`live`] (SSE), [`requests`] (request/reply),
+//! a batch), [`cloudevents`] (the one CloudEvents mapping, in and out), [`reads`] (a range, one event), [`live`] (SSE), [`requests`] (request/reply),
 //! [`workers`] (fetch, ack, reject, extend), [`kv`] (key-value stores), [`admin`] (streams,
 //! consumers, dead letters), and [`openapi`] (`/openapi.json`). Every failure answers with
 //! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cloudevents;
 pub mod error;
 pub mod fields;
 pub mod json;
