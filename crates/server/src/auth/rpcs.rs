@@ -236,6 +236,11 @@ pub const RULES: &[Rule] = &[
             "the `stream` parameter, else the stream that captures `{subject}`",
         ),
     ),
+    // As jetway.events.v1 EnsureConsumer; the handler checks manage on `dead_letter_stream` too.
+    rule(
+        "PUT /v1/streams/{stream}/consumers/{consumer}",
+        on_path(&[Manage], "{stream}"),
+    ),
     // The document describes the API, the same for every server and every caller, and names no
     // stream or client: tools and browsers fetch it before they hold credentials.
     rule("GET /openapi.json", Need::Open),

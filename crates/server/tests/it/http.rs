@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::harness::{Env, RECV_GUARD};
 
 mod admin;
+mod consumers;
 mod kv;
 mod requests;
 mod workers;

@@ -88,6 +88,13 @@ fn routes() -> Vec<Route> {
             vec![],
             "",
         ),
+        (
+            "PUT /v1/streams/{stream}/consumers/{consumer}",
+            "PUT",
+            "/v1/streams/s-x/consumers/c-x",
+            vec![("content-type", "application/json")],
+            r#"{"subjects": ["s.>"]}"#,
+        ),
         ("GET /openapi.json", "GET", "/openapi.json", vec![], ""),
     ]
 }
