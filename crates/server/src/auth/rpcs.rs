@@ -241,6 +241,11 @@ pub const RULES: &[Rule] = &[
         "PUT /v1/streams/{stream}/consumers/{consumer}",
         on_path(&[Manage], "{stream}"),
     ),
+    // As jetway.state.v1 History.
+    rule(
+        "GET /v1/stores/{store}/history/{key}",
+        on_path(&[StateRead], "{store}"),
+    ),
     // The document describes the API, the same for every server and every caller, and names no
     // stream or client: tools and browsers fetch it before they hold credentials.
     rule("GET /openapi.json", Need::Open),

@@ -105,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
                 .delete(kv::delete_value),
         )
         .route("/stores/{store}/watch", get(kv::watch))
+        .route("/stores/{store}/history/{*key}", get(kv::key_history))
         .route("/streams", get(admin::list_streams))
         .route(
             "/streams/{stream}",

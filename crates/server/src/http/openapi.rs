@@ -28,6 +28,7 @@ use crate::http::{admin, consumers, error, json, kv, live, publish, reads, reque
         kv::put_value,
         kv::delete_value,
         kv::watch,
+        kv::key_history,
         admin::list_streams,
         admin::stream_info,
         admin::ensure_stream,

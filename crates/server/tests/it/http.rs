@@ -577,6 +577,7 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
             "/v1/publish/{subject}",
             "/v1/request/{subject}",
             "/v1/stores/{store}",
+            "/v1/stores/{store}/history/{key}",
             "/v1/stores/{store}/keys",
             "/v1/stores/{store}/keys/{key}",
             "/v1/stores/{store}/watch",

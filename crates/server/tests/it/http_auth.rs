@@ -7,7 +7,10 @@ use std::{net::SocketAddr, sync::Arc};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use hyper::StatusCode;
-use jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient as WsEvents;
+use jetway_api::windshift::{
+    events::v1alpha1::events_service_client::EventsServiceClient as WsEvents,
+    state::v1alpha1::{self as wss, state_service_client::StateServiceClient as WsState},
+};
 use jetway_client::dev_certs::CertAndKey;
 use jetway_core::credentials::{secret_hash, token_hash};
 use jetway_server::{
@@ -50,7 +53,7 @@ type Route = (
 );
 
 /// One request of each route.
-/// Stream `s-x` captures `s.>`; event 1 exists.
+/// Stream `s-x` captures `s.>`; event 1 exists; store `s-x` has key `a/b.c`.
 fn routes() -> Vec<Route> {
     vec![
         (
@@ -94,6 +97,13 @@ fn routes() -> Vec<Route> {
             "/v1/streams/s-x/consumers/c-x",
             vec![("content-type", "application/json")],
             r#"{"subjects": ["s.>"]}"#,
+        ),
+        (
+            "GET /v1/stores/{store}/history/{key}",
+            "GET",
+            "/v1/stores/s-x/history/a/b.c",
+            vec![],
+            "",
         ),
         ("GET /openapi.json", "GET", "/openapi.json", vec![], ""),
     ]
@@ -161,6 +171,17 @@ async fn every_http_route_refuses_who_may_not_call_it() {
         .unwrap();
     WsEvents::with_interceptor(env.jetway.channel().await, Auth::bearer(ALL))
         .publish_event(publish_request("s.x", "v"))
+        .await
+        .unwrap();
+    let mut store = WsState::with_interceptor(env.jetway.channel().await, Auth::bearer(ALL));
+    store
+        .ensure_store(wss::EnsureStoreRequest {
+            store: "s-x".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .set(crate::state::set_request("s-x", "a/b.c", "v"))
         .await
         .unwrap();
     let addr = env.jetway.http_addr();
