@@ -325,6 +325,16 @@ pub const RULES: &[Rule] = &[
         "POST /v1/request/{subject}",
         on_path(&[Publish], "{subject}"),
     ),
+    // As jetway.events.v1 EnsureConsumer; the handler checks manage on `dead_letter_stream` too.
+    rule(
+        "PUT /v1/streams/{stream}/consumers/{consumer}",
+        on_path(&[Manage], "{stream}"),
+    ),
+    // As jetway.state.v1 History.
+    rule(
+        "GET /v1/stores/{store}/history/{key}",
+        on_path(&[StateRead], "{store}"),
+    ),
     // The document describes the API, the same for every server and every caller, and names no
     // stream or client: tools and browsers fetch it before they hold credentials.
     rule("GET /openapi.json", Need::Open),

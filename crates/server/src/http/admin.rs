@@ -363,7 +363,7 @@ fn stream_json(info: StreamInfo) -> StreamInfoJson {
     }
 }
 
-fn consumer_json(info: ConsumerInfo) -> ConsumerInfoJson {
+pub(crate) fn consumer_json(info: ConsumerInfo) -> ConsumerInfoJson {
     ConsumerInfoJson {
         stream: info.stream,
         name: info.name,

@@ -145,13 +145,17 @@ pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// True when the client asked for NDJSON rather than a JSON array.
 pub fn wants_ndjson(headers: &HeaderMap) -> bool {
+    accepts(headers, NDJSON) || accepts(headers, "application/ndjson")
+}
+
+/// True when the request's `Accept` names `media` (parameters and quality aside).
+pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .map(media_type)
-        .any(|accepted| accepted == NDJSON || accepted == "application/ndjson")
+        .any(|accepted| media_type(accepted) == media)
 }
 
 /// Reads the whole body, up to `limit` bytes; a larger one is 413 naming `HTTP_MAX_BODY_BYTES`.

@@ -1,7 +1,7 @@
 //! Key-value stores over HTTP, through the same [`state`] functions as gRPC's StateServices: a
 //! store's options (`PUT /v1/stores/{store}`), a key's value (`GET`/`PUT`/`DELETE
 //! /v1/stores/{store}/keys/{key}`), the keys (`GET /v1/stores/{store}/keys`) and a watch over SSE
-//! (`GET /v1/stores/{store}/watch`).
+//! (`GET /v1/stores/{store}/watch`), and a key's history (`GET /v1/stores/{store}/history/{key}`).
 //!
 //! A key's revision is its `ETag` (`"7"`); `If-Match` makes a write compare-and-set and
 //! `If-None-Match: *` create-only, both answered 412 when the key is not as expected.
@@ -528,6 +528,50 @@ pub async fn list_keys(
         json::wants_ndjson(&headers),
         &state.shutdown,
         "list the keys again",
+    ))
+}
+
+/// `GET /v1/stores/{store}/history/{key}`: every stored entry of the key, as gRPC's History.
+/// Not under `/keys/`, where the key is the path's rest (it may hold `/`), so no key is mistaken
+/// for a history.
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/history/{key}",
+    tag = "kv",
+    summary = "A key's history",
+    description = "Every stored entry of the key, oldest first, deletes and purges included (as \
+                   many as the store's `history` keeps): a JSON array, or NDJSON with \
+                   `Accept: application/x-ndjson`, streamed as they are read.",
+    params(
+        ("store" = String, Path, description = "The store"),
+        ("key" = String, Path, description = "The key"),
+    ),
+    responses(
+        (status = 200, description = "The entries",
+            content(
+                (Vec<EntryJson> = "application/json"),
+                (EntryJson = "application/x-ndjson"),
+            )
+        ),
+        (status = 400, description = "A bad store name or key", body = ErrorBody),
+        (status = 401, description = "No or bad credentials (with AUTH_FILE)", body = ErrorBody),
+        (status = 403, description = "The client may not read the store", body = ErrorBody),
+        (status = 404, description = "No such store, or the key has no entries", body = ErrorBody),
+    )
+)]
+pub async fn key_history(
+    State(state): State<ApiState>,
+    ApiPath((store, key)): ApiPath<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    no_more(&json::query(uri.query())?, "none")?;
+    let entries = state::history(&state.nats, &store, &key).await?;
+    Ok(reads::json_items(
+        entries.map(move |entry| entry.and_then(|entry| entry_json(&store, entry))),
+        json::wants_ndjson(&headers),
+        &state.shutdown,
+        "read the history again",
     ))
 }
 

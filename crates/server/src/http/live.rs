@@ -6,6 +6,7 @@
 //! repeated. A comment every [`HEARTBEAT`] keeps proxies from closing an idle stream. With
 //! `AUTH_FILE`, the client needs the consume permission on the stream (the `stream` parameter, else
 //! the one that captures the subject) before anything is streamed, as gRPC's Subscribe does.
+//! `format=cloudevents` makes each `data:` a CloudEvent ([`cloudevents::from_event`]).
 //!
 //! Gap-free resume: the live feed is opened first, so it holds every event stored after that; the
 //! replay then reads up to the last event stored when it started, which is at least every event
@@ -35,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{Caller, Permission},
     http::{
-        ApiState,
+        ApiState, cloudevents,
         error::{ApiError, ErrorBody},
         json::{self, ApiPath, EventJson},
     },
@@ -62,6 +63,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
         ("subject" = String, Path, description = "A subject or pattern (`orders.>` as `orders.%3E`)"),
         ("stream" = Option<String>, Query, description = "The stream, when the subject could be in several"),
         ("last_event_id" = Option<u64>, Query, description = "Resume after this id (as the Last-Event-ID header)"),
+        ("format" = Option<String>, Query, description = "`json` (default): each `data:` is the event as JSON; `cloudevents`: a CloudEvent"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this id: the events stored since are replayed, then live ones follow"),
     ),
     responses(
@@ -82,10 +84,15 @@ pub async fn subscribe(
     let mut query = json::query(uri.query())?;
     let stream = query.remove("stream").unwrap_or_default();
     let from_query = query.remove("last_event_id");
+    let cloud_events = match query.remove("format").as_deref() {
+        None | Some("json") => false,
+        Some("cloudevents") => true,
+        Some(_) => return Err(ApiError::invalid("format", "is not json or cloudevents")),
+    };
     if let Some(unknown) = query.keys().next() {
         return Err(ApiError::invalid(
             unknown,
-            "is not a parameter of this route (stream, last_event_id)",
+            "is not a parameter of this route (stream, last_event_id, format)",
         ));
     }
     let last = match headers.get("last-event-id") {
@@ -116,6 +123,7 @@ pub async fn subscribe(
         subject: subject.clone(),
         stream: stream.clone(),
     };
+    let source = stream.clone();
     let live = state.live.subscribe(&spec).await?;
     let events: BoxStream<'static, Result<_, Error>> = match last {
         None => live,
@@ -140,11 +148,12 @@ pub async fn subscribe(
             Ok(event) if event.id <= sent => None,
             Ok(event) => {
                 sent = event.id;
-                encoded(
-                    SseEvent::default()
-                        .id(event.id.to_string())
-                        .json_data(EventJson::from(event)),
-                )
+                let message = SseEvent::default().id(event.id.to_string());
+                encoded(if cloud_events {
+                    message.json_data(cloudevents::from_event(event, &source))
+                } else {
+                    message.json_data(EventJson::from(event))
+                })
                 .map(Ok)
             }
             Err(err) => Some(Err(err)),

@@ -1,8 +1,8 @@
 //! The HTTP/JSON API on `HTTP_PORT` (docs/http-api.md): thin axum handlers over `jetway-core`,
 //! beside the gRPC services and never through them. Routes by resource: [`publish`] (one event,
-//! a batch), [`reads`] (a range, one event), [`live`] (SSE), [`requests`] (request/reply),
+//! a batch), [`cloudevents`] (the one CloudEvents mapping, in and out), [`reads`] (a range, one event), [`live`] (SSE), [`requests`] (request/reply),
 //! [`workers`] (fetch, ack, reject, extend), [`kv`] (key-value stores), [`admin`] (streams,
-//! consumers, dead letters), and [`openapi`] (`/openapi.json`). Every failure answers with
+//! consumers, dead letters), [`consumers`] (declaring one), and [`openapi`] (`/openapi.json`). Every failure answers with
 //! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
 //! [`auth`] checks every route against `AUTH_FILE` and the one permission table, as gRPC's calls
 //! are.
@@ -12,6 +12,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cloudevents;
+pub mod consumers;
 pub mod error;
 pub mod fields;
 pub mod json;
@@ -29,7 +31,10 @@ use axum::{
 };
 use std::sync::Arc;
 
-use jetway_core::{Nats, fetch::Fetcher, live::LiveFeeds, publish::Publisher, requests::Requester};
+use jetway_core::{
+    Nats, consumers::UnnamedLimit, fetch::Fetcher, live::LiveFeeds, publish::Publisher,
+    requests::Requester,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{auth::Access, infra::config::Limits};
@@ -50,6 +55,9 @@ pub struct ApiState {
     max_body: usize,
     /// `AUTH_FILE`'s clients, shared with gRPC.
     access: Access,
+    /// The cap on unnamed consumers, shared with gRPC's EnsureConsumers (HTTP declares only named
+    /// ones, so it is never reached from here; core's one call takes it).
+    unnamed: Arc<UnnamedLimit>,
 }
 
 impl ApiState {
@@ -63,6 +71,7 @@ impl ApiState {
         live: LiveFeeds,
         fetcher: Arc<Fetcher>,
         access: Access,
+        unnamed: Arc<UnnamedLimit>,
         shutdown: CancellationToken,
     ) -> ApiState {
         ApiState {
@@ -74,6 +83,7 @@ impl ApiState {
             shutdown,
             max_body: limits.http_max_body_bytes,
             access,
+            unnamed,
         }
     }
 }
@@ -95,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
                 .delete(kv::delete_value),
         )
         .route("/stores/{store}/watch", get(kv::watch))
+        .route("/stores/{store}/history/{*key}", get(kv::key_history))
         .route("/streams", get(admin::list_streams))
         .route(
             "/streams/{stream}",
@@ -106,7 +117,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/streams/{stream}/consumers", get(admin::list_consumers))
         .route(
             "/streams/{stream}/consumers/{consumer}",
-            get(admin::consumer_info).delete(admin::delete_consumer),
+            get(admin::consumer_info)
+                .put(consumers::ensure_consumer)
+                .delete(admin::delete_consumer),
         )
         .route(
             "/dead-letters/{dead_letter_stream}",

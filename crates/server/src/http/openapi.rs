@@ -6,7 +6,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::http::{admin, error, json, kv, live, publish, reads, requests, workers};
+use crate::http::{admin, consumers, error, json, kv, live, publish, reads, requests, workers};
 
 /// The document's root: every route and the types they use.
 #[derive(OpenApi)]
@@ -28,6 +28,7 @@ use crate::http::{admin, error, json, kv, live, publish, reads, requests, worker
         kv::put_value,
         kv::delete_value,
         kv::watch,
+        kv::key_history,
         admin::list_streams,
         admin::stream_info,
         admin::ensure_stream,
@@ -35,6 +36,7 @@ use crate::http::{admin, error, json, kv, live, publish, reads, requests, worker
         admin::purge_stream,
         admin::list_consumers,
         admin::consumer_info,
+        consumers::ensure_consumer,
         admin::delete_consumer,
         admin::list_dead_letters,
         admin::redrive_dead_letters,
@@ -67,6 +69,7 @@ use crate::http::{admin, error, json, kv, live, publish, reads, requests, worker
         admin::StreamPage,
         admin::StreamDetailsJson,
         admin::ConsumerInfoJson,
+        consumers::ConsumerSpecJson,
         admin::ConsumerPage,
         admin::PurgeJson,
         admin::Purged,

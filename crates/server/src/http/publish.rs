@@ -26,6 +26,7 @@ use crate::{
     auth::{Caller, Permission},
     http::{
         ApiState,
+        cloudevents::{self, CE_PREFIX, CLOUDEVENTS_JSON},
         error::{ApiError, ErrorBody, ErrorDetail},
         json::{self, ApiPath, NDJSON},
     },
@@ -178,12 +179,6 @@ fn from_headers(
     })
 }
 
-/// The media type of a CloudEvent in structured mode.
-pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
-
-/// The prefix of a CloudEvent's attributes in binary mode, and of their names as stored headers.
-pub const CE_PREFIX: &str = "ce-";
-
 /// A CloudEvent in structured mode (`application/cloudevents+json`): `data` (or `data_base64`)
 /// becomes the payload with `datacontenttype` as its content type, `id` the idempotency key, and
 /// every other attribute a header `ce-<name>`, as binary mode stores them. The path's subject is
@@ -254,7 +249,7 @@ fn structured_cloud_event(
         }
         publication
             .headers
-            .push((format!("{CE_PREFIX}{name}"), value));
+            .push((cloudevents::header_name(&name), value));
     }
     publication.headers.sort();
     let with_headers = from_headers(String::new(), headers, Bytes::new())?;

@@ -1,6 +1,8 @@
 //! Reads without a consumer over HTTP: `GET /v1/streams/{stream}/events` (a range, as a JSON array
 //! or NDJSON by `Accept`) and `GET /v1/streams/{stream}/events/{id}` (one event), through the same
-//! [`reads`] functions as gRPC's ReadEvents and GetEvent.
+//! [`reads`] functions as gRPC's ReadEvents and GetEvent. Either answers CloudEvents when `Accept`
+//! asks for them (`application/cloudevents+json` for one event, `application/cloudevents-batch+json`
+//! for a range), mapped by [`cloudevents::from_event`].
 
 use axum::{
     Json,
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{
     ApiState,
+    cloudevents::{self, CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON},
     error::{ApiError, ErrorBody},
     json::{self, ApiPath, EventJson, NDJSON},
 };
@@ -34,9 +37,15 @@ use crate::http::{
     params(
         ("stream" = String, Path, description = "The stream"),
         ("id" = u64, Path, description = "The event's id (stream sequence)"),
+        ("Accept" = Option<String>, Header, description = "`application/cloudevents+json` for the event as a CloudEvent"),
     ),
     responses(
-        (status = 200, description = "The event", body = EventJson),
+        (status = 200, description = "The event, or a CloudEvent with `Accept: application/cloudevents+json`",
+            content(
+                (EventJson = "application/json"),
+                (Object = "application/cloudevents+json"),
+            )
+        ),
         (status = 400, description = "A bad stream name or id", body = ErrorBody),
         (status = 401, description = "No or bad credentials (with AUTH_FILE)", body = ErrorBody),
         (status = 403, description = "The client may not read the stream", body = ErrorBody),
@@ -46,12 +55,21 @@ use crate::http::{
 pub async fn get_event(
     State(state): State<ApiState>,
     ApiPath((stream, id)): ApiPath<(String, String)>,
-) -> Result<Json<EventJson>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = id
         .parse::<u64>()
         .map_err(|_| ApiError::invalid("id", "is not a whole number"))?;
     let event = reads::get_event(&state.nats, &stream, id).await?;
-    Ok(Json(event.into()))
+    if json::accepts(&headers, CLOUDEVENTS_JSON) {
+        let mut response = Json(cloudevents::from_event(event, &stream)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(CLOUDEVENTS_JSON),
+        );
+        return Ok(response);
+    }
+    Ok(Json(EventJson::from(event)).into_response())
 }
 
 /// Parses `from`: `start`, `end`, an id, or an RFC 3339 time.
@@ -86,12 +104,15 @@ pub fn pointer(field: &str, value: &str) -> Result<StreamPointer, ApiError> {
         ("from" = Option<String>, Query, description = "`start` (default), `end`, an id, or an RFC 3339 time"),
         ("limit" = Option<u64>, Query, description = "The most events returned"),
         ("subject" = Option<String>, Query, description = "Only events on subjects matching this filter"),
+        ("Accept" = Option<String>, Header, description = "`application/x-ndjson` for NDJSON, `application/cloudevents-batch+json` for a batch of CloudEvents"),
     ),
     responses(
-        (status = 200, description = "The events: a JSON array, or NDJSON with `Accept: application/x-ndjson`",
+        (status = 200, description = "The events: a JSON array, NDJSON with `Accept: application/x-ndjson`, \
+                                      or CloudEvents with `Accept: application/cloudevents-batch+json`",
             content(
                 (Vec<EventJson> = "application/json"),
                 (EventJson = "application/x-ndjson"),
+                (Vec<Object> = "application/cloudevents-batch+json"),
             )
         ),
         (status = 400, description = "A bad parameter", body = ErrorBody),
@@ -132,6 +153,20 @@ pub async fn read_events(
         limit,
     };
     let events = reads::read_events(&state.nats, &spec).await?;
+    if json::accepts(&headers, CLOUDEVENTS_BATCH_JSON) {
+        let stream = spec.stream;
+        let mut response = json_items(
+            events.map(move |event| event.map(|event| cloudevents::from_event(event, &stream))),
+            false,
+            &state.shutdown,
+            "read again from the jetwayid after the last one received",
+        );
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(CLOUDEVENTS_BATCH_JSON),
+        );
+        return Ok(response);
+    }
     Ok(json_items(
         events.map(|event| event.map(EventJson::from)),
         json::wants_ndjson(&headers),

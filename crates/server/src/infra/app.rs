@@ -213,7 +213,7 @@ pub async fn serve(
     let fetcher = Fetcher::start(nats.clone(), limits.fetch, sessions.clone());
     let events_ext = JetwayEvents::service(
         nats.clone(),
-        unnamed,
+        Arc::clone(&unnamed),
         live.clone(),
         Arc::clone(&fetcher),
         sessions.clone(),
@@ -286,6 +286,7 @@ pub async fn serve(
             live,
             fetcher,
             security.access.clone(),
+            unnamed,
             sessions.clone(),
         )),
         limits.http_header_timeout,

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::harness::{Env, RECV_GUARD};
 
 mod admin;
+mod consumers;
 mod kv;
 mod requests;
 mod workers;
@@ -576,6 +577,7 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
             "/v1/publish/{subject}",
             "/v1/request/{subject}",
             "/v1/stores/{store}",
+            "/v1/stores/{store}/history/{key}",
             "/v1/stores/{store}/keys",
             "/v1/stores/{store}/keys/{key}",
             "/v1/stores/{store}/watch",
@@ -668,6 +670,111 @@ async fn cloudevents_in_binary_and_structured_mode_keep_their_attributes() {
     call(addr, "POST", "/v1/publish/orders.ce", &both, "x")
         .await
         .assert_error(400, "INVALID_ARGUMENT", Some("Idempotency-Key"));
+}
+
+#[tokio::test]
+async fn cloudevents_read_back_as_cloudevents_with_their_attributes() {
+    let (_env, addr) = env(Limits::default()).await;
+    // Binary mode: every attribute a `ce-` header, the data's type the Content-Type.
+    let binary = json!({
+        "specversion": "1.0", "id": "evt-b", "source": "/shop", "type": "order.created",
+        "subject": "o-1", "time": "2026-01-02T03:04:05Z", "tenant": "acme",
+        "datacontenttype": "application/json", "data": {"n": 1},
+    });
+    let headers: Vec<(String, String)> = binary
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| *name != "data" && *name != "datacontenttype")
+        .map(|(name, value)| (format!("ce-{name}"), value.as_str().unwrap().to_owned()))
+        .chain([("content-type".to_owned(), "application/json".to_owned())])
+        .collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.ce",
+        &headers,
+        r#"{"n":1}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let structured = json!({
+        "specversion": "1.0", "id": "evt-s", "source": "/shop", "type": "order.paid",
+        "subject": "o-1", "time": "2026-01-02T03:04:06Z", "tenant": "acme",
+        "datacontenttype": "application/octet-stream", "data_base64": "AAH/",
+    });
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.ce",
+        &[("content-type", "application/cloudevents+json")],
+        structured.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let plain = publish(addr, "orders.plain", json!({"p": true})).await;
+    // What was published, plus the event's id in the stream; the plain event by the default mapping.
+    let with_id = |mut event: Value, id: &str| {
+        event["jetwayid"] = json!(id);
+        event
+    };
+    let expected = [
+        with_id(binary, "1"),
+        with_id(structured, "2"),
+        json!({
+            "specversion": "1.0", "id": "3", "source": "/jetway/streams/orders",
+            "type": "orders.plain", "jetwayid": "3",
+            "datacontenttype": "application/json", "data": {"p": true},
+        }),
+    ];
+
+    let one = [("accept", "application/cloudevents+json")];
+    for (id, expected) in expected.iter().enumerate() {
+        let path = format!("/v1/streams/orders/events/{}", id + 1);
+        let reply = call(addr, "GET", &path, &one, Bytes::new()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.headers["content-type"],
+            "application/cloudevents+json"
+        );
+        let mut read = reply.json();
+        if id + 1 == plain as usize {
+            // The time it was stored: a time, not a fixed one.
+            let time = read.as_object_mut().unwrap().remove("time").unwrap();
+            assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
+        }
+        assert_eq!(&read, expected);
+    }
+    let batch = [("accept", "application/cloudevents-batch+json")];
+    let reply = call(
+        addr,
+        "GET",
+        "/v1/streams/orders/events?limit=2",
+        &batch,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers["content-type"],
+        "application/cloudevents-batch+json"
+    );
+    assert_eq!(reply.json(), json!(expected[..2]));
+
+    let path = "/v1/subscribe/orders.ce?stream=orders&format=cloudevents&last_event_id=0";
+    let mut sse = SseReader::open(addr, path, &[]).await;
+    for (id, expected) in expected[..2].iter().enumerate() {
+        let message = sse.next().await.expect("an event");
+        assert_eq!(message.id, Some(id as u64 + 1));
+        assert_eq!(&message.data, expected);
+    }
+    get(addr, "/v1/subscribe/orders.ce?format=xml")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("format"));
 }
 
 #[tokio::test]

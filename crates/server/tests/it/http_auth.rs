@@ -12,7 +12,10 @@ use jetway_api::{
     jetway::events::v1::{
         EnsureConsumerRequest, events_service_client::EventsServiceClient as JwEvents,
     },
-    windshift::events::v1alpha1::events_service_client::EventsServiceClient as WsEvents,
+    windshift::{
+        events::v1alpha1::events_service_client::EventsServiceClient as WsEvents,
+        state::v1alpha1::{self as wss, state_service_client::StateServiceClient as WsState},
+    },
 };
 use jetway_client::dev_certs::CertAndKey;
 use jetway_core::credentials::{secret_hash, token_hash};
@@ -58,7 +61,7 @@ type Route = (
 
 /// One request of each route.
 /// Stream `s-x` captures `s.>`, event 1 exists, consumer `c` works it; streams `s-x-dead` and
-/// `s-x-gone` exist, and `req.s.x` is answered.
+/// `s-x-gone` exist, and `req.s.x` is answered; store `s-x` has key `a/b.c`.
 fn routes() -> Vec<Route> {
     vec![
         (
@@ -154,6 +157,13 @@ fn routes() -> Vec<Route> {
             r#"{"subjects": ["s.>"]}"#,
         ),
         (
+            "PUT /v1/streams/{stream}/consumers/{consumer}",
+            "PUT",
+            "/v1/streams/s-x/consumers/c-x",
+            vec![("content-type", "application/json")],
+            r#"{"subjects": ["s.>"]}"#,
+        ),
+        (
             "POST /v1/streams/{stream}/purge",
             "POST",
             "/v1/streams/s-x/purge",
@@ -236,6 +246,13 @@ fn routes() -> Vec<Route> {
             "/v1/request/req.s.x",
             vec![("content-type", "text/plain")],
             "v",
+        ),
+        (
+            "GET /v1/stores/{store}/history/{key}",
+            "GET",
+            "/v1/stores/s-x/history/a/b.c",
+            vec![],
+            "",
         ),
         ("GET /openapi.json", "GET", "/openapi.json", vec![], ""),
     ]
@@ -332,6 +349,17 @@ async fn every_http_route_refuses_who_may_not_call_it() {
         .await
         .unwrap();
     responder(&env.nats.url(), "req.s.x").await;
+    let mut store = WsState::with_interceptor(env.jetway.channel().await, Auth::bearer(ALL));
+    store
+        .ensure_store(wss::EnsureStoreRequest {
+            store: "s-x".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .set(crate::state::set_request("s-x", "a/b.c", "v"))
+        .await
+        .unwrap();
     let addr = env.jetway.http_addr();
     let cases: Vec<&str> = routes().iter().map(|(key, ..)| *key).collect();
     let table: Vec<&str> = rpcs::RULES

@@ -199,7 +199,7 @@ fn text_of(any: &Any) -> String {
 }
 
 /// An unconditional Set of `key` to `value` in `store`; the [`SetFixture`] steps add conditions.
-fn set_request(store: &str, key: &str, value: &str) -> ws::SetRequest {
+pub(crate) fn set_request(store: &str, key: &str, value: &str) -> ws::SetRequest {
     ws::SetRequest {
         store: store.into(),
         key: key.into(),

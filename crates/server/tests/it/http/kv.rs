@@ -494,3 +494,81 @@ async fn watches_stream_entries_resume_after_a_revision_and_end_at_shutdown() {
         "the stream ends, not cut off"
     );
 }
+
+#[tokio::test]
+async fn a_keys_history_lists_every_entry_oldest_first() {
+    let env = Env::start_with(Limits::default()).await;
+    let addr = env.jetway.http_addr();
+    let reply = call(
+        addr,
+        "PUT",
+        "/v1/stores/config",
+        &[("content-type", "application/json")],
+        json!({"history": 5}).to_string(),
+    )
+    .await;
+    assert!(reply.status.is_success(), "{:?}", reply.body);
+    // A key with a `/`: the history route is not under `/keys/`, so it reads as the key.
+    let key = "app/ui.color";
+    for value in ["red", "blue"] {
+        let path = format!("/v1/stores/config/keys/{key}");
+        let reply = call(addr, "PUT", &path, &[("content-type", "text/plain")], value).await;
+        assert!(reply.status.is_success(), "{:?}", reply.body);
+    }
+    let path = format!("/v1/stores/config/keys/{key}");
+    let reply = call(addr, "DELETE", &path, &[], Bytes::new()).await;
+    assert!(reply.status.is_success(), "{:?}", reply.body);
+
+    let history = get(addr, &format!("/v1/stores/config/history/{key}")).await;
+    assert_eq!(history.status.as_u16(), 200, "{:?}", history.body);
+    let history = history.json();
+    let seen: Vec<(&str, u64, Option<&str>)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["key"], key);
+            (
+                entry["operation"].as_str().unwrap(),
+                entry["revision"].as_u64().unwrap(),
+                entry["data"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("put", 1, Some("red")),
+            ("put", 2, Some("blue")),
+            ("delete", 3, None)
+        ]
+    );
+    let ndjson = call(
+        addr,
+        "GET",
+        &format!("/v1/stores/config/history/{key}"),
+        &[("accept", "application/x-ndjson")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(ndjson.headers["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = std::str::from_utf8(&ndjson.body)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(Value::Array(lines), history);
+
+    get(addr, "/v1/stores/config/history/never.set")
+        .await
+        .assert_error(404, "NOT_FOUND", None);
+    get(addr, "/v1/stores/config/history/bad..key")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("key"));
+    get(addr, "/v1/stores/nowhere/history/a")
+        .await
+        .assert_error(404, "NOT_FOUND", None);
+    get(addr, &format!("/v1/stores/config/history/{key}?limit=1"))
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", Some("limit"));
+}
