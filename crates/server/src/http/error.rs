@@ -102,6 +102,13 @@ impl ApiError {
         ApiError::from(Error::invalid(field, reason))
     }
 
+    /// The same error answered with `status` instead (a more precise status of the HTTP layer,
+    /// such as 415 for a content coding it does not decode).
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -3,18 +3,26 @@
 //! a batch), [`reads`] (a range, one event), [`live`] (SSE), and [`openapi`] (`/openapi.json`). Every failure answers with
 //! [`error`]'s one JSON shape and its one table from error kind to HTTP status.
 //!
+//! Around every route, in [`router`]: [`observe`] (a server span and metrics by route), [`gzip`]
+//! (compressed answers) and, when configured, [`cors`] (browser clients of other origins).
+//!
 //! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
 //! connection cap and header timeout as the other ports.
 
+pub mod cors;
 pub mod error;
+pub mod gzip;
 pub mod json;
 pub mod live;
+pub mod observe;
 pub mod openapi;
 pub mod publish;
 pub mod reads;
 
+use std::sync::Arc;
+
 use axum::{
-    Router,
+    Router, middleware,
     routing::{get, post},
 };
 use jetway_core::{Nats, live::LiveFeeds, publish::Publisher};
@@ -32,6 +40,8 @@ pub struct ApiState {
     shutdown: CancellationToken,
     /// `HTTP_MAX_BODY_BYTES`.
     max_body: usize,
+    /// `HTTP_CORS_*`; the CORS layer is installed only when it allows some origin.
+    cors: Option<Arc<cors::Cors>>,
 }
 
 impl ApiState {
@@ -49,7 +59,14 @@ impl ApiState {
             nats,
             shutdown,
             max_body: limits.http_max_body_bytes,
+            cors: None,
         }
+    }
+
+    /// The same API, answering browsers of the origins `cors` allows.
+    pub fn with_cors(mut self, cors: cors::Cors) -> ApiState {
+        self.cors = cors.enabled().then(|| Arc::new(cors));
+        self
     }
 }
 
@@ -64,10 +81,21 @@ pub fn router(state: ApiState) -> Router {
     // Request/reply (`POST /v1/request/{subject}`) joins `v1` here once core has it, and
     // authentication and permissions wrap `v1` as one `route_layer`, so every route is checked
     // the same way and unknown paths still answer 404.
-    Router::new()
+    let cors = state.cors.clone();
+    let api = Router::new()
         .route("/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
-        .with_state(state)
+        .with_state(state);
+    // Every layer of the API is added here, innermost first; `Router::layer` runs them after
+    // routing, so they see the matched route's template.
+    let api = match cors {
+        Some(cors) => api.layer(middleware::from_fn(move |request, next| {
+            cors::apply(Arc::clone(&cors), request, next)
+        })),
+        None => api,
+    };
+    api.layer(middleware::from_fn(gzip::compress))
+        .layer(middleware::from_fn(observe::observe))
 }

@@ -1,5 +1,5 @@
 //! Process-wide telemetry: logs to stderr, OpenTelemetry traces exported over OTLP/gRPC, W3C trace
-//! context on gRPC calls, and the Prometheus registry behind `/metrics`.
+//! context on gRPC calls and HTTP API requests, and the Prometheus registry behind `/metrics`.
 //!
 //! Logs are JSON lines, or human-readable text in development. Traces are exported only when an
 //! OTLP endpoint is configured; export runs on the SDK's own thread through a bounded queue, so an
@@ -274,6 +274,14 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
                 &REQUEST_BUCKETS,
             )
             .expect("the bucket list is not empty")
+            // HTTP API calls include requests, which wait as long as gRPC's do.
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    crate::http::observe::REQUEST_DURATION.to_owned(),
+                ),
+                &REQUEST_BUCKETS,
+            )
+            .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
@@ -299,14 +307,19 @@ pub fn grpc_span(request: &http::Request<()>) -> Span {
         rpc.service = service,
         rpc.method = method,
     );
-    if request.headers().contains_key("traceparent") {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&Headers(request.headers()))
-        });
+    continue_remote_trace(&span, request.headers());
+    span
+}
+
+/// Makes `span`, a server span, the child of the caller's W3C trace context in `headers`, if they
+/// carry one. The gRPC and the HTTP API's server spans both start here.
+pub fn continue_remote_trace(span: &Span, headers: &http::HeaderMap) {
+    if headers.contains_key("traceparent") {
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
         // Fails only when no OpenTelemetry layer is installed; then the span is not recorded.
         span.set_parent(parent).ok();
     }
-    span
 }
 
 /// W3C headers read from an HTTP request.
