@@ -46,13 +46,20 @@ const CHUNK: usize = 16 * 1024;
 pub async fn compress(request: Request, next: Next) -> Response {
     let accepts = request.method() != Method::HEAD && accepts_gzip(request.headers());
     let mut response = next.run(request).await;
-    if !accepts || !worth_compressing(&response) {
+    if !worth_compressing(&response) {
+        return response;
+    }
+    // Compressed or not, this answer depends on `Accept-Encoding`: a cache must not give the
+    // plain one to a client that takes gzip, nor the reverse.
+    response
+        .headers_mut()
+        .append(VARY, HeaderValue::from_static("accept-encoding"));
+    if !accepts {
         return response;
     }
     let headers = response.headers_mut();
     headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     headers.remove(CONTENT_LENGTH);
-    headers.append(VARY, HeaderValue::from_static("accept-encoding"));
     response.map(|body| Body::new(GzipBody::new(body)))
 }
 

@@ -936,6 +936,10 @@ async fn answers_are_gzipped_for_clients_that_take_gzip() {
         )
         .await;
         assert!(!plain.headers.contains_key("content-encoding"));
+        assert_eq!(
+            plain.headers["vary"], "accept-encoding",
+            "either answer may be cached"
+        );
         let zipped = call(
             addr,
             "GET",
