@@ -10,6 +10,7 @@
 //! and idle subscriptions (see [`growth`]). See docs/benchmarks.md for the method.
 
 mod growth;
+mod http;
 mod plot;
 mod report;
 mod scenarios;
@@ -35,6 +36,10 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + S
 
 /// The most requests Jetway's PublishStream reads ahead of its answers.
 const SERVER_WINDOW: usize = 1024;
+/// G2's live subscribers.
+const G2_SUBSCRIBERS: usize = 100;
+/// G2's publish rate: each event goes to every subscriber, so 200/s is 20,000 deliveries/s.
+const G2_RATE: f64 = 200.0;
 /// The order of the rounds of a scenario.
 const ORDER: [Path; 4] = [Path::Direct, Path::Jetway, Path::Jetway, Path::Direct];
 
@@ -251,6 +256,7 @@ async fn start(args: &Args, growth: bool) -> Result<(Servers, Bench)> {
         nats_pid: servers.nats_pid,
         warmup: if args.quick { 20 } else { 200 },
         jetway_url: servers.jetway_url.clone(),
+        http_addr: servers.jetway_http,
     };
     Ok((servers, bench))
 }
@@ -585,6 +591,50 @@ async fn full(
                 Some(j),
             ));
         }
+    }
+    // The HTTP API beside gRPC: G1 is judged against P2's gRPC rate of the same run.
+    if selected(args, "G1") {
+        let c = args.concurrency;
+        let (d, j) = alternate("G1", args.repeat, |path| {
+            bench.http_publish(path, c, amount)
+        })
+        .await?;
+        let mut g1 = Scenario::new(
+            "G1",
+            format!("HTTP API publish, {c} keep-alive connections"),
+            Some(d),
+            Some(j),
+        );
+        let grpc = results
+            .iter()
+            .find(|scenario| scenario.id == "P2")
+            .and_then(|p2| p2.jetway.as_ref()?.msgs_per_s);
+        if let (Some(grpc), Some(http)) = (grpc, g1.jetway.as_ref().and_then(|j| j.msgs_per_s)) {
+            g1.extra
+                .insert("p2_jetway_msgs_per_s".into(), json!(grpc.round()));
+            g1.extra
+                .insert("ratio_to_p2".into(), json!(stats::round2(http / grpc)));
+        }
+        results.push(g1);
+    }
+    if selected(args, "G2") {
+        let (subscribers, rate) = (G2_SUBSCRIBERS, G2_RATE);
+        let duration = amount.as_duration(rate);
+        let (d, j) = alternate("G2", args.repeat, |path| {
+            bench.fan_out(path, subscribers, rate, duration)
+        })
+        .await?;
+        let mut g2 = Scenario::new(
+            "G2",
+            format!(
+                "live fan-out to {subscribers} subscribers: SSE (jetway) against gRPC Subscribe (direct column)"
+            ),
+            Some(d),
+            Some(j),
+        );
+        g2.extra.insert("subscribers".into(), json!(subscribers));
+        g2.extra.insert("rate_msgs_per_s".into(), json!(rate));
+        results.push(g2);
     }
     if selected(args, "P2s") {
         let c = args.concurrency;

@@ -105,6 +105,10 @@ pub(crate) fn evaluate(scenarios: &mut [Scenario]) {
             "P2" => ratio_goal(0.50),
             "P2s" => ratio_goal(0.80),
             "C1" => ratio_goal(0.85),
+            "G1" => number(scenario, "ratio_to_p2").map(|ratio| Goal {
+                target: "HTTP publish >= 0.80x P2's gRPC PublishEvent".into(),
+                met: ratio >= 0.80,
+            }),
             "P3" => latency_goal(scenario, &[(0.5, h0_p50, 30.0), (0.99, h0_p99, 150.0)]),
             "P3s" => unary_p50
                 .zip(scenario.jetway.as_ref().and_then(|j| j.percentile_us(0.5)))

@@ -1,7 +1,8 @@
 //! The measurements. Each runs on one of two paths against the same nats-server:
 //!
 //! - **direct**: async-nats, as an application that talks to JetStream itself;
-//! - **Jetway**: gRPC to jetway-server, which talks to JetStream.
+//! - **Jetway**: gRPC to jetway-server, which talks to JetStream (the HTTP API's scenarios are in
+//!   `http`).
 //!
 //! Both store the same message: the same body and the same Windshift headers (`WS-Data-Type`,
 //! `WS-Published-Time`), so the difference is the gRPC hop and nothing else. Every round starts on a
@@ -60,7 +61,7 @@ use crate::{
 };
 
 /// The stream every round recreates.
-const STREAM: &str = "BENCH";
+pub(crate) const STREAM: &str = "BENCH";
 /// The subject every event goes to.
 pub(crate) const SUBJECT: &str = "bench.events";
 /// The message type the events claim to be (`WS-Data-Type`).
@@ -201,17 +202,19 @@ pub(crate) struct Bench {
     pub warmup: u64,
     /// Jetway's URL, for the extra connections of M1.
     pub jetway_url: String,
+    /// The HTTP API's address (G1, G2), when the bench started jetway-server.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// CPU times at the start of a round.
-struct Mark {
+pub(crate) struct Mark {
     client: Option<Duration>,
     jetway: Option<Duration>,
     nats: Option<Duration>,
 }
 
 impl Bench {
-    fn mark(&self) -> Mark {
+    pub(crate) fn mark(&self) -> Mark {
         Mark {
             client: cpu_time(std::process::id()),
             jetway: self.jetway_pid.and_then(cpu_time),
@@ -220,7 +223,7 @@ impl Bench {
     }
 
     /// CPU used since `mark`; `None` when a process could not be read.
-    fn since(&self, mark: &Mark, path: Path) -> Option<Cpu> {
+    pub(crate) fn since(&self, mark: &Mark, path: Path) -> Option<Cpu> {
         let now = self.mark();
         let delta = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
         Some(Cpu {
@@ -1056,7 +1059,7 @@ enum Requester {
     ),
 }
 
-fn payload(size: usize) -> Bytes {
+pub(crate) fn payload(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
 }
 
@@ -1097,7 +1100,7 @@ fn set_request(key: &str, body: &Bytes) -> SetRequest {
     }
 }
 
-fn throughput(events: u64, elapsed: Duration, cpu: Option<Cpu>) -> Round {
+pub(crate) fn throughput(events: u64, elapsed: Duration, cpu: Option<Cpu>) -> Round {
     Round {
         measure: Measure::Throughput { events, elapsed },
         events,
@@ -1105,7 +1108,7 @@ fn throughput(events: u64, elapsed: Duration, cpu: Option<Cpu>) -> Round {
     }
 }
 
-fn latency(histogram: Histogram<u64>, events: u64, cpu: Option<Cpu>) -> Round {
+pub(crate) fn latency(histogram: Histogram<u64>, events: u64, cpu: Option<Cpu>) -> Round {
     Round {
         measure: Measure::Latency(histogram),
         events,
@@ -1125,7 +1128,7 @@ async fn check(mut health: HealthClient<Transport>) -> Result<()> {
 
 /// Runs `concurrency` callers until `amount` is done; each starts its next operation (given the
 /// operation's number) when its last one has ended. Returns the operations done and the time taken.
-async fn concurrent<F, Fut>(
+pub(crate) async fn concurrent<F, Fut>(
     concurrency: usize,
     amount: Amount,
     operation: F,

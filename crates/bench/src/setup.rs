@@ -26,6 +26,8 @@ pub(crate) struct Servers {
     pub nats_url: String,
     /// The Jetway URL (`http://host:port`).
     pub jetway_url: String,
+    /// The address of its HTTP API, when the bench started it.
+    pub jetway_http: Option<std::net::SocketAddr>,
     /// nats-server's process id, when the bench started it.
     pub nats_pid: Option<u32>,
     /// jetway-server's process id, when the bench started it.
@@ -73,8 +75,12 @@ impl Servers {
             (None, None, nats) => nats.as_ref().expect("started").url(),
         };
         let nats_pid = nats.as_ref().and_then(NatsServer::pid);
+        let jetway_http;
         let (jetway, jetway_url, jetway_tls) = match jetway_url {
-            Some(url) => (None, url, None),
+            Some(url) => {
+                jetway_http = None;
+                (None, url, None)
+            }
             None if growth => {
                 let process = JetwayProcess::start(
                     &nats_url,
@@ -85,11 +91,13 @@ impl Servers {
                     ],
                 )?;
                 let url = format!("http://{}", process.grpc_addr);
+                jetway_http = process.http_addr.parse().ok();
                 (Some(process), url, None)
             }
             None => {
                 let process = JetwayProcess::start(&nats_url, max_pending, &[])?;
                 let url = format!("http://{}", process.grpc_addr);
+                jetway_http = process.http_addr.parse().ok();
                 (
                     Some(process),
                     url,
@@ -100,6 +108,7 @@ impl Servers {
         Ok(Servers {
             nats_url,
             jetway_url,
+            jetway_http,
             nats_pid,
             jetway_pid: jetway.as_ref().map(|j| j.child.id()),
             jetway_tls,
@@ -167,6 +176,7 @@ impl TlsJetway {
 struct JetwayProcess {
     child: Child,
     grpc_addr: String,
+    http_addr: String,
 }
 
 impl JetwayProcess {
@@ -217,7 +227,11 @@ impl JetwayProcess {
             }
         });
         match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(Ok(grpc_addr)) => Ok(JetwayProcess { child, grpc_addr }),
+            Ok(Ok((grpc_addr, http_addr))) => Ok(JetwayProcess {
+                child,
+                grpc_addr,
+                http_addr,
+            }),
             Ok(Err(log)) => {
                 child.wait().ok();
                 Err(format!("jetway-server exited before serving:\n{log}").into())
@@ -258,13 +272,14 @@ fn server_binary() -> Result<PathBuf> {
     }
 }
 
-/// The gRPC address of the server's JSON `serving` log line.
-fn serving_address(line: &str) -> Option<String> {
+/// The gRPC and HTTP API addresses of the server's JSON `serving` log line.
+fn serving_address(line: &str) -> Option<(String, String)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     if value.get("message")?.as_str()? != "serving" {
         return None;
     }
-    Some(value.get("grpc_addr")?.as_str()?.to_owned())
+    let addr = |name: &str| Some(value.get(name)?.as_str()?.to_owned());
+    Some((addr("grpc_addr")?, addr("http_addr")?))
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -337,8 +352,11 @@ mod tests {
 
     #[test]
     fn finds_the_serving_line() {
-        let line = r#"{"timestamp":"t","level":"INFO","message":"serving","grpc_addr":"127.0.0.1:4100","health_addr":"127.0.0.1:4101","target":"jetway_server::app"}"#;
-        assert_eq!(serving_address(line).as_deref(), Some("127.0.0.1:4100"));
+        let line = r#"{"timestamp":"t","level":"INFO","message":"serving","grpc_addr":"127.0.0.1:4100","health_addr":"127.0.0.1:4101","http_addr":"127.0.0.1:4102","target":"jetway_server::app"}"#;
+        assert_eq!(
+            serving_address(line),
+            Some(("127.0.0.1:4100".to_owned(), "127.0.0.1:4102".to_owned()))
+        );
         assert_eq!(
             serving_address(r#"{"message":"NATS client started"}"#),
             None

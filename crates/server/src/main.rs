@@ -151,7 +151,17 @@ async fn serve(
     let listeners = Listeners::bind(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app::serve(nats, listeners, config.limits, security, tls, shutdown).await?;
+    let cors = config.http_cors.clone();
+    app::serve(
+        nats,
+        listeners,
+        config.limits,
+        security,
+        tls,
+        cors,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 

@@ -27,6 +27,7 @@ use tonic_health::pb::{
 use crate::{
     app::{self, Listeners, Security},
     config::Limits,
+    http::cors::Cors,
     infra::tls::ServerTls,
 };
 
@@ -41,10 +42,8 @@ pub struct TestServer {
     /// it and killed with the last of them; `None` when it serves in front of the test's own.
     nats: Option<Arc<NatsServer>>,
     nats_url: String,
-    nats_security: NatsSecurity,
-    limits: Limits,
-    security: Security,
-    tls: Option<TestTls>,
+    /// The options it was started with; a replica and a restart reuse them.
+    options: TestServerBuilder,
     grpc_addr: SocketAddr,
     health_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -60,6 +59,7 @@ pub struct TestServerBuilder {
     limits: Limits,
     security: Security,
     tls: Option<TestTls>,
+    cors: Cors,
 }
 
 /// The server's TLS, and how the harness's own clients connect to it.
@@ -93,10 +93,7 @@ impl TestServer {
         TestServer::serve(
             self.nats.clone(),
             self.nats_url.clone(),
-            self.nats_security.clone(),
-            self.limits,
-            self.security.clone(),
-            self.tls.clone(),
+            self.options.clone(),
             free_listeners().await,
         )
         .await
@@ -105,10 +102,7 @@ impl TestServer {
     async fn serve(
         nats: Option<Arc<NatsServer>>,
         nats_url: String,
-        nats_security: NatsSecurity,
-        limits: Limits,
-        security: Security,
-        tls: Option<TestTls>,
+        options: TestServerBuilder,
         listeners: Listeners,
     ) -> TestServer {
         let grpc_addr = listeners.grpc.local_addr().expect("the gRPC port");
@@ -117,10 +111,7 @@ impl TestServer {
         let mut server = TestServer {
             nats,
             nats_url,
-            nats_security,
-            limits,
-            security,
-            tls,
+            options,
             grpc_addr,
             health_addr,
             http_addr,
@@ -136,17 +127,18 @@ impl TestServer {
             url: self.nats_url.clone(),
             name: "jetway-test".into(),
             publish_max_pending: 256,
-            security: self.nats_security.clone(),
+            security: self.options.nats_security.clone(),
         };
         let nats = Nats::connect(&settings).await.expect("connect to nats");
         let shutdown = CancellationToken::new();
-        let tls = self.tls.as_ref().map(|tls| tls.server.clone());
+        let tls = self.options.tls.as_ref().map(|tls| tls.server.clone());
         let task = tokio::spawn(app::serve(
             nats,
             listeners,
-            self.limits,
-            self.security.clone(),
+            self.options.limits,
+            self.options.security.clone(),
             tls,
+            self.options.cors.clone(),
             shutdown.clone(),
         ));
         self.running = Some(Running { shutdown, task });
@@ -156,7 +148,11 @@ impl TestServer {
     /// The gRPC URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS). Unchanged across a
     /// restart.
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.grpc_addr)
     }
 
@@ -202,7 +198,7 @@ impl TestServer {
 
     fn endpoint(&self) -> tonic::transport::Endpoint {
         let endpoint = Channel::from_shared(self.url()).expect("a valid URL");
-        match &self.tls {
+        match &self.options.tls {
             None => endpoint,
             Some(tls) => endpoint
                 .tls_config(tls.client.clone())
@@ -294,6 +290,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Answers browsers of the origins `cors` allows on the HTTP API (by default none, as without
+    /// `HTTP_CORS_ALLOWED_ORIGINS`).
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = cors;
+        self
+    }
+
     /// Serves both ports over `server`'s TLS; the harness's own clients (readiness,
     /// [`TestServer::channel`]) connect with `client`.
     pub fn tls(mut self, server: ServerTls, client: ClientTlsConfig) -> Self {
@@ -303,7 +306,7 @@ impl TestServerBuilder {
 
     /// Starts the server on free loopback ports and returns once it reports SERVING.
     pub async fn start(self) -> TestServer {
-        let (nats, nats_url) = match self.nats_url {
+        let (nats, nats_url) = match self.nats_url.clone() {
             Some(url) => (None, url),
             None => {
                 let nats = NatsServer::start();
@@ -311,16 +314,7 @@ impl TestServerBuilder {
                 (Some(Arc::new(nats)), url)
             }
         };
-        TestServer::serve(
-            nats,
-            nats_url,
-            self.nats_security,
-            self.limits,
-            self.security,
-            self.tls,
-            free_listeners().await,
-        )
-        .await
+        TestServer::serve(nats, nats_url, self, free_listeners().await).await
     }
 }
 

@@ -203,6 +203,7 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
     let fetched = fetch_and_read(&mut env, id).await;
     let streamed = publish_stream(&mut env).await;
     let processed = request_reply(&env).await;
+    let http_published = http_publish(&env).await;
 
     let trace = unhex(trace_id);
     let find = |name: &'static str, trace: Vec<u8>| {
@@ -296,6 +297,7 @@ async fn one_trace_runs_from_the_publisher_to_the_consumer() {
         "jetway.requests.v1.RequestService/RequestStream",
     )
     .await;
+    an_http_publish_continues_the_callers_trace(&receiver, http_published).await;
 
     telemetry.shutdown().await;
 }
@@ -641,5 +643,110 @@ async fn one_trace_runs_from_the_requester_to_the_processor(
         processed,
         Some(format!("00-{trace_id}-{}-01", hex(&process.span_id))),
         "the processor continues the processing span"
+    );
+}
+
+/// The trace id and parent span id an HTTP API publish carries.
+const HTTP_TRACE: (&str, &str) = ("7bf92f3577b34da6a3ce929d0e0e4739", "30f067aa0ba902ba");
+
+/// Sends one HTTP/1.1 request to the HTTP API and returns its status and body.
+async fn http_call(
+    env: &Env,
+    method: &str,
+    path: &str,
+    traceparent: Option<&str>,
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(env.jetway.http_addr())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(Full::new(bytes::Bytes::from("traced")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Publishes over the HTTP API with `HTTP_TRACE`'s context; returns the event id and the trace
+/// context a read gives it back with.
+async fn http_publish(env: &Env) -> (u64, String) {
+    let (trace_id, client_span_id) = HTTP_TRACE;
+    let parent = format!("00-{trace_id}-{client_span_id}-01");
+    let (status, body) = http_call(env, "POST", "/v1/publish/orders.http", Some(&parent)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let (status, body) =
+        http_call(env, "GET", &format!("/v1/streams/orders/events/{id}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let stored = serde_json::from_str::<serde_json::Value>(&body).unwrap()["trace_parent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, stored)
+}
+
+/// Issue 21 #5: an HTTP API request has a server span, child of the caller's `traceparent` and
+/// named by its route, and the event it publishes continues that trace, as over gRPC.
+async fn an_http_publish_continues_the_callers_trace(
+    receiver: &Receiver,
+    published: (u64, String),
+) {
+    let (trace_id, client_span_id) = HTTP_TRACE;
+    let trace = unhex(trace_id);
+    let (id, stored) = published;
+    let server = eventually("the HTTP server span", || {
+        let found = receiver.find("POST /v1/publish/{subject}", &trace);
+        async move { found }
+    })
+    .await
+    .1;
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&server.parent_span_id), client_span_id);
+    assert_eq!(
+        string_attribute(&server.attributes, "http.route").as_deref(),
+        Some("/v1/publish/{subject}")
+    );
+    assert_eq!(
+        string_attribute(&server.attributes, "http.response.status_code").as_deref(),
+        Some("201")
+    );
+    let producer = eventually("the HTTP publish's producer span", || {
+        let spans = receiver.find_all(
+            "orders.http publish",
+            &trace,
+            "messaging.message.id",
+            &id.to_string(),
+        );
+        async move { spans.into_iter().next() }
+    })
+    .await;
+    assert_eq!(
+        producer.parent_span_id, server.span_id,
+        "the publish span is the request's child"
+    );
+    assert_eq!(
+        stored,
+        format!("00-{trace_id}-{}-01", hex(&producer.span_id)),
+        "the event stores the caller's trace"
     );
 }

@@ -114,8 +114,9 @@ impl ApiError {
         ApiError::from(Error::invalid(field, reason))
     }
 
-    /// The same error answered with `status`, for a route whose HTTP semantics call for another
-    /// status than the table's (a failed `If-Match` is 412, not 409).
+    /// The same error answered with `status` instead, for a route whose HTTP semantics call for
+    /// another status than the table's (a failed `If-Match` is 412, not 409; a content coding the
+    /// HTTP layer does not decode is 415).
     pub fn with_status(mut self, status: StatusCode) -> ApiError {
         self.status = status;
         self

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use jetway_core::format::{Event, format_time};
 use serde::Serialize;
 
-use crate::http::error::ApiError;
+use crate::http::{error::ApiError, gzip};
 
 /// The path's parameters, as axum's `Path` reads them, but a path that does not decode (invalid
 /// percent-encoding or UTF-8) is the API's 400 naming `path`, not axum's plain-text rejection.
@@ -159,7 +159,8 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
 }
 
 /// Reads the whole body, up to `limit` bytes; a larger one is 413 naming `HTTP_MAX_BODY_BYTES`.
-/// The declared length is checked first, so a body announced too large is refused unread.
+/// The declared length is checked first, so a body announced too large is refused unread. A body
+/// sent with `Content-Encoding: gzip` is decompressed, within the same limit ([`gzip::decode`]).
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -192,7 +193,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             read.extend_from_slice(&data);
         }
     }
-    Ok(read.freeze())
+    gzip::decode(headers, read.freeze(), limit, too_large)
 }
 
 /// The query string's parameters; one given twice is 400.

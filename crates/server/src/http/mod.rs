@@ -7,6 +7,9 @@
 //! [`auth`] checks every route against `AUTH_FILE` and the one permission table, as gRPC's calls
 //! are.
 //!
+//! Around every route, in [`router`]: [`observe`] (a server span and metrics by route), [`gzip`]
+//! (compressed answers) and, when configured, [`cors`] (browser clients of other origins).
+//!
 //! The port's connections are served by [`crate::infra::transport::serve_api`], with the same
 //! connection cap and header timeout as the other ports.
 
@@ -14,23 +17,26 @@ pub mod admin;
 pub mod auth;
 pub mod cloudevents;
 pub mod consumers;
+pub mod cors;
 pub mod error;
 pub mod fields;
+pub mod gzip;
 pub mod json;
 pub mod kv;
 pub mod live;
+pub mod observe;
 pub mod openapi;
 pub mod publish;
 pub mod reads;
 pub mod requests;
 pub mod workers;
 
+use std::sync::Arc;
+
 use axum::{
     Router, middleware,
     routing::{get, post, put},
 };
-use std::sync::Arc;
-
 use jetway_core::{
     Nats, consumers::UnnamedLimit, fetch::Fetcher, live::LiveFeeds, publish::Publisher,
     requests::Requester,
@@ -58,6 +64,8 @@ pub struct ApiState {
     /// The cap on unnamed consumers, shared with gRPC's EnsureConsumers (HTTP declares only named
     /// ones, so it is never reached from here; core's one call takes it).
     unnamed: Arc<UnnamedLimit>,
+    /// `HTTP_CORS_*`; the CORS layer is installed only when it allows some origin.
+    cors: Option<Arc<cors::Cors>>,
 }
 
 impl ApiState {
@@ -84,7 +92,14 @@ impl ApiState {
             max_body: limits.http_max_body_bytes,
             access,
             unnamed,
+            cors: None,
         }
+    }
+
+    /// The same API, answering browsers of the origins `cors` allows.
+    pub fn with_cors(mut self, cors: cors::Cors) -> ApiState {
+        self.cors = cors.enabled().then(|| Arc::new(cors));
+        self
     }
 }
 
@@ -133,7 +148,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(workers::routes());
     // Every route needs its line in `auth::rpcs::RULES` (a route without one is refused to every
     // client when `AUTH_FILE` is set).
-    Router::new()
+    let cors = state.cors.clone();
+    let api = Router::new()
         .route("/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
         // After every route: a `route_layer` wraps the routes added before it, and only those,
@@ -144,5 +160,15 @@ pub fn router(state: ApiState) -> Router {
         ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
-        .with_state(state)
+        .with_state(state);
+    // Every layer of the API is added here, innermost first; `Router::layer` runs them after
+    // routing, so they see the matched route's template.
+    let api = match cors {
+        Some(cors) => api.layer(middleware::from_fn(move |request, next| {
+            cors::apply(Arc::clone(&cors), request, next)
+        })),
+        None => api,
+    };
+    api.layer(middleware::from_fn(gzip::compress))
+        .layer(middleware::from_fn(observe::observe))
 }

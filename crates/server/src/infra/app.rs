@@ -29,7 +29,7 @@ use crate::{
         admin::Admin, events::JetwayEvents, panic::CatchPanicLayer, requests::Requests,
         state::JetwayState, windshift_events::WindshiftEvents, windshift_state::WindshiftState,
     },
-    http,
+    http::{self, cors::Cors},
     infra::{
         config::{Config, Limits},
         health, telemetry,
@@ -144,13 +144,15 @@ pub enum ServeError {
 }
 
 /// Serves until `shutdown` is cancelled, then shuts down gracefully (see the module docs), within
-/// `limits`, to the clients `security` allows; with `tls`, both listeners speak TLS.
+/// `limits`, to the clients `security` allows; with `tls`, both listeners speak TLS; the HTTP API
+/// answers browsers of the origins `cors` allows.
 pub async fn serve(
     nats: Nats,
     listeners: Listeners,
     limits: Limits,
     security: Security,
     tls: Option<ServerTls>,
+    cors: Cors,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     // Installed before anything records, so no early metric is lost.
@@ -280,15 +282,18 @@ pub async fn serve(
             "HTTP_MAX_CONNECTIONS",
             "http",
         ),
-        http::router(http::ApiState::new(
-            nats.clone(),
-            &limits,
-            live,
-            fetcher,
-            security.access.clone(),
-            unnamed,
-            sessions.clone(),
-        )),
+        http::router(
+            http::ApiState::new(
+                nats.clone(),
+                &limits,
+                live,
+                fetcher,
+                security.access.clone(),
+                unnamed,
+                sessions.clone(),
+            )
+            .with_cors(cors),
+        ),
         limits.http_header_timeout,
         tls.clone(),
         shutdown.clone(),

@@ -28,6 +28,8 @@ use jetway_core::{
 };
 use tracing_subscriber::EnvFilter;
 
+use crate::http::cors::{AllowedOrigins, Cors};
+
 /// async-nats logs every connection event at info, which Jetway already logs in its own words.
 const DEFAULT_LOG_FILTER: &str = "info,async_nats=warn";
 /// The range of `NATS_STOP_TIMEOUT`: long enough for a store to close, short enough that a hung
@@ -294,6 +296,24 @@ pub const VARIABLES: &[Variable] = &[
                 _ => Err("is not a whole number of bytes, at least 1024".to_owned()),
             }
         }),
+    ),
+    Variable::new(
+        "HTTP_CORS_ALLOWED_ORIGINS",
+        DefaultValue::Absent("unset: no CORS headers"),
+        "Web origins whose pages may call the HTTP API from a browser (CORS), comma-separated, \
+         each `scheme://host[:port]` as browsers send it (`https://app.example.com,\
+         http://localhost:3000`), or `*` for any. Their preflights are answered with every \
+         method and the headers asked for (`authorization`, `Jetway-Header-*`, `ce-*`...); a \
+         preflight from another origin gets 403. Unset, no CORS header is sent and browsers keep \
+         other origins' pages from reading the answers.",
+        field!(http_cors.origins, AllowedOrigins::parse),
+    ),
+    Variable::new(
+        "HTTP_CORS_MAX_AGE",
+        DefaultValue::Value("10m"),
+        "How long a browser may reuse a CORS preflight answer (`Access-Control-Max-Age`, in whole \
+         seconds; browsers cap it, Chromium at 2 hours).",
+        field!(http_cors.max_age, parse_timeout),
     ),
     Variable::new(
         "TLS_CERT_FILE",
@@ -733,6 +753,9 @@ pub struct Config {
     pub health_port: u16,
     /// `HTTP_PORT`: TCP port of the HTTP/JSON API listener.
     pub http_port: u16,
+    /// `HTTP_CORS_ALLOWED_ORIGINS` and `HTTP_CORS_MAX_AGE`: the browser origins that may call the
+    /// HTTP API.
+    pub http_cors: Cors,
     /// `LISTEN_HOST`: IP address every listener binds to.
     pub listen_host: IpAddr,
     /// `AUTH_FILE`: the clients file; `None` turns authentication off.
@@ -1066,6 +1089,10 @@ impl Config {
             grpc_port: 0,
             health_port: 0,
             http_port: 0,
+            http_cors: Cors {
+                origins: AllowedOrigins::None,
+                max_age: Duration::ZERO,
+            },
             listen_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             auth_file: None,
             grpc_reflection: false,
@@ -1162,7 +1189,16 @@ macro_rules! summary_by_display {
         })*
     };
 }
-summary_by_display!(u16, u32, usize, bool, String, IpAddr, SyncInterval);
+summary_by_display!(
+    u16,
+    u32,
+    usize,
+    bool,
+    String,
+    IpAddr,
+    SyncInterval,
+    AllowedOrigins
+);
 
 impl Summary for Duration {
     fn summary(&self) -> String {
@@ -1541,6 +1577,8 @@ mod tests {
         assert_eq!(limits.grpc_max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(limits.health_max_connections, 64);
         assert_eq!(limits.health_header_timeout, Duration::from_secs(10));
+        assert_eq!(config.http_cors.origins, AllowedOrigins::None);
+        assert_eq!(config.http_cors.max_age, Duration::from_secs(600));
     }
 
     #[test]
@@ -1723,6 +1761,11 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "4"),
             ("HTTP_HEADER_TIMEOUT", "2s"),
             ("HTTP_MAX_BODY_BYTES", "2048"),
+            (
+                "HTTP_CORS_ALLOWED_ORIGINS",
+                "https://app.example.com, http://localhost:3000",
+            ),
+            ("HTTP_CORS_MAX_AGE", "1h"),
             ("REQUEST_DEFAULT_TIMEOUT", "2s"),
             ("REQUEST_MAX_TIMEOUT", "30s"),
             ("REQUEST_STREAM_MAX_IN_FLIGHT", "7"),
@@ -1745,6 +1788,13 @@ mod tests {
                 grpc_port: 9090,
                 health_port: 9091,
                 http_port: 9092,
+                http_cors: Cors {
+                    origins: AllowedOrigins::List(vec![
+                        "https://app.example.com".to_owned(),
+                        "http://localhost:3000".to_owned(),
+                    ]),
+                    max_age: Duration::from_secs(3600),
+                },
                 listen_host: "::1".parse().unwrap(),
                 auth_file: Some(PathBuf::from("/etc/jetway/clients.json")),
                 grpc_reflection: false,
@@ -1935,6 +1985,11 @@ mod tests {
                 "NATS_LOCAL_PORT",
                 "4222a",
                 r#"NATS_LOCAL_PORT="4222a" is not a port number (0-65535)"#,
+            ),
+            (
+                "HTTP_CORS_ALLOWED_ORIGINS",
+                "https://a.example/",
+                r#"HTTP_CORS_ALLOWED_ORIGINS="https://a.example/" "https://a.example/" is not an origin"#,
             ),
             (
                 "LISTEN_HOST",

@@ -1,5 +1,5 @@
 //! Process-wide telemetry: logs to stderr, OpenTelemetry traces exported over OTLP/gRPC, W3C trace
-//! context on gRPC calls, and the Prometheus registry behind `/metrics`.
+//! context on gRPC calls and HTTP API requests, and the Prometheus registry behind `/metrics`.
 //!
 //! Logs are JSON lines, or human-readable text in development. Traces are exported only when an
 //! OTLP endpoint is configured; export runs on the SDK's own thread through a bounded queue, so an
@@ -274,6 +274,14 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
                 &REQUEST_BUCKETS,
             )
             .expect("the bucket list is not empty")
+            // HTTP API calls include requests, which wait as long as gRPC's do.
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    crate::http::observe::REQUEST_DURATION.to_owned(),
+                ),
+                &REQUEST_BUCKETS,
+            )
+            .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
@@ -286,10 +294,16 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 /// The server span of one gRPC call, child of the caller's W3C context in the request headers.
 pub fn grpc_span(request: &http::Request<()>) -> Span {
     let span = call_span(request.uri().path());
-    if request.headers().contains_key("traceparent") {
-        adopt(&span, &Headers(request.headers()));
-    }
+    continue_remote_trace(&span, request.headers());
     span
+}
+
+/// Makes `span`, a server span, the child of the caller's W3C trace context in `headers`, if they
+/// carry one. The gRPC and the HTTP API's server spans both start here.
+pub fn continue_remote_trace(span: &Span, headers: &http::HeaderMap) {
+    if headers.contains_key("traceparent") {
+        adopt(span, &Headers(headers));
+    }
 }
 
 /// The server span of one request that a stream call carries (RequestStream), as a unary call's

@@ -29,8 +29,8 @@ use jetway_api::{
         test::v1::StringValue,
     },
 };
-use jetway_server::config::Limits;
 pub(crate) use jetway_server::testing::TestServer;
+use jetway_server::{config::Limits, testing::TestServerBuilder};
 use jetway_testkit::{NatsServer, eventually};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -82,12 +82,14 @@ impl Env {
 
     /// An environment whose Jetway server has `limits`.
     pub(crate) async fn start_with(limits: Limits) -> Env {
+        Env::start_from(TestServer::builder().limits(limits)).await
+    }
+
+    /// An environment whose Jetway server has the options of `server`, in front of a nats-server
+    /// of its own.
+    pub(crate) async fn start_from(server: TestServerBuilder) -> Env {
         let nats = NatsServer::start();
-        let jetway = TestServer::builder()
-            .nats_url(nats.url())
-            .limits(limits)
-            .start()
-            .await;
+        let jetway = server.nats_url(nats.url()).start().await;
         let client = EventsServiceClient::new(jetway.channel().await);
         let direct = async_nats::connect(nats.url())
             .await

@@ -1,6 +1,7 @@
 //! The HTTP/JSON API through a real HTTP client (hyper's) against a real nats-server: publishing
 //! one event and batches, range reads and one event by id, live SSE with a resume after a dropped
-//! connection, and the error shape and status of each failure.
+//! connection, and the error shape and status of each failure; CORS, gzip both ways, trace context
+//! and request metrics around every route.
 
 use std::net::SocketAddr;
 
@@ -8,10 +9,13 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, body::Incoming, header::HeaderMap};
 use hyper_util::rt::TokioIo;
-use jetway_server::config::Limits;
+use jetway_server::{
+    config::Limits,
+    http::cors::{AllowedOrigins, Cors},
+};
 use serde_json::{Value, json};
 
-use crate::harness::{Env, RECV_GUARD};
+use crate::harness::{Env, RECV_GUARD, TestServer};
 
 mod admin;
 mod consumers;
@@ -840,4 +844,416 @@ async fn a_range_read_cut_short_by_shutdown_ends_with_an_error() {
     let last = lines.last().unwrap();
     assert_eq!(last["error"]["code"], "UNAVAILABLE", "{last}");
     env.jetway.stop().await;
+}
+
+/// gzip-compresses `data`, as a client would before sending it with `Content-Encoding: gzip`.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// An environment whose server answers browsers of `origins`.
+async fn cors_env(origins: &str) -> (Env, SocketAddr) {
+    let cors = Cors {
+        origins: AllowedOrigins::parse(origins).unwrap(),
+        max_age: std::time::Duration::from_secs(600),
+    };
+    let mut env = Env::start_from(TestServer::builder().cors(cors)).await;
+    env.stream("orders", &["orders.>"]).await;
+    let addr = env.jetway.http_addr();
+    (env, addr)
+}
+
+/// Issue 21 #5: a page of a listed origin may publish and follow events from a browser, sending
+/// `authorization` and the API's own headers; a page of any other origin may not.
+#[tokio::test]
+async fn cors_lets_pages_of_the_listed_origins_call_the_api() {
+    let (_env, addr) = cors_env("https://app.example").await;
+    let app = ("origin", "https://app.example");
+    let asked = "authorization, content-type, idempotency-key, jetway-header-tenant, ce-id, \
+                 traceparent, last-event-id";
+    let preflight = call(
+        addr,
+        "OPTIONS",
+        "/v1/publish/orders.new",
+        &[
+            app,
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", asked),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        preflight.status,
+        StatusCode::NO_CONTENT,
+        "{:?}",
+        preflight.body
+    );
+    let header = |reply: &Reply, name: &str| {
+        reply
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    let methods = header(&preflight, "access-control-allow-methods");
+    for method in ["GET", "POST", "PUT", "DELETE"] {
+        assert!(methods.contains(method), "{methods}");
+    }
+    let allowed = header(&preflight, "access-control-allow-headers");
+    for name in asked.split(", ") {
+        assert!(allowed.contains(name), "{name} not in {allowed}");
+    }
+    assert_eq!(header(&preflight, "access-control-max-age"), "600");
+    assert!(header(&preflight, "vary").contains("origin"));
+
+    // The call itself: its answer is marked for the page, which may read the ETag too.
+    let published = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.new",
+        &[app, ("content-type", "application/json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::CREATED);
+    assert_eq!(
+        header(&published, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert!(header(&published, "access-control-expose-headers").contains("etag"));
+    assert!(header(&published, "vary").contains("origin"));
+    let error = call(
+        addr,
+        "GET",
+        "/v1/streams/orders/events/99",
+        &[app],
+        Bytes::new(),
+    )
+    .await;
+    error.assert_error(404, "NOT_FOUND", None);
+    assert_eq!(
+        header(&error, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    let live = open(
+        addr,
+        "GET",
+        "/v1/subscribe/orders.%3E",
+        &[app],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        live.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+
+    // Another origin: its preflight is refused, saying which variable lists the origins, and
+    // its answers carry no CORS header, so its page cannot read them.
+    let evil = ("origin", "https://evil.example");
+    let refused = call(
+        addr,
+        "OPTIONS",
+        "/v1/publish/orders.new",
+        &[evil, ("access-control-request-method", "POST")],
+        Bytes::new(),
+    )
+    .await;
+    let message = refused.assert_error(403, "PERMISSION_DENIED", None);
+    assert!(message.contains("HTTP_CORS_ALLOWED_ORIGINS"), "{message}");
+    assert!(!refused.headers.contains_key("access-control-allow-origin"));
+    let unmarked = call(
+        addr,
+        "GET",
+        "/v1/streams/orders/events",
+        &[evil],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(unmarked.status, StatusCode::OK);
+    assert!(!unmarked.headers.contains_key("access-control-allow-origin"));
+}
+
+/// `*` lets every origin in; unset (the default), no CORS header is ever sent and a preflight is
+/// an OPTIONS request like any other (405).
+#[tokio::test]
+async fn cors_is_off_by_default_and_open_with_a_star() {
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let (_env, addr) = env(Limits::default()).await;
+    let off = call(
+        addr,
+        "OPTIONS",
+        "/v1/publish/orders.new",
+        &preflight,
+        Bytes::new(),
+    )
+    .await;
+    off.assert_error(405, "UNIMPLEMENTED", None);
+    assert!(!off.headers.contains_key("access-control-allow-origin"));
+    let plain = call(
+        addr,
+        "GET",
+        "/v1/streams/orders/events",
+        &preflight[..1],
+        Bytes::new(),
+    )
+    .await;
+    assert!(!plain.headers.contains_key("access-control-allow-origin"));
+
+    let (_open_env, open_addr) = cors_env("*").await;
+    let star = call(
+        open_addr,
+        "OPTIONS",
+        "/v1/publish/orders.new",
+        &preflight,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(star.status, StatusCode::NO_CONTENT);
+    assert_eq!(star.headers["access-control-allow-origin"], "*");
+}
+
+/// Issue 21 #5: answers are gzip-compressed for clients that take it (range reads as they stream,
+/// in JSON and NDJSON), short ones and SSE streams are not, and the SSE events still arrive one
+/// by one.
+#[tokio::test]
+async fn answers_are_gzipped_for_clients_that_take_gzip() {
+    let (_env, addr) = env(Limits::default()).await;
+    let items: Vec<Value> = (0..50)
+        .map(|n| json!({"subject": "orders.new", "data": {"n": n, "text": "a repetitive payload"}}))
+        .collect();
+    let batch = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("content-type", "application/json")],
+        Value::Array(items).to_string(),
+    )
+    .await;
+    assert_eq!(batch.status, StatusCode::OK);
+
+    for accept in ["application/json", "application/x-ndjson"] {
+        let plain = call(
+            addr,
+            "GET",
+            "/v1/streams/orders/events",
+            &[("accept", accept)],
+            Bytes::new(),
+        )
+        .await;
+        assert!(!plain.headers.contains_key("content-encoding"));
+        assert_eq!(
+            plain.headers["vary"], "accept-encoding",
+            "either answer may be cached"
+        );
+        let zipped = call(
+            addr,
+            "GET",
+            "/v1/streams/orders/events",
+            &[("accept", accept), ("accept-encoding", "br, gzip")],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(zipped.status, StatusCode::OK);
+        assert_eq!(zipped.headers["content-encoding"], "gzip");
+        assert!(
+            zipped.headers["vary"]
+                .to_str()
+                .unwrap()
+                .contains("accept-encoding")
+        );
+        assert_eq!(
+            zipped.headers["content-type"],
+            plain.headers["content-type"]
+        );
+        assert!(
+            zipped.body.len() < plain.body.len() / 3,
+            "{} bytes",
+            zipped.body.len()
+        );
+        assert_eq!(gunzip(&zipped.body), plain.body.to_vec(), "{accept}");
+    }
+    // A short answer is not worth a compressor, and `q=0` refuses gzip.
+    let short = call(
+        addr,
+        "GET",
+        "/v1/streams/orders/events/1",
+        &[("accept-encoding", "gzip")],
+        Bytes::new(),
+    )
+    .await;
+    assert!(!short.headers.contains_key("content-encoding"));
+    assert_eq!(short.json()["id"], 1);
+    let refused = call(
+        addr,
+        "GET",
+        "/v1/streams/orders/events",
+        &[("accept-encoding", "gzip;q=0")],
+        Bytes::new(),
+    )
+    .await;
+    assert!(!refused.headers.contains_key("content-encoding"));
+
+    let mut live = SseReader::open(
+        addr,
+        "/v1/subscribe/orders.%3E",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    let id = publish(addr, "orders.new", json!("live")).await;
+    assert_eq!(
+        live.next_id().await,
+        id,
+        "the event arrives on its own, uncompressed"
+    );
+}
+
+/// Issue 21 #5: a request body sent with `Content-Encoding: gzip` is decompressed, and
+/// HTTP_MAX_BODY_BYTES bounds what it decompresses to: a small body that inflates past it (a zip
+/// bomb) is 413 naming the variable. A body that is not gzip, or another coding, is refused.
+#[tokio::test]
+async fn gzip_request_bodies_are_decompressed_within_the_body_limit() {
+    let limits = Limits {
+        http_max_body_bytes: 4096,
+        ..Limits::default()
+    };
+    let (_env, addr) = env(limits).await;
+    let gz = ("content-encoding", "gzip");
+    let json_type = ("content-type", "application/json");
+    let one = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.new",
+        &[gz, json_type],
+        gzip(br#"{"n":1}"#),
+    )
+    .await;
+    assert_eq!(one.status, StatusCode::CREATED, "{:?}", one.body);
+    let stored = get(addr, "/v1/streams/orders/events/1").await.json();
+    assert_eq!(stored["data"], json!({"n": 1}));
+    let ndjson = "{\"subject\":\"orders.a\",\"data\":2}\n{\"subject\":\"orders.b\",\"data\":3}\n";
+    let batch = call(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[gz, ("content-type", "application/x-ndjson")],
+        gzip(ndjson.as_bytes()),
+    )
+    .await;
+    assert_eq!(batch.json()["results"].as_array().unwrap().len(), 2);
+
+    // 2 MiB of zeros is about 2 KiB of gzip: under the limit as sent, far over it inflated.
+    let bomb = gzip(&vec![0; 2 << 20]);
+    assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+    let refused = call(addr, "POST", "/v1/publish/orders.new", &[gz], bomb).await;
+    let message = refused.assert_error(413, "RESOURCE_EXHAUSTED", None);
+    assert!(message.contains("HTTP_MAX_BODY_BYTES"), "{message}");
+    let broken = call(addr, "POST", "/v1/publish/orders.new", &[gz], "not gzip").await;
+    broken.assert_error(400, "INVALID_ARGUMENT", Some("Content-Encoding"));
+    let brotli = [("content-encoding", "br")];
+    let unknown = call(addr, "POST", "/v1/publish/orders.new", &brotli, "x").await;
+    unknown.assert_error(415, "INVALID_ARGUMENT", Some("Content-Encoding"));
+    // Only the three good events were stored.
+    let all = get(addr, "/v1/streams/orders/events").await.json();
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+}
+
+/// Issue 21 #5: an event published over HTTP with a W3C `traceparent` reaches a gRPC subscriber
+/// with the same trace id (`tests/otel.rs` checks the server span itself, with export on).
+#[tokio::test]
+async fn an_http_publish_keeps_the_callers_trace_to_the_subscriber() {
+    let (env, addr) = env(Limits::default()).await;
+    let mut client = crate::clients::events(&env).await;
+    let mut grpc = client
+        .subscribe(jetway_api::jetway::events::v1::SubscribeRequest {
+            subject: "orders.>".into(),
+            stream: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let published = call(
+        addr,
+        "POST",
+        "/v1/publish/orders.traced",
+        &[("traceparent", parent.as_str()), ("tracestate", "vendor=1")],
+        "x",
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::CREATED);
+    let event = crate::clients::next(&mut grpc).await.event.unwrap();
+    let delivered = event.trace_parent.unwrap();
+    assert_eq!(delivered.split('-').nth(1), Some(trace_id), "{delivered}");
+}
+
+/// Issue 21 #5: `/metrics` counts HTTP API requests by route template, method and status, with a
+/// latency histogram; a path is never a label (ids and subjects would grow it without bound).
+#[tokio::test]
+async fn metrics_count_http_requests_by_route_and_status() {
+    use crate::{harness::http_get, operability::series};
+    let (env, addr) = env(Limits::default()).await;
+    let route = "/v1/streams/{stream}/events/{id}";
+    let missing =
+        format!(r#"jetway_http_requests_total{{method="GET",route="{route}",status="404"}}"#);
+    let latency =
+        format!(r#"jetway_http_request_duration_seconds_count{{method="GET",route="{route}"}}"#);
+    let unmatched = r#"jetway_http_requests_total{method="other",route="unmatched",status="404"}"#;
+    let scrape = || async { http_get(env.jetway.health_addr(), "/metrics").await.1 };
+    let before = scrape().await;
+    let count = |metrics: &str, selector: &str| series(metrics, selector).unwrap_or(0.0);
+    for id in [1, 2, 3] {
+        get(addr, &format!("/v1/streams/orders/events/{id}"))
+            .await
+            .assert_error(404, "NOT_FOUND", None);
+    }
+    let odd = call(addr, "BREW", "/v1/no/such/route-77", &[], Bytes::new()).await;
+    assert_eq!(odd.status, StatusCode::NOT_FOUND);
+    let after = scrape().await;
+    // Other tests of this binary share the registry: theirs can only add to the counts.
+    assert!(
+        count(&after, &missing) >= count(&before, &missing) + 3.0,
+        "{after}"
+    );
+    assert!(
+        count(&after, &latency) >= count(&before, &latency) + 3.0,
+        "{after}"
+    );
+    assert!(
+        count(&after, unmatched) >= count(&before, unmatched) + 1.0,
+        "{after}"
+    );
+    let bucket = format!(
+        r#"jetway_http_request_duration_seconds_bucket{{method="GET",route="{route}",le="+Inf"}}"#
+    );
+    assert!(
+        series(&after, &bucket).is_some(),
+        "a histogram, with buckets: {after}"
+    );
+    for raw in ["/v1/streams/orders/", "route-77", "BREW"] {
+        assert!(!after.contains(raw), "{raw} became a label:\n{after}");
+    }
 }

@@ -407,7 +407,7 @@ async fn the_binary_runs_a_local_nats_server_and_stops_it_on_sigterm() {
 
 /// The value of one series in a Prometheus text exposition, selected as `name` or
 /// `name{label="value",...}` with exactly those labels, in any order.
-fn series(metrics: &str, selector: &str) -> Option<f64> {
+pub(crate) fn series(metrics: &str, selector: &str) -> Option<f64> {
     fn split(series: &str) -> (&str, Vec<&str>) {
         let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
         let mut labels: Vec<&str> = labels
