@@ -20,11 +20,16 @@ pub const TOKEN_HASH_PREFIX: &str = "sha256:";
 /// to store it (see [`TokenHash`]).
 pub const TOKEN_BYTES: usize = 32;
 
-/// A new random bearer token (URL-safe base64 of [`TOKEN_BYTES`] bytes from the OS generator).
+/// What every new token starts with: a token never starts with `-` (which a command line would
+/// take for a flag, as URL-safe base64 may), and a secret scanner can recognise one in a leak.
+pub const TOKEN_PREFIX: &str = "jw_";
+
+/// A new random bearer token: [`TOKEN_PREFIX`], then URL-safe base64 of [`TOKEN_BYTES`] bytes
+/// from the OS generator.
 pub fn new_token() -> Result<String, Error> {
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| Error::internal(format!("random bytes: {e}")))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 
 /// The stored form of a token, `sha256:<64 hex digits>`.
@@ -163,7 +168,8 @@ mod tests {
     fn a_new_token_is_random_and_its_hash_reads_back() {
         let (a, b) = (new_token().unwrap(), new_token().unwrap());
         assert_ne!(a, b);
-        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), TOKEN_BYTES);
+        let random = a.strip_prefix(TOKEN_PREFIX).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(random).unwrap().len(), TOKEN_BYTES);
         let stored = token_hash(&a);
         assert!(
             stored.starts_with("sha256:") && stored.len() == 7 + 64,
