@@ -37,7 +37,7 @@ pub enum Error {
     },
     /// The server, or the transport on its behalf, answered with an error status.
     // Boxed: a `tonic::Status` is large, and every `Result` of this crate carries this enum.
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    #[error("{}: {}", jetway_api::code_name(.0.code()), .0.message())]
     Status(Box<tonic::Status>),
     /// The server's answer broke the Events protocol (a server bug, or not a Jetway server).
     #[error("unexpected answer from the server: {0}")]
@@ -90,30 +90,6 @@ impl Error {
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         Error::Status(Box::new(status))
-    }
-}
-
-/// The canonical gRPC name of a code (`NOT_FOUND`), which reads better in a one-line message than
-/// tonic's sentence-long description.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

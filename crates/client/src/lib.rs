@@ -91,9 +91,10 @@ pub use dead_letters::{
     DeadLetter, DeadLetterListOptions, DeadLetterReason, DeadLetterStream, DeadLetters,
     RedriveOptions, RedriveOutcome, Redriven,
 };
-pub use error::{DecodeError, Error, SettleError, code_name};
+pub use error::{DecodeError, Error, SettleError};
 pub use event::Event;
 pub use fetch::{FetchOptions, Fetched, Fetcher, Settled};
+pub use jetway_api::code_name;
 pub use publish::PublishOptions;
 pub use reads::{EventStream, Payload, ReadOptions, StoredEvent};
 pub use requests::{Answer, Failure, Message, Request, ServeOptions};

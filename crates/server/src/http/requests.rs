@@ -16,6 +16,7 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
+use jetway_api::code_name;
 use jetway_core::{
     requests::{Answer, Payload, RequestSpec},
     telemetry::TraceContext,
@@ -25,7 +26,7 @@ use crate::{
     codec::requests::failure_status,
     http::{
         ApiState,
-        error::{ApiError, ErrorBody, code_name, code_status},
+        error::{ApiError, ErrorBody, code_status},
         json::{self, ApiPath},
         publish::HEADER_PREFIX,
     },
