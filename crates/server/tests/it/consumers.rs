@@ -15,6 +15,7 @@ use jetway_api::{
 };
 use jetway_core::consumers::DEFAULT_MAX_UNNAMED_PER_STREAM;
 use jetway_server::config::Limits;
+use jetway_testkit::eventually;
 use tonic::{Code, Status};
 
 use crate::{
@@ -922,6 +923,7 @@ async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
         .into_inner();
     let id = env.publish("orders.created", "x").await;
     assert_eq!(next(&mut feed).await.event.expect("an event").id, id);
+    let before_read = env.stream_info("orders").await.state.consumer_count;
     let read = jetway
         .read_events(api::ReadEventsRequest {
             stream: "orders".into(),
@@ -931,10 +933,17 @@ async fn unnamed_consumers_leave_room_within_nats_servers_default_limit() {
         .expect("read at the cap")
         .into_inner();
     assert_eq!(collect(read).await.expect("read to the end").len(), 1);
+    // The read deletes its consumer in the background once it ends; counted before that, it
+    // would make room for one more below.
+    eventually("the read's consumer is deleted", || async {
+        let count = env.stream_info("orders").await.state.consumer_count;
+        (count == before_read).then_some(())
+    })
+    .await;
 
     // The rest of nats-server's 1,000, taken directly.
     let stream = env.js.get_stream("orders").await.expect("stream");
-    let mut count = env.stream_info("orders").await.state.consumer_count;
+    let mut count = before_read;
     let refusal = loop {
         assert!(count <= 1000, "nats-server took more than 1,000 consumers");
         let config = pull::Config {
