@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use jetway_nats_process::{ClusterConfig, Launcher, NatsConfig, kill, log_tail, t
 use tempfile::TempDir;
 
 use crate::nats::binary;
+use crate::ports::free_port;
 use crate::raw::RawClient;
 
 /// How long a cluster gets to elect its JetStream meta leader after a (re)start. Elections take a
@@ -332,14 +333,6 @@ impl Drop for NatsCluster {
             }
         }
     }
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
 }
 
 /// A minimal HTTP/1.0 GET on loopback: the status code and the body, or `None` if nothing answered.

@@ -13,6 +13,8 @@ use std::time::Duration;
 use jetway_nats_process::{Launcher, NatsConfig, find_binary, kill};
 use tempfile::TempDir;
 
+use crate::ports::free_port;
+
 /// How long a (re)started server gets to report its port. Startup takes milliseconds; the slack is
 /// for loaded CI machines.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,7 +61,8 @@ impl NatsServer {
     pub fn start_with_config(args: &[&str], extra: Option<&str>) -> NatsServer {
         let mut files = Files::new(binary(), args);
         files.config.extra = extra.map(str::to_owned);
-        let (child, url, port) = files.launch(0);
+        // Not the kernel's choice: see `free_port` for why a port the server restarts on must not be.
+        let (child, url, port) = files.launch(free_port());
         NatsServer {
             files,
             child: Some(child),
@@ -160,7 +163,7 @@ impl Files {
         }
     }
 
-    /// Spawns the server on `port` (0: a free one) and waits for its ports file. Returns the child,
+    /// Spawns the server on `port` and waits for its ports file. Returns the child,
     /// the client URL and the client port.
     fn launch(&mut self, port: u16) -> (Child, String, u16) {
         self.config.port = port;

@@ -31,7 +31,7 @@ use jetway_api::{
 };
 pub(crate) use jetway_server::testing::TestServer;
 use jetway_server::{config::Limits, testing::TestServerBuilder};
-use jetway_testkit::{NatsServer, eventually};
+use jetway_testkit::{NatsServer, eventually, free_port};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming, transport::Channel};
@@ -590,10 +590,11 @@ pub(crate) struct JetwayProcess {
 impl JetwayProcess {
     /// Runs the binary against `nats_url` on free ports and returns once `/readyz` answers 200.
     pub(crate) async fn spawn(nats_url: &str) -> JetwayProcess {
-        JetwayProcess::spawn_on(nats_url, 0, 0).await
+        // Not the kernel's choice of ports: a drill may restart it on them (see `free_port`).
+        JetwayProcess::spawn_on(nats_url, free_port(), free_port()).await
     }
 
-    /// Runs the binary against `nats_url` on the given gRPC and health ports (0: a free one) and
+    /// Runs the binary against `nats_url` on the given gRPC and health ports and
     /// returns once `/readyz` answers 200.
     pub(crate) async fn spawn_on(
         nats_url: &str,
@@ -613,9 +614,16 @@ impl JetwayProcess {
         .expect("run jetway-server");
         let mut log = log_lines(&mut child);
         // The server logs where it listens once both ports are bound.
+        let mut seen = Vec::new();
         let (grpc_addr, health_addr) = loop {
-            let line = next_line(&mut log).await.expect("jetway-server runs");
+            let Some(line) = next_line(&mut log).await else {
+                panic!(
+                    "jetway-server exited at startup; its log:\n{}",
+                    seen.join("\n")
+                );
+            };
             let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+            seen.push(line);
             if entry["message"] == "serving" {
                 let addr = |key: &str| {
                     entry[key]
