@@ -33,7 +33,7 @@
 //! The table lives in this process, so settlements must reach the Jetway server that did the fetch.
 
 use std::{
-    collections::{HashMap, HashSet, hash_map},
+    collections::{HashMap, HashSet, VecDeque, hash_map},
     sync::{Arc, Mutex, MutexGuard, Weak},
     time::Duration,
 };
@@ -269,6 +269,9 @@ struct Holder {
     expiries: Expiries<u64>,
     /// Slots taken by fetches still pulling.
     reserved: usize,
+    /// Entries taken out by settlements still being sent. The holder stays while there are any: a
+    /// settlement that fails puts its entries back, and without the holder they would be lost.
+    settling: usize,
 }
 
 impl Holder {
@@ -279,6 +282,7 @@ impl Holder {
             held: HashMap::new(),
             expiries: Expiries::default(),
             reserved: 0,
+            settling: 0,
         }
     }
 
@@ -297,7 +301,7 @@ impl Holder {
     }
 
     fn unused(&self) -> bool {
-        self.held.is_empty() && self.reserved == 0
+        self.held.is_empty() && self.reserved == 0 && self.settling == 0
     }
 
     /// Holds a delivery; returns the earlier delivery of the same event it replaced.
@@ -424,7 +428,8 @@ impl Table {
             self.owners.sub(&held.owner, 1);
         }
         holder.expiries = Expiries::default();
-        if holder.unused() {
+        // Settlements in progress do not keep it: what they fail to settle is not put back.
+        if holder.reserved == 0 {
             self.holders.remove(key);
         }
         self.released(gone);
@@ -534,17 +539,40 @@ impl Table {
         self.meters.delivered(attempt);
     }
 
-    /// Takes the entry of event `id` out, for a settlement.
+    /// Takes the entry of event `id` out, for a settlement, which must end with [`Table::settled`].
     fn take(&mut self, key: &Key, id: u64) -> Option<Held> {
         let holder = self.holders.get_mut(key)?;
         let held = holder.held.remove(&id)?;
         holder.expiries.remove(&held.deadline);
-        if holder.unused() {
-            self.holders.remove(key);
-        }
+        holder.settling += 1;
         self.held -= 1;
         self.owners.sub(&held.owner, 1);
         Some(held)
+    }
+
+    /// Ends a settlement that took `taken` entries out of the holder of `key` made at `created`:
+    /// the entries in `back` were not settled and go back in flight, unless the consumer went
+    /// meanwhile.
+    fn settled(
+        &mut self,
+        key: &Key,
+        created: OffsetDateTime,
+        taken: usize,
+        back: impl IntoIterator<Item = (u64, Held)>,
+    ) {
+        let current = self
+            .holders
+            .get_mut(key)
+            .filter(|holder| holder.created == created);
+        if let Some(holder) = current {
+            holder.settling = holder.settling.saturating_sub(taken);
+        }
+        for (id, held) in back {
+            self.restore(key, created, id, held);
+        }
+        if self.holders.get(key).is_some_and(Holder::unused) {
+            self.holders.remove(key);
+        }
     }
 
     /// Restarts the processing timeout of event `id` at `now`, after a progress ack was sent for it
@@ -566,9 +594,14 @@ impl Table {
         held.deadline = holder.expiries.insert(at, id);
     }
 
-    /// Puts back an entry whose settlement failed, unless its consumer went meanwhile.
-    fn restore(&mut self, key: &Key, id: u64, held: Held) {
-        let Some(holder) = self.holders.get_mut(key) else {
+    /// Puts back an entry (taken from the holder made at `created`) whose settlement failed,
+    /// unless its consumer went meanwhile.
+    fn restore(&mut self, key: &Key, created: OffsetDateTime, id: u64, held: Held) {
+        let Some(holder) = self
+            .holders
+            .get_mut(key)
+            .filter(|holder| holder.created == created)
+        else {
             self.meters.released(1);
             return;
         };
@@ -933,23 +966,10 @@ impl Fetcher {
             }));
         }
         let kind = how.ack_kind();
-        // Taken out of the table first, so two concurrent settlements of one id cannot both send.
-        let taken: Vec<(u64, Option<Held>)> = {
-            let mut table = self.table();
-            table.expire(&key, Instant::now());
-            let mut seen = HashSet::new();
-            ids.iter()
-                .map(|&id| (id, seen.insert(id).then(|| table.take(&key, id)).flatten()))
-                .collect()
-        };
         let client = self.nats.client();
         let mut settled = Settled::default();
-        let mut failed = Vec::new();
-        for (id, held) in taken {
-            let Some(held) = held else {
-                settled.invalid_ids.push(id);
-                continue;
-            };
+        let mut settling = Settling::take(self, &key, ids, &mut settled.invalid_ids);
+        while let Some((id, held)) = settling.pending.pop_front() {
             match self.nats.send_ack(held.reply.clone(), kind).await {
                 Ok(()) => {
                     telemetry::settled(&held.span, how);
@@ -958,18 +978,13 @@ impl Fetcher {
                 Err(err) => {
                     tracing::warn!(%err, id, "could not settle a fetched event");
                     settled.temporary_failed_ids.push(id);
-                    failed.push((id, held));
+                    settling.back.push((id, held));
                 }
             }
         }
-        {
-            let mut table = self.table();
-            table.meters.settled(how, settled.ids.len());
-            // Still in flight: the client may retry.
-            for (id, held) in failed {
-                table.restore(&key, id, held);
-            }
-        }
+        self.table().meters.settled(how, settled.ids.len());
+        // Puts the failed ones back in flight: the client may retry.
+        drop(settling);
         // Bounded: while NATS reconnects the flush would wait for it, and the settlements are
         // buffered and sent on reconnect anyway.
         if !settled.ids.is_empty()
@@ -1044,6 +1059,60 @@ impl Fetcher {
             tracing::warn!("extensions not flushed yet; they go out when NATS is reachable");
         }
         settled
+    }
+}
+
+/// The entries a settlement took out of the table, so two concurrent settlements of one id cannot
+/// both send. When it is dropped (the settlement is over, or its call was cancelled), the entries
+/// not settled go back in flight until their processing timeout, so the client can settle them
+/// again; the holder of their consumer stays meanwhile, even if they were its only entries.
+struct Settling<'a> {
+    fetcher: &'a Fetcher,
+    key: Key,
+    /// When the consumer the entries came from was made; `None` if none were taken.
+    created: Option<OffsetDateTime>,
+    taken: usize,
+    /// Taken and not sent yet.
+    pending: VecDeque<(u64, Held)>,
+    /// Sent without success.
+    back: Vec<(u64, Held)>,
+}
+
+impl<'a> Settling<'a> {
+    /// Takes the entries of `ids` out of the table; an id without one, or repeated, goes to
+    /// `invalid`.
+    fn take(fetcher: &'a Fetcher, key: &Key, ids: &[u64], invalid: &mut Vec<u64>) -> Settling<'a> {
+        let mut table = fetcher.table();
+        table.expire(key, Instant::now());
+        let created = table.holders.get(key).map(|holder| holder.created);
+        let mut seen = HashSet::new();
+        let mut pending = VecDeque::new();
+        for &id in ids {
+            match seen.insert(id).then(|| table.take(key, id)).flatten() {
+                Some(held) => pending.push_back((id, held)),
+                None => invalid.push(id),
+            }
+        }
+        Settling {
+            fetcher,
+            key: key.clone(),
+            created,
+            taken: pending.len(),
+            pending,
+            back: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        let Some(created) = self.created.filter(|_| self.taken > 0) else {
+            return;
+        };
+        let back = self.pending.drain(..).chain(self.back.drain(..));
+        self.fetcher
+            .table()
+            .settled(&self.key, created, self.taken, back);
     }
 }
 
@@ -1218,6 +1287,27 @@ mod tests {
         table.expire(&k, now + 3 * second);
         assert_eq!(table.held, 1);
         assert_eq!(table.take(&k, 1).map(|e| e.reply), Some("r1b".into()));
+        assert_eq!(table.held, 0);
+        table.settled(&k, info(1, 1).created, 1, []);
+        assert!(table.holders.is_empty());
+    }
+
+    #[test]
+    fn a_failed_settlement_of_a_consumers_only_entry_puts_it_back() {
+        let mut table = Table::new();
+        let (k, one) = (key("c"), info(1, 30));
+        fetch(&mut table, "c", &one, &[7]);
+        let held = table.take(&k, 7).unwrap();
+        // Another fetch looks at every consumer meanwhile: the one being settled stays.
+        table.expire_all(Instant::now());
+        table.settled(&k, one.created, 1, [(7, held)]);
+        assert_eq!(table.held, 1);
+        assert!(table.holders[&k].held.contains_key(&7));
+
+        // Deleted while its only entry was being settled: nothing is put back.
+        let held = table.take(&k, 7).unwrap();
+        table.forget(&k, None);
+        table.settled(&k, one.created, 1, [(7, held)]);
         assert!(table.holders.is_empty() && table.held == 0);
     }
 

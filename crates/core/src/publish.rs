@@ -351,15 +351,7 @@ pub(crate) async fn classify(
             "the event's headers (custom headers, the data type, idempotency key and trace \
              context together) exceed JetStream's limit of 64 KiB",
         ),
-        // The stream's limit, named in JetStream's description; not one of Jetway's settings.
-        Failure::StreamFull(api) => Error::new(
-            ErrorKind::LimitReached,
-            format!(
-                "the stream refuses new events: JetStream error {}: {}",
-                api.api_code().map_or(0, |code| code.0),
-                api.api_description().unwrap_or_default()
-            ),
-        ),
+        Failure::StreamFull(api) => publish_failure::full("the stream refuses new events", &api),
         Failure::Api(err) | Failure::Nats(err) => err,
     }
 }

@@ -11,7 +11,7 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy},
 };
 
-use crate::{Error, Nats, error::Classify};
+use crate::{Error, ErrorKind, Nats, error::Classify};
 
 /// Where the failed message went, so that the stream behind it can be looked up.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +101,22 @@ pub(crate) async fn sort(nats: &Nats, err: &PublishError, target: Target<'_>) ->
             },
         },
     }
+}
+
+/// The error of a publish refused by a full stream ([`Failure::StreamFull`], whose API error is
+/// `api`), for every path that publishes: RESOURCE_EXHAUSTED, naming the limit as JetStream's
+/// description does ("maximum messages exceeded", "maximum bytes exceeded"). `refusing` says who
+/// refuses what, in the caller's words. The limit is the stream's (or the bucket's), not one of
+/// Jetway's settings, so no variable is named.
+pub(crate) fn full(refusing: &str, api: &Error) -> Error {
+    Error::new(
+        ErrorKind::LimitReached,
+        format!(
+            "{refusing}: JetStream error {}: {}",
+            api.api_code().map_or(0, |code| code.0),
+            api.api_description().unwrap_or_default()
+        ),
+    )
 }
 
 /// Whether the stream named `name` exists.

@@ -557,11 +557,11 @@ async fn classify_write(
             Error::unavailable(format!("writing to store {store}: {cause}"))
         }
         Failure::TooLarge { limit } => value_too_large(size, limit),
-        // A store's own headers are a few bytes, and a full store is reported as the API error it
-        // has always been.
-        Failure::HeadersTooLarge(api) | Failure::StreamFull(api) | Failure::Api(api) => {
-            about_store(api, store)
+        Failure::StreamFull(api) => {
+            publish_failure::full(&format!("store {store} refuses new values"), &api)
         }
+        // A store's own headers are a few bytes.
+        Failure::HeadersTooLarge(api) | Failure::Api(api) => about_store(api, store),
         Failure::Nats(err) => err,
     }
 }

@@ -234,11 +234,15 @@ impl Clients {
     /// The client holding this token, if any: the stored hashes that share the presented
     /// hash's [`TokenHash::index`] are compared with it, each in constant time.
     pub fn by_token(&self, token: &str) -> Option<&std::sync::Arc<Client>> {
-        let presented = TokenHash::of(token);
+        self.by_token_hash(&TokenHash::of(token))
+    }
+
+    /// [`Clients::by_token`] for a token already hashed.
+    pub fn by_token_hash(&self, presented: &TokenHash) -> Option<&std::sync::Arc<Client>> {
         self.tokens
             .get(&presented.index())?
             .iter()
-            .find(|(stored, _)| stored.matches(&presented))
+            .find(|(stored, _)| stored.matches(presented))
             .map(|(_, client)| client)
     }
 

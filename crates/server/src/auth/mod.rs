@@ -12,7 +12,12 @@
 //! address; credentials are never logged or echoed.
 //!
 //! The file is polled each second ([`Access::watch`]); a file that no longer reads keeps the
-//! previous version in force and the reason is logged.
+//! previous version in force and the reason is logged. A new version applies to calls already
+//! open too: every check a [`Caller`] makes looks the client up again in the version in force (by
+//! the credential it authenticated with), so a removed client or a changed credential answers
+//! UNAUTHENTICATED and a narrowed permission PERMISSION_DENIED; and a streaming call holds a
+//! [`Grant`], which checks again at each reload what the stream was opened for and ends it when
+//! that is gone.
 
 pub mod certificate;
 pub mod file;
@@ -56,7 +61,8 @@ use crate::{
 };
 
 /// The metric counting refused calls, by `reason`: `no_credentials`, `bad_credentials`,
-/// `permission_denied`, `unknown_method`, `limit`.
+/// `revoked` (a call open when a reload removed its client or credential), `permission_denied`,
+/// `unknown_method`, `limit`.
 pub const AUTH_FAILURES: &str = "jetway_auth_failures_total";
 
 /// How often the clients file is looked at for a change (its modification time and length).
@@ -109,7 +115,9 @@ pub struct Access {
 
 struct Shared {
     path: PathBuf,
-    clients: RwLock<Arc<Clients>>,
+    clients: RwLock<Version>,
+    /// The number of the version in force, for streams to hear of reloads.
+    reloaded: tokio::sync::watch::Sender<u64>,
     /// Modification time and length of the version read last.
     stamp: Mutex<Option<(SystemTime, u64)>>,
     /// Secrets already verified with argon2, as SHA-256 of the secret, by the stored hash they
@@ -120,6 +128,13 @@ struct Shared {
     /// flood of wrong secrets waits here instead of taking the memory and every blocking thread.
     argon2: tokio::sync::Semaphore,
     usage: Usage,
+}
+
+/// One version of the clients file, numbered from 0 in the order they were put in force.
+#[derive(Clone)]
+struct Version {
+    number: u64,
+    clients: Arc<Clients>,
 }
 
 impl Access {
@@ -136,7 +151,11 @@ impl Access {
         Ok(Access {
             shared: Some(Arc::new(Shared {
                 path: path.to_owned(),
-                clients: RwLock::new(Arc::new(clients)),
+                clients: RwLock::new(Version {
+                    number: 0,
+                    clients: Arc::new(clients),
+                }),
+                reloaded: tokio::sync::watch::Sender::new(0),
                 stamp: Mutex::new(stamp),
                 verified: Mutex::default(),
                 argon2: tokio::sync::Semaphore::new(
@@ -166,7 +185,7 @@ impl Access {
         }
     }
 
-    fn clients(shared: &Shared) -> Arc<Clients> {
+    fn version(shared: &Shared) -> Version {
         shared
             .clients
             .read()
@@ -180,20 +199,25 @@ impl Access {
         &self,
         header: Option<http::HeaderValue>,
         certificate: Option<PeerCertificateNames>,
-    ) -> Result<Option<Arc<Client>>, Failure> {
+    ) -> Result<Option<Authenticated>, Failure> {
         let Some(shared) = &self.shared else {
             return Ok(None);
         };
-        let clients = Access::clients(shared);
+        let Version { number, clients } = Access::version(shared);
+        let found = |client: &Arc<Client>, proof: Proof| Authenticated {
+            client: client.clone(),
+            proof: Arc::new(proof),
+            version: number,
+        };
         if let Some(header) = header {
             let header = header.to_str().map_err(|_| Failure::Bad)?;
             let (scheme, value) = header.split_once(' ').ok_or(Failure::Bad)?;
             let value = value.trim();
             if scheme.eq_ignore_ascii_case("bearer") {
+                let presented = TokenHash::of(value);
                 return clients
-                    .by_token(value)
-                    .cloned()
-                    .map(Some)
+                    .by_token_hash(&presented)
+                    .map(|client| Some(found(client, Proof::Token(presented.clone()))))
                     .ok_or(Failure::Bad);
             }
             if scheme.eq_ignore_ascii_case("basic") {
@@ -207,7 +231,7 @@ impl Access {
                     return Err(Failure::Bad);
                 };
                 return if verify_secret(shared, hash, secret).await {
-                    Ok(Some(client.clone()))
+                    Ok(Some(found(client, Proof::Secret(hash.to_string()))))
                 } else {
                     Err(Failure::Bad)
                 };
@@ -217,12 +241,32 @@ impl Access {
         if let Some(PeerCertificateNames(names)) = certificate {
             return clients
                 .by_certificate(&names)
-                .cloned()
-                .map(Some)
+                .map(|client| Some(found(client, Proof::Certificate(names.clone()))))
                 .ok_or(Failure::Bad);
         }
         Err(Failure::Missing)
     }
+}
+
+/// A client found by its credentials, and how.
+struct Authenticated {
+    client: Arc<Client>,
+    proof: Arc<Proof>,
+    /// The number of the file version it was found in.
+    version: u64,
+}
+
+/// The credential a call authenticated with, kept (never the secret itself) so that the call can
+/// find its client again in a reloaded file, and only while the credential still names it.
+#[derive(Debug)]
+enum Proof {
+    /// The hash of the bearer token.
+    Token(TokenHash),
+    /// The stored hash of the client's secret that the presented one matched: a changed secret
+    /// no longer matches.
+    Secret(String),
+    /// The names of the client certificate.
+    Certificate(Arc<Vec<String>>),
 }
 
 /// The names of the client certificate the connection presented (its DNS subject alternative
@@ -253,11 +297,19 @@ impl Shared {
         drop(last);
         match read(&self.path) {
             Ok(clients) => {
-                *self
-                    .clients
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(clients);
+                let number = {
+                    let mut version = self
+                        .clients
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *version = Version {
+                        number: version.number + 1,
+                        clients: Arc::new(clients),
+                    };
+                    version.number
+                };
                 lock(&self.verified).clear();
+                self.reloaded.send_replace(number);
                 tracing::info!(path = %self.path.display(), "AUTH_FILE reloaded");
                 Reload::Reloaded
             }
@@ -348,12 +400,30 @@ impl Failure {
     }
 }
 
+/// UNAUTHENTICATED for a call whose client a reload of the file removed, or whose credential no
+/// longer names it; logged and counted.
+fn revoked(id: &str, peer: Option<SocketAddr>) -> Error {
+    metrics::counter!(AUTH_FAILURES, "reason" => "revoked").increment(1);
+    tracing::warn!(client = id, peer = %shown(peer), "a reloaded AUTH_FILE no longer authenticates an open call");
+    Error::new(
+        ErrorKind::Unauthenticated,
+        format!(
+            "client {id:?} no longer authenticates with these credentials: AUTH_FILE changed; \
+             call again with valid credentials"
+        ),
+    )
+}
+
 /// The client making a call, as handlers see it: put in the request's extensions by
 /// [`AuthLayer`].
 #[derive(Clone)]
 pub struct Caller {
-    /// `None`: authentication is off.
+    /// `None`: authentication is off (or the call is open to all).
     client: Option<Arc<Client>>,
+    /// How the client authenticated, to find it again after a reload; with `client`.
+    proof: Option<Arc<Proof>>,
+    /// The number of the file version `client` is from.
+    version: u64,
     rule: Option<&'static Rule>,
     peer: Option<SocketAddr>,
     access: Access,
@@ -378,12 +448,48 @@ impl Caller {
         self.client.as_deref().map(|client| client.id.as_str())
     }
 
+    /// The client as the file in force describes it: the one the call authenticated as, or, after
+    /// a reload, the entry its credential names now. UNAUTHENTICATED when that is no entry, or
+    /// another client's.
+    fn current(&self) -> Result<Option<Arc<Client>>, Error> {
+        let (Some(client), Some(proof), Some(shared)) =
+            (&self.client, &self.proof, &self.access.shared)
+        else {
+            return Ok(self.client.clone());
+        };
+        let Version { number, clients } = Access::version(shared);
+        if number == self.version {
+            return Ok(Some(client.clone()));
+        }
+        let now = match proof.as_ref() {
+            Proof::Token(hash) => clients.by_token_hash(hash),
+            Proof::Secret(stored) => clients
+                .with_secret(&client.id)
+                .filter(|(_, hash)| hash.to_string() == *stored)
+                .map(|(now, _)| now),
+            Proof::Certificate(names) => clients.by_certificate(names),
+        };
+        match now {
+            Some(now) if now.id == client.id => Ok(Some(now.clone())),
+            _ => Err(revoked(&client.id, self.peer)),
+        }
+    }
+
+    /// The number of the file version in force; 0 without authentication.
+    fn version_now(&self) -> u64 {
+        self.access
+            .shared
+            .as_ref()
+            .map_or(0, |shared| *shared.reloaded.borrow())
+    }
+
     /// True if the caller may use `permission` on `resource` (without logging: for filtering
     /// lists).
     pub fn may(&self, permission: Permission, resource: &str) -> bool {
-        match &self.client {
-            None => true,
-            Some(client) => self.declares(permission) && client.allows(permission, resource),
+        match self.current() {
+            Err(_) => false,
+            Ok(None) => true,
+            Ok(Some(client)) => self.declares(permission) && client.allows(permission, resource),
         }
     }
 
@@ -407,6 +513,8 @@ impl Caller {
     /// A PERMISSION_DENIED error naming `permission` and `resource`, unless the caller may; each
     /// denial is logged and counted. Both APIs' one check.
     pub fn permit(&self, permission: Permission, resource: &str) -> Result<(), Error> {
+        // A client a reload removed is told so, not that it lacks a permission.
+        self.current()?;
         if self.may(permission, resource) {
             return Ok(());
         }
@@ -428,25 +536,33 @@ impl Caller {
         ))
     }
 
+    /// A [`Grant`] of `permission` on `resource` for a streaming call: checked now (as
+    /// [`Caller::check`]) and again at each reload of the clients file.
+    pub fn hold(&self, permission: Permission, resource: &str) -> Result<Grant, Status> {
+        Grant::new(self, [(permission, resource.to_owned())]).map_err(|e| e.to_status())
+    }
+
     /// [`Caller::check`] for a call that checks many resources, most of them the same (a
-    /// PublishStream's subjects): a resource equal to the last one allowed is let through without
-    /// matching the allow-lists again. Sound because a call keeps the client it authenticated
-    /// as, permissions included, until it ends; `last` lives no longer than the call.
+    /// PublishStream's subjects): a resource equal to the last one allowed, under the same version
+    /// of the clients file, is let through without matching the allow-lists again; after a reload
+    /// the next one is checked in full. `last` lives no longer than the call.
     pub fn check_repeated(
         &self,
         permission: Permission,
         resource: &str,
         last: &mut Allowed,
     ) -> Result<(), Status> {
+        // Read before the check: a reload during it leaves an older number, which checks again.
+        let version = self.version_now();
         if last
             .0
             .as_ref()
-            .is_some_and(|(p, r)| *p == permission && r == resource)
+            .is_some_and(|(v, p, r)| *v == version && *p == permission && r == resource)
         {
             return Ok(());
         }
         self.check(permission, resource)?;
-        last.0 = Some((permission, resource.to_owned()));
+        last.0 = Some((version, permission, resource.to_owned()));
         Ok(())
     }
 
@@ -563,9 +679,69 @@ impl Caller {
     }
 }
 
-/// The last permission and resource one call was allowed, for [`Caller::check_repeated`].
+/// The last permission and resource one call was allowed, and under which version of the clients
+/// file, for [`Caller::check_repeated`].
 #[derive(Debug, Default)]
-pub struct Allowed(Option<(Permission, String)>);
+pub struct Allowed(Option<(u64, Permission, String)>);
+
+/// What a streaming call was opened for, checked again each time the clients file is reloaded:
+/// the stream ends when its client no longer authenticates or has lost one of these permissions.
+pub struct Grant {
+    caller: Caller,
+    needs: Vec<(Permission, String)>,
+    /// `None` without authentication: nothing is ever taken away.
+    reloads: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Grant {
+    /// Checks that `caller` may use each permission on its resource now (as [`Caller::permit`]),
+    /// and keeps them for [`Grant::revoked`]. With no `needs`, only that the client still
+    /// authenticates is checked again.
+    pub fn new(
+        caller: &Caller,
+        needs: impl IntoIterator<Item = (Permission, String)>,
+    ) -> Result<Grant, Error> {
+        // Listening first: a reload between the check and the first wait is still heard.
+        let reloads = caller
+            .access
+            .shared
+            .as_ref()
+            .map(|shared| shared.reloaded.subscribe());
+        let grant = Grant {
+            caller: caller.clone(),
+            needs: needs.into_iter().collect(),
+            reloads,
+        };
+        grant.check()?;
+        Ok(grant)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.caller.current()?;
+        self.needs
+            .iter()
+            .try_for_each(|(permission, resource)| self.caller.permit(*permission, resource))
+    }
+
+    /// Waits for a reload of the clients file that takes the grant away, and answers why
+    /// (UNAUTHENTICATED or PERMISSION_DENIED); never returns while it holds. Cancel-safe, for a
+    /// `select!` in the stream's loop.
+    pub async fn revoked(&mut self) -> Error {
+        loop {
+            let heard = match &mut self.reloads {
+                Some(reloads) => reloads.changed().await.is_ok(),
+                None => false,
+            };
+            if !heard {
+                // No authentication, or the access is gone with the server.
+                return std::future::pending().await;
+            }
+            if let Err(err) = self.check() {
+                return err;
+            }
+        }
+    }
+}
 
 fn denied(id: &str, peer: Option<SocketAddr>, message: String) -> Error {
     metrics::counter!(AUTH_FAILURES, "reason" => "permission_denied").increment(1);
@@ -672,6 +848,8 @@ impl Access {
         if rule.is_some_and(|rule| rule.need == Need::Open) || !self.enabled() {
             return Ok(Caller {
                 client: None,
+                proof: None,
+                version: 0,
                 rule,
                 peer,
                 access: self.clone(),
@@ -684,8 +862,8 @@ impl Access {
             .then(|| tls.as_ref().and_then(TlsConnectInfo::peer_certs))
             .flatten()
             .and_then(|chain| PeerCertificateNames::of(&chain));
-        let client = match self.authenticate(header, certificate).await {
-            Ok(client) => client,
+        let authenticated = match self.authenticate(header, certificate).await {
+            Ok(authenticated) => authenticated,
             Err(failure) => {
                 let (reason, message) = failure.explained();
                 metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
@@ -693,7 +871,9 @@ impl Access {
                 return Err(Error::new(ErrorKind::Unauthenticated, message));
             }
         };
-        let id = client.as_deref().map_or("", |client| client.id.as_str());
+        let id = authenticated
+            .as_ref()
+            .map_or("", |authenticated| authenticated.client.id.as_str());
         let Some(rule) = rule else {
             metrics::counter!(AUTH_FAILURES, "reason" => "unknown_method").increment(1);
             tracing::warn!(client = id, peer = %shown(peer), method = call, "permission denied: the method has no entry in the permission table");
@@ -704,8 +884,18 @@ impl Access {
                 ),
             ));
         };
+        let (client, proof, version) = match authenticated {
+            Some(Authenticated {
+                client,
+                proof,
+                version,
+            }) => (Some(client), Some(proof), version),
+            None => (None, None, 0),
+        };
         Ok(Caller {
             client,
+            proof,
+            version,
             rule: Some(rule),
             peer,
             access: self.clone(),
@@ -735,17 +925,23 @@ mod tests {
 
         std::fs::write(&path, r#"{"clients": [{"id": "first""#).unwrap();
         assert_eq!(shared.reload_if_changed(), Reload::Kept);
-        assert_eq!(Access::clients(shared).by_token("t1").unwrap().id, "first");
+        assert_eq!(
+            Access::version(shared).clients.by_token("t1").unwrap().id,
+            "first"
+        );
 
         std::fs::write(&path, one_client("second", "t2")).unwrap();
         assert_eq!(shared.reload_if_changed(), Reload::Reloaded);
-        let clients = Access::clients(shared);
+        let clients = Access::version(shared).clients;
         assert!(clients.by_token("t1").is_none());
         assert_eq!(clients.by_token("t2").unwrap().id, "second");
 
         std::fs::remove_file(&path).unwrap();
         assert_eq!(shared.reload_if_changed(), Reload::Kept);
-        assert_eq!(Access::clients(shared).by_token("t2").unwrap().id, "second");
+        assert_eq!(
+            Access::version(shared).clients.by_token("t2").unwrap().id,
+            "second"
+        );
     }
 
     #[tokio::test]
@@ -769,7 +965,7 @@ mod tests {
             access
                 .authenticate(header, None)
                 .await
-                .map(|c| c.unwrap().id.clone())
+                .map(|c| c.unwrap().client.id.clone())
         };
         // Twice: by argon2, then by the remembered hash.
         for _ in 0..2 {
@@ -835,6 +1031,8 @@ mod tests {
         .unwrap();
         let caller = Caller {
             client: clients.by_token("t").cloned(),
+            proof: None,
+            version: 0,
             rule: rpcs::rule_of("/jetway.events.v1.EventsService/PublishStream"),
             peer: None,
             access: Access::open(),

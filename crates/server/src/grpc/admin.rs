@@ -167,7 +167,7 @@ impl AdminService for Admin {
     ) -> Result<Response<Self::ListDeadLettersStream>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        caller.check(Permission::Read, &request.dead_letter_stream)?;
+        let grant = caller.hold(Permission::Read, &request.dead_letter_stream)?;
         let spec = ListSpec {
             dead_letter_stream: request.dead_letter_stream,
             stream: request.stream,
@@ -191,6 +191,7 @@ impl AdminService for Admin {
                     dead_letter: Some(encode_dead_letter(dead_letter)),
                 })
             },
+            grant,
             self.shutdown.clone(),
             "list again from the id after the last one received",
         )))

@@ -197,7 +197,7 @@ impl EventsService for JetwayEvents {
     ) -> Result<Response<Self::ReadEventsStream>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        caller.check(Permission::Read, &request.stream)?;
+        let grant = caller.hold(Permission::Read, &request.stream)?;
         let spec = ReadSpec {
             from: optional_pointer("from", request.from.as_ref()).map_err(|e| e.to_status())?,
             limit: (request.limit > 0).then_some(request.limit.into()),
@@ -214,6 +214,7 @@ impl EventsService for JetwayEvents {
                     event: Some(encode_event(event, 0)),
                 })
             },
+            grant,
             self.shutdown.clone(),
             "read again from the id after the last one received",
         )))
@@ -227,7 +228,7 @@ impl EventsService for JetwayEvents {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        caller.check(Permission::Consume, &request.stream)?;
+        let grant = caller.hold(Permission::Consume, &request.stream)?;
         let spec = LiveSpec {
             subject: request.subject,
             stream: request.stream,
@@ -246,6 +247,7 @@ impl EventsService for JetwayEvents {
                     event: Some(encode_event(event, 0)),
                 })
             },
+            grant,
             self.shutdown.clone(),
             "subscribe again",
         )))

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    auth::{Caller, Permission},
+    auth::{Caller, Grant, Permission},
     codec::requests as codec,
     grpc::{
         publish_stream::Trace,
@@ -185,11 +185,14 @@ async fn respond(
         Err(status) => return streaming::finish(&tx, over_message_limit(status)).await,
     };
     let spec = codec::processor_spec(attach);
-    for subject in &spec.subjects {
-        if let Err(status) = caller.check(Permission::Respond, subject) {
-            return streaming::finish(&tx, status).await;
-        }
-    }
+    let needs = spec
+        .subjects
+        .iter()
+        .map(|subject| (Permission::Respond, subject.clone()));
+    let mut grant = match Grant::new(&caller, needs) {
+        Ok(grant) => grant,
+        Err(err) => return streaming::finish(&tx, err.to_status()).await,
+    };
     let mut processor = match responders.attach(spec).await {
         Ok(processor) => processor,
         Err(err) => return streaming::finish(&tx, err.to_status()).await,
@@ -201,7 +204,7 @@ async fn respond(
     if tx.send(attached).await.is_err() {
         return;
     }
-    let end = serve(&mut processor, &mut inbound, &tx, &shutdown).await;
+    let end = serve(&mut processor, &mut inbound, &tx, &shutdown, &mut grant).await;
     match end {
         End::Left => processor.leave().await,
         End::Failed(status) => {
@@ -257,22 +260,28 @@ enum End {
     ShuttingDown,
 }
 
+/// Hands requests to the processor and its answers back until it leaves, fails, the server shuts
+/// down, or a reload of the clients file takes away its respond permission (`grant`): then it
+/// fails with that refusal.
 async fn serve(
     processor: &mut Processor,
     inbound: &mut Streaming<api::RespondRequest>,
     tx: &Tx,
     shutdown: &CancellationToken,
+    grant: &mut Grant,
 ) -> End {
     // Made once: each of these futures registers a waiter when polled, so a fresh one per turn
     // would take a lock for every request.
     let cancelled = shutdown.cancelled();
     let closed = tx.closed();
-    tokio::pin!(cancelled, closed);
+    let revoked = grant.revoked();
+    tokio::pin!(cancelled, closed, revoked);
     loop {
         tokio::select! {
             biased;
             () = &mut cancelled => return End::ShuttingDown,
             () = &mut closed => return End::Left,
+            revoked = &mut revoked => return End::Failed(revoked.to_status()),
             message = inbound.message() => match message {
                 Ok(Some(message)) => {
                     if let Err(status) = handle(processor, message).await {

@@ -61,7 +61,7 @@ impl ExtStateService for JetwayState {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = Caller::of(&request)?;
         let spec = watch_spec(request.into_inner());
-        caller.check(Permission::StateRead, &spec.store)?;
+        let grant = caller.hold(Permission::StateRead, &spec.store)?;
         let entries = core::watch(&self.nats, &spec)
             .await
             .map_err(|e| e.to_status())?;
@@ -73,6 +73,7 @@ impl ExtStateService for JetwayState {
                     entry: Some(encode_entry(&store, entry)?),
                 })
             },
+            grant,
             self.shutdown.clone(),
             ON_SHUTDOWN,
         )))
@@ -86,7 +87,7 @@ impl ExtStateService for JetwayState {
     ) -> Result<Response<Self::KeysStream>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        caller.check(Permission::StateRead, &request.store)?;
+        let grant = caller.hold(Permission::StateRead, &request.store)?;
         let keys = core::keys(&self.nats, &request.store, &request.filter)
             .await
             .map_err(|e| e.to_status())?;
@@ -99,6 +100,7 @@ impl ExtStateService for JetwayState {
         Ok(Response::new(forward(
             batches,
             |keys| Ok(ext::KeysResponse { keys }),
+            grant,
             self.shutdown.clone(),
             ON_SHUTDOWN,
         )))
@@ -112,7 +114,7 @@ impl ExtStateService for JetwayState {
     ) -> Result<Response<Self::HistoryStream>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        caller.check(Permission::StateRead, &request.store)?;
+        let grant = caller.hold(Permission::StateRead, &request.store)?;
         let entries = core::history(&self.nats, &request.store, &request.key)
             .await
             .map_err(|e| e.to_status())?;
@@ -124,6 +126,7 @@ impl ExtStateService for JetwayState {
                     entry: Some(encode_entry(&store, entry)?),
                 })
             },
+            grant,
             self.shutdown.clone(),
             ON_SHUTDOWN,
         )))

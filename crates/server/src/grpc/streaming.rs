@@ -1,7 +1,8 @@
 //! Server-streaming responses fed by a core stream: a task per call reads items, encodes them, and
 //! sends them through a bounded channel that tonic drains. When a send fails or the channel closes,
 //! the client has gone: the task ends and drops the core stream (and the JetStream consumer behind
-//! it). Server shutdown ends the stream with the status the caller chose.
+//! it). Server shutdown ends the stream with the status the caller chose, and a reload of the
+//! clients file that takes away what the call was allowed ends it with that refusal.
 
 use std::pin::Pin;
 
@@ -11,7 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::grpc::status::{self, ToStatus};
+use crate::{
+    auth::Grant,
+    grpc::status::{self, ToStatus},
+};
 
 /// Responses buffered per stream before the task waits for the client to read. With what the core
 /// stream behind it holds (a reader: at most a pull and a half, see `jetway_core::reads::READ_BATCH`),
@@ -28,11 +32,13 @@ pub const SESSION_BUFFER: usize = 256;
 pub type Responses<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Spawns the task that sends `items`, encoded, to the client until they end or fail, the client
-/// leaves, or `shutdown` is cancelled (then the stream ends with UNAVAILABLE, telling the client
+/// leaves, `grant` is revoked (then the stream ends with UNAUTHENTICATED or PERMISSION_DENIED), or
+/// `shutdown` is cancelled (then the stream ends with UNAVAILABLE, telling the client
 /// `on_shutdown`: how to carry on); returns the stream tonic sends from.
 pub fn forward<T, E, R>(
     mut items: BoxStream<'static, Result<T, E>>,
     encode: impl Fn(T) -> Result<R, Status> + Send + 'static,
+    grant: Grant,
     shutdown: CancellationToken,
     on_shutdown: &'static str,
 ) -> Responses<R>
@@ -44,11 +50,15 @@ where
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     crate::grpc::panic::spawn_guarded(tx.clone(), async move {
         let shutting_down = || status::shutting_down(on_shutdown);
+        let mut grant = grant;
+        let revoked = grant.revoked();
+        tokio::pin!(revoked);
         let end = loop {
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break Some(shutting_down()),
                 () = tx.closed() => break None,
+                revoked = &mut revoked => break Some(revoked.to_status()),
                 next = items.next() => next,
             };
             let response = match next {

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    auth::{Caller, Permission, limits::SessionSlot},
+    auth::{Caller, Grant, Permission, limits::SessionSlot},
     codec::windshift,
     grpc::{
         publish_stream::Trace,
@@ -191,9 +191,10 @@ impl Session {
             Err(status) => return self.finish(End::Status(over_message_limit(status))).await,
         };
         let consumer = format!("{}/{}", subscribe.stream, subscribe.consumer);
-        if let Err(status) = self.caller.check(Permission::Consume, &consumer) {
-            return self.finish(End::Status(status)).await;
-        }
+        let mut grant = match self.caller.hold(Permission::Consume, &consumer) {
+            Ok(grant) => grant,
+            Err(status) => return self.finish(End::Status(status)).await,
+        };
         let spec = SubscribeSpec {
             stream: subscribe.stream,
             consumer: subscribe.consumer,
@@ -207,19 +208,23 @@ impl Session {
             processing_timeout: Some(subscription.processing_timeout().into()),
         };
         let end = match self.send(Resp::Subscribed(subscribed)).await {
-            Ok(()) => self.serve(&mut inbound, &mut subscription).await,
+            Ok(()) => {
+                self.serve(&mut inbound, &mut subscription, &mut grant)
+                    .await
+            }
             Err(end) => end,
         };
         subscription.close().await;
         self.finish(end).await;
     }
 
-    /// Delivers events and answers requests until the client goes, something fails, or the server
-    /// shuts down.
+    /// Delivers events and answers requests until the client goes, something fails, the server
+    /// shuts down, or a reload of the clients file takes the consume permission away (`grant`).
     async fn serve(
         &self,
         inbound: &mut Streaming<EventsRequest>,
         subscription: &mut Subscription,
+        grant: &mut Grant,
     ) -> End {
         // After a half-close the client sends nothing more, but still receives events.
         let mut reading = true;
@@ -227,12 +232,15 @@ impl Session {
         // loop turn would take two locks for every event.
         let cancelled = self.shutdown.cancelled();
         let closed = self.tx.closed();
-        tokio::pin!(cancelled, closed);
+        let revoked = grant.revoked();
+        tokio::pin!(cancelled, closed, revoked);
         loop {
             let response = tokio::select! {
                 biased;
                 () = &mut cancelled => return End::Status(shutting_down()),
                 () = &mut closed => return End::ClientGone,
+                // Before the requests: none is answered once the permission is gone.
+                revoked = &mut revoked => return End::Status(revoked.to_status()),
                 message = inbound.message(), if reading => match message {
                     Ok(Some(request)) => match handle(subscription, request).await {
                         Ok(response) => response,

@@ -32,6 +32,7 @@ use prost::{Message, Name};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    auth::{Caller, Grant, Permission},
     codec::state::decode,
     http::{
         ApiState,
@@ -614,6 +615,7 @@ pub fn no_more(
 )]
 pub async fn watch(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(store): ApiPath<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -651,6 +653,8 @@ pub async fn watch(
             ));
         }
     };
+    // Checked again at each reload of the clients file, for as long as the watch is open.
+    let grant = Grant::new(&caller, [(Permission::StateRead, store.clone())])?;
     let entries = state::watch(
         &state.nats,
         &WatchSpec {
@@ -669,7 +673,7 @@ pub async fn watch(
     let events = events.filter_map(|event: Result<Option<SseEvent>, Error>| {
         futures::future::ready(event.transpose())
     });
-    Ok(live::respond(events, &state.shutdown))
+    Ok(live::respond(events, grant, &state.shutdown))
 }
 
 /// A resume's revision: the watch starts at the next one, which must be a sequence JetStream

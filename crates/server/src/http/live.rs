@@ -5,7 +5,8 @@
 //! meanwhile are replayed with a range read, then the live feed goes on, with nothing missed or
 //! repeated. A comment every [`HEARTBEAT`] keeps proxies from closing an idle stream. With
 //! `AUTH_FILE`, the client needs the consume permission on the stream (the `stream` parameter, else
-//! the one that captures the subject) before anything is streamed, as gRPC's Subscribe does.
+//! the one that captures the subject) before anything is streamed, as gRPC's Subscribe does, and
+//! the stream ends with a [`FAILURE`] event when a reload of the clients file takes it away.
 //! `format=cloudevents` makes each `data:` a CloudEvent ([`cloudevents::from_event`]).
 //!
 //! Gap-free resume: the live feed is opened first, so it holds every event stored after that; the
@@ -34,7 +35,7 @@ use jetway_core::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{Caller, Permission},
+    auth::{Caller, Grant, Permission},
     http::{
         ApiState, cloudevents,
         error::{ApiError, ErrorBody},
@@ -118,7 +119,7 @@ pub async fn subscribe(
     } else {
         stream
     };
-    caller.permit(Permission::Consume, &stream)?;
+    let grant = Grant::new(&caller, [(Permission::Consume, stream.clone())])?;
     let spec = LiveSpec {
         subject: subject.clone(),
         stream: stream.clone(),
@@ -160,36 +161,46 @@ pub async fn subscribe(
         };
         futures::future::ready(event)
     });
-    Ok(respond(events, &state.shutdown))
+    Ok(respond(events, grant, &state.shutdown))
 }
 
 /// Answers `events` as an SSE stream with a heartbeat comment every [`HEARTBEAT`]: it ends cleanly
 /// at server shutdown, and at the first error, which goes out as a last [`FAILURE`] event (so a
-/// failed replay never runs into a live feed). Live subscriptions and KV watches share it.
+/// failed replay never runs into a live feed); a reload of the clients file that revokes `grant`
+/// is such an error. Live subscriptions and KV watches share it.
 pub fn respond(
     events: impl Stream<Item = Result<SseEvent, Error>> + Send + 'static,
+    grant: Grant,
     shutdown: &CancellationToken,
 ) -> Response {
-    let events = events
-        .take_until(shutdown.clone().cancelled_owned())
-        .scan(false, |failed, event| {
-            let next = (!*failed).then(|| {
-                *failed = event.is_err();
-                event
-            });
-            futures::future::ready(next)
-        })
-        .filter_map(|event| {
-            let event = match event {
-                Ok(event) => Some(event),
-                Err(err) => encoded(
-                    SseEvent::default()
-                        .event(FAILURE)
-                        .json_data(ApiError::from(err).body()),
-                ),
-            };
-            futures::future::ready(event.map(Ok::<_, Infallible>))
-        });
+    let events = Box::pin(events);
+    let revoked = Box::pin(async move {
+        let mut grant = grant;
+        grant.revoked().await
+    });
+    // Ends right after the first error, without waiting for another event to come.
+    let events = futures::stream::unfold(Some((events, revoked)), |going| async move {
+        let (mut events, mut revoked) = going?;
+        let next = tokio::select! {
+            biased;
+            revoked = &mut revoked => Err(revoked),
+            next = events.next() => next?,
+        };
+        let going = next.is_ok().then_some((events, revoked));
+        Some((next, going))
+    })
+    .take_until(shutdown.clone().cancelled_owned())
+    .filter_map(|event| {
+        let event = match event {
+            Ok(event) => Some(event),
+            Err(err) => encoded(
+                SseEvent::default()
+                    .event(FAILURE)
+                    .json_data(ApiError::from(err).body()),
+            ),
+        };
+        futures::future::ready(event.map(Ok::<_, Infallible>))
+    });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response()

@@ -43,7 +43,7 @@ use tonic_reflection::pb::v1::{
 
 use crate::{
     clients::{consumer, fetch, typed},
-    harness::{TestServer, publish_request, stream_request},
+    harness::{RECV_GUARD, TestServer, publish_request, stream_request},
 };
 
 pub(crate) const ALL: &str = "token-of-the-client-allowed-everything";
@@ -1302,4 +1302,182 @@ async fn reflection_can_be_turned_off() {
         .list_streams(admin::ListStreamsRequest::default())
         .await
         .unwrap();
+}
+
+/// The status a response stream ends with, past the messages before it; each within the guard
+/// time, so a stream that stays open fails the test instead of hanging it.
+async fn ended<T>(stream: &mut tonic::Streaming<T>) -> Status {
+    loop {
+        let next = tokio::time::timeout(RECV_GUARD, stream.message())
+            .await
+            .expect("a message, or the end, within the guard time");
+        match next {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended with OK"),
+            Err(status) => return status,
+        }
+    }
+}
+
+/// A reloaded clients file applies to streams already open: a stream whose permission is gone
+/// ends with PERMISSION_DENIED, one whose client is gone with UNAUTHENTICATED (Events sessions,
+/// live Subscribe and Respond at once; PublishStream at its next request).
+#[tokio::test]
+async fn a_reloaded_clients_file_applies_to_open_streams() {
+    const ADMIN: &str = "token-of-the-admin";
+    const WORKER: &str = "token-of-the-worker";
+    const GONE: &str = "token-of-a-client-removed-later";
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    // `worker` may consume and respond; the reload leaves it only publish (and a longer file).
+    let file = |worker: &str, gone: bool| {
+        let gone = if gone {
+            format!(
+                r#", {{"id": "gone", "tokens": ["{}"], "permissions": {{"consume": ["a-*"], "publish": ["a.>"]}}}}"#,
+                token_hash(GONE)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"{{"clients": [
+                {{"id": "admin", "tokens": ["{}"], "permissions": {{"manage": [">"], "publish": [">"]}}}},
+                {{"id": "worker", "tokens": ["{}"], "permissions": {worker}}}{gone}
+            ]}}"#,
+            token_hash(ADMIN),
+            token_hash(WORKER),
+        )
+    };
+    let everything = r#"{"consume": ["a-*"], "respond": ["a.>"], "publish": ["a.>"]}"#;
+    std::fs::write(&path, file(everything, true)).unwrap();
+    let security = Security {
+        access: Access::load(&path).unwrap(),
+        reflection: true,
+    };
+    let jetway = TestServer::builder()
+        .nats_url(nats.url())
+        .security(security)
+        .start()
+        .await;
+    let channel = jetway.channel().await;
+    let events = |token| JwEvents::with_interceptor(channel.clone(), Auth::bearer(token));
+    let mut admin = events(ADMIN);
+    WsEvents::with_interceptor(channel.clone(), Auth::bearer(ADMIN))
+        .ensure_stream(stream_request("a-orders", &["a.>"]))
+        .await
+        .unwrap();
+    admin
+        .ensure_consumer(consumer("a-orders", "c", &["a.>"]))
+        .await
+        .unwrap();
+
+    let session = |token| {
+        let subscribe = ws::EventsRequest {
+            request: Some(events_request::Request::Subscribe(
+                events_request::Subscribe {
+                    stream: "a-orders".into(),
+                    consumer: "c".into(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let client = WsEvents::with_interceptor(channel.clone(), Auth::bearer(token));
+        async move {
+            let mut client = client;
+            let mut session = client
+                .events(futures::stream::iter([subscribe]).chain(futures::stream::pending()))
+                .await
+                .unwrap()
+                .into_inner();
+            let subscribed = session.message().await.unwrap().unwrap();
+            assert!(
+                matches!(
+                    subscribed.response,
+                    Some(ws::events_response::Response::Subscribed(_))
+                ),
+                "{subscribed:?}"
+            );
+            session
+        }
+    };
+    let mut worker_session = session(WORKER).await;
+    let mut gone_session = session(GONE).await;
+    let mut live = events(WORKER)
+        .subscribe(jw::SubscribeRequest {
+            stream: "a-orders".into(),
+            subject: "a.>".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let attach = jr::RespondRequest {
+        message: Some(jr::respond_request::Message::Attach(jr::Attach {
+            subjects: vec!["a.rpc".into()],
+            ..Default::default()
+        })),
+    };
+    let mut respond = RequestServiceClient::with_interceptor(channel.clone(), Auth::bearer(WORKER))
+        .respond(futures::stream::iter([attach]).chain(futures::stream::pending()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        respond.message().await.unwrap().unwrap().message,
+        Some(jr::respond_response::Message::Attached(_))
+    ));
+    let (publishes, requests) = tokio::sync::mpsc::channel(4);
+    let mut publish_stream = events(GONE)
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let publish = |correlation_id| jw::PublishStreamRequest {
+        correlation_id,
+        event: Some(jw::PublishEventRequest {
+            subject: "a.created".into(),
+            ..raw_event()
+        }),
+    };
+    publishes.send(publish(1)).await.unwrap();
+    let published = publish_stream.message().await.unwrap().unwrap();
+    assert_eq!(published.correlation_id, 1);
+
+    std::fs::write(&path, file(r#"{"publish": ["a.>", "more.>"]}"#, false)).unwrap();
+    jetway_testkit::eventually("the reloaded file is in force", || {
+        let mut gone = events(GONE);
+        async move {
+            let refused = gone
+                .publish_event(jw::PublishEventRequest {
+                    subject: "a.created".into(),
+                    ..raw_event()
+                })
+                .await
+                .err()?;
+            (refused.code() == Code::Unauthenticated).then_some(())
+        }
+    })
+    .await;
+
+    let denied = ended(&mut worker_session).await;
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("consume"), "{denied:?}");
+    let unauthenticated = ended(&mut gone_session).await;
+    assert_eq!(
+        unauthenticated.code(),
+        Code::Unauthenticated,
+        "{unauthenticated:?}"
+    );
+    let denied = ended(&mut live).await;
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let denied = ended(&mut respond).await;
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("respond"), "{denied:?}");
+    publishes.send(publish(2)).await.unwrap();
+    let unauthenticated = ended(&mut publish_stream).await;
+    assert_eq!(
+        unauthenticated.code(),
+        Code::Unauthenticated,
+        "{unauthenticated:?}"
+    );
 }

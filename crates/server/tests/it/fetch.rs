@@ -13,7 +13,7 @@ use jetway_testkit::eventually;
 
 use crate::{
     clients::{self, FetchFixture, consumer, fetch, publish, raw, seconds, typed, value_of},
-    harness::{Env, assert_status},
+    harness::{Env, assert_status, readyz_until},
 };
 
 fn ack(ids: &[u64]) -> AckRequest {
@@ -220,6 +220,49 @@ async fn an_unsettled_fetch_comes_back_after_the_processing_timeout_and_the_new_
         info.delivered.consumer_sequence, 2,
         "two deliveries, no third"
     );
+}
+
+/// An ack that fails for the moment (NATS is away) leaves the event in flight, even when it was
+/// the consumer's only one: the retry after the outage settles it instead of finding an unknown id.
+#[tokio::test]
+async fn a_temporarily_failed_ack_leaves_the_event_in_flight_for_a_retry() {
+    let mut env = Env::start().await;
+    env.stream("orders", &["orders.>"]).await;
+    let mut client = clients::events(&env).await;
+    let request = api::EnsureConsumerRequest {
+        processing_timeout: Some(seconds(3600)),
+        ..consumer("orders", "worker", &["orders.>"])
+    };
+    client.ensure_consumer(request).await.unwrap();
+    let id = publish(&mut client, typed("orders.created", "held")).await;
+    let fetched = client.fetch(fetch(1)).await.unwrap().into_inner();
+    assert_eq!(ids_of(&fetched), [(id, 1)]);
+
+    env.nats.stop();
+    let addr = env.jetway.health_addr();
+    readyz_until(addr, 503).await;
+    let during = client.ack(ack(&[id])).await.unwrap().into_inner();
+    assert_eq!(
+        during.settled,
+        Some(api::Settled {
+            temporary_failed_ids: vec![id],
+            ..settled(&[], &[])
+        }),
+        "not settled, still in flight"
+    );
+
+    env.nats.restart();
+    readyz_until(addr, 200).await;
+    let after = client.ack(ack(&[id])).await.unwrap().into_inner();
+    assert_eq!(
+        after.settled,
+        Some(settled(&[id], &[])),
+        "the retry settles it"
+    );
+    env.consumer_info_until("orders", "worker", "the ack reaches JetStream", |info| {
+        info.num_ack_pending == 0 && info.ack_floor.stream_sequence == id
+    })
+    .await;
 }
 
 #[tokio::test]

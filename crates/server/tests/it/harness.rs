@@ -65,6 +65,15 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// Waits until `/readyz` on `addr` answers `status`: 503 once Jetway has noticed NATS is away,
+/// 200 once it is back.
+pub(crate) async fn readyz_until(addr: SocketAddr, status: u16) {
+    eventually(&format!("/readyz answers {status}"), || async {
+        (http_status(addr, "/readyz").await == status).then_some(())
+    })
+    .await;
+}
+
 /// Everything a test needs.
 pub(crate) struct Env {
     pub nats: NatsServer,

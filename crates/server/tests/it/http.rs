@@ -402,20 +402,20 @@ async fn range_reads_answer_a_json_array_or_ndjson() {
 
 /// One message of an SSE stream.
 #[derive(Debug)]
-struct Sse {
-    id: Option<u64>,
-    event: Option<String>,
-    data: Value,
+pub(crate) struct Sse {
+    pub(crate) id: Option<u64>,
+    pub(crate) event: Option<String>,
+    pub(crate) data: Value,
 }
 
 /// Reads an SSE body message by message.
-struct SseReader {
+pub(crate) struct SseReader {
     body: Incoming,
     buffer: BytesMut,
 }
 
 impl SseReader {
-    async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseReader {
+    pub(crate) async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseReader {
         let response = open(addr, "GET", path, headers, Bytes::new()).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
@@ -426,7 +426,7 @@ impl SseReader {
     }
 
     /// The next message (comments skipped), or `None` when the stream ended.
-    async fn next(&mut self) -> Option<Sse> {
+    pub(crate) async fn next(&mut self) -> Option<Sse> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
                 let block = self.buffer.split_to(end + 2);

@@ -46,7 +46,7 @@ use crate::{
     auth::{ALL, Auth, NONE, TENANT_A, TENANT_B, secured},
     clients::consumer,
     harness::{publish_request, stream_request},
-    http::{Reply, call, open},
+    http::{Reply, SseReader, call, open},
     tls::Files,
 };
 
@@ -856,4 +856,54 @@ async fn the_fetch_limit_of_a_client_holds_over_http() {
     let message = over.assert_error(429, "RESOURCE_EXHAUSTED", None);
     assert!(message.contains("fetched_in_flight"), "{message}");
     assert!(message.contains("\"small\""), "{message}");
+}
+
+/// A reloaded clients file ends the SSE streams it takes away, with a last `failure` event: a
+/// client that lost its consume permission gets PERMISSION_DENIED, one whose secret changed
+/// UNAUTHENTICATED.
+#[tokio::test]
+async fn a_reloaded_clients_file_ends_the_sse_streams_it_takes_away() {
+    const SECRET: &str = "the-secret-of-the-follower";
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let file = |consume: &[&str], secret: &str| {
+        json!({"clients": [
+            {"id": "admin", "tokens": [token_hash(ALL)],
+             "permissions": {"manage": [">"], "publish": [">"]}},
+            {"id": "worker", "tokens": [token_hash(TENANT_A)],
+             "permissions": {"consume": consume}},
+            {"id": "follower", "secret": secret_hash(secret).unwrap(),
+             "permissions": {"consume": ["a-*"]}}]})
+        .to_string()
+    };
+    std::fs::write(&path, file(&["a-*"], SECRET)).unwrap();
+    let jetway = TestServer::builder()
+        .nats_url(nats.url())
+        .security(Security {
+            access: Access::load(&path).unwrap(),
+            reflection: true,
+        })
+        .start()
+        .await;
+    WsEvents::with_interceptor(jetway.channel().await, Auth::bearer(ALL))
+        .ensure_stream(stream_request("a-orders", &["a.>"]))
+        .await
+        .unwrap();
+    let addr = jetway.http_addr();
+    let (worker, follower) = (format!("Bearer {TENANT_A}"), basic("follower", SECRET));
+    let follow = "/v1/subscribe/a.%3E?stream=a-orders";
+    let mut by_worker = SseReader::open(addr, follow, &[("authorization", &worker)]).await;
+    let mut by_follower = SseReader::open(addr, follow, &[("authorization", &follower)]).await;
+
+    std::fs::write(&path, file(&["b-*", "c-*"], "a-changed-secret")).unwrap();
+    for (reader, code) in [
+        (&mut by_worker, "PERMISSION_DENIED"),
+        (&mut by_follower, "UNAUTHENTICATED"),
+    ] {
+        let last = reader.next().await.expect("a failure event");
+        assert_eq!(last.event.as_deref(), Some("failure"), "{last:?}");
+        assert_eq!(last.data["error"]["code"], code, "{last:?}");
+        assert!(reader.next().await.is_none(), "the stream ends after it");
+    }
 }

@@ -18,7 +18,7 @@ use tonic_reflection::pb::v1::{
 
 use crate::harness::{
     Env, TestServer, http_get, http_status, jetway_server, log_lines, next_line, publish_request,
-    stream_request, value_of,
+    readyz_until, stream_request, value_of,
 };
 
 /// `NATS_URL` may list several servers: Jetway connects through whichever answers.
@@ -74,14 +74,6 @@ async fn credentials_in_the_nats_url_authenticate() {
         readyz_until(jetway.health_addr(), 200).await;
         publish_one(jetway.channel().await).await;
     }
-}
-
-/// Waits until `/readyz` on `addr` answers `status`.
-async fn readyz_until(addr: std::net::SocketAddr, status: u16) {
-    eventually(&format!("/readyz answers {status}"), || async {
-        (http_status(addr, "/readyz").await == status).then_some(())
-    })
-    .await;
 }
 
 /// While NATS is away, an ack is answered at once as a temporary failure (the event stays held),

@@ -1029,6 +1029,33 @@ async fn oversized_values_are_invalid_arguments_stating_the_limit() {
     kv.set("big", "k", &"x".repeat(512 * 1024)).await;
 }
 
+/// A store at its maximum values or bytes (limits set on its bucket by another NATS client; a
+/// bucket refuses new writes when full) refuses a Set with RESOURCE_EXHAUSTED naming the limit, and
+/// keeps what it had.
+#[tokio::test]
+async fn a_full_store_refuses_a_set_with_resource_exhausted_naming_the_limit() {
+    let mut kv = Kv::start().await;
+    for (store, limit) in [("values", "maximum messages"), ("bytes", "maximum bytes")] {
+        kv.store(store).await;
+        let mut config = kv.bucket_config(store).await;
+        if store == "values" {
+            config.max_messages = 1;
+        } else {
+            // One value fits (about 60 bytes stored with its key), a second does not.
+            config.max_bytes = 150;
+        }
+        kv.env.js.update_stream(config).await.unwrap();
+        let revision = kv.set(store, "first", "x").await;
+        assert_status(
+            kv.try_set(store, "second", "y").await,
+            Code::ResourceExhausted,
+            limit,
+        );
+        assert_eq!(kv.get(store, "first").await, ("x".into(), revision));
+        assert_status(kv.try_get(store, "second").await, Code::NotFound, "second");
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_store_is_not_found_everywhere() {
     let mut kv = Kv::start().await;

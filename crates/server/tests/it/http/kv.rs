@@ -572,3 +572,25 @@ async fn a_keys_history_lists_every_entry_oldest_first() {
         .await
         .assert_error(400, "INVALID_ARGUMENT", Some("limit"));
 }
+
+/// A full store refuses a write over HTTP as over gRPC: RESOURCE_EXHAUSTED (429) naming the limit.
+#[tokio::test]
+async fn a_full_store_refuses_a_write_with_429_naming_the_limit() {
+    let (env, addr, _grpc) = kv_env(Limits::default()).await;
+    let mut config = env
+        .js
+        .get_stream("KV_config")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.max_messages = 1;
+    env.js.update_stream(config).await.unwrap();
+    let stored = put(addr, "first", &[], "x").await;
+    assert_eq!(stored.status.as_u16(), 200, "{:?}", stored.body);
+    let message = put(addr, "second", &[], "y")
+        .await
+        .assert_error(429, "RESOURCE_EXHAUSTED", None);
+    assert!(message.contains("maximum messages"), "{message}");
+}
