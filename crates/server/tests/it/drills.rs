@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tonic::{Status, transport::Channel};
 
 use crate::harness::{
-    EnsureConsumer, JetwayProcess, Session, TestServer, http_status, publish_request,
+    EnsureConsumer, JetwayProcess, Session, TestServer, http_status, publish_request, set_up,
     stream_request,
 };
 
@@ -62,6 +62,16 @@ fn r3(name: &str, subjects: &[&str]) -> EnsureStreamRequest {
 }
 
 /// A direct JetStream context on every node of `cluster`, to check what is stored.
+/// Ensures the drills' R3 stream `drill`, asking again while Jetway answers UNAVAILABLE (see
+/// [`set_up`]).
+async fn ensure_r3(client: &EventsServiceClient<Channel>) {
+    set_up("an R3 stream", ELECTION, || {
+        let mut client = client.clone();
+        async move { client.ensure_stream(r3("drill", &["drill.>"])).await }
+    })
+    .await;
+}
+
 async fn direct(cluster: &NatsCluster) -> jetstream::Context {
     let servers: Vec<async_nats::ServerAddr> = cluster
         .urls()
@@ -182,10 +192,7 @@ async fn d1_stream_leader_killed_under_idempotent_publishing() {
     let mut cluster = NatsCluster::start(3);
     let jetway = TestServer::builder().nats_url(cluster.urls()).start().await;
     let channel = jetway.channel().await;
-    EventsServiceClient::new(channel.clone())
-        .ensure_stream(r3("drill", &["drill.>"]))
-        .await
-        .expect("an R3 stream");
+    ensure_r3(&EventsServiceClient::new(channel.clone())).await;
     let leader = eventually_within("the stream has a leader", ELECTION, || {
         let leader = cluster.stream_leader("drill");
         async move { leader }
@@ -356,16 +363,13 @@ async fn event_count(js: &jetstream::Context, stream: &str) -> u64 {
 /// across the fault.
 async fn consume_drill(channel: &Channel, total: u64, processing_timeout: Duration) -> Session {
     let mut client = EventsServiceClient::new(channel.clone());
-    client
-        .ensure_stream(r3("drill", &["drill.>"]))
-        .await
-        .expect("an R3 stream");
+    ensure_r3(&client).await;
     EnsureConsumer::on(&mut client, "drill")
         .named("worker")
         .subjects(&["drill.>"])
         .from(Pointer::Start(true))
         .timeout(processing_timeout)
-        .ensure()
+        .ensure_within(ELECTION)
         .await;
     let published = Arc::default();
     publish_idempotently(channel.clone(), "drill.e", "first", total / 2, 4, published).await;
@@ -667,10 +671,7 @@ async fn d6_the_whole_cluster_is_killed_and_restarted() {
     let mut cluster = NatsCluster::start_with(3, &options);
     let jetway = TestServer::builder().nats_url(cluster.urls()).start().await;
     let channel = jetway.channel().await;
-    EventsServiceClient::new(channel.clone())
-        .ensure_stream(r3("drill", &["drill.>"]))
-        .await
-        .expect("an R3 stream");
+    ensure_r3(&EventsServiceClient::new(channel.clone())).await;
     let before = Arc::new(Mutex::new(Published::default()));
     publish_idempotently(
         channel.clone(),
@@ -771,26 +772,23 @@ async fn d3_rolling_restart_of_jetway_under_sdk_load() {
     let client = Client::connect_many(endpoints.clone())
         .await
         .expect("the SDK connects");
-    client
-        .streams()
-        .ensure(
-            &StreamOptions::new("drill")
-                .subjects(["drill.>"])
-                .replicas(3),
-        )
-        .await
-        .expect("an R3 stream");
-    client
-        .consumers()
-        .ensure(
-            "drill",
-            &ConsumerOptions::durable("worker")
-                .subject("drill.>")
-                .from(StartPosition::Start)
-                .processing_timeout(PROCESSING_TIMEOUT),
-        )
-        .await
-        .expect("a durable consumer");
+    let stream = StreamOptions::new("drill")
+        .subjects(["drill.>"])
+        .replicas(3);
+    set_up("an R3 stream", ELECTION, || {
+        let (client, stream) = (&client, &stream);
+        async move { client.streams().ensure(stream).await }
+    })
+    .await;
+    let consumer = ConsumerOptions::durable("worker")
+        .subject("drill.>")
+        .from(StartPosition::Start)
+        .processing_timeout(PROCESSING_TIMEOUT);
+    set_up("a durable consumer", ELECTION, || {
+        let (client, consumer) = (&client, &consumer);
+        async move { client.consumers().ensure("drill", consumer).await }
+    })
+    .await;
     let mut events = client
         .subscribe("drill", "worker")
         .await

@@ -31,7 +31,7 @@ use jetway_api::{
 };
 pub(crate) use jetway_server::testing::TestServer;
 use jetway_server::{config::Limits, testing::TestServerBuilder};
-use jetway_testkit::{NatsServer, eventually, free_port};
+use jetway_testkit::{NatsServer, eventually, eventually_within, free_port};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming, transport::Channel};
@@ -345,6 +345,19 @@ impl<'a> EnsureConsumer<'a> {
         self
     }
 
+    /// Ensures the consumer and returns its id, asking again while Jetway answers UNAVAILABLE, for
+    /// at most `within` (see [`set_up`]): for a replicated consumer on a cluster.
+    pub(crate) async fn ensure_within(self, within: Duration) -> String {
+        let EnsureConsumer { client, request } = self;
+        set_up("ensure consumer", within, || {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move { client.ensure_consumer(request).await }
+        })
+        .await
+        .into_inner()
+        .id
+    }
+
     /// Ensures the consumer and returns its id.
     pub(crate) async fn ensure(self) -> String {
         self.client
@@ -354,6 +367,47 @@ impl<'a> EnsureConsumer<'a> {
             .into_inner()
             .id
     }
+}
+
+/// An error of a setup call that says to try again later.
+pub(crate) trait Unavailable: std::fmt::Debug {
+    fn unavailable(&self) -> bool;
+}
+
+impl Unavailable for Status {
+    fn unavailable(&self) -> bool {
+        self.code() == Code::Unavailable
+    }
+}
+
+impl Unavailable for jetway_client::Error {
+    fn unavailable(&self) -> bool {
+        self.code() == Some(Code::Unavailable)
+    }
+}
+
+/// Runs `call`, an idempotent setup step (ensuring a stream or a consumer), until it succeeds, for
+/// at most `within`. On a busy machine JetStream can take longer than Jetway's request timeout to
+/// place a replicated stream or consumer on a cluster; Jetway then answers UNAVAILABLE ("timed
+/// out"), which asks the caller to try again. Any other error fails the test, naming `what`.
+pub(crate) async fn set_up<T, E, F, Fut>(what: &str, within: Duration, mut call: F) -> T
+where
+    E: Unavailable,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let outcome = eventually_within(what, within, || {
+        let attempt = call();
+        async move {
+            match attempt.await {
+                Ok(value) => Some(Ok(value)),
+                Err(error) if error.unavailable() => None,
+                Err(error) => Some(Err(error)),
+            }
+        }
+    })
+    .await;
+    outcome.unwrap_or_else(|error| panic!("{what}: {error:?}"))
 }
 
 /// A Subscribe request to `consumer` on `stream`; `max_processing_events` is left to the server
