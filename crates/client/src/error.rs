@@ -93,8 +93,9 @@ impl From<tonic::Status> for Error {
     }
 }
 
-/// Why acking or rejecting an event did not take effect. In every case the event is not lost:
-/// JetStream delivers it again (at-least-once), so the work must be idempotent.
+/// Why acking or rejecting an event did not take effect, or may not have. In every case the event
+/// is not lost: JetStream delivers it again (at-least-once) unless the settle took effect, so the
+/// work must be idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettleError {
     /// The server no longer holds the event for this subscription: it was already settled, or its
@@ -104,9 +105,15 @@ pub enum SettleError {
         /// The event id.
         id: u64,
     },
-    /// The connection that delivered the event was lost. The server gave the event back to
-    /// JetStream, which redelivers it, possibly to the same subscription after it reconnected.
-    #[error("the connection that delivered event {id} was lost; JetStream redelivers it")]
+    /// The connection that delivered the event was lost before the server confirmed the settle.
+    /// If the request had not reached the server, the server gave the event back to JetStream,
+    /// which redelivers it, possibly to the same subscription after it reconnected. If it had, it
+    /// may have taken effect just before the connection broke: an event acked that way is not
+    /// redelivered. Which of the two happened cannot be known.
+    #[error(
+        "the connection that delivered event {id} was lost before the settle was confirmed; \
+         JetStream redelivers it unless the settle took effect"
+    )]
     ConnectionLost {
         /// The event id.
         id: u64,
