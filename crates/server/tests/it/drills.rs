@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
@@ -743,6 +743,66 @@ struct SdkPublished {
     done: bool,
 }
 
+/// Where drill D3 stands, and what it has seen so far: written to stderr if the drill panics
+/// before its report, so a failure says in which phase it came and what the SDK had seen.
+struct D3Scene<'a> {
+    phase: &'a Mutex<String>,
+    published: &'a Mutex<SdkPublished>,
+    seen: &'a Mutex<Consumed>,
+    /// Events whose ack the SDK could not confirm (see `consuming` in the drill).
+    unsure: &'a Mutex<BTreeSet<u64>>,
+}
+
+impl D3Scene<'_> {
+    fn phase(&self) -> String {
+        self.phase
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The phase and the figures so far, on one line.
+    fn describe(&self) -> String {
+        let published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let unsure = self.unsure.lock().unwrap_or_else(PoisonError::into_inner);
+        let missing: Vec<&u64> = published
+            .acked
+            .iter()
+            .filter(|id| !seen.acked.contains(id) && !unsure.contains(id))
+            .collect();
+        format!(
+            "phase: {}; publishes acknowledged: {}, failed: {} (first: {:?}); deliveries: {}, \
+             acked by the subscriber: {}, acks with an unknown outcome: {}; acknowledged \
+             publishes not yet acked by the subscriber: {} (first: {:?})",
+            self.phase(),
+            published.acked.len(),
+            published.failed.len(),
+            published.failed.iter().take(3).collect::<Vec<_>>(),
+            seen.deliveries.len(),
+            seen.acked.len(),
+            unsure.len(),
+            missing.len(),
+            missing.iter().take(10).collect::<Vec<_>>(),
+        )
+    }
+}
+
+impl Drop for D3Scene<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\ndrill D3 failed before its report; {}",
+                self.describe()
+            );
+        }
+    }
+}
+
 /// D3: a rolling restart of two jetway-server processes (the real binary), each stopped with
 /// SIGTERM and started again on the same ports once it has exited, one at a time, while SDK clients
 /// given both endpoints publish (with generated idempotency keys and the default retry policy) and
@@ -752,7 +812,7 @@ struct SdkPublished {
 #[tokio::test(flavor = "multi_thread")]
 async fn d3_rolling_restart_of_jetway_under_sdk_load() {
     use jetway_api::windshift::test::v1::StringValue;
-    use jetway_client::{Client, ConsumerOptions, StartPosition, StreamOptions};
+    use jetway_client::{Client, ConsumerOptions, SettleError, StartPosition, StreamOptions};
 
     /// Concurrent publishers.
     const PUBLISHERS: u64 = 4;
@@ -793,8 +853,20 @@ async fn d3_rolling_restart_of_jetway_under_sdk_load() {
         .subscribe("drill", "worker")
         .await
         .expect("a subscription");
+    let js = direct(&cluster).await;
 
     let published = Arc::new(Mutex::new(SdkPublished::default()));
+    let seen = Mutex::<Consumed>::default();
+    let unsure = Mutex::<BTreeSet<u64>>::default();
+    let phase = Mutex::new(String::from("publishing before the first restart"));
+    let scene = D3Scene {
+        phase: &phase,
+        published: &published,
+        seen: &seen,
+        unsure: &unsure,
+    };
+    let set_phase = |now: String| *phase.lock().unwrap() = now;
+
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut publishers = JoinSet::new();
     for publisher in 0..PUBLISHERS {
@@ -816,7 +888,7 @@ async fn d3_rolling_restart_of_jetway_under_sdk_load() {
                         published.acked.insert(id);
                         published.at.push(Instant::now());
                     }
-                    Err(error) => published.failed.push(format!("{}: {error}", event.value)),
+                    Err(error) => published.failed.push(format!("{}: {error:?}", event.value)),
                 }
                 n += 1;
             }
@@ -832,43 +904,78 @@ async fn d3_rolling_restart_of_jetway_under_sdk_load() {
         }
     };
 
-    let seen = Mutex::<Consumed>::default();
+    // Whether every event is acked on JetStream's side: nothing left to deliver or unacked.
+    let consumer_drained = || async {
+        let stream = js.get_stream("drill").await.expect("the stream");
+        let info = stream.consumer_info("worker").await.expect("consumer info");
+        (info.num_pending, info.num_ack_pending)
+    };
     let consuming = async {
         let start = Instant::now();
         let deadline = start + ELECTION * 3;
         loop {
-            {
+            let all_settled = {
                 let published = published.lock().unwrap();
-                if published.done && published.acked.is_subset(&seen.lock().unwrap().acked) {
-                    return start;
-                }
+                let (seen, unsure) = (seen.lock().unwrap(), unsure.lock().unwrap());
+                published.done
+                    && published
+                        .acked
+                        .iter()
+                        .all(|id| seen.acked.contains(id) || unsure.contains(id))
+            };
+            // An ack whose outcome is unknown either took effect or the event comes again: only
+            // JetStream can tell which, so the drill ends once it has nothing left to deliver.
+            if all_settled && consumer_drained().await == (0, 0) {
+                return start;
             }
-            assert!(Instant::now() < deadline, "the subscriber is stuck");
+            assert!(
+                Instant::now() < deadline,
+                "the subscriber is stuck: after {:?}, {}",
+                ELECTION * 3,
+                scene.describe()
+            );
             // Short slices, so that the end of publishing is noticed while nothing arrives.
             let Ok(event) = tokio::time::timeout(Duration::from_millis(100), events.next()).await
             else {
                 continue;
             };
-            let event = event
-                .expect("the subscription goes on")
-                .expect("the subscription delivers events");
+            let event = match event {
+                Some(Ok(event)) => event,
+                Some(Err(error)) => panic!(
+                    "the subscription ended with {error:?} (the SDK gave up on it); {}",
+                    scene.describe()
+                ),
+                None => panic!(
+                    "the subscription ended without an error (its task stopped); {}",
+                    scene.describe()
+                ),
+            };
             let id = event.id();
             seen.lock().unwrap().deliveries.push(Delivery {
                 id,
                 attempt: event.delivery_attempt(),
                 at: Instant::now(),
             });
-            // A failed ack (its connection was lost) leaves the event to be redelivered.
-            if event.ack().await.is_ok() {
-                seen.lock().unwrap().acked.insert(id);
+            match event.ack().await {
+                Ok(()) => {
+                    seen.lock().unwrap().acked.insert(id);
+                }
+                // The connection broke after the ack may have been sent: if it took effect the
+                // event never comes again, if not it is redelivered (at-least-once).
+                Err(SettleError::ConnectionLost { .. }) => {
+                    unsure.lock().unwrap().insert(id);
+                }
+                // Not held any more: it is redelivered.
+                Err(_) => {}
             }
         }
     };
 
     let acked_at_least = |count: usize| {
         let published = published.clone();
+        let what = format!("{count} publishes acknowledged ({})", scene.phase());
         async move {
-            eventually_within("publishes are acknowledged", ELECTION, || {
+            eventually_within(&what, ELECTION, || {
                 let reached = published.lock().unwrap().acked.len() >= count;
                 async move { reached.then_some(()) }
             })
@@ -879,23 +986,34 @@ async fn d3_rolling_restart_of_jetway_under_sdk_load() {
         for (step, jetway) in jetways.iter_mut().enumerate() {
             acked_at_least((step + 1) * BETWEEN).await;
             let (grpc, health) = (jetway.grpc_addr.port(), jetway.health_addr.port());
+            set_phase(format!("stopping jetway {step} (SIGTERM)"));
             let exit = jetway.terminate().await;
-            assert!(exit.success(), "jetway-server exits 0 on SIGTERM: {exit}");
+            if !exit.success() {
+                panic!(
+                    "jetway-server {step} exits 0 on SIGTERM, not {exit}; its log:\n{}",
+                    jetway.rest_of_log().await.join("\n")
+                );
+            }
+            set_phase(format!("starting jetway {step} again on its ports"));
             *jetway = JetwayProcess::spawn_on(&urls, grpc, health).await;
+            set_phase(format!("publishing after jetway {step} restarted"));
         }
         acked_at_least(3 * BETWEEN).await;
+        set_phase("publishers stopped, consuming the rest".into());
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     };
     let ((), start, ()) = tokio::join!(publishing, consuming, rolling_restart);
+    drop(scene);
 
-    let stored = stored(&direct(&cluster).await, "drill").await;
+    let stored = stored(&js, "drill").await;
     let keys: BTreeSet<&String> = stored.values().collect();
     let published = published.lock().unwrap();
     let seen = seen.lock().unwrap();
+    let unsure = unsure.lock().unwrap();
     let lost: Vec<&u64> = published
         .acked
         .iter()
-        .filter(|id| !stored.contains_key(id) || !seen.acked.contains(id))
+        .filter(|id| !stored.contains_key(id) || !(seen.acked.contains(id) || unsure.contains(id)))
         .collect();
     let distinct: BTreeSet<u64> = seen.deliveries.iter().map(|delivery| delivery.id).collect();
     let longest_publish_pause = longest_gap(published.at.clone());
@@ -915,6 +1033,7 @@ async fn d3_rolling_restart_of_jetway_under_sdk_load() {
                 "duplicates",
                 (seen.deliveries.len() - distinct.len()).to_string(),
             ),
+            ("acks_unconfirmed", unsure.len().to_string()),
             (
                 "longest_publish_pause",
                 format!("{longest_publish_pause:?}"),

@@ -647,7 +647,7 @@ pub(crate) struct JetwayProcess {
     pub grpc_addr: SocketAddr,
     pub health_addr: SocketAddr,
     /// Its log, kept open so that its writes to stderr never fail.
-    _log: mpsc::UnboundedReceiver<String>,
+    log: mpsc::UnboundedReceiver<String>,
 }
 
 impl JetwayProcess {
@@ -685,7 +685,12 @@ impl JetwayProcess {
                     seen.join("\n")
                 );
             };
-            let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!(
+                    "jetway-server wrote a log line that is not JSON ({e}): {line}\nbefore it:\n{}",
+                    seen.join("\n")
+                )
+            });
             seen.push(line);
             if entry["message"] == "serving" {
                 let addr = |key: &str| {
@@ -705,7 +710,7 @@ impl JetwayProcess {
             child,
             grpc_addr,
             health_addr,
-            _log: log,
+            log,
         }
     }
 
@@ -731,6 +736,15 @@ impl JetwayProcess {
             async move { exited }
         })
         .await
+    }
+
+    /// The log lines not read yet, up to the end of the log: call once the process has exited.
+    pub(crate) async fn rest_of_log(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(line) = next_line(&mut self.log).await {
+            lines.push(line);
+        }
+        lines
     }
 
     /// Kills the process with SIGKILL (a crash: nothing is drained or nak'ed) and reaps it.
