@@ -60,6 +60,19 @@ pub(crate) async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec
     .await
 }
 
+/// Waits until the dead-letter worker pulls from the advisory stream: its consumer there has a pull
+/// request waiting. The worker learns that the stream was deleted from JetStream's answer to that
+/// request ("Consumer Deleted"); a delete while the worker is still opening its consumer, before any
+/// request waits, leaves it to find out later, after the test's bound.
+async fn await_worker_pulling(env: &Env) {
+    eventually("the dead-letter worker pulls advisories", || async {
+        let stream = env.js.get_stream("JETWAY_ADVISORIES").await.ok()?;
+        let info = stream.consumer_info("dead-letter-worker").await.ok()?;
+        (info.num_waiting > 0).then_some(())
+    })
+    .await;
+}
+
 fn redrive(ids: &[u64]) -> RedriveDeadLettersRequest {
     RedriveDeadLettersRequest {
         dead_letter_stream: "orders-dead".into(),
@@ -141,6 +154,7 @@ async fn a_permanent_reject_fails_for_now_while_the_advisory_stream_cannot_be_ma
     };
     events.ensure_consumer(worker).await.unwrap();
     let id = publish(&mut events, typed("orders.created", "rejected")).await;
+    await_worker_pulling(&env).await;
     admin
         .delete_stream(admin_api::DeleteStreamRequest {
             stream: "JETWAY_ADVISORIES".into(),
@@ -201,7 +215,7 @@ async fn the_worker_makes_a_deleted_advisory_stream_again() {
         let stream = env.js.get_stream("JETWAY_ADVISORIES").await.ok()?;
         stream.consumer_info("dead-letter-worker").await.ok()
     };
-    eventually("the worker runs", advisories).await;
+    await_worker_pulling(&env).await;
     admin
         .delete_stream(admin_api::DeleteStreamRequest {
             stream: "JETWAY_ADVISORIES".into(),
