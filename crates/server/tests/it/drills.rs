@@ -373,9 +373,21 @@ async fn consume_drill(channel: &Channel, total: u64, processing_timeout: Durati
         .await;
     let published = Arc::default();
     publish_idempotently(channel.clone(), "drill.e", "first", total / 2, 4, published).await;
-    Session::subscribe(&mut client, "drill", "worker")
-        .max(50)
-        .await
+    // Opening the subscription reads the R3 consumer, which can time out like its setup.
+    set_up("a subscribed session", ELECTION, || {
+        let mut client = client.clone();
+        async move {
+            let (session, first) = Session::subscribe(&mut client, "drill", "worker")
+                .max(50)
+                .raw()
+                .await;
+            match first? {
+                Some(Resp::Subscribed(_)) => Ok::<_, Status>(session),
+                other => panic!("expected Subscribed, got {other:?}"),
+            }
+        }
+    })
+    .await
 }
 
 /// Publishes the second half of a consume drill's events, retrying through the fault.
@@ -849,10 +861,11 @@ async fn d3_rolling_restart_of_jetway_under_sdk_load() {
         async move { client.consumers().ensure("drill", consumer).await }
     })
     .await;
-    let mut events = client
-        .subscribe("drill", "worker")
-        .await
-        .expect("a subscription");
+    let mut events = set_up("a subscription", ELECTION, || {
+        let client = &client;
+        async move { client.subscribe("drill", "worker").await }
+    })
+    .await;
     let js = direct(&cluster).await;
 
     let published = Arc::new(Mutex::new(SdkPublished::default()));
