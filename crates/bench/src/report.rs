@@ -191,6 +191,17 @@ pub(crate) fn p2_ceiling(h1_side: &Side, p2: &Scenario) -> Option<Scenario> {
         cpu(p2.jetway.as_ref()),
     ) && unary > 0.0
     {
+        // By process, so the gap can be placed: H1's calls cost the three processes what P2's
+        // calls cost them beyond a publish.
+        if let Some([client, jetway, nats]) = h1_side.cpu_us_per_event {
+            for (key, value) in [
+                ("h1_bench_cpu_us_per_call", client),
+                ("h1_jetway_cpu_us_per_call", jetway),
+                ("h1_nats_cpu_us_per_call", nats),
+            ] {
+                scenario.extra.insert(key.into(), json!(round2(value)));
+            }
+        }
         for (key, value) in [
             ("ceiling_cpu_us_per_call", round2(h1 + direct)),
             ("p2_cpu_us_per_call", round2(unary)),
@@ -424,6 +435,39 @@ mod tests {
             p2_ceiling(&no_h1, &p2(26_000)).is_none(),
             "no H1, no ceiling"
         );
+    }
+
+    #[test]
+    fn p2_ceiling_places_h1_cpu_by_process() {
+        // 1,000 calls that cost the bench 20 ms, jetway-server 10 ms and nats-server 1 ms.
+        let cpu = |client, jetway, nats| crate::stats::Cpu {
+            client: Duration::from_millis(client),
+            jetway: Duration::from_millis(jetway),
+            nats: Duration::from_millis(nats),
+        };
+        let side = |cpu| {
+            Side::combine(&[Round {
+                measure: Measure::Throughput {
+                    events: 1_000,
+                    elapsed: Duration::from_secs(1),
+                },
+                events: 1_000,
+                cpu: Some(cpu),
+            }])
+        };
+        let p2 = Scenario::new(
+            "P2",
+            "unary".into(),
+            Some(side(cpu(10, 0, 14))),
+            Some(side(cpu(33, 22, 17))),
+        );
+        let ceiling = p2_ceiling(&side(cpu(20, 10, 1)), &p2).unwrap();
+        assert_eq!(ceiling.extra["h1_bench_cpu_us_per_call"], 20.0);
+        assert_eq!(ceiling.extra["h1_jetway_cpu_us_per_call"], 10.0);
+        assert_eq!(ceiling.extra["h1_nats_cpu_us_per_call"], 1.0);
+        // (31 + 24) / 72.
+        assert_eq!(ceiling.extra["ceiling_cpu_us_per_call"], 55.0);
+        assert_eq!(ceiling.extra["cpu_share_of_ceiling"], 0.76);
     }
 
     #[test]

@@ -283,7 +283,7 @@ pub async fn serve(
             "http",
         ),
         http::router(
-            http::ApiState::new(
+            http::ApiParts::new(
                 nats.clone(),
                 &limits,
                 live,
