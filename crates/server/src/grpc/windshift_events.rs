@@ -167,41 +167,12 @@ enum End {
 
 impl Session {
     async fn run(self, mut inbound: Streaming<EventsRequest>) {
-        let first = tokio::select! {
-            first = inbound.message() => first,
-            () = self.tx.closed() => return,
-            () = self.shutdown.cancelled() => return self.finish(End::Status(shutting_down())).await,
-        };
-        let subscribe = match first {
-            Ok(Some(EventsRequest {
-                request: Some(Req::Subscribe(subscribe)),
-            })) => subscribe,
-            Ok(Some(_)) => {
-                let status =
-                    Status::invalid_argument("request: the first message must be a subscribe");
-                return self.finish(End::Status(status)).await;
-            }
-            Ok(None) => {
-                let status =
-                    Status::invalid_argument("request: the stream ended before a subscribe");
-                return self.finish(End::Status(status)).await;
-            }
-            // A request tonic could not decode or accept; if the client is still there, it learns
-            // why (a cancel is not an error: tonic reports it as the end of requests).
-            Err(status) => return self.finish(End::Status(over_message_limit(status))).await,
-        };
-        let consumer = format!("{}/{}", subscribe.stream, subscribe.consumer);
-        if let Err(status) = self.caller.check(Permission::Consume, &consumer) {
-            return self.finish(End::Status(status)).await;
-        }
-        let spec = SubscribeSpec {
-            stream: subscribe.stream,
-            consumer: subscribe.consumer,
-            max_processing_events: subscribe.max_processing_events,
-        };
-        let mut subscription = match Subscription::open(&self.nats, &spec).await {
+        // Only serving is awaited inline. The rest runs once per session and is boxed: a future is
+        // as large as the largest it awaits inline, and it keeps that size while the session idles
+        // in `serve` (opening, closing and finishing made an idle session's task tens of KiB).
+        let mut subscription = match Box::pin(self.open(&mut inbound)).await {
             Ok(subscription) => subscription,
-            Err(err) => return self.finish(End::Status(err.to_status())).await,
+            Err(end) => return Box::pin(self.finish(end)).await,
         };
         let subscribed = Subscribed {
             processing_timeout: Some(subscription.processing_timeout().into()),
@@ -210,8 +181,48 @@ impl Session {
             Ok(()) => self.serve(&mut inbound, &mut subscription).await,
             Err(end) => end,
         };
-        subscription.close().await;
-        self.finish(end).await;
+        Box::pin(subscription.close()).await;
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// Reads the subscribe request, checks it and opens its subscription, or says how the session
+    /// ends instead.
+    async fn open(&self, inbound: &mut Streaming<EventsRequest>) -> Result<Subscription, End> {
+        let first = tokio::select! {
+            first = inbound.message() => first,
+            () = self.tx.closed() => return Err(End::ClientGone),
+            () = self.shutdown.cancelled() => return Err(End::Status(shutting_down())),
+        };
+        let subscribe = match first {
+            Ok(Some(EventsRequest {
+                request: Some(Req::Subscribe(subscribe)),
+            })) => subscribe,
+            Ok(Some(_)) => {
+                return Err(End::Status(Status::invalid_argument(
+                    "request: the first message must be a subscribe",
+                )));
+            }
+            Ok(None) => {
+                return Err(End::Status(Status::invalid_argument(
+                    "request: the stream ended before a subscribe",
+                )));
+            }
+            // A request tonic could not decode or accept; if the client is still there, it learns
+            // why (a cancel is not an error: tonic reports it as the end of requests).
+            Err(status) => return Err(End::Status(over_message_limit(status))),
+        };
+        let consumer = format!("{}/{}", subscribe.stream, subscribe.consumer);
+        self.caller
+            .check(Permission::Consume, &consumer)
+            .map_err(End::Status)?;
+        let spec = SubscribeSpec {
+            stream: subscribe.stream,
+            consumer: subscribe.consumer,
+            max_processing_events: subscribe.max_processing_events,
+        };
+        Subscription::open(&self.nats, &spec)
+            .await
+            .map_err(|err| End::Status(err.to_status()))
     }
 
     /// Delivers events and answers requests until the client goes, something fails, or the server
@@ -234,7 +245,8 @@ impl Session {
                 () = &mut cancelled => return End::Status(shutting_down()),
                 () = &mut closed => return End::ClientGone,
                 message = inbound.message(), if reading => match message {
-                    Ok(Some(request)) => match handle(subscription, request).await {
+                    // Boxed for the same reason as opening: a settlement's future is large.
+                    Ok(Some(request)) => match Box::pin(handle(subscription, request)).await {
                         Ok(response) => response,
                         Err(status) => return End::Status(status),
                     },
