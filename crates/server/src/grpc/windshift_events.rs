@@ -167,22 +167,42 @@ enum End {
 
 impl Session {
     async fn run(self, mut inbound: Streaming<EventsRequest>) {
-        // Only serving is awaited inline. The rest runs once per session and is boxed: a future is
-        // as large as the largest it awaits inline, and it keeps that size while the session idles
-        // in `serve` (opening, closing and finishing made an idle session's task tens of KiB).
-        let mut subscription = match Box::pin(self.open(&mut inbound)).await {
-            Ok(subscription) => subscription,
-            Err(end) => return Box::pin(self.finish(end)).await,
+        // Everything but serving is boxed: a future is as large as the largest one it awaits
+        // inline (and a match keeps its scrutinee until its end), and it keeps that size while the
+        // session idles. Opening, closing and finishing inline made an idle session's task tens of
+        // KiB; they run once per session. The serving future is made before it is awaited, so the
+        // opened subscription is held once, in it.
+        let end = {
+            let serving = match Box::pin(self.open(&mut inbound)).await {
+                Ok(subscription) => Ok(Box::pin(
+                    self.serve_and_close(&mut inbound, Box::new(subscription)),
+                )),
+                Err(end) => Err(end),
+            };
+            match serving {
+                Ok(serving) => serving.await,
+                Err(end) => end,
+            }
         };
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// Confirms the subscription, serves it, and closes it.
+    async fn serve_and_close(
+        &self,
+        inbound: &mut Streaming<EventsRequest>,
+        mut subscription: Box<Subscription>,
+    ) -> End {
         let subscribed = Subscribed {
             processing_timeout: Some(subscription.processing_timeout().into()),
         };
-        let end = match self.send(Resp::Subscribed(subscribed)).await {
-            Ok(()) => self.serve(&mut inbound, &mut subscription).await,
+        let sent = self.send(Resp::Subscribed(subscribed)).await;
+        let end = match sent {
+            Ok(()) => self.serve(inbound, &mut subscription).await,
             Err(end) => end,
         };
         Box::pin(subscription.close()).await;
-        Box::pin(self.finish(end)).await;
+        end
     }
 
     /// Reads the subscribe request, checks it and opens its subscription, or says how the session
