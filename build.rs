@@ -41,6 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `google.protobuf.Any.value`, so event bodies move between NATS and gRPC without a copy.
         .compile_well_known_types(true)
         .bytes(".")
+        // Prost with smaller first buffers per call (see `Codec` in src/lib.rs).
+        .codec_path("crate::Codec")
         .compile_fds_with_config(descriptors, prost_config)?;
     Ok(())
 }

@@ -86,6 +86,52 @@ pub mod jetway {
 /// The encoded `FileDescriptorSet` of every file under `proto/`, with imports, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
+/// The codec of every generated service and client: prost, with smaller first buffers.
+///
+/// tonic allocates an encode and a decode buffer of `buffer_size` for every call when it starts,
+/// 8 KiB each by default, and keeps them for the life of the call. For a long-lived stream that is
+/// mostly idle (an Events subscription) that was a fifth of what one cost the server. Here the
+/// buffers start at [`Codec::BUFFER_SIZE`] and grow with what they carry; a batch of responses
+/// still goes out in writes of up to [`Codec::YIELD_THRESHOLD`] (tonic's default).
+#[derive(Debug, Clone, Copy)]
+pub struct Codec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Codec<T, U> {
+    /// Bytes each call's encode and decode buffers start with.
+    pub const BUFFER_SIZE: usize = 1024;
+    /// Bytes of ready responses encoded into one write before it is handed to HTTP/2.
+    pub const YIELD_THRESHOLD: usize = 32 * 1024;
+
+    fn buffer_settings() -> tonic::codec::BufferSettings {
+        tonic::codec::BufferSettings::new(Self::BUFFER_SIZE, Self::YIELD_THRESHOLD)
+    }
+}
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Codec(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(Self::buffer_settings())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(Self::buffer_settings())
+    }
+}
+
 /// The prefix that Windshift puts before a message's full name to make an `Any` type URL.
 pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 

@@ -373,7 +373,8 @@ fn goal(dimension: Dimension, points: &[Point]) -> Option<Goal> {
 }
 
 impl Dimension {
-    fn name(self) -> &'static str {
+    /// Its name, as `--only` selects it and its plot is named.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Dimension::Streams => "streams",
             Dimension::Payload => "payload",

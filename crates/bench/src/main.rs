@@ -94,7 +94,8 @@ struct Args {
     /// Where --growth writes its plots (growth-<dimension>.png).
     #[arg(long, default_value = ".")]
     plot_dir: PathBuf,
-    /// Only these scenarios, comma-separated (e.g. P1,P3; K1 selects every K1 measure).
+    /// Only these scenarios, comma-separated (e.g. P1,P3; K1 selects every K1 measure); with
+    /// --growth, only these dimensions (e.g. subscriptions).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Start a cluster of this many nats-server nodes (at least 2) instead of one server; Jetway
@@ -266,7 +267,10 @@ async fn start(args: &Args, growth: bool) -> Result<(Servers, Bench)> {
 async fn grow(args: &Args) -> Result<()> {
     let mut curves = Vec::new();
     let mut header = Map::new();
-    for dimension in growth::DIMENSIONS {
+    let dimensions = growth::DIMENSIONS
+        .into_iter()
+        .filter(|dimension| selected(args, dimension.name()));
+    for dimension in dimensions {
         let (servers, bench) = start(args, true).await?;
         if header.is_empty() {
             header.insert("machine".into(), setup::machine());

@@ -9,6 +9,7 @@ use async_nats::{
 };
 use tokio::sync::{Semaphore, watch};
 
+use crate::delivery::Deletions;
 use crate::telemetry::metrics::NATS_CONNECTED;
 use crate::{Error, error::Classify};
 
@@ -335,6 +336,8 @@ pub struct Nats {
     connected: watch::Receiver<bool>,
     /// One permit per publish ack awaited; see [`ConnectSettings::publish_max_pending`].
     publish_window: Arc<Semaphore>,
+    /// The deletion advisories every delivery subscription of this connection watches.
+    deletions: Deletions,
 }
 
 impl Nats {
@@ -391,6 +394,7 @@ impl Nats {
             .timeout(PUBLISH_ACK_TIMEOUT)
             .build(client.clone());
         Ok(Nats {
+            deletions: Deletions::new(client.clone()),
             client,
             jetstream,
             connected,
@@ -406,6 +410,11 @@ impl Nats {
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    /// The deletion advisories of this connection, shared by its delivery subscriptions.
+    pub(crate) fn deletions(&self) -> &Deletions {
+        &self.deletions
     }
 
     /// The window of event publishes awaiting their JetStream ack, shared by every publish path.

@@ -18,9 +18,11 @@
 //! unit tests.
 
 mod ack_subject;
+mod deletions;
 mod flow;
 
 pub(crate) use ack_subject::AckMetadata;
+pub(crate) use deletions::Deletions;
 
 use std::{collections::HashSet, pin::Pin, time::Duration};
 
@@ -100,10 +102,10 @@ pub struct Subscription {
     name: String,
     inbox: Subject,
     messages: Subscriber,
-    /// JetStream's advisories that the consumer or its stream was deleted: a pull request waiting
-    /// on the server is dropped silently then, so without them the session would only notice at
-    /// its next pull.
-    deletions: futures::stream::Select<Subscriber, Subscriber>,
+    /// Resolves when JetStream advises that the consumer or its stream was deleted: a pull request
+    /// waiting on the server is dropped silently then, so without it the session would only notice
+    /// at its next pull.
+    deleted: deletions::Watch,
     connected: watch::Receiver<bool>,
     /// False once the connection watch has no sender left; it is then not polled again.
     watching_connection: bool,
@@ -138,20 +140,9 @@ impl Subscription {
             }
             Some(n) => n,
         } as usize;
-        // Subscribed before the lookup, so a deletion right after it is not missed.
+        // Watched before the lookup, so a deletion right after it is not missed.
+        let deleted = nats.deletions().watch(&spec.stream, &spec.consumer).await?;
         let client = nats.client();
-        let advisory = |subject: String| async move {
-            client.subscribe(subject).await.map_err(|err| {
-                Error::unavailable(format!("subscribing to deletion advisories: {err}"))
-            })
-        };
-        let consumer_deleted = advisory(format!(
-            "$JS.EVENT.ADVISORY.CONSUMER.DELETED.{}.{}",
-            spec.stream, spec.consumer
-        ))
-        .await?;
-        let stream_deleted =
-            advisory(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{}", spec.stream)).await?;
         let js = nats.jetstream();
         let lookup = |err: Error| about_consumer(err, &spec.stream, &spec.consumer);
         let stream = js
@@ -184,7 +175,7 @@ impl Subscription {
             name: spec.consumer.clone(),
             inbox,
             messages,
-            deletions: futures::stream::select(consumer_deleted, stream_deleted),
+            deleted,
             connected: nats.connected(),
             watching_connection: true,
             processing_timeout,
@@ -202,6 +193,10 @@ impl Subscription {
 
     /// Waits for the next event and records it as in flight. Cancel-safe: a cancelled call loses
     /// nothing, and the next call carries on.
+    ///
+    /// An idle session spends its life awaiting this future, so what it awaits only now and then
+    /// (pull requests, consumer lookups, naks of held events) is boxed: inline, those futures made
+    /// every idle session's task tens of KiB larger.
     pub async fn next(&mut self) -> Result<Delivery, Error> {
         loop {
             while let Some((came, message)) = self.flow.next_held() {
@@ -222,7 +217,7 @@ impl Subscription {
                     }
                     None => return Err(Error::other("the pull inbox subscription closed")),
                 },
-                Some(_) = self.deletions.next() => return Err(self.deleted()),
+                () = self.deleted.deleted() => return Err(self.deleted()),
                 changed = self.connected.changed(), if self.watching_connection => match changed {
                     // Pull requests do not survive a reconnect; request the slots again.
                     Ok(()) if *self.connected.borrow_and_update() => self.flow.reconnected(),
@@ -255,8 +250,9 @@ impl Subscription {
             expires: Some(expires),
             ..Default::default()
         };
-        self.consumer
-            .request_batch(request, self.inbox.clone())
+        // Boxed, as every rarer await below: a future is as large as the largest one it awaits
+        // inline, and an idle session holds the future of `next` (see `Subscription::next`).
+        Box::pin(self.consumer.request_batch(request, self.inbox.clone()))
             .await
             .map_err(|err| Error::unavailable(format!("sending a pull request: {err}")))?;
         self.flow.pulled(batch, expires, Instant::now());
@@ -299,7 +295,7 @@ impl Subscription {
             Some(StatusCode::NO_RESPONDERS) => {
                 // Nobody serves the consumer's pull subject: it is gone, or JetStream is not up yet.
                 self.flow.pull_failed(Instant::now());
-                match self.consumer.get_info().await {
+                match Box::pin(self.consumer.get_info()).await {
                     Err(err)
                         if matches!(
                             err.classify().api_code(),
@@ -358,7 +354,9 @@ impl Subscription {
                     && let Some(reply) = &message.reply
                 {
                     // More than a window over: something else is wrong; give it back.
-                    self.send_ack(reply, AckKind::Nak(None)).await.ok();
+                    Box::pin(self.send_ack(reply, AckKind::Nak(None)))
+                        .await
+                        .ok();
                 }
                 return None;
             }
@@ -397,8 +395,12 @@ impl Subscription {
         }
         if how == Settle::RejectPermanently
             && ids.iter().any(|&id| self.flow.contains(id))
-            && let Err(err) =
-                dead_letters::prepare_reject(&self.nats, &self.stream, &self.name).await
+            && let Err(err) = Box::pin(dead_letters::prepare_reject(
+                &self.nats,
+                &self.stream,
+                &self.name,
+            ))
+            .await
         {
             tracing::warn!(%err, stream = %self.stream, consumer = %self.name,
                 "cannot make sure that permanently rejected events are dead-lettered; not rejecting them");

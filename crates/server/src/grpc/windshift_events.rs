@@ -167,55 +167,90 @@ enum End {
 
 impl Session {
     async fn run(self, mut inbound: Streaming<EventsRequest>) {
+        // Everything but serving is boxed: a future is as large as the largest one it awaits
+        // inline (and a match keeps its scrutinee until its end), and it keeps that size while the
+        // session idles. Opening, closing and finishing inline made an idle session's task tens of
+        // KiB; they run once per session. The serving future is made before it is awaited, so the
+        // opened subscription is held once, in it.
+        let end = {
+            let serving = match Box::pin(self.open(&mut inbound)).await {
+                Ok((subscription, grant)) => Ok(Box::pin(self.serve_and_close(
+                    &mut inbound,
+                    Box::new(subscription),
+                    grant,
+                ))),
+                Err(end) => Err(end),
+            };
+            match serving {
+                Ok(serving) => serving.await,
+                Err(end) => end,
+            }
+        };
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// Confirms the subscription, serves it while `grant` holds, and closes it.
+    async fn serve_and_close(
+        &self,
+        inbound: &mut Streaming<EventsRequest>,
+        mut subscription: Box<Subscription>,
+        mut grant: Grant,
+    ) -> End {
+        let subscribed = Subscribed {
+            processing_timeout: Some(subscription.processing_timeout().into()),
+        };
+        let sent = self.send(Resp::Subscribed(subscribed)).await;
+        let end = match sent {
+            Ok(()) => self.serve(inbound, &mut subscription, &mut grant).await,
+            Err(end) => end,
+        };
+        Box::pin(subscription.close()).await;
+        end
+    }
+
+    /// Reads the subscribe request, checks it and opens its subscription (with the grant that
+    /// keeps checking the consume permission), or says how the session ends instead.
+    async fn open(
+        &self,
+        inbound: &mut Streaming<EventsRequest>,
+    ) -> Result<(Subscription, Grant), End> {
         let first = tokio::select! {
             first = inbound.message() => first,
-            () = self.tx.closed() => return,
-            () = self.shutdown.cancelled() => return self.finish(End::Status(shutting_down())).await,
+            () = self.tx.closed() => return Err(End::ClientGone),
+            () = self.shutdown.cancelled() => return Err(End::Status(shutting_down())),
         };
         let subscribe = match first {
             Ok(Some(EventsRequest {
                 request: Some(Req::Subscribe(subscribe)),
             })) => subscribe,
             Ok(Some(_)) => {
-                let status =
-                    Status::invalid_argument("request: the first message must be a subscribe");
-                return self.finish(End::Status(status)).await;
+                return Err(End::Status(Status::invalid_argument(
+                    "request: the first message must be a subscribe",
+                )));
             }
             Ok(None) => {
-                let status =
-                    Status::invalid_argument("request: the stream ended before a subscribe");
-                return self.finish(End::Status(status)).await;
+                return Err(End::Status(Status::invalid_argument(
+                    "request: the stream ended before a subscribe",
+                )));
             }
             // A request tonic could not decode or accept; if the client is still there, it learns
             // why (a cancel is not an error: tonic reports it as the end of requests).
-            Err(status) => return self.finish(End::Status(over_message_limit(status))).await,
+            Err(status) => return Err(End::Status(over_message_limit(status))),
         };
         let consumer = format!("{}/{}", subscribe.stream, subscribe.consumer);
-        let mut grant = match self.caller.hold(Permission::Consume, &consumer) {
-            Ok(grant) => grant,
-            Err(status) => return self.finish(End::Status(status)).await,
-        };
+        let grant = self
+            .caller
+            .hold(Permission::Consume, &consumer)
+            .map_err(End::Status)?;
         let spec = SubscribeSpec {
             stream: subscribe.stream,
             consumer: subscribe.consumer,
             max_processing_events: subscribe.max_processing_events,
         };
-        let mut subscription = match Subscription::open(&self.nats, &spec).await {
-            Ok(subscription) => subscription,
-            Err(err) => return self.finish(End::Status(err.to_status())).await,
-        };
-        let subscribed = Subscribed {
-            processing_timeout: Some(subscription.processing_timeout().into()),
-        };
-        let end = match self.send(Resp::Subscribed(subscribed)).await {
-            Ok(()) => {
-                self.serve(&mut inbound, &mut subscription, &mut grant)
-                    .await
-            }
-            Err(end) => end,
-        };
-        subscription.close().await;
-        self.finish(end).await;
+        let subscription = Subscription::open(&self.nats, &spec)
+            .await
+            .map_err(|err| End::Status(err.to_status()))?;
+        Ok((subscription, grant))
     }
 
     /// Delivers events and answers requests until the client goes, something fails, the server
@@ -242,7 +277,8 @@ impl Session {
                 // Before the requests: none is answered once the permission is gone.
                 revoked = &mut revoked => return End::Status(revoked.to_status()),
                 message = inbound.message(), if reading => match message {
-                    Ok(Some(request)) => match handle(subscription, request).await {
+                    // Boxed for the same reason as opening: a settlement's future is large.
+                    Ok(Some(request)) => match Box::pin(handle(subscription, request)).await {
                         Ok(response) => response,
                         Err(status) => return End::Status(status),
                     },

@@ -364,7 +364,7 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     let mut env = Env::start().await;
     env.stream("orders", &["orders.>"]).await;
     env.stream("audit", &["audit.>"]).await;
-    for name in ["idle", "busy", "direct"] {
+    for name in ["idle", "busy", "direct", "bystander"] {
         env.consumer("orders")
             .named(name)
             .subjects(&["orders.>"])
@@ -377,10 +377,15 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
         .ensure()
         .await;
 
-    // An idle session, consumer deleted through the API right after subscribing. A pull request
+    // A session on another consumer of the same stream, which every deletion below leaves alone
+    // (the advisories are shared by all the sessions of a server, and routed by name).
+    let mut bystander = env.subscribe("orders", "bystander").await;
+
+    // Two idle sessions, consumer deleted through the API right after subscribing. A pull request
     // still queued in JetStream then is dropped without an answer; the deletion advisory is what
-    // ends the session promptly.
+    // ends the sessions promptly.
     let mut idle = env.subscribe("orders", "idle").await;
+    let mut idle_too = env.subscribe("orders", "idle").await;
     env.client
         .delete_consumer(DeleteConsumerRequest {
             stream: "orders".into(),
@@ -388,8 +393,10 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
         })
         .await
         .expect("delete consumer");
-    let status = idle.expect_error().await;
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    for session in [&mut idle, &mut idle_too] {
+        let status = session.expect_error().await;
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
 
     // A consumer deleted straight in JetStream, behind Jetway's back.
     let mut direct = env.subscribe("orders", "direct").await;
@@ -427,6 +434,10 @@ async fn deleting_the_consumer_or_stream_under_a_session_ends_it_with_not_found(
     let id = env.publish("orders.created", "after").await;
     assert_eq!(fresh.event().await.id, id);
     assert_eq!(fresh.ack(&[id]).await.ids, vec![id]);
+    // The bystander saw every event of the stream, the one held by "busy" too.
+    let held = bystander.event().await;
+    assert_eq!(bystander.event().await.id, id);
+    assert_eq!(bystander.ack(&[held.id, id]).await.ids, vec![held.id, id]);
 }
 
 #[tokio::test]
