@@ -91,7 +91,7 @@ struct Args {
     /// subscriptions, each dimension on fresh servers, and write a PNG per dimension.
     #[arg(long, conflicts_with_all = ["scaling", "nats_url", "cluster"])]
     growth: bool,
-    /// Where --growth writes its plots (growth-<dimension>.png).
+    /// Where --growth writes its plots (growth-<dimension>.png); made if missing.
     #[arg(long, default_value = ".")]
     plot_dir: PathBuf,
     /// Only these scenarios, comma-separated (e.g. P1,P3; K1 selects every K1 measure); with
@@ -265,6 +265,8 @@ async fn start(args: &Args, growth: bool) -> Result<(Servers, Bench)> {
 /// `--growth`: every dimension of [`growth`] on servers of its own, then the tables (or JSON) and
 /// a plot per dimension.
 async fn grow(args: &Args) -> Result<()> {
+    // Before measuring, so a plot directory that cannot be made fails in a second, not at the end.
+    std::fs::create_dir_all(&args.plot_dir)?;
     let mut curves = Vec::new();
     let mut header = Map::new();
     let dimensions = growth::DIMENSIONS
