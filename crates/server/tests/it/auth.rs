@@ -43,7 +43,7 @@ use tonic_reflection::pb::v1::{
 
 use crate::{
     clients::{consumer, fetch, typed},
-    harness::{RECV_GUARD, TestServer, publish_request, stream_request},
+    harness::{RECV_GUARD, TestServer, publish_request, stream_request, with_clients_file},
 };
 
 pub(crate) const ALL: &str = "token-of-the-client-allowed-everything";
@@ -949,15 +949,7 @@ async fn a_changed_clients_file_is_picked_up() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let path = clients_file(dir.path());
-    let security = Security {
-        access: Access::load(&path).unwrap(),
-        reflection: true,
-    };
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(security)
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     let channel = jetway.channel().await;
     let list = |token: &'static str| {
         let channel = channel.clone();
@@ -997,15 +989,7 @@ async fn per_client_limits_answer_resource_exhausted_naming_the_limit() {
         token_hash(ALL)
     );
     std::fs::write(&path, text).unwrap();
-    let security = Security {
-        access: Access::load(&path).unwrap(),
-        reflection: true,
-    };
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(security)
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     let mut client = WsEvents::with_interceptor(jetway.channel().await, Auth::bearer(ALL));
     client
         .ensure_stream(stream_request("orders", &["orders.>"]))
@@ -1056,15 +1040,7 @@ async fn fetched_events_in_flight_are_limited_per_client() {
         token_hash(ALL)
     );
     std::fs::write(&path, text).unwrap();
-    let security = Security {
-        access: Access::load(&path).unwrap(),
-        reflection: true,
-    };
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(security)
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     let channel = jetway.channel().await;
     WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
         .ensure_stream(stream_request("orders", &["orders.>"]))
@@ -1351,15 +1327,7 @@ async fn a_reloaded_clients_file_applies_to_open_streams() {
     };
     let everything = r#"{"consume": ["a-*"], "respond": ["a.>"], "publish": ["a.>"]}"#;
     std::fs::write(&path, file(everything, true)).unwrap();
-    let security = Security {
-        access: Access::load(&path).unwrap(),
-        reflection: true,
-    };
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(security)
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     let channel = jetway.channel().await;
     let events = |token| JwEvents::with_interceptor(channel.clone(), Auth::bearer(token));
     let mut admin = events(ADMIN);

@@ -11,6 +11,7 @@ use std::{
     future::IntoFuture,
     io::{BufRead, BufReader},
     net::SocketAddr,
+    path::Path,
     pin::Pin,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -30,7 +31,7 @@ use jetway_api::{
     },
 };
 pub(crate) use jetway_server::testing::TestServer;
-use jetway_server::{config::Limits, testing::TestServerBuilder};
+use jetway_server::{app::Security, auth::Access, config::Limits, testing::TestServerBuilder};
 use jetway_testkit::{NatsServer, eventually, eventually_within, free_port};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -638,6 +639,19 @@ pub(crate) async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> Op
     tokio::time::timeout(RECV_GUARD, lines.recv())
         .await
         .expect("a log line or the end of the log")
+}
+
+/// A server against `nats` whose clients are those of the file at `path`, reloaded when it
+/// changes; reflection stays on.
+pub(crate) async fn with_clients_file(nats: &NatsServer, path: &Path) -> TestServer {
+    TestServer::builder()
+        .nats_url(nats.url())
+        .security(Security {
+            access: Access::load(path).unwrap(),
+            reflection: true,
+        })
+        .start()
+        .await
 }
 
 /// A `jetway-server` process (the real binary) serving on free loopback ports against a NATS URL.

@@ -45,7 +45,7 @@ use tokio_rustls::{
 use crate::{
     auth::{ALL, Auth, NONE, TENANT_A, TENANT_B, secured},
     clients::consumer,
-    harness::{publish_request, stream_request},
+    harness::{publish_request, stream_request, with_clients_file},
     http::{Reply, SseReader, call, open},
     tls::Files,
 };
@@ -534,14 +534,7 @@ async fn the_publish_rate_of_a_client_holds_over_http() {
         "permissions": {"publish": [">"], "manage": [">"]},
         "limits": {"publish_per_second": 1, "publish_burst": 3}}]});
     std::fs::write(&path, text.to_string()).unwrap();
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(Security {
-            access: Access::load(&path).unwrap(),
-            reflection: true,
-        })
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     let mut grpc = WsEvents::with_interceptor(jetway.channel().await, Auth::bearer(ALL));
     grpc.ensure_stream(stream_request("orders", &["orders.>"]))
         .await
@@ -782,14 +775,7 @@ async fn http_lists_leave_out_what_the_client_may_not_see() {
          "permissions": {"consume": ["shared/w-*"]}}]});
     std::fs::write(&path, text.to_string()).unwrap();
     let nats = NatsServer::start();
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(Security {
-            access: Access::load(&path).unwrap(),
-            reflection: true,
-        })
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     let channel = jetway.channel().await;
     WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
         .ensure_stream(stream_request("shared", &["shared.>"]))
@@ -823,14 +809,7 @@ async fn the_fetch_limit_of_a_client_holds_over_http() {
         "permissions": {"publish": [">"], "consume": [">"], "manage": [">"]},
         "limits": {"fetched_in_flight": 1}}]});
     std::fs::write(&path, text.to_string()).unwrap();
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(Security {
-            access: Access::load(&path).unwrap(),
-            reflection: true,
-        })
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     let channel = jetway.channel().await;
     WsEvents::with_interceptor(channel.clone(), Auth::bearer(ALL))
         .ensure_stream(stream_request("orders", &["orders.>"]))
@@ -878,14 +857,7 @@ async fn a_reloaded_clients_file_ends_the_sse_streams_it_takes_away() {
         .to_string()
     };
     std::fs::write(&path, file(&["a-*"], SECRET)).unwrap();
-    let jetway = TestServer::builder()
-        .nats_url(nats.url())
-        .security(Security {
-            access: Access::load(&path).unwrap(),
-            reflection: true,
-        })
-        .start()
-        .await;
+    let jetway = with_clients_file(&nats, &path).await;
     WsEvents::with_interceptor(jetway.channel().await, Auth::bearer(ALL))
         .ensure_stream(stream_request("a-orders", &["a.>"]))
         .await
