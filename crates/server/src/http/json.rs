@@ -132,13 +132,18 @@ pub fn is_json(media_type: &str) -> bool {
 
 /// The request's media type, if it sent a `Content-Type`.
 pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    header_text(headers, "Content-Type")
+}
+
+/// The request header `name` as text, if sent; 400 naming it when it is not visible ASCII.
+pub fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     headers
-        .get(header::CONTENT_TYPE)
+        .get(name)
         .map(|value| {
             value
                 .to_str()
                 .map(str::to_owned)
-                .map_err(|_| ApiError::invalid("Content-Type", "is not visible ASCII"))
+                .map_err(|_| ApiError::invalid(name, "is not visible ASCII"))
         })
         .transpose()
 }

@@ -204,13 +204,10 @@ enum Condition {
 
 /// Parses `If-Match` or `If-None-Match`: `*`, or one ETag this API issued (`"7"`).
 fn condition(headers: &HeaderMap, name: &str) -> Result<Option<Condition>, ApiError> {
-    let Some(value) = headers.get(name) else {
+    let Some(value) = json::header_text(headers, name)? else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::invalid(name, "is not visible ASCII"))?
-        .trim();
+    let value = value.trim();
     if value == "*" {
         return Ok(Some(Condition::Any));
     }

@@ -110,17 +110,7 @@ fn from_headers(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Publication, ApiError> {
-    let text = |name: &str| -> Result<Option<String>, ApiError> {
-        headers
-            .get(name)
-            .map(|value| {
-                value
-                    .to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| ApiError::invalid(name, "is not visible ASCII"))
-            })
-            .transpose()
-    };
+    let text = |name: &str| json::header_text(headers, name);
     let expected_last_id = text("Expected-Last-Id")?
         .map(|value| {
             value

@@ -80,8 +80,8 @@ pub async fn request(
         data: json::read_body(&headers, body, state.max_body).await?,
     };
     let trace = TraceContext {
-        parent: text(&headers, "traceparent")?,
-        state: text(&headers, "tracestate")?,
+        parent: json::header_text(&headers, "traceparent")?,
+        state: json::header_text(&headers, "tracestate")?,
     };
     let spec = RequestSpec {
         subject,
@@ -115,7 +115,7 @@ fn timeout(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Duration>,
             "is not a parameter of this route (timeout)",
         ));
     }
-    let (field, value) = match (text(headers, TIMEOUT_HEADER)?, from_query) {
+    let (field, value) = match (json::header_text(headers, TIMEOUT_HEADER)?, from_query) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "timeout",
@@ -134,19 +134,6 @@ fn timeout(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Duration>,
         ));
     }
     Ok(Some(timeout))
-}
-
-/// A request header as text, if sent.
-fn text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
-    headers
-        .get(name)
-        .map(|value| {
-            value
-                .to_str()
-                .map(str::to_owned)
-                .map_err(|_| ApiError::invalid(name, "is not visible ASCII"))
-        })
-        .transpose()
 }
 
 /// The `Jetway-Header-<name>` request headers, as `(name, value)` with the prefix removed, sorted.
