@@ -545,7 +545,8 @@ impl Caller {
     /// [`Caller::check`] for a call that checks many resources, most of them the same (a
     /// PublishStream's subjects): a resource equal to the last one allowed, under the same version
     /// of the clients file, is let through without matching the allow-lists again; after a reload
-    /// the next one is checked in full. `last` lives no longer than the call.
+    /// the next one is checked in full. `last` lives no longer than the call, and keeps its buffer:
+    /// a stream that rotates over many subjects allocates nothing per event here.
     pub fn check_repeated(
         &self,
         permission: Permission,
@@ -562,7 +563,14 @@ impl Caller {
             return Ok(());
         }
         self.check(permission, resource)?;
-        last.0 = Some((version, permission, resource.to_owned()));
+        match &mut last.0 {
+            Some((v, p, r)) => {
+                (*v, *p) = (version, permission);
+                r.clear();
+                r.push_str(resource);
+            }
+            None => last.0 = Some((version, permission, resource.to_owned())),
+        }
         Ok(())
     }
 
@@ -1055,6 +1063,31 @@ mod tests {
                 .check_repeated(Permission::Respond, "a.x", &mut last)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_repeated_check_keeps_its_buffer_across_subjects() {
+        let caller = Caller {
+            client: None,
+            proof: None,
+            version: 0,
+            rule: rpcs::rule_of("/jetway.events.v1.EventsService/PublishStream"),
+            peer: None,
+            access: Access::open(),
+        };
+        let mut last = Allowed::default();
+        let buffer = |last: &Allowed| last.0.as_ref().map(|(_, _, r)| (r.as_ptr(), r.clone()));
+        caller
+            .check_repeated(Permission::Publish, "grow.999", &mut last)
+            .unwrap();
+        let (first, _) = buffer(&last).unwrap();
+        // A stream rotating over many subjects: each one differs from the last.
+        for subject in ["grow.0", "grow.1", "grow.998"] {
+            caller
+                .check_repeated(Permission::Publish, subject, &mut last)
+                .unwrap();
+            assert_eq!(buffer(&last), Some((first, subject.to_owned())));
+        }
     }
 
     #[test]
