@@ -10,6 +10,7 @@ use async_nats::{
 use tokio::sync::{Semaphore, watch};
 
 use crate::delivery::Deletions;
+use crate::inbox::Inbox;
 use crate::telemetry::metrics::NATS_CONNECTED;
 use crate::{Error, error::Classify};
 
@@ -338,6 +339,8 @@ pub struct Nats {
     publish_window: Arc<Semaphore>,
     /// The deletion advisories every delivery subscription of this connection watches.
     deletions: Deletions,
+    /// Where JetStream's acks of single event publishes arrive.
+    acks: Inbox,
 }
 
 impl Nats {
@@ -395,6 +398,7 @@ impl Nats {
             .build(client.clone());
         Ok(Nats {
             deletions: Deletions::new(client.clone()),
+            acks: Inbox::new(client.clone(), metrics::Counter::noop()),
             client,
             jetstream,
             connected,
@@ -415,6 +419,11 @@ impl Nats {
     /// The deletion advisories of this connection, shared by its delivery subscriptions.
     pub(crate) fn deletions(&self) -> &Deletions {
         &self.deletions
+    }
+
+    /// The inbox of this connection's single event publishes.
+    pub(crate) fn acks(&self) -> &Inbox {
+        &self.acks
     }
 
     /// The window of event publishes awaiting their JetStream ack, shared by every publish path.
