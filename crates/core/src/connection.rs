@@ -388,9 +388,8 @@ impl Nats {
             .await
             .map_err(|err| failed(err.to_string()))?;
         let window = settings.publish_max_pending.max(1);
-        // Event publishes hold a permit of `publish_window`, which they share with the pipelines'
-        // publishes that bypass the context; the context's own window bounds the rest (KV writes,
-        // dead letters).
+        // Event publishes, single and pipelined, bypass the context and hold a permit of
+        // `publish_window`; the context's own window bounds the rest (KV writes, dead letters).
         let jetstream = jetstream::ContextBuilder::new()
             .max_ack_inflight(window)
             .backpressure_on_inflight(true)
