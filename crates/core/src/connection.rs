@@ -10,6 +10,7 @@ use async_nats::{
 use tokio::sync::{Semaphore, watch};
 
 use crate::delivery::Deletions;
+use crate::inbox::Inbox;
 use crate::telemetry::metrics::NATS_CONNECTED;
 use crate::{Error, error::Classify};
 
@@ -338,6 +339,8 @@ pub struct Nats {
     publish_window: Arc<Semaphore>,
     /// The deletion advisories every delivery subscription of this connection watches.
     deletions: Deletions,
+    /// Where JetStream's acks of single event publishes arrive.
+    acks: Inbox,
 }
 
 impl Nats {
@@ -385,9 +388,8 @@ impl Nats {
             .await
             .map_err(|err| failed(err.to_string()))?;
         let window = settings.publish_max_pending.max(1);
-        // Event publishes hold a permit of `publish_window`, which they share with the pipelines'
-        // publishes that bypass the context; the context's own window bounds the rest (KV writes,
-        // dead letters).
+        // Event publishes, single and pipelined, bypass the context and hold a permit of
+        // `publish_window`; the context's own window bounds the rest (KV writes, dead letters).
         let jetstream = jetstream::ContextBuilder::new()
             .max_ack_inflight(window)
             .backpressure_on_inflight(true)
@@ -395,6 +397,7 @@ impl Nats {
             .build(client.clone());
         Ok(Nats {
             deletions: Deletions::new(client.clone()),
+            acks: Inbox::new(client.clone(), metrics::Counter::noop()),
             client,
             jetstream,
             connected,
@@ -415,6 +418,11 @@ impl Nats {
     /// The deletion advisories of this connection, shared by its delivery subscriptions.
     pub(crate) fn deletions(&self) -> &Deletions {
         &self.deletions
+    }
+
+    /// The inbox of this connection's single event publishes.
+    pub(crate) fn acks(&self) -> &Inbox {
+        &self.acks
     }
 
     /// The window of event publishes awaiting their JetStream ack, shared by every publish path.

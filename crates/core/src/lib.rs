@@ -18,6 +18,7 @@ pub mod error;
 mod expiry;
 pub mod fetch;
 pub mod format;
+mod inbox;
 pub mod info;
 pub mod live;
 pub mod names;

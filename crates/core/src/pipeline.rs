@@ -33,7 +33,7 @@
 //! failing.
 
 mod waiting;
-mod wire;
+pub(crate) mod wire;
 
 use std::{
     collections::VecDeque,

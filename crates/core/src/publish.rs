@@ -1,6 +1,8 @@
 //! Publishing: builds the on-stream message (body and `WS-*` headers, `Nats-Msg-Id` for the
 //! idempotency key, the expected last subject sequence for optimistic concurrency), publishes it to
-//! JetStream, and maps the ack to the event id (the stream sequence).
+//! JetStream, and maps the ack to the event id (the stream sequence). A single publish is sent as a
+//! plain NATS message with a reply subject of the connection's publish inbox, where JetStream's
+//! ack comes back (as a [`crate::pipeline::Pipeline`] reads its own acks).
 
 use std::{
     sync::Arc,
@@ -9,15 +11,21 @@ use std::{
 
 use async_nats::{
     HeaderMap, HeaderName, Subject,
-    jetstream::{context::PublishError as JsPublishError, message::PublishMessage},
+    jetstream::{
+        context::{PublishError as JsPublishError, PublishErrorKind as JsPublishErrorKind},
+        message::PublishMessage,
+    },
 };
 use bytes::Bytes;
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use crate::{
-    Error, ErrorKind, Nats, format,
+    Error, ErrorKind, Nats,
+    connection::PUBLISH_ACK_TIMEOUT,
+    format,
     names::validate_subject,
+    pipeline::wire::{read_ack, sort_send_error},
     publish_failure::{self, Failure, Target},
     telemetry::{self, TraceContext},
 };
@@ -111,19 +119,8 @@ impl Publisher {
         // Held until JetStream answers, so the window counts acks in flight. The window is never
         // closed, so acquiring cannot fail.
         let _permit = nats.publish_window().acquire().await.ok();
-        let ack = match nats
-            .jetstream()
-            .send_publish(message.subject, message.message)
-            .await
-        {
-            Ok(ack) => ack.await,
-            Err(err) => Err(err),
-        };
-        match ack {
-            Ok(ack) => Ok(Published {
-                id: ack.sequence,
-                duplicate: ack.duplicate,
-            }),
+        match send(nats, message.subject, message.message).await {
+            Ok(published) => Ok(published),
             Err(err) => Err(message.facts.classify(nats, err).await),
         }
     }
@@ -223,6 +220,43 @@ impl Facts {
     pub(crate) async fn classify(&self, nats: &Nats, err: JsPublishError) -> Error {
         classify(nats, err, &self.subject, self.expected, self.size).await
     }
+}
+
+/// Publishes `message` to `subject` with a reply subject of the connection's publish inbox, and
+/// reads JetStream's ack: at most `PUBLISH_ACK_TIMEOUT` (5 s) for the send and the ack together,
+/// as `jetstream::Context::send_publish` bounds each. The error is still to be sorted. Cancel-safe:
+/// a cancelled publish leaves the inbox's table.
+async fn send(
+    nats: &Nats,
+    subject: Subject,
+    message: PublishMessage,
+) -> Result<Published, JsPublishError> {
+    let mut waiter = nats
+        .acks()
+        .wait()
+        .await
+        .map_err(|err| JsPublishError::with_source(JsPublishErrorKind::BrokenPipe, err))?;
+    let message = message.outbound_message(subject);
+    let exchange = async {
+        nats.client()
+            .publish_with_reply_and_headers(
+                message.subject,
+                waiter.reply(),
+                message.headers.unwrap_or_default(),
+                message.payload,
+            )
+            .await
+            .map_err(|err| sort_send_error(&err))?;
+        // None: the inbox's subscription ended (the client was closed).
+        waiter
+            .answer()
+            .await
+            .ok_or_else(|| JsPublishError::new(JsPublishErrorKind::BrokenPipe))
+    };
+    let reply = tokio::time::timeout(PUBLISH_ACK_TIMEOUT, exchange)
+        .await
+        .map_err(|_| JsPublishError::new(JsPublishErrorKind::TimedOut))??;
+    read_ack(&reply)
 }
 
 /// Builds the message, and returns it with its subject and its size (body and headers) for error
@@ -358,6 +392,8 @@ pub(crate) async fn classify(
 
 #[cfg(test)]
 mod tests {
+    use jetway_testkit::{NatsServer, eventually};
+
     use super::*;
 
     fn event() -> Publication {
@@ -452,5 +488,89 @@ mod tests {
         let (_, m, _) = build(untyped).unwrap();
         let h = m.outbound_message("orders.created").headers.unwrap();
         assert!(h.get(format::CONTENT_TYPE).is_none() && h.get(format::DATA_TYPE).is_none());
+    }
+
+    /// A connection to `server` with stream `s` on `s.>`, and a subscriber on `quiet.>` that keeps
+    /// quiet: no stream captures those subjects, but NATS sees a subscriber, so only the ack
+    /// timeout answers a publish there.
+    async fn connect(server: &NatsServer) -> (Nats, async_nats::Subscriber) {
+        let settings = crate::ConnectSettings {
+            url: server.url(),
+            name: "publish-test".into(),
+            publish_max_pending: 64,
+            security: Default::default(),
+        };
+        let nats = Nats::connect(&settings).await.unwrap();
+        eventually("connected", || async { nats.is_connected().then_some(()) }).await;
+        nats.jetstream()
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "s".into(),
+                subjects: vec!["s.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let quiet = nats.client().subscribe("quiet.>").await.unwrap();
+        nats.client().flush().await.unwrap();
+        (nats, quiet)
+    }
+
+    fn on(subject: &str) -> Publication {
+        Publication {
+            subject: subject.into(),
+            ..event()
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_single_publishes_each_get_their_own_ack_through_the_inbox() {
+        let server = NatsServer::start();
+        let (nats, _quiet) = connect(&server).await;
+        let publisher = Publisher::new(nats.clone());
+        let mut ids: Vec<u64> =
+            futures::future::join_all((0..50).map(|_| publisher.publish(on("s.a"))))
+                .await
+                .into_iter()
+                .map(|published| published.unwrap().id)
+                .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+        assert_eq!(nats.acks().waiting(), 0, "every publish left the inbox");
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_publish_times_out_and_leaves_the_inbox() {
+        let server = NatsServer::start();
+        let (nats, _quiet) = connect(&server).await;
+        let err = Publisher::new(nats.clone())
+            .publish(on("quiet.a"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert_eq!(nats.acks().waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_publish_leaves_the_inbox_and_its_window_permit() {
+        let server = NatsServer::start();
+        let (nats, mut quiet) = connect(&server).await;
+        let publisher = Publisher::new(nats.clone());
+        let mut publish = Box::pin(publisher.publish(on("quiet.a")));
+        let sent = tokio::select! {
+            _ = &mut publish => panic!("nobody answers quiet.a"),
+            sent = futures::StreamExt::next(&mut quiet) => sent.unwrap(),
+        };
+        assert_eq!(nats.acks().waiting(), 1);
+        assert_eq!(nats.publish_window().available_permits(), 63);
+        drop(publish);
+        assert_eq!(nats.acks().waiting(), 0, "the caller went away");
+        assert_eq!(nats.publish_window().available_permits(), 64);
+        // An ack for it, arriving late, is dropped; the next publish gets its own.
+        nats.client()
+            .publish(sent.reply.unwrap(), r#"{"stream":"s","seq":99}"#.into())
+            .await
+            .unwrap();
+        let published = publisher.publish(on("s.a")).await.unwrap();
+        assert_eq!(published.id, 1);
     }
 }

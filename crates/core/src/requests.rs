@@ -30,12 +30,14 @@ use std::{
 use async_nats::{HeaderMap, HeaderName, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use crate::{
-    Error, ErrorKind, Nats, format, names,
+    Error, ErrorKind, Nats, format,
+    inbox::Inbox,
+    names,
     telemetry::{self, TraceContext},
 };
 
@@ -152,7 +154,8 @@ pub struct Requester {
 struct RequesterInner {
     nats: Nats,
     limits: RequestLimits,
-    inbox: tokio::sync::OnceCell<Inbox>,
+    /// Where the answers arrive.
+    inbox: Inbox,
     meters: Meters,
 }
 
@@ -190,45 +193,20 @@ impl Meters {
     }
 }
 
-/// The one inbox subscription and the calls waiting on it, by token.
-struct Inbox {
-    prefix: String,
-    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<async_nats::Message>>>>,
-    next: AtomicU64,
-}
-
 impl Requester {
     /// A requester over `nats`, within `limits`. The inbox is subscribed on the first request.
     pub fn new(nats: Nats, limits: RequestLimits) -> Self {
         Requester {
             inner: Arc::new(RequesterInner {
-                nats,
                 limits,
-                inbox: tokio::sync::OnceCell::new(),
+                inbox: Inbox::new(
+                    nats.client().clone(),
+                    ::metrics::counter!(metrics::LATE_REPLIES),
+                ),
+                nats,
                 meters: Meters::new(),
             }),
         }
-    }
-
-    async fn inbox(&self) -> Result<&Inbox, Error> {
-        self.inner
-            .inbox
-            .get_or_try_init(|| async {
-                let client = self.inner.nats.client();
-                let prefix = client.new_inbox();
-                let subscriber = client
-                    .subscribe(format!("{prefix}.*"))
-                    .await
-                    .map_err(|err| Error::new(ErrorKind::Unavailable, err.to_string()))?;
-                let waiting = Arc::new(Mutex::new(HashMap::new()));
-                tokio::spawn(route_answers(subscriber, Arc::downgrade(&waiting)));
-                Ok(Inbox {
-                    prefix,
-                    waiting,
-                    next: AtomicU64::new(0),
-                })
-            })
-            .await
     }
 
     /// Sends `spec` and waits for its answer. Fails with [`ErrorKind::Unavailable`] "no responder
@@ -288,33 +266,21 @@ impl Requester {
                 "not connected to NATS",
             )));
         }
-        let inbox = self.inbox().await.map_err(other)?;
-        let token = inbox.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&inbox.waiting).insert(token, tx);
-        // Removes the token however this call ends (also when the caller gives up).
-        let _waiting = Forget {
-            waiting: &inbox.waiting,
-            token,
-        };
+        // Leaves the inbox however this call ends (also when the caller gives up).
+        let mut waiter = self.inner.inbox.wait().await.map_err(other)?;
         self.inner
             .nats
             .client()
-            .publish_with_reply_and_headers(
-                subject.clone(),
-                format!("{}.{token}", inbox.prefix),
-                headers,
-                payload.data,
-            )
+            .publish_with_reply_and_headers(subject.clone(), waiter.reply(), headers, payload.data)
             .await
             .map_err(|err| other(Error::new(ErrorKind::Unavailable, err.to_string())))?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(message)) if message.status == Some(StatusCode::NO_RESPONDERS) => Err((
+        match tokio::time::timeout(timeout, waiter.answer()).await {
+            Ok(Some(message)) if message.status == Some(StatusCode::NO_RESPONDERS) => Err((
                 Error::new(ErrorKind::Unavailable, format!("{NO_RESPONDER} {subject}")),
                 Unanswered::NoResponders,
             )),
-            Ok(Ok(message)) => answer(&subject, message).map_err(other),
-            Ok(Err(_)) => Err(other(Error::new(
+            Ok(Some(message)) => answer(&subject, message).map_err(other),
+            Ok(None) => Err(other(Error::new(
                 ErrorKind::Unavailable,
                 "the NATS connection closed before the answer came",
             ))),
@@ -335,52 +301,11 @@ enum Unanswered {
     Other,
 }
 
-/// Removes a waiting call's token when the call ends.
-struct Forget<'a> {
-    waiting: &'a Mutex<HashMap<u64, oneshot::Sender<async_nats::Message>>>,
-    token: u64,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        lock(self.waiting).remove(&self.token);
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The maps stay consistent even if a holder panicked: every change is a single insert/remove.
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Hands each answer on the inbox to its waiting call; counts and drops the rest (late answers,
-/// and second answers to one request).
-async fn route_answers(
-    mut subscriber: Subscriber,
-    waiting: Weak<Mutex<HashMap<u64, oneshot::Sender<async_nats::Message>>>>,
-) {
-    let late = ::metrics::counter!(metrics::LATE_REPLIES);
-    while let Some(message) = subscriber.next().await {
-        let Some(waiting) = waiting.upgrade() else {
-            return;
-        };
-        let token = message
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|token| token.parse::<u64>().ok());
-        let call = token.and_then(|token| lock(&waiting).remove(&token));
-        match call {
-            Some(call) => {
-                // The call may have given up just now; then the answer is late after all.
-                if call.send(message).is_err() {
-                    late.increment(1);
-                }
-            }
-            None => late.increment(1),
-        }
-    }
 }
 
 /// What a NATS answer means.

@@ -14,7 +14,7 @@ use async_nats::{
 use crate::publish::Published;
 
 /// `<prefix><token>`, built without the formatting machinery: one is made per event.
-pub(super) fn reply_subject(prefix: &str, token: u64) -> Subject {
+pub(crate) fn reply_subject(prefix: &str, token: u64) -> Subject {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(token);
     let mut subject = String::with_capacity(prefix.len() + digits.len());
@@ -24,12 +24,12 @@ pub(super) fn reply_subject(prefix: &str, token: u64) -> Subject {
 }
 
 /// The token of a reply subject made by [`reply_subject`] with `prefix`.
-pub(super) fn token(subject: &str, prefix: &str) -> Option<u64> {
+pub(crate) fn token(subject: &str, prefix: &str) -> Option<u64> {
     subject.strip_prefix(prefix)?.parse::<u64>().ok()
 }
 
 /// What JetStream's reply to a publish says: the stored event, or why not.
-pub(super) fn read_ack(reply: &Message) -> Result<Published, JsPublishError> {
+pub(crate) fn read_ack(reply: &Message) -> Result<Published, JsPublishError> {
     /// A publish ack (`{"stream":…,"seq":…,"duplicate":…}`) or an API error; fields not needed
     /// here are skipped without being copied.
     #[derive(serde::Deserialize)]
@@ -66,7 +66,7 @@ pub(super) fn read_ack(reply: &Message) -> Result<Published, JsPublishError> {
 }
 
 /// The JetStream view of a message the client would not send.
-pub(super) fn sort_send_error(err: &async_nats::client::PublishError) -> JsPublishError {
+pub(crate) fn sort_send_error(err: &async_nats::client::PublishError) -> JsPublishError {
     match err.kind() {
         SendErrorKind::MaxPayloadExceeded => {
             JsPublishError::new(PublishErrorKind::MaxPayloadExceeded)
