@@ -234,7 +234,7 @@ impl Subscription {
     /// Requests as many messages as there are free slots, when a pull is worth it (see
     /// [`Flow::pull_size`]).
     async fn pull_if_needed(&mut self) -> Result<(), Error> {
-        let Some(free) = self.flow.pull_size(Instant::now()) else {
+        let Some(free) = self.flow.pull_size(Instant::now) else {
             return Ok(());
         };
         let (batch, max_bytes, expires) = within_request_limits(
@@ -366,7 +366,7 @@ impl Subscription {
 
         let mut event = format::decode(
             id,
-            message.subject.to_string(),
+            message.subject.as_str().to_owned(),
             message.headers.as_ref(),
             message.payload,
             stored,

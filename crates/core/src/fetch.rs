@@ -739,7 +739,7 @@ impl Fetcher {
             };
             let mut event = format::decode(
                 metadata.stream_sequence,
-                message.subject.to_string(),
+                message.subject.as_str().to_owned(),
                 message.headers.as_ref(),
                 message.payload,
                 metadata.stored,

@@ -262,15 +262,127 @@ pub(crate) fn validate_time(field: &str, time: SystemTime) -> Result<(), Error> 
 
 /// Parses an RFC 3339 time with any fraction length and offset.
 pub fn parse_time(text: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(text.trim(), &Rfc3339)
-        .ok()
-        .map(SystemTime::from)
+    parse_utc(text.as_bytes()).or_else(|| {
+        OffsetDateTime::parse(text.trim(), &Rfc3339)
+            .ok()
+            .map(SystemTime::from)
+    })
+}
+
+/// The form publishers write ([`format_time`], Go's `RFC3339Nano`) read directly:
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, a year from 1970, at most 9 fraction digits. Every delivery
+/// reads one, and the general parser cost about 1 % of the server's CPU per delivered event. `None`
+/// for anything else, which [`parse_time`] gives to the general parser; so this accepts only what
+/// that parser reads the same way.
+fn parse_utc(text: &[u8]) -> Option<SystemTime> {
+    let (date, rest) = text.split_at_checked(19)?;
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(at, byte)| date[at] != byte) {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<u64> {
+        date[from..to].iter().try_fold(0, |n, &byte| {
+            byte.is_ascii_digit()
+                .then(|| n * 10 + u64::from(byte - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
+    let (hour, minute, second) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if year < 1970 || !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let nanos = match rest {
+        [b'Z'] => 0,
+        [b'.', fraction @ .., b'Z'] if (1..=9).contains(&fraction.len()) => {
+            let value = fraction.iter().try_fold(0u32, |n, &byte| {
+                byte.is_ascii_digit()
+                    .then(|| n * 10 + u32::from(byte - b'0'))
+            })?;
+            value * 10u32.pow(9 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date, counting years from March so that the
+    // leap day comes last.
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let (era, year_of_era) = (y / 400, y % 400);
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    /// The direct reading of the usual form agrees with the general RFC 3339 parser: on times
+    /// written by `format_time` across the years and fraction lengths, and on edge cases it must
+    /// hand over (offsets, lowercase, leap days that do not exist, years before 1970).
+    #[test]
+    fn the_usual_form_is_read_as_the_general_parser_reads_it() {
+        let general = |text: &str| {
+            OffsetDateTime::parse(text, &Rfc3339)
+                .ok()
+                .map(SystemTime::from)
+        };
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Up to the year 9999, with every fraction length from none to 9 digits.
+            let seconds = state % 253_402_300_800;
+            let nanos = (state >> 20) as u32 % 1_000_000_000 / 10u32.pow((state >> 60) as u32 % 10);
+            let text = format_time(UNIX_EPOCH + Duration::new(seconds, nanos));
+            assert_eq!(parse_utc(text.as_bytes()), general(&text), "{text}");
+        }
+        for text in [
+            "2024-02-29T23:59:59.999999999Z",
+            "2000-02-29T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "2024-12-31T23:59:59.5Z",
+        ] {
+            assert_eq!(parse_utc(text.as_bytes()), general(text), "{text}");
+            assert!(parse_utc(text.as_bytes()).is_some(), "{text}");
+        }
+        for handed_over in [
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2024-07-12T10:11:12+02:00",
+            "2024-07-12t10:11:12z",
+            "2024-07-12T10:11:12.Z",
+            "2024-07-12T10:11:12.1234567891Z",
+            "2024-07-12T24:00:00Z",
+            "2024-07-12T10:11:60Z",
+            "2024-13-12T10:11:12Z",
+            "2024-00-12T10:11:12Z",
+            "2024-07-00T10:11:12Z",
+            "+024-07-12T10:11:12Z",
+            " 2024-07-12T10:11:12Z",
+        ] {
+            assert_eq!(parse_utc(handed_over.as_bytes()), None, "{handed_over}");
+        }
+        assert_eq!(
+            parse_time(" 2024-07-12T10:11:12Z"),
+            general("2024-07-12T10:11:12Z")
+        );
+    }
 
     #[test]
     fn formats_like_go_rfc3339_nano() {

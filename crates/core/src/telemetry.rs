@@ -39,6 +39,11 @@ impl TraceContext {
 
     /// The context of `span`, if it has a valid one (that is, if spans are being recorded).
     fn of(span: &Span) -> Option<TraceContext> {
+        // Without a subscriber for spans there is no context to read, and asking for it costs a
+        // lookup for every delivered event.
+        if span.is_disabled() {
+            return None;
+        }
         let context = span.context();
         if !context.span().span_context().is_valid() {
             return None;
@@ -202,7 +207,7 @@ pub(crate) fn settled(span: &Span, how: Settle) {
 
 /// Metric names, and the handles every delivery path (Events streams, Fetch) counts with.
 pub mod metrics {
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
     use crate::settle::Settle;
 
@@ -252,13 +257,20 @@ pub mod metrics {
     /// integer rather than a `metrics` gauge (whose update is a compare-and-swap loop on a float plus
     /// a generation counter); [`refresh`] copies it into the [`IN_FLIGHT`] gauge.
     static EVENTS_IN_FLIGHT: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
+    /// Events delivered per path by this process, kept outside the registry for the same reason: a
+    /// `metrics` counter update is two atomic additions (the value and a generation), and this one
+    /// happens for every delivered event. [`refresh`] copies it into the [`DELIVERED`] counter.
+    static EVENTS_DELIVERED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-    /// Brings the gauges that are kept outside the `metrics` registry up to date. Call it before
+    /// Brings the metrics that are kept outside the `metrics` registry up to date. Call it before
     /// rendering the registry.
     pub fn refresh() {
         for path in Path::ALL {
-            ::metrics::gauge!(IN_FLIGHT, PATH => path.label())
+            let label = path.label();
+            ::metrics::gauge!(IN_FLIGHT, PATH => label)
                 .set(EVENTS_IN_FLIGHT[path as usize].load(Ordering::Relaxed) as f64);
+            ::metrics::counter!(DELIVERED, PATH => label)
+                .absolute(EVENTS_DELIVERED[path as usize].load(Ordering::Relaxed));
         }
     }
 
@@ -268,7 +280,6 @@ pub mod metrics {
     #[derive(Clone)]
     pub(crate) struct Delivery {
         path: Path,
-        delivered: ::metrics::Counter,
         redelivered: ::metrics::Counter,
         acked: ::metrics::Counter,
         rejected: ::metrics::Counter,
@@ -280,7 +291,6 @@ pub mod metrics {
             let label = path.label();
             Delivery {
                 path,
-                delivered: ::metrics::counter!(DELIVERED, PATH => label),
                 redelivered: ::metrics::counter!(REDELIVERED, PATH => label),
                 acked: ::metrics::counter!(ACKED, PATH => label),
                 rejected: ::metrics::counter!(REJECTED, PATH => label, "permanently" => "false"),
@@ -290,7 +300,7 @@ pub mod metrics {
 
         /// Counts one event handed to a client on its `attempt`-th delivery, now held in flight.
         pub(crate) fn delivered(&self, attempt: u64) {
-            self.delivered.increment(1);
+            EVENTS_DELIVERED[self.path as usize].fetch_add(1, Ordering::Relaxed);
             if attempt > 1 {
                 self.redelivered.increment(1);
             }

@@ -36,29 +36,55 @@ impl AckMetadata {
     /// hash>.` before the stream and possibly more tokens after `<pending>`.
     ///
     /// Parsed here rather than through `jetstream::Message::info`, which needs a JetStream context
-    /// cloned into every message and converts the timestamp to a calendar date.
+    /// cloned into every message and converts the timestamp to a calendar date. One pass over the
+    /// bytes finds the dots and reads the numbers: it runs for every delivered event, and `split`
+    /// with `str::parse` per token cost several times as much. A number is ASCII digits only.
     fn parse(reply: &str) -> Option<AckMetadata> {
-        let tokens = reply.strip_prefix("$JS.ACK.")?.split('.');
-        let mut fields = [""; 9];
+        let tokens = reply.strip_prefix("$JS.ACK.")?.as_bytes();
+        // Where each of the first 9 tokens starts and ends; a 10th and later are never read.
+        let mut bounds = [(0, 0); 9];
         let mut count = 0;
-        for token in tokens.take(fields.len()) {
-            fields[count] = token;
+        let mut start = 0;
+        for (at, &byte) in tokens.iter().enumerate() {
+            if byte == b'.' {
+                bounds[count] = (start, at);
+                count += 1;
+                start = at + 1;
+                if count == bounds.len() {
+                    break;
+                }
+            }
+        }
+        if count < bounds.len() {
+            bounds[count] = (start, tokens.len());
             count += 1;
         }
         // The old form has exactly 7 tokens after the prefix; the new one at least 9, of which the
         // first two are the domain and the account hash.
         let fields = match count {
-            7 => &fields[2..7],
-            9 => &fields[4..9],
+            7 => &bounds[2..7],
+            9 => &bounds[4..9],
             _ => return None,
         };
-        let number = |token: &str| token.parse::<u64>().ok();
+        let number = |(start, end): (usize, usize)| digits(&tokens[start..end]);
         Some(AckMetadata {
             delivered: number(fields[0])?.max(1),
             stream_sequence: number(fields[1])?,
             stored: SystemTime::UNIX_EPOCH + Duration::from_nanos(number(fields[3])?),
         })
     }
+}
+
+/// A decimal number of ASCII digits that fits in a `u64`.
+fn digits(token: &[u8]) -> Option<u64> {
+    if token.is_empty() {
+        return None;
+    }
+    token.iter().try_fold(0u64, |n, &byte| {
+        let digit = byte.wrapping_sub(b'0');
+        (digit <= 9).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 #[cfg(test)]
@@ -88,12 +114,18 @@ mod tests {
     fn a_first_delivery_counts_as_attempt_one_and_garbage_is_refused() {
         let first = AckMetadata::parse("$JS.ACK.s.c.0.1.1.0.0").map(|m| m.delivered);
         assert_eq!(first, Some(1));
+        let largest = AckMetadata::parse("$JS.ACK.s.c.1.18446744073709551615.1.0.0");
+        assert_eq!(largest.map(|m| m.stream_sequence), Some(u64::MAX));
         for bad in [
             "",
             "_INBOX.abc",
             "$JS.ACK.s.c.1.2.3.4",
             "$JS.ACK.s.c.1.x.3.4.0",
             "$JS.ACK.d.h.s.c.1.2.3.-4.0",
+            "$JS.ACK.s.c.1.2.3.4.5.6",
+            "$JS.ACK.s.c.1..3.4.0",
+            "$JS.ACK.s.c.1.+2.3.4.0",
+            "$JS.ACK.s.c.1.18446744073709551616.3.4.0",
         ] {
             assert_eq!(AckMetadata::parse(bad), None, "{bad:?}");
         }

@@ -130,11 +130,12 @@ impl<E, M> Flow<E, M> {
 
     /// How many messages to request from JetStream now, if a pull is worth sending: there are free
     /// slots, JetStream is not being waited for after a failure, and either nothing is requested
-    /// or half the window is free.
-    pub(super) fn pull_size(&self, now: Instant) -> Option<usize> {
+    /// or half the window is free. `now` is read only when the rest says yes: this is asked
+    /// before every delivery, and mostly the answer is no.
+    pub(super) fn pull_size(&self, now: impl FnOnce() -> Instant) -> Option<usize> {
         let free = self.free_slots();
         let worth_it = self.requested == 0 || free >= self.max.div_ceil(2);
-        (free > 0 && worth_it && now >= self.pull_not_before).then_some(free)
+        (free > 0 && worth_it && now() >= self.pull_not_before).then_some(free)
     }
 
     /// A pull request for `batch` messages, expiring on the server after `expires`, was sent.
@@ -350,22 +351,22 @@ mod tests {
     fn a_pull_asks_for_the_free_slots_and_a_top_up_waits_for_half_the_window() {
         let now = Instant::now();
         let mut flow = flow(4, now);
-        assert_eq!(flow.pull_size(now), Some(4));
+        assert_eq!(flow.pull_size(|| now), Some(4));
         flow.pulled(4, 10 * SECOND, now);
-        assert_eq!(flow.pull_size(now), None, "every slot is requested");
+        assert_eq!(flow.pull_size(|| now), None, "every slot is requested");
 
         deliver(&mut flow, 1, "one", now);
         deliver(&mut flow, 2, "two", now);
         let taken = flow.take(1).unwrap();
         flow.settled(taken);
         assert_eq!(
-            flow.pull_size(now),
+            flow.pull_size(|| now),
             None,
             "one free slot of four is not worth a pull"
         );
         let taken = flow.take(2).unwrap();
         flow.settled(taken);
-        assert_eq!(flow.pull_size(now), Some(2), "half the window is free");
+        assert_eq!(flow.pull_size(|| now), Some(2), "half the window is free");
     }
 
     #[test]
@@ -376,11 +377,11 @@ mod tests {
         for (id, name) in [(1, "a"), (2, "b"), (3, "c"), (4, "d")] {
             deliver(&mut flow, id, name, now);
         }
-        assert_eq!(flow.pull_size(now), None);
+        assert_eq!(flow.pull_size(|| now), None);
         assert_eq!(flow.wake_at(), None, "full, and nothing requested");
         let taken = flow.take(4).unwrap();
         flow.settled(taken);
-        assert_eq!(flow.pull_size(now), Some(1));
+        assert_eq!(flow.pull_size(|| now), Some(1));
     }
 
     #[test]
@@ -389,12 +390,12 @@ mod tests {
         let mut flow = flow(10, now);
         flow.pulled(10, 10 * SECOND, now);
         flow.request_ended(3);
-        assert_eq!(flow.pull_size(now), None, "7 still requested, 3 free");
+        assert_eq!(flow.pull_size(|| now), None, "7 still requested, 3 free");
         flow.request_ended(2);
-        assert_eq!(flow.pull_size(now), Some(5));
+        assert_eq!(flow.pull_size(|| now), Some(5));
         flow.request_ended(100);
         assert_eq!(
-            flow.pull_size(now),
+            flow.pull_size(|| now),
             Some(10),
             "never fewer than none requested"
         );
@@ -408,9 +409,9 @@ mod tests {
         let lost_at = now + 10 * SECOND + PULL_GRACE;
         assert_eq!(flow.wake_at(), Some(lost_at));
         flow.woke(lost_at - Duration::from_nanos(1));
-        assert_eq!(flow.pull_size(lost_at), None, "still waiting for it");
+        assert_eq!(flow.pull_size(|| lost_at), None, "still waiting for it");
         flow.woke(lost_at);
-        assert_eq!(flow.pull_size(lost_at), Some(4));
+        assert_eq!(flow.pull_size(|| lost_at), Some(4));
     }
 
     #[test]
@@ -419,7 +420,7 @@ mod tests {
         let mut flow = flow(4, now);
         flow.pulled(4, 10 * SECOND, now);
         flow.reconnected();
-        assert_eq!(flow.pull_size(now), Some(4));
+        assert_eq!(flow.pull_size(|| now), Some(4));
     }
 
     #[test]
@@ -429,9 +430,9 @@ mod tests {
         flow.pulled(4, 10 * SECOND, now);
         let later = now + 3 * SECOND;
         flow.pull_failed(later);
-        assert_eq!(flow.pull_size(later), None);
+        assert_eq!(flow.pull_size(|| later), None);
         assert_eq!(flow.wake_at(), Some(later + PULL_RETRY));
-        assert_eq!(flow.pull_size(later + PULL_RETRY), Some(4));
+        assert_eq!(flow.pull_size(|| later + PULL_RETRY), Some(4));
     }
 
     #[test]
@@ -448,7 +449,7 @@ mod tests {
             Err(5),
             "more than a window over is given back"
         );
-        assert_eq!(flow.pull_size(now), None, "held deliveries take slots");
+        assert_eq!(flow.pull_size(|| now), None, "held deliveries take slots");
         assert_eq!(flow.next_held(), None, "no slot is free");
 
         let taken = flow.take(1).unwrap();

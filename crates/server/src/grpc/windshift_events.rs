@@ -7,7 +7,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use jetway_api::windshift::events::v1alpha1::{
     DeleteConsumerRequest, DeleteConsumerResponse, EnsureConsumerRequest, EnsureConsumerResponse,
     EnsureStreamRequest, EnsureStreamResponse, EventsRequest, EventsResponse, PublishEventRequest,
@@ -19,7 +19,7 @@ use jetway_api::windshift::events::v1alpha1::{
 use jetway_core::{
     Nats,
     consumers::UnnamedLimit,
-    delivery::{MAX_PROCESSING_EVENTS_LIMIT, SubscribeSpec, Subscription},
+    delivery::{Delivery, MAX_PROCESSING_EVENTS_LIMIT, SubscribeSpec, Subscription},
     publish::Publisher,
     settle::Settle,
 };
@@ -289,7 +289,12 @@ impl Session {
                     Err(status) => return End::Status(over_message_limit(status)),
                 },
                 delivery = subscription.next() => match delivery {
-                    Ok(delivery) => Resp::Event(windshift::event(delivery)),
+                    Ok(delivery) => {
+                        if let Err(end) = self.send_events(subscription, delivery).await {
+                            return end;
+                        }
+                        continue;
+                    }
                     Err(err) => return End::Status(err.to_status()),
                 },
             };
@@ -297,6 +302,27 @@ impl Session {
                 return end;
             }
         }
+    }
+
+    /// Sends `first`, then up to [`BURST`] more events that are ready at once, without going
+    /// back through the loop's `select!` for each: that polls the shutdown, the client and the
+    /// inbound stream (an HTTP/2 lock) before every event, when a backlog comes in batches.
+    async fn send_events(
+        &self,
+        subscription: &mut Subscription,
+        first: Delivery,
+    ) -> Result<(), End> {
+        self.send(Resp::Event(windshift::event(first))).await?;
+        for _ in 0..BURST {
+            // Polled once; what is not ready waits for the loop, which polls it again (with the
+            // task's waker) along with everything else. `next` is cancel-safe.
+            match subscription.next().now_or_never() {
+                Some(Ok(delivery)) => self.send(Resp::Event(windshift::event(delivery))).await?,
+                Some(Err(err)) => return Err(End::Status(err.to_status())),
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// Sends one response, waiting while the client is slow to read, but not past a shutdown.
@@ -323,6 +349,11 @@ impl Session {
         }
     }
 }
+
+/// Events sent back to back after one from the loop, when that many are ready (see
+/// [`Session::send_events`]). Acks wait for the loop meanwhile, so this stays well under the
+/// session buffer and the smallest window of in-flight events worth batching.
+const BURST: usize = 32;
 
 fn shutting_down() -> Status {
     status::shutting_down("subscribe again to continue")
