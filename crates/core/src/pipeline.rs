@@ -379,7 +379,7 @@ pub async fn publish_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::{ConnectSettings, Nats};
@@ -396,7 +396,7 @@ mod tests {
     }
 
     /// Connects with `window` acks in flight at most, and makes stream `s` on `s.>`.
-    async fn connect(server: &NatsServer, window: usize) -> Nats {
+    pub(crate) async fn connect(server: &NatsServer, window: usize) -> Nats {
         let settings = ConnectSettings {
             url: server.url(),
             name: "pipeline-test".into(),
@@ -418,7 +418,7 @@ mod tests {
 
     /// Subscribes to `quiet.>` and keeps quiet. No stream captures those subjects, but NATS sees a
     /// subscriber, so it reports no "no responders": only the ack timeout answers a publish there.
-    async fn silence(nats: &Nats) -> async_nats::Subscriber {
+    pub(crate) async fn silence(nats: &Nats) -> async_nats::Subscriber {
         let listener = nats.client().subscribe("quiet.>").await.unwrap();
         nats.client().flush().await.unwrap();
         listener

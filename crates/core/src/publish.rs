@@ -392,7 +392,7 @@ pub(crate) async fn classify(
 
 #[cfg(test)]
 mod tests {
-    use jetway_testkit::{NatsServer, eventually};
+    use jetway_testkit::NatsServer;
 
     use super::*;
 
@@ -494,24 +494,8 @@ mod tests {
     /// quiet: no stream captures those subjects, but NATS sees a subscriber, so only the ack
     /// timeout answers a publish there.
     async fn connect(server: &NatsServer) -> (Nats, async_nats::Subscriber) {
-        let settings = crate::ConnectSettings {
-            url: server.url(),
-            name: "publish-test".into(),
-            publish_max_pending: 64,
-            security: Default::default(),
-        };
-        let nats = Nats::connect(&settings).await.unwrap();
-        eventually("connected", || async { nats.is_connected().then_some(()) }).await;
-        nats.jetstream()
-            .create_stream(async_nats::jetstream::stream::Config {
-                name: "s".into(),
-                subjects: vec!["s.>".into()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let quiet = nats.client().subscribe("quiet.>").await.unwrap();
-        nats.client().flush().await.unwrap();
+        let nats = crate::pipeline::tests::connect(server, 64).await;
+        let quiet = crate::pipeline::tests::silence(&nats).await;
         (nats, quiet)
     }
 
