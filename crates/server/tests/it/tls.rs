@@ -518,3 +518,113 @@ async fn a_client_certificate_named_in_the_clients_file_authenticates_the_client
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
+
+/// A client known by its certificate is looked up again by the certificate's names when the
+/// clients file changes: a narrowed permission is denied on the same connection while what is
+/// still allowed goes on, and once no client has the certificate's name its calls are refused as
+/// unauthenticated, the open PublishStream's next request among them.
+#[tokio::test]
+async fn a_reloaded_clients_file_applies_to_a_client_known_by_its_certificate() {
+    use jetway_api::{
+        jetway::events::v1::{self as jw, events_service_client::EventsServiceClient as JwEvents},
+        windshift::events::v1alpha1::events_service_client::EventsServiceClient,
+    };
+    use jetway_server::{app::Security, auth::Access};
+    use tonic::Code;
+
+    use crate::harness::{RECV_GUARD, stream_request};
+
+    let files = Files::new();
+    let alice = files.ca.client("alice").unwrap();
+    let clients = files.path("clients.json");
+    // Each version differs in length, so a reload within the file system's time resolution is seen.
+    let file = |name: &str, manage: &str| {
+        format!(
+            r#"{{"clients": [{{"id": "alice", "certificate_names": ["{name}"],
+                "permissions": {{"manage": ["{manage}"], "publish": ["alice.>"]}}}}]}}"#
+        )
+    };
+    std::fs::write(&clients, file("alice", "alice-*")).unwrap();
+    let server = TestServer::builder()
+        .tls(
+            files.server_tls(true),
+            files.client().identity(identity(&alice)),
+        )
+        .security(Security {
+            access: Access::load(&clients).unwrap(),
+            reflection: true,
+        })
+        .start()
+        .await;
+    let channel = Channel::from_shared(format!("https://{}", server.grpc_addr()))
+        .unwrap()
+        .tls_config(files.client().identity(identity(&alice)))
+        .unwrap()
+        .connect_lazy();
+    let windshift = EventsServiceClient::new(channel.clone());
+    let ensure = || {
+        let mut windshift = windshift.clone();
+        async move {
+            windshift
+                .ensure_stream(stream_request("alice-orders", &["alice.orders.>"]))
+                .await
+        }
+    };
+    ensure()
+        .await
+        .expect("alice's certificate lets her manage her streams");
+    let (publishes, requests) = tokio::sync::mpsc::channel(4);
+    let mut answers = JwEvents::new(channel)
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let publish = |correlation_id| jw::PublishStreamRequest {
+        correlation_id,
+        event: Some(jw::PublishEventRequest {
+            subject: "alice.orders.created".into(),
+            payload: Some(jw::publish_event_request::Payload::Raw(jw::RawPayload {
+                data: b"v".to_vec().into(),
+                content_type: String::new(),
+            })),
+            ..Default::default()
+        }),
+    };
+    let answer = async |answers: &mut tonic::Streaming<jw::PublishStreamResponse>| {
+        tokio::time::timeout(RECV_GUARD, answers.message())
+            .await
+            .expect("an answer or the end of the stream")
+    };
+    publishes.send(publish(1)).await.unwrap();
+    let first = answer(&mut answers).await.unwrap().unwrap();
+    assert_eq!(first.correlation_id, 1);
+
+    std::fs::write(&clients, file("alice", "alice-archive-*")).unwrap();
+    eventually("the narrowed permission is in force", || async {
+        let denied = ensure().await.err()?;
+        (denied.code() == Code::PermissionDenied).then_some(())
+    })
+    .await;
+    let denied = ensure().await.unwrap_err();
+    assert!(denied.message().contains("alice"), "{denied:?}");
+    publishes.send(publish(2)).await.unwrap();
+    let still = answer(&mut answers).await.unwrap().unwrap();
+    assert_eq!(still.correlation_id, 2);
+    assert!(
+        matches!(
+            still.result.and_then(|r| r.result),
+            Some(jw::publish_result::Result::Published(_))
+        ),
+        "publishing is still allowed"
+    );
+
+    std::fs::write(&clients, file("alice-old", "alice-*")).unwrap();
+    eventually("the certificate's name is no longer a client", || async {
+        let refused = ensure().await.err()?;
+        (refused.code() == Code::Unauthenticated).then_some(())
+    })
+    .await;
+    publishes.send(publish(3)).await.unwrap();
+    let refused = answer(&mut answers).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}
