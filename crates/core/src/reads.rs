@@ -48,6 +48,12 @@ use crate::{
 /// range is left: a purge, `max_age` or deletes can remove the rest, and then no event would come.
 const RANGE_IDLE_CHECK: Duration = Duration::from_secs(2);
 
+/// How often a live read asks JetStream whether its stream still exists (a range read asks when it
+/// has waited [`RANGE_IDLE_CHECK`]). The deletion advisory ends a read at once, but nats-server can
+/// lose it (it is sent as the stream stops), and the ordered consumer would then try to recreate
+/// itself forever: this bounds how long a read of a deleted stream can go on.
+const LIVE_CHECK: Duration = Duration::from_secs(5);
+
 /// How long a reader waits before it tries again to make its consumer after a reconnect.
 const RESUME_RETRY: Duration = Duration::from_millis(500);
 
@@ -291,7 +297,10 @@ impl Reader {
             filter: filter.to_owned(),
             read_up_to: 0,
             progress: Instant::now(),
-            idle: Box::pin(tokio::time::sleep(RANGE_IDLE_CHECK)),
+            idle: Box::pin(tokio::time::sleep(match bound {
+                Bound::CaughtUp(_) => RANGE_IDLE_CHECK,
+                Bound::Live => LIVE_CHECK,
+            })),
         };
         let empty_range = last == Some(0)
             || remaining == Some(0)
@@ -433,18 +442,29 @@ impl Reader {
                     self.reconnected = *self.connected.borrow_and_update();
                     continue;
                 }
-                () = &mut self.idle, if self.last.is_some() => {
+                () = &mut self.idle => {
                     let quiet_until = self.progress + RANGE_IDLE_CHECK;
-                    let next_check = if Instant::now() < quiet_until {
+                    let next_check = if self.last.is_some() && Instant::now() < quiet_until {
                         quiet_until
                     } else {
-                        // Not while NATS is away: the check would only queue up in async-nats.
-                        if self.nats.is_connected() && self.range_left().gone().await {
-                            self.messages = None;
-                            return None;
+                        // Not while NATS is away: the checks would only queue up in async-nats.
+                        if self.nats.is_connected() {
+                            let js = self.nats.jetstream().clone();
+                            if stream_deleted(js, self.stream.clone()).await {
+                                self.messages = None;
+                                return Some(Err(stream_not_found(&self.stream)));
+                            }
+                            if self.last.is_some() && self.range_left().gone().await {
+                                self.messages = None;
+                                return None;
+                            }
                         }
-                        // From the check's end, which may have waited for JetStream.
-                        Instant::now() + RANGE_IDLE_CHECK
+                        let every = match self.last {
+                            Some(_) => RANGE_IDLE_CHECK,
+                            None => LIVE_CHECK,
+                        };
+                        // From the checks' end, which may have waited for JetStream.
+                        Instant::now() + every
                     };
                     self.idle.as_mut().reset(next_check);
                     continue;
@@ -507,6 +527,18 @@ impl Reader {
     }
 }
 
+/// Whether JetStream says `stream` does not exist. When unsure (NATS down, a timeout), no. Owned
+/// arguments, as [`RangeLeft`]: the reader itself is not `Sync`.
+async fn stream_deleted(js: jetstream::Context, stream: String) -> bool {
+    let Ok(handle) = js.get_stream_no_info(&stream).await else {
+        return false;
+    };
+    match handle.get_info().await {
+        Ok(_) => false,
+        Err(err) => err.classify().api_code() == Some(ErrorCode::STREAM_NOT_FOUND),
+    }
+}
+
 /// Starts pulling from a reader's `consumer` on `stream`.
 async fn pull(
     consumer: jetstream::consumer::Consumer<pull::OrderedConfig>,
@@ -559,5 +591,36 @@ impl Drop for Reader {
         if let Some(consumer) = self.consumer.take() {
             self.delete_later(consumer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jetway_testkit::NatsServer;
+
+    use super::*;
+    use crate::pipeline::tests::connect;
+
+    /// nats-server can lose the advisory that a stream was deleted (it is sent as the stream
+    /// stops); a live read then learns it from its own check and ends with NOT_FOUND rather than
+    /// waiting forever while the ordered consumer tries to recreate itself.
+    #[tokio::test]
+    async fn a_live_read_ends_when_its_stream_is_deleted_without_an_advisory() {
+        let server = NatsServer::start();
+        let nats = connect(&server, 64).await;
+        let mut reader = Reader::open(&nats, "s", DeliverPolicy::New, "", Bound::Live)
+            .await
+            .unwrap();
+        // As if the advisory were lost: the reader listens where none comes.
+        reader.deleted = nats.client().subscribe("advisory.lost").await.unwrap();
+        nats.jetstream().delete_stream("s").await.unwrap();
+        // A guard against a hang, not a timing assertion: the check runs every LIVE_CHECK.
+        let ended = tokio::time::timeout(LIVE_CHECK * 6, reader.next())
+            .await
+            .expect("the read ends")
+            .expect("with an error")
+            .unwrap_err();
+        assert_eq!(ended.kind(), ErrorKind::NotFound, "{ended:?}");
+        assert!(ended.to_string().contains("stream s "), "{ended:?}");
     }
 }
