@@ -43,7 +43,9 @@ use tonic_reflection::pb::v1::{
 
 use crate::{
     clients::{consumer, fetch, typed},
-    harness::{RECV_GUARD, TestServer, publish_request, stream_request, with_clients_file},
+    harness::{
+        RECV_GUARD, TestServer, publish_request, raw_event, stream_request, with_clients_file,
+    },
 };
 
 pub(crate) const ALL: &str = "token-of-the-client-allowed-everything";
@@ -141,18 +143,6 @@ async fn opened<T>(
     response: Result<tonic::Response<tonic::Streaming<T>>, Status>,
 ) -> Result<(), Status> {
     response.map(drop)
-}
-
-/// A valid event on `s.x`.
-fn raw_event() -> jw::PublishEventRequest {
-    jw::PublishEventRequest {
-        subject: "s.x".into(),
-        payload: Some(jw::publish_event_request::Payload::Raw(jw::RawPayload {
-            data: b"v".to_vec().into(),
-            content_type: String::new(),
-        })),
-        ..Default::default()
-    }
 }
 
 /// One call of every RPC, naming the stream `s-x`, consumer `c`, subject `s.x` and store `s-kv`.

@@ -547,6 +547,20 @@ pub(crate) fn publish_request(subject: &str, value: &str) -> PublishEventRequest
     }
 }
 
+/// A valid `jetway.events.v1` event on `s.x` with a raw body.
+pub(crate) fn raw_event() -> jetway_api::jetway::events::v1::PublishEventRequest {
+    use jetway_api::jetway::events::v1::{self as jw, publish_event_request::Payload};
+
+    jw::PublishEventRequest {
+        subject: "s.x".into(),
+        payload: Some(Payload::Raw(jw::RawPayload {
+            data: b"v".to_vec().into(),
+            content_type: String::new(),
+        })),
+        ..Default::default()
+    }
+}
+
 /// The StringValue inside an event.
 pub(crate) fn value_of(event: &jetway_api::windshift::events::v1alpha1::Event) -> String {
     event

@@ -104,14 +104,36 @@ async fn health_check(channel: Channel) -> Result<(), Status> {
         .map(drop)
 }
 
-/// A channel to `addr` over TLS with `tls`, or the error of its first call.
-async fn call_with(addr: SocketAddr, tls: ClientTlsConfig) -> Result<(), Status> {
-    let channel = Channel::from_shared(format!("https://{addr}"))
+/// A channel to `addr` over TLS with `tls`, connected on its first call.
+fn tls_channel(addr: SocketAddr, tls: ClientTlsConfig) -> Channel {
+    Channel::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(tls)
         .unwrap()
-        .connect_lazy();
-    health_check(channel).await
+        .connect_lazy()
+}
+
+/// A channel to `addr` over TLS with `tls`, or the error of its first call.
+async fn call_with(addr: SocketAddr, tls: ClientTlsConfig) -> Result<(), Status> {
+    health_check(tls_channel(addr, tls)).await
+}
+
+/// A server that requires a client certificate of the development CA and knows its clients from
+/// the file at `clients`; the harness itself calls it with `pair`'s certificate.
+async fn with_certificate_clients(files: &Files, clients: &Path, pair: &CertAndKey) -> TestServer {
+    use jetway_server::{app::Security, auth::Access};
+
+    TestServer::builder()
+        .tls(
+            files.server_tls(true),
+            files.client().identity(identity(pair)),
+        )
+        .security(Security {
+            access: Access::load(clients).unwrap(),
+            reflection: true,
+        })
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -467,7 +489,6 @@ async fn the_healthcheck_probes_over_tls() {
 #[tokio::test]
 async fn a_client_certificate_named_in_the_clients_file_authenticates_the_client() {
     use jetway_api::windshift::events::v1alpha1::events_service_client::EventsServiceClient;
-    use jetway_server::{app::Security, auth::Access};
 
     use crate::harness::stream_request;
 
@@ -480,23 +501,9 @@ async fn a_client_certificate_named_in_the_clients_file_authenticates_the_client
             "permissions": {"manage": ["alice-*"], "publish": ["alice.>"]}}]}"#,
     )
     .unwrap();
-    let server = TestServer::builder()
-        .tls(
-            files.server_tls(true),
-            files.client().identity(identity(&alice)),
-        )
-        .security(Security {
-            access: Access::load(&clients).unwrap(),
-            reflection: true,
-        })
-        .start()
-        .await;
+    let server = with_certificate_clients(&files, &clients, &alice).await;
     let channel = |pair: &CertAndKey| {
-        Channel::from_shared(format!("https://{}", server.grpc_addr()))
-            .unwrap()
-            .tls_config(files.client().identity(identity(pair)))
-            .unwrap()
-            .connect_lazy()
+        tls_channel(server.grpc_addr(), files.client().identity(identity(pair)))
     };
 
     let mut as_alice = EventsServiceClient::new(channel(&alice));
@@ -529,10 +536,9 @@ async fn a_reloaded_clients_file_applies_to_a_client_known_by_its_certificate() 
         jetway::events::v1::{self as jw, events_service_client::EventsServiceClient as JwEvents},
         windshift::events::v1alpha1::events_service_client::EventsServiceClient,
     };
-    use jetway_server::{app::Security, auth::Access};
     use tonic::Code;
 
-    use crate::harness::{RECV_GUARD, stream_request};
+    use crate::harness::{RECV_GUARD, raw_event, stream_request};
 
     let files = Files::new();
     let alice = files.ca.client("alice").unwrap();
@@ -545,22 +551,11 @@ async fn a_reloaded_clients_file_applies_to_a_client_known_by_its_certificate() 
         )
     };
     std::fs::write(&clients, file("alice", "alice-*")).unwrap();
-    let server = TestServer::builder()
-        .tls(
-            files.server_tls(true),
-            files.client().identity(identity(&alice)),
-        )
-        .security(Security {
-            access: Access::load(&clients).unwrap(),
-            reflection: true,
-        })
-        .start()
-        .await;
-    let channel = Channel::from_shared(format!("https://{}", server.grpc_addr()))
-        .unwrap()
-        .tls_config(files.client().identity(identity(&alice)))
-        .unwrap()
-        .connect_lazy();
+    let server = with_certificate_clients(&files, &clients, &alice).await;
+    let channel = tls_channel(
+        server.grpc_addr(),
+        files.client().identity(identity(&alice)),
+    );
     let windshift = EventsServiceClient::new(channel.clone());
     let ensure = || {
         let mut windshift = windshift.clone();
@@ -583,11 +578,7 @@ async fn a_reloaded_clients_file_applies_to_a_client_known_by_its_certificate() 
         correlation_id,
         event: Some(jw::PublishEventRequest {
             subject: "alice.orders.created".into(),
-            payload: Some(jw::publish_event_request::Payload::Raw(jw::RawPayload {
-                data: b"v".to_vec().into(),
-                content_type: String::new(),
-            })),
-            ..Default::default()
+            ..raw_event()
         }),
     };
     let answer = async |answers: &mut tonic::Streaming<jw::PublishStreamResponse>| {
