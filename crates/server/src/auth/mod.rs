@@ -1030,6 +1030,18 @@ mod tests {
         }
     }
 
+    /// A PublishStream caller that is `client` (`None`: authentication is off), without a file.
+    fn publish_stream_caller(client: Option<Arc<Client>>) -> Caller {
+        Caller {
+            client,
+            proof: None,
+            version: 0,
+            rule: rpcs::rule_of("/jetway.events.v1.EventsService/PublishStream"),
+            peer: None,
+            access: Access::open(),
+        }
+    }
+
     #[test]
     fn a_repeated_check_lets_through_only_the_last_resource_allowed() {
         let clients = Clients::parse(&format!(
@@ -1037,14 +1049,7 @@ mod tests {
             jetway_core::credentials::token_hash("t")
         ))
         .unwrap();
-        let caller = Caller {
-            client: clients.by_token("t").cloned(),
-            proof: None,
-            version: 0,
-            rule: rpcs::rule_of("/jetway.events.v1.EventsService/PublishStream"),
-            peer: None,
-            access: Access::open(),
-        };
+        let caller = publish_stream_caller(clients.by_token("t").cloned());
         let mut last = Allowed::default();
         for subject in ["a.x", "a.x", "a.y", "a.x"] {
             caller
@@ -1067,14 +1072,7 @@ mod tests {
 
     #[test]
     fn a_repeated_check_keeps_its_buffer_across_subjects() {
-        let caller = Caller {
-            client: None,
-            proof: None,
-            version: 0,
-            rule: rpcs::rule_of("/jetway.events.v1.EventsService/PublishStream"),
-            peer: None,
-            access: Access::open(),
-        };
+        let caller = publish_stream_caller(None);
         let mut last = Allowed::default();
         let buffer = |last: &Allowed| last.0.as_ref().map(|(_, _, r)| (r.as_ptr(), r.clone()));
         caller
