@@ -49,9 +49,10 @@ use crate::{
 const RANGE_IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// How often a live read asks JetStream whether its stream still exists (a range read asks when it
-/// has waited [`RANGE_IDLE_CHECK`]). The deletion advisory ends a read at once, but nats-server can
-/// lose it (it is sent as the stream stops), and the ordered consumer would then try to recreate
-/// itself forever: this bounds how long a read of a deleted stream can go on.
+/// has waited [`RANGE_IDLE_CHECK`] and JetStream did not say what is left of it). The deletion
+/// advisory ends a read at once, but nats-server can lose it (it is sent as the stream stops), and
+/// the ordered consumer would then try to recreate itself forever: this bounds how long a read of a
+/// deleted stream can go on.
 const LIVE_CHECK: Duration = Duration::from_secs(5);
 
 /// How long a reader waits before it tries again to make its consumer after a reconnect.
@@ -449,14 +450,20 @@ impl Reader {
                     } else {
                         // Not while NATS is away: the checks would only queue up in async-nats.
                         if self.nats.is_connected() {
-                            let js = self.nats.jetstream().clone();
-                            if stream_deleted(js, self.stream.clone()).await {
-                                self.messages = None;
-                                return Some(Err(stream_not_found(&self.stream)));
-                            }
-                            if self.last.is_some() && self.range_left().gone().await {
+                            // A range read asks what is left of it; whether the stream exists is
+                            // asked only when that gets no answer, and by a live read.
+                            let gone = match self.last {
+                                Some(_) => self.range_left().gone().await,
+                                None => None,
+                            };
+                            if gone == Some(true) {
                                 self.messages = None;
                                 return None;
+                            }
+                            let js = self.nats.jetstream().clone();
+                            if gone.is_none() && stream_deleted(js, self.stream.clone()).await {
+                                self.messages = None;
+                                return Some(Err(stream_not_found(&self.stream)));
                             }
                         }
                         let every = match self.last {
@@ -561,11 +568,10 @@ struct RangeLeft {
 
 impl RangeLeft {
     /// Whether none is left in the stream (purged, expired or deleted), by asking JetStream for
-    /// the next event on the filter. When unsure (NATS down), the read goes on.
-    async fn gone(self) -> bool {
-        let Ok(stream) = self.js.get_stream_no_info(&self.stream).await else {
-            return false;
-        };
+    /// the next event on the filter; `None` when JetStream did not say (NATS down, or the stream
+    /// itself is gone).
+    async fn gone(self) -> Option<bool> {
+        let stream = self.js.get_stream_no_info(&self.stream).await.ok()?;
         let filter = if self.filter.is_empty() {
             ">"
         } else {
@@ -578,8 +584,9 @@ impl RangeLeft {
             .send()
             .await
         {
-            Ok(next) => next.sequence > self.last,
-            Err(err) => err.kind() == LastRawMessageErrorKind::NoMessageFound,
+            Ok(next) => Some(next.sequence > self.last),
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Some(true),
+            Err(_) => None,
         }
     }
 }
