@@ -313,35 +313,53 @@ pub(crate) fn table(scenarios: &[Scenario]) -> String {
             row(key, String::new(), value.to_string(), String::new());
         }
     }
-    let cpu: Vec<&Scenario> = scenarios
+    by_process(
+        &mut out,
+        scenarios,
+        "CPU per event (us), by process: the bench (clients), jetway-server, nats-server",
+        |side| {
+            side.cpu_us_per_event
+                .map(|v| v.map(|us| format!("{us:.2}")))
+        },
+    );
+    by_process(
+        &mut out,
+        scenarios,
+        "Wake-ups per event (voluntary context switches), by process",
+        |side| side.wakeups_per_event.map(|v| v.map(|n| format!("{n:.3}"))),
+    );
+    out
+}
+
+/// Appends a table of `title` with one row per scenario and side that `value` reads something
+/// from: the bench, jetway-server and nats-server.
+fn by_process(
+    out: &mut String,
+    scenarios: &[Scenario],
+    title: &str,
+    value: fn(&Side) -> Option<[String; 3]>,
+) {
+    let rows: Vec<_> = scenarios
         .iter()
-        .filter(|s| {
-            [&s.direct, &s.jetway]
-                .iter()
-                .any(|x| x.as_ref().is_some_and(|x| x.cpu_us_per_event.is_some()))
+        .flat_map(|s| {
+            [("direct", &s.direct), ("jetway", &s.jetway)]
+                .into_iter()
+                .filter_map(move |(name, side)| Some((&s.id, name, value(side.as_ref()?)?)))
         })
         .collect();
-    if !cpu.is_empty() {
-        out.push_str(
-            "\nCPU per event (us), by process: the bench (clients), jetway-server, nats-server\n",
-        );
-        out.push_str(&format!(
-            "{:<12} {:<7} {:>8} {:>8} {:>8}\n",
-            "scenario", "path", "bench", "jetway", "nats"
-        ));
-        for s in cpu {
-            for (name, side) in [("direct", &s.direct), ("jetway", &s.jetway)] {
-                if let Some([client, jetway, nats]) = side.as_ref().and_then(|x| x.cpu_us_per_event)
-                {
-                    out.push_str(&format!(
-                        "{:<12} {:<7} {:>8.2} {:>8.2} {:>8.2}\n",
-                        s.id, name, client, jetway, nats
-                    ));
-                }
-            }
-        }
+    if rows.is_empty() {
+        return;
     }
-    out
+    out.push_str(&format!("\n{title}\n"));
+    out.push_str(&format!(
+        "{:<12} {:<7} {:>8} {:>8} {:>8}\n",
+        "scenario", "path", "bench", "jetway", "nats"
+    ));
+    for (id, name, [client, jetway, nats]) in rows {
+        out.push_str(&format!(
+            "{id:<12} {name:<7} {client:>8} {jetway:>8} {nats:>8}\n"
+        ));
+    }
 }
 
 /// A number with thousands separators and `digits` decimals.
@@ -444,6 +462,7 @@ mod tests {
             client: Duration::from_millis(client),
             jetway: Duration::from_millis(jetway),
             nats: Duration::from_millis(nats),
+            wakeups: [0; 3],
         };
         let side = |cpu| {
             Side::combine(&[Round {

@@ -56,7 +56,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
     Result,
-    setup::{cpu_time, rss_bytes},
+    setup::{cpu_time, rss_bytes, wakeups},
     stats::{self, Cpu, Measure, Round},
 };
 
@@ -206,34 +206,63 @@ pub(crate) struct Bench {
     pub http_addr: Option<std::net::SocketAddr>,
 }
 
-/// CPU times at the start of a round.
+/// CPU times and wake-ups at the start of a round.
 pub(crate) struct Mark {
-    client: Option<Duration>,
-    jetway: Option<Duration>,
-    nats: Option<Duration>,
+    client: Option<Usage>,
+    jetway: Option<Usage>,
+    nats: Option<Usage>,
+}
+
+/// What a process has used so far.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu: Duration,
+    wakeups: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Option<Usage> {
+        Some(Usage {
+            cpu: cpu_time(pid)?,
+            wakeups: wakeups(pid)?,
+        })
+    }
 }
 
 impl Bench {
     pub(crate) fn mark(&self) -> Mark {
         Mark {
-            client: cpu_time(std::process::id()),
-            jetway: self.jetway_pid.and_then(cpu_time),
-            nats: self.nats_pid.and_then(cpu_time),
+            client: Usage::of(std::process::id()),
+            jetway: self.jetway_pid.and_then(Usage::of),
+            nats: self.nats_pid.and_then(Usage::of),
         }
     }
 
-    /// CPU used since `mark`; `None` when a process could not be read.
+    /// CPU used and wake-ups since `mark`; `None` when a process could not be read.
     pub(crate) fn since(&self, mark: &Mark, path: Path) -> Option<Cpu> {
         let now = self.mark();
-        let delta = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
-        Some(Cpu {
-            client: delta(mark.client, now.client)?,
-            // The direct path does not use Jetway; its idle CPU is not charged to it.
-            jetway: match path {
-                Path::Direct => Duration::ZERO,
-                Path::Jetway => delta(mark.jetway, now.jetway)?,
+        let delta = |a: Option<Usage>, b: Option<Usage>| {
+            let (a, b) = (a?, b?);
+            Some(Usage {
+                cpu: b.cpu.saturating_sub(a.cpu),
+                wakeups: b.wakeups.saturating_sub(a.wakeups),
+            })
+        };
+        let client = delta(mark.client, now.client)?;
+        // The direct path does not use Jetway; its idle CPU is not charged to it.
+        let jetway = match path {
+            Path::Direct => Usage {
+                cpu: Duration::ZERO,
+                wakeups: 0,
             },
-            nats: delta(mark.nats, now.nats)?,
+            Path::Jetway => delta(mark.jetway, now.jetway)?,
+        };
+        let nats = delta(mark.nats, now.nats)?;
+        Some(Cpu {
+            client: client.cpu,
+            jetway: jetway.cpu,
+            nats: nats.cpu,
+            wakeups: [client.wakeups, jetway.wakeups, nats.wakeups],
         })
     }
 

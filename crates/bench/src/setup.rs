@@ -295,6 +295,24 @@ pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
 }
 
+/// Times the threads of a process have gone to sleep and been woken since they started: the sum
+/// of `voluntary_ctxt_switches` over its threads. A thread that has exited no longer counts, so
+/// read it around work during which the process keeps its threads (Tokio keeps idle ones 10 s).
+pub(crate) fn wakeups(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        // A thread that ends between the listing and the read is skipped.
+        let Ok(status) = std::fs::read_to_string(thread.ok()?.path().join("status")) else {
+            continue;
+        };
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+        total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 /// Resident memory of a process, in bytes.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -369,5 +387,9 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_time(pid).is_some());
         assert!(rss_bytes(pid).unwrap() > 0);
+        let before = wakeups(pid).unwrap();
+        // A sleeping thread is switched out voluntarily, and counted when it is woken.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert!(wakeups(pid).unwrap() > before);
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Cpu {
     pub jetway: Duration,
     /// nats-server.
     pub nats: Duration,
+    /// Wake-ups (voluntary context switches) of the same three processes, in the same order.
+    pub wakeups: [u64; 3],
 }
 
 /// What one round measured.
@@ -58,6 +60,8 @@ pub(crate) struct Side {
     pub latency: Option<Histogram<u64>>,
     /// CPU time per event over all rounds, in microseconds: client, jetway-server, nats-server.
     pub cpu_us_per_event: Option<[f64; 3]>,
+    /// Wake-ups per event over all rounds, by process as `cpu_us_per_event`.
+    pub wakeups_per_event: Option<[f64; 3]>,
     /// msgs/s of each round, or its p50 in µs, to show the spread.
     pub rounds: Vec<f64>,
 }
@@ -93,25 +97,28 @@ impl Side {
             }
         }
         let cpu_events: u64 = rounds.iter().map(|r| r.events).sum();
-        let cpu = rounds
+        let cpus = rounds
             .iter()
             .map(|r| r.cpu)
             .collect::<Option<Vec<Cpu>>>()
-            .filter(|_| cpu_events > 0)
-            .map(|cpus| {
-                let per_event = |f: fn(&Cpu) -> Duration| {
-                    cpus.iter().map(f).sum::<Duration>().as_secs_f64() * 1e6 / cpu_events as f64
-                };
-                [
-                    per_event(|c| c.client),
-                    per_event(|c| c.jetway),
-                    per_event(|c| c.nats),
-                ]
-            });
+            .filter(|_| cpu_events > 0);
+        // An amount per event over all rounds, by process (the bench, jetway-server, nats-server).
+        let per_event = |amount: fn(&Cpu) -> [f64; 3]| {
+            let mut sum = [0.0; 3];
+            for cpu in cpus.as_ref()? {
+                for (total, value) in sum.iter_mut().zip(amount(cpu)) {
+                    *total += value;
+                }
+            }
+            Some(sum.map(|total| total / cpu_events as f64))
+        };
         Side {
             msgs_per_s: (elapsed > Duration::ZERO).then(|| events as f64 / elapsed.as_secs_f64()),
             latency,
-            cpu_us_per_event: cpu,
+            cpu_us_per_event: per_event(|c| {
+                [c.client, c.jetway, c.nats].map(|time| time.as_secs_f64() * 1e6)
+            }),
+            wakeups_per_event: per_event(|c| c.wakeups.map(|n| n as f64)),
             rounds: per_round,
         }
     }
@@ -140,6 +147,12 @@ impl Side {
             out.insert(
                 "cpu_us_per_event".into(),
                 json!({"client": round2(client), "jetway": round2(jetway), "nats": round2(nats)}),
+            );
+        }
+        if let Some([client, jetway, nats]) = self.wakeups_per_event {
+            out.insert(
+                "wakeups_per_event".into(),
+                json!({"client": round3(client), "jetway": round3(jetway), "nats": round3(nats)}),
             );
         }
         out.insert(
@@ -179,6 +192,11 @@ pub(crate) fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
+/// Rounded to three decimals, for output.
+pub(crate) fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +212,7 @@ mod tests {
                 client: Duration::from_millis(10),
                 jetway: Duration::from_millis(20),
                 nats: Duration::ZERO,
+                wakeups: [100, 40, 0],
             }),
         }
     }
@@ -216,6 +235,11 @@ mod tests {
         assert_eq!(side.msgs_per_s, Some(2000.0));
         let [client, jetway, nats] = side.cpu_us_per_event.unwrap();
         assert_eq!((client, jetway, nats), (5.0, 10.0, 0.0));
+        assert_eq!(side.wakeups_per_event, Some([0.05, 0.02, 0.0]));
+        assert_eq!(
+            side.to_json()["wakeups_per_event"],
+            json!({"client": 0.05, "jetway": 0.02, "nats": 0.0})
+        );
         assert_eq!(side.rounds, vec![1000.0, 3000.0]);
         let faster = Side::combine(&[throughput(3000, 1000)]);
         assert_eq!(ratio(&side, &faster), Some(1.5));
@@ -230,7 +254,7 @@ mod tests {
         assert!((199.0..=201.0).contains(&p50), "{p50}");
         let r = ratio(&direct, &jetway).unwrap();
         assert!((0.49..=0.51).contains(&r), "{r}");
-        assert!(direct.cpu_us_per_event.is_none());
+        assert!(direct.cpu_us_per_event.is_none() && direct.wakeups_per_event.is_none());
         let json = jetway.to_json();
         assert!(json.get("p999_us").is_some() && json.get("msgs_per_s").is_none());
     }
