@@ -93,6 +93,17 @@ pub(crate) struct Point {
 }
 
 impl Point {
+    /// A point of a throughput dimension: both paths' rounds, and the RSS after them.
+    fn throughput(x: usize, (direct, jetway): (Side, Side), rss_mib: Option<f64>) -> Point {
+        Point {
+            x,
+            direct: Some(direct),
+            jetway: Some(jetway),
+            rss_mib,
+            extra: Map::new(),
+        }
+    }
+
     fn rate(side: &Option<Side>) -> Option<f64> {
         side.as_ref()?.msgs_per_s
     }
@@ -138,32 +149,18 @@ pub(crate) async fn measure(
             for count in STREAMS {
                 let streams = create_streams(bench, count).await?;
                 let subjects: Arc<[String]> = (0..count).map(|i| format!("grow.{i}")).collect();
-                let (direct, jetway) =
-                    alternate(&format!("{count} streams"), settings.repeat, |path| {
-                        let (streams, subjects, links) = (&streams, &subjects, &links);
-                        async move {
-                            purge(streams).await?;
-                            bench
-                                .spread_publish(
-                                    path,
-                                    links,
-                                    subjects,
-                                    settings.window,
-                                    settings.amount,
-                                )
-                                .await
-                        }
-                    })
-                    .await?;
+                let sides = spread(
+                    bench,
+                    settings,
+                    &format!("{count} streams"),
+                    &links,
+                    &subjects,
+                    || purge(&streams),
+                )
+                .await?;
                 let rss_mib = rss(bench);
                 delete_streams(bench, count).await?;
-                points.push(Point {
-                    x: count,
-                    direct: Some(direct),
-                    jetway: Some(jetway),
-                    rss_mib,
-                    extra: Map::new(),
-                });
+                points.push(Point::throughput(count, sides, rss_mib));
             }
         }
         Dimension::Payload => {
@@ -175,13 +172,7 @@ pub(crate) async fn measure(
                     |path| bench.stream_publish(path, window, size, settings.amount),
                 )
                 .await?;
-                points.push(Point {
-                    x: size,
-                    direct: Some(direct),
-                    jetway: Some(jetway),
-                    rss_mib: rss(bench),
-                    extra: Map::new(),
-                });
+                points.push(Point::throughput(size, (direct, jetway), rss(bench)));
             }
         }
         Dimension::Connections => {
@@ -189,30 +180,16 @@ pub(crate) async fn measure(
             for count in CONNECTIONS {
                 eprintln!("[growth] opening {count} connections of each kind");
                 let links = Links::open(bench, &settings.nats_url, count).await?;
-                let (direct, jetway) =
-                    alternate(&format!("{count} connections"), settings.repeat, |path| {
-                        let (links, subjects) = (&links, &subjects);
-                        async move {
-                            bench.reset_stream().await?;
-                            bench
-                                .spread_publish(
-                                    path,
-                                    links,
-                                    subjects,
-                                    settings.window,
-                                    settings.amount,
-                                )
-                                .await
-                        }
-                    })
-                    .await?;
-                points.push(Point {
-                    x: count,
-                    direct: Some(direct),
-                    jetway: Some(jetway),
-                    rss_mib: rss(bench),
-                    extra: Map::new(),
-                });
+                let sides = spread(
+                    bench,
+                    settings,
+                    &format!("{count} connections"),
+                    &links,
+                    &subjects,
+                    || async { bench.reset_stream().await.map(drop) },
+                )
+                .await?;
+                points.push(Point::throughput(count, sides, rss(bench)));
             }
         }
         Dimension::Subscriptions => {
@@ -247,6 +224,32 @@ pub(crate) async fn measure(
         points,
         goal,
     })
+}
+
+/// Both paths' rounds of P1's publish spread over `links` and `subjects` (the streams and
+/// connections dimensions); `empty` runs before each round, so every round starts on empty streams.
+async fn spread<E, Fut>(
+    bench: &Bench,
+    settings: &Settings,
+    id: &str,
+    links: &Links,
+    subjects: &Arc<[String]>,
+    empty: E,
+) -> Result<(Side, Side)>
+where
+    E: Fn() -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    alternate(id, settings.repeat, |path| {
+        let empty = &empty;
+        async move {
+            empty().await?;
+            bench
+                .spread_publish(path, links, subjects, settings.window, settings.amount)
+                .await
+        }
+    })
+    .await
 }
 
 fn rss(bench: &Bench) -> Option<f64> {

@@ -447,23 +447,7 @@ impl Bench {
         let (done, elapsed) = concurrent(concurrency, amount, move |_| {
             let (js, mut client, sdk, body) =
                 (js.clone(), client.clone(), sdk.clone(), body.clone());
-            async move {
-                match (path, sdk) {
-                    (Path::Direct, _) => {
-                        js.send_publish(SUBJECT, direct_message(&body))
-                            .await?
-                            .await?;
-                    }
-                    (Path::Jetway, None) => {
-                        client.publish_event(jetway_event(&body)).await?;
-                    }
-                    (Path::Jetway, Some(sdk)) => {
-                        sdk.publish_raw(SUBJECT, TYPE_NAME, body, &Default::default())
-                            .await?;
-                    }
-                }
-                Ok(())
-            }
+            async move { publish_acked(path, &js, &mut client, sdk.as_ref(), &body).await }
         })
         .await?;
         Ok(throughput(done, elapsed, self.since(&mark, path)))
@@ -486,23 +470,7 @@ impl Bench {
         let mark = self.mark();
         let (histogram, done) = timed(amount, self.warmup, || {
             let (js, mut client, sdk, body) = (&js, client.clone(), &sdk, &body);
-            async move {
-                match (path, sdk) {
-                    (Path::Direct, _) => {
-                        js.send_publish(SUBJECT, direct_message(body))
-                            .await?
-                            .await?;
-                    }
-                    (Path::Jetway, None) => {
-                        client.publish_event(jetway_event(body)).await?;
-                    }
-                    (Path::Jetway, Some(sdk)) => {
-                        sdk.publish_raw(SUBJECT, TYPE_NAME, body.clone(), &Default::default())
-                            .await?;
-                    }
-                }
-                Ok(())
-            }
+            async move { publish_acked(path, js, &mut client, sdk.as_ref(), body).await }
         })
         .await?;
         Ok(latency(histogram, done, self.since(&mark, path)))
@@ -1093,6 +1061,32 @@ pub(crate) fn payload(size: usize) -> Bytes {
 }
 
 /// The message a direct publisher stores: the body with the Windshift headers Jetway adds.
+/// One publish of P2 and P3, waiting for its acknowledgement: straight to JetStream, through
+/// PublishEvent, or (`sdk`) through jetway-client's `publish_raw`.
+async fn publish_acked(
+    path: Path,
+    js: &jetstream::Context,
+    client: &mut EventsServiceClient<Transport>,
+    sdk: Option<&jetway_client::Client>,
+    body: &Bytes,
+) -> Result<()> {
+    match (path, sdk) {
+        (Path::Direct, _) => {
+            js.send_publish(SUBJECT, direct_message(body))
+                .await?
+                .await?;
+        }
+        (Path::Jetway, None) => {
+            client.publish_event(jetway_event(body)).await?;
+        }
+        (Path::Jetway, Some(sdk)) => {
+            sdk.publish_raw(SUBJECT, TYPE_NAME, body.clone(), &Default::default())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 fn direct_message(body: &Bytes) -> PublishMessage {
     let mut headers = HeaderMap::new();
     headers.insert("WS-Data-Type", TYPE_NAME);

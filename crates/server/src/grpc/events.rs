@@ -19,7 +19,7 @@ use jetway_core::{
     fetch::{FetchSpec, Fetcher},
     live::{LiveFeeds, LiveSpec},
     pipeline::{self},
-    publish::Publisher,
+    publish::{Publication, Published, Publisher},
     reads::{self, ReadSpec},
     settle::Settle,
 };
@@ -119,13 +119,7 @@ impl EventsService for JetwayEvents {
         let trace = Trace::of(request.metadata());
         let publication = publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
-        caller.check(Permission::Publish, &publication.subject)?;
-        caller.take_publishes(1)?;
-        let published = self
-            .publisher
-            .publish(publication)
-            .await
-            .map_err(|e| e.to_status())?;
+        let published = publish_one(&caller, &self.publisher, publication).await?;
         Ok(Response::new(api::PublishEventResponse {
             id: published.id,
             duplicate: published.duplicate,
@@ -332,4 +326,19 @@ impl EventsService for JetwayEvents {
             settled: Some(encode_settled(settled)),
         }))
     }
+}
+
+/// One event published for `caller`, as both events services' PublishEvent do it: the subject must
+/// be the client's to publish on, and the event counts against its publish rate before it is sent.
+pub(crate) async fn publish_one(
+    caller: &Caller,
+    publisher: &Publisher,
+    publication: Publication,
+) -> Result<Published, Status> {
+    caller.check(Permission::Publish, &publication.subject)?;
+    caller.take_publishes(1)?;
+    publisher
+        .publish(publication)
+        .await
+        .map_err(|e| e.to_status())
 }

@@ -32,6 +32,7 @@ use crate::{
     auth::{Caller, Grant, Permission, limits::SessionSlot},
     codec::windshift,
     grpc::{
+        events::publish_one,
         publish_stream::Trace,
         status::{self, ToStatus},
         streaming,
@@ -114,13 +115,7 @@ impl EventsService for WindshiftEvents {
         let trace = Trace::of(request.metadata());
         let publication = windshift::publication(request.into_inner(), trace.parent, trace.state)
             .map_err(|e| e.to_status())?;
-        caller.check(Permission::Publish, &publication.subject)?;
-        caller.take_publishes(1)?;
-        let published = self
-            .publisher
-            .publish(publication)
-            .await
-            .map_err(|e| e.to_status())?;
+        let published = publish_one(&caller, &self.publisher, publication).await?;
         Ok(Response::new(PublishEventResponse { id: published.id }))
     }
 

@@ -222,10 +222,7 @@ pub async fn ack(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SettledJson>, ApiError> {
-    let mut fields = Fields::read(&headers, body, state.max_body).await?;
-    let ids = IdsJson { ids: fields.ids()? };
-    fields.done()?;
-    settle(&state, &stream, &consumer, &ids.ids, Settle::Ack).await
+    settle_listed(&state, &stream, &consumer, &headers, body, Settle::Ack).await
 }
 
 /// `POST /v1/streams/{stream}/consumers/{consumer}/reject`.
@@ -299,10 +296,22 @@ pub async fn extend(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SettledJson>, ApiError> {
-    let mut fields = Fields::read(&headers, body, state.max_body).await?;
-    let ids = IdsJson { ids: fields.ids()? };
+    settle_listed(&state, &stream, &consumer, &headers, body, Settle::Ping).await
+}
+
+/// Settles, all the same way, the ids an [`IdsJson`] body lists (the body of ack and extend).
+async fn settle_listed(
+    state: &ApiState,
+    stream: &str,
+    consumer: &str,
+    headers: &HeaderMap,
+    body: Body,
+    how: Settle,
+) -> Result<Json<SettledJson>, ApiError> {
+    let mut fields = Fields::read(headers, body, state.max_body).await?;
+    let ids = fields.ids()?;
     fields.done()?;
-    settle(&state, &stream, &consumer, &ids.ids, Settle::Ping).await
+    settle(state, stream, consumer, &ids, how).await
 }
 
 /// Settles `ids` of `stream`'s `consumer` through the one fetcher.

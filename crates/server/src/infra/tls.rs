@@ -40,7 +40,7 @@ use tokio_rustls::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
-use crate::infra::config::TlsConfig;
+use crate::infra::{config::TlsConfig, locked};
 
 /// How long a client has to complete the TLS handshake (or, on a TLS port, to send its first
 /// bytes) before its connection is closed: a connection that never says hello holds one of its
@@ -386,11 +386,7 @@ impl ReloadingCert {
 
     /// The certificate to present now, after loading the files again if they changed.
     fn current(&self) -> Arc<CertifiedKey> {
-        #[expect(
-            clippy::expect_used,
-            reason = "no code panics while holding this lock, so it is never poisoned"
-        )]
-        let mut state = self.state.lock().expect("the lock is never poisoned");
+        let mut state = locked(&self.state);
         if state.checked.elapsed() < RELOAD_CHECK_INTERVAL {
             return state.key.clone();
         }

@@ -43,6 +43,7 @@ use tonic::{
 
 use crate::infra::{
     config::Limits,
+    locked,
     tls::{self, Accepted, Io, ServerTls, TLS_HANDSHAKE_FAILURES, TLS_HANDSHAKE_TIMEOUT},
 };
 
@@ -268,11 +269,7 @@ impl Activity {
         if self.calls.load(Ordering::Acquire) > 0 {
             return None;
         }
-        #[expect(
-            clippy::expect_used,
-            reason = "no code panics while holding this lock, so it is never poisoned"
-        )]
-        let idle_since = self.idle_since.lock().expect("the lock is never poisoned");
+        let idle_since = locked(&self.idle_since);
         Some(*idle_since)
     }
 }
@@ -284,15 +281,7 @@ struct CallInProgress(Arc<Activity>);
 impl Drop for CallInProgress {
     fn drop(&mut self) {
         // The time first: whoever sees the count reach zero must see when it did.
-        #[expect(
-            clippy::expect_used,
-            reason = "no code panics while holding this lock, so it is never poisoned"
-        )]
-        let mut idle_since = self
-            .0
-            .idle_since
-            .lock()
-            .expect("the lock is never poisoned");
+        let mut idle_since = locked(&self.0.idle_since);
         *idle_since = Instant::now();
         drop(idle_since);
         self.0.calls.fetch_sub(1, Ordering::AcqRel);
@@ -825,14 +814,7 @@ impl PerAddress {
     /// already.
     fn admit(self: &Arc<Self>, stream: &TcpStream, most: usize) -> Option<AddressSlot> {
         let address = stream.peer_addr().ok()?.ip();
-        #[expect(
-            clippy::expect_used,
-            reason = "no code panics while holding this lock, so it is never poisoned"
-        )]
-        let mut open = self
-            .open
-            .lock()
-            .expect("the address table's lock is never poisoned");
+        let mut open = locked(&self.open);
         let count = open.entry(address).or_default();
         if *count >= most {
             return None;
@@ -853,15 +835,7 @@ struct AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        #[expect(
-            clippy::expect_used,
-            reason = "no code panics while holding this lock, so it is never poisoned"
-        )]
-        let mut open = self
-            .table
-            .open
-            .lock()
-            .expect("the address table's lock is never poisoned");
+        let mut open = locked(&self.table.open);
         if let Some(count) = open.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {
