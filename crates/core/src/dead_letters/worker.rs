@@ -1,6 +1,8 @@
 //! The dead-letter worker: turns each stored advisory into a copy of the event in its consumer's
 //! dead-letter stream, then acks the advisory.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{
     self, AckKind, ErrorCode,
     consumer::{AckPolicy, pull},
@@ -19,10 +21,10 @@ use super::{
 use crate::{Error, ErrorKind, Nats, error::Classify, format, publish};
 
 /// The dead-letter worker: processes advisories until `shutdown` is cancelled. It starts once the
-/// advisory stream exists (the first consumer with a dead-letter stream makes it), and reopens its
-/// consumer whenever that fails. Once it has run, it makes the advisory stream again if it is
-/// deleted (only a forced DeleteStream does that), so that later advisories are kept. See the module
-/// docs.
+/// advisory stream exists (the first consumer with a dead-letter stream makes it; the worker hears
+/// so, or finds out within 5 s), and reopens its consumer whenever that fails. Once it has run, it
+/// makes the advisory stream again if it is deleted (only a forced DeleteStream does that), so that
+/// later advisories are kept. See the module docs.
 pub async fn run(nats: Nats, shutdown: CancellationToken) {
     let mut failing = false;
     let mut has_run = false;
@@ -34,10 +36,12 @@ pub async fn run(nats: Nats, shutdown: CancellationToken) {
         let failure = match opened {
             Ok(Worker::Waiting(mut created)) => {
                 failing = false;
-                // Nothing to do until a consumer gets a dead-letter stream.
+                // Nothing to do until a consumer gets a dead-letter stream. The advisory that it
+                // was made is not enough to go by (see WAITING_CHECK), so look again now and then.
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = created.next() => continue,
+                    () = tokio::time::sleep(WAITING_CHECK) => continue,
                 }
             }
             Ok(Worker::Running(mut advisories)) => {
@@ -80,6 +84,12 @@ pub async fn run(nats: Nats, shutdown: CancellationToken) {
         }
     }
 }
+
+/// How often a worker waiting for the advisory stream looks for it again. It hears when the stream
+/// is made, but nats-server announces a stream just before its lookups find it (and can lose the
+/// announcement): a worker that looked too early, or heard nothing, would otherwise wait for good
+/// while advisories pile up unprocessed.
+const WAITING_CHECK: Duration = Duration::from_secs(5);
 
 /// The worker's state: waiting for the advisory stream to be made, or pulling from it.
 enum Worker {
@@ -310,9 +320,68 @@ fn copy(advisory: &Advisory, original: StreamMessage) -> (PublishMessage, usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ConnectSettings;
     use crate::dead_letters::decode;
     use async_nats::HeaderMap;
     use bytes::Bytes;
+    use futures::FutureExt;
+    use jetway_testkit::{NatsServer, eventually};
+
+    /// A waiting worker starts once the advisory stream exists even when the advisory that
+    /// announced the stream told it nothing: nats-server sends it just before its lookups find the
+    /// stream (a worker that looked then waited for good), and can lose it. Here the worker's user
+    /// may not hear stream advisories, and the stream is made only after the worker looked for it.
+    #[tokio::test]
+    async fn a_waiting_worker_starts_once_the_advisory_stream_exists_unannounced() {
+        let server = NatsServer::start_with_config(
+            &[],
+            Some(
+                r#"authorization { users = [
+                    { user: worker, password: pw, permissions: { subscribe: { deny: "$JS.EVENT.ADVISORY.STREAM.>" } } }
+                    { user: admin, password: pw }
+                ] }"#,
+            ),
+        );
+        let admin = async_nats::ConnectOptions::with_user_and_password("admin".into(), "pw".into())
+            .connect(server.url())
+            .await
+            .unwrap();
+        let mut audits = admin.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
+        admin.flush().await.unwrap();
+        let nats = Nats::connect(&ConnectSettings {
+            url: format!("nats://worker:pw@127.0.0.1:{}", server.port()),
+            name: "dead-letter-worker-test".into(),
+            publish_max_pending: 64,
+            security: Default::default(),
+        })
+        .await
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(run(nats.clone(), shutdown.clone()));
+
+        // JetStream's audit of the worker's lookup: the worker has been told there is no stream.
+        let lookup = format!("$JS.API.STREAM.INFO.{ADVISORY_STREAM}");
+        eventually("the worker looked for the advisory stream", || {
+            let looked =
+                std::iter::from_fn(|| audits.next().now_or_never().flatten()).any(|audit| {
+                    let audit: serde_json::Value = serde_json::from_slice(&audit.payload).unwrap();
+                    audit["subject"] == lookup.as_str()
+                });
+            async move { looked.then_some(()) }
+        })
+        .await;
+        ensure_advisory_stream(&nats).await.unwrap();
+
+        let js = jetstream::new(admin);
+        eventually("the worker pulls advisories", || async {
+            let stream = js.get_stream(ADVISORY_STREAM).await.ok()?;
+            let info = stream.consumer_info(WORKER).await.ok()?;
+            (info.num_waiting > 0).then_some(())
+        })
+        .await;
+        shutdown.cancel();
+        worker.await.unwrap();
+    }
 
     #[test]
     fn advisories_parse_both_kinds_and_ignore_others() {

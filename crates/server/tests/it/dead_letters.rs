@@ -63,7 +63,8 @@ pub(crate) async fn await_dead_letters(env: &Env, stream: &str, n: usize) -> Vec
 /// Waits until the dead-letter worker pulls from the advisory stream: its consumer there has a pull
 /// request waiting. The worker learns that the stream was deleted from JetStream's answer to that
 /// request ("Consumer Deleted"); a delete while the worker is still opening its consumer, before any
-/// request waits, leaves it to find out later, after the test's bound.
+/// request waits, can take its first request with it unanswered, and the worker finds out only when
+/// that request expires (after 30 s), past the test's bound. Call this before each forced delete.
 async fn await_worker_pulling(env: &Env) {
     eventually("the dead-letter worker pulls advisories", || async {
         let stream = env.js.get_stream("JETWAY_ADVISORIES").await.ok()?;
@@ -101,6 +102,7 @@ async fn permanent_rejects_after_a_forced_delete_of_the_advisory_stream_are_dead
     };
 
     let fetched = publish(&mut events, typed("orders.created", "fetched")).await;
+    await_worker_pulling(&env).await;
     admin
         .delete_stream(delete_advisories.clone())
         .await
@@ -124,6 +126,7 @@ async fn permanent_rejects_after_a_forced_delete_of_the_advisory_stream_are_dead
     await_dead_letters(&env, "orders-dead", 1).await;
 
     let streamed = publish(&mut events, typed("orders.created", "streamed")).await;
+    await_worker_pulling(&env).await;
     admin.delete_stream(delete_advisories).await.unwrap();
     let mut session = env.subscribe("orders", "worker").await;
     assert_eq!(session.event().await.id, streamed);
