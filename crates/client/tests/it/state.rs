@@ -89,7 +89,7 @@ async fn a_watch_streams_changes_in_revision_order() {
     for _ in 0..3 {
         let entry = tokio::time::timeout(RECV_GUARD, watch.next())
             .await
-            .expect("an entry within the guard")
+            .unwrap_or_else(|_| panic!("no entry within the guard after {seen:?}"))
             .expect("the watch goes on")
             .expect("an entry");
         seen.push((
