@@ -1060,7 +1060,6 @@ pub(crate) fn payload(size: usize) -> Bytes {
     Bytes::from(vec![0x5a; size])
 }
 
-/// The message a direct publisher stores: the body with the Windshift headers Jetway adds.
 /// One publish of P2 and P3, waiting for its acknowledgement: straight to JetStream, through
 /// PublishEvent, or (`sdk`) through jetway-client's `publish_raw`.
 async fn publish_acked(
@@ -1087,6 +1086,7 @@ async fn publish_acked(
     Ok(())
 }
 
+/// The message a direct publisher stores: the body with the Windshift headers Jetway adds.
 fn direct_message(body: &Bytes) -> PublishMessage {
     let mut headers = HeaderMap::new();
     headers.insert("WS-Data-Type", TYPE_NAME);
