@@ -362,7 +362,7 @@ async fn internal_streams_are_deleted_and_purged_only_with_force() {
         );
     }
     assert_eq!(env.event_count("KV_config").await, 1, "nothing purged");
-    env.stream_info("JETWAY_ADVISORIES").await;
+    let advisories_made = env.stream_info("JETWAY_ADVISORIES").await.created;
 
     let forced = PurgeStreamRequest {
         force: true,
@@ -376,11 +376,15 @@ async fn internal_streams_are_deleted_and_purged_only_with_force() {
             ..delete(stream)
         };
         admin.delete_stream(forced).await.unwrap();
-        assert_status(
-            admin.get_stream_info(info(stream, "")).await,
-            Code::NotFound,
-            stream,
-        );
+        let answer = admin.get_stream_info(info(stream, "")).await;
+        if stream == "JETWAY_ADVISORIES" && answer.is_ok() {
+            // The dead-letter worker makes its advisory stream again once it finds it deleted
+            // (docs/dead-letters.md), and may have done so already: then it is a new stream.
+            let made = env.stream_info(stream).await.created;
+            assert!(made > advisories_made, "{stream} was not deleted");
+        } else {
+            assert_status(answer, Code::NotFound, stream);
+        }
     }
     // A dead-letter stream is the user's: its dead letters may be dropped without force.
     admin
