@@ -44,7 +44,8 @@ use tonic_reflection::pb::v1::{
 use crate::{
     clients::{consumer, fetch, typed},
     harness::{
-        RECV_GUARD, TestServer, publish_request, raw_event, stream_request, with_clients_file,
+        RECV_GUARD, TestServer, publish_request, raw_event, raw_stream_item, stream_request,
+        with_clients_file,
     },
 };
 
@@ -1390,13 +1391,7 @@ async fn a_reloaded_clients_file_applies_to_open_streams() {
         .await
         .unwrap()
         .into_inner();
-    let publish = |correlation_id| jw::PublishStreamRequest {
-        correlation_id,
-        event: Some(jw::PublishEventRequest {
-            subject: "a.created".into(),
-            ..raw_event()
-        }),
-    };
+    let publish = |correlation_id| raw_stream_item(correlation_id, "a.created");
     publishes.send(publish(1)).await.unwrap();
     let published = publish_stream.message().await.unwrap().unwrap();
     assert_eq!(published.correlation_id, 1);

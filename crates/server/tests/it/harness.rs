@@ -561,6 +561,20 @@ pub(crate) fn raw_event() -> jetway_api::jetway::events::v1::PublishEventRequest
     }
 }
 
+/// A PublishStream request tagged `correlation_id`: [`raw_event`] on `subject`.
+pub(crate) fn raw_stream_item(
+    correlation_id: u64,
+    subject: &str,
+) -> jetway_api::jetway::events::v1::PublishStreamRequest {
+    jetway_api::jetway::events::v1::PublishStreamRequest {
+        correlation_id,
+        event: Some(jetway_api::jetway::events::v1::PublishEventRequest {
+            subject: subject.into(),
+            ..raw_event()
+        }),
+    }
+}
+
 /// The StringValue inside an event.
 pub(crate) fn value_of(event: &jetway_api::windshift::events::v1alpha1::Event) -> String {
     event

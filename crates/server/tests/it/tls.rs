@@ -538,7 +538,7 @@ async fn a_reloaded_clients_file_applies_to_a_client_known_by_its_certificate() 
     };
     use tonic::Code;
 
-    use crate::harness::{RECV_GUARD, raw_event, stream_request};
+    use crate::harness::{RECV_GUARD, raw_stream_item, stream_request};
 
     let files = Files::new();
     let alice = files.ca.client("alice").unwrap();
@@ -574,13 +574,7 @@ async fn a_reloaded_clients_file_applies_to_a_client_known_by_its_certificate() 
         .await
         .unwrap()
         .into_inner();
-    let publish = |correlation_id| jw::PublishStreamRequest {
-        correlation_id,
-        event: Some(jw::PublishEventRequest {
-            subject: "alice.orders.created".into(),
-            ..raw_event()
-        }),
-    };
+    let publish = |correlation_id| raw_stream_item(correlation_id, "alice.orders.created");
     let answer = async |answers: &mut tonic::Streaming<jw::PublishStreamResponse>| {
         tokio::time::timeout(RECV_GUARD, answers.message())
             .await
